@@ -1,0 +1,27 @@
+//! taskhub's shared core, compiled for native targets and for `wasm32-unknown-unknown`.
+//!
+//! Everything here is sans-IO: no sockets, no async runtime, no clock, no randomness. Drivers (the
+//! hub, the native worker, the browser worker) feed bytes, time and entropy in and drain what comes
+//! out.
+//!
+//! # Layout
+//!
+//! - [`time`]: the one time type, [`Millis`], milliseconds since a driver-chosen epoch.
+//! - [`names`]: validated newtypes for queue names, topics, patterns, task and session ids.
+//! - [`protocol`]: the typed wire messages, [`ClientMsg`] and [`ServerMsg`], and [`ErrorCode`].
+//! - [`codec`]: the only place where text frames become typed messages; enforces the size limit.
+//! - [`auth`]: the mutual HMAC-SHA256 challenge-response handshake.
+//! - [`handlers`]: the built-in task handlers, looked up by task kind.
+//! - [`worker`]: the worker state machine both workers drive.
+
+pub mod auth;
+pub mod codec;
+pub mod handlers;
+pub mod names;
+pub mod protocol;
+pub mod time;
+pub mod worker;
+
+pub use names::{NameError, Pattern, QueueName, SessionId, TaskId, Topic};
+pub use protocol::{ClientMsg, ErrorCode, Role, ServerMsg, Task};
+pub use time::Millis;

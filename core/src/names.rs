@@ -1,0 +1,257 @@
+//! Validated names and ids. Each is checked once, when a message is decoded, so the rest of the code
+//! can trust it.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest queue name, in bytes.
+pub const MAX_QUEUE_NAME: usize = 128;
+/// Longest topic or pattern, in bytes.
+pub const MAX_TOPIC: usize = 256;
+/// Prefix of the per-session reply inboxes. Names under it are reserved for the hub.
+pub const INBOX_PREFIX: &str = "_inbox.";
+/// Suffix of a queue's dead-letter queue.
+pub const DEAD_SUFFIX: &str = ".dead";
+
+/// Why a name was refused. The message names the offending value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NameError(String);
+
+fn token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':')
+}
+
+/// A queue name: 1 to 128 bytes of `A-Z a-z 0-9 _ - : .`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct QueueName(String);
+
+impl QueueName {
+    pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
+        let name = name.into();
+        if name.is_empty() || name.len() > MAX_QUEUE_NAME {
+            return Err(NameError(format!(
+                "queue name must be 1 to {MAX_QUEUE_NAME} bytes, got {}",
+                name.len()
+            )));
+        }
+        if let Some(c) = name.chars().find(|&c| !(token_char(c) || c == '.')) {
+            return Err(NameError(format!(
+                "queue name {name:?} contains {c:?}; allowed are letters, digits and _ - : ."
+            )));
+        }
+        Ok(QueueName(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The private reply inbox of a session.
+    pub fn inbox(session: SessionId) -> QueueName {
+        QueueName(format!("{INBOX_PREFIX}{}", session.0))
+    }
+
+    /// Whether this names a session's reply inbox.
+    pub fn is_inbox(&self) -> bool {
+        self.0.starts_with(INBOX_PREFIX)
+    }
+
+    /// This queue's dead-letter queue, `<name>.dead`. `None` if that name would be too long.
+    pub fn dead_letter(&self) -> Option<QueueName> {
+        QueueName::new(format!("{}{DEAD_SUFFIX}", self.0)).ok()
+    }
+}
+
+impl TryFrom<String> for QueueName {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        QueueName::new(s)
+    }
+}
+
+impl From<QueueName> for String {
+    fn from(q: QueueName) -> String {
+        q.0
+    }
+}
+
+impl fmt::Display for QueueName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn check_tokens(s: &str, what: &str, wildcards: bool) -> Result<(), NameError> {
+    if s.is_empty() || s.len() > MAX_TOPIC {
+        return Err(NameError(format!(
+            "{what} must be 1 to {MAX_TOPIC} bytes, got {}",
+            s.len()
+        )));
+    }
+    let tokens: Vec<&str> = s.split('.').collect();
+    for (i, t) in tokens.iter().enumerate() {
+        let ok = match *t {
+            "" => false,
+            "*" => wildcards,
+            ">" => wildcards && i == tokens.len() - 1,
+            t => t.chars().all(token_char),
+        };
+        if !ok {
+            let hint = if wildcards {
+                "tokens are letters, digits, _ - :, or `*`, or a final `>`"
+            } else {
+                "tokens are letters, digits and _ - : (no wildcards when publishing)"
+            };
+            return Err(NameError(format!(
+                "{what} {s:?} has a bad token {t:?}: {hint}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A pub/sub topic: dot-separated tokens, no wildcards.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Topic(String);
+
+impl Topic {
+    pub fn new(s: impl Into<String>) -> Result<Self, NameError> {
+        let s = s.into();
+        check_tokens(&s, "topic", false)?;
+        Ok(Topic(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Topic {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        Topic::new(s)
+    }
+}
+
+impl From<Topic> for String {
+    fn from(t: Topic) -> String {
+        t.0
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A subscription pattern: tokens where `*` matches exactly one token and a final `>` matches one
+/// or more remaining tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Pattern(String);
+
+impl Pattern {
+    pub fn new(s: impl Into<String>) -> Result<Self, NameError> {
+        let s = s.into();
+        check_tokens(&s, "pattern", true)?;
+        Ok(Pattern(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `topic` matches this pattern.
+    pub fn matches(&self, topic: &Topic) -> bool {
+        let mut pat = self.0.split('.');
+        let mut top = topic.0.split('.');
+        loop {
+            match (pat.next(), top.next()) {
+                (Some(">"), Some(_)) => return true,
+                (Some("*"), Some(_)) => {}
+                (Some(p), Some(t)) if p == t => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+}
+
+impl TryFrom<String> for Pattern {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        Pattern::new(s)
+    }
+}
+
+impl From<Pattern> for String {
+    fn from(p: Pattern) -> String {
+        p.0
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A task id, assigned by the hub when it accepts a `put`. Unique within one hub run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(pub u64);
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A session id, assigned by the hub after a successful handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(p: &str, t: &str) -> bool {
+        Pattern::new(p).unwrap().matches(&Topic::new(t).unwrap())
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(m("a.b", "a.b"));
+        assert!(!m("a.b", "a.b.c"));
+        assert!(m("a.*", "a.b"));
+        assert!(!m("a.*", "a.b.c"));
+        assert!(!m("a.*", "a"));
+        assert!(m("a.>", "a.b.c"));
+        assert!(!m("a.>", "a"));
+        assert!(m("*.b.>", "x.b.c.d"));
+        assert!(m(">", "anything.at.all"));
+    }
+
+    #[test]
+    fn bad_names_say_why() {
+        let e = QueueName::new("has space").unwrap_err().to_string();
+        assert!(e.contains("has space") && e.contains("' '"), "{e}");
+        assert!(Topic::new("a.*").is_err());
+        assert!(Pattern::new("a.>.b").is_err());
+        assert!(Pattern::new("a..b").is_err());
+        assert!(QueueName::new("").is_err());
+        assert!(QueueName::new("x".repeat(129)).is_err());
+    }
+}

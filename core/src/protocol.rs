@@ -1,0 +1,396 @@
+//! The wire messages. `docs/protocol.md` is the prose version of this file; keep them in step.
+//!
+//! Every frame is one JSON object with a `"type"` field. Requests may carry `req`, a number the
+//! client chooses; the hub echoes it in the reply so clients can pipeline.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::names::{Pattern, QueueName, SessionId, TaskId, Topic};
+
+/// Protocol version, sent in the hub's `challenge`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// What kind of client a session is. Shown in stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Puts tasks and reads results (CLI, client library).
+    #[default]
+    Producer,
+    /// A native worker.
+    Worker,
+    /// A browser worker.
+    Browser,
+    /// A monitoring page.
+    Dashboard,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Producer => "producer",
+            Role::Worker => "worker",
+            Role::Browser => "browser",
+            Role::Dashboard => "dashboard",
+        }
+    }
+}
+
+/// A message from a client to the hub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// Answer to the hub's `challenge`: proves knowledge of the key named by `key_id`.
+    Auth {
+        key_id: String,
+        /// 32 random bytes, lowercase hex: the client's challenge to the hub.
+        client_nonce: String,
+        /// `HMAC-SHA256(key, "taskhub-client\n" key_id "\n" nonce "\n" client_nonce)`, lowercase hex.
+        proof: String,
+        #[serde(default)]
+        role: Role,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// Add a task to the back of `queue`. Answered by `queued` with the task id.
+    Put {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        queue: QueueName,
+        payload: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<QueueName>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_attempts: Option<u32>,
+    },
+    /// Take the task at the front of `queue`, waiting up to `timeout_ms`. Answered by `task` or,
+    /// when the wait runs out, `empty`.
+    Get {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        queue: QueueName,
+        #[serde(default)]
+        timeout_ms: u64,
+    },
+    /// Become a consumer of `queues`: the hub pushes `deliver` messages while fewer than
+    /// `prefetch` tasks are unacknowledged. Empty `queues` stops consuming.
+    Consume {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        queues: Vec<QueueName>,
+        prefetch: u32,
+    },
+    /// The leased task is done.
+    Ack {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        task: TaskId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+    },
+    /// The leased task failed. With `retry` (the default) it is queued again while attempts
+    /// remain; without, it goes straight to the dead-letter queue.
+    Fail {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        task: TaskId,
+        error: String,
+        #[serde(default = "yes")]
+        retry: bool,
+    },
+    /// Hand a leased task back unstarted: it goes to the front of its queue and the delivery does
+    /// not count as an attempt.
+    Release {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        task: TaskId,
+    },
+    /// Extend a lease by the hub's ack-wait, counted from now.
+    Touch {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        task: TaskId,
+    },
+    /// Send `payload` to every current subscriber whose pattern matches `topic`.
+    Publish {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        topic: Topic,
+        payload: Value,
+    },
+    Subscribe {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        pattern: Pattern,
+    },
+    Unsubscribe {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        pattern: Pattern,
+    },
+    Stats {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ClientMsg {
+    /// The client-chosen request id, if any.
+    pub fn req(&self) -> Option<u64> {
+        match self {
+            ClientMsg::Auth { .. } => None,
+            ClientMsg::Put { req, .. }
+            | ClientMsg::Get { req, .. }
+            | ClientMsg::Consume { req, .. }
+            | ClientMsg::Ack { req, .. }
+            | ClientMsg::Fail { req, .. }
+            | ClientMsg::Release { req, .. }
+            | ClientMsg::Touch { req, .. }
+            | ClientMsg::Publish { req, .. }
+            | ClientMsg::Subscribe { req, .. }
+            | ClientMsg::Unsubscribe { req, .. }
+            | ClientMsg::Stats { req } => *req,
+        }
+    }
+
+    /// Set the request id (the client library numbers its requests).
+    pub fn set_req(&mut self, id: u64) {
+        match self {
+            ClientMsg::Auth { .. } => {}
+            ClientMsg::Put { req, .. }
+            | ClientMsg::Get { req, .. }
+            | ClientMsg::Consume { req, .. }
+            | ClientMsg::Ack { req, .. }
+            | ClientMsg::Fail { req, .. }
+            | ClientMsg::Release { req, .. }
+            | ClientMsg::Touch { req, .. }
+            | ClientMsg::Publish { req, .. }
+            | ClientMsg::Subscribe { req, .. }
+            | ClientMsg::Unsubscribe { req, .. }
+            | ClientMsg::Stats { req } => *req = Some(id),
+        }
+    }
+}
+
+/// A task as the hub hands it out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: TaskId,
+    pub queue: QueueName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub payload: Value,
+    /// 1 on the first delivery.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<QueueName>,
+}
+
+/// Limits the hub announces in `welcome`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub ack_wait_ms: u64,
+    pub max_prefetch: u32,
+    pub max_attempts: u32,
+}
+
+/// One queue's line in `stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    pub name: QueueName,
+    /// Tasks ready to be delivered.
+    pub depth: u64,
+    /// Tasks leased to a consumer and not yet acked.
+    pub in_flight: u64,
+    /// Tasks in this queue's dead-letter queue.
+    pub dead: u64,
+    /// Sessions consuming this queue.
+    pub consumers: u64,
+}
+
+/// The hub's `stats` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub queues: Vec<QueueStats>,
+    /// Authenticated sessions by role.
+    pub sessions: BTreeMap<String, u64>,
+}
+
+/// A message from the hub to a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// First frame on every connection.
+    Challenge {
+        version: u32,
+        /// 32 random bytes, lowercase hex.
+        nonce: String,
+    },
+    /// The handshake succeeded. `proof` is the hub's answer to the client's nonce.
+    Welcome {
+        session: SessionId,
+        /// `HMAC-SHA256(key, "taskhub-hub\n" key_id "\n" nonce "\n" client_nonce)`, lowercase hex.
+        proof: String,
+        /// This session's private reply inbox, for `reply_to`.
+        inbox: QueueName,
+        limits: Limits,
+    },
+    /// Generic success for requests with nothing else to say.
+    Ok {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+    },
+    /// The `put` was accepted.
+    Queued {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        task: TaskId,
+    },
+    /// Answer to `get`: the task is removed from the queue for good.
+    Task {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        task: Task,
+    },
+    /// Answer to `get` when nothing arrived within the timeout.
+    Empty {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        queue: QueueName,
+    },
+    /// A task pushed to a consumer, leased to it until `ack`, `fail` or `release`.
+    Deliver { task: Task },
+    /// The outcome of a task whose `reply_to` was this session's inbox.
+    Reply(Reply),
+    /// A pub/sub message.
+    Message { topic: Topic, payload: Value },
+    /// Answer to `publish`.
+    Published {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        receivers: u64,
+    },
+    /// Answer to `stats`.
+    Stats {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        #[serde(flatten)]
+        stats: Stats,
+    },
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+impl ServerMsg {
+    /// The echoed request id, if this is an answer to a request.
+    pub fn req(&self) -> Option<u64> {
+        match self {
+            ServerMsg::Ok { req }
+            | ServerMsg::Queued { req, .. }
+            | ServerMsg::Task { req, .. }
+            | ServerMsg::Empty { req, .. }
+            | ServerMsg::Published { req, .. }
+            | ServerMsg::Stats { req, .. }
+            | ServerMsg::Error { req, .. } => *req,
+            _ => None,
+        }
+    }
+
+    pub fn error(req: Option<u64>, code: ErrorCode, message: impl Into<String>) -> ServerMsg {
+        ServerMsg::Error {
+            req,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A task's outcome, as put on its `reply_to` queue (as the payload) or pushed to an inbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub id: TaskId,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The fixed list of error codes. Each comes with a human message naming the problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not a JSON object, or is a binary frame. The session stays open.
+    BadFrame,
+    /// The `type` is not one this hub knows. The session stays open.
+    UnknownType,
+    /// A field is missing, has the wrong type, or a name is invalid. The session stays open.
+    BadRequest,
+    /// A request came before the handshake finished. The connection is closed.
+    AuthRequired,
+    /// Unknown key id or wrong proof. The connection is closed.
+    AuthFailed,
+    /// No `auth` within the handshake timeout. The connection is closed.
+    AuthTimeout,
+    /// The frame exceeds the hub's `max_message_bytes`. The connection is closed.
+    TooLarge,
+    /// The queue holds `max_queue_len` tasks; try later.
+    QueueFull,
+    /// The hub holds `max_queues` queues already.
+    TooManyQueues,
+    /// The task is not leased to this session (already acked, or its lease expired).
+    UnknownTask,
+    /// The request touches another session's inbox.
+    Forbidden,
+    /// A per-session limit (pending gets, subscriptions) was reached.
+    LimitReached,
+    /// The hub is at `max_connections`. The connection is closed.
+    TooManyConnections,
+    /// The session did not read its messages fast enough. The connection is closed.
+    SlowConsumer,
+    /// The hub is shutting down. The connection is closed.
+    ShuttingDown,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadFrame => "bad_frame",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::AuthRequired => "auth_required",
+            ErrorCode::AuthFailed => "auth_failed",
+            ErrorCode::AuthTimeout => "auth_timeout",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::QueueFull => "queue_full",
+            ErrorCode::TooManyQueues => "too_many_queues",
+            ErrorCode::UnknownTask => "unknown_task",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::LimitReached => "limit_reached",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::SlowConsumer => "slow_consumer",
+            ErrorCode::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,39 @@
+//! Time as the core sees it: a plain number the driver supplies.
+//!
+//! `std::time::Instant::now()` panics on `wasm32-unknown-unknown`, and pure logic is easier to test
+//! with a manual clock, so the core never reads a clock. Each driver picks an epoch (its start) and
+//! passes `now` as milliseconds since then.
+
+use std::ops::{Add, Sub};
+use std::time::Duration;
+
+/// Milliseconds since a driver-chosen epoch. Monotonic within one driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    /// The later of `self + d`, saturating at `u64::MAX`.
+    pub fn after(self, d: Duration) -> Millis {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Millis(self.0.saturating_add(ms))
+    }
+
+    /// Time from `earlier` to `self`, or zero if `earlier` is later.
+    pub fn since(self, earlier: Millis) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl Add<u64> for Millis {
+    type Output = Millis;
+    fn add(self, ms: u64) -> Millis {
+        Millis(self.0.saturating_add(ms))
+    }
+}
+
+impl Sub<Millis> for Millis {
+    type Output = u64;
+    fn sub(self, other: Millis) -> u64 {
+        self.0.saturating_sub(other.0)
+    }
+}

@@ -1,0 +1,515 @@
+//! The worker state machine, shared by the native and the browser worker.
+//!
+//! It owns the protocol: handshake, consuming, acking, lease extension, reconnect backoff and
+//! graceful stop. It does no I/O. A driver feeds it inputs and drains its outputs:
+//!
+//! - inputs: [`Worker::handle_connected`], [`Worker::handle_message`],
+//!   [`Worker::handle_disconnected`], [`Worker::handle_timeout`], [`Worker::handle_task_done`],
+//!   [`Worker::stop`];
+//! - outputs: [`Worker::poll_transmit`] (text frames to send), [`Worker::poll_event`] (things the
+//!   driver must do or may show), [`Worker::poll_timeout`] (when to call `handle_timeout`).
+//!
+//! Time and randomness are arguments, so the whole thing runs under a manual clock in tests.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::auth::{AuthError, ClientHandshake, NONCE_BYTES, Secret};
+use crate::codec::{decode_server, encode_client};
+use crate::handlers::Failure;
+use crate::names::{QueueName, SessionId, TaskId};
+use crate::protocol::{ClientMsg, ErrorCode, Role, ServerMsg, Task};
+use crate::time::Millis;
+
+/// How a worker behaves. Every limit has a default in [`WorkerConfig::new`].
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub key_id: String,
+    pub key: Secret,
+    pub role: Role,
+    pub name: Option<String>,
+    pub queues: Vec<QueueName>,
+    /// Tasks run at once.
+    pub concurrency: u32,
+    /// Tasks the hub may push ahead of acks; at least `concurrency`.
+    pub prefetch: u32,
+    /// First reconnect delay; doubles per failed attempt up to `backoff_max_ms`, with jitter.
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Give up on a handshake that has not finished after this long.
+    pub handshake_timeout_ms: u64,
+    /// After `stop`, how long to wait for running tasks before giving up on them.
+    pub stop_grace_ms: u64,
+}
+
+impl WorkerConfig {
+    pub fn new(key_id: impl Into<String>, key: Secret, queues: Vec<QueueName>) -> Self {
+        WorkerConfig {
+            key_id: key_id.into(),
+            key,
+            role: Role::Worker,
+            name: None,
+            queues,
+            concurrency: 1,
+            prefetch: 2,
+            backoff_min_ms: 250,
+            backoff_max_ms: 30_000,
+            handshake_timeout_ms: 10_000,
+            stop_grace_ms: 30_000,
+        }
+    }
+}
+
+/// A task the driver must run, then report with [`Worker::handle_task_done`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// Hand this back with the result.
+    pub token: u64,
+    pub id: TaskId,
+    pub kind: Option<String>,
+    pub payload: Value,
+    pub attempt: u32,
+}
+
+/// Something for the driver to do or to show.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Open a transport to the hub, then call `handle_connected` or `handle_disconnected`.
+    Connect,
+    /// Close the transport, then call `handle_disconnected`.
+    Close,
+    /// The handshake succeeded; tasks will flow.
+    Authenticated { session: SessionId },
+    /// Run a task.
+    Run(Job),
+    /// The connection is gone; the next attempt is in `in_ms`.
+    Retrying { in_ms: u64, reason: String },
+    /// The hub reported an error about one of our requests.
+    HubError { code: ErrorCode, message: String },
+    /// The worker cannot go on (wrong key, or an impostor hub). It will not reconnect.
+    Failed(String),
+    /// `stop` finished: every task in flight was reported, or the grace period ran out.
+    Stopped,
+}
+
+/// A snapshot for status displays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// `connecting`, `authenticating`, `connected`, `waiting`, `stopping`, `stopped` or `failed`.
+    pub state: &'static str,
+    pub session: Option<SessionId>,
+    pub running: usize,
+    pub prefetched: usize,
+    pub done: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting to reconnect.
+    Idle { retry_at: Millis },
+    /// The driver is opening a transport.
+    Connecting,
+    /// Transport open, handshake under way.
+    Handshake {
+        hs: Box<ClientHandshake>,
+        deadline: Millis,
+    },
+    Ready {
+        session: SessionId,
+        touch_every_ms: u64,
+    },
+    /// Asked the driver to close; waiting for `handle_disconnected`.
+    Closing,
+    Failed,
+    Stopped,
+}
+
+#[derive(Debug)]
+struct Running {
+    id: TaskId,
+    conn: u64,
+    last_touch: Millis,
+}
+
+/// The worker state machine. See the module docs.
+#[derive(Debug)]
+pub struct Worker {
+    config: WorkerConfig,
+    state: State,
+    /// Counts transports; a task's result is only sent on the connection it came from.
+    conn: u64,
+    failed_attempts: u32,
+    last_reason: String,
+    prefetched: VecDeque<Task>,
+    running: HashMap<u64, Running>,
+    next_token: u64,
+    stop_deadline: Option<Millis>,
+    transmit: VecDeque<String>,
+    events: VecDeque<Event>,
+    done: u64,
+    failed: u64,
+}
+
+impl Worker {
+    /// A new worker; its first event is [`Event::Connect`].
+    pub fn new(mut config: WorkerConfig) -> Self {
+        config.concurrency = config.concurrency.max(1);
+        config.prefetch = config.prefetch.max(config.concurrency);
+        Worker {
+            config,
+            state: State::Connecting,
+            conn: 0,
+            failed_attempts: 0,
+            last_reason: String::new(),
+            prefetched: VecDeque::new(),
+            running: HashMap::new(),
+            next_token: 0,
+            stop_deadline: None,
+            transmit: VecDeque::new(),
+            events: VecDeque::from([Event::Connect]),
+            done: 0,
+            failed: 0,
+        }
+    }
+
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
+    /// The transport is open. `entropy` must be fresh random bytes.
+    pub fn handle_connected(&mut self, now: Millis, entropy: [u8; NONCE_BYTES]) {
+        if !matches!(self.state, State::Connecting) {
+            return;
+        }
+        self.conn += 1;
+        let hs = ClientHandshake::new(
+            self.config.key_id.clone(),
+            self.config.key.clone(),
+            self.config.role,
+            self.config.name.clone(),
+            entropy,
+        );
+        self.state = State::Handshake {
+            hs: Box::new(hs),
+            deadline: now + self.config.handshake_timeout_ms,
+        };
+    }
+
+    /// The transport closed or could not be opened. `random` feeds the backoff jitter.
+    pub fn handle_disconnected(&mut self, now: Millis, reason: &str, random: u64) {
+        // Prefetched tasks went back to the hub with the session.
+        self.prefetched.clear();
+        if !reason.is_empty() {
+            self.last_reason = reason.to_string();
+        }
+        match self.state {
+            State::Failed | State::Stopped => return,
+            _ if self.stop_deadline.is_some() => {
+                self.finish_stop();
+                return;
+            }
+            _ => {}
+        }
+        let exp = self.failed_attempts.min(20);
+        let base = self
+            .config
+            .backoff_min_ms
+            .saturating_mul(1u64 << exp)
+            .min(self.config.backoff_max_ms)
+            .max(1);
+        let delay = base / 2 + random % (base / 2 + 1);
+        self.failed_attempts = self.failed_attempts.saturating_add(1);
+        self.state = State::Idle {
+            retry_at: now + delay,
+        };
+        self.events.push_back(Event::Retrying {
+            in_ms: delay,
+            reason: self.last_reason.clone(),
+        });
+    }
+
+    /// A text frame arrived from the hub.
+    pub fn handle_message(&mut self, text: &str, now: Millis) {
+        let msg = match decode_server(text) {
+            Ok(m) => m,
+            Err(e) => {
+                self.events.push_back(Event::HubError {
+                    code: e.code,
+                    message: e.message,
+                });
+                return;
+            }
+        };
+        match &mut self.state {
+            State::Handshake { hs, .. } => match &msg {
+                ServerMsg::Challenge { .. } => match hs.answer(&msg) {
+                    Ok(auth) => self.send(&auth),
+                    Err(e) => self.auth_error(e),
+                },
+                _ => match hs.finish(&msg) {
+                    Ok(()) => {
+                        let ServerMsg::Welcome {
+                            session, limits, ..
+                        } = msg
+                        else {
+                            return;
+                        };
+                        self.failed_attempts = 0;
+                        self.state = State::Ready {
+                            session,
+                            touch_every_ms: (limits.ack_wait_ms / 2).max(50),
+                        };
+                        self.events.push_back(Event::Authenticated { session });
+                        if self.stop_deadline.is_none() {
+                            self.send(&ClientMsg::Consume {
+                                req: None,
+                                queues: self.config.queues.clone(),
+                                prefetch: self.config.prefetch,
+                            });
+                        }
+                    }
+                    Err(e) => self.auth_error(e),
+                },
+            },
+            State::Ready { .. } => match msg {
+                ServerMsg::Deliver { task } => {
+                    if self.stop_deadline.is_some()
+                        || self.prefetched.len() >= self.config.prefetch as usize
+                    {
+                        self.send(&ClientMsg::Release {
+                            req: None,
+                            task: task.id,
+                        });
+                    } else {
+                        self.prefetched.push_back(task);
+                        self.start_more(now);
+                    }
+                }
+                ServerMsg::Error { code, message, .. } => {
+                    self.events.push_back(Event::HubError { code, message });
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn auth_error(&mut self, e: AuthError) {
+        self.last_reason = e.to_string();
+        match e {
+            AuthError::Rejected(_) | AuthError::ImpostorHub => {
+                self.state = State::Failed;
+                self.events.push_back(Event::Failed(e.to_string()));
+            }
+            AuthError::Protocol(_) => self.state = State::Closing,
+        }
+        self.events.push_back(Event::Close);
+    }
+
+    /// The driver finished running a job.
+    pub fn handle_task_done(&mut self, token: u64, result: Result<Value, Failure>, now: Millis) {
+        let Some(run) = self.running.remove(&token) else {
+            return;
+        };
+        match &result {
+            Ok(_) => self.done += 1,
+            Err(_) => self.failed += 1,
+        }
+        // A result from an older connection is dropped: the hub already re-queued that task.
+        if run.conn == self.conn && matches!(self.state, State::Ready { .. }) {
+            let msg = match result {
+                Ok(v) => ClientMsg::Ack {
+                    req: None,
+                    task: run.id,
+                    result: Some(v),
+                },
+                Err(f) => ClientMsg::Fail {
+                    req: None,
+                    task: run.id,
+                    error: f.message,
+                    retry: f.retry,
+                },
+            };
+            self.send(&msg);
+        }
+        self.start_more(now);
+        self.check_stopped();
+    }
+
+    /// Call when [`Worker::poll_timeout`]'s time has come.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        if let Some(deadline) = self.stop_deadline
+            && now >= deadline
+            && !matches!(self.state, State::Stopped)
+        {
+            self.finish_stop();
+            return;
+        }
+        match self.state {
+            State::Idle { retry_at } if now >= retry_at => {
+                self.state = State::Connecting;
+                self.events.push_back(Event::Connect);
+            }
+            State::Handshake { deadline, .. } if now >= deadline => {
+                self.last_reason = "the hub did not finish the handshake in time".into();
+                self.state = State::Closing;
+                self.events.push_back(Event::Close);
+            }
+            State::Ready { touch_every_ms, .. } => {
+                let due: Vec<TaskId> = self
+                    .running
+                    .values_mut()
+                    .filter(|r| r.conn == self.conn && now - r.last_touch >= touch_every_ms)
+                    .map(|r| {
+                        r.last_touch = now;
+                        r.id
+                    })
+                    .collect();
+                for task in due {
+                    self.send(&ClientMsg::Touch { req: None, task });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Stop taking tasks, hand back the unstarted ones, and finish those running. Emits
+    /// [`Event::Stopped`] when done or when the grace period runs out.
+    pub fn stop(&mut self, now: Millis) {
+        if self.stop_deadline.is_some() || matches!(self.state, State::Stopped | State::Failed) {
+            return;
+        }
+        self.stop_deadline = Some(now + self.config.stop_grace_ms);
+        if matches!(self.state, State::Ready { .. }) {
+            self.send(&ClientMsg::Consume {
+                req: None,
+                queues: Vec::new(),
+                prefetch: 0,
+            });
+            while let Some(task) = self.prefetched.pop_front() {
+                self.send(&ClientMsg::Release {
+                    req: None,
+                    task: task.id,
+                });
+            }
+            self.check_stopped();
+        } else {
+            self.finish_stop();
+        }
+    }
+
+    fn check_stopped(&mut self) {
+        if self.stop_deadline.is_some()
+            && !matches!(self.state, State::Stopped)
+            && !self.running.values().any(|r| r.conn == self.conn)
+        {
+            self.finish_stop();
+        }
+    }
+
+    fn finish_stop(&mut self) {
+        let connected = matches!(self.state, State::Ready { .. } | State::Handshake { .. });
+        self.state = State::Stopped;
+        self.prefetched.clear();
+        if connected {
+            self.events.push_back(Event::Close);
+        }
+        self.events.push_back(Event::Stopped);
+    }
+
+    fn start_more(&mut self, now: Millis) {
+        if self.stop_deadline.is_some() {
+            return;
+        }
+        while self.running.len() < self.config.concurrency as usize {
+            let Some(task) = self.prefetched.pop_front() else {
+                break;
+            };
+            self.next_token += 1;
+            let token = self.next_token;
+            self.running.insert(
+                token,
+                Running {
+                    id: task.id,
+                    conn: self.conn,
+                    last_touch: now,
+                },
+            );
+            self.events.push_back(Event::Run(Job {
+                token,
+                id: task.id,
+                kind: task.kind,
+                payload: task.payload,
+                attempt: task.attempt,
+            }));
+        }
+    }
+
+    fn send(&mut self, msg: &ClientMsg) {
+        self.transmit.push_back(encode_client(msg));
+    }
+
+    /// The next frame to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<String> {
+        self.transmit.pop_front()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`Worker::handle_timeout`] next, if ever.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let state = match &self.state {
+            State::Idle { retry_at } => Some(*retry_at),
+            State::Handshake { deadline, .. } => Some(*deadline),
+            State::Ready { touch_every_ms, .. } => self
+                .running
+                .values()
+                .filter(|r| r.conn == self.conn)
+                .map(|r| r.last_touch + *touch_every_ms)
+                .min(),
+            _ => None,
+        };
+        let stop = match self.state {
+            State::Stopped | State::Failed => None,
+            _ => self.stop_deadline,
+        };
+        match (state, stop) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether the worker has stopped or failed for good.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, State::Stopped | State::Failed)
+    }
+
+    pub fn status(&self) -> Status {
+        let (state, session) = match &self.state {
+            _ if self.stop_deadline.is_some() && !self.is_finished() => ("stopping", None),
+            State::Idle { .. } => ("waiting", None),
+            State::Connecting | State::Closing => ("connecting", None),
+            State::Handshake { .. } => ("authenticating", None),
+            State::Ready { session, .. } => ("connected", Some(*session)),
+            State::Failed => ("failed", None),
+            State::Stopped => ("stopped", None),
+        };
+        Status {
+            state,
+            session,
+            running: self.running.len(),
+            prefetched: self.prefetched.len(),
+            done: self.done,
+            failed: self.failed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

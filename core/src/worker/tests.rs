@@ -1,0 +1,334 @@
+//! The worker state machine under a manual clock, against a scripted hub peer.
+
+use serde_json::json;
+
+use super::*;
+use crate::auth::{hex, hub_proof, verify_client_proof};
+use crate::codec::{decode_client, encode_server};
+use crate::protocol::{Limits, PROTOCOL_VERSION};
+
+const NONCE: [u8; 32] = [1; 32];
+
+fn config() -> WorkerConfig {
+    let mut c = WorkerConfig::new(
+        "default",
+        Secret::new("k"),
+        vec![QueueName::new("tasks").unwrap()],
+    );
+    c.concurrency = 2;
+    c.prefetch = 4;
+    c
+}
+
+/// Drives a worker through the handshake with a hub holding `hub_key`.
+struct Pair {
+    w: Worker,
+    now: Millis,
+    hub_key: Secret,
+}
+
+impl Pair {
+    fn new(config: WorkerConfig) -> Self {
+        Pair {
+            w: Worker::new(config),
+            now: Millis(1_000),
+            hub_key: Secret::new("k"),
+        }
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.w.poll_event()).collect()
+    }
+
+    fn sent(&mut self) -> Vec<ClientMsg> {
+        std::iter::from_fn(|| self.w.poll_transmit())
+            .map(|t| decode_client(&t, usize::MAX).unwrap())
+            .collect()
+    }
+
+    fn hub_says(&mut self, msg: ServerMsg) {
+        self.w.handle_message(&encode_server(&msg), self.now);
+    }
+
+    fn handshake(&mut self) -> Vec<Event> {
+        assert!(self.events().contains(&Event::Connect));
+        self.w.handle_connected(self.now, [2; 32]);
+        let nonce = hex(&NONCE);
+        self.hub_says(ServerMsg::Challenge {
+            version: PROTOCOL_VERSION,
+            nonce: nonce.clone(),
+        });
+        let sent = self.sent();
+        let [
+            ClientMsg::Auth {
+                key_id,
+                client_nonce,
+                proof,
+                role,
+                ..
+            },
+        ] = &sent[..]
+        else {
+            panic!("expected one auth, got {sent:?}")
+        };
+        assert_eq!(*role, Role::Worker);
+        assert!(verify_client_proof(
+            &Secret::new("k"),
+            key_id,
+            &nonce,
+            client_nonce,
+            proof
+        ));
+        let proof = hub_proof(&self.hub_key, key_id, &nonce, client_nonce);
+        self.hub_says(ServerMsg::Welcome {
+            session: SessionId(9),
+            proof,
+            inbox: QueueName::inbox(SessionId(9)),
+            limits: Limits {
+                max_message_bytes: 1 << 20,
+                ack_wait_ms: 1_000,
+                max_prefetch: 100,
+                max_attempts: 5,
+            },
+        });
+        self.events()
+    }
+
+    fn deliver(&mut self, id: u64, kind: &str, payload: serde_json::Value) {
+        self.hub_says(ServerMsg::Deliver {
+            task: Task {
+                id: TaskId(id),
+                queue: QueueName::new("tasks").unwrap(),
+                kind: Some(kind.into()),
+                payload,
+                attempt: 1,
+                max_attempts: 5,
+                reply_to: None,
+            },
+        });
+    }
+}
+
+fn jobs(events: &[Event]) -> Vec<Job> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Run(j) => Some(j.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn handshake_then_consume_run_and_ack() {
+    let mut p = Pair::new(config());
+    let ev = p.handshake();
+    assert_eq!(
+        ev,
+        vec![Event::Authenticated {
+            session: SessionId(9)
+        }]
+    );
+    assert_eq!(
+        p.sent(),
+        vec![ClientMsg::Consume {
+            req: None,
+            queues: vec![QueueName::new("tasks").unwrap()],
+            prefetch: 4
+        }]
+    );
+    p.deliver(5, "square", json!(3));
+    let run = jobs(&p.events());
+    assert_eq!(run.len(), 1);
+    assert_eq!((run[0].id, run[0].kind.as_deref()), (TaskId(5), Some("square")));
+    p.w.handle_task_done(run[0].token, Ok(json!("3 * 3 = 9")), p.now);
+    assert_eq!(
+        p.sent(),
+        vec![ClientMsg::Ack {
+            req: None,
+            task: TaskId(5),
+            result: Some(json!("3 * 3 = 9"))
+        }]
+    );
+    assert_eq!(p.w.status().done, 1);
+}
+
+#[test]
+fn runs_at_most_concurrency_tasks() {
+    let mut p = Pair::new(config());
+    p.handshake();
+    p.sent();
+    for id in 1..=3 {
+        p.deliver(id, "echo", json!(id));
+    }
+    let run = jobs(&p.events());
+    assert_eq!(run.iter().map(|j| j.id.0).collect::<Vec<_>>(), vec![1, 2]);
+    p.w.handle_task_done(run[0].token, Err(Failure::retryable("boom")), p.now);
+    let sent = p.sent();
+    assert!(matches!(&sent[..], [ClientMsg::Fail { task: TaskId(1), error, retry: true, .. }] if error == "boom"));
+    assert_eq!(jobs(&p.events()).iter().map(|j| j.id.0).collect::<Vec<_>>(), vec![3]);
+}
+
+#[test]
+fn an_impostor_hub_is_refused_for_good() {
+    let mut p = Pair::new(config());
+    p.hub_key = Secret::new("not-the-key");
+    let ev = p.handshake();
+    assert!(matches!(&ev[..], [Event::Failed(m), Event::Close] if m.contains("authentication failed")), "{ev:?}");
+    p.w.handle_disconnected(p.now, "closed", 0);
+    assert!(p.events().is_empty(), "must not reconnect");
+    assert_eq!(p.w.poll_timeout(), None);
+    assert_eq!(p.w.status().state, "failed");
+}
+
+#[test]
+fn a_rejected_key_is_fatal() {
+    let mut p = Pair::new(config());
+    p.events();
+    p.w.handle_connected(p.now, [2; 32]);
+    p.hub_says(ServerMsg::Challenge {
+        version: PROTOCOL_VERSION,
+        nonce: hex(&NONCE),
+    });
+    p.hub_says(ServerMsg::error(None, ErrorCode::AuthFailed, "unknown key id or wrong key"));
+    let ev = p.events();
+    assert!(matches!(&ev[0], Event::Failed(m) if m.contains("wrong key")), "{ev:?}");
+}
+
+#[test]
+fn reconnects_with_growing_jittered_backoff() {
+    let mut p = Pair::new(config());
+    p.events();
+    let mut delays = Vec::new();
+    for _ in 0..10 {
+        p.w.handle_disconnected(p.now, "connection refused", u64::MAX / 3);
+        let ev = p.events();
+        let [Event::Retrying { in_ms, reason }] = &ev[..] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(reason, "connection refused");
+        delays.push(*in_ms);
+        assert_eq!(p.w.poll_timeout(), Some(p.now + *in_ms));
+        p.now = p.now + (*in_ms - 1);
+        p.w.handle_timeout(p.now);
+        assert!(p.events().is_empty(), "too early");
+        p.now = p.now + 1;
+        p.w.handle_timeout(p.now);
+        assert_eq!(p.events(), vec![Event::Connect]);
+    }
+    assert!(delays.windows(2).take(6).all(|w| w[1] > w[0]), "{delays:?}");
+    assert!(delays.iter().all(|&d| d <= 30_000), "{delays:?}");
+    assert!(delays[0] >= 125 && delays[0] <= 250, "{delays:?}");
+    // A successful handshake resets the backoff.
+    p.w.handle_connected(p.now, [2; 32]);
+    p.w.handle_disconnected(p.now, "x", 0);
+    p.events();
+    p.now = p.w.poll_timeout().unwrap();
+    p.w.handle_timeout(p.now);
+    p.handshake();
+    p.w.handle_disconnected(p.now, "x", 0);
+    assert!(matches!(&p.events()[..], [Event::Retrying { in_ms: 125, .. }]));
+}
+
+#[test]
+fn results_from_a_previous_connection_are_dropped() {
+    let mut p = Pair::new(config());
+    p.handshake();
+    p.sent();
+    p.deliver(1, "echo", json!(1));
+    let job = jobs(&p.events()).remove(0);
+    p.w.handle_disconnected(p.now, "reset", 0);
+    p.events();
+    p.now = p.w.poll_timeout().unwrap();
+    p.w.handle_timeout(p.now);
+    p.handshake();
+    p.sent();
+    p.w.handle_task_done(job.token, Ok(json!(1)), p.now);
+    assert!(p.sent().is_empty(), "the hub re-queued task 1 when the old session closed");
+}
+
+#[test]
+fn long_tasks_keep_their_lease_alive() {
+    let mut p = Pair::new(config());
+    p.handshake();
+    p.sent();
+    p.deliver(1, "sleep", json!(5000));
+    p.events();
+    assert_eq!(p.w.poll_timeout(), Some(p.now + 500));
+    p.now = p.now + 500;
+    p.w.handle_timeout(p.now);
+    assert_eq!(
+        p.sent(),
+        vec![ClientMsg::Touch {
+            req: None,
+            task: TaskId(1)
+        }]
+    );
+    assert_eq!(p.w.poll_timeout(), Some(p.now + 500));
+}
+
+#[test]
+fn stop_releases_unstarted_tasks_and_waits_for_running_ones() {
+    let mut p = Pair::new(config());
+    p.handshake();
+    p.sent();
+    for id in 1..=4 {
+        p.deliver(id, "echo", json!(id));
+    }
+    let run = jobs(&p.events());
+    assert_eq!(run.len(), 2);
+    p.w.stop(p.now);
+    let sent = p.sent();
+    assert_eq!(
+        sent,
+        vec![
+            ClientMsg::Consume {
+                req: None,
+                queues: vec![],
+                prefetch: 0
+            },
+            ClientMsg::Release {
+                req: None,
+                task: TaskId(3)
+            },
+            ClientMsg::Release {
+                req: None,
+                task: TaskId(4)
+            },
+        ]
+    );
+    assert_eq!(p.w.status().state, "stopping");
+    p.w.handle_task_done(run[0].token, Ok(json!(1)), p.now);
+    assert!(p.events().is_empty());
+    p.w.handle_task_done(run[1].token, Ok(json!(2)), p.now);
+    assert_eq!(p.sent().len(), 2, "both acks still go out");
+    assert_eq!(p.events(), vec![Event::Close, Event::Stopped]);
+}
+
+#[test]
+fn stop_gives_up_after_the_grace_period() {
+    let mut c = config();
+    c.stop_grace_ms = 2_000;
+    let mut p = Pair::new(c);
+    p.handshake();
+    p.deliver(1, "sleep", json!(60_000));
+    p.events();
+    p.w.stop(p.now);
+    p.now = p.now + 1_999;
+    p.w.handle_timeout(p.now);
+    assert!(!p.events().contains(&Event::Stopped));
+    p.now = p.now + 1;
+    p.w.handle_timeout(p.now);
+    assert_eq!(p.events(), vec![Event::Close, Event::Stopped]);
+}
+
+#[test]
+fn stop_while_disconnected_is_immediate() {
+    let mut p = Pair::new(config());
+    p.events();
+    p.w.handle_disconnected(p.now, "refused", 0);
+    p.events();
+    p.w.stop(p.now);
+    assert_eq!(p.events(), vec![Event::Stopped]);
+    assert!(p.w.is_finished());
+}
