@@ -1,1 +1,12 @@
+//! The taskhub hub: named queues and pub/sub topics served over authenticated WebSockets.
+//!
+//! # Layout
+//!
+//! - [`broker`]: queue and pub/sub semantics, pure: every operation takes `now`.
+//! - [`config`]: every limit, with defaults and `validate()`.
+//! - `hub`: shared state around the broker, the lease timer, and fan-out to session outboxes.
+//! - `session`: one connection: handshake under a timeout, then a read loop and a writer task.
+//! - [`server`]: the accept loop and graceful shutdown; [`run`] is what `taskhub serve` calls.
+//! - [`cli`]: the `taskhub` command line (serve, put, get, submit, pub, sub, stats, demo).
 
+pub mod broker;

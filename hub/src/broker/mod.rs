@@ -1,0 +1,880 @@
+//! The hub's queue and pub/sub logic, free of I/O.
+//!
+//! Every operation takes `now` and appends the messages it produces to an internal list that the
+//! caller drains with [`Broker::drain`]. The driver (`crate::hub`) owns sockets and the one timer,
+//! which sleeps until [`Broker::next_deadline`] and then calls [`Broker::expire`].
+//!
+//! Semantics (ARCHITECTURE.md has the prose): each queue is FIFO; a delivered task is leased to its
+//! session until `ack`, `fail` or `release`; a closed session's leases go back to the front of
+//! their queues; a lease older than ack-wait is redelivered; every delivery counts an attempt and a
+//! task out of attempts moves to `<queue>.dead`.
+
+mod pubsub;
+pub mod store;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use taskhub_core::names::INBOX_PREFIX;
+use taskhub_core::protocol::{QueueStats, Reply, Stats};
+use taskhub_core::{ClientMsg, ErrorCode, Millis, QueueName, Role, ServerMsg, SessionId, Task, TaskId};
+
+use pubsub::Subscriptions;
+pub use store::{MemoryStore, StoredTask, TaskStore};
+
+/// The broker's limits. `crate::Config` fills these in.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Ready plus in-flight tasks per queue; a `put` beyond gets `queue_full`.
+    pub max_queue_len: usize,
+    /// Queues the hub will create; a request naming a new queue beyond gets `too_many_queues`.
+    pub max_queues: usize,
+    pub ack_wait: Duration,
+    /// Default for tasks put without `max_attempts`.
+    pub max_attempts: u32,
+    pub max_prefetch: u32,
+    /// Longest wait a `get` may ask for; longer ones are cut to this.
+    pub max_get_wait: Duration,
+    /// Pending `get`s per session.
+    pub max_waiters_per_session: usize,
+    pub max_subscriptions_per_session: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            max_queue_len: 1_000_000,
+            max_queues: 10_000,
+            ack_wait: Duration::from_secs(30),
+            max_attempts: 5,
+            max_prefetch: 1_000,
+            max_get_wait: Duration::from_secs(3_600),
+            max_waiters_per_session: 256,
+            max_subscriptions_per_session: 256,
+        }
+    }
+}
+
+/// The hard ceiling on a task's `max_attempts`.
+pub const MAX_ATTEMPTS_CEILING: u32 = 1_000;
+
+/// A message for one session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub to: SessionId,
+    pub msg: ServerMsg,
+    /// At-most-once traffic (pub/sub) that may be dropped for a session that does not keep up.
+    /// Everything else must arrive or the session is closed.
+    pub droppable: bool,
+}
+
+type Failure = (ErrorCode, String);
+
+#[derive(Debug, Default)]
+struct Queue<S> {
+    store: S,
+    in_flight: usize,
+    consumers: VecDeque<SessionId>,
+    waiters: VecDeque<u64>,
+}
+
+impl<S: TaskStore> Queue<S> {
+    fn len(&self) -> usize {
+        self.store.len() + self.in_flight
+    }
+}
+
+#[derive(Debug)]
+struct Session {
+    role: Role,
+    consuming: Vec<QueueName>,
+    prefetch: u32,
+    leased: HashSet<TaskId>,
+    waiters: usize,
+}
+
+#[derive(Debug)]
+struct Lease {
+    session: SessionId,
+    deadline: Millis,
+    task: StoredTask,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    session: SessionId,
+    req: Option<u64>,
+    queue: QueueName,
+    deadline: Millis,
+}
+
+/// The queues, leases, waiting `get`s and subscriptions of one hub.
+#[derive(Debug)]
+pub struct Broker<S: TaskStore = MemoryStore> {
+    config: BrokerConfig,
+    queues: HashMap<QueueName, Queue<S>>,
+    sessions: HashMap<SessionId, Session>,
+    leases: HashMap<TaskId, Lease>,
+    lease_order: BTreeSet<(Millis, TaskId)>,
+    waiters: HashMap<u64, Waiter>,
+    waiter_order: BTreeSet<(Millis, u64)>,
+    next_waiter: u64,
+    next_task: u64,
+    subs: Subscriptions,
+    /// Dead-letter entries dropped because a dead-letter queue was full.
+    dead_dropped: u64,
+    out: Vec<Output>,
+}
+
+impl<S: TaskStore> Broker<S> {
+    pub fn new(config: BrokerConfig) -> Self {
+        Broker {
+            config,
+            queues: HashMap::new(),
+            sessions: HashMap::new(),
+            leases: HashMap::new(),
+            lease_order: BTreeSet::new(),
+            waiters: HashMap::new(),
+            waiter_order: BTreeSet::new(),
+            next_waiter: 0,
+            next_task: 0,
+            subs: Subscriptions::default(),
+            dead_dropped: 0,
+            out: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// Messages produced since the last drain, in order.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Output> {
+        self.out.drain(..)
+    }
+
+    /// The earliest lease expiry or `get` timeout, if any.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        let lease = self.lease_order.first().map(|(t, _)| *t);
+        let waiter = self.waiter_order.first().map(|(t, _)| *t);
+        match (lease, waiter) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Register an authenticated session.
+    pub fn open_session(&mut self, id: SessionId, role: Role) {
+        self.sessions.insert(
+            id,
+            Session {
+                role,
+                consuming: Vec::new(),
+                prefetch: 0,
+                leased: HashSet::new(),
+                waiters: 0,
+            },
+        );
+    }
+
+    /// A session ended: its leased tasks go back to the front of their queues at once, in their
+    /// original order; its waiting `get`s and subscriptions are dropped.
+    pub fn close_session(&mut self, id: SessionId, now: Millis) {
+        let Some(session) = self.sessions.remove(&id) else {
+            return;
+        };
+        for q in &session.consuming {
+            if let Some(queue) = self.queues.get_mut(q) {
+                queue.consumers.retain(|s| *s != id);
+            }
+        }
+        self.subs.remove_session(id);
+        let waiting: Vec<u64> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.session == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in waiting {
+            if let Some(w) = self.waiters.remove(&k) {
+                self.waiter_order.remove(&(w.deadline, k));
+            }
+        }
+        let mut leased: Vec<TaskId> = session.leased.into_iter().collect();
+        leased.sort_unstable_by(|a, b| b.cmp(a));
+        let mut touched = BTreeSet::new();
+        for id in leased {
+            if let Some(mut task) = self.take_lease(id) {
+                task.last_error = Some("the worker's session closed while it held the task".into());
+                touched.insert(task.queue.clone());
+                self.requeue_front(task, now);
+            }
+        }
+        for q in touched {
+            self.dispatch(&q, now);
+        }
+    }
+
+    /// Apply one request from `session`.
+    pub fn handle(&mut self, session: SessionId, msg: ClientMsg, now: Millis) {
+        if !self.sessions.contains_key(&session) {
+            return;
+        }
+        let req = msg.req();
+        let result = match msg {
+            ClientMsg::Auth { .. } => Err((
+                ErrorCode::BadRequest,
+                "this session is already authenticated".into(),
+            )),
+            ClientMsg::Put {
+                queue,
+                payload,
+                kind,
+                reply_to,
+                max_attempts,
+                ..
+            } => self
+                .put(session, queue, payload, kind, reply_to, max_attempts, now)
+                .map(|task| ServerMsg::Queued { req, task }),
+            ClientMsg::Get {
+                queue, timeout_ms, ..
+            } => match self.get(session, req, queue, timeout_ms, now) {
+                Ok(Some(msg)) => Ok(msg),
+                Ok(None) => return,
+                Err(e) => Err(e),
+            },
+            ClientMsg::Consume {
+                queues, prefetch, ..
+            } => self.consume(session, queues, prefetch, now).map(|()| ServerMsg::Ok { req }),
+            ClientMsg::Ack { task, result, .. } => self
+                .ack(session, task, result, now)
+                .map(|()| ServerMsg::Ok { req }),
+            ClientMsg::Fail {
+                task, error, retry, ..
+            } => self
+                .fail(session, task, error, retry, now)
+                .map(|()| ServerMsg::Ok { req }),
+            ClientMsg::Release { task, .. } => {
+                self.release(session, task, now).map(|()| ServerMsg::Ok { req })
+            }
+            ClientMsg::Touch { task, .. } => {
+                self.touch(session, task, now).map(|()| ServerMsg::Ok { req })
+            }
+            ClientMsg::Publish { topic, payload, .. } => {
+                let receivers = self.subs.matching(&topic);
+                for to in &receivers {
+                    self.out.push(Output {
+                        to: *to,
+                        msg: ServerMsg::Message {
+                            topic: topic.clone(),
+                            payload: payload.clone(),
+                        },
+                        droppable: true,
+                    });
+                }
+                Ok(ServerMsg::Published {
+                    req,
+                    receivers: receivers.len() as u64,
+                })
+            }
+            ClientMsg::Subscribe { pattern, .. } => {
+                let limit = self.config.max_subscriptions_per_session;
+                if self.subs.count(session) >= limit && !self.subs.has(session, &pattern) {
+                    Err((
+                        ErrorCode::LimitReached,
+                        format!("this session already has {limit} subscriptions"),
+                    ))
+                } else {
+                    self.subs.add(session, pattern);
+                    Ok(ServerMsg::Ok { req })
+                }
+            }
+            ClientMsg::Unsubscribe { pattern, .. } => {
+                self.subs.remove(session, &pattern);
+                Ok(ServerMsg::Ok { req })
+            }
+            ClientMsg::Stats { .. } => Ok(ServerMsg::Stats {
+                req,
+                stats: self.stats(),
+            }),
+        };
+        let reply = match result {
+            Ok(msg) => msg,
+            Err((code, message)) => ServerMsg::Error { req, code, message },
+        };
+        // The answer goes before anything the request caused for this session.
+        let at = self
+            .out
+            .iter()
+            .position(|o| o.to == session)
+            .unwrap_or(self.out.len());
+        self.out.insert(
+            at,
+            Output {
+                to: session,
+                msg: reply,
+                droppable: false,
+            },
+        );
+    }
+
+    fn queue_mut(&mut self, name: &QueueName) -> Result<&mut Queue<S>, Failure> {
+        if !self.queues.contains_key(name) && self.queues.len() >= self.config.max_queues {
+            return Err((
+                ErrorCode::TooManyQueues,
+                format!(
+                    "cannot create queue {name}: the hub already holds {} queues",
+                    self.config.max_queues
+                ),
+            ));
+        }
+        Ok(self.queues.entry(name.clone()).or_default())
+    }
+
+    fn check_room(&mut self, name: &QueueName) -> Result<(), Failure> {
+        let max = self.config.max_queue_len;
+        let q = self.queue_mut(name)?;
+        if q.len() >= max {
+            return Err((
+                ErrorCode::QueueFull,
+                format!("queue {name} is full ({max} tasks); retry later"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn not_inbox(name: &QueueName) -> Result<(), Failure> {
+        if name.is_inbox() {
+            return Err((
+                ErrorCode::Forbidden,
+                format!("{name} is a session's private reply inbox; use it only as reply_to"),
+            ));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        &mut self,
+        session: SessionId,
+        queue: QueueName,
+        payload: Value,
+        kind: Option<String>,
+        reply_to: Option<QueueName>,
+        max_attempts: Option<u32>,
+        now: Millis,
+    ) -> Result<TaskId, Failure> {
+        Self::not_inbox(&queue)?;
+        if let Some(r) = &reply_to
+            && r.is_inbox()
+            && *r != QueueName::inbox(session)
+        {
+            return Err((
+                ErrorCode::Forbidden,
+                format!("reply_to {r} is another session's inbox; use your own"),
+            ));
+        }
+        let max_attempts = max_attempts.unwrap_or(self.config.max_attempts);
+        if !(1..=MAX_ATTEMPTS_CEILING).contains(&max_attempts) {
+            return Err((
+                ErrorCode::BadRequest,
+                format!("max_attempts must be 1 to {MAX_ATTEMPTS_CEILING}, got {max_attempts}"),
+            ));
+        }
+        if kind.as_ref().is_some_and(|k| k.is_empty() || k.len() > 128) {
+            return Err((ErrorCode::BadRequest, "kind must be 1 to 128 bytes".into()));
+        }
+        self.check_room(&queue)?;
+        self.next_task += 1;
+        let id = TaskId(self.next_task);
+        let task = StoredTask {
+            id,
+            queue: queue.clone(),
+            kind,
+            payload,
+            reply_to,
+            max_attempts,
+            attempts: 0,
+            last_error: None,
+        };
+        self.queue_mut(&queue)?.store.push_back(task);
+        self.dispatch(&queue, now);
+        Ok(id)
+    }
+
+    fn get(
+        &mut self,
+        session: SessionId,
+        req: Option<u64>,
+        queue: QueueName,
+        timeout_ms: u64,
+        now: Millis,
+    ) -> Result<Option<ServerMsg>, Failure> {
+        Self::not_inbox(&queue)?;
+        if let Some(mut task) = self.queue_mut(&queue)?.store.pop_front() {
+            task.attempts += 1;
+            return Ok(Some(ServerMsg::Task {
+                req,
+                task: envelope(&task),
+            }));
+        }
+        if timeout_ms == 0 {
+            return Ok(Some(ServerMsg::Empty { req, queue }));
+        }
+        let limit = self.config.max_waiters_per_session;
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return Ok(None);
+        };
+        if s.waiters >= limit {
+            return Err((
+                ErrorCode::LimitReached,
+                format!("this session already has {limit} pending gets"),
+            ));
+        }
+        s.waiters += 1;
+        let wait = Duration::from_millis(timeout_ms).min(self.config.max_get_wait);
+        let deadline = now.after(wait);
+        self.next_waiter += 1;
+        let key = self.next_waiter;
+        self.queue_mut(&queue)?.waiters.push_back(key);
+        self.waiters.insert(
+            key,
+            Waiter {
+                session,
+                req,
+                queue,
+                deadline,
+            },
+        );
+        self.waiter_order.insert((deadline, key));
+        Ok(None)
+    }
+
+    fn consume(
+        &mut self,
+        session: SessionId,
+        queues: Vec<QueueName>,
+        prefetch: u32,
+        now: Millis,
+    ) -> Result<(), Failure> {
+        let mut wanted: Vec<QueueName> = Vec::new();
+        for q in queues {
+            Self::not_inbox(&q)?;
+            if !wanted.contains(&q) {
+                wanted.push(q);
+            }
+        }
+        let max = self.config.max_prefetch;
+        if !wanted.is_empty() && !(1..=max).contains(&prefetch) {
+            return Err((
+                ErrorCode::BadRequest,
+                format!("prefetch must be 1 to {max}, got {prefetch}"),
+            ));
+        }
+        for q in &wanted {
+            self.queue_mut(q)?;
+        }
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return Ok(());
+        };
+        let old = std::mem::replace(&mut s.consuming, wanted.clone());
+        s.prefetch = prefetch;
+        for q in &old {
+            if let Some(queue) = self.queues.get_mut(q) {
+                queue.consumers.retain(|x| *x != session);
+            }
+        }
+        for q in &wanted {
+            if let Some(queue) = self.queues.get_mut(q) {
+                queue.consumers.push_back(session);
+            }
+        }
+        for q in &wanted {
+            self.dispatch(q, now);
+        }
+        Ok(())
+    }
+
+    fn leased_to(&self, session: SessionId, id: TaskId) -> Result<&Lease, Failure> {
+        match self.leases.get(&id) {
+            Some(l) if l.session == session => Ok(l),
+            _ => Err((
+                ErrorCode::UnknownTask,
+                format!(
+                    "task {id} is not leased to this session (already acked, released, or its lease expired)"
+                ),
+            )),
+        }
+    }
+
+    fn take_lease(&mut self, id: TaskId) -> Option<StoredTask> {
+        let lease = self.leases.remove(&id)?;
+        self.lease_order.remove(&(lease.deadline, id));
+        if let Some(s) = self.sessions.get_mut(&lease.session) {
+            s.leased.remove(&id);
+        }
+        if let Some(q) = self.queues.get_mut(&lease.task.queue) {
+            q.in_flight = q.in_flight.saturating_sub(1);
+        }
+        Some(lease.task)
+    }
+
+    fn ack(
+        &mut self,
+        session: SessionId,
+        id: TaskId,
+        result: Option<Value>,
+        now: Millis,
+    ) -> Result<(), Failure> {
+        let lease = self.leased_to(session, id)?;
+        if let Some(r) = lease.task.reply_to.clone()
+            && !r.is_inbox()
+        {
+            // Refuse rather than lose the result: the lease stays and the task is redone later.
+            self.check_room(&r)?;
+        }
+        let Some(task) = self.take_lease(id) else {
+            return Ok(());
+        };
+        self.reply(
+            &task,
+            Reply {
+                id,
+                ok: true,
+                result,
+                error: None,
+            },
+            now,
+        );
+        self.dispatch_for(session, now);
+        Ok(())
+    }
+
+    fn fail(
+        &mut self,
+        session: SessionId,
+        id: TaskId,
+        error: String,
+        retry: bool,
+        now: Millis,
+    ) -> Result<(), Failure> {
+        self.leased_to(session, id)?;
+        let Some(mut task) = self.take_lease(id) else {
+            return Ok(());
+        };
+        task.last_error = Some(error);
+        let queue = task.queue.clone();
+        if retry && task.attempts < task.max_attempts {
+            if let Some(q) = self.queues.get_mut(&queue) {
+                q.store.push_back(task);
+            }
+        } else {
+            self.dead_letter(task, now);
+        }
+        self.dispatch(&queue, now);
+        self.dispatch_for(session, now);
+        Ok(())
+    }
+
+    fn release(&mut self, session: SessionId, id: TaskId, now: Millis) -> Result<(), Failure> {
+        self.leased_to(session, id)?;
+        let Some(mut task) = self.take_lease(id) else {
+            return Ok(());
+        };
+        task.attempts = task.attempts.saturating_sub(1);
+        let queue = task.queue.clone();
+        if let Some(q) = self.queues.get_mut(&queue) {
+            q.store.push_front(task);
+        }
+        self.dispatch(&queue, now);
+        self.dispatch_for(session, now);
+        Ok(())
+    }
+
+    fn touch(&mut self, session: SessionId, id: TaskId, now: Millis) -> Result<(), Failure> {
+        self.leased_to(session, id)?;
+        let deadline = now.after(self.config.ack_wait);
+        if let Some(lease) = self.leases.get_mut(&id) {
+            self.lease_order.remove(&(lease.deadline, id));
+            lease.deadline = deadline;
+            self.lease_order.insert((deadline, id));
+        }
+        Ok(())
+    }
+
+    /// Redeliver expired leases and answer timed-out `get`s with `empty`.
+    pub fn expire(&mut self, now: Millis) {
+        while let Some(&(deadline, id)) = self.lease_order.first() {
+            if deadline > now {
+                break;
+            }
+            let session = self.leases.get(&id).map(|l| l.session);
+            if let Some(mut task) = self.take_lease(id) {
+                task.last_error = Some(format!(
+                    "lease expired: not acked within {} ms",
+                    self.config.ack_wait.as_millis()
+                ));
+                let queue = task.queue.clone();
+                self.requeue_front(task, now);
+                self.dispatch(&queue, now);
+            } else {
+                self.lease_order.remove(&(deadline, id));
+            }
+            if let Some(s) = session {
+                self.dispatch_for(s, now);
+            }
+        }
+        while let Some(&(deadline, key)) = self.waiter_order.first() {
+            if deadline > now {
+                break;
+            }
+            self.waiter_order.remove(&(deadline, key));
+            if let Some(w) = self.waiters.remove(&key) {
+                if let Some(s) = self.sessions.get_mut(&w.session) {
+                    s.waiters = s.waiters.saturating_sub(1);
+                }
+                if let Some(q) = self.queues.get_mut(&w.queue) {
+                    q.waiters.retain(|k| *k != key);
+                }
+                self.out.push(Output {
+                    to: w.session,
+                    msg: ServerMsg::Empty {
+                        req: w.req,
+                        queue: w.queue,
+                    },
+                    droppable: false,
+                });
+            }
+        }
+    }
+
+    /// Back to the front of its queue, or to the dead-letter queue if out of attempts.
+    fn requeue_front(&mut self, task: StoredTask, now: Millis) {
+        if task.attempts >= task.max_attempts {
+            self.dead_letter(task, now);
+        } else if let Some(q) = self.queues.get_mut(&task.queue) {
+            q.store.push_front(task);
+        }
+    }
+
+    fn dead_letter(&mut self, task: StoredTask, now: Millis) {
+        let error = match &task.last_error {
+            Some(e) => format!("gave up after {} attempt(s): {e}", task.attempts),
+            None => format!("gave up after {} attempt(s)", task.attempts),
+        };
+        let entry = json!({
+            "id": task.id,
+            "queue": task.queue,
+            "kind": task.kind,
+            "payload": task.payload,
+            "attempts": task.attempts,
+            "error": error,
+        });
+        tracing::debug!(task = %task.id, queue = %task.queue, "task dead-lettered");
+        if let Some(dead) = task.queue.dead_letter() {
+            self.push_forced(&dead, entry, now);
+        }
+        self.reply(
+            &task,
+            Reply {
+                id: task.id,
+                ok: false,
+                result: None,
+                error: Some(error),
+            },
+            now,
+        );
+    }
+
+    /// Add an entry the hub itself produced (a reply, a dead letter). A full queue drops its
+    /// oldest entry rather than refuse, so memory stays bounded; every drop is counted and logged.
+    fn push_forced(&mut self, queue: &QueueName, payload: Value, now: Millis) {
+        let max = self.config.max_queue_len;
+        self.next_task += 1;
+        let task = StoredTask {
+            id: TaskId(self.next_task),
+            queue: queue.clone(),
+            kind: None,
+            payload,
+            reply_to: None,
+            max_attempts: self.config.max_attempts,
+            attempts: 0,
+            last_error: None,
+        };
+        let dropped = match self.queue_mut(queue) {
+            Ok(q) => {
+                let dropped = q.len() >= max && q.store.pop_front().is_some();
+                q.store.push_back(task);
+                dropped
+            }
+            Err(_) => true,
+        };
+        if dropped {
+            self.dead_dropped += 1;
+            tracing::warn!(%queue, "queue full or too many queues: dropped one reply or dead letter");
+        }
+        self.dispatch(queue, now);
+    }
+
+    fn reply(&mut self, task: &StoredTask, reply: Reply, now: Millis) {
+        let Some(to) = &task.reply_to else {
+            return;
+        };
+        if to.is_inbox() {
+            let owner = to.as_str()[INBOX_PREFIX.len()..].parse().map(SessionId);
+            if let Ok(owner) = owner
+                && self.sessions.contains_key(&owner)
+            {
+                self.out.push(Output {
+                    to: owner,
+                    msg: ServerMsg::Reply(reply),
+                    droppable: false,
+                });
+            }
+            return;
+        }
+        let payload = serde_json::to_value(&reply).unwrap_or(Value::Null);
+        self.push_forced(to, payload, now);
+    }
+
+    /// Hand out tasks of `name` to waiting `get`s first, then to consumers with credit, round
+    /// robin.
+    fn dispatch(&mut self, name: &QueueName, now: Millis) {
+        let ack_wait = self.config.ack_wait;
+        let Some(q) = self.queues.get_mut(name) else {
+            return;
+        };
+        while !q.store.is_empty() {
+            if let Some(key) = q.waiters.pop_front() {
+                let Some(w) = self.waiters.remove(&key) else {
+                    continue;
+                };
+                self.waiter_order.remove(&(w.deadline, key));
+                if let Some(s) = self.sessions.get_mut(&w.session) {
+                    s.waiters = s.waiters.saturating_sub(1);
+                }
+                let Some(mut task) = q.store.pop_front() else {
+                    break;
+                };
+                task.attempts += 1;
+                self.out.push(Output {
+                    to: w.session,
+                    msg: ServerMsg::Task {
+                        req: w.req,
+                        task: envelope(&task),
+                    },
+                    droppable: false,
+                });
+                continue;
+            }
+            let mut chosen = None;
+            for _ in 0..q.consumers.len() {
+                let Some(s) = q.consumers.pop_front() else {
+                    break;
+                };
+                q.consumers.push_back(s);
+                if self
+                    .sessions
+                    .get(&s)
+                    .is_some_and(|st| st.leased.len() < st.prefetch as usize)
+                {
+                    chosen = Some(s);
+                    break;
+                }
+            }
+            let Some(to) = chosen else {
+                break;
+            };
+            let Some(mut task) = q.store.pop_front() else {
+                break;
+            };
+            task.attempts += 1;
+            q.in_flight += 1;
+            let deadline = now.after(ack_wait);
+            let id = task.id;
+            if let Some(s) = self.sessions.get_mut(&to) {
+                s.leased.insert(id);
+            }
+            self.out.push(Output {
+                to,
+                msg: ServerMsg::Deliver {
+                    task: envelope(&task),
+                },
+                droppable: false,
+            });
+            self.leases.insert(
+                id,
+                Lease {
+                    session: to,
+                    deadline,
+                    task,
+                },
+            );
+            self.lease_order.insert((deadline, id));
+        }
+    }
+
+    /// A session gained credit: offer it work from each queue it consumes.
+    fn dispatch_for(&mut self, session: SessionId, now: Millis) {
+        let queues = match self.sessions.get(&session) {
+            Some(s) if !s.consuming.is_empty() => s.consuming.clone(),
+            _ => return,
+        };
+        for q in &queues {
+            self.dispatch(q, now);
+        }
+    }
+
+    /// Depth, in flight, dead and consumers per queue (dead-letter queues are folded into their
+    /// queue's `dead`), and sessions by role.
+    pub fn stats(&self) -> Stats {
+        let mut queues: Vec<QueueStats> = self
+            .queues
+            .iter()
+            .map(|(name, q)| QueueStats {
+                name: name.clone(),
+                depth: q.store.len() as u64,
+                in_flight: q.in_flight as u64,
+                dead: name
+                    .dead_letter()
+                    .and_then(|d| self.queues.get(&d))
+                    .map_or(0, |d| d.store.len() as u64),
+                consumers: q.consumers.len() as u64,
+            })
+            .collect();
+        queues.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut sessions = BTreeMap::new();
+        for role in [Role::Producer, Role::Worker, Role::Browser, Role::Dashboard] {
+            sessions.insert(role.as_str().to_string(), 0);
+        }
+        for s in self.sessions.values() {
+            *sessions.entry(s.role.as_str().to_string()).or_default() += 1;
+        }
+        Stats { queues, sessions }
+    }
+
+    /// Entries dropped from full reply or dead-letter queues since start.
+    pub fn dropped(&self) -> u64 {
+        self.dead_dropped
+    }
+
+    /// Tasks currently leased, across all sessions.
+    pub fn leased(&self) -> usize {
+        self.leases.len()
+    }
+}
+
+fn envelope(task: &StoredTask) -> Task {
+    Task {
+        id: task.id,
+        queue: task.queue.clone(),
+        kind: task.kind.clone(),
+        payload: task.payload.clone(),
+        attempt: task.attempts,
+        max_attempts: task.max_attempts,
+        reply_to: task.reply_to.clone(),
+    }
+}

@@ -1,0 +1,402 @@
+//! Queue semantics under a manual clock: no sockets, no sleeping.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use taskhub_core::protocol::Reply;
+
+use super::*;
+use taskhub_core::Pattern;
+
+const P: SessionId = SessionId(1); // producer
+const W1: SessionId = SessionId(2);
+const W2: SessionId = SessionId(3);
+
+fn q(name: &str) -> QueueName {
+    QueueName::new(name).unwrap()
+}
+
+struct Harness {
+    b: Broker,
+    now: Millis,
+}
+
+impl Harness {
+    fn new(config: BrokerConfig) -> Self {
+        let mut b = Broker::new(config);
+        b.open_session(P, Role::Producer);
+        b.open_session(W1, Role::Worker);
+        b.open_session(W2, Role::Worker);
+        Harness { b, now: Millis(0) }
+    }
+
+    fn send(&mut self, from: SessionId, msg: ClientMsg) -> Vec<Output> {
+        self.b.handle(from, msg, self.now);
+        self.b.drain().collect()
+    }
+
+    fn put(&mut self, queue: &str, payload: Value) -> TaskId {
+        self.put_with(queue, payload, None, None)
+    }
+
+    fn put_with(
+        &mut self,
+        queue: &str,
+        payload: Value,
+        reply_to: Option<&str>,
+        max_attempts: Option<u32>,
+    ) -> TaskId {
+        let out = self.send(
+            P,
+            ClientMsg::Put {
+                req: None,
+                queue: q(queue),
+                payload,
+                kind: Some("square".into()),
+                reply_to: reply_to.map(q),
+                max_attempts,
+            },
+        );
+        match &out[0].msg {
+            ServerMsg::Queued { task, .. } => *task,
+            other => panic!("put failed: {other:?}"),
+        }
+    }
+
+    fn consume(&mut self, who: SessionId, queue: &str, prefetch: u32) -> Vec<TaskId> {
+        let out = self.send(
+            who,
+            ClientMsg::Consume {
+                req: None,
+                queues: vec![q(queue)],
+                prefetch,
+            },
+        );
+        assert_eq!(out[0].msg, ServerMsg::Ok { req: None });
+        delivered(&out[1..], who)
+    }
+
+    fn ack(&mut self, who: SessionId, task: TaskId, result: Value) -> Vec<Output> {
+        self.send(
+            who,
+            ClientMsg::Ack {
+                req: None,
+                task,
+                result: Some(result),
+            },
+        )
+    }
+
+    fn get(&mut self, queue: &str, timeout_ms: u64) -> Vec<Output> {
+        self.send(
+            P,
+            ClientMsg::Get {
+                req: Some(1),
+                queue: q(queue),
+                timeout_ms,
+            },
+        )
+    }
+
+    fn advance(&mut self, ms: u64) -> Vec<Output> {
+        self.now = self.now + ms;
+        self.b.expire(self.now);
+        self.b.drain().collect()
+    }
+}
+
+fn delivered(out: &[Output], to: SessionId) -> Vec<TaskId> {
+    out.iter()
+        .filter(|o| o.to == to)
+        .filter_map(|o| match &o.msg {
+            ServerMsg::Deliver { task } => Some(task.id),
+            _ => None,
+        })
+        .collect()
+}
+
+fn got_payload(out: &[Output]) -> Option<Value> {
+    out.iter().find_map(|o| match &o.msg {
+        ServerMsg::Task { task, .. } => Some(task.payload.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn each_queue_is_fifo() {
+    let mut h = Harness::new(BrokerConfig::default());
+    for n in 0..5 {
+        h.put("tasks", json!(n));
+    }
+    let got: Vec<Value> = (0..5).map(|_| got_payload(&h.get("tasks", 0)).unwrap()).collect();
+    assert_eq!(got, (0..5).map(|n| json!(n)).collect::<Vec<_>>());
+    assert!(matches!(h.get("tasks", 0)[0].msg, ServerMsg::Empty { .. }));
+}
+
+#[test]
+fn get_waits_then_answers_empty_at_its_deadline() {
+    let mut h = Harness::new(BrokerConfig::default());
+    assert!(h.get("tasks", 1_000).is_empty(), "waits");
+    assert_eq!(h.b.next_deadline(), Some(Millis(1_000)));
+    assert!(h.advance(999).is_empty());
+    let out = h.advance(1);
+    assert_eq!(
+        out[0].msg,
+        ServerMsg::Empty {
+            req: Some(1),
+            queue: q("tasks")
+        }
+    );
+    // A waiting get receives a task put while it waits.
+    assert!(h.get("tasks", 1_000).is_empty());
+    h.b.handle(
+        P,
+        ClientMsg::Put {
+            req: None,
+            queue: q("tasks"),
+            payload: json!(7),
+            kind: None,
+            reply_to: None,
+            max_attempts: None,
+        },
+        h.now,
+    );
+    let out: Vec<Output> = h.b.drain().collect();
+    assert_eq!(got_payload(&out), Some(json!(7)));
+    assert_eq!(h.b.next_deadline(), None);
+}
+
+#[test]
+fn the_prefetch_window_bounds_unacked_deliveries() {
+    let mut h = Harness::new(BrokerConfig::default());
+    let ids: Vec<TaskId> = (0..5).map(|n| h.put("tasks", json!(n))).collect();
+    assert_eq!(h.consume(W1, "tasks", 2), ids[..2]);
+    let out = h.ack(W1, ids[0], json!("ok"));
+    assert_eq!(out[0].msg, ServerMsg::Ok { req: None });
+    assert_eq!(delivered(&out, W1), vec![ids[2]]);
+    let stats = h.b.stats();
+    assert_eq!((stats.queues[0].depth, stats.queues[0].in_flight), (2, 2));
+}
+
+#[test]
+fn consumers_share_round_robin() {
+    let mut h = Harness::new(BrokerConfig::default());
+    h.consume(W1, "tasks", 10);
+    h.consume(W2, "tasks", 10);
+    let mut to = Vec::new();
+    for n in 0..4 {
+        h.b.handle(
+            P,
+            ClientMsg::Put {
+                req: None,
+                queue: q("tasks"),
+                payload: json!(n),
+                kind: None,
+                reply_to: None,
+                max_attempts: None,
+            },
+            h.now,
+        );
+        to.extend(h.b.drain().filter(|o| matches!(o.msg, ServerMsg::Deliver { .. })).map(|o| o.to));
+    }
+    assert_eq!(to, vec![W1, W2, W1, W2]);
+}
+
+#[test]
+fn a_closed_session_gives_its_tasks_back_to_the_front_in_order() {
+    let mut h = Harness::new(BrokerConfig::default());
+    let ids: Vec<TaskId> = (0..4).map(|n| h.put("tasks", json!(n))).collect();
+    assert_eq!(h.consume(W1, "tasks", 3), ids[..3]);
+    h.b.close_session(W1, h.now);
+    assert!(h.b.drain().next().is_none());
+    assert_eq!(h.b.leased(), 0);
+    assert_eq!(h.consume(W2, "tasks", 10), ids, "same order as first put");
+}
+
+#[test]
+fn an_expired_lease_is_redelivered() {
+    let mut h = Harness::new(BrokerConfig {
+        ack_wait: Duration::from_millis(500),
+        ..BrokerConfig::default()
+    });
+    let id = h.put("tasks", json!(1));
+    assert_eq!(h.consume(W1, "tasks", 1), vec![id]);
+    // W1 stops consuming but still holds the lease, so the redelivery must go to W2.
+    h.send(W1, ClientMsg::Consume { req: None, queues: vec![], prefetch: 0 });
+    h.consume(W2, "tasks", 1);
+    assert_eq!(h.b.next_deadline(), Some(Millis(500)));
+    assert!(h.advance(499).is_empty());
+    // A touch extends the lease by ack-wait from now.
+    h.send(W1, ClientMsg::Touch { req: None, task: id });
+    assert!(h.advance(499).is_empty());
+    let out = h.advance(1);
+    let redelivered: Vec<_> = out
+        .iter()
+        .filter_map(|o| match &o.msg {
+            ServerMsg::Deliver { task } => Some((o.to, task.id, task.attempt)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(redelivered, vec![(W2, id, 2)]);
+    // The late ack from the first worker is refused: the task now belongs to W2.
+    let out = h.ack(W1, id, json!("late"));
+    assert!(matches!(out[0].msg, ServerMsg::Error { code: ErrorCode::UnknownTask, .. }));
+}
+
+#[test]
+fn out_of_attempts_the_task_moves_to_the_dead_letter_queue() {
+    let mut h = Harness::new(BrokerConfig::default());
+    let id = h.put_with("tasks", json!(3), Some("results"), Some(3));
+    h.consume(W1, "tasks", 1);
+    for attempt in 1..=3 {
+        let out = h.send(
+            W1,
+            ClientMsg::Fail {
+                req: None,
+                task: id,
+                error: format!("boom {attempt}"),
+                retry: true,
+            },
+        );
+        let again = delivered(&out, W1);
+        assert_eq!(again.len(), usize::from(attempt < 3), "attempt {attempt}");
+    }
+    let stats = h.b.stats();
+    let tasks = stats.queues.iter().find(|s| s.name == q("tasks")).unwrap();
+    assert_eq!((tasks.depth, tasks.in_flight, tasks.dead), (0, 0, 1));
+    let dead = got_payload(&h.get("tasks.dead", 0)).unwrap();
+    assert_eq!(dead["payload"], json!(3));
+    assert_eq!(dead["attempts"], json!(3));
+    assert!(dead["error"].as_str().unwrap().contains("boom 3"), "{dead}");
+    // The producer hears about it on reply_to.
+    let reply: Reply = serde_json::from_value(got_payload(&h.get("results", 0)).unwrap()).unwrap();
+    assert!(!reply.ok && reply.error.unwrap().contains("boom 3"));
+}
+
+#[test]
+fn a_worker_crashing_on_a_task_every_time_dead_letters_it() {
+    let mut h = Harness::new(BrokerConfig::default());
+    let id = h.put_with("tasks", json!(1), None, Some(2));
+    for _ in 0..2 {
+        h.b.open_session(W1, Role::Worker);
+        assert_eq!(h.consume(W1, "tasks", 1), vec![id]);
+        h.b.close_session(W1, h.now);
+    }
+    assert_eq!(h.b.stats().queues.iter().find(|s| s.name == q("tasks")).unwrap().dead, 1);
+}
+
+#[test]
+fn ack_with_reply_to_puts_the_result_there() {
+    let mut h = Harness::new(BrokerConfig::default());
+    let id = h.put_with("tasks", json!(3411), Some("results"), None);
+    h.consume(W1, "tasks", 1);
+    h.ack(W1, id, json!("3411 * 3411 = 11634921"));
+    let v = got_payload(&h.get("results", 0)).unwrap();
+    assert_eq!(v, json!({"id": id, "ok": true, "result": "3411 * 3411 = 11634921"}));
+}
+
+#[test]
+fn replies_to_an_inbox_go_straight_to_its_session_and_inboxes_are_private() {
+    let mut h = Harness::new(BrokerConfig::default());
+    let inbox = QueueName::inbox(P);
+    let id = h.put_with("tasks", json!(2), Some(inbox.as_str()), None);
+    h.consume(W1, "tasks", 1);
+    let out = h.ack(W1, id, json!("2 * 2 = 4"));
+    assert!(out.iter().any(|o| o.to == P
+        && o.msg
+            == ServerMsg::Reply(Reply {
+                id,
+                ok: true,
+                result: Some(json!("2 * 2 = 4")),
+                error: None
+            })));
+    let out = h.send(
+        W2,
+        ClientMsg::Put {
+            req: None,
+            queue: q("tasks"),
+            payload: json!(1),
+            kind: None,
+            reply_to: Some(inbox.clone()),
+            max_attempts: None,
+        },
+    );
+    assert!(matches!(out[0].msg, ServerMsg::Error { code: ErrorCode::Forbidden, .. }));
+    let out = h.get(inbox.as_str(), 0);
+    assert!(matches!(out[0].msg, ServerMsg::Error { code: ErrorCode::Forbidden, .. }));
+}
+
+#[test]
+fn a_full_queue_refuses_puts_and_a_full_reply_queue_refuses_acks() {
+    let mut h = Harness::new(BrokerConfig {
+        max_queue_len: 2,
+        ..BrokerConfig::default()
+    });
+    h.put_with("tasks", json!(1), Some("results"), None);
+    h.put_with("tasks", json!(2), Some("results"), None);
+    let out = h.send(
+        P,
+        ClientMsg::Put {
+            req: Some(9),
+            queue: q("tasks"),
+            payload: json!(3),
+            kind: None,
+            reply_to: None,
+            max_attempts: None,
+        },
+    );
+    assert!(matches!(&out[0].msg, ServerMsg::Error { req: Some(9), code: ErrorCode::QueueFull, message } if message.contains("tasks")));
+    h.put("results", json!("a"));
+    h.put("results", json!("b"));
+    let ids = h.consume(W1, "tasks", 2);
+    let out = h.ack(W1, ids[0], json!(1));
+    assert!(matches!(out[0].msg, ServerMsg::Error { code: ErrorCode::QueueFull, .. }));
+    assert_eq!(h.b.leased(), 2, "the refused ack keeps its lease, so nothing is lost");
+}
+
+#[test]
+fn release_returns_a_task_without_spending_an_attempt() {
+    let mut h = Harness::new(BrokerConfig::default());
+    let id = h.put("tasks", json!(1));
+    h.consume(W1, "tasks", 1);
+    h.send(W1, ClientMsg::Consume { req: None, queues: vec![], prefetch: 0 });
+    h.send(W1, ClientMsg::Release { req: None, task: id });
+    let out = h.consume(W2, "tasks", 1);
+    assert_eq!(out, vec![id]);
+    assert_eq!(h.b.leases.get(&id).map(|l| l.task.attempts), Some(1));
+}
+
+#[test]
+fn publish_reaches_matching_subscribers_once() {
+    let mut h = Harness::new(BrokerConfig::default());
+    let sub = |h: &mut Harness, s, p: &str| {
+        h.send(s, ClientMsg::Subscribe { req: None, pattern: Pattern::new(p).unwrap() })
+    };
+    sub(&mut h, W1, "metrics.*");
+    sub(&mut h, W1, "metrics.>");
+    sub(&mut h, W2, "logs.>");
+    let out = h.send(
+        P,
+        ClientMsg::Publish {
+            req: Some(4),
+            topic: taskhub_core::Topic::new("metrics.cpu").unwrap(),
+            payload: json!(0.5),
+        },
+    );
+    assert!(out.iter().any(|o| o.to == P && o.msg == ServerMsg::Published { req: Some(4), receivers: 1 }));
+    let msgs: Vec<_> = out.iter().filter(|o| matches!(o.msg, ServerMsg::Message { .. })).collect();
+    assert_eq!(msgs.len(), 1);
+    assert!(msgs[0].droppable && msgs[0].to == W1);
+}
+
+#[test]
+fn queue_count_is_bounded() {
+    let mut h = Harness::new(BrokerConfig {
+        max_queues: 2,
+        ..BrokerConfig::default()
+    });
+    h.put("a", json!(1));
+    h.put("b", json!(1));
+    let out = h.get("c", 0);
+    assert!(matches!(out[0].msg, ServerMsg::Error { code: ErrorCode::TooManyQueues, .. }));
+}
