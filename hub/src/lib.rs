@@ -10,3 +10,11 @@
 //! - [`cli`]: the `taskhub` command line (serve, put, get, submit, pub, sub, stats, demo).
 
 pub mod broker;
+pub mod config;
+mod hub;
+mod server;
+mod session;
+
+pub use config::{Config, ConfigError};
+pub use server::{Running, run};
+pub use taskhub_core::auth::Secret;

@@ -1,1 +1,367 @@
-fn main() {}
+//! `taskhub`: run a hub, or talk to one.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use serde_json::Value;
+use taskhub::{Config, Running, Secret};
+use taskhub_client::{Client, ConnectOptions, PutOptions};
+use taskhub_core::QueueName;
+use taskhub_core::auth::{DEFAULT_KEY_ID, hex};
+use taskhub_core::worker::WorkerConfig;
+
+/// taskhub: named task queues and pub/sub over authenticated WebSockets.
+#[derive(Debug, Parser)]
+#[command(name = "taskhub", version)]
+struct Cli {
+    /// Hub URL (client commands).
+    #[arg(long, global = true, env = "TASKHUB_URL", default_value = taskhub_client::DEFAULT_URL)]
+    hub: String,
+    /// Shared key. `serve` generates and prints one when it is not given.
+    #[arg(long, global = true, env = "TASKHUB_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// Key id the key is registered under.
+    #[arg(long, global = true, env = "TASKHUB_KEY_ID", default_value = DEFAULT_KEY_ID)]
+    key_id: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a hub.
+    Serve(ServeArgs),
+    /// Put tasks on a queue; prints one task id per line.
+    Put {
+        queue: String,
+        /// Payloads, one task each, as JSON (strings need quotes: '"text"').
+        #[arg(required = true)]
+        payloads: Vec<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        /// Queue that receives {id, ok, result | error} when each task ends.
+        #[arg(long)]
+        reply_to: Option<String>,
+        #[arg(long)]
+        max_attempts: Option<u32>,
+    },
+    /// Take values off a queue; prints one JSON value per line.
+    Get {
+        queue: String,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// Seconds to wait in all before giving up.
+        #[arg(long, default_value_t = 1.0)]
+        timeout: f64,
+    },
+    /// Put tasks and wait for their results; prints one per line, in input order.
+    Submit {
+        queue: String,
+        #[arg(required = true)]
+        payloads: Vec<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        /// Seconds to wait for all results [default: forever].
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
+    /// Publish a message to a topic.
+    Pub { topic: String, payload: String },
+    /// Print messages on topics matching PATTERN (`*` one token, `>` the rest) until interrupted.
+    Sub { pattern: String },
+    /// Show queues and sessions.
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the classic example: a hub, two workers, ten squares.
+    Demo,
+}
+
+#[derive(Debug, ClapArgs)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    listen: String,
+    /// Largest accepted message, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_message_bytes: usize,
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Tasks per queue (ready plus in flight) before puts get queue_full.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_queue_len: usize,
+    #[arg(long, default_value_t = 10_000)]
+    max_queues: usize,
+    /// Messages buffered per session.
+    #[arg(long, default_value_t = 4_096)]
+    outbox: usize,
+    /// Seconds a new connection has to authenticate.
+    #[arg(long, default_value_t = 5.0)]
+    handshake_timeout: f64,
+    /// Seconds a delivered task may go without ack or touch before it is redelivered.
+    #[arg(long, default_value_t = 30.0)]
+    ack_wait: f64,
+    /// Deliveries before a task goes to <queue>.dead (tasks may set their own).
+    #[arg(long, default_value_t = 5)]
+    max_attempts: u32,
+    #[arg(long, default_value_t = 1_000)]
+    max_prefetch: u32,
+}
+
+fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s).with_context(|| format!("{what} must be a non-negative number of seconds"))
+}
+
+fn parse_json(arg: &str) -> anyhow::Result<Value> {
+    serde_json::from_str(arg).with_context(|| format!("{arg:?} is not JSON (strings need quotes: '\"{arg}\"')"))
+}
+
+fn random_key() -> anyhow::Result<String> {
+    let mut b = [0u8; 24];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(hex(&b))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let verbose = matches!(cli.command, Command::Serve(_));
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| if verbose { "info" } else { "warn" }.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = dispatch(cli).await {
+        eprintln!("taskhub: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn connect(cli: &Cli) -> anyhow::Result<Client> {
+    let Some(key) = &cli.key else {
+        bail!("no key: pass --key KEY or set TASKHUB_KEY");
+    };
+    let mut opts = ConnectOptions::new(cli.hub.clone(), key.as_bytes());
+    opts.key_id = cli.key_id.clone();
+    Ok(Client::connect(opts).await?)
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match &cli.command {
+        Command::Serve(args) => return serve(&cli, args).await,
+        Command::Demo => return demo().await,
+        Command::Put {
+            queue,
+            payloads,
+            kind,
+            reply_to,
+            max_attempts,
+        } => {
+            let payloads = payloads.iter().map(|p| parse_json(p)).collect::<anyhow::Result<Vec<_>>>()?;
+            let opts = PutOptions {
+                kind: kind.clone(),
+                reply_to: reply_to.clone(),
+                max_attempts: *max_attempts,
+            };
+            let client = connect(&cli).await?;
+            for id in client.put_many(queue, payloads, &opts).await? {
+                writeln!(out, "{id}")?;
+            }
+        }
+        Command::Get { queue, count, timeout } => {
+            let wait = secs(*timeout, "--timeout")?;
+            let client = connect(&cli).await?;
+            let deadline = Instant::now() + wait;
+            for got in 0..*count {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match client.get(queue, left).await? {
+                    Some(task) => {
+                        writeln!(out, "{}", task.payload)?;
+                        out.flush()?;
+                    }
+                    None => {
+                        let partial = if got > 0 { format!(" (got {got} of {count})") } else { String::new() };
+                        bail!("queue {queue} is empty after {timeout} s{partial}");
+                    }
+                }
+            }
+        }
+        Command::Submit {
+            queue,
+            payloads,
+            kind,
+            timeout,
+        } => {
+            let payloads = payloads.iter().map(|p| parse_json(p)).collect::<anyhow::Result<Vec<_>>>()?;
+            let timeout = timeout.map(|t| secs(t, "--timeout")).transpose()?;
+            let client = connect(&cli).await?;
+            let opts = PutOptions {
+                kind: kind.clone(),
+                ..PutOptions::default()
+            };
+            let replies = client.submit(queue, payloads, opts, timeout).await?;
+            let mut failed = 0;
+            for r in replies {
+                match (r.ok, r.result) {
+                    (true, result) => writeln!(out, "{}", result.unwrap_or(Value::Null))?,
+                    (false, _) => {
+                        failed += 1;
+                        writeln!(out, "null")?;
+                        eprintln!("task {} failed: {}", r.id, r.error.unwrap_or_default());
+                    }
+                }
+            }
+            if failed > 0 {
+                bail!("{failed} task(s) failed");
+            }
+        }
+        Command::Pub { topic, payload } => {
+            let payload = parse_json(payload)?;
+            let client = connect(&cli).await?;
+            let n = client.publish(topic, payload).await?;
+            writeln!(out, "delivered to {n} subscriber(s)")?;
+        }
+        Command::Sub { pattern } => {
+            let client = connect(&cli).await?;
+            client.subscribe(pattern).await?;
+            drop(out);
+            loop {
+                tokio::select! {
+                    msg = client.next_message() => match msg {
+                        Some((topic, payload)) => {
+                            let line = serde_json::json!({"topic": topic, "payload": payload});
+                            let mut out = std::io::stdout().lock();
+                            writeln!(out, "{line}")?;
+                            out.flush()?;
+                        }
+                        None => bail!("connection to the hub was lost"),
+                    },
+                    _ = shutdown_signal() => return Ok(()),
+                }
+            }
+        }
+        Command::Stats { json } => {
+            let client = connect(&cli).await?;
+            let stats = client.stats().await?;
+            if *json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&stats)?)?;
+            } else {
+                writeln!(out, "{:<32} {:>10} {:>10} {:>8} {:>10}", "QUEUE", "DEPTH", "IN_FLIGHT", "DEAD", "CONSUMERS")?;
+                for q in &stats.queues {
+                    writeln!(
+                        out,
+                        "{:<32} {:>10} {:>10} {:>8} {:>10}",
+                        q.name.as_str(),
+                        q.depth,
+                        q.in_flight,
+                        q.dead,
+                        q.consumers
+                    )?;
+                }
+                let sessions: Vec<String> = stats.sessions.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                writeln!(out, "sessions: {}", sessions.join(", "))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
+    let (key, generated) = match &cli.key {
+        Some(k) => (k.clone(), false),
+        None => (random_key()?, true),
+    };
+    let mut config = Config::new(Secret::new(key.clone()));
+    config.keys = [(cli.key_id.clone(), Secret::new(key.clone()))].into();
+    config.max_message_bytes = args.max_message_bytes;
+    config.max_connections = args.max_connections;
+    config.outbox = args.outbox;
+    config.handshake_timeout = secs(args.handshake_timeout, "--handshake-timeout")?;
+    config.broker.max_queue_len = args.max_queue_len;
+    config.broker.max_queues = args.max_queues;
+    config.broker.ack_wait = secs(args.ack_wait, "--ack-wait")?;
+    config.broker.max_attempts = args.max_attempts;
+    config.broker.max_prefetch = args.max_prefetch;
+    config.validate()?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("taskhub: hub listening on ws://{addr}");
+    if generated {
+        println!("taskhub: no --key given, generated one: {key}");
+        println!("taskhub: start a worker with: taskhub-worker --hub ws://{addr} --key {key} --queue tasks");
+    }
+    taskhub::run(listener, config, shutdown_signal()).await?;
+    println!("taskhub: hub stopped");
+    Ok(())
+}
+
+async fn demo() -> anyhow::Result<()> {
+    let key = random_key()?;
+    let hub = Running::start("127.0.0.1:0", Config::new(Secret::new(key.clone()))).await?;
+    let url = hub.url();
+    println!("Started a hub at {url} with two workers");
+    let mut stops = Vec::new();
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let config = WorkerConfig::new(DEFAULT_KEY_ID, Secret::new(key.clone()), vec![QueueName::new("tasks")?]);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        stops.push(stop);
+        workers.push(tokio::spawn(taskhub_worker::run(
+            taskhub_worker::Options::new(url.clone(), config),
+            async {
+                let _ = stopped.await;
+            },
+        )));
+    }
+    let client = Client::connect(ConnectOptions::new(url, key.as_bytes())).await?;
+    let mut numbers = Vec::new();
+    for _ in 0..10 {
+        let mut b = [0u8; 2];
+        getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        let n = u16::from_le_bytes(b) % 10_001;
+        println!("Put task {n}...");
+        numbers.push(Value::from(n));
+    }
+    let replies = client
+        .submit("tasks", numbers, PutOptions::kind("square"), Some(Duration::from_secs(60)))
+        .await?;
+    for r in replies {
+        match (r.ok, r.result) {
+            (true, Some(Value::String(s))) => println!("Result: {s}"),
+            (_, other) => bail!("task {} failed: {:?} {:?}", r.id, other, r.error),
+        }
+    }
+    client.close().await;
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    for w in workers {
+        w.await?.map_err(|e| anyhow::anyhow!(e))?;
+    }
+    hub.stop().await;
+    Ok(())
+}

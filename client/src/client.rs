@@ -1,0 +1,482 @@
+//! One authenticated session to the hub, shared by any number of concurrent requests.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use taskhub_core::auth::{AuthError, ClientHandshake, DEFAULT_KEY_ID, NONCE_BYTES, Secret};
+use taskhub_core::codec::{decode_server, encode_client};
+use taskhub_core::protocol::{Limits, Reply, Stats};
+use taskhub_core::{
+    ClientMsg, ErrorCode, NameError, Pattern, QueueName, Role, ServerMsg, SessionId, Task, TaskId,
+    Topic,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::transport::{self, WsStream};
+
+/// Requests a pipelined call keeps in flight at once.
+const PIPELINE_WINDOW: usize = 512;
+/// Frames waiting to be written.
+const OUTBOX: usize = 1_024;
+/// Pub/sub messages buffered for [`Client::next_message`]; more are dropped (at-most-once).
+const MESSAGE_BUFFER: usize = 1_024;
+/// Replies that arrived before their `submit` asked for them.
+const EARLY_REPLIES: usize = 1 << 20;
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub url: String,
+    pub key_id: String,
+    pub key: Secret,
+    pub role: Role,
+    pub name: Option<String>,
+    /// For the TCP connect and for the handshake, each.
+    pub timeout: Duration,
+}
+
+impl ConnectOptions {
+    pub fn new(url: impl Into<String>, key: impl Into<Vec<u8>>) -> Self {
+        ConnectOptions {
+            url: url.into(),
+            key_id: DEFAULT_KEY_ID.into(),
+            key: Secret::new(key),
+            role: Role::Producer,
+            name: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Options for a `put`.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    pub kind: Option<String>,
+    pub reply_to: Option<String>,
+    pub max_attempts: Option<u32>,
+}
+
+impl PutOptions {
+    pub fn kind(kind: impl Into<String>) -> Self {
+        PutOptions {
+            kind: Some(kind.into()),
+            ..PutOptions::default()
+        }
+    }
+}
+
+/// What went wrong, worded for the person at the terminal.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The hub could not be reached. Check the URL and that the hub runs.
+    #[error("{0}")]
+    Connect(String),
+    /// Wrong key, unknown key id, or a hub that does not hold the key. Fix the key.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The hub refused a request; `code` says why.
+    #[error("{message} ({code})")]
+    Hub { code: ErrorCode, message: String },
+    /// A queue name, topic or pattern is invalid; nothing was sent.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// The session ended.
+    #[error("connection to the hub was lost{}", .0.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Closed(Option<String>),
+    /// The hub sent something this client does not understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+#[derive(Debug, Default)]
+struct Inbox {
+    waiting: HashMap<TaskId, oneshot::Sender<Reply>>,
+    early: HashMap<TaskId, Reply>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    pending: Mutex<HashMap<u64, oneshot::Sender<ServerMsg>>>,
+    inbox: Mutex<Inbox>,
+    closed: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn closed_error(&self) -> ClientError {
+        ClientError::Closed(self.closed.lock().ok().and_then(|c| c.clone()))
+    }
+}
+
+/// A connected, authenticated session. Requests may be issued concurrently from many tasks; each
+/// carries its own request id.
+#[derive(Debug)]
+pub struct Client {
+    out: mpsc::Sender<Message>,
+    shared: Arc<Shared>,
+    next_req: AtomicU64,
+    session: SessionId,
+    inbox: QueueName,
+    limits: Limits,
+    messages: tokio::sync::Mutex<mpsc::Receiver<(Topic, Value)>>,
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+    }
+}
+
+async fn next_msg(ws: &mut WsStream, timeout: Duration) -> Result<ServerMsg, ClientError> {
+    loop {
+        let frame = tokio::time::timeout(timeout, ws.next())
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))?;
+        match frame {
+            Some(Ok(Message::Text(t))) => {
+                return decode_server(&t).map_err(|e| ClientError::Protocol(e.message));
+            }
+            Some(Ok(Message::Close(c))) => {
+                return Err(ClientError::Closed(c.map(|c| c.reason.to_string())));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(ClientError::Closed(Some(e.to_string()))),
+            None => return Err(ClientError::Closed(None)),
+        }
+    }
+}
+
+impl Client {
+    /// Connect and authenticate (both sides prove the key).
+    pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
+        let mut ws = transport::connect(&opts.url, opts.timeout)
+            .await
+            .map_err(ClientError::Connect)?;
+        let mut entropy = [0u8; NONCE_BYTES];
+        getrandom::fill(&mut entropy).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let mut hs = ClientHandshake::new(opts.key_id, opts.key, opts.role, opts.name, entropy);
+        let challenge = next_msg(&mut ws, opts.timeout).await?;
+        let auth = hs.answer(&challenge)?;
+        futures_util::SinkExt::send(&mut ws, Message::text(encode_client(&auth)))
+            .await
+            .map_err(|e| ClientError::Closed(Some(e.to_string())))?;
+        let welcome = match next_msg(&mut ws, opts.timeout).await {
+            Err(ClientError::Closed(_)) => {
+                return Err(AuthError::Rejected("the hub closed the connection".into()).into());
+            }
+            other => other?,
+        };
+        hs.finish(&welcome)?;
+        let ServerMsg::Welcome {
+            session,
+            inbox,
+            limits,
+            ..
+        } = welcome
+        else {
+            return Err(ClientError::Protocol("expected welcome".into()));
+        };
+
+        let (mut sink, mut stream) = ws.split();
+        let (out, mut out_rx) = mpsc::channel(OUTBOX);
+        let writer = tokio::spawn(async move {
+            let _ = transport::pump(&mut sink, &mut out_rx).await;
+            let _ = futures_util::SinkExt::close(&mut sink).await;
+        });
+        let shared = Arc::new(Shared::default());
+        let (msg_tx, msg_rx) = mpsc::channel(MESSAGE_BUFFER);
+        let reader_shared = shared.clone();
+        let reader = tokio::spawn(async move {
+            let reason = loop {
+                match stream.next().await {
+                    Some(Ok(Message::Text(t))) => match decode_server(&t) {
+                        Ok(msg) => route(&reader_shared, &msg_tx, msg),
+                        Err(e) => tracing::warn!("ignoring unreadable frame from hub: {}", e.message),
+                    },
+                    Some(Ok(Message::Close(c))) => break c.map(|c| c.reason.to_string()),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => break Some(e.to_string()),
+                    None => break None,
+                }
+            };
+            if let Ok(mut c) = reader_shared.closed.lock()
+                && c.is_none()
+            {
+                *c = reason;
+            }
+            // Dropping the senders wakes every waiter with "connection lost".
+            if let Ok(mut p) = reader_shared.pending.lock() {
+                p.clear();
+            }
+            if let Ok(mut i) = reader_shared.inbox.lock() {
+                i.waiting.clear();
+            }
+        });
+        Ok(Client {
+            out,
+            shared,
+            next_req: AtomicU64::new(1),
+            session,
+            inbox,
+            limits,
+            messages: tokio::sync::Mutex::new(msg_rx),
+            reader,
+            writer,
+        })
+    }
+
+    pub fn session(&self) -> SessionId {
+        self.session
+    }
+
+    /// Limits the hub announced.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Send a request without waiting for its answer.
+    async fn start(&self, mut msg: ClientMsg) -> Result<oneshot::Receiver<ServerMsg>, ClientError> {
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        msg.set_req(req);
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut p) = self.shared.pending.lock() {
+            p.insert(req, tx);
+        }
+        if self.out.send(Message::text(encode_client(&msg))).await.is_err() {
+            return Err(self.shared.closed_error());
+        }
+        Ok(rx)
+    }
+
+    async fn finish(&self, rx: oneshot::Receiver<ServerMsg>) -> Result<ServerMsg, ClientError> {
+        match rx.await {
+            Ok(ServerMsg::Error { code, message, .. }) => Err(ClientError::Hub { code, message }),
+            Ok(msg) => Ok(msg),
+            Err(_) => Err(self.shared.closed_error()),
+        }
+    }
+
+    /// Send any request and wait for its answer. An `error` answer becomes [`ClientError::Hub`].
+    pub async fn request(&self, msg: ClientMsg) -> Result<ServerMsg, ClientError> {
+        let rx = self.start(msg).await?;
+        self.finish(rx).await
+    }
+
+    fn put_msg(&self, queue: &QueueName, payload: Value, opts: &PutOptions) -> Result<ClientMsg, ClientError> {
+        Ok(ClientMsg::Put {
+            req: None,
+            queue: queue.clone(),
+            payload,
+            kind: opts.kind.clone(),
+            reply_to: opts.reply_to.clone().map(QueueName::new).transpose()?,
+            max_attempts: opts.max_attempts,
+        })
+    }
+
+    /// Put one task; returns its id once the hub has accepted it.
+    pub async fn put(&self, queue: &str, payload: Value, opts: &PutOptions) -> Result<TaskId, ClientError> {
+        let queue = QueueName::new(queue)?;
+        let msg = self.put_msg(&queue, payload, opts)?;
+        match self.request(msg).await? {
+            ServerMsg::Queued { task, .. } => Ok(task),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Put many tasks, pipelined; returns their ids in input order.
+    pub async fn put_many(
+        &self,
+        queue: &str,
+        payloads: Vec<Value>,
+        opts: &PutOptions,
+    ) -> Result<Vec<TaskId>, ClientError> {
+        let queue = QueueName::new(queue)?;
+        let mut ids = Vec::with_capacity(payloads.len());
+        let mut window = std::collections::VecDeque::new();
+        for payload in payloads {
+            if window.len() >= PIPELINE_WINDOW
+                && let Some(rx) = window.pop_front()
+            {
+                ids.push(self.queued(rx).await?);
+            }
+            window.push_back(self.start(self.put_msg(&queue, payload, opts)?).await?);
+        }
+        for rx in window {
+            ids.push(self.queued(rx).await?);
+        }
+        Ok(ids)
+    }
+
+    async fn queued(&self, rx: oneshot::Receiver<ServerMsg>) -> Result<TaskId, ClientError> {
+        match self.finish(rx).await? {
+            ServerMsg::Queued { task, .. } => Ok(task),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Take the task at the front of `queue`, waiting up to `timeout`. `None` if none came.
+    pub async fn get(&self, queue: &str, timeout: Duration) -> Result<Option<Task>, ClientError> {
+        let msg = ClientMsg::Get {
+            req: None,
+            queue: QueueName::new(queue)?,
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        match self.request(msg).await? {
+            ServerMsg::Task { task, .. } => Ok(Some(task)),
+            ServerMsg::Empty { .. } => Ok(None),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Put tasks whose results come back to this session's private inbox, then wait for all of
+    /// them. Replies are returned in input order. A task that ends in the dead-letter queue comes
+    /// back with `ok: false` and its error.
+    pub async fn submit(
+        &self,
+        queue: &str,
+        payloads: Vec<Value>,
+        opts: PutOptions,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Reply>, ClientError> {
+        let opts = PutOptions {
+            reply_to: Some(self.inbox.to_string()),
+            ..opts
+        };
+        let collect = async {
+            let ids = self.put_many(queue, payloads, &opts).await?;
+            let mut waits = Vec::with_capacity(ids.len());
+            for id in &ids {
+                let (tx, rx) = oneshot::channel();
+                let early = match self.shared.inbox.lock() {
+                    Ok(mut inbox) => match inbox.early.remove(id) {
+                        Some(r) => Some(r),
+                        None => {
+                            inbox.waiting.insert(*id, tx);
+                            None
+                        }
+                    },
+                    Err(_) => None,
+                };
+                waits.push((early, rx));
+            }
+            let mut replies = Vec::with_capacity(ids.len());
+            for (early, rx) in waits {
+                match early {
+                    Some(r) => replies.push(r),
+                    None => replies.push(rx.await.map_err(|_| self.shared.closed_error())?),
+                }
+            }
+            Ok(replies)
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, collect)
+                .await
+                .map_err(|_| ClientError::Timeout(t))?,
+            None => collect.await,
+        }
+    }
+
+    /// Publish to a topic; returns how many subscribers it reached.
+    pub async fn publish(&self, topic: &str, payload: Value) -> Result<u64, ClientError> {
+        let msg = ClientMsg::Publish {
+            req: None,
+            topic: Topic::new(topic)?,
+            payload,
+        };
+        match self.request(msg).await? {
+            ServerMsg::Published { receivers, .. } => Ok(receivers),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Subscribe to a pattern (`*` one token, `>` the rest). Read with [`Client::next_message`].
+    pub async fn subscribe(&self, pattern: &str) -> Result<(), ClientError> {
+        let msg = ClientMsg::Subscribe {
+            req: None,
+            pattern: Pattern::new(pattern)?,
+        };
+        self.request(msg).await.map(drop)
+    }
+
+    pub async fn unsubscribe(&self, pattern: &str) -> Result<(), ClientError> {
+        let msg = ClientMsg::Unsubscribe {
+            req: None,
+            pattern: Pattern::new(pattern)?,
+        };
+        self.request(msg).await.map(drop)
+    }
+
+    /// The next pub/sub message, or `None` once the session has ended.
+    pub async fn next_message(&self) -> Option<(Topic, Value)> {
+        self.messages.lock().await.recv().await
+    }
+
+    pub async fn stats(&self) -> Result<Stats, ClientError> {
+        match self.request(ClientMsg::Stats { req: None }).await? {
+            ServerMsg::Stats { stats, .. } => Ok(stats),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Close the session politely.
+    pub async fn close(self) {
+        let _ = self.out.send(Message::Close(None)).await;
+    }
+}
+
+fn unexpected(msg: &ServerMsg) -> ClientError {
+    ClientError::Protocol(format!("unexpected answer from hub: {msg:?}"))
+}
+
+/// Hand one incoming message to whoever waits for it.
+fn route(shared: &Shared, messages: &mpsc::Sender<(Topic, Value)>, msg: ServerMsg) {
+    match msg {
+        ServerMsg::Reply(reply) => {
+            if let Ok(mut inbox) = shared.inbox.lock() {
+                match inbox.waiting.remove(&reply.id) {
+                    Some(tx) => {
+                        let _ = tx.send(reply);
+                    }
+                    None if inbox.early.len() < EARLY_REPLIES => {
+                        inbox.early.insert(reply.id, reply);
+                    }
+                    None => tracing::warn!("dropping a reply nobody waits for"),
+                }
+            }
+        }
+        ServerMsg::Message { topic, payload } => {
+            // At-most-once: a reader that does not keep up loses messages, not memory.
+            let _ = messages.try_send((topic, payload));
+        }
+        msg => match msg.req() {
+            Some(req) => {
+                let waiter = shared.pending.lock().ok().and_then(|mut p| p.remove(&req));
+                if let Some(tx) = waiter {
+                    let _ = tx.send(msg);
+                }
+            }
+            None => {
+                if let ServerMsg::Error { code, message, .. } = &msg {
+                    tracing::warn!("hub: {message} ({code})");
+                    let closing = matches!(
+                        code,
+                        ErrorCode::ShuttingDown | ErrorCode::SlowConsumer | ErrorCode::TooLarge
+                    );
+                    if closing && let Ok(mut c) = shared.closed.lock() {
+                        *c = Some(format!("{message} ({code})"));
+                    }
+                }
+            }
+        },
+    }
+}

@@ -1,0 +1,109 @@
+//! Every limit the hub enforces, in one place, with defaults and a start-up check.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use taskhub_core::auth::{DEFAULT_KEY_ID, Secret};
+
+use crate::broker::{BrokerConfig, MAX_ATTEMPTS_CEILING};
+
+/// The hub's configuration. [`Config::new`] gives the defaults; call [`Config::validate`] before
+/// use ([`crate::run`] does).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Keys by key id. Clients name the id in their handshake.
+    pub keys: BTreeMap<String, Secret>,
+    /// Largest accepted frame, in bytes (default 1 MiB). A larger one gets `too_large` and the
+    /// connection is closed.
+    pub max_message_bytes: usize,
+    /// Open connections, authenticated or not (default 10,000). Beyond: `too_many_connections`.
+    pub max_connections: usize,
+    /// Messages queued for one session's socket (default 4,096). A session whose outbox is full
+    /// loses pub/sub messages; anything else closes it as a slow consumer.
+    pub outbox: usize,
+    /// Time a new connection has to finish the handshake (default 5 s).
+    pub handshake_timeout: Duration,
+    /// The hub pings every session this often (default 20 s).
+    pub ping_interval: Duration,
+    /// A session silent this long is closed and its leases released (default 60 s).
+    pub idle_timeout: Duration,
+    /// On shutdown, how long sessions get to close before they are cut (default 5 s).
+    pub shutdown_grace: Duration,
+    /// Queue limits: max queue length, max queues, ack-wait, max attempts, max prefetch.
+    pub broker: BrokerConfig,
+}
+
+/// A configuration that cannot work. The message names the setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid hub configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Defaults, with one key under the id `default`.
+    pub fn new(key: Secret) -> Self {
+        Config {
+            keys: BTreeMap::from([(DEFAULT_KEY_ID.to_string(), key)]),
+            max_message_bytes: 1 << 20,
+            max_connections: 10_000,
+            outbox: 4_096,
+            handshake_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(5),
+            broker: BrokerConfig::default(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: &str| Err(ConfigError(m.to_string()));
+        if self.keys.is_empty() {
+            return err("at least one key is required; the hub never runs open");
+        }
+        if self.keys.values().any(Secret::is_empty) {
+            return err("keys must not be empty");
+        }
+        if self.max_message_bytes < 1024 {
+            return err("max_message_bytes must be at least 1024");
+        }
+        if self.max_connections == 0 || self.outbox == 0 {
+            return err("max_connections and outbox must be at least 1");
+        }
+        let b = &self.broker;
+        if b.max_queue_len == 0 || b.max_queues == 0 {
+            return err("max_queue_len and max_queues must be at least 1");
+        }
+        if b.max_prefetch == 0 || b.max_prefetch as usize >= self.outbox {
+            return err("max_prefetch must be at least 1 and below outbox");
+        }
+        if !(1..=MAX_ATTEMPTS_CEILING).contains(&b.max_attempts) {
+            return err("max_attempts must be 1 to 1000");
+        }
+        if b.ack_wait < Duration::from_millis(100) {
+            return err("ack_wait must be at least 100 ms");
+        }
+        if self.handshake_timeout.is_zero() || self.ping_interval.is_zero() {
+            return err("handshake_timeout and ping_interval must be positive");
+        }
+        if self.idle_timeout <= self.ping_interval {
+            return err("idle_timeout must be longer than ping_interval");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        let c = Config::new(Secret::new("k"));
+        assert_eq!(c.validate(), Ok(()));
+        let mut bad = c.clone();
+        bad.keys.clear();
+        assert!(bad.validate().unwrap_err().to_string().contains("key"));
+        let mut bad = c;
+        bad.broker.max_prefetch = 10_000;
+        assert!(bad.validate().unwrap_err().to_string().contains("max_prefetch"));
+    }
+}

@@ -1,0 +1,105 @@
+//! The accept loop and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::config::{Config, ConfigError};
+use crate::hub::Hub;
+use crate::session;
+
+/// Serve `listener` until `shutdown` completes. Then every session is released (its leased tasks
+/// go back to their queues) and sent a Close frame; `run` returns once all sessions have ended or
+/// the shutdown grace period has passed.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ConfigError> {
+    config.validate()?;
+    let grace = config.shutdown_grace;
+    let hub = Arc::new(Hub::new(config));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let timer = tokio::spawn(hub.clone().run_timer(stop_rx.clone()));
+    let mut sessions = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    sessions.spawn(session::serve(stream, peer, hub.clone(), stop_rx.clone()));
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!(sessions = sessions.len(), "shutting down");
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(grace, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(left = sessions.len(), "shutdown grace period over; cutting the rest");
+        sessions.shutdown().await;
+    }
+    let _ = timer.await;
+    Ok(())
+}
+
+/// A hub running on a background task: for tests, the demo and embedding.
+#[derive(Debug)]
+pub struct Running {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ConfigError>>,
+}
+
+impl Running {
+    /// Bind `addr` (use port 0 for a free port) and serve in the background.
+    pub async fn start(addr: &str, config: Config) -> std::io::Result<Running> {
+        config
+            .validate()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        Ok(Running {
+            addr,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ws://ADDR`, what clients connect to.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Shut down gracefully and wait for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}

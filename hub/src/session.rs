@@ -1,0 +1,341 @@
+//! One client connection.
+//!
+//! The handshake runs first, under a timeout, before the session is registered with the hub. Then
+//! one `select!` loop reads frames, watches for a slow-consumer kill, pings, and listens for
+//! shutdown. A separate writer task owns the socket's sink and drains the bounded outbox. Inner
+//! steps return the reason the session ended; [`serve`] logs it once.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use taskhub_client::transport::pump;
+use taskhub_core::auth::{self, NONCE_BYTES};
+use taskhub_core::codec::{decode_client, encode_server};
+use taskhub_core::protocol::PROTOCOL_VERSION;
+use taskhub_core::{ClientMsg, ErrorCode, QueueName, ServerMsg, SessionId};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::Instrument;
+
+use crate::hub::{Hub, Link};
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Why a session ended.
+#[derive(Debug)]
+enum End {
+    ClientClosed,
+    Shutdown,
+    AuthFailed,
+    AuthTimeout,
+    AuthRequired,
+    TooLarge,
+    SlowConsumer,
+    Idle,
+    TooManyConnections,
+    Transport(WsError),
+}
+
+impl End {
+    fn close_frame(&self) -> Option<CloseFrame> {
+        let (code, reason) = match self {
+            End::ClientClosed | End::Transport(_) => return None,
+            End::Shutdown => (CloseCode::Away, "hub shutting down"),
+            End::AuthFailed => (CloseCode::Policy, "authentication failed"),
+            End::AuthTimeout => (CloseCode::Policy, "handshake timeout"),
+            End::AuthRequired => (CloseCode::Policy, "authentication required"),
+            End::TooLarge => (CloseCode::Size, "message too large"),
+            End::SlowConsumer => (CloseCode::Policy, "slow consumer"),
+            End::Idle => (CloseCode::Away, "idle timeout"),
+            End::TooManyConnections => (CloseCode::Again, "too many connections"),
+        };
+        Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })
+    }
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            End::Transport(e) => write!(f, "transport error: {e}"),
+            other => match other.close_frame() {
+                Some(c) => f.write_str(&c.reason),
+                None => f.write_str("client closed"),
+            },
+        }
+    }
+}
+
+/// Counts a connection for `max_connections` while alive.
+struct ConnectionSlot(Arc<Hub>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serve one TCP connection until it ends.
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, shutdown: watch::Receiver<bool>) {
+    let span = tracing::info_span!("session", %peer, id = tracing::field::Empty);
+    async move {
+        let over_limit = hub.connections.fetch_add(1, Ordering::Relaxed) >= hub.config.max_connections;
+        let _slot = ConnectionSlot(hub.clone());
+        let _ = stream.set_nodelay(true);
+        let max = hub.config.max_message_bytes;
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max));
+        let accept = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config));
+        let ws = match tokio::time::timeout(hub.config.handshake_timeout, accept).await {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(e)) => {
+                tracing::debug!("websocket upgrade failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("websocket upgrade timed out");
+                return;
+            }
+        };
+        let (sink, source) = ws.split();
+        let (tx, rx) = mpsc::channel(hub.config.outbox);
+        let (close_tx, close_rx) = oneshot::channel();
+        let writer = tokio::spawn(write_loop(sink, rx, close_rx));
+        let mut conn = Conn {
+            hub: hub.clone(),
+            tx,
+            source,
+            id: None,
+            kill: Arc::new(Notify::new()),
+        };
+        let end = if over_limit {
+            conn.refuse(ErrorCode::TooManyConnections, "the hub is at max_connections; try again later")
+                .await;
+            End::TooManyConnections
+        } else {
+            conn.run(shutdown).await
+        };
+        if let Some(id) = conn.id {
+            hub.close(id).await;
+        }
+        let _ = close_tx.send(end.close_frame());
+        drop(conn);
+        let mut writer = writer;
+        if tokio::time::timeout(Duration::from_secs(2), &mut writer).await.is_err() {
+            writer.abort();
+        }
+        match &end {
+            End::ClientClosed | End::Shutdown => tracing::debug!("session ended: {end}"),
+            End::Transport(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                tracing::debug!("session ended: {end}")
+            }
+            _ => tracing::info!("session ended: {end}"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Owns the sink: sends queued frames, batching whatever is ready before each flush, then the
+/// close frame.
+async fn write_loop(
+    mut sink: SplitSink<Ws, Message>,
+    mut rx: mpsc::Receiver<Message>,
+    mut close: oneshot::Receiver<Option<CloseFrame>>,
+) {
+    let frame = tokio::select! {
+        sent = pump(&mut sink, &mut rx) => match sent {
+            Ok(()) => None,
+            Err(_) => return,
+        },
+        frame = &mut close => frame.ok().flatten(),
+    };
+    // Whatever is already queued (a final error reply) goes out before the close frame.
+    while let Ok(msg) = rx.try_recv() {
+        if sink.feed(msg).await.is_err() {
+            return;
+        }
+    }
+    if let Some(frame) = frame {
+        let _ = sink.send(Message::Close(Some(frame))).await;
+    }
+    let _ = sink.close().await;
+}
+
+struct Conn {
+    hub: Arc<Hub>,
+    tx: mpsc::Sender<Message>,
+    source: SplitStream<Ws>,
+    id: Option<SessionId>,
+    kill: Arc<Notify>,
+}
+
+impl Conn {
+    async fn send(&self, msg: &ServerMsg) {
+        let _ = self.tx.send(Message::text(encode_server(msg))).await;
+    }
+
+    async fn refuse(&self, code: ErrorCode, message: &str) {
+        self.send(&ServerMsg::error(None, code, message)).await;
+    }
+
+    async fn run(&mut self, shutdown: watch::Receiver<bool>) -> End {
+        if let Err(end) = self.authenticate().await {
+            return end;
+        }
+        self.serve(shutdown).await
+    }
+
+    /// Challenge, read one `auth`, verify it in constant time, then register the session.
+    async fn authenticate(&mut self) -> Result<(), End> {
+        let mut entropy = [0u8; NONCE_BYTES];
+        if getrandom::fill(&mut entropy).is_err() {
+            return Err(End::Transport(WsError::ConnectionClosed));
+        }
+        let nonce = auth::hex(&entropy);
+        self.send(&ServerMsg::Challenge {
+            version: PROTOCOL_VERSION,
+            nonce: nonce.clone(),
+        })
+        .await;
+        let hub = self.hub.clone();
+        let first = match tokio::time::timeout(hub.config.handshake_timeout, self.source.next()).await {
+            Err(_) => {
+                self.refuse(ErrorCode::AuthTimeout, "no auth message within the handshake timeout")
+                    .await;
+                return Err(End::AuthTimeout);
+            }
+            Ok(None) => return Err(End::ClientClosed),
+            Ok(Some(Err(WsError::Capacity(_)))) => {
+                self.refuse(ErrorCode::TooLarge, "handshake message too large").await;
+                return Err(End::TooLarge);
+            }
+            Ok(Some(Err(e))) => return Err(End::Transport(e)),
+            Ok(Some(Ok(Message::Text(t)))) => t,
+            Ok(Some(Ok(Message::Close(_)))) => return Err(End::ClientClosed),
+            Ok(Some(Ok(_))) => {
+                self.refuse(ErrorCode::AuthRequired, "the first message must be a JSON text `auth` frame")
+                    .await;
+                return Err(End::AuthRequired);
+            }
+        };
+        let (key_id, client_nonce, proof, role) = match decode_client(&first, hub.config.max_message_bytes) {
+            Ok(ClientMsg::Auth {
+                key_id,
+                client_nonce,
+                proof,
+                role,
+                ..
+            }) => (key_id, client_nonce, proof, role),
+            Ok(_) | Err(_) => {
+                self.refuse(
+                    ErrorCode::AuthRequired,
+                    "authenticate first: answer the challenge with an `auth` message",
+                )
+                .await;
+                return Err(End::AuthRequired);
+            }
+        };
+        let key = hub.config.keys.get(&key_id);
+        let valid = auth::is_nonce(&client_nonce)
+            && key.is_some_and(|k| auth::verify_client_proof(k, &key_id, &nonce, &client_nonce, &proof));
+        let Some(key) = key.filter(|_| valid) else {
+            tracing::info!(key_id = %key_id.chars().take(64).collect::<String>(), "authentication failed");
+            self.refuse(ErrorCode::AuthFailed, "authentication failed: unknown key id or wrong key")
+                .await;
+            return Err(End::AuthFailed);
+        };
+        let id = hub.new_session_id();
+        tracing::Span::current().record("id", id.0);
+        let link = Link {
+            tx: self.tx.clone(),
+            kill: self.kill.clone(),
+        };
+        hub.open(id, role, link);
+        self.id = Some(id);
+        tracing::debug!(role = role.as_str(), "authenticated");
+        self.send(&ServerMsg::Welcome {
+            session: id,
+            proof: auth::hub_proof(key, &key_id, &nonce, &client_nonce),
+            inbox: QueueName::inbox(id),
+            limits: hub.limits(),
+        })
+        .await;
+        Ok(())
+    }
+
+    async fn serve(&mut self, mut shutdown: watch::Receiver<bool>) -> End {
+        let Some(id) = self.id else {
+            return End::AuthRequired;
+        };
+        let hub = self.hub.clone();
+        let mut ping = tokio::time::interval(hub.config.ping_interval);
+        ping.tick().await;
+        let mut last_seen = tokio::time::Instant::now();
+        let kill = self.kill.clone();
+        loop {
+            tokio::select! {
+                frame = self.source.next() => {
+                    last_seen = tokio::time::Instant::now();
+                    match frame {
+                        Some(Ok(Message::Text(text))) => match decode_client(&text, hub.config.max_message_bytes) {
+                            Ok(msg) => hub.apply(Some(id), |b, now| b.handle(id, msg, now)).await,
+                            Err(e) => self.send(&e.to_reply()).await,
+                        },
+                        Some(Ok(Message::Binary(_))) => {
+                            self.send(&ServerMsg::error(
+                                None,
+                                ErrorCode::BadFrame,
+                                "binary frames are not supported; send JSON text frames",
+                            ))
+                            .await;
+                        }
+                        Some(Ok(Message::Close(_))) | None => return End::ClientClosed,
+                        Some(Ok(_)) => {} // ping, pong
+                        Some(Err(WsError::Capacity(e))) => {
+                            self.send(&ServerMsg::error(
+                                None,
+                                ErrorCode::TooLarge,
+                                format!("{e}; this hub accepts at most {} bytes", hub.config.max_message_bytes),
+                            ))
+                            .await;
+                            return End::TooLarge;
+                        }
+                        Some(Err(e)) => return End::Transport(e),
+                    }
+                }
+                _ = kill.notified() => {
+                    // Best effort: the outbox is full, so this only lands if the client wakes up.
+                    let _ = self.tx.try_send(Message::text(encode_server(&ServerMsg::error(
+                        None,
+                        ErrorCode::SlowConsumer,
+                        "closing: this session did not read its messages fast enough",
+                    ))));
+                    return End::SlowConsumer;
+                }
+                _ = shutdown.changed() => {
+                    self.send(&ServerMsg::error(None, ErrorCode::ShuttingDown, "the hub is shutting down")).await;
+                    return End::Shutdown;
+                }
+                _ = ping.tick() => {
+                    if last_seen.elapsed() >= hub.config.idle_timeout {
+                        return End::Idle;
+                    }
+                    let _ = self.tx.try_send(Message::Ping(Default::default()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The event loop: feed the state machine, drain its outputs, repeat.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use taskhub_client::transport::{self, WsStream};
+use taskhub_core::Millis;
+use taskhub_core::auth::NONCE_BYTES;
+use taskhub_core::handlers::{self, Failure, Outcome};
+use taskhub_core::worker::{Event, Job, Worker, WorkerConfig};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::exec;
+
+/// How to run a native worker.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub url: String,
+    pub worker: WorkerConfig,
+    /// Run this shell command for every task instead of the built-in handlers.
+    pub exec: Option<String>,
+    pub connect_timeout: Duration,
+    /// Largest `--exec` stdout accepted as a result.
+    pub max_result_bytes: usize,
+}
+
+impl Options {
+    pub fn new(url: impl Into<String>, worker: WorkerConfig) -> Self {
+        Options {
+            url: url.into(),
+            worker,
+            exec: None,
+            connect_timeout: Duration::from_secs(10),
+            max_result_bytes: 512 << 10,
+        }
+    }
+}
+
+type Sink = SplitSink<WsStream, Message>;
+type Source = SplitStream<WsStream>;
+
+struct Driver {
+    sm: Worker,
+    epoch: Instant,
+    conn: Option<(Sink, Source)>,
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
+}
+
+impl Driver {
+    fn now(&self) -> Millis {
+        Millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn lost(&mut self, reason: &str) {
+        self.conn = None;
+        let now = self.now();
+        self.sm.handle_disconnected(now, reason, random_u64());
+    }
+
+    /// Write every frame the state machine has queued, then flush once.
+    async fn transmit(&mut self) {
+        let Some((sink, _)) = self.conn.as_mut() else {
+            while self.sm.poll_transmit().is_some() {}
+            return;
+        };
+        let mut wrote = false;
+        let mut result = Ok(());
+        while let Some(frame) = self.sm.poll_transmit() {
+            wrote = true;
+            result = sink.feed(Message::text(frame)).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        if wrote && result.is_ok() {
+            result = sink.flush().await;
+        }
+        if let Err(e) = result {
+            self.lost(&e.to_string());
+        }
+    }
+
+    async fn close(&mut self) {
+        self.transmit().await;
+        if let Some((mut sink, _)) = self.conn.take() {
+            let _ = sink.close().await;
+        }
+    }
+}
+
+async fn next_frame(conn: &mut Option<(Sink, Source)>) -> Option<Result<Message, String>> {
+    match conn {
+        Some((_, source)) => source.next().await.map(|r| r.map_err(|e| e.to_string())),
+        None => std::future::pending().await,
+    }
+}
+
+/// Run a worker until `shutdown` completes and its tasks in flight are done (or the grace period
+/// runs out). Returns an error only when the worker cannot go on: a wrong key, or an impostor hub.
+pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    let mut d = Driver {
+        sm: Worker::new(opts.worker.clone()),
+        epoch: Instant::now(),
+        conn: None,
+    };
+    let capacity = opts.worker.concurrency.max(1) as usize * 2;
+    let (done_tx, mut done_rx) = mpsc::channel::<(u64, Result<Value, Failure>)>(capacity);
+    let exec = opts.exec.clone().map(Arc::new);
+    tokio::pin!(shutdown);
+    let mut stopping = false;
+    loop {
+        d.transmit().await;
+        while let Some(event) = d.sm.poll_event() {
+            match event {
+                Event::Connect => match transport::connect(&opts.url, opts.connect_timeout).await {
+                    Ok(ws) => {
+                        d.conn = Some(ws.split());
+                        let mut entropy = [0u8; NONCE_BYTES];
+                        let _ = getrandom::fill(&mut entropy);
+                        let now = d.now();
+                        d.sm.handle_connected(now, entropy);
+                    }
+                    Err(e) => d.lost(&e),
+                },
+                Event::Close => {
+                    d.close().await;
+                    d.lost("");
+                }
+                Event::Authenticated { session } => {
+                    tracing::info!(%session, url = %opts.url, "connected; consuming {:?}", opts.worker.queues);
+                }
+                Event::Run(job) => spawn_job(job, exec.clone(), opts.max_result_bytes, done_tx.clone()),
+                Event::Retrying { in_ms, reason } => {
+                    tracing::warn!("hub unreachable ({reason}); retrying in {:.1} s", in_ms as f64 / 1000.0);
+                }
+                Event::HubError { code, message } => tracing::warn!("hub: {message} ({code})"),
+                Event::Failed(reason) => {
+                    d.close().await;
+                    return Err(reason);
+                }
+                Event::Stopped => {
+                    d.close().await;
+                    return Ok(());
+                }
+            }
+            d.transmit().await;
+        }
+        let timeout = d.sm.poll_timeout().map(|t| d.epoch + Duration::from_millis(t.0));
+        tokio::select! {
+            frame = next_frame(&mut d.conn) => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let now = d.now();
+                    d.sm.handle_message(&text, now);
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let reason = frame.map(|f| f.reason.to_string()).unwrap_or_else(|| "hub closed the connection".into());
+                    d.lost(&reason);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => d.lost(&e),
+                None => d.lost("connection closed"),
+            },
+            Some((token, result)) = done_rx.recv() => {
+                let now = d.now();
+                d.sm.handle_task_done(token, result, now);
+            }
+            _ = sleep_until(timeout) => {
+                let now = d.now();
+                d.sm.handle_timeout(now);
+            }
+            _ = &mut shutdown, if !stopping => {
+                stopping = true;
+                let s = d.sm.status();
+                tracing::info!("stopping: finishing {} task(s) in flight", s.running);
+                let now = d.now();
+                d.sm.stop(now);
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn spawn_job(
+    job: Job,
+    exec: Option<Arc<String>>,
+    max_result_bytes: usize,
+    done: mpsc::Sender<(u64, Result<Value, Failure>)>,
+) {
+    tokio::spawn(async move {
+        let token = job.token;
+        let result = match exec {
+            Some(cmd) => exec::run(&cmd, &job, max_result_bytes).await,
+            None => run_builtin(job).await,
+        };
+        let _ = done.send((token, result)).await;
+    });
+}
+
+/// Built-in handlers are CPU work: they run on the blocking pool, off the reactor.
+async fn run_builtin(job: Job) -> Result<Value, Failure> {
+    let Job { kind, payload, .. } = job;
+    let outcome = tokio::task::spawn_blocking(move || handlers::run(kind.as_deref(), &payload))
+        .await
+        .map_err(|e| Failure::retryable(format!("handler crashed: {e}")))??;
+    match outcome {
+        Outcome::Done(v) => Ok(v),
+        Outcome::Wait { ms, then } => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(then)
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! `--exec CMD`: one child process per task. The payload JSON goes to stdin; stdout is the result
+//! (parsed as JSON when it is JSON, else taken as a string); a non-zero exit fails the task with
+//! its stderr.
+
+use std::process::Stdio;
+
+use serde_json::Value;
+use taskhub_core::handlers::Failure;
+use taskhub_core::worker::Job;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+/// Stderr kept for the failure message.
+const MAX_STDERR: usize = 4 << 10;
+
+/// Read `r` to the end, keeping at most `cap` bytes; says whether more came.
+async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut overflow = false;
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return (kept, overflow),
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                overflow |= n > room;
+            }
+        }
+    }
+}
+
+pub(crate) async fn run(cmd: &str, job: &Job, max_result: usize) -> Result<Value, Failure> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("TASKHUB_TASK_ID", job.id.to_string())
+        .env("TASKHUB_KIND", job.kind.as_deref().unwrap_or(""))
+        .env("TASKHUB_ATTEMPT", job.attempt.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Failure::permanent(format!("cannot start --exec command: {e}")))?;
+    let input = serde_json::to_vec(&job.payload).unwrap_or_default();
+    let stdin = child.stdin.take();
+    let feed = async move {
+        if let Some(mut stdin) = stdin {
+            // A command that ignores its input closes the pipe early; that is not an error.
+            let _ = stdin.write_all(&input).await;
+        }
+    };
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(Failure::retryable("--exec command has no pipes"));
+    };
+    let ((), (out, out_overflow), (err, _), status) = tokio::join!(
+        feed,
+        read_capped(stdout, max_result),
+        read_capped(stderr, MAX_STDERR),
+        child.wait()
+    );
+    let status = status.map_err(|e| Failure::retryable(format!("--exec command: {e}")))?;
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&err);
+        let stderr = stderr.trim();
+        let why = if stderr.is_empty() { "no stderr" } else { stderr };
+        return Err(Failure::retryable(format!("command failed ({status}): {why}")));
+    }
+    if out_overflow {
+        return Err(Failure::retryable(format!(
+            "command output exceeds {max_result} bytes"
+        )));
+    }
+    let text = String::from_utf8_lossy(&out);
+    let text = text.trim();
+    Ok(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())))
+}
