@@ -201,7 +201,9 @@ impl Client {
                 match stream.next().await {
                     Some(Ok(Message::Text(t))) => match decode_server(&t) {
                         Ok(msg) => route(&reader_shared, &msg_tx, msg),
-                        Err(e) => tracing::warn!("ignoring unreadable frame from hub: {}", e.message),
+                        Err(e) => {
+                            tracing::warn!("ignoring unreadable frame from hub: {}", e.message)
+                        }
                     },
                     Some(Ok(Message::Close(c))) => break c.map(|c| c.reason.to_string()),
                     Some(Ok(_)) => {}
@@ -252,7 +254,12 @@ impl Client {
         if let Ok(mut p) = self.shared.pending.lock() {
             p.insert(req, tx);
         }
-        if self.out.send(Message::text(encode_client(&msg))).await.is_err() {
+        if self
+            .out
+            .send(Message::text(encode_client(&msg)))
+            .await
+            .is_err()
+        {
             return Err(self.shared.closed_error());
         }
         Ok(rx)
@@ -272,7 +279,12 @@ impl Client {
         self.finish(rx).await
     }
 
-    fn put_msg(&self, queue: &QueueName, payload: Value, opts: &PutOptions) -> Result<ClientMsg, ClientError> {
+    fn put_msg(
+        &self,
+        queue: &QueueName,
+        payload: Value,
+        opts: &PutOptions,
+    ) -> Result<ClientMsg, ClientError> {
         Ok(ClientMsg::Put {
             req: None,
             queue: queue.clone(),
@@ -284,7 +296,12 @@ impl Client {
     }
 
     /// Put one task; returns its id once the hub has accepted it.
-    pub async fn put(&self, queue: &str, payload: Value, opts: &PutOptions) -> Result<TaskId, ClientError> {
+    pub async fn put(
+        &self,
+        queue: &str,
+        payload: Value,
+        opts: &PutOptions,
+    ) -> Result<TaskId, ClientError> {
         let queue = QueueName::new(queue)?;
         let msg = self.put_msg(&queue, payload, opts)?;
         match self.request(msg).await? {
@@ -428,9 +445,12 @@ impl Client {
         }
     }
 
-    /// Close the session politely.
-    pub async fn close(self) {
+    /// Close the session politely: queued frames go out, then a Close frame.
+    pub async fn close(mut self) {
         let _ = self.out.send(Message::Close(None)).await;
+        // Dropping the last sender ends the writer's pump, which then closes the sink.
+        self.out = mpsc::channel(1).0;
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.writer).await;
     }
 }
 

@@ -232,7 +232,9 @@ fn unexpected(msg: &ServerMsg, wanted: &str) -> AuthError {
         ServerMsg::Error { code, message, .. } => {
             AuthError::Protocol(format!("hub refused the session: {code}: {message}"))
         }
-        _ => AuthError::Protocol(format!("expected {wanted} from the hub, got something else")),
+        _ => AuthError::Protocol(format!(
+            "expected {wanted} from the hub, got something else"
+        )),
     }
 }
 
@@ -277,7 +279,13 @@ mod tests {
             panic!("not auth")
         };
         assert!(!proof.contains("s3cret"));
-        assert!(verify_client_proof(&key, &key_id, &nonce, &client_nonce, &proof));
+        assert!(verify_client_proof(
+            &key,
+            &key_id,
+            &nonce,
+            &client_nonce,
+            &proof
+        ));
         assert!(!verify_client_proof(
             &Secret::new("other"),
             &key_id,
@@ -286,7 +294,13 @@ mod tests {
             &proof
         ));
         // A different nonce (a replayed proof) does not verify.
-        assert!(!verify_client_proof(&key, &key_id, &hex(&[8u8; 32]), &client_nonce, &proof));
+        assert!(!verify_client_proof(
+            &key,
+            &key_id,
+            &hex(&[8u8; 32]),
+            &client_nonce,
+            &proof
+        ));
 
         let good = hub_proof(&key, &key_id, &nonce, &client_nonce);
         assert_eq!(hs.finish(&welcome(good)), Ok(()));

@@ -168,13 +168,19 @@ mod tests {
         assert_eq!((e.code, e.req), (ErrorCode::BadRequest, Some(4)));
         assert!(e.message.contains("queue"), "{}", e.message);
 
-        let e = decode_client(r#"{"type":"put","req":5,"queue":"a b","payload":1}"#, 1024)
-            .unwrap_err();
+        let e =
+            decode_client(r#"{"type":"put","req":5,"queue":"a b","payload":1}"#, 1024).unwrap_err();
         assert_eq!((e.code, e.req), (ErrorCode::BadRequest, Some(5)));
         assert!(e.message.contains("a b"), "{}", e.message);
 
-        let big = format!(r#"{{"type":"put","queue":"q","payload":"{}"}}"#, "x".repeat(100));
-        assert_eq!(decode_client(&big, 64).unwrap_err().code, ErrorCode::TooLarge);
+        let big = format!(
+            r#"{{"type":"put","queue":"q","payload":"{}"}}"#,
+            "x".repeat(100)
+        );
+        assert_eq!(
+            decode_client(&big, 64).unwrap_err().code,
+            ErrorCode::TooLarge
+        );
     }
 
     #[test]

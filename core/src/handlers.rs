@@ -209,10 +209,21 @@ mod tests {
     #[test]
     fn unknown_and_missing_kinds_are_named() {
         let e = run(Some("nope"), &json!(1)).unwrap_err();
-        assert!(e.message.contains("\"nope\"") && e.message.contains("square"), "{e:?}");
+        assert!(
+            e.message.contains("\"nope\"") && e.message.contains("square"),
+            "{e:?}"
+        );
         assert!(!e.retry);
-        assert!(run(None, &json!(1)).unwrap_err().message.contains("no kind"));
-        assert_eq!(run(Some("fail"), &json!("boom")), Err(Failure::retryable("boom")));
+        assert!(
+            run(None, &json!(1))
+                .unwrap_err()
+                .message
+                .contains("no kind")
+        );
+        assert_eq!(
+            run(Some("fail"), &json!("boom")),
+            Err(Failure::retryable("boom"))
+        );
         assert_eq!(
             run(Some("sleep"), &json!(5)),
             Ok(Outcome::Wait {

@@ -14,7 +14,9 @@ use crate::names::{Pattern, QueueName, SessionId, TaskId, Topic};
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// What kind of client a session is. Shown in stats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Puts tasks and reads results (CLI, client library).

@@ -104,6 +104,11 @@ mod tests {
         assert!(bad.validate().unwrap_err().to_string().contains("key"));
         let mut bad = c;
         bad.broker.max_prefetch = 10_000;
-        assert!(bad.validate().unwrap_err().to_string().contains("max_prefetch"));
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_prefetch")
+        );
     }
 }

@@ -113,11 +113,13 @@ struct ServeArgs {
 }
 
 fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(s).with_context(|| format!("{what} must be a non-negative number of seconds"))
+    Duration::try_from_secs_f64(s)
+        .with_context(|| format!("{what} must be a non-negative number of seconds"))
 }
 
 fn parse_json(arg: &str) -> anyhow::Result<Value> {
-    serde_json::from_str(arg).with_context(|| format!("{arg:?} is not JSON (strings need quotes: '\"{arg}\"')"))
+    serde_json::from_str(arg)
+        .with_context(|| format!("{arg:?} is not JSON (strings need quotes: '\"{arg}\"')"))
 }
 
 fn random_key() -> anyhow::Result<String> {
@@ -179,7 +181,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             reply_to,
             max_attempts,
         } => {
-            let payloads = payloads.iter().map(|p| parse_json(p)).collect::<anyhow::Result<Vec<_>>>()?;
+            let payloads = payloads
+                .iter()
+                .map(|p| parse_json(p))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let opts = PutOptions {
                 kind: kind.clone(),
                 reply_to: reply_to.clone(),
@@ -189,8 +194,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             for id in client.put_many(queue, payloads, &opts).await? {
                 writeln!(out, "{id}")?;
             }
+            client.close().await;
         }
-        Command::Get { queue, count, timeout } => {
+        Command::Get {
+            queue,
+            count,
+            timeout,
+        } => {
             let wait = secs(*timeout, "--timeout")?;
             let client = connect(&cli).await?;
             let deadline = Instant::now() + wait;
@@ -202,11 +212,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         out.flush()?;
                     }
                     None => {
-                        let partial = if got > 0 { format!(" (got {got} of {count})") } else { String::new() };
+                        let partial = if got > 0 {
+                            format!(" (got {got} of {count})")
+                        } else {
+                            String::new()
+                        };
                         bail!("queue {queue} is empty after {timeout} s{partial}");
                     }
                 }
             }
+            client.close().await;
         }
         Command::Submit {
             queue,
@@ -214,7 +229,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             kind,
             timeout,
         } => {
-            let payloads = payloads.iter().map(|p| parse_json(p)).collect::<anyhow::Result<Vec<_>>>()?;
+            let payloads = payloads
+                .iter()
+                .map(|p| parse_json(p))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let timeout = timeout.map(|t| secs(t, "--timeout")).transpose()?;
             let client = connect(&cli).await?;
             let opts = PutOptions {
@@ -222,6 +240,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 ..PutOptions::default()
             };
             let replies = client.submit(queue, payloads, opts, timeout).await?;
+            client.close().await;
             let mut failed = 0;
             for r in replies {
                 match (r.ok, r.result) {
@@ -241,6 +260,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let payload = parse_json(payload)?;
             let client = connect(&cli).await?;
             let n = client.publish(topic, payload).await?;
+            client.close().await;
             writeln!(out, "delivered to {n} subscriber(s)")?;
         }
         Command::Sub { pattern } => {
@@ -265,10 +285,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Stats { json } => {
             let client = connect(&cli).await?;
             let stats = client.stats().await?;
+            client.close().await;
             if *json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&stats)?)?;
             } else {
-                writeln!(out, "{:<32} {:>10} {:>10} {:>8} {:>10}", "QUEUE", "DEPTH", "IN_FLIGHT", "DEAD", "CONSUMERS")?;
+                writeln!(
+                    out,
+                    "{:<32} {:>10} {:>10} {:>8} {:>10}",
+                    "QUEUE", "DEPTH", "IN_FLIGHT", "DEAD", "CONSUMERS"
+                )?;
                 for q in &stats.queues {
                     writeln!(
                         out,
@@ -280,7 +305,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         q.consumers
                     )?;
                 }
-                let sessions: Vec<String> = stats.sessions.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                let sessions: Vec<String> = stats
+                    .sessions
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect();
                 writeln!(out, "sessions: {}", sessions.join(", "))?;
             }
         }
@@ -312,7 +341,9 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     println!("taskhub: hub listening on ws://{addr}");
     if generated {
         println!("taskhub: no --key given, generated one: {key}");
-        println!("taskhub: start a worker with: taskhub-worker --hub ws://{addr} --key {key} --queue tasks");
+        println!(
+            "taskhub: start a worker with: taskhub-worker --hub ws://{addr} --key {key} --queue tasks"
+        );
     }
     taskhub::run(listener, config, shutdown_signal()).await?;
     println!("taskhub: hub stopped");
@@ -327,7 +358,11 @@ async fn demo() -> anyhow::Result<()> {
     let mut stops = Vec::new();
     let mut workers = Vec::new();
     for _ in 0..2 {
-        let config = WorkerConfig::new(DEFAULT_KEY_ID, Secret::new(key.clone()), vec![QueueName::new("tasks")?]);
+        let config = WorkerConfig::new(
+            DEFAULT_KEY_ID,
+            Secret::new(key.clone()),
+            vec![QueueName::new("tasks")?],
+        );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         stops.push(stop);
         workers.push(tokio::spawn(taskhub_worker::run(
@@ -347,7 +382,12 @@ async fn demo() -> anyhow::Result<()> {
         numbers.push(Value::from(n));
     }
     let replies = client
-        .submit("tasks", numbers, PutOptions::kind("square"), Some(Duration::from_secs(60)))
+        .submit(
+            "tasks",
+            numbers,
+            PutOptions::kind("square"),
+            Some(Duration::from_secs(60)),
+        )
         .await?;
     for r in replies {
         match (r.ok, r.result) {

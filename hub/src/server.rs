@@ -52,7 +52,10 @@ pub async fn run(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(left = sessions.len(), "shutdown grace period over; cutting the rest");
+        tracing::warn!(
+            left = sessions.len(),
+            "shutdown grace period over; cutting the rest"
+        );
         sessions.shutdown().await;
     }
     let _ = timer.await;

@@ -21,6 +21,7 @@ use taskhub_core::{ClientMsg, ErrorCode, QueueName, ServerMsg, SessionId};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -87,10 +88,16 @@ impl Drop for ConnectionSlot {
 }
 
 /// Serve one TCP connection until it ends.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    hub: Arc<Hub>,
+    shutdown: watch::Receiver<bool>,
+) {
     let span = tracing::info_span!("session", %peer, id = tracing::field::Empty);
     async move {
-        let over_limit = hub.connections.fetch_add(1, Ordering::Relaxed) >= hub.config.max_connections;
+        let over_limit =
+            hub.connections.fetch_add(1, Ordering::Relaxed) >= hub.config.max_connections;
         let _slot = ConnectionSlot(hub.clone());
         let _ = stream.set_nodelay(true);
         let max = hub.config.max_message_bytes;
@@ -121,8 +128,11 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, sh
             kill: Arc::new(Notify::new()),
         };
         let end = if over_limit {
-            conn.refuse(ErrorCode::TooManyConnections, "the hub is at max_connections; try again later")
-                .await;
+            conn.refuse(
+                ErrorCode::TooManyConnections,
+                "the hub is at max_connections; try again later",
+            )
+            .await;
             End::TooManyConnections
         } else {
             conn.run(shutdown).await
@@ -133,14 +143,19 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, sh
         let _ = close_tx.send(end.close_frame());
         drop(conn);
         let mut writer = writer;
-        if tokio::time::timeout(Duration::from_secs(2), &mut writer).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), &mut writer)
+            .await
+            .is_err()
+        {
             writer.abort();
         }
         match &end {
             End::ClientClosed | End::Shutdown => tracing::debug!("session ended: {end}"),
-            End::Transport(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
-                tracing::debug!("session ended: {end}")
-            }
+            End::Transport(
+                WsError::ConnectionClosed
+                | WsError::AlreadyClosed
+                | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+            ) => tracing::debug!("session ended: {end}"),
             _ => tracing::info!("session ended: {end}"),
         }
     }
@@ -211,49 +226,60 @@ impl Conn {
         })
         .await;
         let hub = self.hub.clone();
-        let first = match tokio::time::timeout(hub.config.handshake_timeout, self.source.next()).await {
-            Err(_) => {
-                self.refuse(ErrorCode::AuthTimeout, "no auth message within the handshake timeout")
+        let first =
+            match tokio::time::timeout(hub.config.handshake_timeout, self.source.next()).await {
+                Err(_) => {
+                    self.refuse(
+                        ErrorCode::AuthTimeout,
+                        "no auth message within the handshake timeout",
+                    )
                     .await;
-                return Err(End::AuthTimeout);
-            }
-            Ok(None) => return Err(End::ClientClosed),
-            Ok(Some(Err(WsError::Capacity(_)))) => {
-                self.refuse(ErrorCode::TooLarge, "handshake message too large").await;
-                return Err(End::TooLarge);
-            }
-            Ok(Some(Err(e))) => return Err(End::Transport(e)),
-            Ok(Some(Ok(Message::Text(t)))) => t,
-            Ok(Some(Ok(Message::Close(_)))) => return Err(End::ClientClosed),
-            Ok(Some(Ok(_))) => {
-                self.refuse(ErrorCode::AuthRequired, "the first message must be a JSON text `auth` frame")
+                    return Err(End::AuthTimeout);
+                }
+                Ok(None) => return Err(End::ClientClosed),
+                Ok(Some(Err(WsError::Capacity(_)))) => {
+                    self.refuse(ErrorCode::TooLarge, "handshake message too large")
+                        .await;
+                    return Err(End::TooLarge);
+                }
+                Ok(Some(Err(e))) => return Err(End::Transport(e)),
+                Ok(Some(Ok(Message::Text(t)))) => t,
+                Ok(Some(Ok(Message::Close(_)))) => return Err(End::ClientClosed),
+                Ok(Some(Ok(_))) => {
+                    self.refuse(
+                        ErrorCode::AuthRequired,
+                        "the first message must be a JSON text `auth` frame",
+                    )
                     .await;
-                return Err(End::AuthRequired);
-            }
-        };
-        let (key_id, client_nonce, proof, role) = match decode_client(&first, hub.config.max_message_bytes) {
-            Ok(ClientMsg::Auth {
-                key_id,
-                client_nonce,
-                proof,
-                role,
-                ..
-            }) => (key_id, client_nonce, proof, role),
-            Ok(_) | Err(_) => {
-                self.refuse(
-                    ErrorCode::AuthRequired,
-                    "authenticate first: answer the challenge with an `auth` message",
-                )
-                .await;
-                return Err(End::AuthRequired);
-            }
-        };
+                    return Err(End::AuthRequired);
+                }
+            };
+        let (key_id, client_nonce, proof, role) =
+            match decode_client(&first, hub.config.max_message_bytes) {
+                Ok(ClientMsg::Auth {
+                    key_id,
+                    client_nonce,
+                    proof,
+                    role,
+                    ..
+                }) => (key_id, client_nonce, proof, role),
+                Ok(_) | Err(_) => {
+                    self.refuse(
+                        ErrorCode::AuthRequired,
+                        "authenticate first: answer the challenge with an `auth` message",
+                    )
+                    .await;
+                    return Err(End::AuthRequired);
+                }
+            };
         let key = hub.config.keys.get(&key_id);
         let valid = auth::is_nonce(&client_nonce)
-            && key.is_some_and(|k| auth::verify_client_proof(k, &key_id, &nonce, &client_nonce, &proof));
+            && key.is_some_and(|k| {
+                auth::verify_client_proof(k, &key_id, &nonce, &client_nonce, &proof)
+            });
         let Some(key) = key.filter(|_| valid) else {
             tracing::info!(key_id = %key_id.chars().take(64).collect::<String>(), "authentication failed");
-            self.refuse(ErrorCode::AuthFailed, "authentication failed: unknown key id or wrong key")
+            self.refuse(ErrorCode::AuthFailed, "unknown key id or wrong key")
                 .await;
             return Err(End::AuthFailed);
         };

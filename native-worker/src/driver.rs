@@ -140,9 +140,14 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                 Event::Authenticated { session } => {
                     tracing::info!(%session, url = %opts.url, "connected; consuming {:?}", opts.worker.queues);
                 }
-                Event::Run(job) => spawn_job(job, exec.clone(), opts.max_result_bytes, done_tx.clone()),
+                Event::Run(job) => {
+                    spawn_job(job, exec.clone(), opts.max_result_bytes, done_tx.clone())
+                }
                 Event::Retrying { in_ms, reason } => {
-                    tracing::warn!("hub unreachable ({reason}); retrying in {:.1} s", in_ms as f64 / 1000.0);
+                    tracing::warn!(
+                        "hub unreachable ({reason}); retrying in {:.1} s",
+                        in_ms as f64 / 1000.0
+                    );
                 }
                 Event::HubError { code, message } => tracing::warn!("hub: {message} ({code})"),
                 Event::Failed(reason) => {
@@ -156,7 +161,9 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
             }
             d.transmit().await;
         }
-        let timeout = d.sm.poll_timeout().map(|t| d.epoch + Duration::from_millis(t.0));
+        let timeout =
+            d.sm.poll_timeout()
+                .map(|t| d.epoch + Duration::from_millis(t.0));
         tokio::select! {
             frame = next_frame(&mut d.conn) => match frame {
                 Some(Ok(Message::Text(text))) => {

@@ -64,8 +64,14 @@ pub(crate) async fn run(cmd: &str, job: &Job, max_result: usize) -> Result<Value
     if !status.success() {
         let stderr = String::from_utf8_lossy(&err);
         let stderr = stderr.trim();
-        let why = if stderr.is_empty() { "no stderr" } else { stderr };
-        return Err(Failure::retryable(format!("command failed ({status}): {why}")));
+        let why = if stderr.is_empty() {
+            "no stderr"
+        } else {
+            stderr
+        };
+        return Err(Failure::retryable(format!(
+            "command failed ({status}): {why}"
+        )));
     }
     if out_overflow {
         return Err(Failure::retryable(format!(

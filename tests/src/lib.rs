@@ -1,1 +1,232 @@
+//! Helpers for taskhub's end-to-end tests: hubs on port 0, raw protocol clients, and the built
+//! binaries as child processes.
 
+// Test support: a failed step should fail the test loudly, so unwrap and expect are the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use taskhub::{Config, Running, Secret};
+use taskhub_client::{Client, ConnectOptions};
+use taskhub_core::auth::{client_proof, hex};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The key every test hub uses.
+pub const KEY: &str = "test-key-0123456789";
+
+/// Start an in-process hub on a free port, after `tweak` adjusts its config.
+pub async fn hub(tweak: impl FnOnce(&mut Config)) -> Running {
+    let mut config = Config::new(Secret::new(KEY));
+    tweak(&mut config);
+    Running::start("127.0.0.1:0", config)
+        .await
+        .expect("hub starts")
+}
+
+/// A producer session on `url` with the test key.
+pub async fn client(url: &str) -> Client {
+    Client::connect(ConnectOptions::new(url, KEY))
+        .await
+        .expect("client connects")
+}
+
+/// A WebSocket speaking raw protocol JSON, for tests that need to misbehave.
+#[derive(Debug)]
+pub struct Raw {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Raw {
+    /// Connect without authenticating; the hub's challenge is still unread.
+    pub async fn connect(url: &str) -> Raw {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        Raw { ws }
+    }
+
+    /// Connect and authenticate with `key`; returns the hub's answer to `auth`.
+    pub async fn authenticate(url: &str, key: &str, role: &str) -> (Raw, Value) {
+        let mut raw = Raw::connect(url).await;
+        let challenge = raw.recv().await.expect("challenge");
+        let nonce = challenge["nonce"].as_str().expect("nonce").to_string();
+        let client_nonce = hex(&[5u8; 32]);
+        let proof = client_proof(&Secret::new(key), "default", &nonce, &client_nonce);
+        raw.send(json!({"type": "auth", "key_id": "default", "client_nonce": client_nonce, "proof": proof, "role": role}))
+            .await;
+        let answer = raw.recv().await.expect("answer to auth");
+        (raw, answer)
+    }
+
+    /// Connect and authenticate with the test key; panics if refused.
+    pub async fn session(url: &str, role: &str) -> Raw {
+        let (raw, answer) = Raw::authenticate(url, KEY, role).await;
+        assert_eq!(answer["type"], "welcome", "{answer}");
+        raw
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws
+            .send(Message::text(v.to_string()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_text(&mut self, s: &str) {
+        self.ws.send(Message::text(s)).await.expect("send");
+    }
+
+    /// The next JSON message, or `None` when the connection closed. Panics after 10 s of silence.
+    pub async fn recv(&mut self) -> Option<Value> {
+        self.recv_within(Duration::from_secs(10))
+            .await
+            .expect("a message within 10 s")
+    }
+
+    /// `Err(())` if nothing arrived within `wait`; `Ok(None)` if the connection closed.
+    pub async fn recv_within(&mut self, wait: Duration) -> Result<Option<Value>, ()> {
+        loop {
+            let frame = tokio::time::timeout(wait, self.ws.next())
+                .await
+                .map_err(|_| ())?;
+            match frame {
+                Some(Ok(Message::Text(t))) => {
+                    return Ok(Some(serde_json::from_str(&t).expect("hub sends JSON")));
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(None),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Send a request and return the first message carrying its `req`.
+    pub async fn request(&mut self, mut v: Value, req: u64) -> Value {
+        v["req"] = json!(req);
+        self.send(v).await;
+        loop {
+            let msg = self.recv().await.expect("connection open");
+            if msg["req"] == json!(req) {
+                return msg;
+            }
+        }
+    }
+
+    /// Read until the connection closes; returns what came before.
+    pub async fn until_closed(&mut self) -> Vec<Value> {
+        let mut seen = Vec::new();
+        while let Some(v) = self.recv().await {
+            seen.push(v);
+        }
+        seen
+    }
+}
+
+/// Path of a binary built by this workspace (`taskhub`, `taskhub-worker`).
+pub fn bin(name: &str) -> PathBuf {
+    let mut dir = std::env::current_exe().expect("test binary path");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace binaries first (cargo test --workspace builds them)",
+        path.display()
+    );
+    path
+}
+
+/// A child process killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        Proc(cmd.stdin(Stdio::null()).spawn().expect("process starts"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `taskhub serve --listen LISTEN` as a process; returns it and the URL it printed.
+pub fn serve(listen: &str) -> (Proc, String) {
+    let mut p = Proc::spawn(
+        Command::new(bin("taskhub"))
+            .args(["serve", "--listen", listen, "--key", KEY])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped()),
+    );
+    let stdout = p.0.stdout.take().unwrap();
+    let line = BufReader::new(stdout).lines().next().unwrap().unwrap();
+    let url = line.split_whitespace().last().unwrap().to_string();
+    assert!(url.starts_with("ws://"), "{line}");
+    (p, url)
+}
+
+/// A native worker running in this process (the library the binary wraps). Dropping the returned
+/// sender stops it gracefully.
+pub fn in_process_worker(
+    url: &str,
+    queue: &str,
+    concurrency: u32,
+) -> tokio::sync::oneshot::Sender<()> {
+    let queues = vec![taskhub_core::QueueName::new(queue).unwrap()];
+    let mut config = taskhub_core::worker::WorkerConfig::new("default", Secret::new(KEY), queues);
+    config.concurrency = concurrency;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let opts = taskhub_worker::Options::new(url, config);
+    tokio::spawn(taskhub_worker::run(opts, async {
+        let _ = stopped.await;
+    }));
+    stop
+}
+
+/// Run the `taskhub` CLI to completion.
+pub fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(bin("taskhub")).args(args).output().unwrap()
+}
+
+/// Start a native worker process consuming `queue`.
+pub fn worker(url: &str, queue: &str, extra: &[&str]) -> Proc {
+    Proc::spawn(
+        Command::new(bin("taskhub-worker"))
+            .args(["--hub", url, "--key", KEY, "--queue", queue])
+            .args(extra)
+            .env("RUST_LOG", "warn"),
+    )
+}
+
+/// Poll `check` every 20 ms until it returns `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -109,7 +109,9 @@ pub struct Status {
 #[derive(Debug)]
 enum State {
     /// Waiting to reconnect.
-    Idle { retry_at: Millis },
+    Idle {
+        retry_at: Millis,
+    },
     /// The driver is opening a transport.
     Connecting,
     /// Transport open, handshake under way.

@@ -140,7 +140,10 @@ fn handshake_then_consume_run_and_ack() {
     p.deliver(5, "square", json!(3));
     let run = jobs(&p.events());
     assert_eq!(run.len(), 1);
-    assert_eq!((run[0].id, run[0].kind.as_deref()), (TaskId(5), Some("square")));
+    assert_eq!(
+        (run[0].id, run[0].kind.as_deref()),
+        (TaskId(5), Some("square"))
+    );
     p.w.handle_task_done(run[0].token, Ok(json!("3 * 3 = 9")), p.now);
     assert_eq!(
         p.sent(),
@@ -165,8 +168,13 @@ fn runs_at_most_concurrency_tasks() {
     assert_eq!(run.iter().map(|j| j.id.0).collect::<Vec<_>>(), vec![1, 2]);
     p.w.handle_task_done(run[0].token, Err(Failure::retryable("boom")), p.now);
     let sent = p.sent();
-    assert!(matches!(&sent[..], [ClientMsg::Fail { task: TaskId(1), error, retry: true, .. }] if error == "boom"));
-    assert_eq!(jobs(&p.events()).iter().map(|j| j.id.0).collect::<Vec<_>>(), vec![3]);
+    assert!(
+        matches!(&sent[..], [ClientMsg::Fail { task: TaskId(1), error, retry: true, .. }] if error == "boom")
+    );
+    assert_eq!(
+        jobs(&p.events()).iter().map(|j| j.id.0).collect::<Vec<_>>(),
+        vec![3]
+    );
 }
 
 #[test]
@@ -174,7 +182,10 @@ fn an_impostor_hub_is_refused_for_good() {
     let mut p = Pair::new(config());
     p.hub_key = Secret::new("not-the-key");
     let ev = p.handshake();
-    assert!(matches!(&ev[..], [Event::Failed(m), Event::Close] if m.contains("authentication failed")), "{ev:?}");
+    assert!(
+        matches!(&ev[..], [Event::Failed(m), Event::Close] if m.contains("authentication failed")),
+        "{ev:?}"
+    );
     p.w.handle_disconnected(p.now, "closed", 0);
     assert!(p.events().is_empty(), "must not reconnect");
     assert_eq!(p.w.poll_timeout(), None);
@@ -190,9 +201,16 @@ fn a_rejected_key_is_fatal() {
         version: PROTOCOL_VERSION,
         nonce: hex(&NONCE),
     });
-    p.hub_says(ServerMsg::error(None, ErrorCode::AuthFailed, "unknown key id or wrong key"));
+    p.hub_says(ServerMsg::error(
+        None,
+        ErrorCode::AuthFailed,
+        "unknown key id or wrong key",
+    ));
     let ev = p.events();
-    assert!(matches!(&ev[0], Event::Failed(m) if m.contains("wrong key")), "{ev:?}");
+    assert!(
+        matches!(&ev[0], Event::Failed(m) if m.contains("wrong key")),
+        "{ev:?}"
+    );
 }
 
 #[test]
@@ -227,7 +245,10 @@ fn reconnects_with_growing_jittered_backoff() {
     p.w.handle_timeout(p.now);
     p.handshake();
     p.w.handle_disconnected(p.now, "x", 0);
-    assert!(matches!(&p.events()[..], [Event::Retrying { in_ms: 125, .. }]));
+    assert!(matches!(
+        &p.events()[..],
+        [Event::Retrying { in_ms: 125, .. }]
+    ));
 }
 
 #[test]
@@ -244,7 +265,10 @@ fn results_from_a_previous_connection_are_dropped() {
     p.handshake();
     p.sent();
     p.w.handle_task_done(job.token, Ok(json!(1)), p.now);
-    assert!(p.sent().is_empty(), "the hub re-queued task 1 when the old session closed");
+    assert!(
+        p.sent().is_empty(),
+        "the hub re-queued task 1 when the old session closed"
+    );
 }
 
 #[test]

@@ -20,7 +20,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use taskhub_core::names::INBOX_PREFIX;
 use taskhub_core::protocol::{QueueStats, Reply, Stats};
-use taskhub_core::{ClientMsg, ErrorCode, Millis, QueueName, Role, ServerMsg, SessionId, Task, TaskId};
+use taskhub_core::{
+    ClientMsg, ErrorCode, Millis, QueueName, Role, ServerMsg, SessionId, Task, TaskId,
+};
 
 use pubsub::Subscriptions;
 pub use store::{MemoryStore, StoredTask, TaskStore};
@@ -248,7 +250,9 @@ impl<S: TaskStore> Broker<S> {
             },
             ClientMsg::Consume {
                 queues, prefetch, ..
-            } => self.consume(session, queues, prefetch, now).map(|()| ServerMsg::Ok { req }),
+            } => self
+                .consume(session, queues, prefetch, now)
+                .map(|()| ServerMsg::Ok { req }),
             ClientMsg::Ack { task, result, .. } => self
                 .ack(session, task, result, now)
                 .map(|()| ServerMsg::Ok { req }),
@@ -257,12 +261,12 @@ impl<S: TaskStore> Broker<S> {
             } => self
                 .fail(session, task, error, retry, now)
                 .map(|()| ServerMsg::Ok { req }),
-            ClientMsg::Release { task, .. } => {
-                self.release(session, task, now).map(|()| ServerMsg::Ok { req })
-            }
-            ClientMsg::Touch { task, .. } => {
-                self.touch(session, task, now).map(|()| ServerMsg::Ok { req })
-            }
+            ClientMsg::Release { task, .. } => self
+                .release(session, task, now)
+                .map(|()| ServerMsg::Ok { req }),
+            ClientMsg::Touch { task, .. } => self
+                .touch(session, task, now)
+                .map(|()| ServerMsg::Ok { req }),
             ClientMsg::Publish { topic, payload, .. } => {
                 let receivers = self.subs.matching(&topic);
                 for to in &receivers {

@@ -128,7 +128,9 @@ fn each_queue_is_fifo() {
     for n in 0..5 {
         h.put("tasks", json!(n));
     }
-    let got: Vec<Value> = (0..5).map(|_| got_payload(&h.get("tasks", 0)).unwrap()).collect();
+    let got: Vec<Value> = (0..5)
+        .map(|_| got_payload(&h.get("tasks", 0)).unwrap())
+        .collect();
     assert_eq!(got, (0..5).map(|n| json!(n)).collect::<Vec<_>>());
     assert!(matches!(h.get("tasks", 0)[0].msg, ServerMsg::Empty { .. }));
 }
@@ -197,7 +199,11 @@ fn consumers_share_round_robin() {
             },
             h.now,
         );
-        to.extend(h.b.drain().filter(|o| matches!(o.msg, ServerMsg::Deliver { .. })).map(|o| o.to));
+        to.extend(
+            h.b.drain()
+                .filter(|o| matches!(o.msg, ServerMsg::Deliver { .. }))
+                .map(|o| o.to),
+        );
     }
     assert_eq!(to, vec![W1, W2, W1, W2]);
 }
@@ -222,12 +228,25 @@ fn an_expired_lease_is_redelivered() {
     let id = h.put("tasks", json!(1));
     assert_eq!(h.consume(W1, "tasks", 1), vec![id]);
     // W1 stops consuming but still holds the lease, so the redelivery must go to W2.
-    h.send(W1, ClientMsg::Consume { req: None, queues: vec![], prefetch: 0 });
+    h.send(
+        W1,
+        ClientMsg::Consume {
+            req: None,
+            queues: vec![],
+            prefetch: 0,
+        },
+    );
     h.consume(W2, "tasks", 1);
     assert_eq!(h.b.next_deadline(), Some(Millis(500)));
     assert!(h.advance(499).is_empty());
     // A touch extends the lease by ack-wait from now.
-    h.send(W1, ClientMsg::Touch { req: None, task: id });
+    h.send(
+        W1,
+        ClientMsg::Touch {
+            req: None,
+            task: id,
+        },
+    );
     assert!(h.advance(499).is_empty());
     let out = h.advance(1);
     let redelivered: Vec<_> = out
@@ -240,7 +259,13 @@ fn an_expired_lease_is_redelivered() {
     assert_eq!(redelivered, vec![(W2, id, 2)]);
     // The late ack from the first worker is refused: the task now belongs to W2.
     let out = h.ack(W1, id, json!("late"));
-    assert!(matches!(out[0].msg, ServerMsg::Error { code: ErrorCode::UnknownTask, .. }));
+    assert!(matches!(
+        out[0].msg,
+        ServerMsg::Error {
+            code: ErrorCode::UnknownTask,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -282,7 +307,15 @@ fn a_worker_crashing_on_a_task_every_time_dead_letters_it() {
         assert_eq!(h.consume(W1, "tasks", 1), vec![id]);
         h.b.close_session(W1, h.now);
     }
-    assert_eq!(h.b.stats().queues.iter().find(|s| s.name == q("tasks")).unwrap().dead, 1);
+    assert_eq!(
+        h.b.stats()
+            .queues
+            .iter()
+            .find(|s| s.name == q("tasks"))
+            .unwrap()
+            .dead,
+        1
+    );
 }
 
 #[test]
@@ -292,7 +325,10 @@ fn ack_with_reply_to_puts_the_result_there() {
     h.consume(W1, "tasks", 1);
     h.ack(W1, id, json!("3411 * 3411 = 11634921"));
     let v = got_payload(&h.get("results", 0)).unwrap();
-    assert_eq!(v, json!({"id": id, "ok": true, "result": "3411 * 3411 = 11634921"}));
+    assert_eq!(
+        v,
+        json!({"id": id, "ok": true, "result": "3411 * 3411 = 11634921"})
+    );
 }
 
 #[test]
@@ -321,9 +357,21 @@ fn replies_to_an_inbox_go_straight_to_its_session_and_inboxes_are_private() {
             max_attempts: None,
         },
     );
-    assert!(matches!(out[0].msg, ServerMsg::Error { code: ErrorCode::Forbidden, .. }));
+    assert!(matches!(
+        out[0].msg,
+        ServerMsg::Error {
+            code: ErrorCode::Forbidden,
+            ..
+        }
+    ));
     let out = h.get(inbox.as_str(), 0);
-    assert!(matches!(out[0].msg, ServerMsg::Error { code: ErrorCode::Forbidden, .. }));
+    assert!(matches!(
+        out[0].msg,
+        ServerMsg::Error {
+            code: ErrorCode::Forbidden,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -345,13 +393,25 @@ fn a_full_queue_refuses_puts_and_a_full_reply_queue_refuses_acks() {
             max_attempts: None,
         },
     );
-    assert!(matches!(&out[0].msg, ServerMsg::Error { req: Some(9), code: ErrorCode::QueueFull, message } if message.contains("tasks")));
+    assert!(
+        matches!(&out[0].msg, ServerMsg::Error { req: Some(9), code: ErrorCode::QueueFull, message } if message.contains("tasks"))
+    );
     h.put("results", json!("a"));
     h.put("results", json!("b"));
     let ids = h.consume(W1, "tasks", 2);
     let out = h.ack(W1, ids[0], json!(1));
-    assert!(matches!(out[0].msg, ServerMsg::Error { code: ErrorCode::QueueFull, .. }));
-    assert_eq!(h.b.leased(), 2, "the refused ack keeps its lease, so nothing is lost");
+    assert!(matches!(
+        out[0].msg,
+        ServerMsg::Error {
+            code: ErrorCode::QueueFull,
+            ..
+        }
+    ));
+    assert_eq!(
+        h.b.leased(),
+        2,
+        "the refused ack keeps its lease, so nothing is lost"
+    );
 }
 
 #[test]
@@ -359,8 +419,21 @@ fn release_returns_a_task_without_spending_an_attempt() {
     let mut h = Harness::new(BrokerConfig::default());
     let id = h.put("tasks", json!(1));
     h.consume(W1, "tasks", 1);
-    h.send(W1, ClientMsg::Consume { req: None, queues: vec![], prefetch: 0 });
-    h.send(W1, ClientMsg::Release { req: None, task: id });
+    h.send(
+        W1,
+        ClientMsg::Consume {
+            req: None,
+            queues: vec![],
+            prefetch: 0,
+        },
+    );
+    h.send(
+        W1,
+        ClientMsg::Release {
+            req: None,
+            task: id,
+        },
+    );
     let out = h.consume(W2, "tasks", 1);
     assert_eq!(out, vec![id]);
     assert_eq!(h.b.leases.get(&id).map(|l| l.task.attempts), Some(1));
@@ -370,7 +443,13 @@ fn release_returns_a_task_without_spending_an_attempt() {
 fn publish_reaches_matching_subscribers_once() {
     let mut h = Harness::new(BrokerConfig::default());
     let sub = |h: &mut Harness, s, p: &str| {
-        h.send(s, ClientMsg::Subscribe { req: None, pattern: Pattern::new(p).unwrap() })
+        h.send(
+            s,
+            ClientMsg::Subscribe {
+                req: None,
+                pattern: Pattern::new(p).unwrap(),
+            },
+        )
     };
     sub(&mut h, W1, "metrics.*");
     sub(&mut h, W1, "metrics.>");
@@ -383,8 +462,16 @@ fn publish_reaches_matching_subscribers_once() {
             payload: json!(0.5),
         },
     );
-    assert!(out.iter().any(|o| o.to == P && o.msg == ServerMsg::Published { req: Some(4), receivers: 1 }));
-    let msgs: Vec<_> = out.iter().filter(|o| matches!(o.msg, ServerMsg::Message { .. })).collect();
+    assert!(out.iter().any(|o| o.to == P
+        && o.msg
+            == ServerMsg::Published {
+                req: Some(4),
+                receivers: 1
+            }));
+    let msgs: Vec<_> = out
+        .iter()
+        .filter(|o| matches!(o.msg, ServerMsg::Message { .. }))
+        .collect();
     assert_eq!(msgs.len(), 1);
     assert!(msgs[0].droppable && msgs[0].to == W1);
 }
@@ -398,5 +485,11 @@ fn queue_count_is_bounded() {
     h.put("a", json!(1));
     h.put("b", json!(1));
     let out = h.get("c", 0);
-    assert!(matches!(out[0].msg, ServerMsg::Error { code: ErrorCode::TooManyQueues, .. }));
+    assert!(matches!(
+        out[0].msg,
+        ServerMsg::Error {
+            code: ErrorCode::TooManyQueues,
+            ..
+        }
+    ));
 }

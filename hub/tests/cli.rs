@@ -1,0 +1,149 @@
+//! The `taskhub` binary: demo, serve, and the errors a user can act on.
+
+// Test code: a failed step should fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_taskhub");
+
+struct Hub {
+    child: Child,
+    url: String,
+    key: String,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `taskhub serve` on a free port, without --key: it must generate and print one.
+fn serve_generated_key() -> Hub {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("TASKHUB_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first.split_whitespace().last().unwrap().to_string();
+    assert!(url.starts_with("ws://127.0.0.1:"), "{first}");
+    let second = lines.next().unwrap().unwrap();
+    assert!(second.contains("generated"), "{second}");
+    let key = second.split_whitespace().last().unwrap().to_string();
+    assert!(key.len() >= 32, "generated key is long: {key}");
+    Hub { child, url, key }
+}
+
+fn taskhub(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("TASKHUB_KEY")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn demo_prints_ten_results() {
+    let (ok, out, err) = taskhub(&["demo"]);
+    assert!(ok, "{err}");
+    let puts: Vec<u64> = out
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("Put task ")?
+                .strip_suffix("...")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let results: Vec<&str> = out.lines().filter(|l| l.starts_with("Result: ")).collect();
+    assert_eq!(puts.len(), 10, "{out}");
+    assert_eq!(results.len(), 10, "{out}");
+    for (n, line) in puts.iter().zip(results) {
+        assert_eq!(line, format!("Result: {n} * {n} = {}", n * n));
+    }
+}
+
+#[test]
+fn a_hub_that_is_not_running_is_named() {
+    let (ok, _, err) = taskhub(&["stats", "--hub", "ws://127.0.0.1:1", "--key", "k"]);
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "cannot connect to ws://127.0.0.1:1: connection refused (is taskhub serve running?)"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_generates_a_key_and_refuses_wrong_ones() {
+    let hub = serve_generated_key();
+    let (ok, _, err) = taskhub(&["stats", "--hub", &hub.url, "--key", "wrong"]);
+    assert!(!ok);
+    assert!(err.contains("authentication failed"), "{err}");
+    let (ok, _, err) = taskhub(&["stats", "--hub", &hub.url]);
+    assert!(!ok);
+    assert!(err.contains("no key"), "{err}");
+    // Flags may also come before the subcommand.
+    let (ok, out, err) = taskhub(&["--hub", &hub.url, "--key", &hub.key, "stats"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("sessions:"), "{out}");
+}
+
+#[test]
+fn get_on_an_empty_queue_says_so_and_fails() {
+    let hub = serve_generated_key();
+    let (ok, _, err) = taskhub(&[
+        "get",
+        "--hub",
+        &hub.url,
+        "--key",
+        &hub.key,
+        "idle",
+        "--timeout",
+        "0.3",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("queue idle is empty after 0.3 s"), "{err}");
+
+    let (ok, _, err) = taskhub(&["put", "--hub", &hub.url, "--key", &hub.key, "q", "not-json"]);
+    assert!(!ok);
+    assert!(err.contains("\"not-json\" is not JSON"), "{err}");
+}
+
+#[test]
+fn pub_and_get_round_trip_through_the_cli() {
+    let hub = serve_generated_key();
+    let k = hub.key.as_str();
+    let u = hub.url.as_str();
+    let (ok, out, err) = taskhub(&[
+        "put",
+        "--hub",
+        u,
+        "--key",
+        k,
+        "letters",
+        "\"a\"",
+        "{\"b\":1}",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 2);
+    let (ok, out, err) = taskhub(&["get", "--hub", u, "--key", k, "letters", "--count", "2"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "\"a\"\n{\"b\":1}\n");
+    let (ok, out, _) = taskhub(&["pub", "--hub", u, "--key", k, "news.today", "1"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "delivered to 0 subscriber(s)");
+}

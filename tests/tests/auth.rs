@@ -1,0 +1,126 @@
+//! The handshake: right key, wrong key, no auth, junk, timeout, impostor hub.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use taskhub_client::{Client, ClientError, ConnectOptions};
+use taskhub_core::auth::hex;
+use taskhub_tests::{KEY, Raw, client, hub};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn the_right_key_opens_a_session() {
+    let hub = hub(|_| {}).await;
+    let c = client(&hub.url()).await;
+    let stats = c.stats().await.unwrap();
+    assert_eq!(stats.sessions["producer"], 1);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_refused_with_a_clear_message() {
+    let hub = hub(|_| {}).await;
+    let err = Client::connect(ConnectOptions::new(hub.url(), "wrong"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Auth(_)), "{err:?}");
+    assert!(err.to_string().contains("authentication failed"), "{err}");
+
+    let mut opts = ConnectOptions::new(hub.url(), KEY);
+    opts.key_id = "nobody".into();
+    let err = Client::connect(opts).await.unwrap_err();
+    assert!(err.to_string().contains("authentication failed"), "{err}");
+
+    // Raw: the hub answers auth_failed and closes.
+    let (mut raw, answer) = Raw::authenticate(&hub.url(), "wrong", "producer").await;
+    assert_eq!(answer["code"], "auth_failed", "{answer}");
+    assert!(raw.until_closed().await.is_empty());
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn requests_before_auth_are_refused_and_the_connection_closed() {
+    let hub = hub(|_| {}).await;
+    let mut raw = Raw::connect(&hub.url()).await;
+    let challenge = raw.recv().await.unwrap();
+    assert_eq!(challenge["type"], "challenge");
+    assert_eq!(challenge["version"], 1);
+    assert_eq!(challenge["nonce"].as_str().unwrap().len(), 64);
+    raw.send(json!({"type": "put", "queue": "tasks", "payload": 1}))
+        .await;
+    let err = raw.recv().await.unwrap();
+    assert_eq!(err["code"], "auth_required", "{err}");
+    assert!(raw.until_closed().await.is_empty());
+
+    // Nothing was queued by the refused put.
+    let c = client(&hub.url()).await;
+    assert!(c.get("tasks", Duration::ZERO).await.unwrap().is_none());
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn junk_before_auth_is_refused() {
+    let hub = hub(|_| {}).await;
+    for junk in [
+        Message::text("not json at all"),
+        Message::binary(vec![0u8, 1, 2]),
+    ] {
+        let mut raw = Raw::connect(&hub.url()).await;
+        raw.recv().await.unwrap();
+        raw.ws.send(junk).await.unwrap();
+        let err = raw.recv().await.unwrap();
+        assert_eq!(err["code"], "auth_required", "{err}");
+        assert!(raw.until_closed().await.is_empty());
+    }
+    // A forged proof is refused too.
+    let mut raw = Raw::connect(&hub.url()).await;
+    raw.recv().await.unwrap();
+    raw.send(json!({"type": "auth", "key_id": "default", "client_nonce": hex(&[1; 32]), "proof": hex(&[0; 32])}))
+        .await;
+    assert_eq!(raw.recv().await.unwrap()["code"], "auth_failed");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_the_handshake_timeout() {
+    let hub = hub(|c| c.handshake_timeout = Duration::from_millis(300)).await;
+    let mut raw = Raw::connect(&hub.url()).await;
+    raw.recv().await.unwrap();
+    let err = raw.recv().await.unwrap();
+    assert_eq!(err["code"], "auth_timeout", "{err}");
+    assert!(raw.until_closed().await.is_empty());
+    hub.stop().await;
+}
+
+/// A server that answers the challenge dance without knowing the key.
+#[tokio::test]
+async fn a_client_refuses_a_hub_that_cannot_prove_the_key() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let impostor = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        ws.send(Message::text(
+            json!({"type": "challenge", "version": 1, "nonce": hex(&[3; 32])}).to_string(),
+        ))
+        .await
+        .unwrap();
+        let _auth = ws.next().await;
+        ws.send(Message::text(
+            json!({"type": "welcome", "session": 1, "proof": hex(&[0; 32]), "inbox": "_inbox.1",
+                   "limits": {"max_message_bytes": 1024, "ack_wait_ms": 1000, "max_prefetch": 10, "max_attempts": 5}})
+            .to_string(),
+        ))
+        .await
+        .unwrap();
+    });
+    let err = Client::connect(ConnectOptions::new(url, KEY))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("could not prove it holds the key"),
+        "{err}"
+    );
+    impostor.await.unwrap();
+}

@@ -1,0 +1,233 @@
+//! End to end with real processes: `taskhub serve`, `taskhub-worker`s and the CLI.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use taskhub_tests::{KEY, cli, client, serve, worker};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_result_arrives_when_a_worker_is_killed_mid_run() {
+    let (_hub, url) = serve("127.0.0.1:0");
+    let mut a = worker(&url, "tasks", &["--concurrency", "1", "--prefetch", "2"]);
+    let _b = worker(&url, "tasks", &["--concurrency", "1", "--prefetch", "2"]);
+
+    let numbers: Vec<String> = (0..1000).map(|n| (n * 7 + 3).to_string()).collect();
+    let mut args = vec!["put", "--hub", &url, "--key", KEY, "tasks"];
+    args.extend(numbers.iter().map(String::as_str));
+    args.extend(["--kind", "square", "--reply-to", "results"]);
+    let put = cli(&args);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let ids: Vec<u64> = String::from_utf8_lossy(&put.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1000);
+    let expected: HashMap<u64, String> = ids
+        .iter()
+        .zip(&numbers)
+        .map(|(id, n)| {
+            let n: i64 = n.parse().unwrap();
+            (*id, format!("{n} * {n} = {}", n * n))
+        })
+        .collect();
+
+    // Kill worker A once half the results are in, while it still holds leases.
+    let c = client(&url).await;
+    let half = taskhub_tests::eventually(Duration::from_secs(60), || async {
+        let stats = c.stats().await.unwrap();
+        let depth = |name: &str| {
+            stats
+                .queues
+                .iter()
+                .find(|q| q.name.as_str() == name)
+                .map(|q| (q.depth, q.in_flight))
+        };
+        let (done, _) = depth("results")?;
+        let (left, in_flight) = depth("tasks")?;
+        (done >= 500).then_some((done, left + in_flight))
+    })
+    .await
+    .expect("half the results arrive");
+    eprintln!("killing worker A at {half:?}");
+    a.0.kill().unwrap(); // SIGKILL: no goodbye, leases held
+    a.0.wait().unwrap();
+    assert!(half.1 > 0, "work was left when the worker died: {half:?}");
+
+    let mut results: HashMap<u64, Value> = HashMap::new();
+    while results.len() < 1000 {
+        let task = c
+            .get("results", Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("results stalled at {}", results.len()));
+        let id = task.payload["id"].as_u64().unwrap();
+        assert!(
+            results.insert(id, task.payload).is_none(),
+            "duplicate result for {id}"
+        );
+    }
+    for (id, r) in &results {
+        assert_eq!(r["ok"], Value::Bool(true), "{r}");
+        assert_eq!(r["result"].as_str(), Some(expected[id].as_str()), "{r}");
+    }
+    let stats = c.stats().await.unwrap();
+    let tasks = stats
+        .queues
+        .iter()
+        .find(|q| q.name.as_str() == "tasks")
+        .unwrap();
+    assert_eq!((tasks.depth, tasks.in_flight, tasks.dead), (0, 0, 0));
+    assert_eq!(
+        stats.sessions["worker"], 1,
+        "the killed worker's session is gone"
+    );
+}
+
+#[tokio::test]
+async fn the_readme_commands_work_as_written() {
+    let (_hub, url) = serve("127.0.0.1:0");
+    let _w = worker(&url, "tasks", &[]);
+    let put = cli(&[
+        "put",
+        "--hub",
+        &url,
+        "--key",
+        KEY,
+        "tasks",
+        "3411",
+        "1605",
+        "--kind",
+        "square",
+        "--reply-to",
+        "results",
+    ]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&put.stdout).lines().count(), 2);
+    let get = cli(&[
+        "get",
+        "--hub",
+        &url,
+        "--key",
+        KEY,
+        "results",
+        "--count",
+        "2",
+        "--timeout",
+        "10",
+    ]);
+    assert!(
+        get.status.success(),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    let out = String::from_utf8_lossy(&get.stdout);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains("3411 * 3411 = 11634921"), "{out}");
+    assert!(out.contains("1605 * 1605 = 2576025"), "{out}");
+
+    let stats = cli(&["stats", "--hub", &url, "--key", "wrong"]);
+    assert!(!stats.status.success());
+    assert!(String::from_utf8_lossy(&stats.stderr).contains("authentication failed"));
+
+    let submit = cli(&[
+        "submit",
+        "--hub",
+        &url,
+        "--key",
+        KEY,
+        "tasks",
+        "\"abc\"",
+        "--kind",
+        "sha256",
+        "--timeout",
+        "10",
+    ]);
+    assert!(
+        submit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submit.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&submit.stdout).trim(),
+        "\"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\""
+    );
+}
+
+#[tokio::test]
+async fn a_signalled_worker_finishes_its_tasks_and_a_second_signal_exits_at_once() {
+    let (_hub, url) = serve("127.0.0.1:0");
+    let c = client(&url).await;
+    let mut w = worker(&url, "naps", &["--concurrency", "2", "--prefetch", "4"]);
+    let opts = taskhub_client::PutOptions {
+        kind: Some("sleep".into()),
+        reply_to: Some("done".into()),
+        max_attempts: None,
+    };
+    c.put_many("naps", vec![800.into(); 6], &opts)
+        .await
+        .unwrap();
+    // Wait until the worker holds tasks.
+    let busy = taskhub_tests::eventually(Duration::from_secs(10), || async {
+        let s = c.stats().await.unwrap();
+        let q = s.queues.iter().find(|q| q.name.as_str() == "naps")?.clone();
+        (q.in_flight >= 2).then_some(q)
+    })
+    .await
+    .expect("worker took tasks");
+    assert!(busy.in_flight <= 4);
+    let term = |pid: u32| {
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    assert!(term(w.pid()).success());
+    let exit = tokio::task::spawn_blocking(move || {
+        let s = w.0.wait().unwrap();
+        (w, s)
+    })
+    .await
+    .unwrap()
+    .1;
+    assert!(exit.success(), "graceful stop exits 0: {exit:?}");
+    // The two running naps were finished and acked; the rest were handed back, none lost.
+    let s = c.stats().await.unwrap();
+    let naps = s.queues.iter().find(|q| q.name.as_str() == "naps").unwrap();
+    let done = s.queues.iter().find(|q| q.name.as_str() == "done").unwrap();
+    assert_eq!(naps.in_flight, 0);
+    assert_eq!(done.depth, 2, "the two running tasks completed");
+    assert_eq!(naps.depth, 4, "the others are back in the queue");
+
+    // A second signal does not wait for the grace period.
+    let mut w = worker(&url, "naps", &["--concurrency", "1", "--prefetch", "1"]);
+    taskhub_tests::eventually(Duration::from_secs(10), || async {
+        let s = c.stats().await.unwrap();
+        (s.queues
+            .iter()
+            .find(|q| q.name.as_str() == "naps")?
+            .in_flight
+            == 1)
+            .then_some(())
+    })
+    .await
+    .expect("worker took a task");
+    c.put_many("naps", vec![60_000.into()], &opts)
+        .await
+        .unwrap();
+    assert!(term(w.pid()).success());
+    assert!(term(w.pid()).success());
+    let exit = tokio::task::spawn_blocking(move || w.0.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(exit.code(), Some(130), "{exit:?}");
+}

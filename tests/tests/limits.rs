@@ -1,0 +1,151 @@
+//! Bad input: oversized frames, malformed JSON, unknown types, full queues, too many connections.
+//! One client's bad input never harms another.
+
+use std::time::Duration;
+
+use serde_json::json;
+use taskhub_client::{ClientError, PutOptions};
+use taskhub_core::ErrorCode;
+use taskhub_tests::{Raw, client, hub};
+
+#[tokio::test]
+async fn an_oversized_frame_closes_only_that_client() {
+    let hub = hub(|c| c.max_message_bytes = 64 * 1024).await;
+    let bystander = client(&hub.url()).await;
+    bystander
+        .put("tasks", json!("before"), &PutOptions::default())
+        .await
+        .unwrap();
+
+    let mut big = Raw::session(&hub.url(), "producer").await;
+    let huge = format!(
+        r#"{{"type":"put","queue":"tasks","payload":"{}"}}"#,
+        "x".repeat(100 * 1024)
+    );
+    big.send_text(&huge).await;
+    let seen = big.until_closed().await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["code"], "too_large");
+    assert!(
+        seen[0]["message"].as_str().unwrap().contains("65536"),
+        "{}",
+        seen[0]
+    );
+
+    // The other client carries on, and the oversized put queued nothing.
+    bystander
+        .put("tasks", json!("after"), &PutOptions::default())
+        .await
+        .unwrap();
+    let a = bystander
+        .get("tasks", Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let b = bystander
+        .get("tasks", Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((a.payload, b.payload), (json!("before"), json!("after")));
+    assert!(
+        bystander
+            .get("tasks", Duration::ZERO)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_json_gets_an_error_and_the_session_stays_usable() {
+    let hub = hub(|_| {}).await;
+    let mut raw = Raw::session(&hub.url(), "producer").await;
+    raw.send_text("{\"type\": \"put\", oops").await;
+    let e = raw.recv().await.unwrap();
+    assert_eq!(e["code"], "bad_frame", "{e}");
+
+    let e = raw.request(json!({"type": "frobnicate"}), 7).await;
+    assert_eq!(
+        (e["code"].as_str(), e["req"].as_u64()),
+        (Some("unknown_type"), Some(7))
+    );
+    assert!(e["message"].as_str().unwrap().contains("frobnicate"));
+
+    let e = raw.request(json!({"type": "put", "payload": 1}), 8).await;
+    assert_eq!(e["code"], "bad_request");
+    assert!(e["message"].as_str().unwrap().contains("queue"), "{e}");
+
+    let e = raw
+        .request(json!({"type": "get", "queue": "no spaces allowed"}), 9)
+        .await;
+    assert_eq!(e["code"], "bad_request");
+
+    raw.ws
+        .send(tokio_tungstenite::tungstenite::Message::binary(vec![
+            1u8, 2,
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(raw.recv().await.unwrap()["code"], "bad_frame");
+
+    // Still usable.
+    let ok = raw
+        .request(json!({"type": "put", "queue": "q", "payload": 1}), 10)
+        .await;
+    assert_eq!(ok["type"], "queued", "{ok}");
+    hub.stop().await;
+}
+
+use futures_util::SinkExt;
+
+#[tokio::test]
+async fn a_full_queue_refuses_puts_by_name() {
+    let hub = hub(|c| c.broker.max_queue_len = 3).await;
+    let c = client(&hub.url()).await;
+    for n in 0..3 {
+        c.put("small", json!(n), &PutOptions::default())
+            .await
+            .unwrap();
+    }
+    let err = c
+        .put("small", json!(3), &PutOptions::default())
+        .await
+        .unwrap_err();
+    match &err {
+        ClientError::Hub { code, message } => {
+            assert_eq!(*code, ErrorCode::QueueFull);
+            assert!(message.contains("small"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Draining makes room again.
+    c.get("small", Duration::ZERO).await.unwrap();
+    c.put("small", json!(4), &PutOptions::default())
+        .await
+        .unwrap();
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused_with_a_reason() {
+    let hub = hub(|c| c.max_connections = 2).await;
+    let _a = Raw::session(&hub.url(), "producer").await;
+    let _b = Raw::session(&hub.url(), "producer").await;
+    let mut c = Raw::connect(&hub.url()).await;
+    let seen = c.until_closed().await;
+    assert!(
+        seen.iter().any(|m| m["code"] == "too_many_connections"),
+        "{seen:?}"
+    );
+    drop(_a);
+    // The slot frees up once a connection ends.
+    let ok = taskhub_tests::eventually(Duration::from_secs(5), || async {
+        let (_raw, answer) = Raw::authenticate(&hub.url(), taskhub_tests::KEY, "producer").await;
+        (answer["type"] == "welcome").then_some(())
+    })
+    .await;
+    assert!(ok.is_some());
+    hub.stop().await;
+}

@@ -1,0 +1,104 @@
+//! Results: reply_to queues and submit's private inbox, with real native workers in-process.
+
+use std::time::Duration;
+
+use serde_json::json;
+use taskhub_client::PutOptions;
+use taskhub_core::Role;
+use taskhub_tests::{client, hub, in_process_worker};
+
+#[tokio::test]
+async fn an_ack_puts_the_result_on_reply_to() {
+    let hub = hub(|_| {}).await;
+    let _w = in_process_worker(&hub.url(), "tasks", 2);
+    let c = client(&hub.url()).await;
+    let opts = PutOptions {
+        kind: Some("square".into()),
+        reply_to: Some("results".into()),
+        max_attempts: None,
+    };
+    let ids = c
+        .put_many("tasks", vec![json!(3411), json!(1605)], &opts)
+        .await
+        .unwrap();
+    let mut results = Vec::new();
+    for _ in 0..2 {
+        let t = c
+            .get("results", Duration::from_secs(10))
+            .await
+            .unwrap()
+            .expect("a result");
+        results.push(t.payload);
+    }
+    results.sort_by_key(|r| r["id"].as_u64());
+    assert_eq!(
+        results,
+        vec![
+            json!({"id": ids[0], "ok": true, "result": "3411 * 3411 = 11634921"}),
+            json!({"id": ids[1], "ok": true, "result": "1605 * 1605 = 2576025"}),
+        ]
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn submit_returns_results_in_input_order_to_its_own_session_only() {
+    let hub = hub(|_| {}).await;
+    let _w1 = in_process_worker(&hub.url(), "tasks", 2);
+    let _w2 = in_process_worker(&hub.url(), "tasks", 2);
+    let a = client(&hub.url()).await;
+    let b = client(&hub.url()).await;
+    let (ra, rb) = tokio::join!(
+        a.submit(
+            "tasks",
+            (0..100).map(|n| json!(n)).collect(),
+            PutOptions::kind("square"),
+            Some(Duration::from_secs(30))
+        ),
+        b.submit(
+            "tasks",
+            (100..150).map(|n| json!(n)).collect(),
+            PutOptions::kind("square"),
+            Some(Duration::from_secs(30))
+        ),
+    );
+    let ra = ra.unwrap();
+    let rb = rb.unwrap();
+    assert_eq!(ra.len(), 100);
+    assert_eq!(rb.len(), 50);
+    for (n, r) in (0..100).zip(&ra) {
+        assert_eq!(r.result, Some(json!(format!("{n} * {n} = {}", n * n))));
+    }
+    for (n, r) in (100..150).zip(&rb) {
+        assert_eq!(r.result, Some(json!(format!("{n} * {n} = {}", n * n))));
+    }
+    // Nothing leaked into a shared queue.
+    let stats = a.stats().await.unwrap();
+    assert!(
+        stats
+            .queues
+            .iter()
+            .all(|q| !q.name.as_str().starts_with("_inbox"))
+    );
+    assert_eq!(stats.sessions[Role::Worker.as_str()], 2);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_task_comes_back_to_submit_as_an_error() {
+    let hub = hub(|_| {}).await;
+    let _w = in_process_worker(&hub.url(), "tasks", 2);
+    let c = client(&hub.url()).await;
+    let opts = PutOptions {
+        kind: Some("no-such-kind".into()),
+        ..PutOptions::default()
+    };
+    let replies = c
+        .submit("tasks", vec![json!(1)], opts, Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(!replies[0].ok);
+    let err = replies[0].error.as_deref().unwrap();
+    assert!(err.contains("unknown task kind \"no-such-kind\""), "{err}");
+    hub.stop().await;
+}
