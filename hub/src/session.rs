@@ -352,7 +352,13 @@ impl Conn {
                     return End::SlowConsumer;
                 }
                 _ = shutdown.changed() => {
-                    self.send(&ServerMsg::error(None, ErrorCode::ShuttingDown, "the hub is shutting down")).await;
+                    // Never wait on a full outbox here: a client that stopped reading must not
+                    // hold up shutdown.
+                    let _ = self.tx.try_send(Message::text(encode_server(&ServerMsg::error(
+                        None,
+                        ErrorCode::ShuttingDown,
+                        "the hub is shutting down",
+                    ))));
                     return End::Shutdown;
                 }
                 _ = ping.tick() => {

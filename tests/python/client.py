@@ -1,0 +1,141 @@
+"""A taskhub client written from docs/protocol.md alone, with Python's standard library.
+
+It proves the document is enough to interoperate: the Rust test `python.rs` runs it against a real
+hub. Usage: client.py HOST PORT KEY
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import socket
+import struct
+import sys
+
+
+class WebSocket:
+    """Just enough RFC 6455 for text frames: masked sends, unmasked receives, pong on ping."""
+
+    def __init__(self, host, port):
+        self.sock = socket.create_connection((host, port), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            (
+                f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def _recv_exact(self, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("closed")
+            buf += chunk
+        return buf
+
+    def _send_frame(self, opcode, data):
+        header = bytes([0x80 | opcode])
+        n = len(data)
+        if n < 126:
+            header += bytes([0x80 | n])
+        elif n < 65536:
+            header += bytes([0x80 | 126]) + struct.pack("!H", n)
+        else:
+            header += bytes([0x80 | 127]) + struct.pack("!Q", n)
+        mask = os.urandom(4)
+        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+    def send(self, obj):
+        self._send_frame(0x1, json.dumps(obj).encode())
+
+    def recv(self):
+        """The next JSON message, or None when the hub closes."""
+        while True:
+            b0, b1 = self._recv_exact(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = struct.unpack("!H", self._recv_exact(2))[0]
+            elif n == 127:
+                n = struct.unpack("!Q", self._recv_exact(8))[0]
+            data = self._recv_exact(n)
+            opcode = b0 & 0x0F
+            if opcode == 0x1:
+                return json.loads(data)
+            if opcode == 0x8:
+                return None
+            if opcode == 0x9:
+                self._send_frame(0xA, data)
+
+
+def authenticate(ws, key, key_id="default", role="worker"):
+    challenge = ws.recv()
+    assert challenge["type"] == "challenge" and challenge["version"] == 1, challenge
+    nonce = challenge["nonce"]
+    client_nonce = os.urandom(32).hex()
+    proof = hmac.new(
+        key, "\n".join(["taskhub-client", key_id, nonce, client_nonce]).encode(), hashlib.sha256
+    ).hexdigest()
+    ws.send({"type": "auth", "key_id": key_id, "client_nonce": client_nonce, "proof": proof, "role": role})
+    welcome = ws.recv()
+    if welcome is None or welcome["type"] != "welcome":
+        return welcome
+    expected = hmac.new(
+        key, "\n".join(["taskhub-hub", key_id, nonce, client_nonce]).encode(), hashlib.sha256
+    ).hexdigest()
+    assert hmac.compare_digest(expected, welcome["proof"]), "hub failed to prove the key"
+    return welcome
+
+
+def main():
+    host, port, key = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+
+    refused = authenticate(WebSocket(host, port), b"not-the-key")
+    assert refused["type"] == "error" and refused["code"] == "auth_failed", refused
+
+    producer = WebSocket(host, port)
+    welcome = authenticate(producer, key, role="producer")
+    ids = []
+    for req, n in enumerate([3411, 1605], start=1):
+        producer.send({"type": "put", "req": req, "queue": "py", "payload": n, "kind": "square",
+                       "reply_to": welcome["inbox"]})
+        answer = producer.recv()
+        assert answer["type"] == "queued" and answer["req"] == req, answer
+        ids.append(answer["task"])
+
+    worker = WebSocket(host, port)
+    authenticate(worker, key)
+    worker.send({"type": "consume", "req": 1, "queues": ["py"], "prefetch": 2})
+    assert worker.recv() == {"type": "ok", "req": 1}
+    delivered = [worker.recv(), worker.recv()]
+    assert [m["type"] for m in delivered] == ["deliver", "deliver"], delivered
+    for req, msg in zip((2, 3), delivered):
+        task = msg["task"]
+        n = task["payload"]
+        worker.send({"type": "ack", "req": req, "task": task["id"], "result": f"{n} * {n} = {n * n}"})
+    assert [worker.recv(), worker.recv()] == [{"type": "ok", "req": 2}, {"type": "ok", "req": 3}]
+
+    replies = {}
+    while len(replies) < 2:
+        msg = producer.recv()
+        assert msg["type"] == "reply", msg
+        replies[msg["id"]] = msg["result"]
+    print(replies[ids[0]])
+    print(replies[ids[1]])
+
+    producer.send({"type": "stats", "req": 9})
+    stats = producer.recv()
+    assert stats["sessions"]["worker"] >= 1, stats
+    producer.send({"type": "get", "req": 10, "queue": "py", "timeout_ms": 0})
+    assert producer.recv() == {"type": "empty", "req": 10, "queue": "py"}
+
+
+if __name__ == "__main__":
+    main()

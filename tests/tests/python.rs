@@ -1,0 +1,35 @@
+//! docs/protocol.md is enough to write a client: a Python one, standard library only, written from
+//! the document, authenticates, puts, consumes, acks and receives replies against a real hub.
+
+use std::path::Path;
+use std::process::Command;
+
+use taskhub_tests::{KEY, hub};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_written_from_the_protocol_document_works() {
+    let hub = hub(|_| {}).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/client.py");
+    let addr = hub.addr();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(script)
+            .args([
+                addr.ip().to_string(),
+                addr.port().to_string(),
+                KEY.to_string(),
+            ])
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout, "3411 * 3411 = 11634921\n1605 * 1605 = 2576025\n");
+    hub.stop().await;
+}
