@@ -317,6 +317,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A status line for the operator. A closed stdout (`taskhub serve | head -1`) must not stop the
+/// hub, so write errors are ignored.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     let (key, generated) = match &cli.key {
         Some(k) => (k.clone(), false),
@@ -338,15 +346,15 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    println!("taskhub: hub listening on ws://{addr}");
+    say(&format!("taskhub: hub listening on ws://{addr}"));
     if generated {
-        println!("taskhub: no --key given, generated one: {key}");
-        println!(
+        say(&format!("taskhub: no --key given, generated one: {key}"));
+        say(&format!(
             "taskhub: start a worker with: taskhub-worker --hub ws://{addr} --key {key} --queue tasks"
-        );
+        ));
     }
     taskhub::run(listener, config, shutdown_signal()).await?;
-    println!("taskhub: hub stopped");
+    say("taskhub: hub stopped");
     Ok(())
 }
 

@@ -147,3 +147,83 @@ fn pub_and_get_round_trip_through_the_cli() {
     assert!(ok);
     assert_eq!(out.trim(), "delivered to 0 subscriber(s)");
 }
+
+#[test]
+fn sub_prints_each_matching_message_as_a_json_line() {
+    let hub = serve_generated_key();
+    let (u, k) = (hub.url.as_str(), hub.key.as_str());
+    let mut sub = Command::new(BIN)
+        .args(["sub", "--hub", u, "--key", k, "news.>"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
+    // Publish until the subscription is in place (the publisher is told how many received it).
+    let started = std::time::Instant::now();
+    loop {
+        let (ok, out, err) = taskhub(&["pub", "--hub", u, "--key", k, "news.today", "{\"n\":1}"]);
+        assert!(ok, "{err}");
+        if out.trim() == "delivered to 1 subscriber(s)" {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "subscriber never appeared"
+        );
+    }
+    let (ok, _, _) = taskhub(&["pub", "--hub", u, "--key", k, "weather.today", "2"]);
+    assert!(ok);
+    let (ok, _, _) = taskhub(&[
+        "pub",
+        "--hub",
+        u,
+        "--key",
+        k,
+        "news.sport.final",
+        "\"goal\"",
+    ]);
+    assert!(ok);
+    let first = lines.next().unwrap().unwrap();
+    assert_eq!(first, r#"{"payload":{"n":1},"topic":"news.today"}"#);
+    let second = lines.next().unwrap().unwrap();
+    assert_eq!(second, r#"{"payload":"goal","topic":"news.sport.final"}"#);
+    let _ = sub.kill();
+    let _ = sub.wait();
+}
+
+#[test]
+fn sigterm_stops_serve_gracefully_and_closes_sessions() {
+    let mut hub = serve_generated_key();
+    let mut sub = Command::new(BIN)
+        .args(["sub", "--hub", &hub.url, "--key", &hub.key, "x"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the subscriber's session is registered.
+    let started = std::time::Instant::now();
+    loop {
+        let (ok, out, _) = taskhub(&["stats", "--hub", &hub.url, "--key", &hub.key]);
+        if ok && out.contains("producer 2") {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "subscriber never connected: {out}"
+        );
+    }
+    let pid = hub.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = hub.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    // The subscriber was told why its session ended.
+    let out = sub.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("shutting down"), "{err}");
+}

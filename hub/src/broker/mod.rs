@@ -203,6 +203,9 @@ impl<S: TaskStore> Broker<S> {
         for k in waiting {
             if let Some(w) = self.waiters.remove(&k) {
                 self.waiter_order.remove(&(w.deadline, k));
+                if let Some(q) = self.queues.get_mut(&w.queue) {
+                    q.waiters.retain(|x| *x != k);
+                }
             }
         }
         let mut leased: Vec<TaskId> = session.leased.into_iter().collect();

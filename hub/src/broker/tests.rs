@@ -493,3 +493,27 @@ fn queue_count_is_bounded() {
         }
     ));
 }
+
+#[test]
+fn a_closed_session_leaves_no_waiting_gets_behind() {
+    let mut h = Harness::new(BrokerConfig::default());
+    for _ in 0..3 {
+        h.b.open_session(W1, Role::Producer);
+        for _ in 0..10 {
+            h.send(
+                W1,
+                ClientMsg::Get {
+                    req: None,
+                    queue: q("quiet"),
+                    timeout_ms: 60_000,
+                },
+            );
+        }
+        h.b.close_session(W1, h.now);
+    }
+    assert_eq!(h.b.next_deadline(), None);
+    assert!(h.b.queues[&q("quiet")].waiters.is_empty());
+    // A later put is not swallowed by a ghost waiter.
+    h.put("quiet", json!(1));
+    assert_eq!(got_payload(&h.get("quiet", 0)), Some(json!(1)));
+}
