@@ -194,7 +194,7 @@ fn sub_prints_each_matching_message_as_a_json_line() {
 #[test]
 fn sigterm_stops_serve_gracefully_and_closes_sessions() {
     let mut hub = serve_generated_key();
-    let mut sub = Command::new(BIN)
+    let sub = Command::new(BIN)
         .args(["sub", "--hub", &hub.url, "--key", &hub.key, "x"])
         .stderr(Stdio::piped())
         .spawn()
