@@ -35,15 +35,12 @@ enum Command {
     Serve(ServeArgs),
     /// Put tasks on a queue; prints one task id per line.
     Put {
-        queue: String,
-        /// Payloads, one task each, as JSON (strings need quotes: '"text"').
-        #[arg(required = true)]
-        payloads: Vec<String>,
-        #[arg(long)]
-        kind: Option<String>,
+        #[command(flatten)]
+        tasks: TaskArgs,
         /// Queue that receives {id, ok, result | error} when each task ends.
         #[arg(long)]
         reply_to: Option<String>,
+        /// Deliveries before a task goes to <queue>.dead [default: the hub's].
         #[arg(long)]
         max_attempts: Option<u32>,
     },
@@ -58,11 +55,8 @@ enum Command {
     },
     /// Put tasks and wait for their results; prints one per line, in input order.
     Submit {
-        queue: String,
-        #[arg(required = true)]
-        payloads: Vec<String>,
-        #[arg(long)]
-        kind: Option<String>,
+        #[command(flatten)]
+        tasks: TaskArgs,
         /// Seconds to wait for all results [default: forever].
         #[arg(long)]
         timeout: Option<f64>,
@@ -79,6 +73,25 @@ enum Command {
     },
     /// Run the classic example: a hub, two workers, ten squares.
     Demo,
+}
+
+/// What `put` and `submit` share: where, what, and which handler.
+#[derive(Debug, ClapArgs)]
+struct TaskArgs {
+    /// Queue to put the tasks on.
+    queue: String,
+    /// Payloads, one task each, as JSON (strings need quotes: '"text"').
+    #[arg(required = true)]
+    payloads: Vec<String>,
+    /// Which handler runs the tasks (square, sha256, primes, sleep, echo, fail, or your own).
+    #[arg(long)]
+    kind: Option<String>,
+}
+
+impl TaskArgs {
+    fn payloads(&self) -> anyhow::Result<Vec<Value>> {
+        self.payloads.iter().map(|p| parse_json(p)).collect()
+    }
 }
 
 #[derive(Debug, ClapArgs)]
@@ -175,23 +188,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => return serve(&cli, args).await,
         Command::Demo => return demo().await,
         Command::Put {
-            queue,
-            payloads,
-            kind,
+            tasks,
             reply_to,
             max_attempts,
         } => {
-            let payloads = payloads
-                .iter()
-                .map(|p| parse_json(p))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let payloads = tasks.payloads()?;
             let opts = PutOptions {
-                kind: kind.clone(),
+                kind: tasks.kind.clone(),
                 reply_to: reply_to.clone(),
                 max_attempts: *max_attempts,
             };
             let client = connect(&cli).await?;
-            for id in client.put_many(queue, payloads, &opts).await? {
+            for id in client.put_many(&tasks.queue, payloads, &opts).await? {
                 writeln!(out, "{id}")?;
             }
             client.close().await;
@@ -223,23 +231,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             client.close().await;
         }
-        Command::Submit {
-            queue,
-            payloads,
-            kind,
-            timeout,
-        } => {
-            let payloads = payloads
-                .iter()
-                .map(|p| parse_json(p))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+        Command::Submit { tasks, timeout } => {
+            let payloads = tasks.payloads()?;
             let timeout = timeout.map(|t| secs(t, "--timeout")).transpose()?;
             let client = connect(&cli).await?;
             let opts = PutOptions {
-                kind: kind.clone(),
+                kind: tasks.kind.clone(),
                 ..PutOptions::default()
             };
-            let replies = client.submit(queue, payloads, opts, timeout).await?;
+            let replies = client.submit(&tasks.queue, payloads, opts, timeout).await?;
             client.close().await;
             let mut failed = 0;
             for r in replies {

@@ -202,6 +202,13 @@ impl Conn {
         let _ = self.tx.send(Message::text(encode_server(msg))).await;
     }
 
+    /// A last word before closing. Never waits: a client that stopped reading (its outbox is
+    /// full) must not hold up the close, so then the message is simply not sent.
+    fn farewell(&self, code: ErrorCode, message: &str) {
+        let msg = ServerMsg::error(None, code, message);
+        let _ = self.tx.try_send(Message::text(encode_server(&msg)));
+    }
+
     async fn refuse(&self, code: ErrorCode, message: &str) {
         self.send(&ServerMsg::error(None, code, message)).await;
     }
@@ -343,22 +350,11 @@ impl Conn {
                     }
                 }
                 _ = kill.notified() => {
-                    // Best effort: the outbox is full, so this only lands if the client wakes up.
-                    let _ = self.tx.try_send(Message::text(encode_server(&ServerMsg::error(
-                        None,
-                        ErrorCode::SlowConsumer,
-                        "closing: this session did not read its messages fast enough",
-                    ))));
+                    self.farewell(ErrorCode::SlowConsumer, "closing: this session did not read its messages fast enough");
                     return End::SlowConsumer;
                 }
                 _ = shutdown.changed() => {
-                    // Never wait on a full outbox here: a client that stopped reading must not
-                    // hold up shutdown.
-                    let _ = self.tx.try_send(Message::text(encode_server(&ServerMsg::error(
-                        None,
-                        ErrorCode::ShuttingDown,
-                        "the hub is shutting down",
-                    ))));
+                    self.farewell(ErrorCode::ShuttingDown, "the hub is shutting down");
                     return End::Shutdown;
                 }
                 _ = ping.tick() => {
