@@ -221,12 +221,36 @@ pub struct QueueStats {
     pub consumers: u64,
 }
 
+/// One worker session's line in `stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStats {
+    pub session: SessionId,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Tasks this session acked.
+    pub acked: u64,
+    /// Tasks this session failed.
+    pub failed: u64,
+    /// Tasks leased to it now.
+    pub in_flight: u64,
+}
+
 /// The hub's `stats` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     pub queues: Vec<QueueStats>,
     /// Authenticated sessions by role.
     pub sessions: BTreeMap<String, u64>,
+    /// Every session that is consuming or has worked (workers and browser tabs).
+    #[serde(default)]
+    pub workers: Vec<WorkerStats>,
+    /// Tasks acked since the hub started.
+    #[serde(default)]
+    pub acked: u64,
+    /// Tasks failed since the hub started.
+    #[serde(default)]
+    pub failed: u64,
 }
 
 /// A message from the hub to a client.

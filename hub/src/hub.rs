@@ -84,10 +84,10 @@ impl Hub {
     }
 
     /// Register an authenticated session so it can receive messages.
-    pub fn open(&self, id: SessionId, role: taskhub_core::Role, link: Link) {
+    pub fn open(&self, id: SessionId, role: taskhub_core::Role, name: Option<String>, link: Link) {
         let mut st = self.lock();
         st.links.insert(id, link);
-        st.broker.open_session(id, role);
+        st.broker.open_session(id, role, name);
     }
 
     /// Unregister a session; its leases go back to their queues.

@@ -5,12 +5,16 @@
 //! - [`broker`]: queue and pub/sub semantics, pure: every operation takes `now`.
 //! - [`config`]: every limit, with defaults and `validate()`.
 //! - `hub`: shared state around the broker, the lease timer, and fan-out to session outboxes.
+//! - `http`: the same port serves plain HTTP: the join page, the dashboard and the browser worker
+//!   package, embedded by `assets` (built by `build.rs`).
 //! - `session`: one connection: handshake under a timeout, then a read loop and a writer task.
 //! - [`server`]: the accept loop and graceful shutdown; [`run`] is what `taskhub serve` calls.
 //! - [`cli`]: the `taskhub` command line (serve, put, get, submit, pub, sub, stats, demo).
 
+mod assets;
 pub mod broker;
 pub mod config;
+mod http;
 mod hub;
 mod server;
 mod session;

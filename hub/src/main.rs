@@ -317,6 +317,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Percent-encode everything but unreserved characters, for a value in a URL fragment.
+fn fragment_escape(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A status line for the operator. A closed stdout (`taskhub serve | head -1`) must not stop the
 /// hub, so write errors are ignored.
 fn say(line: &str) {
@@ -347,6 +360,13 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     say(&format!("taskhub: hub listening on ws://{addr}"));
+    let fragment = format!("key={}", fragment_escape(&key));
+    say(&format!(
+        "taskhub: open http://{addr}/#{fragment}&queue=tasks in a browser to lend it as a worker"
+    ));
+    say(&format!(
+        "taskhub: dashboard at http://{addr}/dashboard#{fragment}"
+    ));
     if generated {
         say(&format!("taskhub: no --key given, generated one: {key}"));
         say(&format!(

@@ -27,9 +27,10 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument;
 
+use crate::http::{self, Replay};
 use crate::hub::{Hub, Link};
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<Replay>;
 
 /// Why a session ended.
 #[derive(Debug)]
@@ -99,12 +100,27 @@ pub(crate) async fn serve(
         let over_limit =
             hub.connections.fetch_add(1, Ordering::Relaxed) >= hub.config.max_connections;
         let _slot = ConnectionSlot(hub.clone());
+        let mut stream = stream;
         let _ = stream.set_nodelay(true);
+        let head =
+            match tokio::time::timeout(hub.config.handshake_timeout, http::read_head(&mut stream))
+                .await
+            {
+                Ok(Ok(head)) => head,
+                _ => return,
+            };
+        if !http::is_upgrade(&head) {
+            if let Err(e) = http::serve_static(stream, &head).await {
+                tracing::debug!("http request failed: {e}");
+            }
+            return;
+        }
         let max = hub.config.max_message_bytes;
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(max))
             .max_frame_size(Some(max));
-        let accept = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config));
+        let accept =
+            tokio_tungstenite::accept_async_with_config(Replay::new(head, stream), Some(ws_config));
         let ws = match tokio::time::timeout(hub.config.handshake_timeout, accept).await {
             Ok(Ok(ws)) => ws,
             Ok(Err(e)) => {
@@ -261,15 +277,15 @@ impl Conn {
                     return Err(End::AuthRequired);
                 }
             };
-        let (key_id, client_nonce, proof, role) =
+        let (key_id, client_nonce, proof, role, name) =
             match decode_client(&first, hub.config.max_message_bytes) {
                 Ok(ClientMsg::Auth {
                     key_id,
                     client_nonce,
                     proof,
                     role,
-                    ..
-                }) => (key_id, client_nonce, proof, role),
+                    name,
+                }) => (key_id, client_nonce, proof, role, name),
                 Ok(_) | Err(_) => {
                     self.refuse(
                         ErrorCode::AuthRequired,
@@ -296,7 +312,7 @@ impl Conn {
             tx: self.tx.clone(),
             kill: self.kill.clone(),
         };
-        hub.open(id, role, link);
+        hub.open(id, role, name, link);
         self.id = Some(id);
         tracing::debug!(role = role.as_str(), "authenticated");
         self.send(&ServerMsg::Welcome {

@@ -34,9 +34,17 @@ fn serve_generated_key() -> Hub {
     let first = lines.next().unwrap().unwrap();
     let url = first.split_whitespace().last().unwrap().to_string();
     assert!(url.starts_with("ws://127.0.0.1:"), "{first}");
+    let join = lines.next().unwrap().unwrap();
+    assert!(
+        join.contains("http://127.0.0.1:") && join.contains("/#key="),
+        "{join}"
+    );
+    let dashboard = lines.next().unwrap().unwrap();
+    assert!(dashboard.contains("/dashboard#key="), "{dashboard}");
     let second = lines.next().unwrap().unwrap();
     assert!(second.contains("generated"), "{second}");
     let key = second.split_whitespace().last().unwrap().to_string();
+    assert!(join.contains(&format!("#key={key}&queue=tasks")), "{join}");
     assert!(key.len() >= 32, "generated key is long: {key}");
     Hub { child, url, key }
 }

@@ -4,6 +4,8 @@
 // Test support: a failed step should fail the test loudly, so unwrap and expect are the point.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cdp;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -403,6 +403,35 @@ impl Worker {
         }
     }
 
+    /// Leave now (a closing browser tab): hand every task back, unstarted and running alike, and
+    /// close. Results that come in later are dropped; the hub hands the tasks to someone else.
+    pub fn abandon(&mut self, now: Millis) {
+        if self.is_finished() {
+            return;
+        }
+        if matches!(self.state, State::Ready { .. }) {
+            self.send(&ClientMsg::Consume {
+                req: None,
+                queues: Vec::new(),
+                prefetch: 0,
+            });
+            let running: Vec<TaskId> = self
+                .running
+                .values()
+                .filter(|r| r.conn == self.conn)
+                .map(|r| r.id)
+                .collect();
+            let unstarted: Vec<TaskId> = self.prefetched.drain(..).map(|t| t.id).collect();
+            for task in running.into_iter().chain(unstarted) {
+                self.send(&ClientMsg::Release { req: None, task });
+            }
+        }
+        // Late results belong to a connection that is gone.
+        self.conn += 1;
+        self.stop_deadline = Some(now);
+        self.finish_stop();
+    }
+
     fn check_stopped(&mut self) {
         if self.stop_deadline.is_some()
             && !matches!(self.state, State::Stopped)

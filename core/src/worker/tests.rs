@@ -356,3 +356,30 @@ fn stop_while_disconnected_is_immediate() {
     assert_eq!(p.events(), vec![Event::Stopped]);
     assert!(p.w.is_finished());
 }
+
+#[test]
+fn abandon_hands_back_everything_at_once() {
+    let mut p = Pair::new(config());
+    p.handshake();
+    p.sent();
+    for id in 1..=3 {
+        p.deliver(id, "sleep", json!(10_000));
+    }
+    let run = jobs(&p.events());
+    assert_eq!(run.len(), 2);
+    p.w.abandon(p.now);
+    let released: Vec<u64> = p
+        .sent()
+        .into_iter()
+        .filter_map(|m| match m {
+            ClientMsg::Release { task, .. } => Some(task.0),
+            _ => None,
+        })
+        .collect();
+    let mut sorted = released.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![1, 2, 3]);
+    assert_eq!(p.events(), vec![Event::Close, Event::Stopped]);
+    p.w.handle_task_done(run[0].token, Ok(json!(1)), p.now);
+    assert!(p.sent().is_empty(), "no ack for a released task");
+}

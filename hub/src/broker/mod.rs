@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use taskhub_core::names::INBOX_PREFIX;
-use taskhub_core::protocol::{QueueStats, Reply, Stats};
+use taskhub_core::protocol::{QueueStats, Reply, Stats, WorkerStats};
 use taskhub_core::{
     ClientMsg, ErrorCode, Millis, QueueName, Role, ServerMsg, SessionId, Task, TaskId,
 };
@@ -92,6 +92,9 @@ impl<S: TaskStore> Queue<S> {
 #[derive(Debug)]
 struct Session {
     role: Role,
+    name: Option<String>,
+    acked: u64,
+    failed: u64,
     consuming: Vec<QueueName>,
     prefetch: u32,
     leased: HashSet<TaskId>,
@@ -128,6 +131,8 @@ pub struct Broker<S: TaskStore = MemoryStore> {
     subs: Subscriptions,
     /// Dead-letter entries dropped because a dead-letter queue was full.
     dead_dropped: u64,
+    acked: u64,
+    failed: u64,
     out: Vec<Output>,
 }
 
@@ -145,6 +150,8 @@ impl<S: TaskStore> Broker<S> {
             next_task: 0,
             subs: Subscriptions::default(),
             dead_dropped: 0,
+            acked: 0,
+            failed: 0,
             out: Vec::new(),
         }
     }
@@ -168,12 +175,16 @@ impl<S: TaskStore> Broker<S> {
         }
     }
 
-    /// Register an authenticated session.
-    pub fn open_session(&mut self, id: SessionId, role: Role) {
+    /// Register an authenticated session. `name` is what the client calls itself (shown in stats).
+    pub fn open_session(&mut self, id: SessionId, role: Role, name: Option<String>) {
+        let name = name.map(|n| n.chars().take(64).collect());
         self.sessions.insert(
             id,
             Session {
                 role,
+                name,
+                acked: 0,
+                failed: 0,
                 consuming: Vec::new(),
                 prefetch: 0,
                 leased: HashSet::new(),
@@ -546,6 +557,10 @@ impl<S: TaskStore> Broker<S> {
         let Some(task) = self.take_lease(id) else {
             return Ok(());
         };
+        self.acked += 1;
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.acked += 1;
+        }
         self.reply(
             &task,
             Reply {
@@ -572,6 +587,10 @@ impl<S: TaskStore> Broker<S> {
         let Some(mut task) = self.take_lease(id) else {
             return Ok(());
         };
+        self.failed += 1;
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.failed += 1;
+        }
         task.last_error = Some(error);
         let queue = task.queue.clone();
         if retry && task.attempts < task.max_attempts {
@@ -860,7 +879,29 @@ impl<S: TaskStore> Broker<S> {
         for s in self.sessions.values() {
             *sessions.entry(s.role.as_str().to_string()).or_default() += 1;
         }
-        Stats { queues, sessions }
+        let mut workers: Vec<WorkerStats> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                !s.consuming.is_empty() || s.acked + s.failed > 0 || !s.leased.is_empty()
+            })
+            .map(|(id, s)| WorkerStats {
+                session: *id,
+                role: s.role,
+                name: s.name.clone(),
+                acked: s.acked,
+                failed: s.failed,
+                in_flight: s.leased.len() as u64,
+            })
+            .collect();
+        workers.sort_by_key(|w| w.session);
+        Stats {
+            queues,
+            sessions,
+            workers,
+            acked: self.acked,
+            failed: self.failed,
+        }
     }
 
     /// Entries dropped from full reply or dead-letter queues since start.

@@ -24,9 +24,9 @@ struct Harness {
 impl Harness {
     fn new(config: BrokerConfig) -> Self {
         let mut b = Broker::new(config);
-        b.open_session(P, Role::Producer);
-        b.open_session(W1, Role::Worker);
-        b.open_session(W2, Role::Worker);
+        b.open_session(P, Role::Producer, None);
+        b.open_session(W1, Role::Worker, None);
+        b.open_session(W2, Role::Worker, None);
         Harness { b, now: Millis(0) }
     }
 
@@ -178,6 +178,13 @@ fn the_prefetch_window_bounds_unacked_deliveries() {
     assert_eq!(delivered(&out, W1), vec![ids[2]]);
     let stats = h.b.stats();
     assert_eq!((stats.queues[0].depth, stats.queues[0].in_flight), (2, 2));
+    assert_eq!(stats.acked, 1);
+    assert_eq!(stats.workers.len(), 1);
+    let w = &stats.workers[0];
+    assert_eq!(
+        (w.session, w.role, w.acked, w.in_flight),
+        (W1, Role::Worker, 1, 2)
+    );
 }
 
 #[test]
@@ -303,7 +310,7 @@ fn a_worker_crashing_on_a_task_every_time_dead_letters_it() {
     let mut h = Harness::new(BrokerConfig::default());
     let id = h.put_with("tasks", json!(1), None, Some(2));
     for _ in 0..2 {
-        h.b.open_session(W1, Role::Worker);
+        h.b.open_session(W1, Role::Worker, None);
         assert_eq!(h.consume(W1, "tasks", 1), vec![id]);
         h.b.close_session(W1, h.now);
     }
@@ -498,7 +505,7 @@ fn queue_count_is_bounded() {
 fn a_closed_session_leaves_no_waiting_gets_behind() {
     let mut h = Harness::new(BrokerConfig::default());
     for _ in 0..3 {
-        h.b.open_session(W1, Role::Producer);
+        h.b.open_session(W1, Role::Producer, None);
         for _ in 0..10 {
             h.send(
                 W1,

@@ -1,0 +1,147 @@
+//! The browser worker end to end, in real headless Chromium: the join link, 200 squares done by
+//! the tab, the dashboard, and a browser closed mid-batch with a native worker finishing the rest.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use taskhub_client::PutOptions;
+use taskhub_tests::cdp::Browser;
+use taskhub_tests::{KEY, client, hub, in_process_worker};
+
+const STATUS: &str = "window.taskhub.status()";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_tab_works_the_queue_and_hands_back_its_tasks_when_closed() {
+    let hub = hub(|_| {}).await;
+    let base = format!("http://{}", hub.addr());
+    let c = client(&hub.url()).await;
+    let mut browser = Browser::start().await;
+
+    // 1. Open the join link.
+    let opened = Instant::now();
+    let page = browser
+        .open(&format!("{base}/#key={KEY}&queue=tasks&workers=2"))
+        .await;
+    let status = browser
+        .wait_for(
+            &page,
+            &format!("window.taskhub && {STATUS}.state === 'connected' && {STATUS}"),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(status["workers"], 2, "{status}");
+
+    // 2. 200 squares, all done by the tab (no other worker exists yet).
+    let first = c
+        .submit(
+            "tasks",
+            vec![json!(7)],
+            PutOptions::kind("square"),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    let join_to_first_result = opened.elapsed();
+    assert_eq!(first[0].result, Some(json!("7 * 7 = 49")));
+    let started = Instant::now();
+    let replies = c
+        .submit(
+            "tasks",
+            (0..200).map(|n| json!(n)).collect(),
+            PutOptions::kind("square"),
+            Some(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    for (n, r) in (0..200).zip(&replies) {
+        assert_eq!(
+            r.result,
+            Some(json!(format!("{n} * {n} = {}", n * n))),
+            "{r:?}"
+        );
+    }
+    let stats = c.stats().await.unwrap();
+    let tab = stats
+        .workers
+        .iter()
+        .find(|w| w.role == taskhub_core::Role::Browser)
+        .expect("the browser session is listed");
+    assert_eq!(tab.acked, 201, "the browser did every task: {stats:?}");
+    eprintln!(
+        "browser: join-to-first-result {:?}; 200 tiny tasks in {:?} ({:.0} tasks/s)",
+        join_to_first_result,
+        elapsed,
+        200.0 / elapsed.as_secs_f64()
+    );
+    let page_status = browser.eval(&page, STATUS).await;
+    assert_eq!(page_status["done"], 201, "{page_status}");
+
+    // 3. The dashboard shows the queue and the browser worker.
+    let dash = browser.open(&format!("{base}/dashboard#key={KEY}")).await;
+    let workers = browser
+        .wait_for(
+            &dash,
+            "(() => { const t = document.querySelector('#workers tbody').textContent; return t.includes('browser') && t; })()",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(workers.as_str().unwrap().contains("201"), "{workers}");
+    let queues = browser
+        .eval(&dash, "document.querySelector('#queues tbody').textContent")
+        .await;
+    assert!(queues.as_str().unwrap().contains("tasks"), "{queues}");
+
+    // 4. A long batch; close the browser mid-run; a native worker finishes everything.
+    let naps = PutOptions {
+        kind: Some("sleep".into()),
+        reply_to: Some("naps".into()),
+        max_attempts: None,
+    };
+    let ids = c
+        .put_many("tasks", vec![json!(300); 30], &naps)
+        .await
+        .unwrap();
+    browser
+        .wait_for(
+            &page,
+            &format!("{STATUS}.done >= 203"),
+            Duration::from_secs(30),
+        )
+        .await;
+    browser.close().await;
+    let after_close = taskhub_tests::eventually(Duration::from_secs(10), || async {
+        let s = c.stats().await.unwrap();
+        (s.sessions["browser"] == 0).then_some(s)
+    })
+    .await
+    .expect("the hub notices the tab is gone");
+    let tasks = after_close
+        .queues
+        .iter()
+        .find(|q| q.name.as_str() == "tasks")
+        .unwrap();
+    assert_eq!(
+        tasks.in_flight, 0,
+        "the closed tab's leases went back to the queue"
+    );
+    assert!(tasks.depth > 0, "work was left when the browser closed");
+
+    let _native = in_process_worker(&hub.url(), "tasks", 4);
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < ids.len() {
+        let t = c
+            .get("naps", Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("naps stalled at {} of {}", seen.len(), ids.len()));
+        assert_eq!(t.payload["ok"], Value::Bool(true), "{}", t.payload);
+        seen.insert(t.payload["id"].as_u64().unwrap());
+    }
+    let expected: std::collections::HashSet<u64> = ids.iter().map(|i| i.0).collect();
+    assert_eq!(
+        seen, expected,
+        "every task of the batch completed, none lost"
+    );
+    hub.stop().await;
+}

@@ -1,0 +1,431 @@
+//! [`BrowserWorker`]: the browser's driver around `taskhub_core::worker::Worker`.
+//!
+//! Every browser callback (socket, timer, pool) feeds one input to the state machine and then
+//! calls `pump`, which drains transmits and events and re-arms the single timer. Events for the
+//! page are collected while the state is borrowed and delivered after, so page callbacks may call
+//! back into the worker.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::{Rc, Weak};
+
+use gloo_timers::callback::Timeout;
+use js_sys::Function;
+use serde_json::{Value, json};
+use taskhub_core::auth::{NONCE_BYTES, Secret};
+use taskhub_core::handlers::Failure;
+use taskhub_core::worker::{Event, Worker, WorkerConfig};
+use taskhub_core::{Millis, QueueName, Role};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+
+use crate::pool::{Pool, Report};
+use crate::socket::{Socket, SocketEvent};
+
+/// Past this many bytes waiting in the socket, frames wait in our own bounded queue.
+const HIGH_WATER: u32 = 1 << 20;
+/// How often to look again while the socket is backed up.
+const DRAIN_POLL_MS: u64 = 20;
+
+struct Inner {
+    sm: Worker,
+    url: String,
+    me: Weak<RefCell<Inner>>,
+    socket: Option<(u64, Socket)>,
+    /// Sockets closed from inside their own callbacks, dropped on a later turn.
+    retired: Vec<Socket>,
+    next_socket: u64,
+    timer: Option<Timeout>,
+    pool: Option<Pool>,
+    compute_url: String,
+    outbox: VecDeque<String>,
+    kinds: HashMap<u64, String>,
+    stop_waiters: Vec<Function>,
+    listener: Option<Function>,
+    epoch: f64,
+    last_now: u64,
+}
+
+pub(crate) fn js_event(v: Value) -> JsValue {
+    js_sys::JSON::parse(&v.to_string()).unwrap_or(JsValue::NULL)
+}
+
+pub(crate) fn entropy() -> [u8; NONCE_BYTES] {
+    let mut buf = [0u8; NONCE_BYTES];
+    let crypto = js_sys::Reflect::get(&js_sys::global(), &"crypto".into())
+        .ok()
+        .and_then(|c| c.dyn_into::<web_sys::Crypto>().ok());
+    match crypto {
+        Some(c) if c.get_random_values_with_u8_array(&mut buf).is_ok() => {}
+        // No Web Crypto: the nonce only has to be unpredictable to an eavesdropper for this one
+        // handshake; Math.random is the best left.
+        _ => buf
+            .iter_mut()
+            .for_each(|b| *b = (js_sys::Math::random() * 256.0) as u8),
+    }
+    buf
+}
+
+fn random_u64() -> u64 {
+    (js_sys::Math::random() * (u64::MAX as f64)) as u64
+}
+
+impl Inner {
+    fn now(&mut self) -> Millis {
+        let t = (js_sys::Date::now() - self.epoch).max(0.0) as u64;
+        self.last_now = self.last_now.max(t);
+        Millis(self.last_now)
+    }
+
+    /// Drain the state machine; returns page events to deliver once the borrow is released.
+    fn pump(&mut self) -> Vec<JsValue> {
+        let mut out = Vec::new();
+        loop {
+            while let Some(frame) = self.sm.poll_transmit() {
+                self.outbox.push_back(frame);
+            }
+            self.flush();
+            let Some(event) = self.sm.poll_event() else {
+                break;
+            };
+            self.on_event(event, &mut out);
+        }
+        self.arm_timer();
+        out
+    }
+
+    fn flush(&mut self) {
+        let Some((_, socket)) = &self.socket else {
+            self.outbox.clear();
+            return;
+        };
+        while socket.is_open() && socket.buffered() < HIGH_WATER {
+            let Some(frame) = self.outbox.pop_front() else {
+                return;
+            };
+            if socket.send(&frame).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event, out: &mut Vec<JsValue>) {
+        match event {
+            Event::Connect => self.connect(out),
+            Event::Close => {
+                self.retire_socket();
+                let now = self.now();
+                self.sm.handle_disconnected(now, "", random_u64());
+            }
+            Event::Authenticated { session } => {
+                out.push(js_event(json!({"type": "connected", "session": session})));
+            }
+            Event::Run(job) => {
+                let kind = job.kind.clone().unwrap_or_default();
+                out.push(js_event(json!({"type": "task_started", "kind": kind})));
+                self.kinds.insert(job.token, kind);
+                if let Some(pool) = &mut self.pool {
+                    pool.run(job);
+                }
+            }
+            Event::Retrying { in_ms, reason } => {
+                out.push(js_event(
+                    json!({"type": "retrying", "in_ms": in_ms, "reason": reason}),
+                ));
+            }
+            Event::HubError { code, message } => {
+                out.push(js_event(
+                    json!({"type": "error", "code": code, "message": message}),
+                ));
+            }
+            Event::Failed(reason) => {
+                self.retire_socket();
+                out.push(js_event(json!({"type": "failed", "reason": reason})));
+            }
+            Event::Stopped => {
+                self.retire_socket();
+                if let Some(pool) = &mut self.pool {
+                    pool.clear_waiting();
+                }
+                out.push(js_event(json!({"type": "stopped"})));
+            }
+        }
+    }
+
+    fn connect(&mut self, out: &mut Vec<JsValue>) {
+        self.next_socket += 1;
+        let id = self.next_socket;
+        let me = self.me.clone();
+        let opened = Socket::open(&self.url, move |ev| {
+            if let Some(inner) = me.upgrade() {
+                on_socket(&inner, id, ev);
+            }
+        });
+        match opened {
+            Ok(socket) => self.socket = Some((id, socket)),
+            Err(reason) => {
+                out.push(js_event(json!({"type": "error", "message": reason})));
+                let now = self.now();
+                self.sm.handle_disconnected(now, &reason, random_u64());
+            }
+        }
+    }
+
+    fn retire_socket(&mut self) {
+        if let Some((_, socket)) = self.socket.take() {
+            self.retired.push(socket);
+        }
+        self.outbox.clear();
+    }
+
+    fn arm_timer(&mut self) {
+        let now = self.now();
+        let mut at = self.sm.poll_timeout();
+        if !self.outbox.is_empty() {
+            let soon = now + DRAIN_POLL_MS;
+            at = Some(at.map_or(soon, |t| t.min(soon)));
+        }
+        self.timer = at.map(|t| {
+            let me = self.me.clone();
+            let delay = u32::try_from(t - now).unwrap_or(u32::MAX);
+            Timeout::new(delay, move || {
+                if let Some(inner) = me.upgrade() {
+                    with(&inner, |i| {
+                        let now = i.now();
+                        i.sm.handle_timeout(now);
+                    });
+                }
+            })
+        });
+    }
+
+    fn on_report(&mut self, index: usize, report: Report) -> Vec<JsValue> {
+        let Some(token) = self.pool.as_mut().and_then(|p| p.finished(index)) else {
+            return Vec::new();
+        };
+        let kind = self.kinds.remove(&token).unwrap_or_default();
+        let result = match report {
+            Err(crash) => Err(Failure::retryable(crash)),
+            Ok(text) => match serde_json::from_str::<Value>(&text) {
+                Ok(v) if v["ok"] == Value::Bool(true) => Ok(v["result"].clone()),
+                Ok(v) => Err(Failure {
+                    message: v["error"].as_str().unwrap_or("task failed").to_string(),
+                    retry: v["retry"].as_bool().unwrap_or(true),
+                }),
+                Err(e) => Err(Failure::retryable(format!("unreadable result: {e}"))),
+            },
+        };
+        let ok = result.is_ok();
+        let now = self.now();
+        self.sm.handle_task_done(token, result, now);
+        let mut out = vec![js_event(
+            json!({"type": "task_done", "kind": kind, "ok": ok}),
+        )];
+        out.extend(self.pump());
+        out
+    }
+}
+
+/// Borrow, apply one input, pump, release, then tell the page.
+fn with(inner: &Rc<RefCell<Inner>>, input: impl FnOnce(&mut Inner)) {
+    let (events, listener, resolved) = {
+        let Ok(mut i) = inner.try_borrow_mut() else {
+            return;
+        };
+        // Sockets retired earlier are safe to drop now: we are not inside their callbacks.
+        i.retired.clear();
+        input(&mut i);
+        let events = i.pump();
+        let resolved = if i.sm.is_finished() {
+            std::mem::take(&mut i.stop_waiters)
+        } else {
+            Vec::new()
+        };
+        (events, i.listener.clone(), resolved)
+    };
+    deliver(listener, events, resolved);
+}
+
+fn deliver(listener: Option<Function>, events: Vec<JsValue>, resolved: Vec<Function>) {
+    if let Some(f) = listener {
+        for e in events {
+            let _ = f.call1(&JsValue::NULL, &e);
+        }
+    }
+    for resolve in resolved {
+        let _ = resolve.call0(&JsValue::NULL);
+    }
+}
+
+fn on_socket(inner: &Rc<RefCell<Inner>>, id: u64, ev: SocketEvent) {
+    with(inner, |i| {
+        if i.socket.as_ref().map(|(sid, _)| *sid) != Some(id) {
+            return; // an old socket's late event
+        }
+        let now = i.now();
+        match ev {
+            SocketEvent::Open => i.sm.handle_connected(now, entropy()),
+            SocketEvent::Text(text) => i.sm.handle_message(&text, now),
+            SocketEvent::Closed(reason) => {
+                i.retire_socket();
+                i.sm.handle_disconnected(now, &reason, random_u64());
+            }
+        }
+    });
+}
+
+/// A browser tab working for a taskhub hub.
+///
+/// ```js
+/// const w = new BrowserWorker("ws://127.0.0.1:7878", key, "tasks", 4, new URL("./compute.js", import.meta.url).href);
+/// w.onEvent(e => console.log(e));
+/// w.start();
+/// await w.stop();
+/// ```
+#[wasm_bindgen]
+pub struct BrowserWorker {
+    inner: Rc<RefCell<Inner>>,
+}
+
+#[wasm_bindgen]
+impl BrowserWorker {
+    /// `queues` is comma-separated. `concurrency` Web Workers run tasks; `compute_url` is the
+    /// module script they load (the hub serves it as `/compute.js`).
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        hub_url: String,
+        key: String,
+        queues: &str,
+        concurrency: u32,
+        compute_url: String,
+    ) -> Result<BrowserWorker, JsError> {
+        if key.is_empty() {
+            return Err(JsError::new("no key: the link must carry #key=..."));
+        }
+        let queues = queues
+            .split(',')
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+            .map(QueueName::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| JsError::new(&e.to_string()))?;
+        if queues.is_empty() {
+            return Err(JsError::new("no queue to work on"));
+        }
+        let mut config = WorkerConfig::new("default", Secret::new(key), queues);
+        config.role = Role::Browser;
+        config.concurrency = concurrency.clamp(1, 64);
+        config.prefetch = config.concurrency * 2;
+        config.backoff_max_ms = 10_000;
+        let inner = Rc::new_cyclic(|me| {
+            RefCell::new(Inner {
+                sm: Worker::new(config),
+                url: hub_url,
+                me: me.clone(),
+                socket: None,
+                retired: Vec::new(),
+                next_socket: 0,
+                timer: None,
+                pool: None,
+                compute_url,
+                outbox: VecDeque::new(),
+                kinds: HashMap::new(),
+                stop_waiters: Vec::new(),
+                listener: None,
+                epoch: js_sys::Date::now(),
+                last_now: 0,
+            })
+        });
+        Ok(BrowserWorker { inner })
+    }
+
+    /// Receive events: `{type: "connected" | "retrying" | "failed" | "error" | "task_started" |
+    /// "task_done" | "stopped", ...}`.
+    #[wasm_bindgen(js_name = onEvent)]
+    pub fn on_event(&self, listener: Function) {
+        if let Ok(mut i) = self.inner.try_borrow_mut() {
+            i.listener = Some(listener);
+        }
+    }
+
+    /// Start the compute pool and connect.
+    pub fn start(&self) -> Result<(), JsError> {
+        let me = Rc::downgrade(&self.inner);
+        let report: Rc<dyn Fn(usize, Report)> = Rc::new(move |index, report| {
+            let Some(inner) = me.upgrade() else { return };
+            let (events, listener, resolved) = {
+                let Ok(mut i) = inner.try_borrow_mut() else {
+                    return;
+                };
+                i.retired.clear();
+                let events = i.on_report(index, report);
+                let resolved = if i.sm.is_finished() {
+                    std::mem::take(&mut i.stop_waiters)
+                } else {
+                    Vec::new()
+                };
+                (events, i.listener.clone(), resolved)
+            };
+            deliver(listener, events, resolved);
+        });
+        {
+            let mut i = self
+                .inner
+                .try_borrow_mut()
+                .map_err(|_| JsError::new("worker is busy"))?;
+            if i.pool.is_some() {
+                return Ok(());
+            }
+            let size = i.sm.config().concurrency as usize;
+            let pool = Pool::new(&i.compute_url, size, report).map_err(|e| JsError::new(&e))?;
+            i.pool = Some(pool);
+        }
+        with(&self.inner, |_| {});
+        Ok(())
+    }
+
+    /// Stop taking tasks, hand back unstarted ones, finish running ones. Resolves when stopped.
+    pub fn stop(&self) -> js_sys::Promise {
+        let inner = self.inner.clone();
+        js_sys::Promise::new(&mut |resolve, _reject| {
+            if let Ok(mut i) = inner.try_borrow_mut() {
+                i.stop_waiters.push(resolve);
+            }
+            with(&inner, |i| {
+                let now = i.now();
+                i.sm.stop(now);
+            });
+        })
+    }
+
+    /// Leave at once (page closing): every leased task is handed back to the hub.
+    pub fn abandon(&self) {
+        with(&self.inner, |i| {
+            let now = i.now();
+            i.sm.abandon(now);
+        });
+    }
+
+    /// `{state, session, running, prefetched, done, failed, kinds: [...]}`.
+    pub fn status(&self) -> JsValue {
+        let Ok(i) = self.inner.try_borrow() else {
+            return JsValue::NULL;
+        };
+        let mut v = serde_json::to_value(i.sm.status()).unwrap_or(Value::Null);
+        let mut kinds: Vec<&String> = i.kinds.values().collect();
+        kinds.sort();
+        kinds.dedup();
+        v["kinds"] = json!(kinds);
+        v["workers"] = json!(i.pool.as_ref().map_or(0, Pool::size));
+        js_event(v)
+    }
+}
+
+impl std::fmt::Debug for BrowserWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.inner.try_borrow().map(|i| i.sm.status());
+        f.debug_struct("BrowserWorker")
+            .field("status", &status.ok())
+            .finish()
+    }
+}

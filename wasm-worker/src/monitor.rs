@@ -1,0 +1,212 @@
+//! [`HubMonitor`]: a dashboard's session. It authenticates with the shared core's handshake and
+//! asks the hub for `stats` on an interval, handing each answer to the page.
+
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+
+use gloo_timers::callback::{Interval, Timeout};
+use js_sys::Function;
+use serde_json::{Value, json};
+use taskhub_core::auth::{ClientHandshake, DEFAULT_KEY_ID, Secret};
+use taskhub_core::codec::{decode_server, encode_client};
+use taskhub_core::{ClientMsg, Role, ServerMsg};
+use wasm_bindgen::prelude::*;
+
+use crate::driver::{entropy, js_event};
+use crate::socket::{Socket, SocketEvent};
+
+/// Wait before reconnecting after the hub went away.
+const RECONNECT_MS: u32 = 2_000;
+
+struct Inner {
+    url: String,
+    key: Secret,
+    me: Weak<RefCell<Inner>>,
+    socket: Option<(u64, Socket)>,
+    retired: Vec<Socket>,
+    next_socket: u64,
+    handshake: Option<ClientHandshake>,
+    every_ms: u32,
+    ticker: Option<Interval>,
+    reconnect: Option<Timeout>,
+    listener: Option<Function>,
+    failed: bool,
+}
+
+impl Inner {
+    fn connect(&mut self, out: &mut Vec<JsValue>) {
+        self.next_socket += 1;
+        let id = self.next_socket;
+        let me = self.me.clone();
+        let opened = Socket::open(&self.url, move |ev| {
+            if let Some(inner) = me.upgrade() {
+                on_socket(&inner, id, ev);
+            }
+        });
+        match opened {
+            Ok(s) => {
+                self.socket = Some((id, s));
+                self.handshake = Some(ClientHandshake::new(
+                    DEFAULT_KEY_ID,
+                    self.key.clone(),
+                    Role::Dashboard,
+                    None,
+                    entropy(),
+                ));
+                out.push(js_event(json!({"type": "state", "state": "connecting"})));
+            }
+            Err(reason) => self.lost(&reason, out),
+        }
+    }
+
+    fn lost(&mut self, reason: &str, out: &mut Vec<JsValue>) {
+        if let Some((_, s)) = self.socket.take() {
+            self.retired.push(s);
+        }
+        self.ticker = None;
+        self.handshake = None;
+        if self.failed {
+            return;
+        }
+        out.push(js_event(
+            json!({"type": "state", "state": "retrying", "message": reason,
+                                 "in_ms": RECONNECT_MS}),
+        ));
+        let me = self.me.clone();
+        self.reconnect = Some(Timeout::new(RECONNECT_MS, move || {
+            if let Some(inner) = me.upgrade() {
+                with(&inner, |i, out| i.connect(out));
+            }
+        }));
+    }
+
+    fn send(&self, msg: &ClientMsg) {
+        if let Some((_, s)) = &self.socket {
+            let _ = s.send(&encode_client(msg));
+        }
+    }
+
+    fn on_text(&mut self, text: &str, out: &mut Vec<JsValue>) {
+        let Ok(msg) = decode_server(text) else {
+            return;
+        };
+        if let Some(hs) = &mut self.handshake {
+            let step = match &msg {
+                ServerMsg::Challenge { .. } => hs.answer(&msg).map(Some),
+                _ => hs.finish(&msg).map(|()| None),
+            };
+            match step {
+                Ok(Some(auth)) => self.send(&auth),
+                Ok(None) => {
+                    self.handshake = None;
+                    out.push(js_event(json!({"type": "state", "state": "connected"})));
+                    self.send(&ClientMsg::Stats { req: None });
+                    let me = self.me.clone();
+                    self.ticker = Some(Interval::new(self.every_ms, move || {
+                        if let Some(inner) = me.upgrade() {
+                            with(&inner, |i, _| i.send(&ClientMsg::Stats { req: None }));
+                        }
+                    }));
+                }
+                Err(e) => {
+                    self.failed = true;
+                    out.push(js_event(json!({"type": "state", "state": "failed",
+                                             "message": e.to_string()})));
+                    self.lost("", out);
+                }
+            }
+            return;
+        }
+        if let ServerMsg::Stats { stats, .. } = msg {
+            let stats = serde_json::to_value(stats).unwrap_or(Value::Null);
+            out.push(js_event(json!({"type": "stats", "stats": stats})));
+        }
+    }
+}
+
+fn with(inner: &Rc<RefCell<Inner>>, f: impl FnOnce(&mut Inner, &mut Vec<JsValue>)) {
+    let (events, listener) = {
+        let Ok(mut i) = inner.try_borrow_mut() else {
+            return;
+        };
+        i.retired.clear();
+        let mut out = Vec::new();
+        f(&mut i, &mut out);
+        (out, i.listener.clone())
+    };
+    if let Some(f) = listener {
+        for e in events {
+            let _ = f.call1(&JsValue::NULL, &e);
+        }
+    }
+}
+
+fn on_socket(inner: &Rc<RefCell<Inner>>, id: u64, ev: SocketEvent) {
+    with(inner, |i, out| {
+        if i.socket.as_ref().map(|(sid, _)| *sid) != Some(id) {
+            return;
+        }
+        match ev {
+            SocketEvent::Open => {}
+            SocketEvent::Text(t) => i.on_text(&t, out),
+            SocketEvent::Closed(reason) => i.lost(&reason, out),
+        }
+    });
+}
+
+/// A live view of a hub for dashboards: `new HubMonitor(url, key)`, `onUpdate(f)`,
+/// `start(everyMs)`. Updates are `{type: "state", state, message?}` and `{type: "stats", stats}`.
+#[wasm_bindgen]
+pub struct HubMonitor {
+    inner: Rc<RefCell<Inner>>,
+}
+
+#[wasm_bindgen]
+impl HubMonitor {
+    #[wasm_bindgen(constructor)]
+    pub fn new(hub_url: String, key: String) -> Result<HubMonitor, JsError> {
+        if key.is_empty() {
+            return Err(JsError::new("no key: the link must carry #key=..."));
+        }
+        let inner = Rc::new_cyclic(|me| {
+            RefCell::new(Inner {
+                url: hub_url,
+                key: Secret::new(key),
+                me: me.clone(),
+                socket: None,
+                retired: Vec::new(),
+                next_socket: 0,
+                handshake: None,
+                every_ms: 1_000,
+                ticker: None,
+                reconnect: None,
+                listener: None,
+                failed: false,
+            })
+        });
+        Ok(HubMonitor { inner })
+    }
+
+    #[wasm_bindgen(js_name = onUpdate)]
+    pub fn on_update(&self, listener: Function) {
+        if let Ok(mut i) = self.inner.try_borrow_mut() {
+            i.listener = Some(listener);
+        }
+    }
+
+    /// Connect and ask for stats every `every_ms` milliseconds.
+    pub fn start(&self, every_ms: u32) {
+        with(&self.inner, |i, out| {
+            i.every_ms = every_ms.max(100);
+            if i.socket.is_none() {
+                i.connect(out);
+            }
+        });
+    }
+}
+
+impl std::fmt::Debug for HubMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HubMonitor")
+    }
+}

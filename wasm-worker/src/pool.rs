@@ -1,0 +1,132 @@
+//! Dedicated Web Workers that run task handlers, so the page stays responsive while a tab computes.
+//!
+//! Each worker loads `compute.js` (served by the hub), which loads this same wasm module and calls
+//! [`crate::run_task`]. Jobs go out as `{token, kind, payload}`; results come back as
+//! `{token, out}` where `out` is `run_task`'s JSON text.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use js_sys::{Object, Reflect};
+use taskhub_core::worker::Job;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use web_sys::{ErrorEvent, MessageEvent, Worker, WorkerOptions, WorkerType};
+
+struct Slot {
+    worker: Worker,
+    /// The token of the job this worker is running.
+    current: Option<u64>,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_error: Closure<dyn FnMut(ErrorEvent)>,
+}
+
+pub(crate) struct Pool {
+    slots: Vec<Slot>,
+    waiting: VecDeque<Job>,
+}
+
+/// What a pool worker reported: `run_task`'s JSON, or why there is none.
+pub(crate) type Report = Result<String, String>;
+
+impl Pool {
+    /// Start `size` Web Workers running `script_url`. `on_report` gets each finished job with the
+    /// index of the worker that ran it.
+    pub fn new(
+        script_url: &str,
+        size: usize,
+        on_report: Rc<dyn Fn(usize, Report)>,
+    ) -> Result<Pool, String> {
+        let opts = WorkerOptions::new();
+        opts.set_type(WorkerType::Module);
+        let mut slots = Vec::with_capacity(size);
+        for index in 0..size.max(1) {
+            let worker = Worker::new_with_options(script_url, &opts)
+                .map_err(|_| format!("cannot start a Web Worker from {script_url}"))?;
+            let report = on_report.clone();
+            let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+                let out = Reflect::get(&e.data(), &"out".into())
+                    .ok()
+                    .and_then(|o| o.as_string());
+                report(
+                    index,
+                    out.ok_or_else(|| "compute worker sent no result".to_string()),
+                );
+            });
+            let report = on_report.clone();
+            let on_error = Closure::<dyn FnMut(ErrorEvent)>::new(move |e: ErrorEvent| {
+                // A crash inside the Web Worker: the job it held fails and may be retried.
+                report(
+                    index,
+                    Err(format!("compute worker crashed: {}", e.message())),
+                );
+            });
+            worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+            worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+            slots.push(Slot {
+                worker,
+                current: None,
+                _on_message: on_message,
+                _on_error: on_error,
+            });
+        }
+        Ok(Pool {
+            slots,
+            waiting: VecDeque::new(),
+        })
+    }
+
+    pub fn size(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Run a job on a free worker, or queue it until one frees up.
+    pub fn run(&mut self, job: Job) {
+        self.waiting.push_back(job);
+        self.dispatch();
+    }
+
+    /// Worker `index` reported: returns the token of the job it ran, and gives it the next job.
+    pub fn finished(&mut self, index: usize) -> Option<u64> {
+        let token = self.slots.get_mut(index).and_then(|s| s.current.take());
+        self.dispatch();
+        token
+    }
+
+    /// Forget queued jobs (their tasks went back to the hub).
+    pub fn clear_waiting(&mut self) {
+        self.waiting.clear();
+    }
+
+    fn dispatch(&mut self) {
+        while let Some(slot) = self.slots.iter_mut().find(|s| s.current.is_none()) {
+            let Some(job) = self.waiting.pop_front() else {
+                return;
+            };
+            let msg = Object::new();
+            let _ = Reflect::set(&msg, &"token".into(), &(job.token as f64).into());
+            let kind = job
+                .kind
+                .as_deref()
+                .map(JsValue::from)
+                .unwrap_or(JsValue::NULL);
+            let _ = Reflect::set(&msg, &"kind".into(), &kind);
+            let _ = Reflect::set(&msg, &"payload".into(), &job.payload.to_string().into());
+            if slot.worker.post_message(&msg).is_err() {
+                self.waiting.push_front(job);
+                return;
+            }
+            slot.current = Some(job.token);
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for slot in &self.slots {
+            slot.worker.set_onmessage(None);
+            slot.worker.set_onerror(None);
+            slot.worker.terminate();
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! A browser WebSocket that owns its callbacks: dropping a [`Socket`] detaches them and closes the
+//! connection, so nothing leaks and nothing fires afterwards.
+
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use web_sys::{CloseEvent, Event, MessageEvent, WebSocket};
+
+/// What a socket reports.
+#[derive(Debug)]
+pub(crate) enum SocketEvent {
+    Open,
+    Text(String),
+    Closed(String),
+}
+
+pub(crate) struct Socket {
+    ws: WebSocket,
+    _on_open: Closure<dyn FnMut(Event)>,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_close: Closure<dyn FnMut(CloseEvent)>,
+}
+
+impl Socket {
+    /// Open `url`; `handler` receives the events. It must not drop this socket from inside a
+    /// callback (the driver retires sockets and drops them later).
+    pub fn open(url: &str, handler: impl Fn(SocketEvent) + 'static) -> Result<Socket, String> {
+        let ws = WebSocket::new(url).map_err(|e| {
+            e.as_string()
+                .or_else(|| {
+                    e.dyn_ref::<js_sys::Error>()
+                        .map(|e| String::from(e.message()))
+                })
+                .unwrap_or_else(|| format!("cannot open {url}"))
+        })?;
+        let handler = std::rc::Rc::new(handler);
+        let h = handler.clone();
+        let on_open = Closure::<dyn FnMut(Event)>::new(move |_| h(SocketEvent::Open));
+        let h = handler.clone();
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+            if let Some(text) = e.data().as_string() {
+                h(SocketEvent::Text(text));
+            }
+        });
+        let h = handler;
+        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
+            let reason = match (e.code(), e.reason()) {
+                (1006, _) => "hub unreachable".to_string(),
+                (code, r) if r.is_empty() => format!("connection closed ({code})"),
+                (_, r) => r,
+            };
+            h(SocketEvent::Closed(reason));
+        });
+        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        Ok(Socket {
+            ws,
+            _on_open: on_open,
+            _on_message: on_message,
+            _on_close: on_close,
+        })
+    }
+
+    pub fn send(&self, text: &str) -> Result<(), String> {
+        self.ws
+            .send_with_str(text)
+            .map_err(|_| "send failed: the connection is closed".to_string())
+    }
+
+    /// Bytes queued by `send` but not yet handed to the network. The browser applies no
+    /// backpressure of its own, so callers check this.
+    pub fn buffered(&self) -> u32 {
+        self.ws.buffered_amount()
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.ws.ready_state() == WebSocket::OPEN
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        let _ = self.ws.close();
+    }
+}

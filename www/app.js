@@ -1,0 +1,91 @@
+// The join page: read the link's fragment, start a BrowserWorker (Rust, from the same core as the
+// native worker), and show what it does. The key stays in the fragment, which browsers never send
+// to servers or in Referer headers.
+import init, { BrowserWorker } from "./pkg/wasm_worker.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.hash.slice(1));
+const key = params.get("key") || "";
+const queues = params.get("queue") || "tasks";
+const cap = 16;
+const workers = Math.max(1, Math.min(cap, parseInt(params.get("workers"), 10) || navigator.hardwareConcurrency || 2));
+const hub = params.get("hub") || `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/`;
+
+const view = { done: 0, failed: 0, history: [], notice: "" };
+
+function say(text) {
+  view.notice = text;
+  $("notice").textContent = text;
+}
+
+function plain(event) {
+  switch (event.type) {
+    case "failed":
+      return /authentication failed/.test(event.reason)
+        ? "Wrong key: the hub refused this link's key. Ask for a fresh link."
+        : `Stopped: ${event.reason}`;
+    case "retrying": {
+      const secs = Math.max(1, Math.round(event.in_ms / 1000));
+      const why = /unreachable|refused|closed|1006/.test(event.reason) ? "hub unreachable" : event.reason;
+      return `${why}, retrying in ${secs} s`;
+    }
+    case "error":
+      return event.message;
+    default:
+      return "";
+  }
+}
+
+function render(worker) {
+  const s = worker.status();
+  if (!s) return;
+  $("state").textContent = s.state;
+  $("state").className = `pill ${s.state}`;
+  $("detail").textContent = s.session ? `session ${s.session}` : "";
+  $("done").textContent = s.done;
+  $("failed").textContent = s.failed;
+  $("running").textContent = s.running;
+  $("kinds").textContent = s.kinds.length ? s.kinds.join(", ") : "none";
+  const now = performance.now();
+  view.history.push([now, s.done]);
+  while (view.history.length > 2 && now - view.history[0][0] > 5000) view.history.shift();
+  const [t0, d0] = view.history[0];
+  const rate = now > t0 ? ((s.done - d0) * 1000) / (now - t0) : 0;
+  $("rate").textContent = rate >= 10 ? Math.round(rate) : rate.toFixed(1);
+}
+
+async function main() {
+  $("queues").textContent = queues;
+  $("workers").textContent = workers;
+  if (!key) {
+    say("This link has no key. Open the link that `taskhub serve` printed (it ends in #key=...).");
+    $("state").textContent = "no key";
+    $("state").className = "pill failed";
+    return;
+  }
+  await init();
+  const worker = new BrowserWorker(hub, key, queues, workers, new URL("./compute.js", import.meta.url).href);
+  worker.onEvent((event) => {
+    if (event.type === "connected") say("");
+    const text = plain(event);
+    if (text) say(text);
+    if (event.type === "stopped" || event.type === "failed") $("stop").disabled = true;
+  });
+  worker.start();
+  $("stop").disabled = false;
+  $("stop").onclick = async () => {
+    $("stop").disabled = true;
+    say("Stopping: finishing the tasks in hand and giving the rest back.");
+    await worker.stop();
+    say("Stopped. Reload the page to start again.");
+    render(worker);
+  };
+  // Closing the tab: hand every leased task back right away (the hub would also notice the socket
+  // closing, but this is faster and does not depend on it).
+  addEventListener("pagehide", () => worker.abandon());
+  setInterval(() => render(worker), 250);
+  // For tests and the curious: window.taskhub.status().
+  window.taskhub = { worker, status: () => worker.status(), notice: () => view.notice };
+}
+
+main().catch((err) => say(`Could not start: ${err.message || err}`));
