@@ -128,10 +128,14 @@ pub fn count_primes_below(n: usize) -> u64 {
         if !composite[i] {
             count += 1;
             let p = 2 * i + 1;
-            let mut m = p * p;
-            while m < n {
-                composite[m / 2] = true;
-                m += 2 * p;
+            // `p * p` overflows a 32-bit usize (wasm32) long before the loop ends; past sqrt(n)
+            // there is nothing left to strike anyway.
+            if p <= (n - 1) / p {
+                let mut m = p * p;
+                while m < n {
+                    composite[m / 2] = true;
+                    m += 2 * p;
+                }
             }
         }
         i += 1;
@@ -193,6 +197,7 @@ mod tests {
         assert_eq!(count_primes_below(10), 4);
         assert_eq!(count_primes_below(100), 25);
         assert_eq!(count_primes_below(1_000_000), 78_498);
+        assert_eq!(count_primes_below(10_000_000), 664_579);
         assert!(run(Some("primes"), &json!(MAX_PRIMES_N + 1)).is_err());
     }
 
