@@ -145,3 +145,126 @@ async fn a_browser_tab_works_the_queue_and_hands_back_its_tasks_when_closed() {
     );
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_names_a_wrong_key_and_reconnects_when_the_hub_restarts() {
+    let first = hub(|_| {}).await;
+    let addr = first.addr();
+    let mut browser = Browser::start().await;
+
+    let wrong = browser
+        .open(&format!(
+            "http://{addr}/#key=not-the-key&queue=tasks&workers=1"
+        ))
+        .await;
+    let notice = browser
+        .wait_for(
+            &wrong,
+            "(window.taskhub && window.taskhub.notice()) || null",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(
+        notice.as_str().unwrap().starts_with("Wrong key"),
+        "{notice}"
+    );
+
+    let page = browser
+        .open(&format!("http://{addr}/#key={KEY}&queue=tasks&workers=1"))
+        .await;
+    let connected = format!("window.taskhub && {STATUS}.state === 'connected' && {STATUS}.session");
+    browser
+        .wait_for(&page, &connected, Duration::from_secs(20))
+        .await;
+
+    first.stop().await;
+    let notice = browser
+        .wait_for(
+            &page,
+            "(() => { const n = window.taskhub.notice(); return /retrying in/.test(n) && n; })()",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(
+        notice.as_str().unwrap().contains("hub unreachable"),
+        "{notice}"
+    );
+
+    let second = taskhub::Running::start(
+        &addr.to_string(),
+        taskhub::Config::new(taskhub::Secret::new(KEY)),
+    )
+    .await
+    .expect("the same port is free again");
+    browser
+        .wait_for(&page, &connected, Duration::from_secs(30))
+        .await;
+    let c = client(&second.url()).await;
+    let r = c
+        .submit(
+            "tasks",
+            vec![json!(12)],
+            PutOptions::kind("square"),
+            Some(Duration::from_secs(20)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r[0].result, Some(json!("12 * 12 = 144")));
+    browser.close().await;
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_finishes_running_tasks_and_hands_back_the_rest() {
+    let hub = hub(|_| {}).await;
+    let c = client(&hub.url()).await;
+    let mut browser = Browser::start().await;
+    let page = browser
+        .open(&format!(
+            "http://{}/#key={KEY}&queue=naps&workers=2",
+            hub.addr()
+        ))
+        .await;
+    browser
+        .wait_for(
+            &page,
+            &format!("window.taskhub && {STATUS}.state === 'connected'"),
+            Duration::from_secs(20),
+        )
+        .await;
+    let opts = PutOptions {
+        kind: Some("sleep".into()),
+        reply_to: Some("woke".into()),
+        max_attempts: None,
+    };
+    c.put_many("naps", vec![json!(500); 10], &opts)
+        .await
+        .unwrap();
+    browser
+        .wait_for(
+            &page,
+            &format!("{STATUS}.running === 2"),
+            Duration::from_secs(20),
+        )
+        .await;
+    browser
+        .eval(&page, "document.getElementById('stop').click()")
+        .await;
+    browser
+        .wait_for(
+            &page,
+            &format!("{STATUS}.state === 'stopped'"),
+            Duration::from_secs(20),
+        )
+        .await;
+    let s = c.stats().await.unwrap();
+    let naps = s.queues.iter().find(|q| q.name.as_str() == "naps").unwrap();
+    let woke = s.queues.iter().find(|q| q.name.as_str() == "woke").unwrap();
+    assert_eq!(naps.in_flight, 0, "{s:?}");
+    assert_eq!(woke.depth, 2, "the two running naps finished: {s:?}");
+    assert_eq!(naps.depth, 8, "the others went back: {s:?}");
+    let notice = browser.eval(&page, "window.taskhub.notice()").await;
+    assert!(notice.as_str().unwrap().starts_with("Stopped"), "{notice}");
+    browser.close().await;
+    hub.stop().await;
+}
