@@ -42,6 +42,8 @@ struct Inner {
     kinds: HashMap<u64, String>,
     stop_waiters: Vec<Function>,
     listener: Option<Function>,
+    /// Page events produced outside `pump` (task results), delivered with the next batch.
+    page_events: Vec<JsValue>,
     epoch: f64,
     last_now: u64,
 }
@@ -79,7 +81,7 @@ impl Inner {
 
     /// Drain the state machine; returns page events to deliver once the borrow is released.
     fn pump(&mut self) -> Vec<JsValue> {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.page_events);
         loop {
             while let Some(frame) = self.sm.poll_transmit() {
                 self.outbox.push_back(frame);
@@ -199,9 +201,9 @@ impl Inner {
         });
     }
 
-    fn on_report(&mut self, index: usize, report: Report) -> Vec<JsValue> {
+    fn on_report(&mut self, index: usize, report: Report) {
         let Some(token) = self.pool.as_mut().and_then(|p| p.finished(index)) else {
-            return Vec::new();
+            return;
         };
         let kind = self.kinds.remove(&token).unwrap_or_default();
         let result = match report {
@@ -218,11 +220,9 @@ impl Inner {
         let ok = result.is_ok();
         let now = self.now();
         self.sm.handle_task_done(token, result, now);
-        let mut out = vec![js_event(
+        self.page_events.push(js_event(
             json!({"type": "task_done", "kind": kind, "ok": ok}),
-        )];
-        out.extend(self.pump());
-        out
+        ));
     }
 }
 
@@ -332,6 +332,7 @@ impl BrowserWorker {
                 kinds: HashMap::new(),
                 stop_waiters: Vec::new(),
                 listener: None,
+                page_events: Vec::new(),
                 epoch: js_sys::Date::now(),
                 last_now: 0,
             })
@@ -352,21 +353,9 @@ impl BrowserWorker {
     pub fn start(&self) -> Result<(), JsError> {
         let me = Rc::downgrade(&self.inner);
         let report: Rc<dyn Fn(usize, Report)> = Rc::new(move |index, report| {
-            let Some(inner) = me.upgrade() else { return };
-            let (events, listener, resolved) = {
-                let Ok(mut i) = inner.try_borrow_mut() else {
-                    return;
-                };
-                i.retired.clear();
-                let events = i.on_report(index, report);
-                let resolved = if i.sm.is_finished() {
-                    std::mem::take(&mut i.stop_waiters)
-                } else {
-                    Vec::new()
-                };
-                (events, i.listener.clone(), resolved)
-            };
-            deliver(listener, events, resolved);
+            if let Some(inner) = me.upgrade() {
+                with(&inner, |i| i.on_report(index, report));
+            }
         });
         {
             let mut i = self
