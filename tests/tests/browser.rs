@@ -181,7 +181,9 @@ async fn the_page_names_a_wrong_key_and_reconnects_when_the_hub_restarts() {
     let notice = browser
         .wait_for(
             &page,
-            "(() => { const n = window.taskhub.notice(); return /retrying in/.test(n) && n; })()",
+            // The first notice may give the hub's own goodbye ("hub shutting down"); once a
+            // reconnect attempt fails, the page says the hub is unreachable.
+            "(() => { const n = window.taskhub.notice(); return /hub unreachable, retrying in \\d+ s/.test(n) && n; })()",
             Duration::from_secs(20),
         )
         .await;
@@ -265,6 +267,13 @@ async fn stop_finishes_running_tasks_and_hands_back_the_rest() {
     assert_eq!(naps.depth, 8, "the others went back: {s:?}");
     let notice = browser.eval(&page, "window.taskhub.notice()").await;
     assert!(notice.as_str().unwrap().starts_with("Stopped"), "{notice}");
+    // Stopping tears the connection down: the tab's session leaves the hub.
+    let gone = taskhub_tests::eventually(Duration::from_secs(10), || async {
+        let s = c.stats().await.unwrap();
+        (s.sessions["browser"] == 0).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the stopped tab still holds a session");
     browser.close().await;
     hub.stop().await;
 }

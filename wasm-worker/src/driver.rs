@@ -32,8 +32,10 @@ struct Inner {
     url: String,
     me: Weak<RefCell<Inner>>,
     socket: Option<(u64, Socket)>,
-    /// Sockets closed from inside their own callbacks, dropped on a later turn.
+    /// Sockets and pools already shut down, freed on a later turn (never inside their own
+    /// callbacks).
     retired: Vec<Socket>,
+    retired_pool: Option<Pool>,
     next_socket: u64,
     timer: Option<Timeout>,
     pool: Option<Pool>,
@@ -145,9 +147,11 @@ impl Inner {
                 out.push(js_event(json!({"type": "failed", "reason": reason})));
             }
             Event::Stopped => {
+                // Tear everything down: socket, Web Workers, timer.
                 self.retire_socket();
-                if let Some(pool) = &mut self.pool {
-                    pool.clear_waiting();
+                if let Some(mut pool) = self.pool.take() {
+                    pool.shutdown();
+                    self.retired_pool = Some(pool);
                 }
                 out.push(js_event(json!({"type": "stopped"})));
             }
@@ -175,6 +179,7 @@ impl Inner {
 
     fn retire_socket(&mut self) {
         if let Some((_, socket)) = self.socket.take() {
+            socket.shutdown();
             self.retired.push(socket);
         }
         self.outbox.clear();
@@ -232,8 +237,9 @@ fn with(inner: &Rc<RefCell<Inner>>, input: impl FnOnce(&mut Inner)) {
         let Ok(mut i) = inner.try_borrow_mut() else {
             return;
         };
-        // Sockets retired earlier are safe to drop now: we are not inside their callbacks.
+        // What was retired earlier is safe to free now: we are not inside its callbacks.
         i.retired.clear();
+        i.retired_pool = None;
         input(&mut i);
         let events = i.pump();
         let resolved = if i.sm.is_finished() {
@@ -324,6 +330,7 @@ impl BrowserWorker {
                 me: me.clone(),
                 socket: None,
                 retired: Vec::new(),
+                retired_pool: None,
                 next_socket: 0,
                 timer: None,
                 pool: None,

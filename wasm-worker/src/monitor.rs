@@ -61,6 +61,7 @@ impl Inner {
 
     fn lost(&mut self, reason: &str, out: &mut Vec<JsValue>) {
         if let Some((_, s)) = self.socket.take() {
+            s.shutdown();
             self.retired.push(s);
         }
         self.ticker = None;

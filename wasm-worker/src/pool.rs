@@ -93,11 +93,6 @@ impl Pool {
         token
     }
 
-    /// Forget queued jobs (their tasks went back to the hub).
-    pub fn clear_waiting(&mut self) {
-        self.waiting.clear();
-    }
-
     fn dispatch(&mut self) {
         while let Some(slot) = self.slots.iter_mut().find(|s| s.current.is_none()) {
             let Some(job) = self.waiting.pop_front() else {
@@ -121,12 +116,22 @@ impl Pool {
     }
 }
 
-impl Drop for Pool {
-    fn drop(&mut self) {
-        for slot in &self.slots {
+impl Pool {
+    /// Stop every Web Worker now. Safe from inside a pool callback; the closures are freed when
+    /// the `Pool` is dropped.
+    pub fn shutdown(&mut self) {
+        self.waiting.clear();
+        for slot in &mut self.slots {
             slot.worker.set_onmessage(None);
             slot.worker.set_onerror(None);
             slot.worker.terminate();
+            slot.current = None;
         }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }

@@ -78,11 +78,19 @@ impl Socket {
     }
 }
 
-impl Drop for Socket {
-    fn drop(&mut self) {
+impl Socket {
+    /// Detach the callbacks and close now. Safe from inside one of this socket's own callbacks;
+    /// the closures themselves are freed when the `Socket` is dropped.
+    pub fn shutdown(&self) {
         self.ws.set_onopen(None);
         self.ws.set_onmessage(None);
         self.ws.set_onclose(None);
         let _ = self.ws.close();
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
