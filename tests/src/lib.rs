@@ -200,6 +200,28 @@ pub fn in_process_worker(
     stop
 }
 
+/// One raw HTTP/1.1 request; returns (status line, headers, body).
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+) -> (String, String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let (status, headers) = head.split_once("\r\n").unwrap_or((&head, ""));
+    (
+        status.to_string(),
+        headers.to_ascii_lowercase(),
+        raw[split + 4..].to_vec(),
+    )
+}
+
 /// Run the `taskhub` CLI to completion.
 pub fn cli(args: &[&str]) -> std::process::Output {
     Command::new(bin("taskhub")).args(args).output().unwrap()
