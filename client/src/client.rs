@@ -371,27 +371,11 @@ impl Client {
         };
         let collect = async {
             let ids = self.put_many(queue, payloads, &opts).await?;
-            let mut waits = Vec::with_capacity(ids.len());
-            for id in &ids {
-                let (tx, rx) = oneshot::channel();
-                let early = match self.shared.inbox.lock() {
-                    Ok(mut inbox) => match inbox.early.remove(id) {
-                        Some(r) => Some(r),
-                        None => {
-                            inbox.waiting.insert(*id, tx);
-                            None
-                        }
-                    },
-                    Err(_) => None,
-                };
-                waits.push((early, rx));
-            }
+            // Register every id first: replies for later tasks may arrive while we wait on earlier.
+            let waits: Vec<_> = ids.iter().map(|id| self.expect_reply(*id)).collect();
             let mut replies = Vec::with_capacity(ids.len());
-            for (early, rx) in waits {
-                match early {
-                    Some(r) => replies.push(r),
-                    None => replies.push(rx.await.map_err(|_| self.shared.closed_error())?),
-                }
+            for wait in waits {
+                replies.push(self.reply(wait).await?);
             }
             Ok(replies)
         };
@@ -400,6 +384,49 @@ impl Client {
                 .await
                 .map_err(|_| ClientError::Timeout(t))?,
             None => collect.await,
+        }
+    }
+
+    /// Put one task whose result comes back to this session, and wait for that result. Many of
+    /// these may run at once on one client (this is how `taskhub bench` pipelines).
+    pub async fn submit_one(
+        &self,
+        queue: &QueueName,
+        payload: Value,
+        kind: Option<&str>,
+    ) -> Result<Reply, ClientError> {
+        let msg = ClientMsg::Put {
+            req: None,
+            queue: queue.clone(),
+            payload,
+            kind: kind.map(str::to_string),
+            reply_to: Some(self.inbox.clone()),
+            max_attempts: None,
+        };
+        let id = self.queued(self.start(msg).await?).await?;
+        let wait = self.expect_reply(id);
+        self.reply(wait).await
+    }
+
+    /// Claim the reply for `id`: it may already be here, or will be delivered to the receiver.
+    fn expect_reply(&self, id: TaskId) -> Result<Reply, oneshot::Receiver<Reply>> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut inbox) = self.shared.inbox.lock() {
+            if let Some(r) = inbox.early.remove(&id) {
+                return Ok(r);
+            }
+            inbox.waiting.insert(id, tx);
+        }
+        Err(rx)
+    }
+
+    async fn reply(
+        &self,
+        wait: Result<Reply, oneshot::Receiver<Reply>>,
+    ) -> Result<Reply, ClientError> {
+        match wait {
+            Ok(r) => Ok(r),
+            Err(rx) => rx.await.map_err(|_| self.shared.closed_error()),
         }
     }
 

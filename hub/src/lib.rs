@@ -8,10 +8,14 @@
 //! - `http`: the same port serves plain HTTP: the join page, the dashboard and the browser worker
 //!   package, embedded by `assets` (built by `build.rs`).
 //! - `session`: one connection: handshake under a timeout, then a read loop and a writer task.
-//! - [`server`]: the accept loop and graceful shutdown; [`run`] is what `taskhub serve` calls.
-//! - [`cli`]: the `taskhub` command line (serve, put, get, submit, pub, sub, stats, demo).
+//! - `server`: the accept loop and graceful shutdown; [`run`] is what `taskhub serve` calls, and
+//!   [`Running`] runs a hub in the background (tests, the demo).
+//! - [`bench`]: the `taskhub bench` load generator.
+//! - `main.rs` (the binary): the `taskhub` command line: serve, put, get, submit, pub, sub, stats,
+//!   demo, bench.
 
 mod assets;
+pub mod bench;
 pub mod broker;
 pub mod config;
 mod http;

@@ -16,9 +16,9 @@ use taskhub_core::worker::WorkerConfig;
 #[derive(Debug, Parser)]
 #[command(name = "taskhub", version)]
 struct Cli {
-    /// Hub URL (client commands).
-    #[arg(long, global = true, env = "TASKHUB_URL", default_value = taskhub_client::DEFAULT_URL)]
-    hub: String,
+    /// Hub URL (client commands) [default: ws://127.0.0.1:7878; `bench` starts its own hub].
+    #[arg(long, global = true, env = "TASKHUB_URL")]
+    hub: Option<String>,
     /// Shared key. `serve` generates and prints one when it is not given.
     #[arg(long, global = true, env = "TASKHUB_KEY", hide_env_values = true)]
     key: Option<String>,
@@ -73,6 +73,45 @@ enum Command {
     },
     /// Run the classic example: a hub, two workers, ten squares.
     Demo,
+    /// Measure throughput, latency, connect time, hub CPU and memory.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+struct BenchArgs {
+    /// Tasks in the throughput run.
+    #[arg(long, default_value_t = 100_000)]
+    tasks: usize,
+    /// Native workers to run (in this process).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Tasks each worker runs at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: u32,
+    /// Tasks the hub may push to each worker ahead of acks.
+    #[arg(long, default_value_t = 256)]
+    prefetch: u32,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 16)]
+    payload_bytes: usize,
+    /// Tasks the producer keeps in flight.
+    #[arg(long, default_value_t = 512)]
+    pipeline: usize,
+    /// Sequential round trips for the latency figures.
+    #[arg(long, default_value_t = 2_000)]
+    sequential: usize,
+    /// Connections timed for connect+auth.
+    #[arg(long, default_value_t = 50)]
+    connects: usize,
+    /// Also hold this many idle authenticated sessions and report hub memory per session.
+    #[arg(long, default_value_t = 0)]
+    idle_sessions: usize,
+    /// Pid of the hub given with --hub, for its CPU and memory figures.
+    #[arg(long)]
+    hub_pid: Option<u32>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// What `put` and `submit` share: where, what, and which handler.
@@ -177,7 +216,8 @@ async fn connect(cli: &Cli) -> anyhow::Result<Client> {
     let Some(key) = &cli.key else {
         bail!("no key: pass --key KEY or set TASKHUB_KEY");
     };
-    let mut opts = ConnectOptions::new(cli.hub.clone(), key.as_bytes());
+    let url = cli.hub.as_deref().unwrap_or(taskhub_client::DEFAULT_URL);
+    let mut opts = ConnectOptions::new(url, key.as_bytes());
     opts.key_id = cli.key_id.clone();
     Ok(Client::connect(opts).await?)
 }
@@ -187,6 +227,39 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Serve(args) => return serve(&cli, args).await,
         Command::Demo => return demo().await,
+        Command::Bench(args) => {
+            let key = match &cli.key {
+                Some(k) => k.clone(),
+                None if cli.hub.is_none() => random_key()?,
+                None => bail!("no key: pass --key KEY or set TASKHUB_KEY"),
+            };
+            let opts = taskhub::bench::BenchOptions {
+                hub: cli.hub.clone(),
+                hub_exe: std::env::current_exe()?,
+                hub_pid: args.hub_pid,
+                key,
+                tasks: args.tasks,
+                workers: args.workers,
+                concurrency: args.concurrency,
+                prefetch: args.prefetch,
+                payload_bytes: args.payload_bytes,
+                pipeline: args.pipeline,
+                sequential: args.sequential,
+                connects: args.connects,
+                idle_sessions: args.idle_sessions,
+            };
+            let report = taskhub::bench::run(opts)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            if args.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+            } else {
+                write!(out, "{}", report.table())?;
+            }
+            if report.errors > 0 {
+                bail!("{} task(s) came back wrong", report.errors);
+            }
+        }
         Command::Put {
             tasks,
             reply_to,

@@ -1,0 +1,401 @@
+//! `taskhub bench`: a load generator. It starts its own hub (a child process, so its CPU and
+//! memory can be read from `/proc`) or targets a running one, runs W native workers in-process,
+//! and measures end-to-end throughput (put -> worker -> ack -> result back at the producer),
+//! latency sequentially and under load, connect+auth time, hub CPU per task and hub peak RSS.
+//! With `idle_sessions` it also opens that many authenticated idle sessions and reports the hub's
+//! memory per session.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use serde::Serialize;
+use serde_json::Value;
+use taskhub_client::{Client, ConnectOptions};
+use taskhub_core::QueueName;
+use taskhub_core::auth::{DEFAULT_KEY_ID, Secret};
+use taskhub_core::worker::WorkerConfig;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// A running hub to target; `None` starts one from `hub_exe`.
+    pub hub: Option<String>,
+    /// The `taskhub` binary to start a hub from (`taskhub bench` passes itself).
+    pub hub_exe: PathBuf,
+    /// The hub's pid, for CPU and memory figures of a hub we did not start.
+    pub hub_pid: Option<u32>,
+    pub key: String,
+    /// Tasks in the throughput run.
+    pub tasks: usize,
+    /// Native workers (in this process).
+    pub workers: usize,
+    pub concurrency: u32,
+    pub prefetch: u32,
+    /// Payload size in bytes (an `echo` task carrying a string this long).
+    pub payload_bytes: usize,
+    /// Tasks the producer keeps in flight.
+    pub pipeline: usize,
+    /// Sequential round trips (one task in flight) for the latency figures.
+    pub sequential: usize,
+    /// Connections timed for connect+auth.
+    pub connects: usize,
+    /// Idle authenticated sessions to hold open (connection-scale mode); 0 for none.
+    pub idle_sessions: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            hub: None,
+            hub_exe: PathBuf::from("taskhub"),
+            hub_pid: None,
+            key: String::new(),
+            tasks: 100_000,
+            workers: 2,
+            concurrency: 1,
+            prefetch: 256,
+            payload_bytes: 16,
+            pipeline: 512,
+            sequential: 2_000,
+            connects: 50,
+            idle_sessions: 0,
+        }
+    }
+}
+
+/// Latency percentiles, in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+}
+
+impl Latency {
+    fn of(mut samples: Vec<Duration>) -> Latency {
+        samples.sort_unstable();
+        let at = |q: f64| {
+            let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+            samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+        };
+        Latency {
+            p50_us: at(0.50),
+            p90_us: at(0.90),
+            p99_us: at(0.99),
+            max_us: at(1.0),
+        }
+    }
+}
+
+/// What was measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub tasks: usize,
+    pub workers: usize,
+    pub payload_bytes: usize,
+    pub pipeline: usize,
+    /// End-to-end tasks per second.
+    pub tasks_per_sec: f64,
+    pub load_latency: Latency,
+    pub sequential_latency: Latency,
+    pub connect_auth: Latency,
+    /// Hub CPU (user + system) per task in the throughput run; needs the hub's pid.
+    pub hub_cpu_us_per_task: Option<f64>,
+    pub hub_peak_rss_kib: Option<u64>,
+    pub idle_sessions: Option<IdleReport>,
+    /// Wrong or missing results (must be 0).
+    pub errors: usize,
+}
+
+/// The connection-scale run.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleReport {
+    pub sessions: usize,
+    pub hub_rss_before_kib: u64,
+    pub hub_rss_after_kib: u64,
+    pub hub_rss_per_session_kib: f64,
+    /// Throughput of a small workload while the sessions are open.
+    pub tasks_per_sec_while_connected: f64,
+}
+
+/// A hub child process, killed on drop.
+struct OwnHub {
+    child: Child,
+    url: String,
+}
+
+impl Drop for OwnHub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_hub(opts: &BenchOptions, max_connections: usize) -> Result<OwnHub, String> {
+    let mut child = Command::new(&opts.hub_exe)
+        .args(["serve", "--listen", "127.0.0.1:0", "--key", &opts.key])
+        .args(["--max-connections", &max_connections.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", opts.hub_exe.display()))?;
+    let stdout = child.stdout.take().ok_or("hub has no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines
+        .next()
+        .and_then(Result::ok)
+        .ok_or("the hub exited before printing its address")?;
+    let url = first
+        .split_whitespace()
+        .last()
+        .filter(|u| u.starts_with("ws://"))
+        .ok_or_else(|| format!("unexpected hub output: {first}"))?
+        .to_string();
+    // Keep draining stdout so the hub never blocks on it.
+    std::thread::spawn(move || lines.for_each(drop));
+    Ok(OwnHub { child, url })
+}
+
+/// CPU seconds (user + system) of a process, from /proc.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some((utime + stime) / 100.0)
+}
+
+/// A field of /proc/PID/status in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+async fn connect(url: &str, key: &str) -> Result<Client, String> {
+    let mut o = ConnectOptions::new(url, key.as_bytes());
+    o.timeout = Duration::from_secs(30);
+    Client::connect(o).await.map_err(|e| e.to_string())
+}
+
+/// Run `tasks` tasks with `pipeline` in flight; returns (elapsed, latencies, errors).
+async fn load(
+    client: &Client,
+    queue: &QueueName,
+    payload: &Value,
+    tasks: usize,
+    pipeline: usize,
+) -> Result<(Duration, Vec<Duration>, usize), String> {
+    let started = Instant::now();
+    let mut latencies = Vec::with_capacity(tasks);
+    let mut errors = 0;
+    let mut in_flight = FuturesUnordered::new();
+    let mut sent = 0;
+    let one = |p: Value| async move {
+        let t = Instant::now();
+        let r = client.submit_one(queue, p.clone(), Some("echo")).await;
+        (
+            t.elapsed(),
+            r.map(|r| r.ok && r.result.as_ref() == Some(&p)),
+        )
+    };
+    while sent < tasks || !in_flight.is_empty() {
+        while sent < tasks && in_flight.len() < pipeline.max(1) {
+            in_flight.push(one(payload.clone()));
+            sent += 1;
+        }
+        if let Some((latency, ok)) = in_flight.next().await {
+            latencies.push(latency);
+            match ok {
+                Ok(true) => {}
+                Ok(false) => errors += 1,
+                Err(e) => return Err(format!("task failed: {e}")),
+            }
+        }
+    }
+    Ok((started.elapsed(), latencies, errors))
+}
+
+/// Run the benchmark.
+pub async fn run(opts: BenchOptions) -> Result<Report, String> {
+    let own = match &opts.hub {
+        Some(_) => None,
+        None => Some(start_hub(&opts, opts.idle_sessions + 1_000)?),
+    };
+    let url = match (&own, &opts.hub) {
+        (Some(h), _) => h.url.clone(),
+        (None, Some(u)) => u.clone(),
+        (None, None) => return Err("no hub".into()),
+    };
+    let pid = own.as_ref().map(|h| h.child.id()).or(opts.hub_pid);
+    let queue = QueueName::new("bench").map_err(|e| e.to_string())?;
+
+    // Workers, in this process.
+    let mut stops = Vec::new();
+    for i in 0..opts.workers {
+        let mut config = WorkerConfig::new(
+            DEFAULT_KEY_ID,
+            Secret::new(opts.key.clone()),
+            vec![queue.clone()],
+        );
+        config.concurrency = opts.concurrency.max(1);
+        config.prefetch = opts.prefetch.max(config.concurrency);
+        config.name = Some(format!("bench-{i}"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        stops.push(stop);
+        tokio::spawn(taskhub_worker::run(
+            taskhub_worker::Options::new(url.clone(), config),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+    }
+
+    // Connect+auth.
+    let mut connects = Vec::with_capacity(opts.connects);
+    for _ in 0..opts.connects.max(1) {
+        let t = Instant::now();
+        let c = connect(&url, &opts.key).await?;
+        connects.push(t.elapsed());
+        c.close().await;
+    }
+
+    let client = Arc::new(connect(&url, &opts.key).await?);
+    let payload = Value::String("x".repeat(opts.payload_bytes));
+    // Warm up (and wait for the workers to be consuming).
+    load(&client, &queue, &payload, 1_000.min(opts.tasks), 64).await?;
+
+    let (_, seq, mut errors) = load(&client, &queue, &payload, opts.sequential, 1).await?;
+
+    let cpu_before = pid.and_then(cpu_seconds);
+    let (elapsed, lat, load_errors) =
+        load(&client, &queue, &payload, opts.tasks, opts.pipeline).await?;
+    let cpu_after = pid.and_then(cpu_seconds);
+    errors += load_errors;
+
+    let idle = if opts.idle_sessions > 0 {
+        let pid = pid.ok_or(
+            "connection-scale mode needs the hub's pid (start it here, or pass --hub-pid)",
+        )?;
+        Some(idle_sessions(&opts, &url, pid, &client, &queue, &payload).await?)
+    } else {
+        None
+    };
+
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    Ok(Report {
+        tasks: opts.tasks,
+        workers: opts.workers,
+        payload_bytes: opts.payload_bytes,
+        pipeline: opts.pipeline,
+        tasks_per_sec: opts.tasks as f64 / elapsed.as_secs_f64(),
+        load_latency: Latency::of(lat),
+        sequential_latency: Latency::of(seq),
+        connect_auth: Latency::of(connects),
+        hub_cpu_us_per_task: match (cpu_before, cpu_after) {
+            (Some(a), Some(b)) => Some((b - a) * 1e6 / opts.tasks as f64),
+            _ => None,
+        },
+        hub_peak_rss_kib: pid.and_then(|p| status_kib(p, "VmHWM")),
+        idle_sessions: idle,
+        errors,
+    })
+}
+
+async fn idle_sessions(
+    opts: &BenchOptions,
+    url: &str,
+    pid: u32,
+    client: &Client,
+    queue: &QueueName,
+    payload: &Value,
+) -> Result<IdleReport, String> {
+    let before = status_kib(pid, "VmRSS").ok_or("cannot read the hub's memory")?;
+    let mut sessions = Vec::with_capacity(opts.idle_sessions);
+    let mut pending = FuturesUnordered::new();
+    let mut started = 0;
+    while sessions.len() < opts.idle_sessions {
+        while started < opts.idle_sessions && pending.len() < 64 {
+            pending.push(connect(url, &opts.key));
+            started += 1;
+        }
+        match pending.next().await {
+            Some(Ok(c)) => sessions.push(c),
+            Some(Err(e)) => {
+                return Err(format!(
+                    "session {} of {} failed: {e} (raise `ulimit -n`?)",
+                    sessions.len() + 1,
+                    opts.idle_sessions
+                ));
+            }
+            None => break,
+        }
+    }
+    // Let the hub settle, then read its memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = status_kib(pid, "VmRSS").ok_or("cannot read the hub's memory")?;
+    let n = (opts.tasks / 5).max(1_000);
+    let (elapsed, _, _) = load(client, queue, payload, n, opts.pipeline).await?;
+    let report = IdleReport {
+        sessions: sessions.len(),
+        hub_rss_before_kib: before,
+        hub_rss_after_kib: after,
+        hub_rss_per_session_kib: after.saturating_sub(before) as f64 / sessions.len().max(1) as f64,
+        tasks_per_sec_while_connected: n as f64 / elapsed.as_secs_f64(),
+    };
+    drop(sessions);
+    Ok(report)
+}
+
+impl Report {
+    /// A table for people.
+    pub fn table(&self) -> String {
+        let lat = |l: &Latency| {
+            format!(
+                "p50 {:>8.1} µs  p90 {:>8.1} µs  p99 {:>8.1} µs  max {:>9.1} µs",
+                l.p50_us, l.p90_us, l.p99_us, l.max_us
+            )
+        };
+        let mut s = format!(
+            "taskhub bench: {} tasks, {} workers, {}-byte payloads, {} in flight\n",
+            self.tasks, self.workers, self.payload_bytes, self.pipeline
+        );
+        s += &format!(
+            "  throughput          {:>12.0} tasks/s\n",
+            self.tasks_per_sec
+        );
+        s += &format!("  latency under load  {}\n", lat(&self.load_latency));
+        s += &format!("  sequential latency  {}\n", lat(&self.sequential_latency));
+        s += &format!("  connect+auth        {}\n", lat(&self.connect_auth));
+        if let Some(c) = self.hub_cpu_us_per_task {
+            s += &format!("  hub CPU per task    {c:>12.2} µs\n");
+        }
+        if let Some(r) = self.hub_peak_rss_kib {
+            s += &format!("  hub peak RSS        {:>12.1} MiB\n", r as f64 / 1024.0);
+        }
+        if let Some(i) = &self.idle_sessions {
+            s += &format!(
+                "  idle sessions       {:>12}  ({:.1} KiB of hub RSS each; {:.0} tasks/s meanwhile)\n",
+                i.sessions, i.hub_rss_per_session_kib, i.tasks_per_sec_while_connected
+            );
+        }
+        s += &format!("  errors              {:>12}\n", self.errors);
+        s
+    }
+}
