@@ -16,17 +16,43 @@ pub enum Outcome {
     Wait { ms: u64, then: Value },
 }
 
-/// A task handler. `Err` is a failure message shown to the user.
-pub type Handler = fn(&Value) -> Result<Outcome, String>;
+/// A handler function. `Err` is a failure message shown to the user.
+pub type HandlerFn = fn(&Value) -> Result<Outcome, String>;
 
-/// Every built-in handler, by kind.
-pub const HANDLERS: &[(&str, Handler)] = &[
-    ("square", square),
-    ("sha256", sha256),
-    ("primes", primes),
-    ("sleep", sleep),
-    ("echo", echo),
-    ("fail", fail),
+/// A registered handler.
+#[derive(Debug, Clone, Copy)]
+pub struct Handler {
+    pub kind: &'static str,
+    pub run: HandlerFn,
+    /// Takes real CPU time: drivers run it off their event loop (a blocking pool, a Web Worker).
+    /// Light handlers take about a microsecond and may run inline.
+    pub heavy: bool,
+}
+
+const fn light(kind: &'static str, run: HandlerFn) -> Handler {
+    Handler {
+        kind,
+        run,
+        heavy: false,
+    }
+}
+
+const fn heavy(kind: &'static str, run: HandlerFn) -> Handler {
+    Handler {
+        kind,
+        run,
+        heavy: true,
+    }
+}
+
+/// Every built-in handler. Adding one is a function and a line here; both workers get it.
+pub const HANDLERS: &[Handler] = &[
+    light("square", square),
+    heavy("sha256", sha256),
+    heavy("primes", primes),
+    light("sleep", sleep),
+    light("echo", echo),
+    light("fail", fail),
 ];
 
 /// Largest `n` the `primes` handler accepts (its sieve takes `n` bytes).
@@ -36,7 +62,13 @@ pub const MAX_SLEEP_MS: u64 = 3_600_000;
 
 /// The handler for `kind`, if there is one.
 pub fn lookup(kind: &str) -> Option<Handler> {
-    HANDLERS.iter().find(|(k, _)| *k == kind).map(|(_, h)| *h)
+    HANDLERS.iter().find(|h| h.kind == kind).copied()
+}
+
+/// Whether a task of this kind is light enough to run inline on an event loop. Unknown and
+/// missing kinds fail at once, so they are light too.
+pub fn is_light(kind: Option<&str>) -> bool {
+    kind.and_then(lookup).is_none_or(|h| !h.heavy)
 }
 
 /// Why a task failed, and whether another attempt could succeed.
@@ -70,13 +102,13 @@ pub fn run(kind: Option<&str>, payload: &Value) -> Result<Outcome, Failure> {
         Failure::permanent("task has no kind; give one with --kind, or run the worker with --exec")
     })?;
     let handler = lookup(kind).ok_or_else(|| {
-        let known: Vec<&str> = HANDLERS.iter().map(|(k, _)| *k).collect();
+        let known: Vec<&str> = HANDLERS.iter().map(|h| h.kind).collect();
         Failure::permanent(format!(
             "unknown task kind {kind:?}; this worker knows {}",
             known.join(", ")
         ))
     })?;
-    handler(payload).map_err(Failure::retryable)
+    (handler.run)(payload).map_err(Failure::retryable)
 }
 
 fn integer(payload: &Value, what: &str) -> Result<i64, String> {
@@ -199,6 +231,12 @@ mod tests {
         assert_eq!(count_primes_below(1_000_000), 78_498);
         assert_eq!(count_primes_below(10_000_000), 664_579);
         assert!(run(Some("primes"), &json!(MAX_PRIMES_N + 1)).is_err());
+    }
+
+    #[test]
+    fn only_cpu_work_is_heavy() {
+        assert!(is_light(Some("square")) && is_light(Some("sleep")) && is_light(None));
+        assert!(!is_light(Some("primes")) && !is_light(Some("sha256")));
     }
 
     #[test]

@@ -240,6 +240,17 @@ impl<S: TaskStore> Broker<S> {
             return;
         }
         let req = msg.req();
+        // Workers send these by the thousand without `req`: success needs no answer then, which
+        // halves the hub's traffic to them. Errors are always answered.
+        let quiet_ok = req.is_none()
+            && matches!(
+                msg,
+                ClientMsg::Ack { .. }
+                    | ClientMsg::Fail { .. }
+                    | ClientMsg::Release { .. }
+                    | ClientMsg::Touch { .. }
+                    | ClientMsg::Consume { .. }
+            );
         let result = match msg {
             ClientMsg::Auth { .. } => Err((
                 ErrorCode::BadRequest,
@@ -320,6 +331,7 @@ impl<S: TaskStore> Broker<S> {
             }),
         };
         let reply = match result {
+            Ok(ServerMsg::Ok { .. }) if quiet_ok => return,
             Ok(msg) => msg,
             Err((code, message)) => ServerMsg::Error { req, code, message },
         };

@@ -67,12 +67,12 @@ impl Harness {
         let out = self.send(
             who,
             ClientMsg::Consume {
-                req: None,
+                req: Some(1),
                 queues: vec![q(queue)],
                 prefetch,
             },
         );
-        assert_eq!(out[0].msg, ServerMsg::Ok { req: None });
+        assert_eq!(out[0].msg, ServerMsg::Ok { req: Some(1) });
         delivered(&out[1..], who)
     }
 
@@ -80,7 +80,7 @@ impl Harness {
         self.send(
             who,
             ClientMsg::Ack {
-                req: None,
+                req: Some(2),
                 task,
                 result: Some(result),
             },
@@ -174,7 +174,7 @@ fn the_prefetch_window_bounds_unacked_deliveries() {
     let ids: Vec<TaskId> = (0..5).map(|n| h.put("tasks", json!(n))).collect();
     assert_eq!(h.consume(W1, "tasks", 2), ids[..2]);
     let out = h.ack(W1, ids[0], json!("ok"));
-    assert_eq!(out[0].msg, ServerMsg::Ok { req: None });
+    assert_eq!(out[0].msg, ServerMsg::Ok { req: Some(2) });
     assert_eq!(delivered(&out, W1), vec![ids[2]]);
     let stats = h.b.stats();
     assert_eq!((stats.queues[0].depth, stats.queues[0].in_flight), (2, 2));
@@ -523,4 +523,26 @@ fn a_closed_session_leaves_no_waiting_gets_behind() {
     // A later put is not swallowed by a ghost waiter.
     h.put("quiet", json!(1));
     assert_eq!(got_payload(&h.get("quiet", 0)), Some(json!(1)));
+}
+
+#[test]
+fn worker_traffic_without_req_is_answered_only_when_it_fails() {
+    let mut h = Harness::new(BrokerConfig::default());
+    let id = h.put("tasks", json!(1));
+    h.consume(W1, "tasks", 1);
+    let ack = |task| ClientMsg::Ack {
+        req: None,
+        task,
+        result: None,
+    };
+    assert!(h.send(W1, ack(id)).is_empty(), "a good ack gets no answer");
+    let out = h.send(W1, ack(id));
+    assert!(matches!(
+        out[0].msg,
+        ServerMsg::Error {
+            req: None,
+            code: ErrorCode::UnknownTask,
+            ..
+        }
+    ));
 }
