@@ -4,9 +4,11 @@
 //! that carries the request id (when the frame had a readable one), an [`ErrorCode`] and a message
 //! naming the problem, ready to send back to the peer.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
-use crate::protocol::{ClientMsg, ErrorCode, ServerMsg};
+use crate::names::{Pattern, QueueName, TaskId, Topic};
+use crate::protocol::{ClientMsg, ErrorCode, Role, ServerMsg};
 
 /// A frame that could not be decoded. Answer the peer with [`DecodeError::to_reply`]; the session
 /// stays usable unless the code says otherwise.
@@ -46,6 +48,119 @@ const KNOWN_CLIENT_TYPES: &[&str] = &[
     "unsubscribe",
     "stats",
 ];
+
+/// Every field any client message has, read in one pass; `type` then picks the variant.
+#[derive(Deserialize)]
+struct Flat<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: std::borrow::Cow<'a, str>,
+    req: Option<u64>,
+    key_id: Option<String>,
+    client_nonce: Option<String>,
+    proof: Option<String>,
+    role: Option<Role>,
+    name: Option<String>,
+    queue: Option<QueueName>,
+    queues: Option<Vec<QueueName>>,
+    #[serde(default, deserialize_with = "present")]
+    payload: Option<Value>,
+    kind: Option<String>,
+    reply_to: Option<QueueName>,
+    max_attempts: Option<u32>,
+    timeout_ms: Option<u64>,
+    prefetch: Option<u32>,
+    task: Option<TaskId>,
+    #[serde(default, deserialize_with = "present")]
+    result: Option<Value>,
+    error: Option<String>,
+    retry: Option<bool>,
+    topic: Option<Topic>,
+    pattern: Option<Pattern>,
+}
+
+/// A field that is present, even as `null`, is `Some`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+fn need<T>(field: Option<T>, name: &str) -> Result<T, String> {
+    field.ok_or_else(|| format!("missing field `{name}`"))
+}
+
+impl Flat<'_> {
+    fn into_msg(self) -> Result<ClientMsg, String> {
+        let req = self.req;
+        Ok(match &*self.ty {
+            "auth" => ClientMsg::Auth {
+                key_id: need(self.key_id, "key_id")?,
+                client_nonce: need(self.client_nonce, "client_nonce")?,
+                proof: need(self.proof, "proof")?,
+                role: self.role.unwrap_or_default(),
+                name: self.name,
+            },
+            "put" => ClientMsg::Put {
+                req,
+                queue: need(self.queue, "queue")?,
+                payload: need(self.payload, "payload")?,
+                kind: self.kind,
+                reply_to: self.reply_to,
+                max_attempts: self.max_attempts,
+            },
+            "get" => ClientMsg::Get {
+                req,
+                queue: need(self.queue, "queue")?,
+                timeout_ms: self.timeout_ms.unwrap_or(0),
+            },
+            "consume" => ClientMsg::Consume {
+                req,
+                queues: need(self.queues, "queues")?,
+                prefetch: need(self.prefetch, "prefetch")?,
+            },
+            "ack" => ClientMsg::Ack {
+                req,
+                task: need(self.task, "task")?,
+                result: self.result,
+            },
+            "fail" => ClientMsg::Fail {
+                req,
+                task: need(self.task, "task")?,
+                error: need(self.error, "error")?,
+                retry: self.retry.unwrap_or(true),
+            },
+            "release" => ClientMsg::Release {
+                req,
+                task: need(self.task, "task")?,
+            },
+            "touch" => ClientMsg::Touch {
+                req,
+                task: need(self.task, "task")?,
+            },
+            "publish" => ClientMsg::Publish {
+                req,
+                topic: need(self.topic, "topic")?,
+                payload: need(self.payload, "payload")?,
+            },
+            "subscribe" => ClientMsg::Subscribe {
+                req,
+                pattern: need(self.pattern, "pattern")?,
+            },
+            "unsubscribe" => ClientMsg::Unsubscribe {
+                req,
+                pattern: need(self.pattern, "pattern")?,
+            },
+            "stats" => ClientMsg::Stats { req },
+            other => return Err(format!("unknown message type {other:?}")),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientMsg {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Flat::deserialize(d)?
+            .into_msg()
+            .map_err(serde::de::Error::custom)
+    }
+}
 
 /// Decode a client frame of at most `max_bytes`.
 pub fn decode_client(text: &str, max_bytes: usize) -> Result<ClientMsg, DecodeError> {
@@ -133,7 +248,6 @@ pub fn encode_server(msg: &ServerMsg) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::names::QueueName;
     use serde_json::json;
 
     #[test]
@@ -181,6 +295,80 @@ mod tests {
             decode_client(&big, 64).unwrap_err().code,
             ErrorCode::TooLarge
         );
+    }
+
+    #[test]
+    fn every_client_message_round_trips() {
+        let q = || QueueName::new("q").unwrap();
+        let msgs = vec![
+            ClientMsg::Auth {
+                key_id: "k".into(),
+                client_nonce: "n".into(),
+                proof: "p".into(),
+                role: Role::Browser,
+                name: Some("tab".into()),
+            },
+            ClientMsg::Put {
+                req: None,
+                queue: q(),
+                payload: json!(null),
+                kind: None,
+                reply_to: None,
+                max_attempts: Some(2),
+            },
+            ClientMsg::Get {
+                req: Some(1),
+                queue: q(),
+                timeout_ms: 5,
+            },
+            ClientMsg::Consume {
+                req: None,
+                queues: vec![q()],
+                prefetch: 3,
+            },
+            ClientMsg::Ack {
+                req: None,
+                task: TaskId(4),
+                result: Some(json!(null)),
+            },
+            ClientMsg::Fail {
+                req: None,
+                task: TaskId(4),
+                error: "e".into(),
+                retry: false,
+            },
+            ClientMsg::Release {
+                req: None,
+                task: TaskId(4),
+            },
+            ClientMsg::Touch {
+                req: None,
+                task: TaskId(4),
+            },
+            ClientMsg::Publish {
+                req: None,
+                topic: Topic::new("a.b").unwrap(),
+                payload: json!([1]),
+            },
+            ClientMsg::Subscribe {
+                req: None,
+                pattern: Pattern::new("a.>").unwrap(),
+            },
+            ClientMsg::Unsubscribe {
+                req: None,
+                pattern: Pattern::new("a.*").unwrap(),
+            },
+            ClientMsg::Stats { req: Some(9) },
+        ];
+        for msg in msgs {
+            let text = encode_client(&msg);
+            assert_eq!(decode_client(&text, 1 << 20).as_ref(), Ok(&msg), "{text}");
+        }
+        // Defaults: a fail without `retry` retries; an auth without `role` is a producer.
+        let fail = decode_client(r#"{"type":"fail","task":1,"error":"x"}"#, 1024).unwrap();
+        assert!(matches!(fail, ClientMsg::Fail { retry: true, .. }));
+        // A null payload is a payload.
+        assert!(decode_client(r#"{"type":"put","queue":"q","payload":null}"#, 1024).is_ok());
     }
 
     #[test]

@@ -42,7 +42,11 @@ impl Role {
 }
 
 /// A message from a client to the hub.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Decoding goes through [`crate::codec`]'s flat reader rather than serde's internally tagged
+/// enum support, which buffers every field before choosing the variant (a fifth of the hub's CPU
+/// in profiles).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMsg {
     /// Answer to the hub's `challenge`: proves knowledge of the key named by `key_id`.
@@ -102,7 +106,6 @@ pub enum ClientMsg {
         req: Option<u64>,
         task: TaskId,
         error: String,
-        #[serde(default = "yes")]
         retry: bool,
     },
     /// Hand a leased task back unstarted: it goes to the front of its queue and the delivery does
@@ -139,10 +142,6 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         req: Option<u64>,
     },
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl ClientMsg {

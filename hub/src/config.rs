@@ -18,6 +18,9 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Open connections, authenticated or not (default 10,000). Beyond: `too_many_connections`.
     pub max_connections: usize,
+    /// Bytes each connection reads at a time; allocated per connection up front, so it sets the
+    /// floor of an idle session's memory (default 8 KiB).
+    pub read_buffer_bytes: usize,
     /// Messages queued for one session's socket (default 4,096). A session whose outbox is full
     /// loses pub/sub messages; anything else closes it as a slow consumer.
     pub outbox: usize,
@@ -45,6 +48,7 @@ impl Config {
             keys: BTreeMap::from([(DEFAULT_KEY_ID.to_string(), key)]),
             max_message_bytes: 1 << 20,
             max_connections: 10_000,
+            read_buffer_bytes: 8 * 1024,
             outbox: 4_096,
             handshake_timeout: Duration::from_secs(5),
             ping_interval: Duration::from_secs(20),
@@ -64,6 +68,9 @@ impl Config {
         }
         if self.max_message_bytes < 1024 {
             return err("max_message_bytes must be at least 1024");
+        }
+        if self.read_buffer_bytes < 1024 {
+            return err("read_buffer_bytes must be at least 1024");
         }
         if self.max_connections == 0 || self.outbox == 0 {
             return err("max_connections and outbox must be at least 1");

@@ -117,6 +117,7 @@ pub(crate) async fn serve(
         }
         let max = hub.config.max_message_bytes;
         let ws_config = WebSocketConfig::default()
+            .read_buffer_size(hub.config.read_buffer_bytes)
             .max_message_size(Some(max))
             .max_frame_size(Some(max));
         let accept =

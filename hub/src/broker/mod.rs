@@ -9,12 +9,13 @@
 //! their queues; a lease older than ack-wait is redelivered; every delivery counts an attempt and a
 //! task out of attempts moves to `<queue>.dead`.
 
+mod idhash;
 mod pubsub;
 pub mod store;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -24,6 +25,7 @@ use taskhub_core::{
     ClientMsg, ErrorCode, Millis, QueueName, Role, ServerMsg, SessionId, Task, TaskId,
 };
 
+use idhash::{IdMap, IdSet};
 use pubsub::Subscriptions;
 pub use store::{MemoryStore, StoredTask, TaskStore};
 
@@ -97,7 +99,7 @@ struct Session {
     failed: u64,
     consuming: Vec<QueueName>,
     prefetch: u32,
-    leased: HashSet<TaskId>,
+    leased: IdSet<TaskId>,
     waiters: usize,
 }
 
@@ -121,10 +123,10 @@ struct Waiter {
 pub struct Broker<S: TaskStore = MemoryStore> {
     config: BrokerConfig,
     queues: HashMap<QueueName, Queue<S>>,
-    sessions: HashMap<SessionId, Session>,
-    leases: HashMap<TaskId, Lease>,
+    sessions: IdMap<SessionId, Session>,
+    leases: IdMap<TaskId, Lease>,
     lease_order: BTreeSet<(Millis, TaskId)>,
-    waiters: HashMap<u64, Waiter>,
+    waiters: IdMap<u64, Waiter>,
     waiter_order: BTreeSet<(Millis, u64)>,
     next_waiter: u64,
     next_task: u64,
@@ -141,10 +143,10 @@ impl<S: TaskStore> Broker<S> {
         Broker {
             config,
             queues: HashMap::new(),
-            sessions: HashMap::new(),
-            leases: HashMap::new(),
+            sessions: IdMap::default(),
+            leases: IdMap::default(),
             lease_order: BTreeSet::new(),
-            waiters: HashMap::new(),
+            waiters: IdMap::default(),
             waiter_order: BTreeSet::new(),
             next_waiter: 0,
             next_task: 0,
@@ -187,7 +189,7 @@ impl<S: TaskStore> Broker<S> {
                 failed: 0,
                 consuming: Vec::new(),
                 prefetch: 0,
-                leased: HashSet::new(),
+                leased: IdSet::default(),
                 waiters: 0,
             },
         );
@@ -352,7 +354,14 @@ impl<S: TaskStore> Broker<S> {
     }
 
     fn queue_mut(&mut self, name: &QueueName) -> Result<&mut Queue<S>, Failure> {
-        if !self.queues.contains_key(name) && self.queues.len() >= self.config.max_queues {
+        if self.queues.contains_key(name) {
+            // Looked up twice only because the borrow checker cannot return from the first.
+            return self
+                .queues
+                .get_mut(name)
+                .ok_or_else(|| (ErrorCode::TooManyQueues, "queue vanished".to_string()));
+        }
+        if self.queues.len() >= self.config.max_queues {
             return Err((
                 ErrorCode::TooManyQueues,
                 format!(
@@ -857,12 +866,16 @@ impl<S: TaskStore> Broker<S> {
 
     /// A session gained credit: offer it work from each queue it consumes.
     fn dispatch_for(&mut self, session: SessionId, now: Millis) {
-        let queues = match self.sessions.get(&session) {
-            Some(s) if !s.consuming.is_empty() => s.consuming.clone(),
+        // Borrow the list out and back rather than clone it: this runs on every ack.
+        let queues = match self.sessions.get_mut(&session) {
+            Some(s) if !s.consuming.is_empty() => std::mem::take(&mut s.consuming),
             _ => return,
         };
         for q in &queues {
             self.dispatch(q, now);
+        }
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.consuming = queues;
         }
     }
 
