@@ -26,8 +26,12 @@ fn codec(c: &mut Criterion) {
     c.bench_function("decode put (16-byte payload)", |b| {
         b.iter(|| decode_client(black_box(put), 1 << 20))
     });
-    c.bench_function("decode ack", |b| b.iter(|| decode_client(black_box(ack), 1 << 20)));
-    c.bench_function("encode deliver", |b| b.iter(|| encode_server(black_box(&deliver))));
+    c.bench_function("decode ack", |b| {
+        b.iter(|| decode_client(black_box(ack), 1 << 20))
+    });
+    c.bench_function("encode deliver", |b| {
+        b.iter(|| encode_server(black_box(&deliver)))
+    });
     c.bench_function("decode deliver (worker side)", |b| {
         b.iter(|| decode_server(black_box(&deliver_text)))
     });

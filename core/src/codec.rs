@@ -7,8 +7,14 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::names::{Pattern, QueueName, TaskId, Topic};
-use crate::protocol::{ClientMsg, ErrorCode, Role, ServerMsg};
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
+
+use crate::names::{Pattern, QueueName, SessionId, TaskId, Topic};
+use crate::protocol::{
+    ClientMsg, ErrorCode, Limits, QueueStats, Reply, Role, ServerMsg, Stats, Task, WorkerStats,
+};
 
 /// A frame that could not be decoded. Answer the peer with [`DecodeError::to_reply`]; the session
 /// stays usable unless the code says otherwise.
@@ -157,6 +163,117 @@ impl Flat<'_> {
 impl<'de> Deserialize<'de> for ClientMsg {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Flat::deserialize(d)?
+            .into_msg()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Every field any hub message has. `task` is an id in `queued` and an object in `task` and
+/// `deliver`, so it is kept raw and read once the type is known.
+#[derive(Deserialize)]
+struct FlatServer<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: std::borrow::Cow<'a, str>,
+    req: Option<u64>,
+    version: Option<u32>,
+    nonce: Option<String>,
+    session: Option<SessionId>,
+    proof: Option<String>,
+    inbox: Option<QueueName>,
+    limits: Option<Limits>,
+    #[serde(borrow)]
+    task: Option<&'a RawValue>,
+    queue: Option<QueueName>,
+    id: Option<TaskId>,
+    ok: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    result: Option<Value>,
+    error: Option<String>,
+    topic: Option<Topic>,
+    #[serde(default, deserialize_with = "present")]
+    payload: Option<Value>,
+    receivers: Option<u64>,
+    queues: Option<Vec<QueueStats>>,
+    sessions: Option<BTreeMap<String, u64>>,
+    workers: Option<Vec<WorkerStats>>,
+    acked: Option<u64>,
+    failed: Option<u64>,
+    code: Option<ErrorCode>,
+    message: Option<String>,
+}
+
+impl FlatServer<'_> {
+    fn task<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        let raw = need(self.task, "task")?;
+        serde_json::from_str(raw.get()).map_err(|e| format!("bad `task`: {e}"))
+    }
+
+    fn into_msg(self) -> Result<ServerMsg, String> {
+        let req = self.req;
+        Ok(match &*self.ty {
+            "challenge" => ServerMsg::Challenge {
+                version: need(self.version, "version")?,
+                nonce: need(self.nonce, "nonce")?,
+            },
+            "welcome" => ServerMsg::Welcome {
+                session: need(self.session, "session")?,
+                proof: need(self.proof, "proof")?,
+                inbox: need(self.inbox, "inbox")?,
+                limits: need(self.limits, "limits")?,
+            },
+            "ok" => ServerMsg::Ok { req },
+            "queued" => ServerMsg::Queued {
+                req,
+                task: self.task()?,
+            },
+            "task" => ServerMsg::Task {
+                req,
+                task: self.task::<Task>()?,
+            },
+            "empty" => ServerMsg::Empty {
+                req,
+                queue: need(self.queue, "queue")?,
+            },
+            "deliver" => ServerMsg::Deliver {
+                task: self.task::<Task>()?,
+            },
+            "reply" => ServerMsg::Reply(Reply {
+                id: need(self.id, "id")?,
+                ok: need(self.ok, "ok")?,
+                result: self.result,
+                error: self.error,
+            }),
+            "message" => ServerMsg::Message {
+                topic: need(self.topic, "topic")?,
+                payload: need(self.payload, "payload")?,
+            },
+            "published" => ServerMsg::Published {
+                req,
+                receivers: need(self.receivers, "receivers")?,
+            },
+            "stats" => ServerMsg::Stats {
+                req,
+                stats: Stats {
+                    queues: need(self.queues, "queues")?,
+                    sessions: need(self.sessions, "sessions")?,
+                    workers: self.workers.unwrap_or_default(),
+                    acked: self.acked.unwrap_or(0),
+                    failed: self.failed.unwrap_or(0),
+                },
+            },
+            "error" => ServerMsg::Error {
+                req,
+                code: need(self.code, "code")?,
+                message: need(self.message, "message")?,
+            },
+            other => return Err(format!("unknown message type {other:?}")),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ServerMsg {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        FlatServer::deserialize(d)?
             .into_msg()
             .map_err(serde::de::Error::custom)
     }
@@ -369,6 +486,93 @@ mod tests {
         assert!(matches!(fail, ClientMsg::Fail { retry: true, .. }));
         // A null payload is a payload.
         assert!(decode_client(r#"{"type":"put","queue":"q","payload":null}"#, 1024).is_ok());
+    }
+
+    #[test]
+    fn every_server_message_round_trips() {
+        let q = || QueueName::new("q").unwrap();
+        let task = Task {
+            id: TaskId(7),
+            queue: q(),
+            kind: Some("echo".into()),
+            payload: json!({"a": [1, null]}),
+            attempt: 2,
+            max_attempts: 5,
+            reply_to: None,
+        };
+        let msgs = vec![
+            ServerMsg::Challenge {
+                version: 1,
+                nonce: "ab".into(),
+            },
+            ServerMsg::Welcome {
+                session: SessionId(3),
+                proof: "cd".into(),
+                inbox: QueueName::inbox(SessionId(3)),
+                limits: Limits {
+                    max_message_bytes: 1,
+                    ack_wait_ms: 2,
+                    max_prefetch: 3,
+                    max_attempts: 4,
+                },
+            },
+            ServerMsg::Ok { req: Some(1) },
+            ServerMsg::Queued {
+                req: Some(2),
+                task: TaskId(7),
+            },
+            ServerMsg::Task {
+                req: None,
+                task: task.clone(),
+            },
+            ServerMsg::Empty {
+                req: Some(3),
+                queue: q(),
+            },
+            ServerMsg::Deliver { task },
+            ServerMsg::Reply(Reply {
+                id: TaskId(7),
+                ok: false,
+                result: None,
+                error: Some("no".into()),
+            }),
+            ServerMsg::Message {
+                topic: Topic::new("a.b").unwrap(),
+                payload: json!(null),
+            },
+            ServerMsg::Published {
+                req: None,
+                receivers: 4,
+            },
+            ServerMsg::Stats {
+                req: Some(5),
+                stats: Stats {
+                    queues: vec![QueueStats {
+                        name: q(),
+                        depth: 1,
+                        in_flight: 2,
+                        dead: 3,
+                        consumers: 4,
+                    }],
+                    sessions: [("worker".to_string(), 1)].into(),
+                    workers: vec![WorkerStats {
+                        session: SessionId(3),
+                        role: Role::Browser,
+                        name: None,
+                        acked: 9,
+                        failed: 1,
+                        in_flight: 0,
+                    }],
+                    acked: 9,
+                    failed: 1,
+                },
+            },
+            ServerMsg::error(Some(6), ErrorCode::Forbidden, "nope"),
+        ];
+        for msg in msgs {
+            let text = encode_server(&msg);
+            assert_eq!(decode_server(&text).as_ref(), Ok(&msg), "{text}");
+        }
     }
 
     #[test]

@@ -252,8 +252,9 @@ pub struct Stats {
     pub failed: u64,
 }
 
-/// A message from the hub to a client.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A message from the hub to a client. Decoded by [`crate::codec`]'s flat reader, like
+/// [`ClientMsg`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg {
     /// First frame on every connection.
