@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::Value;
 use taskhub_client::transport::{self, WsStream};
 use taskhub_core::Millis;
@@ -43,6 +43,9 @@ impl Options {
 }
 
 type Sink = SplitSink<WsStream, Message>;
+
+/// Frames taken in one go when several are already waiting.
+const BATCH: usize = 256;
 type Source = SplitStream<WsStream>;
 
 struct Driver {
@@ -88,6 +91,24 @@ impl Driver {
         }
         if let Err(e) = result {
             self.lost(&e.to_string());
+        }
+    }
+
+    fn on_frame(&mut self, frame: Option<Result<Message, String>>) {
+        match frame {
+            Some(Ok(Message::Text(text))) => {
+                let now = self.now();
+                self.sm.handle_message(&text, now);
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let reason = frame
+                    .map(|f| f.reason.to_string())
+                    .unwrap_or_else(|| "hub closed the connection".into());
+                self.lost(&reason);
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => self.lost(&e),
+            None => self.lost("connection closed"),
         }
     }
 
@@ -178,25 +199,22 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                     return Ok(());
                 }
             }
-            d.transmit().await;
         }
+        d.transmit().await;
         let timeout =
             d.sm.poll_timeout()
                 .map(|t| d.epoch + Duration::from_millis(t.0));
         tokio::select! {
-            frame = next_frame(&mut d.conn) => match frame {
-                Some(Ok(Message::Text(text))) => {
-                    let now = d.now();
-                    d.sm.handle_message(&text, now);
+            frame = next_frame(&mut d.conn) => {
+                d.on_frame(frame);
+                // Take whatever else has already arrived, so the acks it causes leave together.
+                for _ in 0..BATCH {
+                    match next_frame(&mut d.conn).now_or_never() {
+                        Some(frame) => d.on_frame(frame),
+                        None => break,
+                    }
                 }
-                Some(Ok(Message::Close(frame))) => {
-                    let reason = frame.map(|f| f.reason.to_string()).unwrap_or_else(|| "hub closed the connection".into());
-                    d.lost(&reason);
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => d.lost(&e),
-                None => d.lost("connection closed"),
-            },
+            }
             Some((token, result)) = done_rx.recv() => {
                 let now = d.now();
                 d.sm.handle_task_done(token, result, now);
