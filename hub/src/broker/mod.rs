@@ -242,6 +242,7 @@ impl<S: TaskStore> Broker<S> {
             return;
         }
         let req = msg.req();
+        let first_output = self.out.len();
         // Workers send these by the thousand without `req`: success needs no answer then, which
         // halves the hub's traffic to them. Errors are always answered.
         let quiet_ok = req.is_none()
@@ -337,12 +338,12 @@ impl<S: TaskStore> Broker<S> {
             Ok(msg) => msg,
             Err((code, message)) => ServerMsg::Error { req, code, message },
         };
-        // The answer goes before anything the request caused for this session.
-        let at = self
-            .out
+        // The answer goes before anything this request caused for this session (and after what
+        // earlier requests caused).
+        let at = self.out[first_output..]
             .iter()
             .position(|o| o.to == session)
-            .unwrap_or(self.out.len());
+            .map_or(self.out.len(), |i| first_output + i);
         self.out.insert(
             at,
             Output {

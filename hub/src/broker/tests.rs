@@ -546,3 +546,35 @@ fn worker_traffic_without_req_is_answered_only_when_it_fails() {
         }
     ));
 }
+
+#[test]
+fn answers_keep_request_order_when_requests_are_applied_together() {
+    let mut h = Harness::new(BrokerConfig::default());
+    h.consume(W1, "tasks", 10);
+    // Two puts from the consumer itself, applied back to back without draining in between (the
+    // hub applies every frame that has already arrived under one lock).
+    for req in [5, 6] {
+        h.b.handle(
+            W1,
+            ClientMsg::Put {
+                req: Some(req),
+                queue: q("tasks"),
+                payload: json!(req),
+                kind: None,
+                reply_to: None,
+                max_attempts: None,
+            },
+            h.now,
+        );
+    }
+    let order: Vec<String> = h
+        .b
+        .drain()
+        .map(|o| match o.msg {
+            ServerMsg::Queued { req, .. } => format!("queued {}", req.unwrap_or(0)),
+            ServerMsg::Deliver { task } => format!("deliver {}", task.payload),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(order, vec!["queued 5", "deliver 5", "queued 6", "deliver 6"]);
+}
