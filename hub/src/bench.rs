@@ -104,6 +104,9 @@ pub struct Report {
     pub tasks_per_sec: f64,
     pub load_latency: Latency,
     pub sequential_latency: Latency,
+    /// A bare request round trip to the hub (`stats`), for scale: a task's round trip is two of
+    /// these plus the worker.
+    pub hub_round_trip: Latency,
     pub connect_auth: Latency,
     /// Hub CPU (user + system) per task in the throughput run; needs the hub's pid.
     pub hub_cpu_us_per_task: Option<f64>,
@@ -280,6 +283,12 @@ pub async fn run(opts: BenchOptions) -> Result<Report, String> {
     load(&client, &queue, &payload, 1_000.min(opts.tasks), 64).await?;
 
     let (_, seq, mut errors) = load(&client, &queue, &payload, opts.sequential, 1).await?;
+    let mut hub_rtt = Vec::with_capacity(opts.sequential);
+    for _ in 0..opts.sequential {
+        let t = Instant::now();
+        client.stats().await.map_err(|e| e.to_string())?;
+        hub_rtt.push(t.elapsed());
+    }
 
     let cpu_before = pid.and_then(cpu_seconds);
     let (elapsed, lat, load_errors) =
@@ -307,6 +316,7 @@ pub async fn run(opts: BenchOptions) -> Result<Report, String> {
         tasks_per_sec: opts.tasks as f64 / elapsed.as_secs_f64(),
         load_latency: Latency::of(lat),
         sequential_latency: Latency::of(seq),
+        hub_round_trip: Latency::of(hub_rtt),
         connect_auth: Latency::of(connects),
         hub_cpu_us_per_task: match (cpu_before, cpu_after) {
             (Some(a), Some(b)) => Some((b - a) * 1e6 / opts.tasks as f64),
@@ -382,6 +392,7 @@ impl Report {
         );
         s += &format!("  latency under load  {}\n", lat(&self.load_latency));
         s += &format!("  sequential latency  {}\n", lat(&self.sequential_latency));
+        s += &format!("  hub round trip      {}\n", lat(&self.hub_round_trip));
         s += &format!("  connect+auth        {}\n", lat(&self.connect_auth));
         if let Some(c) = self.hub_cpu_us_per_task {
             s += &format!("  hub CPU per task    {c:>12.2} µs\n");

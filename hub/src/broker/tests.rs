@@ -567,14 +567,16 @@ fn answers_keep_request_order_when_requests_are_applied_together() {
             h.now,
         );
     }
-    let order: Vec<String> = h
-        .b
-        .drain()
-        .map(|o| match o.msg {
-            ServerMsg::Queued { req, .. } => format!("queued {}", req.unwrap_or(0)),
-            ServerMsg::Deliver { task } => format!("deliver {}", task.payload),
-            other => format!("{other:?}"),
-        })
-        .collect();
-    assert_eq!(order, vec!["queued 5", "deliver 5", "queued 6", "deliver 6"]);
+    let order: Vec<String> =
+        h.b.drain()
+            .map(|o| match o.msg {
+                ServerMsg::Queued { req, .. } => format!("queued {}", req.unwrap_or(0)),
+                ServerMsg::Deliver { task } => format!("deliver {}", task.payload),
+                other => format!("{other:?}"),
+            })
+            .collect();
+    assert_eq!(
+        order,
+        vec!["queued 5", "deliver 5", "queued 6", "deliver 6"]
+    );
 }
