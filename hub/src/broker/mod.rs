@@ -8,8 +8,15 @@
 //! session until `ack`, `fail` or `release`; a closed session's leases go back to the front of
 //! their queues; a lease older than ack-wait is redelivered; every delivery counts an attempt and a
 //! task out of attempts moves to `<queue>.dead`.
+//!
+//! Files: this one holds the state and the requests (`handle`, put, get, consume, stats);
+//! `dispatch` hands out ready tasks; `lease` is what happens to a delivered task (ack, fail,
+//! release, touch, expiry, dead letters, replies); `store` is where ready tasks live; `pubsub` the
+//! subscriptions; `idhash` the hasher for hub-assigned ids.
 
+mod dispatch;
 mod idhash;
+mod lease;
 mod pubsub;
 pub mod store;
 #[cfg(test)]
@@ -18,13 +25,11 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use taskhub_core::names::INBOX_PREFIX;
-use taskhub_core::protocol::{QueueStats, Reply, Stats, WorkerStats};
-use taskhub_core::{
-    ClientMsg, ErrorCode, Millis, QueueName, Role, ServerMsg, SessionId, Task, TaskId,
-};
+use serde_json::Value;
+use taskhub_core::protocol::{QueueStats, Stats, WorkerStats};
+use taskhub_core::{ClientMsg, ErrorCode, Millis, QueueName, Role, ServerMsg, SessionId, TaskId};
 
+use dispatch::envelope;
 use idhash::{IdMap, IdSet};
 use pubsub::Subscriptions;
 pub use store::{MemoryStore, StoredTask, TaskStore};
@@ -538,348 +543,6 @@ impl<S: TaskStore> Broker<S> {
         Ok(())
     }
 
-    fn leased_to(&self, session: SessionId, id: TaskId) -> Result<&Lease, Failure> {
-        match self.leases.get(&id) {
-            Some(l) if l.session == session => Ok(l),
-            _ => Err((
-                ErrorCode::UnknownTask,
-                format!(
-                    "task {id} is not leased to this session (already acked, released, or its lease expired)"
-                ),
-            )),
-        }
-    }
-
-    fn take_lease(&mut self, id: TaskId) -> Option<StoredTask> {
-        let lease = self.leases.remove(&id)?;
-        self.lease_order.remove(&(lease.deadline, id));
-        if let Some(s) = self.sessions.get_mut(&lease.session) {
-            s.leased.remove(&id);
-        }
-        if let Some(q) = self.queues.get_mut(&lease.task.queue) {
-            q.in_flight = q.in_flight.saturating_sub(1);
-        }
-        Some(lease.task)
-    }
-
-    fn ack(
-        &mut self,
-        session: SessionId,
-        id: TaskId,
-        result: Option<Value>,
-        now: Millis,
-    ) -> Result<(), Failure> {
-        let lease = self.leased_to(session, id)?;
-        if let Some(r) = lease.task.reply_to.clone()
-            && !r.is_inbox()
-        {
-            // Refuse rather than lose the result: the lease stays and the task is redone later.
-            self.check_room(&r)?;
-        }
-        let Some(task) = self.take_lease(id) else {
-            return Ok(());
-        };
-        self.acked += 1;
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.acked += 1;
-        }
-        self.reply(
-            &task,
-            Reply {
-                id,
-                ok: true,
-                result,
-                error: None,
-            },
-            now,
-        );
-        self.dispatch_for(session, now);
-        Ok(())
-    }
-
-    fn fail(
-        &mut self,
-        session: SessionId,
-        id: TaskId,
-        error: String,
-        retry: bool,
-        now: Millis,
-    ) -> Result<(), Failure> {
-        self.leased_to(session, id)?;
-        let Some(mut task) = self.take_lease(id) else {
-            return Ok(());
-        };
-        self.failed += 1;
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.failed += 1;
-        }
-        task.last_error = Some(error);
-        let queue = task.queue.clone();
-        if retry && task.attempts < task.max_attempts {
-            if let Some(q) = self.queues.get_mut(&queue) {
-                q.store.push_back(task);
-            }
-        } else {
-            self.dead_letter(task, now);
-        }
-        self.dispatch(&queue, now);
-        self.dispatch_for(session, now);
-        Ok(())
-    }
-
-    fn release(&mut self, session: SessionId, id: TaskId, now: Millis) -> Result<(), Failure> {
-        self.leased_to(session, id)?;
-        let Some(mut task) = self.take_lease(id) else {
-            return Ok(());
-        };
-        task.attempts = task.attempts.saturating_sub(1);
-        let queue = task.queue.clone();
-        if let Some(q) = self.queues.get_mut(&queue) {
-            q.store.push_front(task);
-        }
-        self.dispatch(&queue, now);
-        self.dispatch_for(session, now);
-        Ok(())
-    }
-
-    fn touch(&mut self, session: SessionId, id: TaskId, now: Millis) -> Result<(), Failure> {
-        self.leased_to(session, id)?;
-        let deadline = now.after(self.config.ack_wait);
-        if let Some(lease) = self.leases.get_mut(&id) {
-            self.lease_order.remove(&(lease.deadline, id));
-            lease.deadline = deadline;
-            self.lease_order.insert((deadline, id));
-        }
-        Ok(())
-    }
-
-    /// Redeliver expired leases and answer timed-out `get`s with `empty`.
-    pub fn expire(&mut self, now: Millis) {
-        while let Some(&(deadline, id)) = self.lease_order.first() {
-            if deadline > now {
-                break;
-            }
-            let session = self.leases.get(&id).map(|l| l.session);
-            if let Some(mut task) = self.take_lease(id) {
-                task.last_error = Some(format!(
-                    "lease expired: not acked within {} ms",
-                    self.config.ack_wait.as_millis()
-                ));
-                let queue = task.queue.clone();
-                self.requeue_front(task, now);
-                self.dispatch(&queue, now);
-            } else {
-                self.lease_order.remove(&(deadline, id));
-            }
-            if let Some(s) = session {
-                self.dispatch_for(s, now);
-            }
-        }
-        while let Some(&(deadline, key)) = self.waiter_order.first() {
-            if deadline > now {
-                break;
-            }
-            self.waiter_order.remove(&(deadline, key));
-            if let Some(w) = self.waiters.remove(&key) {
-                if let Some(s) = self.sessions.get_mut(&w.session) {
-                    s.waiters = s.waiters.saturating_sub(1);
-                }
-                if let Some(q) = self.queues.get_mut(&w.queue) {
-                    q.waiters.retain(|k| *k != key);
-                }
-                self.out.push(Output {
-                    to: w.session,
-                    msg: ServerMsg::Empty {
-                        req: w.req,
-                        queue: w.queue,
-                    },
-                    droppable: false,
-                });
-            }
-        }
-    }
-
-    /// Back to the front of its queue, or to the dead-letter queue if out of attempts.
-    fn requeue_front(&mut self, task: StoredTask, now: Millis) {
-        if task.attempts >= task.max_attempts {
-            self.dead_letter(task, now);
-        } else if let Some(q) = self.queues.get_mut(&task.queue) {
-            q.store.push_front(task);
-        }
-    }
-
-    fn dead_letter(&mut self, task: StoredTask, now: Millis) {
-        let error = match &task.last_error {
-            Some(e) => format!("gave up after {} attempt(s): {e}", task.attempts),
-            None => format!("gave up after {} attempt(s)", task.attempts),
-        };
-        let entry = json!({
-            "id": task.id,
-            "queue": task.queue,
-            "kind": task.kind,
-            "payload": task.payload,
-            "attempts": task.attempts,
-            "error": error,
-        });
-        tracing::debug!(task = %task.id, queue = %task.queue, "task dead-lettered");
-        if let Some(dead) = task.queue.dead_letter() {
-            self.push_forced(&dead, entry, now);
-        }
-        self.reply(
-            &task,
-            Reply {
-                id: task.id,
-                ok: false,
-                result: None,
-                error: Some(error),
-            },
-            now,
-        );
-    }
-
-    /// Add an entry the hub itself produced (a reply, a dead letter). A full queue drops its
-    /// oldest entry rather than refuse, so memory stays bounded; every drop is counted and logged.
-    fn push_forced(&mut self, queue: &QueueName, payload: Value, now: Millis) {
-        let max = self.config.max_queue_len;
-        self.next_task += 1;
-        let task = StoredTask {
-            id: TaskId(self.next_task),
-            queue: queue.clone(),
-            kind: None,
-            payload,
-            reply_to: None,
-            max_attempts: self.config.max_attempts,
-            attempts: 0,
-            last_error: None,
-        };
-        let dropped = match self.queue_mut(queue) {
-            Ok(q) => {
-                let dropped = q.len() >= max && q.store.pop_front().is_some();
-                q.store.push_back(task);
-                dropped
-            }
-            Err(_) => true,
-        };
-        if dropped {
-            self.dead_dropped += 1;
-            tracing::warn!(%queue, "queue full or too many queues: dropped one reply or dead letter");
-        }
-        self.dispatch(queue, now);
-    }
-
-    fn reply(&mut self, task: &StoredTask, reply: Reply, now: Millis) {
-        let Some(to) = &task.reply_to else {
-            return;
-        };
-        if to.is_inbox() {
-            let owner = to.as_str()[INBOX_PREFIX.len()..].parse().map(SessionId);
-            if let Ok(owner) = owner
-                && self.sessions.contains_key(&owner)
-            {
-                self.out.push(Output {
-                    to: owner,
-                    msg: ServerMsg::Reply(reply),
-                    droppable: false,
-                });
-            }
-            return;
-        }
-        let payload = serde_json::to_value(&reply).unwrap_or(Value::Null);
-        self.push_forced(to, payload, now);
-    }
-
-    /// Hand out tasks of `name` to waiting `get`s first, then to consumers with credit, round
-    /// robin.
-    fn dispatch(&mut self, name: &QueueName, now: Millis) {
-        let ack_wait = self.config.ack_wait;
-        let Some(q) = self.queues.get_mut(name) else {
-            return;
-        };
-        while !q.store.is_empty() {
-            if let Some(key) = q.waiters.pop_front() {
-                let Some(w) = self.waiters.remove(&key) else {
-                    continue;
-                };
-                self.waiter_order.remove(&(w.deadline, key));
-                if let Some(s) = self.sessions.get_mut(&w.session) {
-                    s.waiters = s.waiters.saturating_sub(1);
-                }
-                let Some(mut task) = q.store.pop_front() else {
-                    break;
-                };
-                task.attempts += 1;
-                self.out.push(Output {
-                    to: w.session,
-                    msg: ServerMsg::Task {
-                        req: w.req,
-                        task: envelope(&task),
-                    },
-                    droppable: false,
-                });
-                continue;
-            }
-            let mut chosen = None;
-            for _ in 0..q.consumers.len() {
-                let Some(s) = q.consumers.pop_front() else {
-                    break;
-                };
-                q.consumers.push_back(s);
-                if self
-                    .sessions
-                    .get(&s)
-                    .is_some_and(|st| st.leased.len() < st.prefetch as usize)
-                {
-                    chosen = Some(s);
-                    break;
-                }
-            }
-            let Some(to) = chosen else {
-                break;
-            };
-            let Some(mut task) = q.store.pop_front() else {
-                break;
-            };
-            task.attempts += 1;
-            q.in_flight += 1;
-            let deadline = now.after(ack_wait);
-            let id = task.id;
-            if let Some(s) = self.sessions.get_mut(&to) {
-                s.leased.insert(id);
-            }
-            self.out.push(Output {
-                to,
-                msg: ServerMsg::Deliver {
-                    task: envelope(&task),
-                },
-                droppable: false,
-            });
-            self.leases.insert(
-                id,
-                Lease {
-                    session: to,
-                    deadline,
-                    task,
-                },
-            );
-            self.lease_order.insert((deadline, id));
-        }
-    }
-
-    /// A session gained credit: offer it work from each queue it consumes.
-    fn dispatch_for(&mut self, session: SessionId, now: Millis) {
-        // Borrow the list out and back rather than clone it: this runs on every ack.
-        let queues = match self.sessions.get_mut(&session) {
-            Some(s) if !s.consuming.is_empty() => std::mem::take(&mut s.consuming),
-            _ => return,
-        };
-        for q in &queues {
-            self.dispatch(q, now);
-        }
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.consuming = queues;
-        }
-    }
-
     /// Depth, in flight, dead and consumers per queue (dead-letter queues are folded into their
     /// queue's `dead`), and sessions by role.
     pub fn stats(&self) -> Stats {
@@ -938,17 +601,5 @@ impl<S: TaskStore> Broker<S> {
     /// Tasks currently leased, across all sessions.
     pub fn leased(&self) -> usize {
         self.leases.len()
-    }
-}
-
-fn envelope(task: &StoredTask) -> Task {
-    Task {
-        id: task.id,
-        queue: task.queue.clone(),
-        kind: task.kind.clone(),
-        payload: task.payload.clone(),
-        attempt: task.attempts,
-        max_attempts: task.max_attempts,
-        reply_to: task.reply_to.clone(),
     }
 }

@@ -1,0 +1,111 @@
+//! Handing out ready tasks: waiting `get`s first, then consumers with credit, round robin.
+
+use taskhub_core::{Millis, QueueName, ServerMsg, SessionId, Task};
+
+use super::{Broker, Lease, Output, StoredTask, TaskStore};
+
+impl<S: TaskStore> Broker<S> {
+    /// Hand out tasks of `name` to waiting `get`s first, then to consumers with credit, round
+    /// robin.
+    pub(super) fn dispatch(&mut self, name: &QueueName, now: Millis) {
+        let ack_wait = self.config.ack_wait;
+        let Some(q) = self.queues.get_mut(name) else {
+            return;
+        };
+        while !q.store.is_empty() {
+            if let Some(key) = q.waiters.pop_front() {
+                let Some(w) = self.waiters.remove(&key) else {
+                    continue;
+                };
+                self.waiter_order.remove(&(w.deadline, key));
+                if let Some(s) = self.sessions.get_mut(&w.session) {
+                    s.waiters = s.waiters.saturating_sub(1);
+                }
+                let Some(mut task) = q.store.pop_front() else {
+                    break;
+                };
+                task.attempts += 1;
+                self.out.push(Output {
+                    to: w.session,
+                    msg: ServerMsg::Task {
+                        req: w.req,
+                        task: envelope(&task),
+                    },
+                    droppable: false,
+                });
+                continue;
+            }
+            let mut chosen = None;
+            for _ in 0..q.consumers.len() {
+                let Some(s) = q.consumers.pop_front() else {
+                    break;
+                };
+                q.consumers.push_back(s);
+                if self
+                    .sessions
+                    .get(&s)
+                    .is_some_and(|st| st.leased.len() < st.prefetch as usize)
+                {
+                    chosen = Some(s);
+                    break;
+                }
+            }
+            let Some(to) = chosen else {
+                break;
+            };
+            let Some(mut task) = q.store.pop_front() else {
+                break;
+            };
+            task.attempts += 1;
+            q.in_flight += 1;
+            let deadline = now.after(ack_wait);
+            let id = task.id;
+            if let Some(s) = self.sessions.get_mut(&to) {
+                s.leased.insert(id);
+            }
+            self.out.push(Output {
+                to,
+                msg: ServerMsg::Deliver {
+                    task: envelope(&task),
+                },
+                droppable: false,
+            });
+            self.leases.insert(
+                id,
+                Lease {
+                    session: to,
+                    deadline,
+                    task,
+                },
+            );
+            self.lease_order.insert((deadline, id));
+        }
+    }
+
+    /// A session gained credit: offer it work from each queue it consumes.
+    pub(super) fn dispatch_for(&mut self, session: SessionId, now: Millis) {
+        // Borrow the list out and back rather than clone it: this runs on every ack.
+        let queues = match self.sessions.get_mut(&session) {
+            Some(s) if !s.consuming.is_empty() => std::mem::take(&mut s.consuming),
+            _ => return,
+        };
+        for q in &queues {
+            self.dispatch(q, now);
+        }
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.consuming = queues;
+        }
+    }
+}
+
+pub(super) fn envelope(task: &StoredTask) -> Task {
+    Task {
+        id: task.id,
+        queue: task.queue.clone(),
+        kind: task.kind.clone(),
+        payload: task.payload.clone(),
+        attempt: task.attempts,
+        max_attempts: task.max_attempts,
+        reply_to: task.reply_to.clone(),
+    }
+}

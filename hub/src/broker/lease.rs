@@ -1,0 +1,271 @@
+//! What happens to a delivered task: ack, fail, release, touch, lease expiry, requeue, dead
+//! letters, and the replies that go to `reply_to`.
+
+use serde_json::{Value, json};
+use taskhub_core::names::INBOX_PREFIX;
+use taskhub_core::protocol::Reply;
+use taskhub_core::{ErrorCode, Millis, QueueName, ServerMsg, SessionId, TaskId};
+
+use super::{Broker, Failure, Lease, Output, StoredTask, TaskStore};
+
+impl<S: TaskStore> Broker<S> {
+    pub(super) fn leased_to(&self, session: SessionId, id: TaskId) -> Result<&Lease, Failure> {
+        match self.leases.get(&id) {
+            Some(l) if l.session == session => Ok(l),
+            _ => Err((
+                ErrorCode::UnknownTask,
+                format!(
+                    "task {id} is not leased to this session (already acked, released, or its lease expired)"
+                ),
+            )),
+        }
+    }
+
+    pub(super) fn take_lease(&mut self, id: TaskId) -> Option<StoredTask> {
+        let lease = self.leases.remove(&id)?;
+        self.lease_order.remove(&(lease.deadline, id));
+        if let Some(s) = self.sessions.get_mut(&lease.session) {
+            s.leased.remove(&id);
+        }
+        if let Some(q) = self.queues.get_mut(&lease.task.queue) {
+            q.in_flight = q.in_flight.saturating_sub(1);
+        }
+        Some(lease.task)
+    }
+
+    pub(super) fn ack(
+        &mut self,
+        session: SessionId,
+        id: TaskId,
+        result: Option<Value>,
+        now: Millis,
+    ) -> Result<(), Failure> {
+        let lease = self.leased_to(session, id)?;
+        if let Some(r) = lease.task.reply_to.clone()
+            && !r.is_inbox()
+        {
+            // Refuse rather than lose the result: the lease stays and the task is redone later.
+            self.check_room(&r)?;
+        }
+        let Some(task) = self.take_lease(id) else {
+            return Ok(());
+        };
+        self.acked += 1;
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.acked += 1;
+        }
+        self.reply(
+            &task,
+            Reply {
+                id,
+                ok: true,
+                result,
+                error: None,
+            },
+            now,
+        );
+        self.dispatch_for(session, now);
+        Ok(())
+    }
+
+    pub(super) fn fail(
+        &mut self,
+        session: SessionId,
+        id: TaskId,
+        error: String,
+        retry: bool,
+        now: Millis,
+    ) -> Result<(), Failure> {
+        self.leased_to(session, id)?;
+        let Some(mut task) = self.take_lease(id) else {
+            return Ok(());
+        };
+        self.failed += 1;
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.failed += 1;
+        }
+        task.last_error = Some(error);
+        let queue = task.queue.clone();
+        if retry && task.attempts < task.max_attempts {
+            if let Some(q) = self.queues.get_mut(&queue) {
+                q.store.push_back(task);
+            }
+        } else {
+            self.dead_letter(task, now);
+        }
+        self.dispatch(&queue, now);
+        self.dispatch_for(session, now);
+        Ok(())
+    }
+
+    pub(super) fn release(
+        &mut self,
+        session: SessionId,
+        id: TaskId,
+        now: Millis,
+    ) -> Result<(), Failure> {
+        self.leased_to(session, id)?;
+        let Some(mut task) = self.take_lease(id) else {
+            return Ok(());
+        };
+        task.attempts = task.attempts.saturating_sub(1);
+        let queue = task.queue.clone();
+        if let Some(q) = self.queues.get_mut(&queue) {
+            q.store.push_front(task);
+        }
+        self.dispatch(&queue, now);
+        self.dispatch_for(session, now);
+        Ok(())
+    }
+
+    pub(super) fn touch(
+        &mut self,
+        session: SessionId,
+        id: TaskId,
+        now: Millis,
+    ) -> Result<(), Failure> {
+        self.leased_to(session, id)?;
+        let deadline = now.after(self.config.ack_wait);
+        if let Some(lease) = self.leases.get_mut(&id) {
+            self.lease_order.remove(&(lease.deadline, id));
+            lease.deadline = deadline;
+            self.lease_order.insert((deadline, id));
+        }
+        Ok(())
+    }
+
+    /// Redeliver expired leases and answer timed-out `get`s with `empty`.
+    pub fn expire(&mut self, now: Millis) {
+        while let Some(&(deadline, id)) = self.lease_order.first() {
+            if deadline > now {
+                break;
+            }
+            let session = self.leases.get(&id).map(|l| l.session);
+            if let Some(mut task) = self.take_lease(id) {
+                task.last_error = Some(format!(
+                    "lease expired: not acked within {} ms",
+                    self.config.ack_wait.as_millis()
+                ));
+                let queue = task.queue.clone();
+                self.requeue_front(task, now);
+                self.dispatch(&queue, now);
+            } else {
+                self.lease_order.remove(&(deadline, id));
+            }
+            if let Some(s) = session {
+                self.dispatch_for(s, now);
+            }
+        }
+        while let Some(&(deadline, key)) = self.waiter_order.first() {
+            if deadline > now {
+                break;
+            }
+            self.waiter_order.remove(&(deadline, key));
+            if let Some(w) = self.waiters.remove(&key) {
+                if let Some(s) = self.sessions.get_mut(&w.session) {
+                    s.waiters = s.waiters.saturating_sub(1);
+                }
+                if let Some(q) = self.queues.get_mut(&w.queue) {
+                    q.waiters.retain(|k| *k != key);
+                }
+                self.out.push(Output {
+                    to: w.session,
+                    msg: ServerMsg::Empty {
+                        req: w.req,
+                        queue: w.queue,
+                    },
+                    droppable: false,
+                });
+            }
+        }
+    }
+
+    /// Back to the front of its queue, or to the dead-letter queue if out of attempts.
+    pub(super) fn requeue_front(&mut self, task: StoredTask, now: Millis) {
+        if task.attempts >= task.max_attempts {
+            self.dead_letter(task, now);
+        } else if let Some(q) = self.queues.get_mut(&task.queue) {
+            q.store.push_front(task);
+        }
+    }
+
+    pub(super) fn dead_letter(&mut self, task: StoredTask, now: Millis) {
+        let error = match &task.last_error {
+            Some(e) => format!("gave up after {} attempt(s): {e}", task.attempts),
+            None => format!("gave up after {} attempt(s)", task.attempts),
+        };
+        let entry = json!({
+            "id": task.id,
+            "queue": task.queue,
+            "kind": task.kind,
+            "payload": task.payload,
+            "attempts": task.attempts,
+            "error": error,
+        });
+        tracing::debug!(task = %task.id, queue = %task.queue, "task dead-lettered");
+        if let Some(dead) = task.queue.dead_letter() {
+            self.push_forced(&dead, entry, now);
+        }
+        self.reply(
+            &task,
+            Reply {
+                id: task.id,
+                ok: false,
+                result: None,
+                error: Some(error),
+            },
+            now,
+        );
+    }
+
+    /// Add an entry the hub itself produced (a reply, a dead letter). A full queue drops its
+    /// oldest entry rather than refuse, so memory stays bounded; every drop is counted and logged.
+    pub(super) fn push_forced(&mut self, queue: &QueueName, payload: Value, now: Millis) {
+        let max = self.config.max_queue_len;
+        self.next_task += 1;
+        let task = StoredTask {
+            id: TaskId(self.next_task),
+            queue: queue.clone(),
+            kind: None,
+            payload,
+            reply_to: None,
+            max_attempts: self.config.max_attempts,
+            attempts: 0,
+            last_error: None,
+        };
+        let dropped = match self.queue_mut(queue) {
+            Ok(q) => {
+                let dropped = q.len() >= max && q.store.pop_front().is_some();
+                q.store.push_back(task);
+                dropped
+            }
+            Err(_) => true,
+        };
+        if dropped {
+            self.dead_dropped += 1;
+            tracing::warn!(%queue, "queue full or too many queues: dropped one reply or dead letter");
+        }
+        self.dispatch(queue, now);
+    }
+
+    pub(super) fn reply(&mut self, task: &StoredTask, reply: Reply, now: Millis) {
+        let Some(to) = &task.reply_to else {
+            return;
+        };
+        if to.is_inbox() {
+            let owner = to.as_str()[INBOX_PREFIX.len()..].parse().map(SessionId);
+            if let Ok(owner) = owner
+                && self.sessions.contains_key(&owner)
+            {
+                self.out.push(Output {
+                    to: owner,
+                    msg: ServerMsg::Reply(reply),
+                    droppable: false,
+                });
+            }
+            return;
+        }
+        let payload = serde_json::to_value(&reply).unwrap_or(Value::Null);
+        self.push_forced(to, payload, now);
+    }
+}
