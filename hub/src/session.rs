@@ -32,8 +32,10 @@ use crate::hub::{Hub, Link};
 
 type Ws = WebSocketStream<Replay>;
 
-/// Frames a session takes in one go when several have already arrived.
+/// Frames a session takes in one go when several have already arrived, and the most bytes of
+/// them it decodes before applying.
 const READ_BATCH: usize = 256;
+const READ_BATCH_BYTES: usize = 256 * 1024;
 
 /// Why a session ended.
 #[derive(Debug)]
@@ -389,9 +391,13 @@ impl Conn {
                     let mut batch = Vec::new();
                     let mut next = Some(frame);
                     let mut taken = 0;
+                    // Bounded by count and by bytes, so a burst of large frames is not all
+                    // decoded into memory at once.
+                    let mut bytes = 0;
                     while let Some(frame) = next.take() {
                         match frame {
                             Some(Ok(Message::Text(text))) => {
+                                bytes += text.len();
                                 match decode_client(&text, hub.config.max_message_bytes) {
                                     Ok(msg) => batch.push(msg),
                                     Err(e) => {
@@ -408,7 +414,7 @@ impl Conn {
                             }
                         }
                         taken += 1;
-                        if taken < READ_BATCH {
+                        if taken < READ_BATCH && bytes < READ_BATCH_BYTES {
                             next = self.source.next().now_or_never();
                         }
                     }
