@@ -321,7 +321,9 @@ impl BrowserWorker {
         let mut config = WorkerConfig::new("default", Secret::new(key), queues);
         config.role = Role::Browser;
         config.concurrency = concurrency.clamp(1, 64);
-        config.prefetch = config.concurrency * 2;
+        // A deep window: each task costs two postMessage hops and a hub round trip, so a shallow
+        // one leaves the Web Workers idle between tiny tasks. Unstarted tasks go back on close.
+        config.prefetch = (config.concurrency * 16).min(256);
         config.backoff_max_ms = 10_000;
         let inner = Rc::new_cyclic(|me| {
             RefCell::new(Inner {
