@@ -38,6 +38,8 @@ struct Inner {
     retired_pool: Option<Pool>,
     next_socket: u64,
     timer: Option<Timeout>,
+    /// When `timer` fires.
+    timer_at: Option<Millis>,
     pool: Option<Pool>,
     compute_url: String,
     outbox: VecDeque<String>,
@@ -192,12 +194,19 @@ impl Inner {
             let soon = now + DRAIN_POLL_MS;
             at = Some(at.map_or(soon, |t| t.min(soon)));
         }
+        // Most inputs leave the deadline where it was: keep the armed timer rather than pay for a
+        // new closure and setTimeout on every message.
+        if at == self.timer_at && self.timer.is_some() {
+            return;
+        }
+        self.timer_at = at;
         self.timer = at.map(|t| {
             let me = self.me.clone();
             let delay = u32::try_from(t - now).unwrap_or(u32::MAX);
             Timeout::new(delay, move || {
                 if let Some(inner) = me.upgrade() {
                     with(&inner, |i| {
+                        i.timer_at = None; // fired: the next pump must arm again
                         let now = i.now();
                         i.sm.handle_timeout(now);
                     });
@@ -335,6 +344,7 @@ impl BrowserWorker {
                 retired_pool: None,
                 next_socket: 0,
                 timer: None,
+                timer_at: None,
                 pool: None,
                 compute_url,
                 outbox: VecDeque::new(),
