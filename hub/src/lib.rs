@@ -10,7 +10,7 @@
 //! - `session`: one connection: handshake under a timeout, then a read loop and a writer task.
 //! - `server`: the accept loop and graceful shutdown; [`run`] is what `taskhub serve` calls, and
 //!   [`Running`] runs a hub in the background (tests, the demo).
-//! - [`bench`]: the `taskhub bench` load generator.
+//! - [`mod@bench`]: the `taskhub bench` load generator.
 //! - `main.rs` (the binary): the `taskhub` command line: serve, put, get, submit, pub, sub, stats,
 //!   demo, bench.
 
