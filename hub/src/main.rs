@@ -103,8 +103,9 @@ struct BenchArgs {
     /// Connections timed for connect+auth.
     #[arg(long, default_value_t = 50)]
     connects: usize,
-    /// Also hold this many idle authenticated sessions and report hub memory per session.
-    #[arg(long, default_value_t = 0)]
+    /// Connection-scale mode: also hold this many idle authenticated sessions (10,000 when
+    /// given without a number) and report hub memory per session. Raise `ulimit -n` to match.
+    #[arg(long, default_value_t = 0, num_args = 0..=1, default_missing_value = "10000")]
     idle_sessions: usize,
     /// Pid of the hub given with --hub, for its CPU and memory figures.
     #[arg(long)]
