@@ -36,7 +36,7 @@ struct Args {
     /// Seconds to let tasks in flight finish after the first SIGINT/SIGTERM.
     #[arg(long, default_value_t = 30)]
     grace: u64,
-    /// Name shown in the hub's logs.
+    /// Name shown in the hub's stats and on the dashboard.
     #[arg(long)]
     name: Option<String>,
 }
