@@ -198,6 +198,7 @@ struct FlatServer<'a> {
     workers: Option<Vec<WorkerStats>>,
     acked: Option<u64>,
     failed: Option<u64>,
+    stored_bytes: Option<u64>,
     code: Option<ErrorCode>,
     message: Option<String>,
 }
@@ -259,6 +260,7 @@ impl FlatServer<'_> {
                     workers: self.workers.unwrap_or_default(),
                     acked: self.acked.unwrap_or(0),
                     failed: self.failed.unwrap_or(0),
+                    stored_bytes: self.stored_bytes.unwrap_or(0),
                 },
             },
             "error" => ServerMsg::Error {
@@ -565,6 +567,7 @@ mod tests {
                     }],
                     acked: 9,
                     failed: 1,
+                    stored_bytes: 12,
                 },
             },
             ServerMsg::error(Some(6), ErrorCode::Forbidden, "nope"),

@@ -250,6 +250,9 @@ pub struct Stats {
     /// Tasks failed since the hub started.
     #[serde(default)]
     pub failed: u64,
+    /// Payload bytes of every task the hub holds now, against its `max_stored_bytes`.
+    #[serde(default)]
+    pub stored_bytes: u64,
 }
 
 /// A message from the hub to a client. Decoded by [`crate::codec`]'s flat reader, like

@@ -32,7 +32,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// On shutdown, how long sessions get to close before they are cut (default 5 s).
     pub shutdown_grace: Duration,
-    /// Queue limits: max queue length, max queues, ack-wait, max attempts, max prefetch.
+    /// Queue limits: max queue length, max queues, max stored bytes, ack-wait, max attempts, max
+    /// prefetch.
     pub broker: BrokerConfig,
 }
 
@@ -76,6 +77,9 @@ impl Config {
             return err("max_connections and outbox must be at least 1");
         }
         let b = &self.broker;
+        if b.max_stored_bytes < self.max_message_bytes {
+            return err("max_stored_bytes must be at least max_message_bytes");
+        }
         if b.max_queue_len == 0 || b.max_queues == 0 {
             return err("max_queue_len and max_queues must be at least 1");
         }

@@ -149,6 +149,9 @@ struct ServeArgs {
     max_queue_len: usize,
     #[arg(long, default_value_t = 10_000)]
     max_queues: usize,
+    /// Payload bytes of all the tasks the hub holds before puts get queue_full.
+    #[arg(long, default_value_t = 1 << 30)]
+    max_stored_bytes: usize,
     /// Messages buffered per session.
     #[arg(long, default_value_t = 4_096)]
     outbox: usize,
@@ -425,6 +428,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     config.handshake_timeout = secs(args.handshake_timeout, "--handshake-timeout")?;
     config.broker.max_queue_len = args.max_queue_len;
     config.broker.max_queues = args.max_queues;
+    config.broker.max_stored_bytes = args.max_stored_bytes;
     config.broker.ack_wait = secs(args.ack_wait, "--ack-wait")?;
     config.broker.max_attempts = args.max_attempts;
     config.broker.max_prefetch = args.max_prefetch;

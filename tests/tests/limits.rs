@@ -149,3 +149,25 @@ async fn connections_beyond_the_limit_are_refused_with_a_reason() {
     assert!(ok.is_some());
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn the_hub_refuses_puts_past_its_byte_budget_and_recovers() {
+    let hub = hub(|c| {
+        c.max_message_bytes = 1024;
+        c.broker.max_stored_bytes = 2048;
+    })
+    .await;
+    let c = client(&hub.url()).await;
+    let big = || json!("y".repeat(898)); // 900 bytes as JSON
+    c.put("a", big(), &PutOptions::default()).await.unwrap();
+    c.put("b", big(), &PutOptions::default()).await.unwrap();
+    let err = c.put("c", big(), &PutOptions::default()).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Hub { code: ErrorCode::QueueFull, message } if message.contains("max_stored_bytes")),
+        "{err}"
+    );
+    assert_eq!(c.stats().await.unwrap().stored_bytes, 1800);
+    c.get("a", Duration::ZERO).await.unwrap().unwrap();
+    c.put("c", big(), &PutOptions::default()).await.unwrap();
+    hub.stop().await;
+}

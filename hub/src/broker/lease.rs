@@ -6,7 +6,8 @@ use taskhub_core::names::INBOX_PREFIX;
 use taskhub_core::protocol::Reply;
 use taskhub_core::{ErrorCode, Millis, QueueName, ServerMsg, SessionId, TaskId};
 
-use super::{Broker, Failure, Lease, Output, StoredTask, TaskStore};
+use super::store::json_len;
+use super::{Broker, Charge, Failure, Lease, Output, StoredTask, TaskStore};
 
 impl<S: TaskStore> Broker<S> {
     pub(super) fn leased_to(&self, session: SessionId, id: TaskId) -> Result<&Lease, Failure> {
@@ -223,6 +224,7 @@ impl<S: TaskStore> Broker<S> {
     pub(super) fn push_forced(&mut self, queue: &QueueName, payload: Value, now: Millis) {
         let max = self.config.max_queue_len;
         self.next_task += 1;
+        let charge = Charge::new(json_len(&payload), &self.stored_bytes);
         let task = StoredTask {
             id: TaskId(self.next_task),
             queue: queue.clone(),
@@ -232,6 +234,7 @@ impl<S: TaskStore> Broker<S> {
             max_attempts: self.config.max_attempts,
             attempts: 0,
             last_error: None,
+            charge,
         };
         let dropped = match self.queue_mut(queue) {
             Ok(q) => {

@@ -32,7 +32,8 @@ use taskhub_core::{ClientMsg, ErrorCode, Millis, QueueName, Role, ServerMsg, Ses
 use dispatch::envelope;
 use idhash::{IdMap, IdSet};
 use pubsub::Subscriptions;
-pub use store::{MemoryStore, StoredTask, TaskStore};
+use store::json_len;
+pub use store::{Charge, MemoryStore, StoredTask, TaskStore};
 
 /// The broker's limits. `crate::Config` fills these in.
 #[derive(Debug, Clone)]
@@ -41,6 +42,10 @@ pub struct BrokerConfig {
     pub max_queue_len: usize,
     /// Queues the hub will create; a request naming a new queue beyond gets `too_many_queues`.
     pub max_queues: usize,
+    /// Payload bytes of every task the hub holds (ready, in flight, results, dead letters); a
+    /// `put` beyond gets `queue_full`. Results and dead letters are never refused: they replace
+    /// the task they report on.
+    pub max_stored_bytes: usize,
     pub ack_wait: Duration,
     /// Default for tasks put without `max_attempts`.
     pub max_attempts: u32,
@@ -57,6 +62,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             max_queue_len: 1_000_000,
             max_queues: 10_000,
+            max_stored_bytes: 1 << 30,
             ack_wait: Duration::from_secs(30),
             max_attempts: 5,
             max_prefetch: 1_000,
@@ -138,6 +144,8 @@ pub struct Broker<S: TaskStore = MemoryStore> {
     subs: Subscriptions,
     /// Dead-letter entries dropped because a dead-letter queue was full.
     dead_dropped: u64,
+    /// Payload bytes of every task held; see [`BrokerConfig::max_stored_bytes`].
+    stored_bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     acked: u64,
     failed: u64,
     out: Vec<Output>,
@@ -157,6 +165,7 @@ impl<S: TaskStore> Broker<S> {
             next_task: 0,
             subs: Subscriptions::default(),
             dead_dropped: 0,
+            stored_bytes: Default::default(),
             acked: 0,
             failed: 0,
             out: Vec::new(),
@@ -433,6 +442,17 @@ impl<S: TaskStore> Broker<S> {
             return Err((ErrorCode::BadRequest, "kind must be 1 to 128 bytes".into()));
         }
         self.check_room(&queue)?;
+        let size = json_len(&payload);
+        let max = self.config.max_stored_bytes;
+        if self.stored_bytes() + size > max {
+            return Err((
+                ErrorCode::QueueFull,
+                format!(
+                    "the hub holds {} bytes of tasks and its limit is {max} (max_stored_bytes); retry later",
+                    self.stored_bytes()
+                ),
+            ));
+        }
         self.next_task += 1;
         let id = TaskId(self.next_task);
         let task = StoredTask {
@@ -444,6 +464,7 @@ impl<S: TaskStore> Broker<S> {
             max_attempts,
             attempts: 0,
             last_error: None,
+            charge: Charge::new(size, &self.stored_bytes),
         };
         self.queue_mut(&queue)?.store.push_back(task);
         self.dispatch(&queue, now);
@@ -590,7 +611,13 @@ impl<S: TaskStore> Broker<S> {
             workers,
             acked: self.acked,
             failed: self.failed,
+            stored_bytes: self.stored_bytes() as u64,
         }
+    }
+
+    /// Payload bytes of every task the hub holds.
+    pub fn stored_bytes(&self) -> usize {
+        self.stored_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Entries dropped from full reply or dead-letter queues since start.

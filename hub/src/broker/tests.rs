@@ -580,3 +580,45 @@ fn answers_keep_request_order_when_requests_are_applied_together() {
         vec!["queued 5", "deliver 5", "queued 6", "deliver 6"]
     );
 }
+
+#[test]
+fn the_hub_bounds_the_bytes_it_holds_and_frees_them_whatever_the_path() {
+    let mut h = Harness::new(BrokerConfig {
+        max_stored_bytes: 100,
+        ..BrokerConfig::default()
+    });
+    let forty = || json!("x".repeat(38)); // 40 bytes as JSON
+    let a = h.put("tasks", forty());
+    h.put("tasks", forty());
+    assert_eq!(h.b.stored_bytes(), 80);
+    let out = h.send(
+        P,
+        ClientMsg::Put {
+            req: Some(1),
+            queue: q("tasks"),
+            payload: forty(),
+            kind: None,
+            reply_to: None,
+            max_attempts: None,
+        },
+    );
+    assert!(
+        matches!(&out[0].msg, ServerMsg::Error { code: ErrorCode::QueueFull, message, .. } if message.contains("max_stored_bytes")),
+        "{out:?}"
+    );
+    // Taken by get: gone for good, its bytes free.
+    assert!(got_payload(&h.get("tasks", 0)).is_some());
+    assert_eq!(h.b.stored_bytes(), 40);
+    // Leased and acked: free too. Leased and the session closed: still held (back in the queue).
+    h.put("tasks", forty());
+    let ids = h.consume(W1, "tasks", 2);
+    assert!(!ids.contains(&a));
+    h.b.close_session(W1, h.now);
+    assert_eq!(h.b.stored_bytes(), 80);
+    let ids = h.consume(W2, "tasks", 2);
+    for id in ids {
+        h.ack(W2, id, json!(null));
+    }
+    assert_eq!(h.b.stored_bytes(), 0);
+    assert_eq!(h.b.stats().stored_bytes, 0);
+}
