@@ -235,3 +235,48 @@ fn sigterm_stops_serve_gracefully_and_closes_sessions() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("shutting down"), "{err}");
 }
+
+#[test]
+fn the_hub_never_logs_its_key() {
+    let key = "s3cret-key-that-must-not-leak";
+    let mut hub = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--key", key])
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(hub.stdout.take().unwrap()).lines();
+    let url = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_string();
+    // Good and bad sessions, requests and errors: everything that makes the hub log.
+    assert!(taskhub(&["put", "--hub", &url, "--key", key, "q", "1"]).0);
+    assert!(taskhub(&["get", "--hub", &url, "--key", key, "q"]).0);
+    assert!(!taskhub(&["stats", "--hub", &url, "--key", "wrong-key"]).0);
+    assert!(!taskhub(&["get", "--hub", &url, "--key", key, "q", "--timeout", "0"]).0);
+    let pid = hub.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = hub.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        logs.contains("authentication failed"),
+        "the hub logged at trace level:\n{logs}"
+    );
+    assert!(!logs.contains(key), "the key leaked into the logs:\n{logs}");
+    assert!(
+        !logs.contains("wrong-key"),
+        "a presented key leaked into the logs:\n{logs}"
+    );
+}

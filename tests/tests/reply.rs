@@ -102,3 +102,38 @@ async fn a_failed_task_comes_back_to_submit_as_an_error() {
     assert!(err.contains("unknown task kind \"no-such-kind\""), "{err}");
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_tasks_run_off_the_workers_event_loop() {
+    let hub = hub(|_| {}).await;
+    let _w = in_process_worker(&hub.url(), "mixed", 2);
+    let c = client(&hub.url()).await;
+    // A long primes and a square on one worker with two slots: the square comes back first,
+    // which it could not if primes ran on the loop that reads the square's delivery.
+    let slow = c.submit(
+        "mixed",
+        vec![json!(60_000_000)],
+        PutOptions::kind("primes"),
+        Some(Duration::from_secs(60)),
+    );
+    let quick = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        c.submit(
+            "mixed",
+            vec![json!(9)],
+            PutOptions::kind("square"),
+            Some(Duration::from_secs(60)),
+        )
+        .await
+    };
+    tokio::pin!(slow);
+    let first = tokio::select! {
+        r = &mut slow => ("primes", r.unwrap()),
+        r = quick => ("square", r.unwrap()),
+    };
+    assert_eq!(first.0, "square", "{first:?}");
+    assert_eq!(first.1[0].result, Some(json!("9 * 9 = 81")));
+    let primes = slow.await.unwrap();
+    assert_eq!(primes[0].result, Some(json!(3_562_115)));
+    hub.stop().await;
+}
