@@ -39,7 +39,8 @@ pub struct Browser {
 /// A page (tab) in the browser.
 #[derive(Debug, Clone)]
 pub struct Page {
-    session: String,
+    /// The DevTools session attached to this page, for [`Browser::call`].
+    pub session: String,
 }
 
 #[derive(Debug)]
