@@ -121,25 +121,36 @@ impl Hub {
         if wake {
             self.timer.notify_one();
         }
+        // Set once the caller is being closed: its remaining answers are not worth waiting for.
+        let mut caller_closing = false;
         for (link, out) in outputs {
             let msg = Message::text(encode_server(&out.msg));
+            let full = match link.tx.try_send(msg) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => continue,
+                Err(mpsc::error::TrySendError::Full(msg)) => msg,
+            };
             if Some(out.to) == caller {
-                let sent = tokio::time::timeout(self.config.idle_timeout, link.tx.send(msg)).await;
-                if sent.is_err() {
-                    link.kill.notify_one();
+                if caller_closing {
+                    continue;
                 }
-                continue;
-            }
-            match link.tx.try_send(msg) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) if out.droppable => {
-                    self.dropped_messages.fetch_add(1, Ordering::Relaxed);
+                // Backpressure on the caller's own requests: wait for room, but not past a kill
+                // (another session found this outbox full) or the idle timeout.
+                tokio::select! {
+                    _ = link.tx.send(full) => {}
+                    _ = link.kill.notified() => {
+                        link.kill.notify_one(); // leave the signal for the session loop
+                        caller_closing = true;
+                    }
+                    _ = tokio::time::sleep(self.config.idle_timeout) => {
+                        link.kill.notify_one();
+                        caller_closing = true;
+                    }
                 }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(session = %out.to, "outbox full: closing slow consumer");
-                    link.kill.notify_one();
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            } else if out.droppable {
+                self.dropped_messages.fetch_add(1, Ordering::Relaxed);
+            } else {
+                tracing::warn!(session = %out.to, "outbox full: closing slow consumer");
+                link.kill.notify_one();
             }
         }
     }
