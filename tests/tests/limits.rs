@@ -99,6 +99,7 @@ async fn malformed_json_gets_an_error_and_the_session_stays_usable() {
 }
 
 use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn a_full_queue_refuses_puts_by_name() {
@@ -169,5 +170,51 @@ async fn the_hub_refuses_puts_past_its_byte_budget_and_recovers() {
     assert_eq!(c.stats().await.unwrap().stored_bytes, 1800);
     c.get("a", Duration::ZERO).await.unwrap().unwrap();
     c.put("c", big(), &PutOptions::default()).await.unwrap();
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer_and_others_carry_on() {
+    let hub = hub(|c| {
+        c.outbox = 16;
+        c.broker.max_prefetch = 8;
+    })
+    .await;
+    let _worker = taskhub_tests::in_process_worker(&hub.url(), "big", 2);
+    let observer = client(&hub.url()).await;
+
+    // A producer that asks for large results in its inbox and never reads them. Once its socket
+    // buffers and its outbox are full, the hub must close it rather than hold everything.
+    let (mut deaf, welcome) = Raw::authenticate(&hub.url(), taskhub_tests::KEY, "producer").await;
+    let inbox = welcome["inbox"].as_str().unwrap().to_string();
+    let payload = "z".repeat(64 * 1024);
+    let sender = tokio::spawn(async move {
+        for _ in 0..400 {
+            let put = json!({"type": "put", "queue": "big", "kind": "echo", "payload": payload,
+                             "reply_to": inbox});
+            // Sends start failing once the hub has closed the session.
+            if deaf.ws.send(Message::text(put.to_string())).await.is_err() {
+                break;
+            }
+        }
+        deaf
+    });
+
+    let gone = taskhub_tests::eventually(Duration::from_secs(30), || async {
+        let s = observer.stats().await.unwrap();
+        (s.sessions["producer"] == 1).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the deaf producer is still connected");
+    // The connection really is closed: draining it ends.
+    let mut deaf = sender.await.unwrap();
+    let _ = deaf.until_closed().await;
+    // Everyone else carries on.
+    observer
+        .put("big", json!("after"), &PutOptions::default())
+        .await
+        .unwrap();
+    let s = observer.stats().await.unwrap();
+    assert_eq!(s.sessions["worker"], 1, "the worker was not harmed");
     hub.stop().await;
 }
