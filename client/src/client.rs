@@ -71,6 +71,36 @@ impl PutOptions {
     }
 }
 
+/// Where puts go, with names validated once, not once per task.
+struct Target {
+    queue: QueueName,
+    kind: Option<String>,
+    reply_to: Option<QueueName>,
+    max_attempts: Option<u32>,
+}
+
+impl Target {
+    fn new(queue: &str, opts: &PutOptions) -> Result<Target, ClientError> {
+        Ok(Target {
+            queue: QueueName::new(queue)?,
+            kind: opts.kind.clone(),
+            reply_to: opts.reply_to.clone().map(QueueName::new).transpose()?,
+            max_attempts: opts.max_attempts,
+        })
+    }
+
+    fn put(&self, payload: Value) -> ClientMsg {
+        ClientMsg::Put {
+            req: None,
+            queue: self.queue.clone(),
+            payload,
+            kind: self.kind.clone(),
+            reply_to: self.reply_to.clone(),
+            max_attempts: self.max_attempts,
+        }
+    }
+}
+
 /// What went wrong, worded for the person at the terminal.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -279,22 +309,6 @@ impl Client {
         self.finish(rx).await
     }
 
-    fn put_msg(
-        &self,
-        queue: &QueueName,
-        payload: Value,
-        opts: &PutOptions,
-    ) -> Result<ClientMsg, ClientError> {
-        Ok(ClientMsg::Put {
-            req: None,
-            queue: queue.clone(),
-            payload,
-            kind: opts.kind.clone(),
-            reply_to: opts.reply_to.clone().map(QueueName::new).transpose()?,
-            max_attempts: opts.max_attempts,
-        })
-    }
-
     /// Put one task; returns its id once the hub has accepted it.
     pub async fn put(
         &self,
@@ -302,9 +316,8 @@ impl Client {
         payload: Value,
         opts: &PutOptions,
     ) -> Result<TaskId, ClientError> {
-        let queue = QueueName::new(queue)?;
-        let msg = self.put_msg(&queue, payload, opts)?;
-        match self.request(msg).await? {
+        let target = Target::new(queue, opts)?;
+        match self.request(target.put(payload)).await? {
             ServerMsg::Queued { task, .. } => Ok(task),
             other => Err(unexpected(&other)),
         }
@@ -317,7 +330,7 @@ impl Client {
         payloads: Vec<Value>,
         opts: &PutOptions,
     ) -> Result<Vec<TaskId>, ClientError> {
-        let queue = QueueName::new(queue)?;
+        let target = Target::new(queue, opts)?;
         let mut ids = Vec::with_capacity(payloads.len());
         let mut window = std::collections::VecDeque::new();
         for payload in payloads {
@@ -326,7 +339,7 @@ impl Client {
             {
                 ids.push(self.queued(rx).await?);
             }
-            window.push_back(self.start(self.put_msg(&queue, payload, opts)?).await?);
+            window.push_back(self.start(target.put(payload)).await?);
         }
         for rx in window {
             ids.push(self.queued(rx).await?);
@@ -395,15 +408,13 @@ impl Client {
         payload: Value,
         kind: Option<&str>,
     ) -> Result<Reply, ClientError> {
-        let msg = ClientMsg::Put {
-            req: None,
+        let target = Target {
             queue: queue.clone(),
-            payload,
             kind: kind.map(str::to_string),
             reply_to: Some(self.inbox.clone()),
             max_attempts: None,
         };
-        let id = self.queued(self.start(msg).await?).await?;
+        let id = self.queued(self.start(target.put(payload)).await?).await?;
         let wait = self.expect_reply(id);
         self.reply(wait).await
     }
