@@ -479,9 +479,16 @@ mod tests {
             },
             ClientMsg::Stats { req: Some(9) },
         ];
+        // The list `explain` names in its errors must match what the decoder accepts.
+        assert_eq!(msgs.len(), KNOWN_CLIENT_TYPES.len());
         for msg in msgs {
             let text = encode_client(&msg);
             assert_eq!(decode_client(&text, 1 << 20).as_ref(), Ok(&msg), "{text}");
+            let ty: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert!(
+                KNOWN_CLIENT_TYPES.contains(&ty["type"].as_str().unwrap()),
+                "{text}"
+            );
         }
         // Defaults: a fail without `retry` retries; an auth without `role` is a producer.
         let fail = decode_client(r#"{"type":"fail","task":1,"error":"x"}"#, 1024).unwrap();

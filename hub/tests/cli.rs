@@ -21,6 +21,13 @@ impl Drop for Hub {
     }
 }
 
+/// Ask a process to stop, as `kill` or a service manager would.
+fn sigterm(child: &Child) {
+    let pid = child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success());
+}
+
 /// `taskhub serve` on a free port, without --key: it must generate and print one.
 fn serve_generated_key() -> Hub {
     let mut child = Command::new(BIN)
@@ -219,14 +226,7 @@ fn sigterm_stops_serve_gracefully_and_closes_sessions() {
             "subscriber never connected: {out}"
         );
     }
-    let pid = hub.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&hub.child);
     let status = hub.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     // The subscriber was told why its session ended.
@@ -260,14 +260,7 @@ fn the_hub_never_logs_its_key() {
     assert!(taskhub(&["get", "--hub", &url, "--key", key, "q"]).0);
     assert!(!taskhub(&["stats", "--hub", &url, "--key", "wrong-key"]).0);
     assert!(!taskhub(&["get", "--hub", &url, "--key", key, "q", "--timeout", "0"]).0);
-    let pid = hub.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&hub);
     let out = hub.wait_with_output().unwrap();
     let logs = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -163,20 +163,15 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                 }
                 Event::Run(job) if exec.is_none() && handlers::is_light(job.kind.as_deref()) => {
                     // A microsecond of work: a trip through the blocking pool would cost more.
+                    let now = d.now();
                     match handlers::run(job.kind.as_deref(), &job.payload) {
-                        Ok(Outcome::Wait { ms, then }) => {
+                        Ok(Outcome::Done(v)) => d.sm.handle_task_done(job.token, Ok(v), now),
+                        Err(f) => d.sm.handle_task_done(job.token, Err(f), now),
+                        Ok(waits) => {
                             let done = done_tx.clone();
                             tokio::spawn(async move {
-                                tokio::time::sleep(Duration::from_millis(ms)).await;
-                                let _ = done.send((job.token, Ok(then))).await;
+                                let _ = done.send((job.token, Ok(settle(waits).await))).await;
                             });
-                        }
-                        result => {
-                            let now = d.now();
-                            let result = result.map(|o| match o {
-                                Outcome::Done(v) | Outcome::Wait { then: v, .. } => v,
-                            });
-                            d.sm.handle_task_done(job.token, result, now);
                         }
                     }
                 }
@@ -263,11 +258,16 @@ async fn run_builtin(job: Job) -> Result<Value, Failure> {
     let outcome = tokio::task::spawn_blocking(move || handlers::run(kind.as_deref(), &payload))
         .await
         .map_err(|e| Failure::retryable(format!("handler crashed: {e}")))??;
+    Ok(settle(outcome).await)
+}
+
+/// A handler's result, after the wait it asked for (if any), on tokio's timer.
+async fn settle(outcome: Outcome) -> Value {
     match outcome {
-        Outcome::Done(v) => Ok(v),
+        Outcome::Done(v) => v,
         Outcome::Wait { ms, then } => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            Ok(then)
+            then
         }
     }
 }
