@@ -20,7 +20,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
 use crate::pool::{Pool, Report};
-use crate::socket::{Socket, SocketEvent};
+use crate::socket::{Connection, SocketEvent};
 
 /// Past this many bytes waiting in the socket, frames wait in our own bounded queue.
 const HIGH_WATER: u32 = 1 << 20;
@@ -31,12 +31,9 @@ struct Inner {
     sm: Worker,
     url: String,
     me: Weak<RefCell<Inner>>,
-    socket: Option<(u64, Socket)>,
-    /// Sockets and pools already shut down, freed on a later turn (never inside their own
-    /// callbacks).
-    retired: Vec<Socket>,
+    conn: Connection,
+    /// A pool already shut down, freed on a later turn (never inside its own callbacks).
     retired_pool: Option<Pool>,
-    next_socket: u64,
     timer: Option<Timeout>,
     /// When `timer` fires.
     timer_at: Option<Millis>,
@@ -101,7 +98,7 @@ impl Inner {
     }
 
     fn flush(&mut self) {
-        let Some((_, socket)) = &self.socket else {
+        let Some(socket) = self.conn.socket() else {
             self.outbox.clear();
             return;
         };
@@ -161,29 +158,21 @@ impl Inner {
     }
 
     fn connect(&mut self, out: &mut Vec<JsValue>) {
-        self.next_socket += 1;
-        let id = self.next_socket;
         let me = self.me.clone();
-        let opened = Socket::open(&self.url, move |ev| {
+        let opened = self.conn.open(&self.url, move |id, ev| {
             if let Some(inner) = me.upgrade() {
                 on_socket(&inner, id, ev);
             }
         });
-        match opened {
-            Ok(socket) => self.socket = Some((id, socket)),
-            Err(reason) => {
-                out.push(js_event(json!({"type": "error", "message": reason})));
-                let now = self.now();
-                self.sm.handle_disconnected(now, &reason, random_u64());
-            }
+        if let Err(reason) = opened {
+            out.push(js_event(json!({"type": "error", "message": reason})));
+            let now = self.now();
+            self.sm.handle_disconnected(now, &reason, random_u64());
         }
     }
 
     fn retire_socket(&mut self) {
-        if let Some((_, socket)) = self.socket.take() {
-            socket.shutdown();
-            self.retired.push(socket);
-        }
+        self.conn.retire();
         self.outbox.clear();
     }
 
@@ -247,7 +236,7 @@ fn with(inner: &Rc<RefCell<Inner>>, input: impl FnOnce(&mut Inner)) {
             return;
         };
         // What was retired earlier is safe to free now: we are not inside its callbacks.
-        i.retired.clear();
+        i.conn.free_retired();
         i.retired_pool = None;
         input(&mut i);
         let events = i.pump();
@@ -274,7 +263,7 @@ fn deliver(listener: Option<Function>, events: Vec<JsValue>, resolved: Vec<Funct
 
 fn on_socket(inner: &Rc<RefCell<Inner>>, id: u64, ev: SocketEvent) {
     with(inner, |i| {
-        if i.socket.as_ref().map(|(sid, _)| *sid) != Some(id) {
+        if !i.conn.is_current(id) {
             return; // an old socket's late event
         }
         let now = i.now();
@@ -340,10 +329,8 @@ impl BrowserWorker {
                 sm: Worker::new(config),
                 url: hub_url,
                 me: me.clone(),
-                socket: None,
-                retired: Vec::new(),
+                conn: Connection::default(),
                 retired_pool: None,
-                next_socket: 0,
                 timer: None,
                 timer_at: None,
                 pool: None,

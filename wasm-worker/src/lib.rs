@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //!
-//! - `socket`: an owned browser WebSocket; its callbacks live and die with it.
+//! - `socket`: an owned browser WebSocket whose callbacks live and die with it, and `Connection`,
+//!   the current one plus those it replaced (never freed inside their own callbacks).
 //! - `pool`: a pool of dedicated Web Workers that run task handlers off the page's thread.
 //! - `driver`: `BrowserWorker`, the JS-facing worker: feeds the state machine, drains it.
 //! - `monitor`: `HubMonitor`, a dashboard's authenticated session polling `stats`.

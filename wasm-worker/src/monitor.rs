@@ -13,7 +13,7 @@ use taskhub_core::{ClientMsg, Role, ServerMsg};
 use wasm_bindgen::prelude::*;
 
 use crate::driver::{entropy, js_event};
-use crate::socket::{Socket, SocketEvent};
+use crate::socket::{Connection, SocketEvent};
 
 /// Wait before reconnecting after the hub went away.
 const RECONNECT_MS: u32 = 2_000;
@@ -22,9 +22,7 @@ struct Inner {
     url: String,
     key: Secret,
     me: Weak<RefCell<Inner>>,
-    socket: Option<(u64, Socket)>,
-    retired: Vec<Socket>,
-    next_socket: u64,
+    conn: Connection,
     handshake: Option<ClientHandshake>,
     every_ms: u32,
     ticker: Option<Interval>,
@@ -35,17 +33,14 @@ struct Inner {
 
 impl Inner {
     fn connect(&mut self, out: &mut Vec<JsValue>) {
-        self.next_socket += 1;
-        let id = self.next_socket;
         let me = self.me.clone();
-        let opened = Socket::open(&self.url, move |ev| {
+        let opened = self.conn.open(&self.url, move |id, ev| {
             if let Some(inner) = me.upgrade() {
                 on_socket(&inner, id, ev);
             }
         });
         match opened {
-            Ok(s) => {
-                self.socket = Some((id, s));
+            Ok(()) => {
                 self.handshake = Some(ClientHandshake::new(
                     DEFAULT_KEY_ID,
                     self.key.clone(),
@@ -60,10 +55,7 @@ impl Inner {
     }
 
     fn lost(&mut self, reason: &str, out: &mut Vec<JsValue>) {
-        if let Some((_, s)) = self.socket.take() {
-            s.shutdown();
-            self.retired.push(s);
-        }
+        self.conn.retire();
         self.ticker = None;
         self.handshake = None;
         if self.failed {
@@ -82,7 +74,7 @@ impl Inner {
     }
 
     fn send(&self, msg: &ClientMsg) {
-        if let Some((_, s)) = &self.socket {
+        if let Some(s) = self.conn.socket() {
             let _ = s.send(&encode_client(msg));
         }
     }
@@ -130,7 +122,7 @@ fn with(inner: &Rc<RefCell<Inner>>, f: impl FnOnce(&mut Inner, &mut Vec<JsValue>
         let Ok(mut i) = inner.try_borrow_mut() else {
             return;
         };
-        i.retired.clear();
+        i.conn.free_retired();
         let mut out = Vec::new();
         f(&mut i, &mut out);
         (out, i.listener.clone())
@@ -144,7 +136,7 @@ fn with(inner: &Rc<RefCell<Inner>>, f: impl FnOnce(&mut Inner, &mut Vec<JsValue>
 
 fn on_socket(inner: &Rc<RefCell<Inner>>, id: u64, ev: SocketEvent) {
     with(inner, |i, out| {
-        if i.socket.as_ref().map(|(sid, _)| *sid) != Some(id) {
+        if !i.conn.is_current(id) {
             return;
         }
         match ev {
@@ -174,9 +166,7 @@ impl HubMonitor {
                 url: hub_url,
                 key: Secret::new(key),
                 me: me.clone(),
-                socket: None,
-                retired: Vec::new(),
-                next_socket: 0,
+                conn: Connection::default(),
                 handshake: None,
                 every_ms: 1_000,
                 ticker: None,
@@ -199,7 +189,7 @@ impl HubMonitor {
     pub fn start(&self, every_ms: u32) {
         with(&self.inner, |i, out| {
             i.every_ms = every_ms.max(100);
-            if i.socket.is_none() {
+            if i.conn.socket().is_none() {
                 i.connect(out);
             }
         });

@@ -94,3 +94,53 @@ impl Drop for Socket {
         self.shutdown();
     }
 }
+
+/// A driver's one current socket, and the ones it replaced. Late events from a replaced socket
+/// are told apart by id. Replaced sockets are shut down at once but freed on a later turn, never
+/// inside one of their own callbacks.
+#[derive(Default)]
+pub(crate) struct Connection {
+    current: Option<(u64, Socket)>,
+    retired: Vec<Socket>,
+    opened: u64,
+}
+
+impl Connection {
+    /// Open `url`, replacing any current socket; `handler` gets each event with the socket's id.
+    pub fn open(
+        &mut self,
+        url: &str,
+        handler: impl Fn(u64, SocketEvent) + 'static,
+    ) -> Result<(), String> {
+        self.retire();
+        self.opened += 1;
+        let id = self.opened;
+        let socket = Socket::open(url, move |ev| handler(id, ev))?;
+        self.current = Some((id, socket));
+        Ok(())
+    }
+
+    /// Whether `id` names the current socket (not one already replaced or closed).
+    pub fn is_current(&self, id: u64) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|(current, _)| *current == id)
+    }
+
+    pub fn socket(&self) -> Option<&Socket> {
+        self.current.as_ref().map(|(_, s)| s)
+    }
+
+    /// Close the current socket now; free it later with [`Connection::free_retired`].
+    pub fn retire(&mut self) {
+        if let Some((_, socket)) = self.current.take() {
+            socket.shutdown();
+            self.retired.push(socket);
+        }
+    }
+
+    /// Free retired sockets. Call only from outside their callbacks.
+    pub fn free_retired(&mut self) {
+        self.retired.clear();
+    }
+}
