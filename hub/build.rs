@@ -1,14 +1,16 @@
 //! Builds the browser worker so the hub binary can serve a working join page with no manual step.
 //!
-//! It runs a nested `cargo build -p wasm-worker --target wasm32-unknown-unknown --release` into a
-//! target directory of its own (shared by debug, release and clippy builds, so it compiles once and
-//! then only when the core or the browser worker changes), then generates the `--target web` JS
-//! glue with `wasm-bindgen-cli-support` into `OUT_DIR/pkg`. `src/assets.rs` embeds the result, so
-//! the one `taskhub` binary carries everything it serves.
+//! `taskhub_bundle::compile` runs a nested `cargo build -p wasm-worker --target
+//! wasm32-unknown-unknown --release` into a target directory of its own (shared by debug, release
+//! and clippy builds, so it compiles once and then only when the core or the browser worker
+//! changes); `taskhub_bundle::bindgen` generates the `--target web` JS glue into `OUT_DIR/pkg`.
+//! `src/assets.rs` embeds the result, so the one `taskhub` binary carries everything it serves.
+//!
+//! Without the wasm32 target the hub still builds: one cargo warning says how to add it, and the
+//! join page says browser workers are not built in (`TASKHUB_BROWSER_WORKER=missing`).
 
 use std::env;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
@@ -23,42 +25,58 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let out = PathBuf::from(env::var_os("OUT_DIR").unwrap_or_default());
+    let pkg = out.join("pkg");
+    if !taskhub_bundle::target_installed() {
+        placeholder(&pkg);
+        // Build again once the target appears (cargo reruns a script whose watched path is
+        // missing on every build, so this costs a check per build until then).
+        println!("cargo:rerun-if-changed={}", sysroot_target().display());
+        println!(
+            "cargo:warning=browser workers are not built in: the wasm32 target is missing. \
+             Run `rustup target add {}` (or `rustup toolchain install`), then build again.",
+            taskhub_bundle::WASM_TARGET
+        );
+        println!("cargo:rustc-env=TASKHUB_BROWSER_WORKER=missing");
+        return;
+    }
     // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out.
     let target = out.ancestors().nth(4).unwrap_or(&out).join("wasm-worker");
-
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "-p", "wasm-worker", "--lib", "--release"])
-        .args(["--target", "wasm32-unknown-unknown", "--target-dir"])
-        .arg(&target)
-        // The outer build's flags and wrappers (clippy, coverage) are for the host, not for wasm.
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTC_WRAPPER")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET")
-        // No debug info in the shipped module: it only makes the download bigger.
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        _ => panic!(
-            "building the browser worker (wasm-worker for wasm32) failed; \
-             is the target installed? run: rustup target add wasm32-unknown-unknown"
-        ),
+    let wasm = match taskhub_bundle::compile("wasm-worker", &root, &target) {
+        Ok(w) => w,
+        Err(e) => panic!("building the browser worker failed: {e}"),
+    };
+    if let Err(e) = taskhub_bundle::bindgen(&wasm, "wasm_worker", &pkg) {
+        panic!("{e}");
     }
-    let wasm = target.join("wasm32-unknown-unknown/release/wasm_worker.wasm");
-    let pkg = out.join("pkg");
-    let mut bindgen = wasm_bindgen_cli_support::Bindgen::new();
-    bindgen
-        .input_path(&wasm)
-        .typescript(false)
-        .out_name("wasm_worker")
-        // Let `init()` find the .wasm next to the .js, as the CLI does for `--target web`.
-        .omit_default_module_path(false);
-    if let Err(e) = bindgen.web(true).and_then(|b| b.generate(&pkg)) {
-        panic!("wasm-bindgen could not process {}: {e}", wasm.display());
+    println!("cargo:rustc-env=TASKHUB_BROWSER_WORKER=built");
+}
+
+/// Where the wasm32 standard library would be, for `rerun-if-changed`.
+fn sysroot_target() -> PathBuf {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = std::process::Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(taskhub_bundle::WASM_TARGET)
+}
+
+/// Stand-ins for the package, so the binary builds and the join page explains itself.
+fn placeholder(pkg: &Path) {
+    let js = r#"// This hub was built without the browser worker: every entry point says so.
+const why = "this hub was built without browser workers (the wasm32 target was missing). On the hub machine run `rustup target add wasm32-unknown-unknown`, rebuild taskhub, restart it and reload this page";
+export default async function init() { throw new Error(why); }
+export class BrowserWorker { constructor() { throw new Error(why); } }
+export class HubMonitor { constructor() { throw new Error(why); } }
+export function runTask() { throw new Error(why); }
+"#;
+    let written = std::fs::create_dir_all(pkg)
+        .and_then(|()| std::fs::write(pkg.join("wasm_worker.js"), js))
+        .and_then(|()| std::fs::write(pkg.join("wasm_worker_bg.wasm"), b""));
+    if let Err(e) = written {
+        panic!("cannot write {}: {e}", pkg.display());
     }
 }

@@ -11,10 +11,13 @@
 //! - [`protocol`]: the typed wire messages, [`ClientMsg`] and [`ServerMsg`], and [`ErrorCode`].
 //! - [`codec`]: the only place where text frames become typed messages; enforces the size limit.
 //! - [`auth`]: the mutual HMAC-SHA256 challenge-response handshake.
-//! - [`handlers`]: the built-in task handlers, looked up by task kind.
+//! - [`handlers`]: the handler registry ([`handlers::Handlers`]) both workers run, and the
+//!   built-in kinds.
+//! - [`bundle`]: the manifest of a browser worker bundle.
 //! - [`worker`]: the worker state machine both workers drive.
 
 pub mod auth;
+pub mod bundle;
 pub mod codec;
 pub mod handlers;
 pub mod names;

@@ -261,7 +261,7 @@ pub async fn run(opts: BenchOptions) -> Result<Report, String> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         stops.push(stop);
         tokio::spawn(taskhub_worker::run(
-            taskhub_worker::Options::new(url.clone(), config),
+            taskhub_worker::Options::new(url.clone(), config, taskhub_worker::Handlers::builtins()),
             async {
                 let _ = stopped.await;
             },

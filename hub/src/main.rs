@@ -472,7 +472,7 @@ async fn demo() -> anyhow::Result<()> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         stops.push(stop);
         workers.push(tokio::spawn(taskhub_worker::run(
-            taskhub_worker::Options::new(url.clone(), config),
+            taskhub_worker::Options::new(url.clone(), config, taskhub_worker::Handlers::builtins()),
             async {
                 let _ = stopped.await;
             },

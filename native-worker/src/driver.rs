@@ -10,7 +10,7 @@ use serde_json::Value;
 use taskhub_client::transport::{self, WsStream};
 use taskhub_core::Millis;
 use taskhub_core::auth::NONCE_BYTES;
-use taskhub_core::handlers::{self, Failure, Outcome};
+use taskhub_core::handlers::{Failure, Handlers, Outcome};
 use taskhub_core::worker::{Event, Job, Worker, WorkerConfig};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -23,7 +23,9 @@ use crate::exec;
 pub struct Options {
     pub url: String,
     pub worker: WorkerConfig,
-    /// Run this shell command for every task instead of the built-in handlers.
+    /// What runs each task, by kind.
+    pub handlers: Arc<Handlers>,
+    /// Run this shell command for every task instead of `handlers`.
     pub exec: Option<String>,
     pub connect_timeout: Duration,
     /// Largest `--exec` stdout accepted as a result.
@@ -31,10 +33,12 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn new(url: impl Into<String>, worker: WorkerConfig) -> Self {
+    /// A worker on `url` running `handlers`.
+    pub fn new(url: impl Into<String>, worker: WorkerConfig, handlers: Handlers) -> Self {
         Options {
             url: url.into(),
             worker,
+            handlers: Arc::new(handlers),
             exec: None,
             connect_timeout: Duration::from_secs(10),
             max_result_bytes: 512 << 10,
@@ -138,6 +142,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     let capacity = opts.worker.concurrency.max(1) as usize * 2;
     let (done_tx, mut done_rx) = mpsc::channel::<(u64, Result<Value, Failure>)>(capacity);
     let exec = opts.exec.clone().map(Arc::new);
+    let handlers = opts.handlers.clone();
     tokio::pin!(shutdown);
     let mut stopping = false;
     loop {
@@ -158,13 +163,19 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                     d.close().await;
                     d.lost("");
                 }
-                Event::Authenticated { session } => {
-                    tracing::info!(%session, url = %opts.url, "connected; consuming {:?}", opts.worker.queues);
+                Event::Authenticated { session, prefetch } => {
+                    if prefetch < opts.worker.prefetch {
+                        tracing::warn!(
+                            "--prefetch {} is above the hub's limit; using {prefetch}",
+                            opts.worker.prefetch
+                        );
+                    }
+                    tracing::info!(%session, url = %opts.url, prefetch, "connected; consuming {:?}", opts.worker.queues);
                 }
-                Event::Run(job) if exec.is_none() && handlers::is_light(job.kind.as_deref()) => {
+                Event::Run(job) if exec.is_none() && !handlers.is_heavy(job.kind.as_deref()) => {
                     // A microsecond of work: a trip through the blocking pool would cost more.
                     let now = d.now();
-                    match handlers::run(job.kind.as_deref(), &job.payload) {
+                    match run_handler(&handlers, &job) {
                         Ok(Outcome::Done(v)) => d.sm.handle_task_done(job.token, Ok(v), now),
                         Err(f) => d.sm.handle_task_done(job.token, Err(f), now),
                         Ok(waits) => {
@@ -175,9 +186,13 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                         }
                     }
                 }
-                Event::Run(job) => {
-                    spawn_job(job, exec.clone(), opts.max_result_bytes, done_tx.clone())
-                }
+                Event::Run(job) => spawn_job(
+                    job,
+                    exec.clone(),
+                    handlers.clone(),
+                    opts.max_result_bytes,
+                    done_tx.clone(),
+                ),
                 Event::Retrying { in_ms, reason } => {
                     tracing::warn!(
                         "hub unreachable ({reason}); retrying in {:.1} s",
@@ -239,6 +254,7 @@ async fn sleep_until(at: Option<Instant>) {
 fn spawn_job(
     job: Job,
     exec: Option<Arc<String>>,
+    handlers: Arc<Handlers>,
     max_result_bytes: usize,
     done: mpsc::Sender<(u64, Result<Value, Failure>)>,
 ) {
@@ -246,18 +262,39 @@ fn spawn_job(
         let token = job.token;
         let result = match exec {
             Some(cmd) => exec::run(&cmd, &job, max_result_bytes).await,
-            None => run_builtin(job).await,
+            None => run_heavy(handlers, job).await,
         };
         let _ = done.send((token, result)).await;
     });
 }
 
-/// Built-in handlers are CPU work: they run on the blocking pool, off the reactor.
-async fn run_builtin(job: Job) -> Result<Value, Failure> {
-    let Job { kind, payload, .. } = job;
-    let outcome = tokio::task::spawn_blocking(move || handlers::run(kind.as_deref(), &payload))
+/// Run a task's handler. A handler that panics fails its task (retryable, with the panic's
+/// message) and the worker carries on.
+fn run_handler(handlers: &Handlers, job: &Job) -> Result<Outcome, Failure> {
+    let run = || {
+        handlers.run_task(
+            job.id,
+            job.kind.as_deref(),
+            &job.payload,
+            job.attempt,
+            job.session,
+        )
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(Failure::retryable(format!("handler panicked: {message}")))
+    })
+}
+
+/// Heavy handlers are CPU work: they run on the blocking pool, off the reactor.
+async fn run_heavy(handlers: Arc<Handlers>, job: Job) -> Result<Value, Failure> {
+    let outcome = tokio::task::spawn_blocking(move || run_handler(&handlers, &job))
         .await
-        .map_err(|e| Failure::retryable(format!("handler crashed: {e}")))??;
+        .map_err(|e| Failure::retryable(format!("handler did not finish: {e}")))??;
     Ok(settle(outcome).await)
 }
 

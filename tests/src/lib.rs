@@ -169,9 +169,15 @@ impl Drop for Proc {
 
 /// `taskhub serve --listen LISTEN` as a process; returns it and the URL it printed.
 pub fn serve(listen: &str) -> (Proc, String) {
+    serve_with(listen, &[])
+}
+
+/// [`serve`] with more flags.
+pub fn serve_with(listen: &str, extra: &[&str]) -> (Proc, String) {
     let mut p = Proc::spawn(
         Command::new(bin("taskhub"))
             .args(["serve", "--listen", listen, "--key", KEY])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped()),
     );
@@ -182,18 +188,33 @@ pub fn serve(listen: &str) -> (Proc, String) {
     (p, url)
 }
 
-/// A native worker running in this process (the library the binary wraps). Dropping the returned
-/// sender stops it gracefully.
+/// A native worker running the built-in handlers in this process (the library the binary wraps).
+/// Dropping the returned sender stops it gracefully.
 pub fn in_process_worker(
     url: &str,
     queue: &str,
     concurrency: u32,
 ) -> tokio::sync::oneshot::Sender<()> {
+    worker_with(
+        url,
+        queue,
+        concurrency,
+        taskhub_worker::Handlers::builtins(),
+    )
+}
+
+/// [`in_process_worker`] running `handlers`.
+pub fn worker_with(
+    url: &str,
+    queue: &str,
+    concurrency: u32,
+    handlers: taskhub_worker::Handlers,
+) -> tokio::sync::oneshot::Sender<()> {
     let queues = vec![taskhub_core::QueueName::new(queue).unwrap()];
     let mut config = taskhub_core::worker::WorkerConfig::new("default", Secret::new(KEY), queues);
     config.concurrency = concurrency;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let opts = taskhub_worker::Options::new(url, config);
+    let opts = taskhub_worker::Options::new(url, config, handlers);
     tokio::spawn(taskhub_worker::run(opts, async {
         let _ = stopped.await;
     }));

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use taskhub_tests::{KEY, cli, client, serve, worker};
+use taskhub_tests::{KEY, cli, client, serve, serve_with, worker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_result_arrives_when_a_worker_is_killed_mid_run() {
@@ -230,4 +230,46 @@ async fn a_signalled_worker_finishes_its_tasks_and_a_second_signal_exits_at_once
         .await
         .unwrap();
     assert_eq!(exit.code(), Some(130), "{exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_asking_more_prefetch_than_the_hub_allows_still_takes_tasks() {
+    let (_hub, url) = serve_with("127.0.0.1:0", &["--max-prefetch", "100"]);
+    let _w = worker(&url, "tasks", &["--prefetch", "5000", "--concurrency", "2"]);
+    let c = client(&url).await;
+    let replies = c
+        .submit(
+            "tasks",
+            (0..300).map(serde_json::Value::from).collect(),
+            taskhub_client::PutOptions::kind("square"),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert!(replies.iter().all(|r| r.ok), "{replies:?}");
+    assert_eq!(replies[299].result, Some(Value::from("299 * 299 = 89401")));
+    let stats = c.stats().await.unwrap();
+    assert_eq!(stats.workers[0].acked, 300, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_queue_the_hub_refuses_exits_and_says_why() {
+    let (_hub, url) = serve("127.0.0.1:0");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(taskhub_tests::bin("taskhub-worker"))
+            .args(["--hub", &url, "--key", KEY, "--queue", "_inbox.1"])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    });
+    let out = tokio::time::timeout(Duration::from_secs(20), out)
+        .await
+        .expect("the worker exits instead of sitting idle")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused to let this worker consume _inbox.1") && err.contains("forbidden"),
+        "{err}"
+    );
 }

@@ -120,7 +120,7 @@ impl Inner {
                 let now = self.now();
                 self.sm.handle_disconnected(now, "", random_u64());
             }
-            Event::Authenticated { session } => {
+            Event::Authenticated { session, .. } => {
                 out.push(js_event(json!({"type": "connected", "session": session})));
             }
             Event::Run(job) => {

@@ -8,7 +8,8 @@
 //! - `pool`: a pool of dedicated Web Workers that run task handlers off the page's thread.
 //! - `driver`: `BrowserWorker`, the JS-facing worker: feeds the state machine, drains it.
 //! - `monitor`: `HubMonitor`, a dashboard's authenticated session polling `stats`.
-//! - [`run_task`]: the handler entry point the pool's Web Workers call.
+//! - [`run_task`]: the handler entry point the pool's Web Workers call; [`install`] replaces the
+//!   built-in handlers with a bundle's (`taskhub_worker::browser_bundle!`).
 
 #[cfg(target_arch = "wasm32")]
 mod driver;
@@ -24,28 +25,79 @@ pub use driver::BrowserWorker;
 #[cfg(target_arch = "wasm32")]
 pub use monitor::HubMonitor;
 
+use std::sync::OnceLock;
+
 use serde_json::{Value, json};
-use taskhub_core::handlers::{self, Outcome};
+use taskhub_core::handlers::{Handlers, Outcome};
+use taskhub_core::{SessionId, TaskId};
 use wasm_bindgen::prelude::*;
 
-/// Run the built-in handler for `kind` on a JSON payload. Returns the outcome as JSON text:
+static INSTALLED: OnceLock<Handlers> = OnceLock::new();
+
+/// Make `handlers` the ones [`run_task`] runs in this wasm instance. The first call wins; without
+/// one, the built-in kinds run. `taskhub_worker::browser_bundle!` calls this from the export
+/// `taskhubInstall`, which the compute Web Worker calls once after loading a bundle.
+pub fn install(handlers: Handlers) -> bool {
+    INSTALLED.set(handlers).is_ok()
+}
+
+fn registry() -> &'static Handlers {
+    INSTALLED.get_or_init(Handlers::builtins)
+}
+
+/// Run the handler for `kind` on a JSON payload. Returns the outcome as JSON text:
 /// `{"ok": true, "result": ..}`, `{"ok": true, "result": .., "wait_ms": n}` for handlers that wait
 /// (the caller waits `n` ms with its own timer, then reports), or
-/// `{"ok": false, "error": "..", "retry": bool}`.
+/// `{"ok": false, "error": "..", "retry": bool}`. `id`, `attempt` and `session` describe the task
+/// to handlers that want them (0 when unknown).
 #[wasm_bindgen(js_name = runTask)]
-pub fn run_task(kind: Option<String>, payload_json: &str) -> String {
-    outcome_json(kind.as_deref(), payload_json).to_string()
+pub fn run_task(
+    kind: Option<String>,
+    payload_json: &str,
+    id: Option<f64>,
+    attempt: Option<u32>,
+    session: Option<f64>,
+) -> String {
+    let meta = Meta {
+        id: TaskId(id.unwrap_or(0.0) as u64),
+        attempt: attempt.unwrap_or(1),
+        session: session.filter(|s| *s > 0.0).map(|s| SessionId(s as u64)),
+    };
+    outcome_json(registry(), kind.as_deref(), payload_json, meta).to_string()
+}
+
+/// The kinds this instance runs, as JSON text: `[{"kind": "square", "heavy": false}, ...]`.
+#[wasm_bindgen(js_name = taskhubKinds)]
+pub fn kinds() -> String {
+    let kinds: Vec<Value> = registry()
+        .kinds()
+        .map(|(kind, heavy)| json!({"kind": kind, "heavy": heavy}))
+        .collect();
+    Value::Array(kinds).to_string()
+}
+
+/// Which task a [`run_task`] call is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta {
+    pub id: TaskId,
+    pub attempt: u32,
+    pub session: Option<SessionId>,
 }
 
 /// The pure part of [`run_task`], testable natively.
-pub fn outcome_json(kind: Option<&str>, payload_json: &str) -> Value {
+pub fn outcome_json(
+    handlers: &Handlers,
+    kind: Option<&str>,
+    payload_json: &str,
+    meta: Meta,
+) -> Value {
     let payload: Value = match serde_json::from_str(payload_json) {
         Ok(v) => v,
         Err(e) => {
             return json!({"ok": false, "error": format!("payload is not JSON: {e}"), "retry": false});
         }
     };
-    match handlers::run(kind, &payload) {
+    match handlers.run_task(meta.id, kind, &payload, meta.attempt, meta.session) {
         Ok(Outcome::Done(v)) => json!({"ok": true, "result": v}),
         Ok(Outcome::Wait { ms, then }) => json!({"ok": true, "result": then, "wait_ms": ms}),
         Err(f) => json!({"ok": false, "error": f.message, "retry": f.retry}),
@@ -56,21 +108,31 @@ pub fn outcome_json(kind: Option<&str>, payload_json: &str) -> Value {
 mod tests {
     use super::*;
 
+    const META: Meta = Meta {
+        id: TaskId(1),
+        attempt: 1,
+        session: None,
+    };
+
+    fn outcome(kind: Option<&str>, payload: &str) -> Value {
+        outcome_json(&Handlers::builtins(), kind, payload, META)
+    }
+
     #[test]
     fn outcomes_are_reported_as_json() {
         assert_eq!(
-            outcome_json(Some("square"), "12"),
+            outcome(Some("square"), "12"),
             json!({"ok": true, "result": "12 * 12 = 144"})
         );
         assert_eq!(
-            outcome_json(Some("sleep"), "5"),
+            outcome(Some("sleep"), "5"),
             json!({"ok": true, "result": {"slept_ms": 5}, "wait_ms": 5})
         );
-        let v = outcome_json(Some("nope"), "1");
+        let v = outcome(Some("nope"), "1");
         assert_eq!(
             (v["ok"].as_bool(), v["retry"].as_bool()),
             (Some(false), Some(false))
         );
-        assert_eq!(outcome_json(Some("echo"), "{oops")["ok"], json!(false));
+        assert_eq!(outcome(Some("echo"), "{oops")["ok"], json!(false));
     }
 }

@@ -1,8 +1,8 @@
 //! Dedicated Web Workers that run task handlers, so the page stays responsive while a tab computes.
 //!
 //! Each worker loads `compute.js` (served by the hub), which loads this same wasm module and calls
-//! [`crate::run_task`]. Jobs go out as `{token, kind, payload}`; results come back as
-//! `{token, out}` where `out` is `run_task`'s JSON text.
+//! [`crate::run_task`]. Jobs go out as `{token, kind, payload, id, attempt, session}`; results
+//! come back as `{token, out}` where `out` is `run_task`'s JSON text.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -107,6 +107,10 @@ impl Pool {
                 .unwrap_or(JsValue::NULL);
             let _ = Reflect::set(&msg, &"kind".into(), &kind);
             let _ = Reflect::set(&msg, &"payload".into(), &job.payload.to_string().into());
+            let _ = Reflect::set(&msg, &"id".into(), &(job.id.0 as f64).into());
+            let _ = Reflect::set(&msg, &"attempt".into(), &job.attempt.into());
+            let session = job.session.map_or(0.0, |s| s.0 as f64);
+            let _ = Reflect::set(&msg, &"session".into(), &session.into());
             if slot.worker.post_message(&msg).is_err() {
                 self.waiting.push_front(job);
                 return;

@@ -169,11 +169,20 @@ impl Producer {
 
 #[wasm_bindgen_test]
 fn handlers_run_in_wasm() {
-    let out: Value = serde_json::from_str(&run_task(Some("square".into()), "3411")).unwrap();
+    let out: Value =
+        serde_json::from_str(&run_task(Some("square".into()), "3411", None, None, None)).unwrap();
     assert_eq!(out, json!({"ok": true, "result": "3411 * 3411 = 11634921"}));
-    let out: Value = serde_json::from_str(&run_task(Some("primes".into()), "1000000")).unwrap();
+    let out: Value = serde_json::from_str(&run_task(
+        Some("primes".into()),
+        "1000000",
+        None,
+        None,
+        None,
+    ))
+    .unwrap();
     assert_eq!(out["result"], json!(78_498));
-    let out: Value = serde_json::from_str(&run_task(Some("nope".into()), "1")).unwrap();
+    let out: Value =
+        serde_json::from_str(&run_task(Some("nope".into()), "1", None, None, None)).unwrap();
     assert_eq!(
         (out["ok"].as_bool(), out["retry"].as_bool()),
         (Some(false), Some(false))

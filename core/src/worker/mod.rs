@@ -71,6 +71,8 @@ pub struct Job {
     pub kind: Option<String>,
     pub payload: Value,
     pub attempt: u32,
+    /// This worker's session on the hub.
+    pub session: Option<SessionId>,
 }
 
 /// Something for the driver to do or to show.
@@ -80,8 +82,9 @@ pub enum Event {
     Connect,
     /// Close the transport, then call `handle_disconnected`.
     Close,
-    /// The handshake succeeded; tasks will flow.
-    Authenticated { session: SessionId },
+    /// The handshake succeeded; tasks will flow, at most `prefetch` ahead. `prefetch` is the
+    /// configured one, lowered to the hub's `max_prefetch` if it was above it.
+    Authenticated { session: SessionId, prefetch: u32 },
     /// Run a task.
     Run(Job),
     /// The connection is gone; the next attempt is in `in_ms`.
@@ -122,12 +125,18 @@ enum State {
     Ready {
         session: SessionId,
         touch_every_ms: u64,
+        /// The configured prefetch, clamped to what the hub allows.
+        prefetch: u32,
     },
     /// Asked the driver to close; waiting for `handle_disconnected`.
     Closing,
     Failed,
     Stopped,
 }
+
+/// The `req` of the worker's `consume`, so that the hub's refusal can be told apart from errors
+/// about single tasks. A refused `consume` is fatal: the worker would sit connected and idle.
+const CONSUME_REQ: u64 = 1;
 
 #[derive(Debug)]
 struct Running {
@@ -260,27 +269,29 @@ impl Worker {
                             return;
                         };
                         self.failed_attempts = 0;
+                        // Asking for more than the hub allows would get the consume refused.
+                        let prefetch = self.config.prefetch.min(limits.max_prefetch).max(1);
                         self.state = State::Ready {
                             session,
                             touch_every_ms: (limits.ack_wait_ms / 2).max(50),
+                            prefetch,
                         };
-                        self.events.push_back(Event::Authenticated { session });
+                        self.events
+                            .push_back(Event::Authenticated { session, prefetch });
                         if self.stop_deadline.is_none() {
                             self.send(&ClientMsg::Consume {
-                                req: None,
+                                req: Some(CONSUME_REQ),
                                 queues: self.config.queues.clone(),
-                                prefetch: self.config.prefetch,
+                                prefetch,
                             });
                         }
                     }
                     Err(e) => self.auth_error(e),
                 },
             },
-            State::Ready { .. } => match msg {
+            State::Ready { prefetch, .. } => match msg {
                 ServerMsg::Deliver { task } => {
-                    if self.stop_deadline.is_some()
-                        || self.prefetched.len() >= self.config.prefetch as usize
-                    {
+                    if self.stop_deadline.is_some() || self.prefetched.len() >= *prefetch as usize {
                         self.send(&ClientMsg::Release {
                             req: None,
                             task: task.id,
@@ -289,6 +300,22 @@ impl Worker {
                         self.prefetched.push_back(task);
                         self.start_more(now);
                     }
+                }
+                ServerMsg::Error {
+                    req: Some(CONSUME_REQ),
+                    code,
+                    message,
+                } => {
+                    let queues: Vec<&str> =
+                        self.config.queues.iter().map(QueueName::as_str).collect();
+                    let reason = format!(
+                        "the hub refused to let this worker consume {}: {message} ({code})",
+                        queues.join(", ")
+                    );
+                    self.last_reason = reason.clone();
+                    self.state = State::Failed;
+                    self.events.push_back(Event::Failed(reason));
+                    self.events.push_back(Event::Close);
                 }
                 ServerMsg::Error { code, message, .. } => {
                     self.events.push_back(Event::HubError { code, message });
@@ -455,6 +482,10 @@ impl Worker {
         if self.stop_deadline.is_some() {
             return;
         }
+        let session = match self.state {
+            State::Ready { session, .. } => Some(session),
+            _ => None,
+        };
         while self.running.len() < self.config.concurrency as usize {
             let Some(task) = self.prefetched.pop_front() else {
                 break;
@@ -475,6 +506,7 @@ impl Worker {
                 kind: task.kind,
                 payload: task.payload,
                 attempt: task.attempt,
+                session,
             }));
         }
     }

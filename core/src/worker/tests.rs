@@ -126,13 +126,14 @@ fn handshake_then_consume_run_and_ack() {
     assert_eq!(
         ev,
         vec![Event::Authenticated {
-            session: SessionId(9)
+            session: SessionId(9),
+            prefetch: 4
         }]
     );
     assert_eq!(
         p.sent(),
         vec![ClientMsg::Consume {
-            req: None,
+            req: Some(CONSUME_REQ),
             queues: vec![QueueName::new("tasks").unwrap()],
             prefetch: 4
         }]
@@ -382,4 +383,72 @@ fn abandon_hands_back_everything_at_once() {
     assert_eq!(p.events(), vec![Event::Close, Event::Stopped]);
     p.w.handle_task_done(run[0].token, Ok(json!(1)), p.now);
     assert!(p.sent().is_empty(), "no ack for a released task");
+}
+
+#[test]
+fn prefetch_above_the_hubs_limit_is_clamped_to_it() {
+    let mut c = config();
+    c.concurrency = 2;
+    c.prefetch = 5_000;
+    let mut p = Pair::new(c);
+    let ev = p.handshake();
+    // The scripted hub announces max_prefetch 100.
+    assert_eq!(
+        ev,
+        vec![Event::Authenticated {
+            session: SessionId(9),
+            prefetch: 100
+        }]
+    );
+    let sent = p.sent();
+    assert!(
+        matches!(&sent[..], [ClientMsg::Consume { prefetch: 100, .. }]),
+        "{sent:?}"
+    );
+    // And it keeps 100 tasks waiting (2 more run), not 5,000.
+    for id in 1..=103 {
+        p.deliver(id, "sleep", json!(1));
+    }
+    let released: Vec<ClientMsg> = p
+        .sent()
+        .into_iter()
+        .filter(|m| matches!(m, ClientMsg::Release { .. }))
+        .collect();
+    assert_eq!(
+        released,
+        vec![ClientMsg::Release {
+            req: None,
+            task: TaskId(103)
+        }]
+    );
+}
+
+#[test]
+fn a_refused_consume_is_fatal_and_says_why() {
+    let mut p = Pair::new(config());
+    p.handshake();
+    p.sent();
+    p.hub_says(ServerMsg::error(
+        Some(CONSUME_REQ),
+        ErrorCode::BadRequest,
+        "prefetch must be 1 to 10",
+    ));
+    let ev = p.events();
+    let Some(Event::Failed(reason)) = ev.first() else {
+        panic!("{ev:?}")
+    };
+    assert!(
+        reason.contains("refused") && reason.contains("tasks") && reason.contains("prefetch must"),
+        "{reason}"
+    );
+    assert!(ev.contains(&Event::Close));
+    assert!(p.w.is_finished());
+    // It does not reconnect.
+    p.w.handle_disconnected(p.now, "closed", 0);
+    assert!(p.events().is_empty());
+    // An error about some other request is not fatal.
+    let mut p = Pair::new(config());
+    p.handshake();
+    p.hub_says(ServerMsg::error(None, ErrorCode::UnknownTask, "no task 5"));
+    assert!(!p.w.is_finished());
 }

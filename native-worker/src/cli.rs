@@ -1,0 +1,199 @@
+//! The worker's command line, for `taskhub-worker` and for users' own worker binaries: every flag
+//! and behaviour in one [`WorkerArgs`], and [`main`] for a binary that is nothing but a worker.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, FromArgMatches};
+use taskhub_core::QueueName;
+use taskhub_core::auth::{DEFAULT_KEY_ID, Secret};
+use taskhub_core::handlers::Handlers;
+use taskhub_core::worker::WorkerConfig;
+
+use crate::driver::{Options, run};
+
+/// Take tasks from a taskhub hub and run them with this worker's handlers or a command.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Hub URL.
+    #[arg(long, env = "TASKHUB_URL", default_value = taskhub_client::DEFAULT_URL)]
+    pub hub: String,
+    /// Shared key.
+    #[arg(long, env = "TASKHUB_KEY", hide_env_values = true)]
+    pub key: String,
+    /// Key id the key is registered under on the hub.
+    #[arg(long, env = "TASKHUB_KEY_ID", default_value = DEFAULT_KEY_ID)]
+    pub key_id: String,
+    /// Queue to consume; repeat for several.
+    #[arg(long = "queue", required = true)]
+    pub queues: Vec<String>,
+    /// Tasks run at once [default: number of CPUs].
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+    /// Tasks the hub may push ahead [default: 2 × concurrency; lowered to the hub's limit].
+    #[arg(long)]
+    pub prefetch: Option<u32>,
+    /// Run this shell command per task instead of the handlers: payload JSON on stdin, result on
+    /// stdout.
+    #[arg(long)]
+    pub exec: Option<String>,
+    /// Seconds to let tasks in flight finish after the first SIGINT/SIGTERM.
+    #[arg(long, default_value_t = 30)]
+    pub grace: u64,
+    /// Name shown in the hub's stats and on the dashboard.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// Flags that cannot work, named.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    #[error("--key must not be empty")]
+    EmptyKey,
+    #[error("bad --queue: {0}")]
+    Queue(#[from] taskhub_core::NameError),
+}
+
+impl WorkerArgs {
+    /// The driver options these flags ask for, running `handlers` (unless `--exec` is given).
+    pub fn options(&self, handlers: Handlers) -> Result<Options, ArgsError> {
+        if self.key.is_empty() {
+            return Err(ArgsError::EmptyKey);
+        }
+        let queues = self
+            .queues
+            .iter()
+            .map(|q| QueueName::new(q.as_str()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let mut config = WorkerConfig::new(&self.key_id, Secret::new(self.key.clone()), queues);
+        config.concurrency = self.concurrency.unwrap_or(cpus).max(1);
+        config.prefetch = self
+            .prefetch
+            .unwrap_or(config.concurrency.saturating_mul(2));
+        config.stop_grace_ms = self.grace.saturating_mul(1000);
+        config.name = self.name.clone();
+        let mut opts = Options::new(&self.hub, config, handlers);
+        opts.exec = self.exec.clone();
+        opts.connect_timeout = Duration::from_secs(10);
+        Ok(opts)
+    }
+
+    /// Run until the first SIGINT/SIGTERM (then finish the tasks in hand within `--grace`); a
+    /// second signal exits the process at once. `Err` says why the worker cannot go on: a wrong
+    /// key, an impostor hub, or a hub that refused its queues.
+    pub async fn run(&self, handlers: Handlers) -> Result<(), String> {
+        let opts = self.options(handlers).map_err(|e| e.to_string())?;
+        let me = program_name(std::env::args_os().next());
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            signal().await;
+            let _ = first_tx.send(());
+            signal().await;
+            eprintln!("{me}: second signal, exiting now");
+            std::process::exit(130);
+        });
+        run(opts, async {
+            let _ = first_rx.await;
+        })
+        .await
+    }
+}
+
+/// Install a `tracing` subscriber writing to stderr (`RUST_LOG`, default `info`).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The whole `main` of a worker binary: parse [`WorkerArgs`] from the command line, log to
+/// stderr, run `handlers` until signalled.
+///
+/// ```no_run
+/// use taskhub_worker::Handlers;
+/// fn main() -> std::process::ExitCode {
+///     taskhub_worker::main(Handlers::builtins())
+/// }
+/// ```
+pub fn main(handlers: Handlers) -> ExitCode {
+    main_from(std::env::args_os(), handlers)
+}
+
+/// [`main`] with the arguments given (the first is the program's name).
+pub fn main_from(args: impl IntoIterator<Item = OsString>, handlers: Handlers) -> ExitCode {
+    let mut args = args.into_iter().peekable();
+    let name = args
+        .peek()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map_or_else(
+            || "worker".to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+    let kinds: Vec<&str> = handlers.kinds().map(|(k, _)| k).collect();
+    let command = WorkerArgs::augment_args(
+        clap::Command::new(name.clone())
+            .version(env!("CARGO_PKG_VERSION"))
+            .about("Take tasks from a taskhub hub and run them.")
+            .after_help(format!("Task kinds this worker runs: {}", kinds.join(", "))),
+    );
+    let parsed = command
+        .try_get_matches_from(args)
+        .and_then(|m| WorkerArgs::from_arg_matches(&m));
+    let worker = match parsed {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(worker.run(handlers)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(reason) => {
+            eprintln!("{name}: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn program_name(argv0: Option<OsString>) -> String {
+    argv0
+        .as_deref()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map_or_else(
+            || "worker".to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+}
+
+async fn signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
