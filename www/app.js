@@ -10,8 +10,11 @@ const queues = params.get("queue") || "tasks";
 const cap = 16;
 const workers = Math.max(1, Math.min(cap, parseInt(params.get("workers"), 10) || navigator.hardwareConcurrency || 2));
 const hub = params.get("hub") || `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/`;
+const wanted = params.get("bundle");
 
 const view = { done: 0, failed: 0, history: [], notice: "" };
+// For tests and the curious: window.taskhub.status(), .notice(), .bundle.
+window.taskhub = { status: () => ({ state: "starting" }), notice: () => view.notice, bundle: null };
 
 function say(text) {
   view.notice = text;
@@ -54,17 +57,57 @@ function render(worker) {
   $("rate").textContent = rate >= 10 ? Math.round(rate) : rate.toFixed(1);
 }
 
+function fail(state, text) {
+  say(text);
+  $("state").textContent = state;
+  $("state").className = "pill failed";
+}
+
+// Which worker bundle this tab runs: `bundle=NAME` in the link, else the hub's default.
+async function chooseBundle() {
+  const index = await (await fetch(new URL("./bundles.json", import.meta.url))).json();
+  const name = wanted || index.default;
+  const bundle = index.bundles.find((b) => b.name === name);
+  if (!bundle) {
+    const names = index.bundles.map((b) => b.name).join(", ") || "none";
+    throw new Error(`this hub serves no worker bundle named "${name}" (it serves: ${names})`);
+  }
+  // Load it here once, so a broken bundle is reported now rather than as failing tasks, and so
+  // the page can list what it really runs.
+  const mod = await import(new URL(`./${bundle.module}`, import.meta.url).href);
+  let kinds;
+  if (bundle.type === "js") {
+    kinds = Object.keys(mod).filter((k) => typeof mod[k] === "function").sort();
+  } else {
+    await mod.default();
+    if (typeof mod.taskhubInstall === "function") mod.taskhubInstall();
+    kinds = JSON.parse(mod.taskhubKinds()).map((k) => k.kind);
+  }
+  if (!kinds.length) throw new Error(`worker bundle "${name}" has no task handlers`);
+  const compute = new URL("./compute.js", import.meta.url);
+  compute.searchParams.set("type", bundle.type);
+  compute.searchParams.set("module", bundle.module);
+  return { name, kinds, compute: compute.href };
+}
+
 async function main() {
   $("queues").textContent = queues;
   $("workers").textContent = workers;
   if (!key) {
-    say("This link has no key. Open the link that `taskhub serve` printed (it ends in #key=...).");
-    $("state").textContent = "no key";
-    $("state").className = "pill failed";
+    fail("no key", "This link has no key. Open the link that `taskhub serve` printed (it ends in #key=...).");
     return;
   }
   await init();
-  const worker = new BrowserWorker(hub, key, queues, workers, new URL("./compute.js", import.meta.url).href);
+  let bundle;
+  try {
+    bundle = await chooseBundle();
+  } catch (err) {
+    fail("no bundle", `Could not load the worker bundle: ${err.message || err}`);
+    return;
+  }
+  $("bundle").textContent = bundle.name;
+  $("bundle-kinds").textContent = bundle.kinds.join(", ");
+  const worker = new BrowserWorker(hub, key, queues, workers, bundle.compute);
   worker.onEvent((event) => {
     if (event.type === "connected") say("");
     const text = plain(event);
@@ -84,8 +127,7 @@ async function main() {
   // closing, but this is faster and does not depend on it).
   addEventListener("pagehide", () => worker.abandon());
   setInterval(() => render(worker), 250);
-  // For tests and the curious: window.taskhub.status().
-  window.taskhub = { worker, status: () => worker.status(), notice: () => view.notice };
+  Object.assign(window.taskhub, { worker, status: () => worker.status(), bundle });
 }
 
 main().catch((err) => say(`Could not start: ${err.message || err}`));

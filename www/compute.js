@@ -1,18 +1,66 @@
-// A dedicated Web Worker that runs task handlers (the same Rust functions the native worker runs),
-// so heavy tasks never block the page. Jobs arrive as {token, kind, payload, id, attempt, session};
-// the answer is {token, out} where `out` is runTask's JSON text, passed through untouched.
-import init, { runTask } from "./pkg/wasm_worker.js";
+// A dedicated Web Worker that runs task handlers off the page's thread. It loads one worker
+// bundle, named in its own URL (`compute.js?type=wasm|js&module=PATH`, same origin only):
+// - wasm: wasm-bindgen glue; `taskhubInstall()` (a user's bundle) replaces the built-in handlers,
+//   then `runTask(kind, payload, id, attempt, session)` runs the same Rust code as the native worker.
+// - js: an ES module whose named exports are handlers, `(payload, task) => result` (or a Promise).
+// Jobs arrive as {token, kind, payload (JSON text), id, attempt, session}; the answer is
+// {token, out}, `out` being {"ok": true, "result": ..[, "wait_ms": n]} or
+// {"ok": false, "error": "..", "retry": bool} as JSON text.
+const here = new URL(import.meta.url);
+const type = here.searchParams.get("type") || "wasm";
+const moduleUrl = new URL(here.searchParams.get("module") || "./pkg/wasm_worker.js", new URL("./", here));
 
-const ready = init();
+const runner = load();
+
+async function load() {
+  if (moduleUrl.origin !== here.origin) throw new Error(`refusing a bundle from another origin: ${moduleUrl.origin}`);
+  const mod = await import(moduleUrl.href);
+  if (type === "js") return jsRunner(mod);
+  await mod.default();
+  if (typeof mod.taskhubInstall === "function") mod.taskhubInstall();
+  return (job) => mod.runTask(job.kind, job.payload, job.id, job.attempt, job.session);
+}
+
+function jsRunner(mod) {
+  const kinds = Object.keys(mod).filter((k) => typeof mod[k] === "function").sort();
+  return async (job) => {
+    if (job.kind == null) {
+      return JSON.stringify({ ok: false, error: "task has no kind; give one with --kind", retry: false });
+    }
+    if (!kinds.includes(job.kind)) {
+      const known = kinds.length ? kinds.join(", ") : "no kinds at all";
+      return JSON.stringify({ ok: false, error: `unknown task kind ${JSON.stringify(job.kind)}; this worker knows ${known}`, retry: false });
+    }
+    let payload;
+    try {
+      payload = JSON.parse(job.payload);
+    } catch (e) {
+      return JSON.stringify({ ok: false, error: `payload is not JSON: ${e.message}`, retry: false });
+    }
+    try {
+      const result = await mod[job.kind](payload, { id: job.id, kind: job.kind, attempt: job.attempt, session: job.session });
+      return JSON.stringify({ ok: true, result: result === undefined ? null : result });
+    } catch (e) {
+      // A thrown Error fails the task with its message; `err.retry = false` dead-letters it at once.
+      const error = e instanceof Error ? e.message : String(e);
+      return JSON.stringify({ ok: false, error, retry: !(e && e.retry === false) });
+    }
+  };
+}
 
 self.onmessage = async (event) => {
-  await ready;
-  const { token, kind, payload, id, attempt, session } = event.data;
-  const out = runTask(kind, payload, id, attempt, session);
+  const job = event.data;
+  let out;
+  try {
+    const run = await runner;
+    out = await run(job);
+  } catch (e) {
+    out = JSON.stringify({ ok: false, error: `this tab could not run the task: ${e.message || e}`, retry: true });
+  }
   const waitMs = JSON.parse(out).wait_ms;
   if (waitMs) {
-    setTimeout(() => self.postMessage({ token, out }), waitMs);
+    setTimeout(() => self.postMessage({ token: job.token, out }), waitMs);
   } else {
-    self.postMessage({ token, out });
+    self.postMessage({ token: job.token, out });
   }
 };

@@ -22,7 +22,7 @@ pub mod transport;
 pub use client::{Client, ClientError, ConnectOptions, PutOptions};
 pub use taskhub_core::auth::Secret;
 pub use taskhub_core::protocol::{Reply, Stats};
-pub use taskhub_core::{Role, Task, TaskId};
+pub use taskhub_core::{QueueName, Role, Task, TaskId};
 
 /// The hub URL used when none is given.
 pub const DEFAULT_URL: &str = "ws://127.0.0.1:7878";

@@ -22,8 +22,15 @@ macro_rules! pkg {
 }
 
 const HTML: &str = "text/html; charset=utf-8";
-const JS: &str = "text/javascript; charset=utf-8";
+pub(crate) const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
+pub(crate) const WASM: &str = "application/wasm";
+pub(crate) const JSON: &str = "application/json";
+
+/// Whether `build.rs` built the browser worker (false: the wasm32 target was missing, and the
+/// package is a stand-in that says so).
+pub(crate) const BROWSER_WORKER_BUILT: bool =
+    matches!(env!("TASKHUB_BROWSER_WORKER").as_bytes(), b"built");
 
 /// The asset at a request path (query string already removed), if any.
 pub(crate) fn lookup(path: &str) -> Option<Asset> {
@@ -35,7 +42,7 @@ pub(crate) fn lookup(path: &str) -> Option<Asset> {
         "/compute.js" => (JS, www!("compute.js")),
         "/style.css" => (CSS, www!("style.css")),
         "/pkg/wasm_worker.js" => (JS, pkg!("wasm_worker.js")),
-        "/pkg/wasm_worker_bg.wasm" => ("application/wasm", pkg!("wasm_worker_bg.wasm")),
+        "/pkg/wasm_worker_bg.wasm" => (WASM, pkg!("wasm_worker_bg.wasm")),
         _ => return None,
     };
     Some(Asset { content_type, body })

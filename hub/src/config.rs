@@ -3,7 +3,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use taskhub_core::auth::{DEFAULT_KEY_ID, Secret};
+
+use crate::bundles::{BUILTIN, Bundle};
 
 use crate::broker::{BrokerConfig, MAX_ATTEMPTS_CEILING};
 
@@ -35,6 +39,11 @@ pub struct Config {
     /// Queue limits: max queue length, max queues, max stored bytes, ack-wait, max attempts, max
     /// prefetch.
     pub broker: BrokerConfig,
+    /// Worker bundles served to browser tabs besides the built-in one; the first is the join
+    /// page's default. Names must be unique and not `builtin`.
+    pub bundles: Vec<Arc<Bundle>>,
+    /// Largest file a bundle may hold (default 64 MiB); checked as bundles are loaded.
+    pub max_bundle_file_bytes: usize,
 }
 
 /// A configuration that cannot work. The message names the setting.
@@ -56,6 +65,8 @@ impl Config {
             idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
             broker: BrokerConfig::default(),
+            bundles: Vec::new(),
+            max_bundle_file_bytes: 64 << 20,
         }
     }
 
@@ -97,6 +108,15 @@ impl Config {
         }
         if self.idle_timeout <= self.ping_interval {
             return err("idle_timeout must be longer than ping_interval");
+        }
+        let mut names = std::collections::BTreeSet::from([BUILTIN]);
+        for b in &self.bundles {
+            if !names.insert(&b.name) {
+                return Err(ConfigError(format!(
+                    "two worker bundles are named {:?}; bundle names must be unique (and not {BUILTIN:?})",
+                    b.name
+                )));
+            }
         }
         Ok(())
     }

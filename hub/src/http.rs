@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::assets;
+use crate::bundles::Site;
 
 /// Longest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
@@ -49,15 +49,19 @@ pub(crate) fn is_upgrade(head: &[u8]) -> bool {
     })
 }
 
-/// Answer a plain HTTP request from the embedded assets, then close.
-pub(crate) async fn serve_static(mut stream: TcpStream, head: &[u8]) -> io::Result<()> {
+/// Answer a plain HTTP request from the site (embedded assets and worker bundles), then close.
+pub(crate) async fn serve_static(
+    mut stream: TcpStream,
+    head: &[u8],
+    site: &Site,
+) -> io::Result<()> {
     let text = String::from_utf8_lossy(head);
     let mut parts = text.lines().next().unwrap_or_default().split_whitespace();
     let method = parts.next().unwrap_or_default();
     let target = parts.next().unwrap_or_default();
     let path = target.split(['?', '#']).next().unwrap_or_default();
-    let (status, content_type, body): (&str, &str, &[u8]) = match (method, assets::lookup(path)) {
-        ("GET" | "HEAD", Some(a)) => ("200 OK", a.content_type, a.body),
+    let (status, content_type, body): (&str, &str, &[u8]) = match (method, site.lookup(path)) {
+        ("GET" | "HEAD", Some((content_type, body))) => ("200 OK", content_type, body),
         ("GET" | "HEAD", None) => ("404 Not Found", "text/plain; charset=utf-8", b"not found\n"),
         _ => (
             "405 Method Not Allowed",

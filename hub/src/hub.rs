@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::broker::{Broker, Output};
+use crate::bundles::Site;
 use crate::config::Config;
 
 /// How the hub reaches one session: its bounded outbox and a way to close it.
@@ -36,6 +37,8 @@ struct State {
 pub(crate) struct Hub {
     state: Mutex<State>,
     pub config: Config,
+    /// What the port serves over plain HTTP.
+    pub site: Site,
     epoch: Instant,
     timer: Notify,
     next_session: AtomicU64,
@@ -51,6 +54,7 @@ impl Hub {
                 broker: Broker::new(config.broker.clone()),
                 links: HashMap::new(),
             }),
+            site: Site::new(&config.bundles),
             config,
             epoch: Instant::now(),
             timer: Notify::new(),

@@ -6,7 +6,7 @@
 //! - [`config`]: every limit, with defaults and `validate()`.
 //! - `hub`: shared state around the broker, the lease timer, and fan-out to session outboxes.
 //! - `http`: the same port serves plain HTTP: the join page, the dashboard and the browser worker
-//!   package, embedded by `assets` (built by `build.rs`).
+//!   package, embedded by `assets` (built by `build.rs`), and the [`bundles`] loaded at start-up.
 //! - `session`: one connection: handshake under a timeout, then a read loop and a writer task.
 //! - `server`: the accept loop and graceful shutdown; [`run`] is what `taskhub serve` calls, and
 //!   [`Running`] runs a hub in the background (tests, the demo).
@@ -17,12 +17,19 @@
 mod assets;
 pub mod bench;
 pub mod broker;
+pub mod bundles;
 pub mod config;
 mod http;
 mod hub;
 mod server;
 mod session;
 
+pub use bundles::{Bundle, BundleError};
+
+/// Whether this hub was built with the browser worker (the wasm32 target was installed).
+pub fn browser_worker_built() -> bool {
+    assets::BROWSER_WORKER_BUILT
+}
 pub use config::{Config, ConfigError};
 pub use server::{Running, run};
 pub use taskhub_core::auth::Secret;

@@ -166,6 +166,15 @@ struct ServeArgs {
     max_attempts: u32,
     #[arg(long, default_value_t = 1_000)]
     max_prefetch: u32,
+    /// Serve a browser worker bundle (a directory built by your crate's `bundle` command) to
+    /// tabs; repeat for several. Tabs choose one with `bundle=NAME` in the join link; the first
+    /// is the default.
+    #[arg(long = "worker-bundle", value_name = "DIR")]
+    worker_bundles: Vec<std::path::PathBuf>,
+    /// Serve an ES module whose named exports are task handlers (sync or async, payload in,
+    /// JSON result out) as a bundle named after the file; repeat for several.
+    #[arg(long = "handlers-js", value_name = "FILE")]
+    handlers_js: Vec<std::path::PathBuf>,
 }
 
 fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
@@ -432,6 +441,14 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     config.broker.ack_wait = secs(args.ack_wait, "--ack-wait")?;
     config.broker.max_attempts = args.max_attempts;
     config.broker.max_prefetch = args.max_prefetch;
+    for dir in &args.worker_bundles {
+        let bundle = taskhub::Bundle::load_dir(dir, config.max_bundle_file_bytes)?;
+        config.bundles.push(std::sync::Arc::new(bundle));
+    }
+    for file in &args.handlers_js {
+        let bundle = taskhub::Bundle::load_js(file, config.max_bundle_file_bytes)?;
+        config.bundles.push(std::sync::Arc::new(bundle));
+    }
     config.validate()?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -439,9 +456,26 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     say(&format!("taskhub: hub listening on ws://{addr}"));
     let fragment = format!("key={}", fragment_escape(&key));
-    say(&format!(
-        "taskhub: open http://{addr}/#{fragment}&queue=tasks in a browser to lend it as a worker"
-    ));
+    if !taskhub::browser_worker_built() {
+        say(
+            "taskhub: browser workers are not built in (the wasm32 target was missing): run `rustup target add wasm32-unknown-unknown` and rebuild",
+        );
+    }
+    if config.bundles.is_empty() {
+        say(&format!(
+            "taskhub: open http://{addr}/#{fragment}&queue=tasks in a browser to lend it as a worker"
+        ));
+    }
+    for b in &config.bundles {
+        let kinds = match b.kinds.is_empty() {
+            true => "its exported functions".to_string(),
+            false => b.kinds.join(", "),
+        };
+        say(&format!(
+            "taskhub: open http://{addr}/#{fragment}&queue=tasks&bundle={} in a browser to run {} ({kinds})",
+            b.name, b.name
+        ));
+    }
     say(&format!(
         "taskhub: dashboard at http://{addr}/dashboard#{fragment}"
     ));

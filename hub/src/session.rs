@@ -115,7 +115,7 @@ pub(crate) async fn serve(
                 _ => return,
             };
         if !http::is_upgrade(&head) {
-            if let Err(e) = http::serve_static(stream, &head).await {
+            if let Err(e) = http::serve_static(stream, &head, &hub.site).await {
                 tracing::debug!("http request failed: {e}");
             }
             return;

@@ -43,6 +43,7 @@ pub use taskhub_core::handlers::{
     Failure, Handler, Handlers, Input, IntoOutcome, Outcome, Typed, typed,
 };
 pub use taskhub_core::worker::WorkerConfig;
+pub use taskhub_core::{SessionId, TaskId};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod cli;

@@ -17,7 +17,7 @@ use taskhub_core::{ClientMsg, QueueName, Role, ServerMsg};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_test::*;
-use wasm_worker::{BrowserWorker, run_task};
+use wasm_worker::{BrowserWorker, Meta, outcome_json, run_task};
 use web_sys::{MessageEvent, WebSocket};
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -186,6 +186,47 @@ fn handlers_run_in_wasm() {
     assert_eq!(
         (out["ok"].as_bool(), out["retry"].as_bool()),
         (Some(false), Some(false))
+    );
+}
+
+#[wasm_bindgen_test]
+fn users_handlers_run_in_wasm_with_state_failures_and_waits() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use taskhub_core::handlers::{Failure, Handlers, Outcome};
+    let count = AtomicU64::new(0);
+    let h = Handlers::new()
+        .light("count", move |_: &Value| {
+            json!(count.fetch_add(1, Ordering::Relaxed) + 1)
+        })
+        .light("nap", |p: &Value| Outcome::Wait {
+            ms: 30,
+            then: p.clone(),
+        })
+        .light("flaky", |_: &Value| -> Result<Value, String> {
+            Err("later".into())
+        })
+        .heavy("reject", |_: &Value| -> Result<Value, Failure> {
+            Err(Failure::permanent("never"))
+        });
+    let meta = Meta {
+        id: taskhub_core::TaskId(1),
+        attempt: 1,
+        session: None,
+    };
+    let run = |kind: &str, payload: &str| outcome_json(&h, Some(kind), payload, meta);
+    assert_eq!(run("count", "null"), json!({"ok": true, "result": 1}));
+    assert_eq!(run("count", "null"), json!({"ok": true, "result": 2}));
+    assert_eq!(
+        run("nap", "5"),
+        json!({"ok": true, "result": 5, "wait_ms": 30})
+    );
+    assert_eq!(
+        run("flaky", "1"),
+        json!({"ok": false, "error": "later", "retry": true})
+    );
+    assert_eq!(
+        run("reject", "1"),
+        json!({"ok": false, "error": "never", "retry": false})
     );
 }
 

@@ -1,0 +1,262 @@
+//! `mandelbrot`: one binary for the whole example.
+//!
+//! - `mandelbrot worker --hub URL --key KEY --queue tiles`: a native worker running this crate's
+//!   handlers (every `taskhub-worker` flag works).
+//! - `mandelbrot bundle OUT_DIR`: the same handlers as a browser worker bundle, for
+//!   `taskhub serve --worker-bundle OUT_DIR`.
+//! - `mandelbrot render --hub URL --key KEY --queue tiles --out image.png`: submit the tiles,
+//!   show progress, write the PNG, say how many tiles each worker did.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use clap::{Parser, Subcommand};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use mandelbrot::{TILE_KIND, TileResult, handlers, tiles};
+use taskhub_client::{Client, ConnectOptions};
+use taskhub_worker::WorkerArgs;
+
+/// A 1920x1080 Mandelbrot image rendered as tiles by taskhub workers: native and browser alike.
+#[derive(Debug, Parser)]
+#[command(name = "mandelbrot", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a native worker with this example's handlers.
+    Worker(WorkerArgs),
+    /// Build the browser worker bundle into OUT_DIR (needs the wasm32 target, nothing else).
+    Bundle { out_dir: PathBuf },
+    /// Submit the tiles, assemble the image, write a PNG.
+    Render(RenderArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RenderArgs {
+    /// Hub URL.
+    #[arg(long, env = "TASKHUB_URL", default_value = taskhub_client::DEFAULT_URL)]
+    hub: String,
+    /// Shared key.
+    #[arg(long, env = "TASKHUB_KEY", hide_env_values = true)]
+    key: String,
+    /// Queue the workers consume.
+    #[arg(long, default_value = "tiles")]
+    queue: String,
+    /// Where to write the PNG.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 1920)]
+    width: u32,
+    #[arg(long, default_value_t = 1080)]
+    height: u32,
+    /// Tile edge, in pixels.
+    #[arg(long, default_value_t = 120)]
+    tile: u32,
+    /// Iterations before a point counts as in the set.
+    #[arg(long, default_value_t = 1000)]
+    max_iter: u32,
+    /// Seconds to wait for all tiles.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Worker(args) => {
+            taskhub_worker::init_logging();
+            runtime().and_then(|rt| {
+                rt.block_on(args.run(handlers()))
+                    .map_err(anyhow::Error::msg)
+            })
+        }
+        Command::Bundle { out_dir } => bundle(&out_dir),
+        Command::Render(args) => runtime().and_then(|rt| rt.block_on(render(args))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mandelbrot: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("cannot start the async runtime")
+}
+
+fn bundle(out_dir: &std::path::Path) -> anyhow::Result<()> {
+    let manifest =
+        taskhub_worker::bundle::build(taskhub_worker::this_crate!(), &handlers(), out_dir)?;
+    let kinds: Vec<&str> = manifest.kinds.iter().map(|k| k.kind.as_str()).collect();
+    println!(
+        "bundle {} ({}) written to {}",
+        manifest.name,
+        kinds.join(", "),
+        out_dir.display()
+    );
+    println!(
+        "serve it with: taskhub serve --worker-bundle {}, then open the printed link (it ends in &bundle={})",
+        out_dir.display(),
+        manifest.name
+    );
+    Ok(())
+}
+
+async fn render(args: RenderArgs) -> anyhow::Result<()> {
+    if args.width == 0 || args.height == 0 {
+        bail!("--width and --height must be at least 1");
+    }
+    let client = Client::connect(ConnectOptions::new(&args.hub, args.key.as_bytes())).await?;
+    let queue = taskhub_client::QueueName::new(args.queue.as_str())
+        .with_context(|| format!("bad --queue {:?}", args.queue))?;
+    let work = tiles(args.width, args.height, args.tile, args.max_iter);
+    let total = work.len();
+    let started = Instant::now();
+    let mut pending: FuturesUnordered<_> = work
+        .iter()
+        .map(|t| {
+            let payload = serde_json::to_value(t).unwrap_or_default();
+            client.submit_one(&queue, payload, Some(TILE_KIND))
+        })
+        .collect();
+    let mut image = vec![0u8; args.width as usize * args.height as usize * 3];
+    let mut by_session: BTreeMap<u64, usize> = BTreeMap::new();
+    let progress = Progress::new(total);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    let mut done = 0;
+    while let Some(reply) = tokio::time::timeout_at(deadline, pending.next())
+        .await
+        .with_context(|| {
+            format!(
+                "timed out after {} s with {done} of {total} tiles",
+                args.timeout
+            )
+        })?
+    {
+        let reply = reply?;
+        if !reply.ok {
+            bail!(
+                "tile task {} failed: {}",
+                reply.id,
+                reply.error.unwrap_or_default()
+            );
+        }
+        let tile: TileResult = serde_json::from_value(reply.result.unwrap_or_default())
+            .context("a worker sent back something that is not a tile")?;
+        place(&mut image, args.width, args.height, &tile)?;
+        *by_session.entry(tile.session.unwrap_or(0)).or_default() += 1;
+        done += 1;
+        progress.show(done);
+    }
+    progress.finish();
+    drop(pending);
+    let elapsed = started.elapsed();
+    write_png(&args.out, args.width, args.height, &image)?;
+    let stats = client.stats().await?;
+    client.close().await;
+    println!(
+        "{total} tiles ({}x{}, max_iter {}) in {:.2} s: {:.1} tiles/s; wrote {}",
+        args.width,
+        args.height,
+        args.max_iter,
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        args.out.display()
+    );
+    for (session, count) in by_session {
+        let who = stats.workers.iter().find(|w| w.session.0 == session);
+        let label = match who {
+            Some(w) => format!(
+                "session {session} ({}{})",
+                w.role.as_str(),
+                w.name
+                    .as_ref()
+                    .map(|n| format!(", {n}"))
+                    .unwrap_or_default()
+            ),
+            None => format!("session {session}"),
+        };
+        println!("  {label}: {count} tiles");
+    }
+    Ok(())
+}
+
+/// Copy a tile's pixels into the image, after checking it fits.
+fn place(image: &mut [u8], width: u32, height: u32, t: &TileResult) -> anyhow::Result<()> {
+    let rgb = base64::engine::general_purpose::STANDARD
+        .decode(&t.rgb)
+        .context("a tile's pixels are not base64")?;
+    if t.x.saturating_add(t.w) > width
+        || t.y.saturating_add(t.h) > height
+        || rgb.len() != t.w as usize * t.h as usize * 3
+    {
+        bail!("a tile at ({}, {}) does not fit the image", t.x, t.y);
+    }
+    let row = t.w as usize * 3;
+    for (i, line) in rgb.chunks_exact(row).enumerate() {
+        let at = ((t.y as usize + i) * width as usize + t.x as usize) * 3;
+        image[at..at + row].copy_from_slice(line);
+    }
+    Ok(())
+}
+
+fn write_png(path: &std::path::Path, width: u32, height: u32, rgb: &[u8]) -> anyhow::Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(rgb)?;
+    writer.finish()?;
+    Ok(())
+}
+
+/// A progress bar on stderr when it is a terminal; silent otherwise.
+struct Progress {
+    total: usize,
+    tty: bool,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        Progress {
+            total,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn show(&self, done: usize) {
+        if !self.tty {
+            return;
+        }
+        let width = 40;
+        let filled = done * width / self.total.max(1);
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r[{}{}] {done}/{} tiles",
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            self.total
+        );
+        let _ = err.flush();
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+}

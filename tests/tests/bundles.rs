@@ -1,0 +1,464 @@
+//! Worker bundles end to end: the mandelbrot example's handler in a native worker process and in
+//! a real Chromium tab (tiles byte-identical), its `render` command, JS handler modules in a tab,
+//! and `serve` refusing bad bundles at start-up.
+
+// Helpers here are test code too: a failed step should fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
+use taskhub_client::PutOptions;
+use taskhub_tests::cdp::Browser;
+use taskhub_tests::{KEY, Proc, bin, client, serve_with};
+
+const STATUS: &str = "window.taskhub.status()";
+
+/// A scratch directory under the target directory, emptied first.
+fn scratch(name: &str) -> PathBuf {
+    let mut dir = std::env::current_exe().unwrap();
+    dir.pop();
+    dir.pop();
+    let dir = dir.join("test-scratch").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The example's browser bundle, built once per test binary with its own `bundle` command.
+fn mandelbrot_bundle() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = scratch("mandelbrot-bundle");
+        let out = Command::new(bin("mandelbrot"))
+            .arg("bundle")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mandelbrot bundle failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            said.contains("bundle mandelbrot (mandelbrot_point, mandelbrot_tile)"),
+            "{said}"
+        );
+        dir
+    })
+}
+
+fn http_base(ws_url: &str) -> String {
+    ws_url.replacen("ws://", "http://", 1)
+}
+
+fn tile_payloads(n: usize) -> Vec<mandelbrot::Tile> {
+    // The first rows of the full-size image, at a modest depth: edge tiles and busy ones.
+    mandelbrot::tiles(1920, 1080, 120, 300)
+        .into_iter()
+        .step_by(9)
+        .take(n)
+        .collect()
+}
+
+fn pixels(result: &Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(result["rgb"].as_str().unwrap())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_renders_the_examples_tiles_byte_identical_to_a_native_worker() {
+    let bundle = tokio::task::spawn_blocking(mandelbrot_bundle)
+        .await
+        .unwrap();
+    let (_hub, url) = serve_with(
+        "127.0.0.1:0",
+        &["--worker-bundle", bundle.to_str().unwrap()],
+    );
+    let _native = Proc::spawn(
+        Command::new(bin("mandelbrot"))
+            .args([
+                "worker",
+                "--hub",
+                &url,
+                "--key",
+                KEY,
+                "--queue",
+                "tiles-native",
+            ])
+            .env("RUST_LOG", "warn"),
+    );
+    let mut browser = Browser::start().await;
+    let page = browser
+        .open(&format!(
+            "{}/#key={KEY}&queue=tiles-tab&bundle=mandelbrot&workers=2",
+            http_base(&url)
+        ))
+        .await;
+    browser
+        .wait_for(
+            &page,
+            &format!("{STATUS}.state === 'connected'"),
+            Duration::from_secs(30),
+        )
+        .await;
+    let kinds = browser.eval(&page, "window.taskhub.bundle.kinds").await;
+    assert_eq!(kinds, json!(["mandelbrot_point", "mandelbrot_tile"]));
+    let shown = browser
+        .eval(&page, "document.getElementById('bundle-kinds').textContent")
+        .await;
+    assert_eq!(shown, "mandelbrot_point, mandelbrot_tile");
+
+    let c = client(&url).await;
+    let tiles = tile_payloads(12);
+    let payloads: Vec<Value> = tiles
+        .iter()
+        .map(|t| serde_json::to_value(t).unwrap())
+        .collect();
+    let wait = Some(Duration::from_secs(60));
+    let opts = || PutOptions::kind(mandelbrot::TILE_KIND);
+    let (tab, native) = tokio::join!(
+        c.submit("tiles-tab", payloads.clone(), opts(), wait),
+        c.submit("tiles-native", payloads, opts(), wait),
+    );
+    let (tab, native) = (tab.unwrap(), native.unwrap());
+    let stats = c.stats().await.unwrap();
+    let role_of = |r: &taskhub_client::Reply| {
+        let session = r.result.as_ref().unwrap()["session"].as_u64().unwrap();
+        let w = stats
+            .workers
+            .iter()
+            .find(|w| w.session.0 == session)
+            .unwrap();
+        w.role
+    };
+    for ((t, a), b) in tiles.iter().zip(&tab).zip(&native) {
+        assert!(a.ok && b.ok, "{a:?} {b:?}");
+        assert_eq!(role_of(a), taskhub_core::Role::Browser);
+        assert_eq!(role_of(b), taskhub_core::Role::Worker);
+        let (pa, pb) = (
+            pixels(a.result.as_ref().unwrap()),
+            pixels(b.result.as_ref().unwrap()),
+        );
+        assert_eq!(pa.len(), (t.w * t.h * 3) as usize);
+        assert!(
+            pa == pb,
+            "tile ({}, {}) differs between the tab and the native worker",
+            t.x,
+            t.y
+        );
+        assert!(
+            pa == mandelbrot::render(t),
+            "tile ({}, {}) is not the reference",
+            t.x,
+            t.y
+        );
+    }
+    // A light kind of the same bundle, and a kind the bundle does not have.
+    let point = c
+        .submit(
+            "tiles-tab",
+            vec![json!([0.5, 0.5, 100])],
+            PutOptions::kind("mandelbrot_point"),
+            wait,
+        )
+        .await
+        .unwrap();
+    assert_eq!(point[0].result, Some(json!(5)));
+    let unknown = c
+        .submit(
+            "tiles-tab",
+            vec![json!(3)],
+            PutOptions::kind("square"),
+            wait,
+        )
+        .await
+        .unwrap();
+    let error = unknown[0].error.as_deref().unwrap();
+    assert!(
+        error.contains("after 1 attempt(s)")
+            && error.contains("this worker knows mandelbrot_point, mandelbrot_tile"),
+        "{error}"
+    );
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_examples_render_command_assembles_the_image_from_native_workers() {
+    let (_hub, url) = serve_with("127.0.0.1:0", &[]);
+    let _w = Proc::spawn(
+        Command::new(bin("mandelbrot"))
+            .args([
+                "worker", "--hub", &url, "--key", KEY, "--queue", "tiles", "--name", "box-1",
+            ])
+            .env("RUST_LOG", "warn"),
+    );
+    let dir = scratch("render");
+    let png_path = dir.join("image.png");
+    let out = {
+        let (url, png_path) = (url.clone(), png_path.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new(bin("mandelbrot"))
+                .args(["render", "--hub", &url, "--key", KEY, "--queue", "tiles"])
+                .args([
+                    "--width",
+                    "480",
+                    "--height",
+                    "270",
+                    "--tile",
+                    "60",
+                    "--max-iter",
+                    "200",
+                ])
+                .arg("--out")
+                .arg(&png_path)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("40 tiles (480x270, max_iter 200)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(worker, box-1): 40 tiles"), "{stdout}");
+
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&png_path).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut image = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut image).unwrap();
+    assert_eq!((info.width, info.height), (480, 270));
+    let mut expected = vec![0u8; 480 * 270 * 3];
+    for t in mandelbrot::tiles(480, 270, 60, 200) {
+        let rgb = mandelbrot::render(&t);
+        for (i, row) in rgb.chunks_exact(t.w as usize * 3).enumerate() {
+            let at = ((t.y as usize + i) * 480 + t.x as usize) * 3;
+            expected[at..at + row.len()].copy_from_slice(row);
+        }
+    }
+    assert!(
+        image[..expected.len()] == expected[..],
+        "the PNG is not the reference image"
+    );
+}
+
+const JS_HANDLERS: &str = r#"
+// Handlers for tests: sync, async, throwing (retryable and not).
+export function upper(payload) {
+  return String(payload).toUpperCase();
+}
+export async function later(payload, task) {
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  return { got: payload, attempt: task.attempt, kind: task.kind };
+}
+export function boom(payload) {
+  throw new Error(`boom on ${payload}`);
+}
+export function refuse(payload) {
+  const err = new Error(`cannot use ${JSON.stringify(payload)}`);
+  err.retry = false;
+  throw err;
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_handlers_run_in_a_tab_sync_async_and_throwing() {
+    let dir = scratch("js-handlers");
+    let file = dir.join("shapes.js");
+    std::fs::write(&file, JS_HANDLERS).unwrap();
+    let (_hub, url) = serve_with("127.0.0.1:0", &["--handlers-js", file.to_str().unwrap()]);
+    let base = http_base(&url);
+    let mut browser = Browser::start().await;
+
+    let missing = browser
+        .open(&format!("{base}/#key={KEY}&queue=js&bundle=nope&workers=1"))
+        .await;
+    let notice = browser
+        .wait_for(
+            &missing,
+            "window.taskhub.notice() || null",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(
+        notice
+            .as_str()
+            .unwrap()
+            .contains("serves no worker bundle named \"nope\" (it serves: builtin, shapes)"),
+        "{notice}"
+    );
+
+    let page = browser
+        .open(&format!("{base}/#key={KEY}&queue=js&workers=2"))
+        .await;
+    browser
+        .wait_for(
+            &page,
+            &format!("{STATUS}.state === 'connected'"),
+            Duration::from_secs(30),
+        )
+        .await;
+    let kinds = browser.eval(&page, "window.taskhub.bundle.kinds").await;
+    assert_eq!(
+        kinds,
+        json!(["boom", "later", "refuse", "upper"]),
+        "the default bundle is the JS one"
+    );
+
+    let c = client(&url).await;
+    let wait = Some(Duration::from_secs(30));
+    let one = |kind: &str, payload: Value, attempts: u32| {
+        let opts = PutOptions {
+            max_attempts: Some(attempts),
+            ..PutOptions::kind(kind)
+        };
+        c.submit("js", vec![payload], opts, wait)
+    };
+    let upper = one("upper", json!("abc"), 1).await.unwrap();
+    assert_eq!(upper[0].result, Some(json!("ABC")));
+    let later = one("later", json!([1, 2]), 1).await.unwrap();
+    assert_eq!(
+        later[0].result,
+        Some(json!({"got": [1, 2], "attempt": 1, "kind": "later"}))
+    );
+    let boom = one("boom", json!(7), 2).await.unwrap();
+    assert_eq!(
+        boom[0].error.as_deref(),
+        Some("gave up after 2 attempt(s): boom on 7")
+    );
+    let refused = one("refuse", json!({"a": 1}), 5).await.unwrap();
+    assert_eq!(
+        refused[0].error.as_deref(),
+        Some("gave up after 1 attempt(s): cannot use {\"a\":1}"),
+        "retry = false dead-letters at once"
+    );
+    let unknown = one("square", json!(2), 5).await.unwrap();
+    let error = unknown[0].error.as_deref().unwrap();
+    assert!(
+        error.contains("after 1 attempt(s): unknown task kind \"square\"; this worker knows boom, later, refuse, upper"),
+        "{error}"
+    );
+    let status = browser.eval(&page, STATUS).await;
+    assert_eq!(
+        (status["done"].as_u64(), status["failed"].as_u64()),
+        (Some(2), Some(4)),
+        "{status}"
+    );
+    browser.close().await;
+}
+
+/// `taskhub serve` with these flags must exit at once with a message containing `said`.
+fn refused(args: &[&str], said: &str) {
+    let mut child = Command::new(bin("taskhub"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--key", KEY])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve {args:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(said),
+        "serve {args:?} said {err:?}, not {said:?}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_missing_or_malformed_bundle_at_start_up() {
+    let dir = scratch("bad-bundles");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    refused(
+        &["--worker-bundle", &p("absent")],
+        "absent: no such directory",
+    );
+
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    refused(
+        &["--worker-bundle", &p("empty")],
+        "no taskhub-bundle.json in it",
+    );
+
+    std::fs::create_dir_all(dir.join("garbled")).unwrap();
+    std::fs::write(dir.join("garbled/taskhub-bundle.json"), "{not json").unwrap();
+    refused(
+        &["--worker-bundle", &p("garbled")],
+        "is not a bundle manifest",
+    );
+
+    let manifest = json!({
+        "format": 1, "name": "lost", "module": "lost.js", "wasm": "lost_bg.wasm",
+        "kinds": [{"kind": "k", "heavy": false}],
+    });
+    std::fs::create_dir_all(dir.join("lost")).unwrap();
+    std::fs::write(dir.join("lost/taskhub-bundle.json"), manifest.to_string()).unwrap();
+    std::fs::write(
+        dir.join("lost/lost.js"),
+        "export function taskhubInstall() {}",
+    )
+    .unwrap();
+    refused(
+        &["--worker-bundle", &p("lost")],
+        "lost_bg.wasm: cannot read it",
+    );
+    std::fs::write(dir.join("lost/lost_bg.wasm"), "not wasm").unwrap();
+    refused(
+        &["--worker-bundle", &p("lost")],
+        "lost_bg.wasm: is not a WebAssembly module",
+    );
+    std::fs::write(
+        dir.join("lost/lost.js"),
+        "export default function init() {}",
+    )
+    .unwrap();
+    refused(&["--worker-bundle", &p("lost")], "exports no handlers");
+
+    let mut bad_name = manifest.clone();
+    bad_name["name"] = json!("Not OK");
+    std::fs::write(dir.join("lost/taskhub-bundle.json"), bad_name.to_string()).unwrap();
+    refused(&["--worker-bundle", &p("lost")], "bundle name \"Not OK\"");
+
+    refused(
+        &["--handlers-js", &p("absent.js")],
+        "absent.js: cannot read it",
+    );
+    std::fs::write(dir.join("quiet.js"), "const x = 1;\n").unwrap();
+    refused(
+        &["--handlers-js", &p("quiet.js")],
+        "quiet.js: exports nothing",
+    );
+    std::fs::write(dir.join("builtin.js"), "export const f = () => 1;\n").unwrap();
+    refused(
+        &["--handlers-js", &p("builtin.js")],
+        "two worker bundles are named \"builtin\"",
+    );
+}
