@@ -30,7 +30,9 @@ fn main() {
         placeholder(&pkg);
         // Build again once the target appears (cargo reruns a script whose watched path is
         // missing on every build, so this costs a check per build until then).
-        println!("cargo:rerun-if-changed={}", sysroot_target().display());
+        if let Some(dir) = taskhub_bundle::target_dir_in_sysroot() {
+            println!("cargo:rerun-if-changed={}", dir.join("lib").display());
+        }
         println!(
             "cargo:warning=browser workers are not built in: the wasm32 target is missing. \
              Run `rustup target add {}` (or `rustup toolchain install`), then build again.",
@@ -49,19 +51,6 @@ fn main() {
         panic!("{e}");
     }
     println!("cargo:rustc-env=TASKHUB_BROWSER_WORKER=built");
-}
-
-/// Where the wasm32 standard library would be, for `rerun-if-changed`.
-fn sysroot_target() -> PathBuf {
-    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let sysroot = std::process::Command::new(rustc)
-        .args(["--print", "sysroot"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    Path::new(&sysroot)
-        .join("lib/rustlib")
-        .join(taskhub_bundle::WASM_TARGET)
 }
 
 /// Stand-ins for the package, so the binary builds and the join page explains itself.

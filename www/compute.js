@@ -10,15 +10,28 @@ const here = new URL(import.meta.url);
 const type = here.searchParams.get("type") || "wasm";
 const moduleUrl = new URL(here.searchParams.get("module") || "./pkg/wasm_worker.js", new URL("./", here));
 
-const runner = load();
+let instances = 0;
+let runner = load();
 
+// Import the bundle. Each call after the first imports it under a fresh URL, so a wasm module gets
+// a new instance: one whose handler panicked (a trap) is never used again.
 async function load() {
   if (moduleUrl.origin !== here.origin) throw new Error(`refusing a bundle from another origin: ${moduleUrl.origin}`);
-  const mod = await import(moduleUrl.href);
+  const url = new URL(moduleUrl);
+  if (instances++) url.searchParams.set("instance", String(instances));
+  const mod = await import(url.href);
   if (type === "js") return jsRunner(mod);
   await mod.default();
   if (typeof mod.taskhubInstall === "function") mod.taskhubInstall();
-  return (job) => mod.runTask(job.kind, job.payload, job.id, job.attempt, job.session);
+  return (job) => {
+    try {
+      return mod.runTask(job.kind, job.payload, job.id, job.attempt, job.session);
+    } catch (e) {
+      const panic = typeof mod.taskhubTakePanic === "function" ? mod.taskhubTakePanic() : null;
+      runner = load();
+      return JSON.stringify({ ok: false, error: `handler panicked: ${panic || e.message || e}`, retry: true });
+    }
+  };
 }
 
 function jsRunner(mod) {

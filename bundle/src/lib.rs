@@ -43,16 +43,22 @@ pub enum BundleError {
     },
 }
 
-/// Whether the toolchain that `rustc` (or `$RUSTC`) runs has the wasm32 standard library.
-pub fn target_installed() -> bool {
+/// Where the wasm32 standard library of the toolchain that `rustc` (or `$RUSTC`) runs is, or
+/// would be once the target is added; `None` if `rustc` cannot be asked.
+pub fn target_dir_in_sysroot() -> Option<PathBuf> {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let sysroot = Command::new(rustc)
+    let out = Command::new(rustc)
         .args(["--print", "sysroot"])
         .output()
         .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    sysroot.is_some_and(|s| s.join("lib/rustlib").join(WASM_TARGET).join("lib").is_dir())
+        .filter(|o| o.status.success())?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    Some(sysroot.join("lib/rustlib").join(WASM_TARGET))
+}
+
+/// Whether that toolchain has the wasm32 standard library.
+pub fn target_installed() -> bool {
+    target_dir_in_sysroot().is_some_and(|d| d.join("lib").is_dir())
 }
 
 /// Build `package`'s library for wasm32 (release, no debug info) in `target_dir`, running cargo
@@ -144,23 +150,21 @@ pub fn default_target_dir() -> PathBuf {
 }
 
 /// Build `krate` into a worker bundle named `name` in `out_dir`, listing `kinds`: compile it for
-/// wasm32, generate the JS glue, check that it exports its handlers, write the manifest.
+/// wasm32 in `target_dir` (see [`default_target_dir`]), generate the JS glue, check that it
+/// exports its handlers, write the manifest.
 pub fn build(
     krate: &Crate,
     name: &str,
     kinds: Vec<KindInfo>,
     out_dir: &Path,
+    target_dir: &Path,
 ) -> Result<Manifest, BundleError> {
     if !valid_name(name) {
         return Err(BundleError::Invalid(format!(
             "bundle name {name:?} must be 1 to 64 bytes of a-z, 0-9, _ and -"
         )));
     }
-    let wasm = compile(
-        krate.package,
-        Path::new(krate.manifest_dir),
-        &default_target_dir(),
-    )?;
+    let wasm = compile(krate.package, Path::new(krate.manifest_dir), target_dir)?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| BundleError::Io { path, source }

@@ -17,7 +17,8 @@ use crate::Handlers;
 
 /// Build `krate` (its lib must call [`crate::browser_bundle!`]) into a bundle in `out_dir`, named
 /// after its package and listing the kinds of `handlers`. Runs cargo for wasm32 (the first build
-/// takes a while), then wasm-bindgen in-process.
+/// takes a while; it goes to [`taskhub_bundle::default_target_dir`]), then wasm-bindgen
+/// in-process.
 pub fn build(krate: Crate, handlers: &Handlers, out_dir: &Path) -> Result<Manifest, BundleError> {
     let name = krate.package.to_ascii_lowercase();
     let kinds = handlers
@@ -27,7 +28,8 @@ pub fn build(krate: Crate, handlers: &Handlers, out_dir: &Path) -> Result<Manife
             heavy,
         })
         .collect();
-    taskhub_bundle::build(&krate, &name, kinds, out_dir)
+    let target_dir = taskhub_bundle::default_target_dir();
+    taskhub_bundle::build(&krate, &name, kinds, out_dir, &target_dir)
 }
 
 /// The [`Crate`] this macro is called in, for [`build`].

@@ -54,6 +54,37 @@ fn mandelbrot_bundle() -> &'static Path {
     })
 }
 
+/// A user's crate outside the workspace (`tests/fixtures/usercrate`), built into a bundle from
+/// the outside as its own `bundle` command would, once per test binary.
+fn user_bundle() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = scratch("user-bundle");
+        let krate = taskhub_bundle::Crate {
+            package: "usercrate",
+            manifest_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/usercrate"),
+        };
+        let kinds = ["explode", "hello", "nap", "reject", "tally"]
+            .map(|k| taskhub_core::bundle::KindInfo {
+                kind: k.into(),
+                heavy: k == "explode",
+            })
+            .to_vec();
+        // A target directory of its own, as a user's own workspace would have: taskhub's crates
+        // built as path dependencies of another workspace must not share one with the example's
+        // build, where they are workspace members (cargo would mix the two builds up).
+        let target = bin("mandelbrot")
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("wasm-bundle-user");
+        taskhub_bundle::build(&krate, "usercrate", kinds, &dir, &target)
+            .unwrap_or_else(|e| panic!("building the user's bundle failed: {e}"));
+        dir
+    })
+}
+
 fn http_base(ws_url: &str) -> String {
     ws_url.replacen("ws://", "http://", 1)
 }
@@ -257,6 +288,98 @@ async fn the_examples_render_command_assembles_the_image_from_native_workers() {
         image[..expected.len()] == expected[..],
         "the PNG is not the reference image"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_own_crate_runs_in_tabs_with_state_waits_failures_and_panics() {
+    let bundle = tokio::task::spawn_blocking(user_bundle).await.unwrap();
+    let (_hub, url) = serve_with(
+        "127.0.0.1:0",
+        &["--worker-bundle", bundle.to_str().unwrap()],
+    );
+    let base = http_base(&url);
+    let mut browser = Browser::start().await;
+    // One compute thread for the stateful checks, two for the waiting one.
+    let single = browser
+        .open(&format!(
+            "{base}/#key={KEY}&queue=one&bundle=usercrate&workers=1"
+        ))
+        .await;
+    let double = browser
+        .open(&format!(
+            "{base}/#key={KEY}&queue=two&bundle=usercrate&workers=2"
+        ))
+        .await;
+    for page in [&single, &double] {
+        browser
+            .wait_for(
+                page,
+                &format!("{STATUS}.state === 'connected'"),
+                Duration::from_secs(30),
+            )
+            .await;
+    }
+    let c = client(&url).await;
+    let wait = Some(Duration::from_secs(30));
+    let run = |queue: &'static str, kind: &'static str, payload: Value| {
+        let opts = PutOptions {
+            max_attempts: Some(1),
+            ..PutOptions::kind(kind)
+        };
+        c.submit(queue, vec![payload], opts, wait)
+    };
+
+    // State carries over between tasks in the tab's instance.
+    for expected in 1..=3 {
+        let r = run("one", "tally", json!(null)).await.unwrap();
+        assert_eq!(r[0].result, Some(json!({"count": expected, "attempt": 1})));
+    }
+    // A permanent failure, and a panic: the panic's message, and the tab carries on.
+    let r = run("one", "reject", json!(3)).await.unwrap();
+    assert_eq!(
+        r[0].error.as_deref(),
+        Some("gave up after 1 attempt(s): cannot use 3")
+    );
+    let r = run("one", "explode", json!(null)).await.unwrap();
+    assert_eq!(
+        r[0].error.as_deref(),
+        Some("gave up after 1 attempt(s): handler panicked: kaboom")
+    );
+    let r = run("one", "hello", json!("again")).await.unwrap();
+    assert_eq!(r[0].result, Some(json!("hello \"again\"")));
+    let r = run("one", "tally", json!(null)).await.unwrap();
+    assert_eq!(
+        r[0].result,
+        Some(json!({"count": 1, "attempt": 1})),
+        "the panicked instance was replaced by a fresh one"
+    );
+
+    // A waiting handler does not hold up the other compute thread.
+    let to_done = |kind: &str| PutOptions {
+        reply_to: Some("done".into()),
+        ..PutOptions::kind(kind)
+    };
+    c.put("two", json!(1500), &to_done("nap")).await.unwrap();
+    c.put("two", json!("quick"), &to_done("hello"))
+        .await
+        .unwrap();
+    let first = c
+        .get("done", Duration::from_secs(20))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.payload["result"],
+        json!("hello \"quick\""),
+        "the quick task came first"
+    );
+    let second = c
+        .get("done", Duration::from_secs(20))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.payload["result"], json!({"napped": 1500}));
+    browser.close().await;
 }
 
 const JS_HANDLERS: &str = r#"

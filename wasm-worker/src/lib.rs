@@ -33,16 +33,46 @@ use taskhub_core::{SessionId, TaskId};
 use wasm_bindgen::prelude::*;
 
 static INSTALLED: OnceLock<Handlers> = OnceLock::new();
+/// The message of the last panic in this instance, for [`take_panic`].
+static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
 /// Make `handlers` the ones [`run_task`] runs in this wasm instance. The first call wins; without
 /// one, the built-in kinds run. `taskhub_worker::browser_bundle!` calls this from the export
 /// `taskhubInstall`, which the compute Web Worker calls once after loading a bundle.
 pub fn install(handlers: Handlers) -> bool {
+    keep_panic_messages();
     INSTALLED.set(handlers).is_ok()
 }
 
 fn registry() -> &'static Handlers {
+    keep_panic_messages();
     INSTALLED.get_or_init(Handlers::builtins)
+}
+
+/// A panic in wasm32 aborts: the caller sees a trap (`unreachable`) and nothing else. This hook
+/// runs first and keeps the message for [`take_panic`].
+fn keep_panic_messages() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| info.to_string());
+            if let Ok(mut last) = LAST_PANIC.lock() {
+                *last = Some(message);
+            }
+        }));
+    });
+}
+
+/// The message of a panic that trapped this instance since the last call, if any. The compute
+/// Web Worker reports it as the task's failure and then loads a fresh instance.
+#[wasm_bindgen(js_name = taskhubTakePanic)]
+pub fn take_panic() -> Option<String> {
+    LAST_PANIC.lock().ok().and_then(|mut p| p.take())
 }
 
 /// Run the handler for `kind` on a JSON payload. Returns the outcome as JSON text:
