@@ -158,6 +158,20 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
+    /// Open a join link and wait (up to 30 s) until the page's worker is connected to the hub;
+    /// returns the page and its status (`window.taskhub.status()`).
+    pub async fn open_worker(&mut self, url: &str) -> (Page, Value) {
+        let page = self.open(url).await;
+        let status = self
+            .wait_for(
+                &page,
+                "(() => { const s = window.taskhub && window.taskhub.status(); return s && s.state === 'connected' && s; })()",
+                Duration::from_secs(30),
+            )
+            .await;
+        (page, status)
+    }
+
     /// Evaluate `expression` every 50 ms until it returns something other than null/false.
     pub async fn wait_for(&mut self, page: &Page, expression: &str, limit: Duration) -> Value {
         let deadline = tokio::time::Instant::now() + limit;

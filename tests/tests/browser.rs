@@ -19,15 +19,8 @@ async fn a_browser_tab_works_the_queue_and_hands_back_its_tasks_when_closed() {
 
     // 1. Open the join link.
     let opened = Instant::now();
-    let page = browser
-        .open(&format!("{base}/#key={KEY}&queue=tasks&workers=2"))
-        .await;
-    let status = browser
-        .wait_for(
-            &page,
-            &format!("window.taskhub && {STATUS}.state === 'connected' && {STATUS}"),
-            Duration::from_secs(30),
-        )
+    let (page, status) = browser
+        .open_worker(&format!("{base}/#key={KEY}&queue=tasks&workers=2"))
         .await;
     assert_eq!(status["workers"], 2, "{status}");
 
@@ -221,18 +214,11 @@ async fn stop_finishes_running_tasks_and_hands_back_the_rest() {
     let hub = hub(|_| {}).await;
     let c = client(&hub.url()).await;
     let mut browser = Browser::start().await;
-    let page = browser
-        .open(&format!(
+    let (page, _) = browser
+        .open_worker(&format!(
             "http://{}/#key={KEY}&queue=naps&workers=2",
             hub.addr()
         ))
-        .await;
-    browser
-        .wait_for(
-            &page,
-            &format!("window.taskhub && {STATUS}.state === 'connected'"),
-            Duration::from_secs(20),
-        )
         .await;
     let opts = PutOptions {
         kind: Some("sleep".into()),

@@ -127,18 +127,11 @@ async fn a_tab_renders_the_examples_tiles_byte_identical_to_a_native_worker() {
             .env("RUST_LOG", "warn"),
     );
     let mut browser = Browser::start().await;
-    let page = browser
-        .open(&format!(
+    let (page, _) = browser
+        .open_worker(&format!(
             "{}/#key={KEY}&queue=tiles-tab&bundle=mandelbrot&workers=2",
             http_base(&url)
         ))
-        .await;
-    browser
-        .wait_for(
-            &page,
-            &format!("{STATUS}.state === 'connected'"),
-            Duration::from_secs(30),
-        )
         .await;
     let kinds = browser.eval(&page, "window.taskhub.bundle.kinds").await;
     assert_eq!(kinds, json!(["mandelbrot_point", "mandelbrot_tile"]));
@@ -300,23 +293,11 @@ async fn a_users_own_crate_runs_in_tabs_with_state_waits_failures_and_panics() {
     let base = http_base(&url);
     let mut browser = Browser::start().await;
     // One compute thread for the stateful checks, two for the waiting one.
-    let single = browser
-        .open(&format!(
-            "{base}/#key={KEY}&queue=one&bundle=usercrate&workers=1"
-        ))
-        .await;
-    let double = browser
-        .open(&format!(
-            "{base}/#key={KEY}&queue=two&bundle=usercrate&workers=2"
-        ))
-        .await;
-    for page in [&single, &double] {
+    for (queue, threads) in [("one", 1), ("two", 2)] {
         browser
-            .wait_for(
-                page,
-                &format!("{STATUS}.state === 'connected'"),
-                Duration::from_secs(30),
-            )
+            .open_worker(&format!(
+                "{base}/#key={KEY}&queue={queue}&bundle=usercrate&workers={threads}"
+            ))
             .await;
     }
     let c = client(&url).await;
@@ -428,15 +409,8 @@ async fn js_handlers_run_in_a_tab_sync_async_and_throwing() {
         "{notice}"
     );
 
-    let page = browser
-        .open(&format!("{base}/#key={KEY}&queue=js&workers=2"))
-        .await;
-    browser
-        .wait_for(
-            &page,
-            &format!("{STATUS}.state === 'connected'"),
-            Duration::from_secs(30),
-        )
+    let (page, _) = browser
+        .open_worker(&format!("{base}/#key={KEY}&queue=js&workers=2"))
         .await;
     let kinds = browser.eval(&page, "window.taskhub.bundle.kinds").await;
     assert_eq!(
