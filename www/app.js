@@ -130,4 +130,4 @@ async function main() {
   Object.assign(window.taskhub, { worker, status: () => worker.status(), bundle });
 }
 
-main().catch((err) => say(`Could not start: ${err.message || err}`));
+main().catch((err) => fail("unavailable", `Could not start: ${err.message || err}`));

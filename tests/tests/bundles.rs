@@ -277,9 +277,10 @@ async fn the_examples_render_command_assembles_the_image_from_native_workers() {
             expected[at..at + row.len()].copy_from_slice(row);
         }
     }
-    assert!(
-        image[..expected.len()] == expected[..],
-        "the PNG is not the reference image"
+    let first_difference = image.iter().zip(&expected).position(|(a, b)| a != b);
+    assert_eq!(
+        first_difference, None,
+        "the PNG differs from the reference image (at byte {first_difference:?})"
     );
 }
 

@@ -18,18 +18,29 @@ pub const POINT_KIND: &str = "mandelbrot_point";
 pub const MAX_TILE_PIXELS: u32 = 1 << 20;
 pub const MAX_ITER: u32 = 100_000;
 
-/// One tile of an image of `width` × `height` pixels showing the region of the complex plane
-/// whose top-left corner is `re_min + i·im_max`, `step` units per pixel.
+/// One tile, `w` × `h` pixels at (`x`, `y`), of a `width` × `height` image of the whole set.
+///
+/// Only integers cross the wire: every worker derives the same coordinates from them (serde_json
+/// does not promise to parse every float back to the same bits, and one ULP moves pixels).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tile {
     pub x: u32,
     pub y: u32,
     pub w: u32,
     pub h: u32,
-    pub re_min: f64,
-    pub im_max: f64,
-    pub step: f64,
+    pub width: u32,
+    pub height: u32,
     pub max_iter: u32,
+}
+
+impl Tile {
+    /// The image's view: real part of the left edge, imaginary part of the top edge, and units
+    /// per pixel. The whole set (-2.5..1.0 by -1.25..1.25), centred, as large as the image allows.
+    pub fn view(&self) -> (f64, f64, f64) {
+        let (w, h) = (f64::from(self.width), f64::from(self.height));
+        let step = (3.5 / w).max(2.5 / h);
+        (-0.75 - step * w / 2.0, step * h / 2.0, step)
+    }
 }
 
 /// What a tile task returns: the tile's place, its RGB pixels (row by row, base64), and the
@@ -48,9 +59,6 @@ pub struct TileResult {
 /// The tiles of a `width` × `height` image of the whole set, `tile` pixels square (smaller at the
 /// right and bottom edges), row by row.
 pub fn tiles(width: u32, height: u32, tile: u32, max_iter: u32) -> Vec<Tile> {
-    // Real axis -2.5..1.0 across the width; centred vertically.
-    let step = 3.5 / f64::from(width);
-    let im_max = step * f64::from(height) / 2.0;
     let tile = tile.max(1);
     let mut out = Vec::new();
     for y in (0..height).step_by(tile as usize) {
@@ -60,9 +68,8 @@ pub fn tiles(width: u32, height: u32, tile: u32, max_iter: u32) -> Vec<Tile> {
                 y,
                 w: tile.min(width - x),
                 h: tile.min(height - y),
-                re_min: -2.5,
-                im_max,
-                step,
+                width,
+                height,
                 max_iter,
             });
         }
@@ -108,11 +115,12 @@ const PALETTE: [[u8; 3]; 16] = [
 
 /// The tile's pixels, RGB, row by row.
 pub fn render(t: &Tile) -> Vec<u8> {
+    let (re_min, im_max, step) = t.view();
     let mut rgb = Vec::with_capacity((t.w * t.h * 3) as usize);
     for py in t.y..t.y + t.h {
-        let im = t.im_max - f64::from(py) * t.step;
+        let im = im_max - f64::from(py) * step;
         for px in t.x..t.x + t.w {
-            let re = t.re_min + f64::from(px) * t.step;
+            let re = re_min + f64::from(px) * step;
             let n = escape_time(re, im, t.max_iter);
             let colour = if n == t.max_iter {
                 [0, 0, 0]
@@ -137,6 +145,13 @@ impl Handler for TileHandler {
             return Err(Failure::permanent(format!(
                 "a tile must have 1 to {MAX_TILE_PIXELS} pixels, got {}x{}",
                 tile.w, tile.h
+            )));
+        }
+        if tile.x.saturating_add(tile.w) > tile.width || tile.y.saturating_add(tile.h) > tile.height
+        {
+            return Err(Failure::permanent(format!(
+                "a {}x{} tile at ({}, {}) does not fit a {}x{} image",
+                tile.w, tile.h, tile.x, tile.y, tile.width, tile.height
             )));
         }
         if tile.max_iter == 0 || tile.max_iter > MAX_ITER {
