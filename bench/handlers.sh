@@ -64,7 +64,7 @@ done
 
 echo
 echo "2. tiles/s, full 1920x1080 image (144 tiles, max_iter 1000): one tab vs one native worker"
-render() { $bin/mandelbrot render --queue tiles --out target/bench-mandelbrot.png | head -1; }
+render() { local out; out=$($bin/mandelbrot render --queue tiles --out target/bench-mandelbrot.png); echo "${out%%$'\n'*}"; }
 for threads in ${THREADS:-1 2}; do
   profile=$(mktemp -d)
   http=${url/ws:/http:}

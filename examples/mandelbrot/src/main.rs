@@ -165,7 +165,10 @@ async fn render(args: RenderArgs) -> anyhow::Result<()> {
     write_png(&args.out, args.width, args.height, &image)?;
     let stats = client.stats().await?;
     client.close().await;
-    println!(
+    // A closed stdout (`render | head -1`) must not turn a finished render into a panic.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
         "{total} tiles ({}x{}, max_iter {}) in {:.2} s: {:.1} tiles/s; wrote {}",
         args.width,
         args.height,
@@ -187,7 +190,7 @@ async fn render(args: RenderArgs) -> anyhow::Result<()> {
             ),
             None => format!("session {session}"),
         };
-        println!("  {label}: {count} tiles");
+        let _ = writeln!(out, "  {label}: {count} tiles");
     }
     Ok(())
 }
