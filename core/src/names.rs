@@ -23,7 +23,8 @@ fn token_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':')
 }
 
-/// A queue name: 1 to 128 bytes of `A-Z a-z 0-9 _ - : .`.
+/// A queue name: 1 to 128 bytes of `A-Z a-z 0-9 _ - : .`, or such a name followed by `.dead`
+/// (a dead-letter queue, so up to 133 bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct QueueName(String);
@@ -31,9 +32,10 @@ pub struct QueueName(String);
 impl QueueName {
     pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
         let name = name.into();
-        if name.is_empty() || name.len() > MAX_QUEUE_NAME {
+        let base = name.strip_suffix(DEAD_SUFFIX).unwrap_or(&name);
+        if name.is_empty() || base.len() > MAX_QUEUE_NAME {
             return Err(NameError(format!(
-                "queue name must be 1 to {MAX_QUEUE_NAME} bytes, got {}",
+                "queue name must be 1 to {MAX_QUEUE_NAME} bytes (plus {DEAD_SUFFIX} for a dead-letter queue), got {}",
                 name.len()
             )));
         }
@@ -59,9 +61,18 @@ impl QueueName {
         self.0.starts_with(INBOX_PREFIX)
     }
 
-    /// This queue's dead-letter queue, `<name>.dead`. `None` if that name would be too long.
-    pub fn dead_letter(&self) -> Option<QueueName> {
-        QueueName::new(format!("{}{DEAD_SUFFIX}", self.0)).ok()
+    /// This queue's dead-letter queue: `<name>.dead`, for every valid name. A dead-letter queue
+    /// is its own (a dead letter that fails again goes back to the end of the same queue).
+    pub fn dead_letter(&self) -> QueueName {
+        if self.is_dead_letter() {
+            return self.clone();
+        }
+        QueueName(format!("{}{DEAD_SUFFIX}", self.0))
+    }
+
+    /// Whether this names a dead-letter queue (`<name>.dead`).
+    pub fn is_dead_letter(&self) -> bool {
+        self.0.ends_with(DEAD_SUFFIX) && self.0.len() > DEAD_SUFFIX.len()
     }
 }
 
@@ -253,5 +264,21 @@ mod tests {
         assert!(Pattern::new("a..b").is_err());
         assert!(QueueName::new("").is_err());
         assert!(QueueName::new("x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn every_queue_has_a_dead_letter_queue() {
+        let longest = QueueName::new("q".repeat(MAX_QUEUE_NAME)).unwrap();
+        let dead = longest.dead_letter();
+        assert_eq!(dead.as_str().len(), MAX_QUEUE_NAME + DEAD_SUFFIX.len());
+        assert!(dead.is_dead_letter() && !longest.is_dead_letter());
+        // Clients can name it, and it is its own dead-letter queue.
+        assert_eq!(QueueName::new(dead.as_str()).unwrap(), dead);
+        assert_eq!(dead.dead_letter(), dead);
+        assert!(QueueName::new(format!("{}{DEAD_SUFFIX}", "q".repeat(129))).is_err());
+        assert_eq!(
+            QueueName::new("tasks").unwrap().dead_letter().as_str(),
+            "tasks.dead"
+        );
     }
 }

@@ -204,9 +204,7 @@ impl<S: TaskStore> Broker<S> {
             "error": error,
         });
         tracing::debug!(task = %task.id, queue = %task.queue, "task dead-lettered");
-        if let Some(dead) = task.queue.dead_letter() {
-            self.push_forced(&dead, entry, now);
-        }
+        self.push_forced(&task.queue.dead_letter(), entry, now);
         self.reply(
             &task,
             Reply {

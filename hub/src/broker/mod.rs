@@ -144,6 +144,8 @@ pub struct Broker<S: TaskStore = MemoryStore> {
     subs: Subscriptions,
     /// Dead-letter entries dropped because a dead-letter queue was full.
     dead_dropped: u64,
+    /// Queues that count against `max_queues` (all but dead-letter queues).
+    counted_queues: usize,
     /// Payload bytes of every task held; see [`BrokerConfig::max_stored_bytes`].
     stored_bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     acked: u64,
@@ -165,6 +167,7 @@ impl<S: TaskStore> Broker<S> {
             next_task: 0,
             subs: Subscriptions::default(),
             dead_dropped: 0,
+            counted_queues: 0,
             stored_bytes: Default::default(),
             acked: 0,
             failed: 0,
@@ -376,14 +379,19 @@ impl<S: TaskStore> Broker<S> {
                 .get_mut(name)
                 .ok_or_else(|| (ErrorCode::TooManyQueues, "queue vanished".to_string()));
         }
-        if self.queues.len() >= self.config.max_queues {
+        // Dead-letter queues are not counted: every queue has room for its own, so a dead letter
+        // never has nowhere to go (there are at most as many as other queues).
+        if !name.is_dead_letter() && self.counted_queues >= self.config.max_queues {
             return Err((
                 ErrorCode::TooManyQueues,
                 format!(
-                    "cannot create queue {name}: the hub already holds {} queues",
+                    "cannot create queue {name}: the hub already holds {} queues (max_queues)",
                     self.config.max_queues
                 ),
             ));
+        }
+        if !name.is_dead_letter() {
+            self.counted_queues += 1;
         }
         Ok(self.queues.entry(name.clone()).or_default())
     }
@@ -442,6 +450,14 @@ impl<S: TaskStore> Broker<S> {
             return Err((ErrorCode::BadRequest, "kind must be 1 to 128 bytes".into()));
         }
         self.check_room(&queue)?;
+        if let Some(r) = &reply_to
+            && !r.is_inbox()
+        {
+            // Create the reply queue now: if the hub has no room for it, the put is refused here
+            // rather than the result lost at ack time.
+            self.queue_mut(r)
+                .map_err(|(code, message)| (code, format!("reply_to {r}: {message}")))?;
+        }
         let size = json_len(&payload);
         let max = self.config.max_stored_bytes;
         if self.stored_bytes() + size > max {
@@ -480,7 +496,12 @@ impl<S: TaskStore> Broker<S> {
         now: Millis,
     ) -> Result<Option<ServerMsg>, Failure> {
         Self::not_inbox(&queue)?;
-        if let Some(mut task) = self.queue_mut(&queue)?.store.pop_front() {
+        // A get that does not wait never creates a queue (only a waiting get needs one to wait on).
+        let found = self
+            .queues
+            .get_mut(&queue)
+            .and_then(|q| q.store.pop_front());
+        if let Some(mut task) = found {
             task.attempts += 1;
             return Ok(Some(ServerMsg::Task {
                 req,
@@ -574,9 +595,10 @@ impl<S: TaskStore> Broker<S> {
                 name: name.clone(),
                 depth: q.store.len() as u64,
                 in_flight: q.in_flight as u64,
-                dead: name
-                    .dead_letter()
-                    .and_then(|d| self.queues.get(&d))
+                dead: self
+                    .queues
+                    .get(&name.dead_letter())
+                    .filter(|_| !name.is_dead_letter())
                     .map_or(0, |d| d.store.len() as u64),
                 consumers: q.consumers.len() as u64,
             })

@@ -491,7 +491,20 @@ fn queue_count_is_bounded() {
     });
     h.put("a", json!(1));
     h.put("b", json!(1));
+    // A get that does not wait creates nothing, so it cannot use up the limit.
     let out = h.get("c", 0);
+    assert!(matches!(out[0].msg, ServerMsg::Empty { .. }), "{out:?}");
+    let out = h.send(
+        P,
+        ClientMsg::Put {
+            req: Some(9),
+            queue: q("c"),
+            payload: json!(1),
+            kind: None,
+            reply_to: None,
+            max_attempts: None,
+        },
+    );
     assert!(matches!(
         out[0].msg,
         ServerMsg::Error {
@@ -499,6 +512,73 @@ fn queue_count_is_bounded() {
             ..
         }
     ));
+}
+
+#[test]
+fn at_max_queues_results_and_dead_letters_still_have_a_place() {
+    let mut h = Harness::new(BrokerConfig {
+        max_queues: 2,
+        ..BrokerConfig::default()
+    });
+    // The put creates its reply queue, so a put whose reply queue cannot exist is refused.
+    let id = h.put_with("tasks", json!(7), Some("results"), Some(1));
+    let out = h.send(
+        P,
+        ClientMsg::Put {
+            req: Some(3),
+            queue: q("tasks"),
+            payload: json!(8),
+            kind: None,
+            reply_to: Some(q("fresh")),
+            max_attempts: None,
+        },
+    );
+    let ServerMsg::Error { code, message, .. } = &out[0].msg else {
+        panic!("{out:?}")
+    };
+    assert_eq!(*code, ErrorCode::TooManyQueues);
+    assert!(
+        message.starts_with("reply_to fresh: cannot create queue fresh"),
+        "{message}"
+    );
+    // A dead-letter queue does not count: the failed task lands in tasks.dead.
+    h.consume(W1, "tasks", 1);
+    h.send(
+        W1,
+        ClientMsg::Fail {
+            req: None,
+            task: id,
+            error: "no".into(),
+            retry: false,
+        },
+    );
+    let dead = got_payload(&h.get("tasks.dead", 0)).unwrap();
+    assert_eq!(dead["payload"], json!(7));
+    let reply = got_payload(&h.get("results", 0)).unwrap();
+    assert_eq!(reply["ok"], json!(false));
+    assert_eq!(h.b.dropped(), 0, "nothing was dropped");
+}
+
+#[test]
+fn the_longest_queue_name_has_a_dead_letter_queue() {
+    let mut h = Harness::new(BrokerConfig::default());
+    let long = "q".repeat(128);
+    let id = h.put_with(&long, json!(1), None, Some(1));
+    h.consume(W1, &long, 1);
+    h.send(
+        W1,
+        ClientMsg::Fail {
+            req: None,
+            task: id,
+            error: "bad".into(),
+            retry: true,
+        },
+    );
+    let stats = h.b.stats();
+    let line = stats.queues.iter().find(|s| s.name == q(&long)).unwrap();
+    assert_eq!(line.dead, 1);
+    let dead = got_payload(&h.get(&format!("{long}.dead"), 0)).unwrap();
+    assert_eq!(dead["payload"], json!(1));
 }
 
 #[test]
