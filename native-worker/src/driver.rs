@@ -204,8 +204,14 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                     d.close().await;
                     return Err(reason);
                 }
-                Event::Stopped => {
+                Event::Stopped { abandoned } => {
                     d.close().await;
+                    if abandoned > 0 {
+                        return Err(format!(
+                            "the grace period ran out with {abandoned} task(s) still running; \
+                             they were abandoned (the hub gives them to other workers)"
+                        ));
+                    }
                     return Ok(());
                 }
             }

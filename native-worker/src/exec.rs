@@ -30,8 +30,30 @@ async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize) -> (Vec<u8>, boo
     }
 }
 
+/// Kills a task's whole process group if the task is dropped before its command exits (the
+/// worker gave up on it when the grace period ran out). `kill_on_drop` alone reaches only `sh`,
+/// and the command's own children would live on.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(group) = self.0.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{group}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 pub(crate) async fn run(cmd: &str, job: &Job, max_result: usize) -> Result<Value, Failure> {
-    let mut child = Command::new("sh")
+    let mut command = Command::new("sh");
+    // Its own process group: a Ctrl-C or a signal to the worker's group (systemd's default stop)
+    // reaches only the worker, which then lets running tasks finish within --grace.
+    #[cfg(unix)]
+    command.process_group(0);
+    let mut child = command
         .arg("-c")
         .arg(cmd)
         .env("TASKHUB_TASK_ID", job.id.to_string())
@@ -43,6 +65,7 @@ pub(crate) async fn run(cmd: &str, job: &Job, max_result: usize) -> Result<Value
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| Failure::permanent(format!("cannot start --exec command: {e}")))?;
+    let mut group = GroupGuard(if cfg!(unix) { child.id() } else { None });
     let input = serde_json::to_vec(&job.payload).unwrap_or_default();
     let stdin = child.stdin.take();
     let feed = async move {
@@ -60,6 +83,7 @@ pub(crate) async fn run(cmd: &str, job: &Job, max_result: usize) -> Result<Value
         read_capped(stderr, MAX_STDERR),
         child.wait()
     );
+    group.0 = None; // it exited by itself
     let status = status.map_err(|e| Failure::retryable(format!("--exec command: {e}")))?;
     if !status.success() {
         let stderr = String::from_utf8_lossy(&err);

@@ -1,5 +1,8 @@
 //! `--exec`: any command is a worker. Payload on stdin, result on stdout, failure on stderr.
 
+// Helpers here are test code too: a failed step should fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use serde_json::json;
@@ -52,5 +55,117 @@ async fn a_shell_command_computes_results_and_its_failures_carry_stderr() {
         .await
         .unwrap();
     assert_eq!(replies[0].result, Some(json!("HELLO")));
+    hub.stop().await;
+}
+
+/// A `taskhub-worker --exec CMD` in a process group of its own, as a shell runs a job: a Ctrl-C
+/// (SIGINT to the whole group) or systemd's default stop reaches every process in it.
+fn exec_worker_in_own_group(url: &str, queue: &str, cmd: &str, grace: &str) -> taskhub_tests::Proc {
+    use std::os::unix::process::CommandExt;
+    taskhub_tests::Proc::spawn(
+        std::process::Command::new(taskhub_tests::bin("taskhub-worker"))
+            .args(["--hub", url, "--key", taskhub_tests::KEY, "--queue", queue])
+            .args(["--exec", cmd, "--grace", grace, "--concurrency", "1"])
+            .env("RUST_LOG", "warn")
+            .process_group(0),
+    )
+}
+
+fn signal_group(pid: u32, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([signal, "--", &format!("-{pid}")])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_to_the_workers_group_lets_exec_tasks_finish() {
+    let hub = hub(|_| {}).await;
+    let c = client(&hub.url()).await;
+    let mut w = exec_worker_in_own_group(&hub.url(), "slow", "sleep 1; echo finished", "10");
+    let opts = PutOptions {
+        reply_to: Some("slow-done".into()),
+        ..PutOptions::kind("nap")
+    };
+    c.put("slow", json!(null), &opts).await.unwrap();
+    // Wait until the task is running, then Ctrl-C the worker's whole process group.
+    taskhub_tests::eventually(Duration::from_secs(10), || async {
+        let s = c.stats().await.unwrap();
+        (s.queues
+            .iter()
+            .any(|q| q.name.as_str() == "slow" && q.in_flight == 1))
+        .then_some(())
+    })
+    .await
+    .expect("the task starts");
+    signal_group(w.pid(), "-INT");
+    let status = tokio::task::spawn_blocking(move || w.0.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the worker finished its task and exited cleanly"
+    );
+    let done = c
+        .get("slow-done", Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.payload["ok"], json!(true), "{}", done.payload);
+    assert_eq!(done.payload["result"], json!("finished"));
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grace_period_that_runs_out_is_a_failed_exit() {
+    let hub = hub(|_| {}).await;
+    let c = client(&hub.url()).await;
+    // `sleep 37.25` is a child of the command's shell: it must not outlive the abandoned task.
+    let mut w = exec_worker_in_own_group(&hub.url(), "stuck", "sleep 37.25; echo late", "1");
+    c.put("stuck", json!(null), &PutOptions::kind("nap"))
+        .await
+        .unwrap();
+    taskhub_tests::eventually(Duration::from_secs(10), || async {
+        let s = c.stats().await.unwrap();
+        (s.queues
+            .iter()
+            .any(|q| q.name.as_str() == "stuck" && q.in_flight == 1))
+        .then_some(())
+    })
+    .await
+    .expect("the task starts");
+    signal_group(w.pid(), "-TERM");
+    let out = tokio::task::spawn_blocking(move || w.0.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.code(), Some(1), "abandoning a task is not a clean exit");
+    let orphan = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", "sleep 37.25"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let gone = taskhub_tests::eventually(Duration::from_secs(5), || async {
+        (!orphan()).then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "the abandoned command's children were killed"
+    );
+    // The abandoned task went back to the queue for another worker.
+    let back = taskhub_tests::eventually(Duration::from_secs(10), || async {
+        let s = c.stats().await.unwrap();
+        s.queues
+            .iter()
+            .find(|q| q.name.as_str() == "stuck" && q.depth == 1 && q.in_flight == 0)
+            .map(|_| ())
+    })
+    .await;
+    assert!(back.is_some(), "the task is ready again");
     hub.stop().await;
 }

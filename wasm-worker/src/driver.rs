@@ -145,14 +145,14 @@ impl Inner {
                 self.retire_socket();
                 out.push(js_event(json!({"type": "failed", "reason": reason})));
             }
-            Event::Stopped => {
+            Event::Stopped { abandoned } => {
                 // Tear everything down: socket, Web Workers, timer.
                 self.retire_socket();
                 if let Some(mut pool) = self.pool.take() {
                     pool.shutdown();
                     self.retired_pool = Some(pool);
                 }
-                out.push(js_event(json!({"type": "stopped"})));
+                out.push(js_event(json!({"type": "stopped", "abandoned": abandoned})));
             }
         }
     }

@@ -93,8 +93,9 @@ pub enum Event {
     HubError { code: ErrorCode, message: String },
     /// The worker cannot go on (wrong key, or an impostor hub). It will not reconnect.
     Failed(String),
-    /// `stop` finished: every task in flight was reported, or the grace period ran out.
-    Stopped,
+    /// `stop` finished: every task in flight was reported, or the grace period ran out with
+    /// `abandoned` tasks still running (the hub hands them to other workers).
+    Stopped { abandoned: usize },
 }
 
 /// A snapshot for status displays.
@@ -470,12 +471,20 @@ impl Worker {
 
     fn finish_stop(&mut self) {
         let connected = matches!(self.state, State::Ready { .. } | State::Handshake { .. });
+        let abandoned = match self.state {
+            State::Ready { .. } => self
+                .running
+                .values()
+                .filter(|r| r.conn == self.conn)
+                .count(),
+            _ => 0,
+        };
         self.state = State::Stopped;
         self.prefetched.clear();
         if connected {
             self.events.push_back(Event::Close);
         }
-        self.events.push_back(Event::Stopped);
+        self.events.push_back(Event::Stopped { abandoned });
     }
 
     fn start_more(&mut self, now: Millis) {

@@ -327,7 +327,10 @@ fn stop_releases_unstarted_tasks_and_waits_for_running_ones() {
     assert!(p.events().is_empty());
     p.w.handle_task_done(run[1].token, Ok(json!(2)), p.now);
     assert_eq!(p.sent().len(), 2, "both acks still go out");
-    assert_eq!(p.events(), vec![Event::Close, Event::Stopped]);
+    assert_eq!(
+        p.events(),
+        vec![Event::Close, Event::Stopped { abandoned: 0 }]
+    );
 }
 
 #[test]
@@ -341,10 +344,17 @@ fn stop_gives_up_after_the_grace_period() {
     p.w.stop(p.now);
     p.now = p.now + 1_999;
     p.w.handle_timeout(p.now);
-    assert!(!p.events().contains(&Event::Stopped));
+    assert!(
+        !p.events()
+            .iter()
+            .any(|e| matches!(e, Event::Stopped { .. }))
+    );
     p.now = p.now + 1;
     p.w.handle_timeout(p.now);
-    assert_eq!(p.events(), vec![Event::Close, Event::Stopped]);
+    assert_eq!(
+        p.events(),
+        vec![Event::Close, Event::Stopped { abandoned: 1 }]
+    );
 }
 
 #[test]
@@ -354,7 +364,7 @@ fn stop_while_disconnected_is_immediate() {
     p.w.handle_disconnected(p.now, "refused", 0);
     p.events();
     p.w.stop(p.now);
-    assert_eq!(p.events(), vec![Event::Stopped]);
+    assert_eq!(p.events(), vec![Event::Stopped { abandoned: 0 }]);
     assert!(p.w.is_finished());
 }
 
@@ -380,7 +390,10 @@ fn abandon_hands_back_everything_at_once() {
     let mut sorted = released.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, vec![1, 2, 3]);
-    assert_eq!(p.events(), vec![Event::Close, Event::Stopped]);
+    assert_eq!(
+        p.events(),
+        vec![Event::Close, Event::Stopped { abandoned: 0 }]
+    );
     p.w.handle_task_done(run[0].token, Ok(json!(1)), p.now);
     assert!(p.sent().is_empty(), "no ack for a released task");
 }
