@@ -80,3 +80,83 @@ async fn touch_keeps_a_lease_alive() {
     assert_eq!(ok["type"], "ok", "{ok}");
     hub.stop().await;
 }
+
+/// The fault suite's case: one of three worker processes is frozen (SIGSTOP) mid-run. Its leases
+/// expire and go to the others; it is not handed its own expired tasks again, so nothing burns
+/// its attempts and nothing is dead-lettered. Thawed (SIGCONT), it rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_worker_loses_its_tasks_to_the_others_and_rejoins_when_thawed() {
+    use taskhub_client::PutOptions;
+    use taskhub_tests::{client, serve_with, worker};
+    let (_hub, url) = serve_with("127.0.0.1:0", &["--ack-wait", "1"]);
+    let frozen = worker(&url, "naps", &["--name", "frozen"]);
+    let _b = worker(&url, "naps", &["--name", "b"]);
+    let _c = worker(&url, "naps", &["--name", "c"]);
+    let c = client(&url).await;
+    let signal = |sig: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([sig, &frozen.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+    };
+    let acked_by = |stats: &taskhub_client::Stats, name: &str| {
+        stats
+            .workers
+            .iter()
+            .find(|w| w.name.as_deref() == Some(name))
+            .map_or(0, |w| w.acked)
+    };
+    let url2 = url.clone();
+    let run = tokio::spawn(async move {
+        let p = client(&url2).await;
+        p.submit(
+            "naps",
+            vec![json!(30); 600],
+            PutOptions::kind("sleep"),
+            Some(Duration::from_secs(60)),
+        )
+        .await
+    });
+    // Freeze it once it is working (it holds leases then).
+    taskhub_tests::eventually(Duration::from_secs(20), || async {
+        let s = c.stats().await.unwrap();
+        (acked_by(&s, "frozen") >= 5).then_some(())
+    })
+    .await
+    .expect("the worker to freeze gets going");
+    signal("-STOP");
+    let replies = run.await.unwrap().expect("every task completes");
+    let failed: Vec<_> = replies.iter().filter(|r| !r.ok).collect();
+    assert!(failed.is_empty(), "dead-lettered: {failed:?}");
+    let stats = c.stats().await.unwrap();
+    let naps = stats
+        .queues
+        .iter()
+        .find(|q| q.name.as_str() == "naps")
+        .unwrap();
+    assert_eq!(
+        (naps.depth, naps.in_flight, naps.dead),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+
+    // Thawed, it takes tasks again.
+    let before = acked_by(&stats, "frozen");
+    signal("-CONT");
+    let more = c
+        .submit(
+            "naps",
+            vec![json!(30); 60],
+            PutOptions::kind("sleep"),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert!(more.iter().all(|r| r.ok));
+    let after = acked_by(&c.stats().await.unwrap(), "frozen");
+    assert!(
+        after > before,
+        "the thawed worker rejoined ({before} -> {after})"
+    );
+}

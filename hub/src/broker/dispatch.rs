@@ -41,11 +41,7 @@ impl<S: TaskStore> Broker<S> {
                     break;
                 };
                 q.consumers.push_back(s);
-                if self
-                    .sessions
-                    .get(&s)
-                    .is_some_and(|st| st.leased.len() < st.prefetch as usize)
-                {
+                if self.sessions.get(&s).is_some_and(|st| st.has_credit()) {
                     chosen = Some(s);
                     break;
                 }

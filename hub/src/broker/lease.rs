@@ -142,6 +142,10 @@ impl<S: TaskStore> Broker<S> {
                 break;
             }
             let session = self.leases.get(&id).map(|l| l.session);
+            if let Some(s) = session.and_then(|s| self.sessions.get_mut(&s)) {
+                // Hold this credit back until the session shows it is alive.
+                s.stalled = s.stalled.saturating_add(1).min(s.prefetch);
+            }
             if let Some(mut task) = self.take_lease(id) {
                 task.last_error = Some(format!(
                     "lease expired: not acked within {} ms",

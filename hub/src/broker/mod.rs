@@ -111,7 +111,18 @@ struct Session {
     consuming: Vec<QueueName>,
     prefetch: u32,
     leased: IdSet<TaskId>,
+    /// Credit held back after leases of this session expired: a frozen worker (SIGSTOP, a
+    /// sleeping laptop's tab) must not be handed its own expired tasks again. Cleared as soon as
+    /// the session shows it is alive (any ack, fail, release, touch or consume).
+    stalled: u32,
     waiters: usize,
+}
+
+impl Session {
+    /// Whether the session may be handed one more task.
+    fn has_credit(&self) -> bool {
+        self.leased.len() + (self.stalled as usize) < self.prefetch as usize
+    }
 }
 
 #[derive(Debug)]
@@ -207,6 +218,7 @@ impl<S: TaskStore> Broker<S> {
                 consuming: Vec::new(),
                 prefetch: 0,
                 leased: IdSet::default(),
+                stalled: 0,
                 waiters: 0,
             },
         );
@@ -271,6 +283,20 @@ impl<S: TaskStore> Broker<S> {
                     | ClientMsg::Touch { .. }
                     | ClientMsg::Consume { .. }
             );
+        if matches!(
+            msg,
+            ClientMsg::Ack { .. }
+                | ClientMsg::Fail { .. }
+                | ClientMsg::Release { .. }
+                | ClientMsg::Touch { .. }
+                | ClientMsg::Consume { .. }
+        ) && let Some(s) = self.sessions.get_mut(&session)
+            && s.stalled > 0
+        {
+            // Alive after all (a late ack gets unknown_task, but it proves the point).
+            s.stalled = 0;
+            self.dispatch_for(session, now);
+        }
         let result = match msg {
             ClientMsg::Auth { .. } => Err((
                 ErrorCode::BadRequest,

@@ -702,3 +702,42 @@ fn the_hub_bounds_the_bytes_it_holds_and_frees_them_whatever_the_path() {
     assert_eq!(h.b.stored_bytes(), 0);
     assert_eq!(h.b.stats().stored_bytes, 0);
 }
+
+#[test]
+fn a_frozen_worker_does_not_get_its_own_expired_tasks_back() {
+    let mut h = Harness::new(BrokerConfig {
+        ack_wait: Duration::from_millis(500),
+        ..BrokerConfig::default()
+    });
+    let first = h.put("tasks", json!(1));
+    let second = h.put("tasks", json!(2));
+    assert_eq!(h.consume(W1, "tasks", 1), vec![first]);
+    // W1 freezes: its lease expires. It has credit again on paper, but it must not be chosen.
+    let out = h.advance(500);
+    assert!(delivered(&out, W1).is_empty(), "{out:?}");
+    // A live worker arriving takes the expired task first.
+    assert_eq!(h.consume(W2, "tasks", 1), vec![first]);
+    // W1 wakes up and acks its old task late: unknown_task, but it is alive again.
+    let out = h.send(
+        W1,
+        ClientMsg::Ack {
+            req: Some(5),
+            task: first,
+            result: Some(json!("late")),
+        },
+    );
+    assert!(
+        matches!(
+            out[0].msg,
+            ServerMsg::Error {
+                code: ErrorCode::UnknownTask,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!(delivered(&out, W1), vec![second], "its credit is back");
+    // W2's result for the task is the one that counts.
+    let out = h.ack(W2, first, json!("on time"));
+    assert_eq!(out[0].msg, ServerMsg::Ok { req: Some(2) });
+}
