@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::Value;
 use taskhub_core::auth::{AuthError, ClientHandshake, DEFAULT_KEY_ID, NONCE_BYTES, Secret};
-use taskhub_core::codec::{decode_server, encode_client};
+use taskhub_core::codec::{decode_server, encode_client, peek_u64};
 use taskhub_core::protocol::{Limits, Reply, Stats};
 use taskhub_core::{
     ClientMsg, ErrorCode, NameError, Pattern, QueueName, Role, ServerMsg, SessionId, Task, TaskId,
@@ -231,9 +231,7 @@ impl Client {
                 match stream.next().await {
                     Some(Ok(Message::Text(t))) => match decode_server(&t) {
                         Ok(msg) => route(&reader_shared, &msg_tx, msg),
-                        Err(e) => {
-                            tracing::warn!("ignoring unreadable frame from hub: {}", e.message)
-                        }
+                        Err(e) => unreadable(&reader_shared, &t, e),
                     },
                     Some(Ok(Message::Close(c))) => break c.map(|c| c.reason.to_string()),
                     Some(Ok(_)) => {}
@@ -497,32 +495,65 @@ fn unexpected(msg: &ServerMsg) -> ClientError {
 }
 
 /// Hand one incoming message to whoever waits for it.
+/// A frame from the hub that cannot be decoded: whoever waits for it gets an error naming the
+/// problem instead of waiting forever (the answer to a request by its `req`, a submitted task's
+/// reply by its `id`).
+fn unreadable(shared: &Shared, text: &str, e: taskhub_core::codec::DecodeError) {
+    tracing::warn!("unreadable frame from hub: {}", e.message);
+    let message = format!("the hub's answer could not be read: {}", e.message);
+    if let Some(req) = e.req {
+        answer(
+            shared,
+            req,
+            ServerMsg::error(Some(req), ErrorCode::BadFrame, message),
+        );
+    } else if text.contains(r#""type":"reply""#)
+        && let Some(id) = peek_u64(text, "id")
+    {
+        deliver_reply(
+            shared,
+            Reply {
+                id: TaskId(id),
+                ok: false,
+                result: None,
+                error: Some(message),
+            },
+        );
+    }
+}
+
+/// Hand the answer to request `req` to whoever waits for it.
+fn answer(shared: &Shared, req: u64, msg: ServerMsg) {
+    let waiter = shared.pending.lock().ok().and_then(|mut p| p.remove(&req));
+    if let Some(tx) = waiter {
+        let _ = tx.send(msg);
+    }
+}
+
+/// Hand a submitted task's reply to whoever waits for it, or keep it for a moment.
+fn deliver_reply(shared: &Shared, reply: Reply) {
+    if let Ok(mut inbox) = shared.inbox.lock() {
+        match inbox.waiting.remove(&reply.id) {
+            Some(tx) => {
+                let _ = tx.send(reply);
+            }
+            None if inbox.early.len() < EARLY_REPLIES => {
+                inbox.early.insert(reply.id, reply);
+            }
+            None => tracing::warn!("dropping a reply nobody waits for"),
+        }
+    }
+}
+
 fn route(shared: &Shared, messages: &mpsc::Sender<(Topic, Value)>, msg: ServerMsg) {
     match msg {
-        ServerMsg::Reply(reply) => {
-            if let Ok(mut inbox) = shared.inbox.lock() {
-                match inbox.waiting.remove(&reply.id) {
-                    Some(tx) => {
-                        let _ = tx.send(reply);
-                    }
-                    None if inbox.early.len() < EARLY_REPLIES => {
-                        inbox.early.insert(reply.id, reply);
-                    }
-                    None => tracing::warn!("dropping a reply nobody waits for"),
-                }
-            }
-        }
+        ServerMsg::Reply(reply) => deliver_reply(shared, reply),
         ServerMsg::Message { topic, payload } => {
             // At-most-once: a reader that does not keep up loses messages, not memory.
             let _ = messages.try_send((topic, payload));
         }
         msg => match msg.req() {
-            Some(req) => {
-                let waiter = shared.pending.lock().ok().and_then(|mut p| p.remove(&req));
-                if let Some(tx) = waiter {
-                    let _ = tx.send(msg);
-                }
-            }
+            Some(req) => answer(shared, req, msg),
             None => {
                 if let ServerMsg::Error { code, message, .. } = &msg {
                     tracing::warn!("hub: {message} ({code})");

@@ -281,6 +281,70 @@ impl<'de> Deserialize<'de> for ServerMsg {
     }
 }
 
+/// Deepest nesting of arrays and objects a client message may have. Everything the hub sends
+/// wraps a client's value in at most two more levels, so every answer stays readable by decoders
+/// with serde_json's limit of 128.
+pub const MAX_NESTING: usize = 100;
+
+/// How deeply the JSON text nests arrays and objects (brackets inside strings do not count).
+#[inline(never)]
+pub fn nesting(text: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in text.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// The top-level `"req"` of a frame that could not be decoded, found without parsing it, so that
+/// the request it answers (or asked) can still be failed. Looks only before the first nested
+/// value, where every encoder puts it.
+pub fn peek_u64(text: &str, field: &str) -> Option<u64> {
+    let head = text.get(1..)?;
+    let head = &head[..head.find(['{', '[']).unwrap_or(head.len())];
+    let key = format!("\"{field}\"");
+    let after = head[head.find(&key)? + key.len()..].trim_start();
+    let digits = after.strip_prefix(':')?.trim_start();
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
+/// The rare frame with many brackets: refuse it if it nests deeper than [`MAX_NESTING`].
+#[cold]
+#[inline(never)]
+fn too_deep(text: &str) -> Result<(), DecodeError> {
+    let depth = nesting(text);
+    if depth <= MAX_NESTING {
+        return Ok(());
+    }
+    Err(DecodeError {
+        req: peek_u64(text, "req"),
+        code: ErrorCode::BadRequest,
+        message: format!(
+            "message nests {depth} levels deep; this hub accepts at most {MAX_NESTING}"
+        ),
+    })
+}
+
 /// Decode a client frame of at most `max_bytes`.
 pub fn decode_client(text: &str, max_bytes: usize) -> Result<ClientMsg, DecodeError> {
     if text.len() > max_bytes {
@@ -292,6 +356,12 @@ pub fn decode_client(text: &str, max_bytes: usize) -> Result<ClientMsg, DecodeEr
                 text.len()
             ),
         });
+    }
+    // Nesting deeper than MAX_NESTING needs more opening brackets than that: counting them is a
+    // fast pass over the bytes, and only the rare frame with many gets the full scan.
+    let openers = memchr::memchr2_iter(b'[', b'{', text.as_bytes()).count();
+    if openers > MAX_NESTING {
+        too_deep(text)?;
     }
     serde_json::from_str(text).map_err(|e| explain(text, e))
 }
@@ -347,7 +417,7 @@ fn explain(text: &str, err: serde_json::Error) -> DecodeError {
 /// Decode a hub frame (clients use this). No size limit: the transport enforces one.
 pub fn decode_server(text: &str) -> Result<ServerMsg, DecodeError> {
     serde_json::from_str(text).map_err(|e| DecodeError {
-        req: None,
+        req: peek_u64(text, "req"),
         code: ErrorCode::BadFrame,
         message: format!("unreadable message from hub: {e}"),
     })
@@ -386,6 +456,42 @@ mod tests {
             json!({"type":"put","req":7,"queue":"tasks","payload":3411,"kind":"square","reply_to":"results"})
         );
         assert_eq!(decode_client(&text, 1 << 20).unwrap(), msg);
+    }
+
+    #[test]
+    fn nesting_is_bounded_so_every_answer_stays_readable() {
+        assert_eq!(nesting(r#"{"a": "[[[{{", "b": [1, {"c": []}]}"#), 4);
+        assert_eq!(nesting(r#"{"s": "quote \" [ inside"}"#), 1);
+        let deep = |n: usize| {
+            format!(
+                r#"{{"type":"put","req":4,"queue":"q","payload":{}1{}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        assert!(decode_client(&deep(MAX_NESTING - 1), 1 << 20).is_ok());
+        let e = decode_client(&deep(MAX_NESTING), 1 << 20).unwrap_err();
+        assert_eq!((e.req, e.code), (Some(4), ErrorCode::BadRequest));
+        assert!(e.message.contains("nests 101 levels deep"), "{e:?}");
+        // An answer wrapping the deepest accepted payload (two more levels) still decodes.
+        let answer = format!(
+            r#"{{"type":"task","req":9,"task":{{"id":1,"queue":"q","payload":{{"result":{}1{}}},"attempt":1,"max_attempts":5}}}}"#,
+            "[".repeat(MAX_NESTING - 1),
+            "]".repeat(MAX_NESTING - 1)
+        );
+        assert!(decode_server(&answer).is_ok());
+        // One the client cannot read still names its req, so its caller is not left waiting.
+        let unreadable = format!(
+            r#"{{"type":"task","req":9,"task":{{"payload":{}1{}}}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(decode_server(&unreadable).unwrap_err().req, Some(9));
+        assert_eq!(
+            peek_u64(r#"{"type":"reply","id":42,"ok":true}"#, "id"),
+            Some(42)
+        );
+        assert_eq!(peek_u64(r#"{"type":"x","payload":{"req":5}}"#, "req"), None);
     }
 
     #[test]

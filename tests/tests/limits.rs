@@ -218,3 +218,103 @@ async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer_and_others_car
     assert_eq!(s.sessions["worker"], 1, "the worker was not harmed");
     hub.stop().await;
 }
+
+fn nested_text(depth: usize) -> String {
+    format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+fn nested(depth: usize) -> serde_json::Value {
+    serde_json::from_str(&nested_text(depth)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The fault suite's case: a payload nested 126 deep was accepted; its echo result came back
+/// nested 129 deep, which no client could decode, and `get` hung with the entry already taken.
+/// Now the hub bounds nesting on the way in, so every answer stays readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_payloads_are_refused_on_the_way_in_and_every_result_is_readable() {
+    let hub = hub(|_| {}).await;
+    let _w = taskhub_tests::in_process_worker(&hub.url(), "deep", 1);
+    let c = client(&hub.url()).await;
+    let err = c
+        .put("deep", nested(126), &PutOptions::kind("echo"))
+        .await
+        .unwrap_err();
+    match err {
+        ClientError::Hub { code, message } => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(
+                message.contains("nests 127 levels deep; this hub accepts at most 100"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The deepest payload accepted comes back through a worker and a reply queue, readable.
+    let deepest = nested(98); // 100 levels in the put frame
+    let opts = PutOptions {
+        reply_to: Some("deep-results".into()),
+        ..PutOptions::kind("echo")
+    };
+    c.put("deep", deepest.clone(), &opts).await.unwrap();
+    let got = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.get("deep-results", Duration::from_secs(5)),
+    )
+    .await
+    .expect("get answers")
+    .unwrap()
+    .unwrap();
+    assert_eq!(got.payload["result"], deepest);
+    hub.stop().await;
+}
+
+/// A client that receives an answer it cannot decode fails that request with an error naming the
+/// problem, instead of waiting forever. The peer here is a scripted hub that answers every `get`
+/// with a task nested far too deep.
+#[tokio::test]
+async fn an_unreadable_answer_fails_its_request_instead_of_hanging() {
+    use futures_util::{SinkExt, StreamExt};
+    use taskhub_core::auth::{Secret, hub_proof};
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let nonce = "ab".repeat(32);
+        let challenge = json!({"type": "challenge", "version": 1, "nonce": nonce});
+        ws.send(Message::text(challenge.to_string())).await.unwrap();
+        let Some(Ok(Message::Text(auth))) = ws.next().await else {
+            return;
+        };
+        let auth: serde_json::Value = serde_json::from_str(&auth).unwrap();
+        let proof = hub_proof(
+            &Secret::new(taskhub_tests::KEY),
+            "default",
+            &nonce,
+            auth["client_nonce"].as_str().unwrap(),
+        );
+        let welcome = json!({"type": "welcome", "session": 1, "proof": proof, "inbox": "_inbox.1",
+            "limits": {"max_message_bytes": 1048576, "ack_wait_ms": 30000, "max_prefetch": 100, "max_attempts": 5}});
+        ws.send(Message::text(welcome.to_string())).await.unwrap();
+        while let Some(Ok(Message::Text(req))) = ws.next().await {
+            let req: serde_json::Value = serde_json::from_str(&req).unwrap();
+            let answer = format!(
+                r#"{{"type":"task","req":{},"task":{{"id":1,"queue":"q","payload":{},"attempt":1,"max_attempts":5}}}}"#,
+                req["req"],
+                nested_text(300)
+            );
+            ws.send(Message::text(answer)).await.unwrap();
+        }
+    });
+    let c = client(&url).await;
+    let err = tokio::time::timeout(Duration::from_secs(10), c.get("q", Duration::ZERO))
+        .await
+        .expect("the get fails instead of hanging")
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("the hub's answer could not be read"),
+        "{text}"
+    );
+}
