@@ -226,9 +226,18 @@ impl Client {
         let shared = Arc::new(Shared::default());
         let (msg_tx, msg_rx) = mpsc::channel(MESSAGE_BUFFER);
         let reader_shared = shared.clone();
+        // The hub pings every `ping_interval_ms`: twice that without a frame means the path is
+        // gone (half-open connections never report an error), and every waiter is told so.
+        let silence = Duration::from_millis(limits.ping_interval_ms.saturating_mul(2).max(100));
         let reader = tokio::spawn(async move {
             let reason = loop {
-                match stream.next().await {
+                let Ok(frame) = tokio::time::timeout(silence, stream.next()).await else {
+                    break Some(format!(
+                        "the hub has been silent for {:.0} s",
+                        silence.as_secs_f64()
+                    ));
+                };
+                match frame {
                     Some(Ok(Message::Text(t))) => match decode_server(&t) {
                         Ok(msg) => route(&reader_shared, &msg_tx, msg),
                         Err(e) => unreadable(&reader_shared, &t, e),

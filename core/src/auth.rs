@@ -254,6 +254,7 @@ mod tests {
                 ack_wait_ms: 1,
                 max_prefetch: 1,
                 max_attempts: 1,
+                ping_interval_ms: 1,
             },
         }
     }

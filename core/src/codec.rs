@@ -53,6 +53,7 @@ const KNOWN_CLIENT_TYPES: &[&str] = &[
     "subscribe",
     "unsubscribe",
     "stats",
+    "ping",
 ];
 
 /// Every field any client message has, read in one pass; `type` then picks the variant.
@@ -155,6 +156,7 @@ impl Flat<'_> {
                 pattern: need(self.pattern, "pattern")?,
             },
             "stats" => ClientMsg::Stats { req },
+            "ping" => ClientMsg::Ping { req },
             other => return Err(format!("unknown message type {other:?}")),
         })
     }
@@ -584,6 +586,7 @@ mod tests {
                 pattern: Pattern::new("a.*").unwrap(),
             },
             ClientMsg::Stats { req: Some(9) },
+            ClientMsg::Ping { req: Some(10) },
         ];
         // The list `explain` names in its errors must match what the decoder accepts.
         assert_eq!(msgs.len(), KNOWN_CLIENT_TYPES.len());
@@ -629,6 +632,7 @@ mod tests {
                     ack_wait_ms: 2,
                     max_prefetch: 3,
                     max_attempts: 4,
+                    ping_interval_ms: 5,
                 },
             },
             ServerMsg::Ok { req: Some(1) },

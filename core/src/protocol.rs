@@ -142,6 +142,12 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         req: Option<u64>,
     },
+    /// A heartbeat, answered `ok`: for clients that cannot see WebSocket control frames (browsers)
+    /// to learn that the hub is still there.
+    Ping {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+    },
 }
 
 impl ClientMsg {
@@ -159,7 +165,8 @@ impl ClientMsg {
             | ClientMsg::Publish { req, .. }
             | ClientMsg::Subscribe { req, .. }
             | ClientMsg::Unsubscribe { req, .. }
-            | ClientMsg::Stats { req } => *req,
+            | ClientMsg::Stats { req }
+            | ClientMsg::Ping { req } => *req,
         }
     }
 
@@ -177,7 +184,8 @@ impl ClientMsg {
             | ClientMsg::Publish { req, .. }
             | ClientMsg::Subscribe { req, .. }
             | ClientMsg::Unsubscribe { req, .. }
-            | ClientMsg::Stats { req } => *req = Some(id),
+            | ClientMsg::Stats { req }
+            | ClientMsg::Ping { req } => *req = Some(id),
         }
     }
 }
@@ -204,6 +212,14 @@ pub struct Limits {
     pub ack_wait_ms: u64,
     pub max_prefetch: u32,
     pub max_attempts: u32,
+    /// How often the hub pings; a client that hears nothing for twice this long may take the
+    /// connection for dead. (Hubs before this field pinged every 20 s.)
+    #[serde(default = "default_ping_interval_ms")]
+    pub ping_interval_ms: u64,
+}
+
+fn default_ping_interval_ms() -> u64 {
+    20_000
 }
 
 /// One queue's line in `stats`.

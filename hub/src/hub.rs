@@ -80,6 +80,8 @@ impl Hub {
             ack_wait_ms: u64::try_from(self.config.broker.ack_wait.as_millis()).unwrap_or(u64::MAX),
             max_prefetch: self.config.broker.max_prefetch,
             max_attempts: self.config.broker.max_attempts,
+            ping_interval_ms: u64::try_from(self.config.ping_interval.as_millis())
+                .unwrap_or(u64::MAX),
         }
     }
 

@@ -380,6 +380,12 @@ impl Conn {
         let hub = self.hub.clone();
         let mut ping = tokio::time::interval(hub.config.ping_interval);
         ping.tick().await;
+        // The idle check runs twenty times per idle timeout, so a silent session is closed
+        // within 5% of it (not up to a whole ping interval late).
+        let mut idle_check = tokio::time::interval(
+            (hub.config.idle_timeout / 20).max(std::time::Duration::from_millis(50)),
+        );
+        idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_seen = tokio::time::Instant::now();
         let kill = self.kill.clone();
         loop {
@@ -429,10 +435,12 @@ impl Conn {
                     return End::Shutdown;
                 }
                 _ = ping.tick() => {
+                    let _ = self.tx.try_send(Message::Ping(Default::default()));
+                }
+                _ = idle_check.tick() => {
                     if last_seen.elapsed() >= hub.config.idle_timeout {
                         return End::Idle;
                     }
-                    let _ = self.tx.try_send(Message::Ping(Default::default()));
                 }
             }
         }

@@ -110,7 +110,11 @@ impl Driver {
                     .unwrap_or_else(|| "hub closed the connection".into());
                 self.lost(&reason);
             }
-            Some(Ok(_)) => {}
+            Some(Ok(_)) => {
+                // A ping or pong: the hub is there.
+                let now = self.now();
+                self.sm.handle_heard(now);
+            }
             Some(Err(e)) => self.lost(&e),
             None => self.lost("connection closed"),
         }

@@ -3,7 +3,7 @@
 //! It owns the protocol: handshake, consuming, acking, lease extension, reconnect backoff and
 //! graceful stop. It does no I/O. A driver feeds it inputs and drains its outputs:
 //!
-//! - inputs: [`Worker::handle_connected`], [`Worker::handle_message`],
+//! - inputs: [`Worker::handle_connected`], [`Worker::handle_message`], [`Worker::handle_heard`],
 //!   [`Worker::handle_disconnected`], [`Worker::handle_timeout`], [`Worker::handle_task_done`],
 //!   [`Worker::stop`];
 //! - outputs: [`Worker::poll_transmit`] (text frames to send), [`Worker::poll_event`] (things the
@@ -128,6 +128,9 @@ enum State {
         touch_every_ms: u64,
         /// The configured prefetch, clamped to what the hub allows.
         prefetch: u32,
+        /// The hub's ping interval: after this long without a frame the worker asks (`ping`);
+        /// after twice this long it takes the connection for dead.
+        ping_every_ms: u64,
     },
     /// Asked the driver to close; waiting for `handle_disconnected`.
     Closing,
@@ -138,6 +141,8 @@ enum State {
 /// The `req` of the worker's `consume`, so that the hub's refusal can be told apart from errors
 /// about single tasks. A refused `consume` is fatal: the worker would sit connected and idle.
 const CONSUME_REQ: u64 = 1;
+/// The `req` of the worker's heartbeat `ping`.
+const PING_REQ: u64 = 2;
 
 #[derive(Debug)]
 struct Running {
@@ -163,6 +168,10 @@ pub struct Worker {
     events: VecDeque<Event>,
     done: u64,
     failed: u64,
+    /// When the hub was last heard from (any frame, or a control frame the driver reports).
+    last_heard: Millis,
+    /// Whether a heartbeat `ping` is waiting for its answer.
+    probing: bool,
 }
 
 impl Worker {
@@ -184,6 +193,8 @@ impl Worker {
             events: VecDeque::from([Event::Connect]),
             done: 0,
             failed: 0,
+            last_heard: Millis(0),
+            probing: false,
         }
     }
 
@@ -197,6 +208,8 @@ impl Worker {
             return;
         }
         self.conn += 1;
+        self.last_heard = now;
+        self.probing = false;
         let hs = ClientHandshake::new(
             self.config.key_id.clone(),
             self.config.key.clone(),
@@ -245,6 +258,7 @@ impl Worker {
 
     /// A text frame arrived from the hub.
     pub fn handle_message(&mut self, text: &str, now: Millis) {
+        self.handle_heard(now);
         let msg = match decode_server(text) {
             Ok(m) => m,
             Err(e) => {
@@ -276,6 +290,7 @@ impl Worker {
                             session,
                             touch_every_ms: (limits.ack_wait_ms / 2).max(50),
                             prefetch,
+                            ping_every_ms: limits.ping_interval_ms.max(50),
                         };
                         self.events
                             .push_back(Event::Authenticated { session, prefetch });
@@ -325,6 +340,13 @@ impl Worker {
             },
             _ => {}
         }
+    }
+
+    /// Something arrived from the hub that is not a message (a WebSocket ping or pong, which
+    /// native drivers see and browsers do not): the connection is alive.
+    pub fn handle_heard(&mut self, now: Millis) {
+        self.last_heard = self.last_heard.max(now);
+        self.probing = false;
     }
 
     fn auth_error(&mut self, e: AuthError) {
@@ -388,7 +410,27 @@ impl Worker {
                 self.state = State::Closing;
                 self.events.push_back(Event::Close);
             }
-            State::Ready { touch_every_ms, .. } => {
+            State::Ready { ping_every_ms, .. } if now - self.last_heard >= 2 * ping_every_ms => {
+                // A half-open connection (a cut path, a hub restarted behind a dead route) never
+                // reports an error: silence is the only sign.
+                self.last_reason = format!(
+                    "the hub has been silent for {:.1} s; reconnecting",
+                    (now - self.last_heard) as f64 / 1000.0
+                );
+                self.state = State::Closing;
+                self.events.push_back(Event::Close);
+            }
+            State::Ready {
+                touch_every_ms,
+                ping_every_ms,
+                ..
+            } => {
+                if !self.probing && now - self.last_heard >= ping_every_ms {
+                    self.probing = true;
+                    self.send(&ClientMsg::Ping {
+                        req: Some(PING_REQ),
+                    });
+                }
                 let due: Vec<TaskId> = self
                     .running
                     .values_mut()
@@ -539,12 +581,22 @@ impl Worker {
         let state = match &self.state {
             State::Idle { retry_at } => Some(*retry_at),
             State::Handshake { deadline, .. } => Some(*deadline),
-            State::Ready { touch_every_ms, .. } => self
-                .running
-                .values()
-                .filter(|r| r.conn == self.conn)
-                .map(|r| r.last_touch + *touch_every_ms)
-                .min(),
+            State::Ready {
+                touch_every_ms,
+                ping_every_ms,
+                ..
+            } => {
+                let touch = self
+                    .running
+                    .values()
+                    .filter(|r| r.conn == self.conn)
+                    .map(|r| r.last_touch + *touch_every_ms);
+                let heartbeat = match self.probing {
+                    false => self.last_heard + *ping_every_ms,
+                    true => self.last_heard + 2 * *ping_every_ms,
+                };
+                touch.chain([heartbeat]).min()
+            }
             _ => None,
         };
         let stop = match self.state {

@@ -89,6 +89,7 @@ impl Pair {
                 ack_wait_ms: 1_000,
                 max_prefetch: 100,
                 max_attempts: 5,
+                ping_interval_ms: 20_000,
             },
         });
         self.events()
@@ -464,4 +465,40 @@ fn a_refused_consume_is_fatal_and_says_why() {
     p.handshake();
     p.hub_says(ServerMsg::error(None, ErrorCode::UnknownTask, "no task 5"));
     assert!(!p.w.is_finished());
+}
+
+#[test]
+fn a_silent_hub_is_asked_then_given_up_on() {
+    let mut p = Pair::new(config());
+    p.handshake();
+    p.sent();
+    // The scripted hub announces a 20 s ping interval.
+    assert_eq!(p.w.poll_timeout(), Some(p.now + 20_000));
+    p.now = p.now + 20_000;
+    p.w.handle_timeout(p.now);
+    assert_eq!(
+        p.sent(),
+        vec![ClientMsg::Ping {
+            req: Some(PING_REQ)
+        }]
+    );
+    // A WebSocket ping the driver saw counts as hearing from the hub.
+    p.now = p.now + 5_000;
+    p.w.handle_heard(p.now);
+    p.now = p.now + 19_999;
+    p.w.handle_timeout(p.now);
+    assert!(p.sent().is_empty() && p.events().is_empty());
+    // Then silence: asked once, and at twice the interval the connection is taken for dead.
+    p.now = p.now + 1;
+    p.w.handle_timeout(p.now);
+    assert_eq!(p.sent().len(), 1);
+    assert_eq!(p.w.poll_timeout(), Some(p.now + 20_000));
+    p.now = p.now + 20_000;
+    p.w.handle_timeout(p.now);
+    assert_eq!(p.events(), vec![Event::Close]);
+    p.w.handle_disconnected(p.now, "", 0);
+    let Some(Event::Retrying { reason, .. }) = p.events().pop() else {
+        panic!("it reconnects")
+    };
+    assert!(reason.contains("silent for 40.0 s"), "{reason}");
 }

@@ -371,6 +371,7 @@ impl<S: TaskStore> Broker<S> {
                 self.subs.remove(session, &pattern);
                 Ok(ServerMsg::Ok { req })
             }
+            ClientMsg::Ping { .. } => Ok(ServerMsg::Ok { req }),
             ClientMsg::Stats { .. } => Ok(ServerMsg::Stats {
                 req,
                 stats: self.stats(),
