@@ -263,3 +263,93 @@ async fn stop_finishes_running_tasks_and_hands_back_the_rest() {
     browser.close().await;
     hub.stop().await;
 }
+
+/// A frozen tab (Chromium's page lifecycle, as for a background tab or a sleeping laptop) stops
+/// touching its leases: its tasks go to a native worker within about one ack-wait instead of
+/// coming back to the frozen tab, and unfrozen, the tab takes tasks again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_tab_loses_its_tasks_to_a_native_worker_and_catches_up_when_thawed() {
+    let hub = hub(|c| c.broker.ack_wait = Duration::from_secs(1)).await;
+    let c = client(&hub.url()).await;
+    let mut browser = Browser::start().await;
+    let (page, _) = browser
+        .open_worker(&format!(
+            "http://{}/#key={KEY}&queue=naps&workers=1",
+            hub.addr()
+        ))
+        .await;
+    let opts = PutOptions {
+        kind: Some("sleep".into()),
+        reply_to: Some("woke".into()),
+        max_attempts: Some(2),
+    };
+    let ids = c
+        .put_many("naps", vec![json!(1500); 4], &opts)
+        .await
+        .unwrap();
+    browser
+        .wait_for(
+            &page,
+            &format!("{STATUS}.running === 1"),
+            Duration::from_secs(20),
+        )
+        .await;
+    let r = browser
+        .call(
+            Some(&page.session),
+            "Page.setWebLifecycleState",
+            json!({"state": "frozen"}),
+        )
+        .await;
+    assert!(r.get("error").is_none(), "{r}");
+    let frozen_at = Instant::now();
+    let _native = in_process_worker(&hub.url(), "naps", 4);
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < ids.len() {
+        let t = c
+            .get("woke", Duration::from_secs(20))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("stalled at {} of {}", seen.len(), ids.len()));
+        assert_eq!(t.payload["ok"], Value::Bool(true), "{}", t.payload);
+        seen.insert(t.payload["id"].as_u64().unwrap());
+    }
+    // One ack-wait for the leases to expire, then one 1.5 s nap on the native worker.
+    let took = frozen_at.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "the frozen tab held its tasks for {took:?}"
+    );
+    let stats = c.stats().await.unwrap();
+    let native = stats
+        .workers
+        .iter()
+        .find(|w| w.role == taskhub_core::Role::Worker)
+        .unwrap();
+    assert!(
+        native.acked >= 3,
+        "the native worker did the frozen tab's tasks: {stats:?}"
+    );
+
+    // Thawed, with the native worker gone, the tab does the next tasks itself.
+    drop(_native);
+    browser
+        .call(
+            Some(&page.session),
+            "Page.setWebLifecycleState",
+            json!({"state": "active"}),
+        )
+        .await;
+    let replies = c
+        .submit(
+            "naps",
+            vec![json!(5), json!(6)],
+            PutOptions::kind("square"),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(replies[1].result, Some(json!("6 * 6 = 36")));
+    browser.close().await;
+    hub.stop().await;
+}

@@ -143,8 +143,8 @@ impl<S: TaskStore> Broker<S> {
             }
             let session = self.leases.get(&id).map(|l| l.session);
             if let Some(s) = session.and_then(|s| self.sessions.get_mut(&s)) {
-                // Hold this credit back until the session shows it is alive.
-                s.stalled = s.stalled.saturating_add(1).min(s.prefetch);
+                // Hand it nothing until it shows it is alive.
+                s.stalled = true;
             }
             if let Some(mut task) = self.take_lease(id) {
                 task.last_error = Some(format!(

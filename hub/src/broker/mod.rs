@@ -111,17 +111,17 @@ struct Session {
     consuming: Vec<QueueName>,
     prefetch: u32,
     leased: IdSet<TaskId>,
-    /// Credit held back after leases of this session expired: a frozen worker (SIGSTOP, a
-    /// sleeping laptop's tab) must not be handed its own expired tasks again. Cleared as soon as
-    /// the session shows it is alive (any ack, fail, release, touch or consume).
-    stalled: u32,
+    /// A lease of this session expired: it may be frozen (SIGSTOP, a sleeping laptop's tab), so
+    /// it is handed nothing, not its own expired tasks nor others, until it shows it is alive
+    /// (any ack, fail, release, touch, consume or ping).
+    stalled: bool,
     waiters: usize,
 }
 
 impl Session {
     /// Whether the session may be handed one more task.
     fn has_credit(&self) -> bool {
-        self.leased.len() + (self.stalled as usize) < self.prefetch as usize
+        !self.stalled && self.leased.len() < self.prefetch as usize
     }
 }
 
@@ -218,7 +218,7 @@ impl<S: TaskStore> Broker<S> {
                 consuming: Vec::new(),
                 prefetch: 0,
                 leased: IdSet::default(),
-                stalled: 0,
+                stalled: false,
                 waiters: 0,
             },
         );
@@ -290,11 +290,12 @@ impl<S: TaskStore> Broker<S> {
                 | ClientMsg::Release { .. }
                 | ClientMsg::Touch { .. }
                 | ClientMsg::Consume { .. }
+                | ClientMsg::Ping { .. }
         ) && let Some(s) = self.sessions.get_mut(&session)
-            && s.stalled > 0
+            && s.stalled
         {
             // Alive after all (a late ack gets unknown_task, but it proves the point).
-            s.stalled = 0;
+            s.stalled = false;
             self.dispatch_for(session, now);
         }
         let result = match msg {
