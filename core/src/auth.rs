@@ -137,7 +137,15 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 
 /// Whether `s` is a well-formed nonce.
 pub fn is_nonce(s: &str) -> bool {
-    s.len() == NONCE_BYTES * 2 && unhex(s).is_some()
+    is_lower_hex(s, NONCE_BYTES)
+}
+
+/// Whether `s` is exactly `bytes` bytes as lowercase hex, as the protocol writes nonces and
+/// proofs (uppercase is refused, so there is one spelling of each value).
+pub fn is_lower_hex(s: &str, bytes: usize) -> bool {
+    s.len() == bytes * 2
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The client side of the handshake, without I/O.

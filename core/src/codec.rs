@@ -283,6 +283,11 @@ impl<'de> Deserialize<'de> for ServerMsg {
     }
 }
 
+/// Longest piece of a peer's input an error message quotes.
+pub const MAX_ECHOED_CHARS: usize = 64;
+/// Longest error message the hub sends about a client's frame.
+pub const MAX_ERROR_BYTES: usize = 512;
+
 /// Deepest nesting of arrays and objects a client message may have. Everything the hub sends
 /// wraps a client's value in at most two more levels, so every answer stays readable by decoders
 /// with serde_json's limit of 128.
@@ -365,7 +370,19 @@ pub fn decode_client(text: &str, max_bytes: usize) -> Result<ClientMsg, DecodeEr
     if openers > MAX_NESTING {
         too_deep(text)?;
     }
-    serde_json::from_str(text).map_err(|e| explain(text, e))
+    serde_json::from_str(text).map_err(|e| {
+        let mut e = explain(text, e);
+        // serde's messages quote offending values; an error is never a copy of a big input.
+        if e.message.len() > MAX_ERROR_BYTES {
+            let mut end = MAX_ERROR_BYTES;
+            while !e.message.is_char_boundary(end) {
+                end -= 1;
+            }
+            e.message.truncate(end);
+            e.message.push('…');
+        }
+        e
+    })
 }
 
 fn explain(text: &str, err: serde_json::Error) -> DecodeError {
@@ -394,11 +411,14 @@ fn explain(text: &str, err: serde_json::Error) -> DecodeError {
             message: "frame has no \"type\" field".into(),
         },
         Some(serde_json::Value::String(t)) if !KNOWN_CLIENT_TYPES.contains(&t.as_str()) => {
+            // Name it, but never echo more than a little of what the peer sent.
+            let shown: String = t.chars().take(MAX_ECHOED_CHARS).collect();
+            let cut = if shown.len() < t.len() { "…" } else { "" };
             DecodeError {
                 req,
                 code: ErrorCode::UnknownType,
                 message: format!(
-                    "unknown message type {t:?}; known types are {}",
+                    "unknown message type {shown:?}{cut}; known types are {}",
                     KNOWN_CLIENT_TYPES.join(", ")
                 ),
             }
@@ -494,6 +514,28 @@ mod tests {
             Some(42)
         );
         assert_eq!(peek_u64(r#"{"type":"x","payload":{"req":5}}"#, "req"), None);
+    }
+
+    #[test]
+    fn errors_quote_little_of_the_input() {
+        let long_type = format!(r#"{{"type":"{}","req":3}}"#, "x".repeat(500_000));
+        let e = decode_client(&long_type, usize::MAX).unwrap_err();
+        assert_eq!((e.code, e.req), (ErrorCode::UnknownType, Some(3)));
+        assert!(e.message.len() < 400, "{} bytes", e.message.len());
+        assert!(
+            e.message
+                .starts_with(&format!("unknown message type \"{}\"…", "x".repeat(64)))
+        );
+        let long_value = format!(
+            r#"{{"type":"put","queue":"{}","payload":1}}"#,
+            "q".repeat(100_000)
+        );
+        let e = decode_client(&long_value, usize::MAX).unwrap_err();
+        assert!(
+            e.message.len() <= MAX_ERROR_BYTES + 3,
+            "{} bytes",
+            e.message.len()
+        );
     }
 
     #[test]

@@ -255,8 +255,10 @@ impl Conn {
         })
         .await;
         let hub = self.hub.clone();
-        let first =
-            match tokio::time::timeout(hub.config.handshake_timeout, self.source.next()).await {
+        // WebSocket pings and pongs are not messages (RFC 6455 5.5): they may come before `auth`.
+        let deadline = tokio::time::Instant::now() + hub.config.handshake_timeout;
+        let first = loop {
+            match tokio::time::timeout_at(deadline, self.source.next()).await {
                 Err(_) => {
                     self.refuse(
                         ErrorCode::AuthTimeout,
@@ -272,8 +274,9 @@ impl Conn {
                     return Err(End::TooLarge);
                 }
                 Ok(Some(Err(e))) => return Err(End::Transport(e)),
-                Ok(Some(Ok(Message::Text(t)))) => t,
+                Ok(Some(Ok(Message::Text(t)))) => break t,
                 Ok(Some(Ok(Message::Close(_)))) => return Err(End::ClientClosed),
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
                 Ok(Some(Ok(_))) => {
                     self.refuse(
                         ErrorCode::AuthRequired,
@@ -282,7 +285,8 @@ impl Conn {
                     .await;
                     return Err(End::AuthRequired);
                 }
-            };
+            }
+        };
         let (key_id, client_nonce, proof, role, name) =
             match decode_client(&first, hub.config.max_message_bytes) {
                 Ok(ClientMsg::Auth {
@@ -301,11 +305,17 @@ impl Conn {
                     return Err(End::AuthRequired);
                 }
             };
+        if !auth::is_nonce(&client_nonce) || !auth::is_lower_hex(&proof, 32) {
+            self.refuse(
+                ErrorCode::AuthFailed,
+                "client_nonce and proof must each be 64 lowercase hex digits",
+            )
+            .await;
+            return Err(End::AuthFailed);
+        }
         let key = hub.config.keys.get(&key_id);
-        let valid = auth::is_nonce(&client_nonce)
-            && key.is_some_and(|k| {
-                auth::verify_client_proof(k, &key_id, &nonce, &client_nonce, &proof)
-            });
+        let valid = key
+            .is_some_and(|k| auth::verify_client_proof(k, &key_id, &nonce, &client_nonce, &proof));
         let Some(key) = key.filter(|_| valid) else {
             tracing::info!(key_id = %key_id.chars().take(64).collect::<String>(), "authentication failed");
             self.refuse(ErrorCode::AuthFailed, "unknown key id or wrong key")

@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use taskhub_client::{Client, ClientError, ConnectOptions};
-use taskhub_core::auth::hex;
+use taskhub_core::auth::{Secret, client_proof, hex};
 use taskhub_tests::{KEY, Raw, client, hub};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -123,4 +123,47 @@ async fn a_client_refuses_a_hub_that_cannot_prove_the_key() {
         "{err}"
     );
     impostor.await.unwrap();
+}
+
+#[tokio::test]
+async fn pings_before_auth_are_not_messages() {
+    let hub = hub(|_| {}).await;
+    let mut raw = Raw::connect(&hub.url()).await;
+    let challenge = raw.recv().await.expect("challenge");
+    raw.ws
+        .send(Message::Ping(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    raw.ws.send(Message::Pong(vec![4].into())).await.unwrap();
+    let nonce = challenge["nonce"].as_str().unwrap().to_string();
+    let client_nonce = hex(&[9u8; 32]);
+    let proof = client_proof(&Secret::new(KEY), "default", &nonce, &client_nonce);
+    raw.send(json!({"type": "auth", "key_id": "default", "client_nonce": client_nonce, "proof": proof, "role": "producer"}))
+        .await;
+    let answer = raw.recv().await.expect("answer to auth");
+    assert_eq!(answer["type"], "welcome", "{answer}");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn hex_must_be_lowercase_as_documented() {
+    let hub = hub(|_| {}).await;
+    let mut raw = Raw::connect(&hub.url()).await;
+    let challenge = raw.recv().await.expect("challenge");
+    let nonce = challenge["nonce"].as_str().unwrap().to_string();
+    let client_nonce = hex(&[10u8; 32]);
+    // The right proof, in uppercase: refused, and the message says why.
+    let proof = client_proof(&Secret::new(KEY), "default", &nonce, &client_nonce).to_uppercase();
+    raw.send(json!({"type": "auth", "key_id": "default", "client_nonce": client_nonce, "proof": proof, "role": "producer"}))
+        .await;
+    let answer = raw.recv().await.expect("answer to auth");
+    assert_eq!(answer["code"], "auth_failed", "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("64 lowercase hex digits"),
+        "{answer}"
+    );
+    hub.stop().await;
 }
