@@ -149,7 +149,8 @@ struct ServeArgs {
     max_queue_len: usize,
     #[arg(long, default_value_t = 10_000)]
     max_queues: usize,
-    /// Payload bytes of all the tasks the hub holds before puts get queue_full.
+    /// Memory the payloads of all the tasks the hub holds may take (as parsed JSON, not as
+    /// text) before puts get queue_full.
     #[arg(long, default_value_t = 1 << 30)]
     max_stored_bytes: usize,
     /// Messages buffered per session.

@@ -1,6 +1,9 @@
 //! Bad input: oversized frames, malformed JSON, unknown types, full queues, too many connections.
 //! One client's bad input never harms another.
 
+// Helpers here are test code too: a failed step should fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use serde_json::json;
@@ -167,7 +170,9 @@ async fn the_hub_refuses_puts_past_its_byte_budget_and_recovers() {
         matches!(&err, ClientError::Hub { code: ErrorCode::QueueFull, message } if message.contains("max_stored_bytes")),
         "{err}"
     );
-    assert_eq!(c.stats().await.unwrap().stored_bytes, 1800);
+    // Two strings of 898 bytes, charged what they take in memory: about their length each.
+    let stored = c.stats().await.unwrap().stored_bytes;
+    assert!((1796..1900).contains(&stored), "{stored}");
     c.get("a", Duration::ZERO).await.unwrap().unwrap();
     c.put("c", big(), &PutOptions::default()).await.unwrap();
     hub.stop().await;
@@ -224,7 +229,7 @@ fn nested_text(depth: usize) -> String {
 }
 
 fn nested(depth: usize) -> serde_json::Value {
-    serde_json::from_str(&nested_text(depth)).unwrap_or_else(|e| panic!("{e}"))
+    serde_json::from_str(&nested_text(depth)).unwrap()
 }
 
 /// The fault suite's case: a payload nested 126 deep was accepted; its echo result came back
@@ -316,5 +321,78 @@ async fn an_unreadable_answer_fails_its_request_instead_of_hanging() {
     assert!(
         text.contains("the hub's answer could not be read"),
         "{text}"
+    );
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The fault suite's case: the hub charged a payload's JSON text but held it as a tree, so
+/// `[0,0,0,…]` took 16 times its charge (64 MiB charged became 1 GiB of RSS). Filled to its
+/// `max_stored_bytes` with the worst shapes, a real hub process now stays within 1.5 times it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_follows_the_charge_for_any_json_shape() {
+    use taskhub_tests::serve_with;
+    const BUDGET: u64 = 64 << 20;
+    let (hub, url) = serve_with(
+        "127.0.0.1:0",
+        &[
+            "--max-stored-bytes",
+            &BUDGET.to_string(),
+            "--max-queue-len",
+            "100000",
+        ],
+    );
+    let c = client(&url).await;
+    let before = rss_kib(hub.pid());
+    let shapes = [
+        format!("[{}0]", "0,".repeat(200_000)),
+        format!(
+            "{{{}\"z\":0}}",
+            (0..40_000)
+                .map(|i| format!("\"k{i}\":0,"))
+                .collect::<String>()
+        ),
+        format!("[{}[0]]", "[0],".repeat(100_000)),
+        format!("\"{}\"", "s".repeat(400_000)),
+    ];
+    let mut stored = 0;
+    'fill: for round in 0.. {
+        for shape in &shapes {
+            let payload: serde_json::Value = serde_json::from_str(shape).unwrap();
+            match c.put("fill", payload, &PutOptions::default()).await {
+                Ok(_) => stored += 1,
+                Err(ClientError::Hub {
+                    code: ErrorCode::QueueFull,
+                    ..
+                }) => break 'fill,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(round < 1_000, "the budget never filled");
+    }
+    let stats = c.stats().await.unwrap();
+    assert!(
+        stats.stored_bytes <= BUDGET && stored > 4,
+        "{stored} tasks, {} bytes",
+        stats.stored_bytes
+    );
+    let grew = (rss_kib(hub.pid()) - before) * 1024;
+    eprintln!(
+        "{stored} tasks charged {} bytes; RSS grew {grew} bytes ({:.2}x)",
+        stats.stored_bytes,
+        grew as f64 / stats.stored_bytes as f64
+    );
+    assert!(
+        grew as f64 <= 1.5 * BUDGET as f64,
+        "{stored} tasks charged {} bytes took {grew} bytes of RSS ({:.2}x)",
+        stats.stored_bytes,
+        grew as f64 / stats.stored_bytes as f64
     );
 }

@@ -6,7 +6,7 @@ use taskhub_core::names::INBOX_PREFIX;
 use taskhub_core::protocol::Reply;
 use taskhub_core::{ErrorCode, Millis, QueueName, ServerMsg, SessionId, TaskId};
 
-use super::store::json_len;
+use super::store::memory_cost;
 use super::{Broker, Charge, Failure, Lease, Output, StoredTask, TaskStore};
 
 impl<S: TaskStore> Broker<S> {
@@ -226,7 +226,7 @@ impl<S: TaskStore> Broker<S> {
     pub(super) fn push_forced(&mut self, queue: &QueueName, payload: Value, now: Millis) {
         let max = self.config.max_queue_len;
         self.next_task += 1;
-        let charge = Charge::new(json_len(&payload), &self.stored_bytes);
+        let charge = Charge::new(memory_cost(&payload), &self.stored_bytes);
         let task = StoredTask {
             id: TaskId(self.next_task),
             queue: queue.clone(),

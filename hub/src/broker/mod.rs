@@ -32,7 +32,7 @@ use taskhub_core::{ClientMsg, ErrorCode, Millis, QueueName, Role, ServerMsg, Ses
 use dispatch::envelope;
 use idhash::{IdMap, IdSet};
 use pubsub::Subscriptions;
-use store::json_len;
+use store::memory_cost;
 pub use store::{Charge, MemoryStore, StoredTask, TaskStore};
 
 /// The broker's limits. `crate::Config` fills these in.
@@ -42,8 +42,8 @@ pub struct BrokerConfig {
     pub max_queue_len: usize,
     /// Queues the hub will create; a request naming a new queue beyond gets `too_many_queues`.
     pub max_queues: usize,
-    /// Payload bytes of every task the hub holds (ready, in flight, results, dead letters); a
-    /// `put` beyond gets `queue_full`. Results and dead letters are never refused: they replace
+    /// Memory the payloads of every task the hub holds take (ready, in flight, results, dead
+    /// letters), as `store::memory_cost` counts it; a `put` beyond gets `queue_full`. Results and dead letters are never refused: they replace
     /// the task they report on.
     pub max_stored_bytes: usize,
     pub ack_wait: Duration,
@@ -157,7 +157,7 @@ pub struct Broker<S: TaskStore = MemoryStore> {
     dead_dropped: u64,
     /// Queues that count against `max_queues` (all but dead-letter queues).
     counted_queues: usize,
-    /// Payload bytes of every task held; see [`BrokerConfig::max_stored_bytes`].
+    /// Memory of every task's payload held; see [`BrokerConfig::max_stored_bytes`].
     stored_bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     acked: u64,
     failed: u64,
@@ -486,7 +486,7 @@ impl<S: TaskStore> Broker<S> {
             self.queue_mut(r)
                 .map_err(|(code, message)| (code, format!("reply_to {r}: {message}")))?;
         }
-        let size = json_len(&payload);
+        let size = memory_cost(&payload);
         let max = self.config.max_stored_bytes;
         if self.stored_bytes() + size > max {
             return Err((

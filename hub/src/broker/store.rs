@@ -49,21 +49,36 @@ impl PartialEq for Charge {
     }
 }
 
-/// The length of `value` as JSON text, without building the text.
-pub fn json_len(value: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
+/// What `value` costs in memory as the hub holds it (a `serde_json::Value` tree): each node's
+/// inline size, the heap it owns, and the allocator's overhead per allocation. `max_stored_bytes`
+/// is charged this rather than the JSON text's length, because a tree can take 16 times its text
+/// (`[0,0,0,…]`: two bytes of text, a 32-byte node each) and the limit must bound memory.
+pub fn memory_cost(value: &Value) -> usize {
+    /// Inline size of one node.
+    const NODE: usize = std::mem::size_of::<Value>();
+    /// malloc's bookkeeping and rounding per heap allocation, roughly.
+    const ALLOC: usize = 16;
+    /// A map entry's share of its B-tree node besides the key and value: edges, lengths, and
+    /// the slack of nodes that are not full.
+    const ENTRY: usize = 24;
+    let heap = |capacity: usize| if capacity == 0 { 0 } else { capacity + ALLOC };
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => NODE,
+        Value::String(s) => NODE + heap(s.capacity()),
+        Value::Array(a) => {
+            // The elements live in the vector's buffer: count the spare slots and each
+            // element's own heap (memory_cost counts its inline NODE too, once).
+            NODE + heap((a.capacity() - a.len()) * NODE) + a.iter().map(memory_cost).sum::<usize>()
         }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
+        Value::Object(m) => {
+            NODE + m
+                .iter()
+                .map(|(k, v)| {
+                    ENTRY + std::mem::size_of::<String>() + heap(k.capacity()) + memory_cost(v)
+                })
+                .sum::<usize>()
         }
     }
-    let mut n = Count(0);
-    let _ = serde_json::to_writer(&mut n, value);
-    n.0
 }
 
 /// A task as the hub holds it.

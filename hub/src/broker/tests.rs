@@ -663,14 +663,15 @@ fn answers_keep_request_order_when_requests_are_applied_together() {
 
 #[test]
 fn the_hub_bounds_the_bytes_it_holds_and_frees_them_whatever_the_path() {
+    let forty = || json!("x".repeat(38)); // 40 bytes as JSON
+    let cost = super::store::memory_cost(&forty());
     let mut h = Harness::new(BrokerConfig {
-        max_stored_bytes: 100,
+        max_stored_bytes: 2 * cost + cost / 2,
         ..BrokerConfig::default()
     });
-    let forty = || json!("x".repeat(38)); // 40 bytes as JSON
     let a = h.put("tasks", forty());
     h.put("tasks", forty());
-    assert_eq!(h.b.stored_bytes(), 80);
+    assert_eq!(h.b.stored_bytes(), 2 * cost);
     let out = h.send(
         P,
         ClientMsg::Put {
@@ -688,13 +689,13 @@ fn the_hub_bounds_the_bytes_it_holds_and_frees_them_whatever_the_path() {
     );
     // Taken by get: gone for good, its bytes free.
     assert!(got_payload(&h.get("tasks", 0)).is_some());
-    assert_eq!(h.b.stored_bytes(), 40);
+    assert_eq!(h.b.stored_bytes(), cost);
     // Leased and acked: free too. Leased and the session closed: still held (back in the queue).
     h.put("tasks", forty());
     let ids = h.consume(W1, "tasks", 2);
     assert!(!ids.contains(&a));
     h.b.close_session(W1, h.now);
-    assert_eq!(h.b.stored_bytes(), 80);
+    assert_eq!(h.b.stored_bytes(), 2 * cost);
     let ids = h.consume(W2, "tasks", 2);
     for id in ids {
         h.ack(W2, id, json!(null));
@@ -740,4 +741,24 @@ fn a_frozen_worker_does_not_get_its_own_expired_tasks_back() {
     // W2's result for the task is the one that counts.
     let out = h.ack(W2, first, json!("on time"));
     assert_eq!(out[0].msg, ServerMsg::Ok { req: Some(2) });
+}
+
+#[test]
+fn payloads_are_charged_what_they_cost_in_memory_not_their_text() {
+    use super::store::memory_cost;
+    // Two bytes of text per element, a 32-byte node in memory.
+    let zeros: Value = serde_json::from_str(&format!("[{}0]", "0,".repeat(9_999))).unwrap();
+    let text = serde_json::to_string(&zeros).unwrap().len();
+    let cost = memory_cost(&zeros);
+    assert!(
+        cost >= 16 * text - 64,
+        "{cost} bytes charged for {text} bytes of text"
+    );
+    // A string costs about its length.
+    let s = json!("y".repeat(10_000));
+    assert!(
+        (10_000..10_100).contains(&memory_cost(&s)),
+        "{}",
+        memory_cost(&s)
+    );
 }
