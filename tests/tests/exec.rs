@@ -71,6 +71,19 @@ fn exec_worker_in_own_group(url: &str, queue: &str, cmd: &str, grace: &str) -> t
     )
 }
 
+/// Wait until `queue` has a task in flight (the worker started it).
+async fn until_running(c: &taskhub_client::Client, queue: &str) {
+    taskhub_tests::eventually(Duration::from_secs(10), || async {
+        let s = c.stats().await.unwrap();
+        s.queues
+            .iter()
+            .any(|q| q.name.as_str() == queue && q.in_flight == 1)
+            .then_some(())
+    })
+    .await
+    .expect("the task starts");
+}
+
 fn signal_group(pid: u32, signal: &str) {
     let sent = std::process::Command::new("kill")
         .args([signal, "--", &format!("-{pid}")])
@@ -90,15 +103,7 @@ async fn ctrl_c_to_the_workers_group_lets_exec_tasks_finish() {
     };
     c.put("slow", json!(null), &opts).await.unwrap();
     // Wait until the task is running, then Ctrl-C the worker's whole process group.
-    taskhub_tests::eventually(Duration::from_secs(10), || async {
-        let s = c.stats().await.unwrap();
-        (s.queues
-            .iter()
-            .any(|q| q.name.as_str() == "slow" && q.in_flight == 1))
-        .then_some(())
-    })
-    .await
-    .expect("the task starts");
+    until_running(&c, "slow").await;
     signal_group(w.pid(), "-INT");
     let status = tokio::task::spawn_blocking(move || w.0.wait().unwrap())
         .await
@@ -127,15 +132,7 @@ async fn a_grace_period_that_runs_out_is_a_failed_exit() {
     c.put("stuck", json!(null), &PutOptions::kind("nap"))
         .await
         .unwrap();
-    taskhub_tests::eventually(Duration::from_secs(10), || async {
-        let s = c.stats().await.unwrap();
-        (s.queues
-            .iter()
-            .any(|q| q.name.as_str() == "stuck" && q.in_flight == 1))
-        .then_some(())
-    })
-    .await
-    .expect("the task starts");
+    until_running(&c, "stuck").await;
     signal_group(w.pid(), "-TERM");
     let out = tokio::task::spawn_blocking(move || w.0.wait().unwrap())
         .await

@@ -274,24 +274,17 @@ impl<S: TaskStore> Broker<S> {
         let first_output = self.out.len();
         // Workers send these by the thousand without `req`: success needs no answer then, which
         // halves the hub's traffic to them. Errors are always answered.
-        let quiet_ok = req.is_none()
-            && matches!(
-                msg,
-                ClientMsg::Ack { .. }
-                    | ClientMsg::Fail { .. }
-                    | ClientMsg::Release { .. }
-                    | ClientMsg::Touch { .. }
-                    | ClientMsg::Consume { .. }
-            );
-        if matches!(
+        let worker_traffic = matches!(
             msg,
             ClientMsg::Ack { .. }
                 | ClientMsg::Fail { .. }
                 | ClientMsg::Release { .. }
                 | ClientMsg::Touch { .. }
                 | ClientMsg::Consume { .. }
-                | ClientMsg::Ping { .. }
-        ) && let Some(s) = self.sessions.get_mut(&session)
+        );
+        let quiet_ok = req.is_none() && worker_traffic;
+        if (worker_traffic || matches!(msg, ClientMsg::Ping { .. }))
+            && let Some(s) = self.sessions.get_mut(&session)
             && s.stalled
         {
             // Alive after all (a late ack gets unknown_task, but it proves the point).
