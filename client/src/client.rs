@@ -337,21 +337,36 @@ impl Client {
         payloads: Vec<Value>,
         opts: &PutOptions,
     ) -> Result<Vec<TaskId>, ClientError> {
-        let target = Target::new(queue, opts)?;
         let mut ids = Vec::with_capacity(payloads.len());
+        self.put_each(queue, payloads, opts, |id| ids.push(id))
+            .await?;
+        Ok(ids)
+    }
+
+    /// [`Client::put_many`], calling `queued` with each task's id, in order, as soon as the hub
+    /// confirms it holds the task. If the connection drops part way, the ids given so far are
+    /// exactly the tasks the hub confirmed (the rest may or may not have arrived).
+    pub async fn put_each(
+        &self,
+        queue: &str,
+        payloads: Vec<Value>,
+        opts: &PutOptions,
+        mut queued: impl FnMut(TaskId),
+    ) -> Result<(), ClientError> {
+        let target = Target::new(queue, opts)?;
         let mut window = std::collections::VecDeque::new();
         for payload in payloads {
             if window.len() >= PIPELINE_WINDOW
                 && let Some(rx) = window.pop_front()
             {
-                ids.push(self.queued(rx).await?);
+                queued(self.queued(rx).await?);
             }
             window.push_back(self.start(target.put(payload)).await?);
         }
         for rx in window {
-            ids.push(self.queued(rx).await?);
+            queued(self.queued(rx).await?);
         }
-        Ok(ids)
+        Ok(())
     }
 
     async fn queued(&self, rx: oneshot::Receiver<ServerMsg>) -> Result<TaskId, ClientError> {

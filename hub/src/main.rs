@@ -33,7 +33,7 @@ struct Cli {
 enum Command {
     /// Run a hub.
     Serve(ServeArgs),
-    /// Put tasks on a queue; prints one task id per line.
+    /// Put tasks on a queue; prints each task id on its own line as the hub confirms it.
     Put {
         #[command(flatten)]
         tasks: TaskArgs,
@@ -286,9 +286,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 max_attempts: *max_attempts,
             };
             let client = connect(&cli).await?;
-            for id in client.put_many(&tasks.queue, payloads, &opts).await? {
-                writeln!(out, "{id}")?;
-            }
+            // Each id is printed as soon as the hub confirms its task, so a connection lost part
+            // way leaves a true list of what the hub holds.
+            let (total, mut confirmed) = (payloads.len(), 0);
+            let mut printed = Ok(());
+            let sent = client
+                .put_each(&tasks.queue, payloads, &opts, |id| {
+                    confirmed += 1;
+                    if printed.is_ok() {
+                        printed = writeln!(out, "{id}").and_then(|()| out.flush());
+                    }
+                })
+                .await;
+            printed?;
+            sent.with_context(|| {
+                format!(
+                    "the hub confirmed {confirmed} of {total} task(s) (their ids are printed); \
+                     the others may or may not have been stored"
+                )
+            })?;
             client.close().await;
         }
         Command::Get {

@@ -273,3 +273,48 @@ async fn a_worker_whose_queue_the_hub_refuses_exits_and_says_why() {
         "{err}"
     );
 }
+
+/// The fault suite's case: a connection lost in the middle of `taskhub put` left the CLI printing
+/// no ids at all, though the hub had kept thousands of the tasks. Ids now appear as the hub
+/// confirms each task, so what was printed is true when the hub vanishes mid-way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_prints_each_id_as_it_is_confirmed_so_a_lost_connection_leaves_a_true_list() {
+    use std::io::{BufRead, BufReader};
+    let (hub, url) = serve("127.0.0.1:0");
+    let numbers: Vec<String> = (0..80_000).map(|n| n.to_string()).collect();
+    let mut put = taskhub_tests::Proc::spawn(
+        Command::new(taskhub_tests::bin("taskhub"))
+            .args(["put", "--hub", &url, "--key", KEY, "many"])
+            .args(&numbers)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let stdout = put.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let first: u64 = lines.next().unwrap().unwrap().parse().unwrap();
+    assert_eq!(
+        first, 1,
+        "the first id arrives before the last task is sent"
+    );
+    drop(hub); // SIGKILL: the hub vanishes mid-put
+    let mut ids = vec![first];
+    for line in lines {
+        ids.push(line.unwrap().parse::<u64>().unwrap());
+    }
+    let status = put.0.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut put.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        ids.len() < numbers.len(),
+        "the hub died before all were confirmed"
+    );
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "ids in order, none missing"
+    );
+    assert!(
+        err.contains(&format!("the hub confirmed {} of 80000 task(s)", ids.len())),
+        "{err}"
+    );
+}
