@@ -87,10 +87,11 @@ impl WorkerArgs {
         let opts = self.options(handlers).map_err(|e| e.to_string())?;
         let me = program_name(std::env::args_os().next());
         let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut signals = Signals::new();
         tokio::spawn(async move {
-            signal().await;
+            signals.next().await;
             let _ = first_tx.send(());
-            signal().await;
+            signals.next().await;
             eprintln!("{me}: second signal, exiting now");
             std::process::exit(130);
         });
@@ -178,22 +179,47 @@ fn program_name(argv0: Option<OsString>) -> String {
         )
 }
 
-async fn signal() {
+/// SIGINT and SIGTERM, listened to from the start: a signal that arrives while the first is
+/// being handled is kept, not lost (creating a listener per wait missed a quick second signal).
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    int: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                int: signal(SignalKind::interrupt()).ok(),
+                term: signal(SignalKind::terminate()).ok(),
+            }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+
+    /// The next SIGINT or SIGTERM.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = recv(&mut self.int) => {}
+                _ = recv(&mut self.term) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
