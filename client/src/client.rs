@@ -60,6 +60,10 @@ pub struct PutOptions {
     pub kind: Option<String>,
     pub reply_to: Option<String>,
     pub max_attempts: Option<u32>,
+    /// Makes the puts idempotent: task `i` of a call carries the dedup id `<prefix><i>`, and the
+    /// hub stores a task only once per dedup id within its dedup window. Retrying a whole
+    /// `put_many` with the same prefix after a lost connection stores nothing twice.
+    pub dedup_prefix: Option<String>,
 }
 
 impl PutOptions {
@@ -89,7 +93,7 @@ impl Target {
         })
     }
 
-    fn put(&self, payload: Value) -> ClientMsg {
+    fn put(&self, payload: Value, dedup_id: Option<String>) -> ClientMsg {
         ClientMsg::Put {
             req: None,
             queue: self.queue.clone(),
@@ -97,6 +101,7 @@ impl Target {
             kind: self.kind.clone(),
             reply_to: self.reply_to.clone(),
             max_attempts: self.max_attempts,
+            dedup_id,
         }
     }
 }
@@ -324,7 +329,8 @@ impl Client {
         opts: &PutOptions,
     ) -> Result<TaskId, ClientError> {
         let target = Target::new(queue, opts)?;
-        match self.request(target.put(payload)).await? {
+        let dedup_id = opts.dedup_prefix.as_ref().map(|p| format!("{p}0"));
+        match self.request(target.put(payload, dedup_id)).await? {
             ServerMsg::Queued { task, .. } => Ok(task),
             other => Err(unexpected(&other)),
         }
@@ -355,13 +361,14 @@ impl Client {
     ) -> Result<(), ClientError> {
         let target = Target::new(queue, opts)?;
         let mut window = std::collections::VecDeque::new();
-        for payload in payloads {
+        for (i, payload) in payloads.into_iter().enumerate() {
             if window.len() >= PIPELINE_WINDOW
                 && let Some(rx) = window.pop_front()
             {
                 queued(self.queued(rx).await?);
             }
-            window.push_back(self.start(target.put(payload)).await?);
+            let dedup_id = opts.dedup_prefix.as_ref().map(|p| format!("{p}{i}"));
+            window.push_back(self.start(target.put(payload, dedup_id)).await?);
         }
         for rx in window {
             queued(self.queued(rx).await?);
@@ -436,7 +443,9 @@ impl Client {
             reply_to: Some(self.inbox.clone()),
             max_attempts: None,
         };
-        let id = self.queued(self.start(target.put(payload)).await?).await?;
+        let id = self
+            .queued(self.start(target.put(payload, None)).await?)
+            .await?;
         let wait = self.expect_reply(id);
         self.reply(wait).await
     }

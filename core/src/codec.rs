@@ -74,6 +74,7 @@ struct Flat<'a> {
     kind: Option<String>,
     reply_to: Option<QueueName>,
     max_attempts: Option<u32>,
+    dedup_id: Option<String>,
     timeout_ms: Option<u64>,
     prefetch: Option<u32>,
     task: Option<TaskId>,
@@ -112,6 +113,7 @@ impl Flat<'_> {
                 kind: self.kind,
                 reply_to: self.reply_to,
                 max_attempts: self.max_attempts,
+                dedup_id: self.dedup_id,
             },
             "get" => ClientMsg::Get {
                 req,
@@ -470,6 +472,7 @@ mod tests {
             kind: Some("square".into()),
             reply_to: Some(QueueName::new("results").unwrap()),
             max_attempts: None,
+            dedup_id: None,
         };
         let text = encode_client(&msg);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -584,6 +587,7 @@ mod tests {
                 kind: None,
                 reply_to: None,
                 max_attempts: Some(2),
+                dedup_id: None,
             },
             ClientMsg::Get {
                 req: Some(1),

@@ -73,6 +73,10 @@ pub enum ClientMsg {
         reply_to: Option<QueueName>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_attempts: Option<u32>,
+        /// A client-chosen id (1–128 bytes) that makes the put idempotent: a repeat within the
+        /// hub's dedup window is answered with the first task's id and not stored again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dedup_id: Option<String>,
     },
     /// Take the task at the front of `queue`, waiting up to `timeout_ms`. Answered by `task` or,
     /// when the wait runs out, `empty`.

@@ -36,6 +36,7 @@ fn put(n: u64) -> ClientMsg {
         kind: Some("echo".into()),
         reply_to: Some(QueueName::inbox(PRODUCER)),
         max_attempts: None,
+        dedup_id: None,
     }
 }
 

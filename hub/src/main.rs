@@ -43,6 +43,10 @@ enum Command {
         /// Deliveries before a task goes to <queue>.dead [default: the hub's].
         #[arg(long)]
         max_attempts: Option<u32>,
+        /// Make the put safe to retry: task i carries the dedup id PREFIX<i>, and the hub stores
+        /// each dedup id once within its dedup window. Rerun a failed put with the same prefix.
+        #[arg(long, value_name = "PREFIX")]
+        dedup_prefix: Option<String>,
     },
     /// Take values off a queue; prints one JSON value per line.
     Get {
@@ -278,12 +282,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             tasks,
             reply_to,
             max_attempts,
+            dedup_prefix,
         } => {
             let payloads = tasks.payloads()?;
             let opts = PutOptions {
                 kind: tasks.kind.clone(),
                 reply_to: reply_to.clone(),
                 max_attempts: *max_attempts,
+                dedup_prefix: dedup_prefix.clone(),
             };
             let client = connect(&cli).await?;
             // Each id is printed as soon as the hub confirms its task, so a connection lost part

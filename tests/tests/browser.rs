@@ -90,6 +90,7 @@ async fn a_browser_tab_works_the_queue_and_hands_back_its_tasks_when_closed() {
         kind: Some("sleep".into()),
         reply_to: Some("naps".into()),
         max_attempts: None,
+        dedup_prefix: None,
     };
     let ids = c
         .put_many("tasks", vec![json!(300); 30], &naps)
@@ -224,6 +225,7 @@ async fn stop_finishes_running_tasks_and_hands_back_the_rest() {
         kind: Some("sleep".into()),
         reply_to: Some("woke".into()),
         max_attempts: None,
+        dedup_prefix: None,
     };
     c.put_many("naps", vec![json!(500); 10], &opts)
         .await
@@ -282,6 +284,7 @@ async fn a_frozen_tab_loses_its_tasks_to_a_native_worker_and_catches_up_when_tha
         kind: Some("sleep".into()),
         reply_to: Some("woke".into()),
         max_attempts: Some(2),
+        dedup_prefix: None,
     };
     let ids = c
         .put_many("naps", vec![json!(1500); 4], &opts)

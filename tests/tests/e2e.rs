@@ -172,6 +172,7 @@ async fn a_signalled_worker_finishes_its_tasks_and_a_second_signal_exits_at_once
         kind: Some("sleep".into()),
         reply_to: Some("done".into()),
         max_attempts: None,
+        dedup_prefix: None,
     };
     c.put_many("naps", vec![800.into(); 6], &opts)
         .await
@@ -317,4 +318,41 @@ async fn put_prints_each_id_as_it_is_confirmed_so_a_lost_connection_leaves_a_tru
         err.contains(&format!("the hub confirmed {} of 80000 task(s)", ids.len())),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_retried_with_its_dedup_prefix_stores_nothing_twice() {
+    let (_hub, url) = serve("127.0.0.1:0");
+    let put = || {
+        cli(&[
+            "put",
+            "--hub",
+            &url,
+            "--key",
+            KEY,
+            "jobs",
+            "1",
+            "2",
+            "3",
+            "--dedup-prefix",
+            "batch-7-",
+        ])
+    };
+    let first = put();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let again = put();
+    assert!(again.status.success());
+    assert_eq!(first.stdout, again.stdout, "the retry is told the same ids");
+    let c = client(&url).await;
+    let stats = c.stats().await.unwrap();
+    let jobs = stats
+        .queues
+        .iter()
+        .find(|q| q.name.as_str() == "jobs")
+        .unwrap();
+    assert_eq!(jobs.depth, 3, "stored once: {stats:?}");
 }

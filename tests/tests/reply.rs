@@ -16,6 +16,7 @@ async fn an_ack_puts_the_result_on_reply_to() {
         kind: Some("square".into()),
         reply_to: Some("results".into()),
         max_attempts: None,
+        dedup_prefix: None,
     };
     let ids = c
         .put_many("tasks", vec![json!(3411), json!(1605)], &opts)

@@ -150,6 +150,7 @@ impl Producer {
                 kind: Some(kind.into()),
                 reply_to: Some(self.queue_name.clone()),
                 max_attempts: None,
+                dedup_id: None,
             });
         }
         let mut ids = Vec::new();
@@ -290,6 +291,7 @@ async fn the_web_worker_pool_runs_tasks_and_the_page_stays_responsive() {
             kind: Some("primes".into()),
             reply_to: Some(p.queue_name.clone()),
             max_attempts: None,
+            dedup_id: None,
         });
     }
     while events

@@ -43,8 +43,8 @@ pub struct BrokerConfig {
     /// Queues the hub will create; a request naming a new queue beyond gets `too_many_queues`.
     pub max_queues: usize,
     /// Memory the payloads of every task the hub holds take (ready, in flight, results, dead
-    /// letters), as `store::memory_cost` counts it; a `put` beyond gets `queue_full`. Results and dead letters are never refused: they replace
-    /// the task they report on.
+    /// letters), as `store::memory_cost` counts it; a `put` beyond gets `queue_full`. Results
+    /// and dead letters are never refused: they replace the task they report on.
     pub max_stored_bytes: usize,
     pub ack_wait: Duration,
     /// Default for tasks put without `max_attempts`.
@@ -55,6 +55,11 @@ pub struct BrokerConfig {
     /// Pending `get`s per session.
     pub max_waiters_per_session: usize,
     pub max_subscriptions_per_session: usize,
+    /// How long a put's `dedup_id` is remembered: a repeat within it is answered with the first
+    /// task's id and stores nothing.
+    pub dedup_window: Duration,
+    /// Dedup ids remembered at most; past it the oldest are forgotten early.
+    pub max_dedup_ids: usize,
 }
 
 impl Default for BrokerConfig {
@@ -69,6 +74,8 @@ impl Default for BrokerConfig {
             max_get_wait: Duration::from_secs(3_600),
             max_waiters_per_session: 256,
             max_subscriptions_per_session: 256,
+            dedup_window: Duration::from_secs(600),
+            max_dedup_ids: 100_000,
         }
     }
 }
@@ -151,6 +158,9 @@ pub struct Broker<S: TaskStore = MemoryStore> {
     waiters: IdMap<u64, Waiter>,
     waiter_order: BTreeSet<(Millis, u64)>,
     next_waiter: u64,
+    /// Recent `dedup_id`s and the task each stored, oldest first in `dedup_order`.
+    dedup: HashMap<String, TaskId>,
+    dedup_order: std::collections::VecDeque<(Millis, String)>,
     next_task: u64,
     subs: Subscriptions,
     /// Dead-letter entries dropped because a dead-letter queue was full.
@@ -175,6 +185,8 @@ impl<S: TaskStore> Broker<S> {
             waiters: IdMap::default(),
             waiter_order: BTreeSet::new(),
             next_waiter: 0,
+            dedup: HashMap::new(),
+            dedup_order: std::collections::VecDeque::new(),
             next_task: 0,
             subs: Subscriptions::default(),
             dead_dropped: 0,
@@ -302,10 +314,16 @@ impl<S: TaskStore> Broker<S> {
                 kind,
                 reply_to,
                 max_attempts,
+                dedup_id,
                 ..
-            } => self
-                .put(session, queue, payload, kind, reply_to, max_attempts, now)
-                .map(|task| ServerMsg::Queued { req, task }),
+            } => match self.deduplicated(dedup_id.as_deref(), now) {
+                Err(e) => Err(e),
+                Ok(Some(task)) => Ok(ServerMsg::Queued { req, task }),
+                Ok(None) => self
+                    .put(session, queue, payload, kind, reply_to, max_attempts, now)
+                    .inspect(|task| self.remember(dedup_id, *task, now))
+                    .map(|task| ServerMsg::Queued { req, task }),
+            },
             ClientMsg::Get {
                 queue, timeout_ms, ..
             } => match self.get(session, req, queue, timeout_ms, now) {
@@ -390,6 +408,45 @@ impl<S: TaskStore> Broker<S> {
                 droppable: false,
             },
         );
+    }
+
+    /// The task an earlier put with this `dedup_id` stored, if it is still remembered.
+    fn deduplicated(
+        &mut self,
+        dedup_id: Option<&str>,
+        now: Millis,
+    ) -> Result<Option<TaskId>, Failure> {
+        let Some(id) = dedup_id else {
+            return Ok(None);
+        };
+        if id.is_empty() || id.len() > 128 {
+            return Err((
+                ErrorCode::BadRequest,
+                "dedup_id must be 1 to 128 bytes".into(),
+            ));
+        }
+        while let Some((expires, _)) = self.dedup_order.front()
+            && *expires <= now
+        {
+            if let Some((_, old)) = self.dedup_order.pop_front() {
+                self.dedup.remove(&old);
+            }
+        }
+        Ok(self.dedup.get(id).copied())
+    }
+
+    fn remember(&mut self, dedup_id: Option<String>, task: TaskId, now: Millis) {
+        let Some(id) = dedup_id else {
+            return;
+        };
+        self.dedup.insert(id.clone(), task);
+        self.dedup_order
+            .push_back((now.after(self.config.dedup_window), id));
+        while self.dedup_order.len() > self.config.max_dedup_ids {
+            if let Some((_, old)) = self.dedup_order.pop_front() {
+                self.dedup.remove(&old);
+            }
+        }
     }
 
     fn queue_mut(&mut self, name: &QueueName) -> Result<&mut Queue<S>, Failure> {

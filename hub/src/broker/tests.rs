@@ -55,6 +55,7 @@ impl Harness {
                 kind: Some("square".into()),
                 reply_to: reply_to.map(q),
                 max_attempts,
+                dedup_id: None,
             },
         );
         match &out[0].msg {
@@ -160,6 +161,7 @@ fn get_waits_then_answers_empty_at_its_deadline() {
             kind: None,
             reply_to: None,
             max_attempts: None,
+            dedup_id: None,
         },
         h.now,
     );
@@ -203,6 +205,7 @@ fn consumers_share_round_robin() {
                 kind: None,
                 reply_to: None,
                 max_attempts: None,
+                dedup_id: None,
             },
             h.now,
         );
@@ -362,6 +365,7 @@ fn replies_to_an_inbox_go_straight_to_its_session_and_inboxes_are_private() {
             kind: None,
             reply_to: Some(inbox.clone()),
             max_attempts: None,
+            dedup_id: None,
         },
     );
     assert!(matches!(
@@ -398,6 +402,7 @@ fn a_full_queue_refuses_puts_and_a_full_reply_queue_refuses_acks() {
             kind: None,
             reply_to: None,
             max_attempts: None,
+            dedup_id: None,
         },
     );
     assert!(
@@ -503,6 +508,7 @@ fn queue_count_is_bounded() {
             kind: None,
             reply_to: None,
             max_attempts: None,
+            dedup_id: None,
         },
     );
     assert!(matches!(
@@ -531,6 +537,7 @@ fn at_max_queues_results_and_dead_letters_still_have_a_place() {
             kind: None,
             reply_to: Some(q("fresh")),
             max_attempts: None,
+            dedup_id: None,
         },
     );
     let ServerMsg::Error { code, message, .. } = &out[0].msg else {
@@ -643,6 +650,7 @@ fn answers_keep_request_order_when_requests_are_applied_together() {
                 kind: None,
                 reply_to: None,
                 max_attempts: None,
+                dedup_id: None,
             },
             h.now,
         );
@@ -681,6 +689,7 @@ fn the_hub_bounds_the_bytes_it_holds_and_frees_them_whatever_the_path() {
             kind: None,
             reply_to: None,
             max_attempts: None,
+            dedup_id: None,
         },
     );
     assert!(
@@ -761,4 +770,71 @@ fn payloads_are_charged_what_they_cost_in_memory_not_their_text() {
         "{}",
         memory_cost(&s)
     );
+}
+
+#[test]
+fn a_put_repeated_with_its_dedup_id_is_stored_once_within_the_window() {
+    let mut h = Harness::new(BrokerConfig {
+        dedup_window: Duration::from_secs(10),
+        max_dedup_ids: 2,
+        ..BrokerConfig::default()
+    });
+    let put = |h: &mut Harness, dedup: &str, payload: i64| {
+        let out = h.send(
+            P,
+            ClientMsg::Put {
+                req: Some(1),
+                queue: q("tasks"),
+                payload: json!(payload),
+                kind: None,
+                reply_to: None,
+                max_attempts: None,
+                dedup_id: Some(dedup.into()),
+            },
+        );
+        match &out[0].msg {
+            ServerMsg::Queued { task, .. } => *task,
+            other => panic!("{other:?}"),
+        }
+    };
+    let first = put(&mut h, "job-1", 1);
+    assert_eq!(
+        put(&mut h, "job-1", 1),
+        first,
+        "the retry gets the first task's id"
+    );
+    let depth = |h: &Harness| h.b.stats().queues[0].depth;
+    assert_eq!(depth(&h), 1, "and nothing is stored twice");
+    // Past the window it is a new task.
+    h.advance(10_000);
+    assert_ne!(put(&mut h, "job-1", 1), first);
+    // At most max_dedup_ids are remembered: the oldest is forgotten first.
+    let b = put(&mut h, "job-2", 2);
+    put(&mut h, "job-3", 3);
+    assert_ne!(put(&mut h, "job-1", 1), first);
+    assert_eq!(put(&mut h, "job-3", 3), put(&mut h, "job-3", 9));
+    assert_ne!(
+        put(&mut h, "job-2", 2),
+        b,
+        "job-2 was pushed out by newer ids"
+    );
+    let out = h.send(
+        P,
+        ClientMsg::Put {
+            req: Some(2),
+            queue: q("tasks"),
+            payload: json!(0),
+            kind: None,
+            reply_to: None,
+            max_attempts: None,
+            dedup_id: Some(String::new()),
+        },
+    );
+    assert!(matches!(
+        &out[0].msg,
+        ServerMsg::Error {
+            code: ErrorCode::BadRequest,
+            ..
+        }
+    ));
 }
