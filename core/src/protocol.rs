@@ -275,6 +275,13 @@ pub struct Stats {
     pub stored_bytes: u64,
 }
 
+impl Stats {
+    /// The line of the queue named `name`, if the hub has that queue.
+    pub fn queue(&self, name: &str) -> Option<&QueueStats> {
+        self.queues.iter().find(|q| q.name.as_str() == name)
+    }
+}
+
 /// A message from the hub to a client. Decoded by [`crate::codec`]'s flat reader, like
 /// [`ClientMsg`].
 #[derive(Debug, Clone, PartialEq, Serialize)]

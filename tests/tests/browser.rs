@@ -110,11 +110,7 @@ async fn a_browser_tab_works_the_queue_and_hands_back_its_tasks_when_closed() {
     })
     .await
     .expect("the hub notices the tab is gone");
-    let tasks = after_close
-        .queues
-        .iter()
-        .find(|q| q.name.as_str() == "tasks")
-        .unwrap();
+    let tasks = after_close.queue("tasks").unwrap();
     assert_eq!(
         tasks.in_flight, 0,
         "the closed tab's leases went back to the queue"
@@ -248,8 +244,8 @@ async fn stop_finishes_running_tasks_and_hands_back_the_rest() {
         )
         .await;
     let s = c.stats().await.unwrap();
-    let naps = s.queues.iter().find(|q| q.name.as_str() == "naps").unwrap();
-    let woke = s.queues.iter().find(|q| q.name.as_str() == "woke").unwrap();
+    let naps = s.queue("naps").unwrap();
+    let woke = s.queue("woke").unwrap();
     assert_eq!(naps.in_flight, 0, "{s:?}");
     assert_eq!(woke.depth, 2, "the two running naps finished: {s:?}");
     assert_eq!(naps.depth, 8, "the others went back: {s:?}");

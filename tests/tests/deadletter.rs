@@ -31,11 +31,7 @@ async fn a_task_that_keeps_failing_ends_in_the_dead_letter_queue() {
     );
 
     let stats = c.stats().await.unwrap();
-    let jobs = stats
-        .queues
-        .iter()
-        .find(|q| q.name.as_str() == "jobs")
-        .unwrap();
+    let jobs = stats.queue("jobs").unwrap();
     assert_eq!((jobs.depth, jobs.in_flight, jobs.dead), (0, 0, 1));
 
     let dead = c

@@ -41,13 +41,7 @@ async fn every_result_arrives_when_a_worker_is_killed_mid_run() {
     let c = client(&url).await;
     let half = taskhub_tests::eventually(Duration::from_secs(60), || async {
         let stats = c.stats().await.unwrap();
-        let depth = |name: &str| {
-            stats
-                .queues
-                .iter()
-                .find(|q| q.name.as_str() == name)
-                .map(|q| (q.depth, q.in_flight))
-        };
+        let depth = |name: &str| stats.queue(name).map(|q| (q.depth, q.in_flight));
         let (done, _) = depth("results")?;
         let (left, in_flight) = depth("tasks")?;
         (done >= 500).then_some((done, left + in_flight))
@@ -77,11 +71,7 @@ async fn every_result_arrives_when_a_worker_is_killed_mid_run() {
         assert_eq!(r["result"].as_str(), Some(expected[id].as_str()), "{r}");
     }
     let stats = c.stats().await.unwrap();
-    let tasks = stats
-        .queues
-        .iter()
-        .find(|q| q.name.as_str() == "tasks")
-        .unwrap();
+    let tasks = stats.queue("tasks").unwrap();
     assert_eq!((tasks.depth, tasks.in_flight, tasks.dead), (0, 0, 0));
     assert_eq!(
         stats.sessions["worker"], 1,
@@ -180,7 +170,7 @@ async fn a_signalled_worker_finishes_its_tasks_and_a_second_signal_exits_at_once
     // Wait until the worker holds tasks.
     let busy = taskhub_tests::eventually(Duration::from_secs(10), || async {
         let s = c.stats().await.unwrap();
-        let q = s.queues.iter().find(|q| q.name.as_str() == "naps")?.clone();
+        let q = s.queue("naps")?.clone();
         (q.in_flight >= 2).then_some(q)
     })
     .await
@@ -203,8 +193,8 @@ async fn a_signalled_worker_finishes_its_tasks_and_a_second_signal_exits_at_once
     assert!(exit.success(), "graceful stop exits 0: {exit:?}");
     // The two running naps were finished and acked; the rest were handed back, none lost.
     let s = c.stats().await.unwrap();
-    let naps = s.queues.iter().find(|q| q.name.as_str() == "naps").unwrap();
-    let done = s.queues.iter().find(|q| q.name.as_str() == "done").unwrap();
+    let naps = s.queue("naps").unwrap();
+    let done = s.queue("done").unwrap();
     assert_eq!(naps.in_flight, 0);
     assert_eq!(done.depth, 2, "the two running tasks completed");
     assert_eq!(naps.depth, 4, "the others are back in the queue");
@@ -213,12 +203,7 @@ async fn a_signalled_worker_finishes_its_tasks_and_a_second_signal_exits_at_once
     let mut w = worker(&url, "naps", &["--concurrency", "1", "--prefetch", "1"]);
     taskhub_tests::eventually(Duration::from_secs(10), || async {
         let s = c.stats().await.unwrap();
-        (s.queues
-            .iter()
-            .find(|q| q.name.as_str() == "naps")?
-            .in_flight
-            == 1)
-            .then_some(())
+        (s.queue("naps")?.in_flight == 1).then_some(())
     })
     .await
     .expect("worker took a task");
@@ -349,10 +334,6 @@ async fn a_put_retried_with_its_dedup_prefix_stores_nothing_twice() {
     assert_eq!(first.stdout, again.stdout, "the retry is told the same ids");
     let c = client(&url).await;
     let stats = c.stats().await.unwrap();
-    let jobs = stats
-        .queues
-        .iter()
-        .find(|q| q.name.as_str() == "jobs")
-        .unwrap();
+    let jobs = stats.queue("jobs").unwrap();
     assert_eq!(jobs.depth, 3, "stored once: {stats:?}");
 }

@@ -75,10 +75,7 @@ fn exec_worker_in_own_group(url: &str, queue: &str, cmd: &str, grace: &str) -> t
 async fn until_running(c: &taskhub_client::Client, queue: &str) {
     taskhub_tests::eventually(Duration::from_secs(10), || async {
         let s = c.stats().await.unwrap();
-        s.queues
-            .iter()
-            .any(|q| q.name.as_str() == queue && q.in_flight == 1)
-            .then_some(())
+        s.queue(queue).filter(|q| q.in_flight == 1).map(|_| ())
     })
     .await
     .expect("the task starts");
@@ -157,9 +154,8 @@ async fn a_grace_period_that_runs_out_is_a_failed_exit() {
     // The abandoned task went back to the queue for another worker.
     let back = taskhub_tests::eventually(Duration::from_secs(10), || async {
         let s = c.stats().await.unwrap();
-        s.queues
-            .iter()
-            .find(|q| q.name.as_str() == "stuck" && q.depth == 1 && q.in_flight == 0)
+        s.queue("stuck")
+            .filter(|q| q.depth == 1 && q.in_flight == 0)
             .map(|_| ())
     })
     .await;

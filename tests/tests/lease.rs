@@ -130,11 +130,7 @@ async fn a_frozen_worker_loses_its_tasks_to_the_others_and_rejoins_when_thawed()
     let failed: Vec<_> = replies.iter().filter(|r| !r.ok).collect();
     assert!(failed.is_empty(), "dead-lettered: {failed:?}");
     let stats = c.stats().await.unwrap();
-    let naps = stats
-        .queues
-        .iter()
-        .find(|q| q.name.as_str() == "naps")
-        .unwrap();
+    let naps = stats.queue("naps").unwrap();
     assert_eq!(
         (naps.depth, naps.in_flight, naps.dead),
         (0, 0, 0),

@@ -164,7 +164,7 @@ async fn a_half_open_connection_is_noticed_on_both_sides() {
         "closed {closed:?} after the cut, idle timeout {idle:?}"
     );
     let s = c.stats().await.unwrap();
-    let naps = s.queues.iter().find(|q| q.name.as_str() == "naps").unwrap();
+    let naps = s.queue("naps").unwrap();
     assert_eq!(
         naps.in_flight, 0,
         "the stalled session's tasks went back: {s:?}"

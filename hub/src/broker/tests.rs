@@ -297,7 +297,7 @@ fn out_of_attempts_the_task_moves_to_the_dead_letter_queue() {
         assert_eq!(again.len(), usize::from(attempt < 3), "attempt {attempt}");
     }
     let stats = h.b.stats();
-    let tasks = stats.queues.iter().find(|s| s.name == q("tasks")).unwrap();
+    let tasks = stats.queue("tasks").unwrap();
     assert_eq!((tasks.depth, tasks.in_flight, tasks.dead), (0, 0, 1));
     let dead = got_payload(&h.get("tasks.dead", 0)).unwrap();
     assert_eq!(dead["payload"], json!(3));
@@ -317,15 +317,7 @@ fn a_worker_crashing_on_a_task_every_time_dead_letters_it() {
         assert_eq!(h.consume(W1, "tasks", 1), vec![id]);
         h.b.close_session(W1, h.now);
     }
-    assert_eq!(
-        h.b.stats()
-            .queues
-            .iter()
-            .find(|s| s.name == q("tasks"))
-            .unwrap()
-            .dead,
-        1
-    );
+    assert_eq!(h.b.stats().queue("tasks").unwrap().dead, 1);
 }
 
 #[test]
@@ -582,7 +574,7 @@ fn the_longest_queue_name_has_a_dead_letter_queue() {
         },
     );
     let stats = h.b.stats();
-    let line = stats.queues.iter().find(|s| s.name == q(&long)).unwrap();
+    let line = stats.queue(&long).unwrap();
     assert_eq!(line.dead, 1);
     let dead = got_payload(&h.get(&format!("{long}.dead"), 0)).unwrap();
     assert_eq!(dead["payload"], json!(1));
