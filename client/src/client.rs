@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::Value;
 use taskhub_core::auth::{AuthError, ClientHandshake, DEFAULT_KEY_ID, NONCE_BYTES, Secret};
-use taskhub_core::codec::{decode_server, encode_client, peek_u64};
+use taskhub_core::codec::{decode_server, encode_client, peek_type, peek_u64};
 use taskhub_core::protocol::{Limits, Reply, Stats};
 use taskhub_core::{
     ClientMsg, ErrorCode, NameError, Pattern, QueueName, Role, ServerMsg, SessionId, Task, TaskId,
@@ -540,7 +540,7 @@ fn unreadable(shared: &Shared, text: &str, e: taskhub_core::codec::DecodeError) 
             req,
             ServerMsg::error(Some(req), ErrorCode::BadFrame, message),
         );
-    } else if text.contains(r#""type":"reply""#)
+    } else if peek_type(text) == Some("reply")
         && let Some(id) = peek_u64(text, "id")
     {
         deliver_reply(

@@ -322,19 +322,26 @@ pub fn nesting(text: &str) -> usize {
     max
 }
 
-/// The top-level `"req"` of a frame that could not be decoded, found without parsing it, so that
-/// the request it answers (or asked) can still be failed. Looks only before the first nested
-/// value, where every encoder puts it.
-pub fn peek_u64(text: &str, field: &str) -> Option<u64> {
+/// The raw value of a top-level field of a frame that could not be decoded, found without
+/// parsing it, so that the request it answers (or asked) can still be failed. Looks only before
+/// the first nested value, where every encoder puts `type`, `req` and `id`.
+fn peek<'a>(text: &'a str, field: &str) -> Option<&'a str> {
     let head = text.get(1..)?;
     let head = &head[..head.find(['{', '[']).unwrap_or(head.len())];
     let key = format!("\"{field}\"");
     let after = head[head.find(&key)? + key.len()..].trim_start();
-    let digits = after.strip_prefix(':')?.trim_start();
-    let end = digits
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(digits.len());
-    digits[..end].parse().ok()
+    let value = after.strip_prefix(':')?.trim_start();
+    Some(value[..value.find([',', '}']).unwrap_or(value.len())].trim_end())
+}
+
+/// A top-level integer field (`req`, `id`) of a frame that could not be decoded.
+pub fn peek_u64(text: &str, field: &str) -> Option<u64> {
+    peek(text, field)?.parse().ok()
+}
+
+/// The `type` of a frame that could not be decoded.
+pub fn peek_type(text: &str) -> Option<&str> {
+    peek(text, "type")?.strip_prefix('"')?.strip_suffix('"')
 }
 
 /// The rare frame with many brackets: refuse it if it nests deeper than [`MAX_NESTING`].

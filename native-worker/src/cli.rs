@@ -3,7 +3,6 @@
 
 use std::ffi::OsString;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, FromArgMatches};
 use taskhub_core::QueueName;
@@ -76,7 +75,6 @@ impl WorkerArgs {
         config.name = self.name.clone();
         let mut opts = Options::new(&self.hub, config, handlers);
         opts.exec = self.exec.clone();
-        opts.connect_timeout = Duration::from_secs(10);
         Ok(opts)
     }
 
