@@ -273,3 +273,37 @@ fn the_hub_never_logs_its_key() {
         "a presented key leaked into the logs:\n{logs}"
     );
 }
+
+#[test]
+fn serve_prints_a_join_link_for_each_bundle() {
+    let dir = std::env::temp_dir().join(format!("taskhub-cli-bundles-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("resize.js"), dir.join("thumbs.js"));
+    std::fs::write(&a, "export function resize(p) { return p; }\n").unwrap();
+    std::fs::write(&b, "export async function thumb(p) { return p; }\n").unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--key", "k"])
+        .arg("--handlers-js")
+        .arg(&a)
+        .arg("--handlers-js")
+        .arg(&b)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut hub = Hub {
+        child,
+        url: String::new(),
+        key: "k".into(),
+    };
+    let lines: Vec<String> = BufReader::new(hub.child.stdout.take().unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .take_while(|l| !l.contains("/dashboard#"))
+        .collect();
+    let joins: Vec<&String> = lines.iter().filter(|l| l.contains("/#key=k")).collect();
+    assert_eq!(joins.len(), 2, "{lines:?}");
+    assert!(joins[0].contains("&queue=tasks&bundle=resize"), "{lines:?}");
+    assert!(joins[1].contains("&queue=tasks&bundle=thumbs"), "{lines:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
