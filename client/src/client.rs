@@ -592,7 +592,10 @@ fn route(shared: &Shared, messages: &mpsc::Sender<(Topic, Value)>, msg: ServerMs
                     tracing::warn!("hub: {message} ({code})");
                     let closing = matches!(
                         code,
-                        ErrorCode::ShuttingDown | ErrorCode::SlowConsumer | ErrorCode::TooLarge
+                        ErrorCode::ShuttingDown
+                            | ErrorCode::SlowConsumer
+                            | ErrorCode::TooLarge
+                            | ErrorCode::IdleTimeout
                     );
                     if closing && let Ok(mut c) = shared.closed.lock() {
                         *c = Some(format!("{message} ({code})"));

@@ -421,6 +421,9 @@ pub enum ErrorCode {
     SlowConsumer,
     /// The hub is shutting down. The connection is closed.
     ShuttingDown,
+    /// The session sent nothing, not even a pong, for the hub's idle timeout. The connection is
+    /// closed.
+    IdleTimeout,
 }
 
 impl ErrorCode {
@@ -441,6 +444,7 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::IdleTimeout => "idle_timeout",
         }
     }
 }

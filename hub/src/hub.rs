@@ -27,6 +27,29 @@ pub(crate) struct Link {
     pub kill: Arc<Notify>,
 }
 
+impl Link {
+    /// Queue one of the session's own answers, waiting for room: backpressure on its requests.
+    /// Gives up when the session is being closed as a slow consumer, or marks it so when its
+    /// outbox has had no room for `patience`; returns whether the message was queued.
+    pub async fn send_own(&self, msg: Message, patience: Duration) -> bool {
+        let full = match self.tx.try_send(msg) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return true,
+            Err(mpsc::error::TrySendError::Full(msg)) => msg,
+        };
+        tokio::select! {
+            _ = self.tx.send(full) => true,
+            _ = self.kill.notified() => {
+                self.kill.notify_one(); // leave the signal for the session loop
+                false
+            }
+            _ = tokio::time::sleep(patience) => {
+                self.kill.notify_one();
+                false
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct State {
     broker: Broker,
@@ -131,32 +154,22 @@ impl Hub {
         let mut caller_closing = false;
         for (link, out) in outputs {
             let msg = Message::text(encode_server(&out.msg));
-            let full = match link.tx.try_send(msg) {
-                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => continue,
-                Err(mpsc::error::TrySendError::Full(msg)) => msg,
-            };
             if Some(out.to) == caller {
-                if caller_closing {
-                    continue;
+                if !caller_closing {
+                    caller_closing = !link.send_own(msg, self.config.idle_timeout).await;
                 }
-                // Backpressure on the caller's own requests: wait for room, but not past a kill
-                // (another session found this outbox full) or the idle timeout.
-                tokio::select! {
-                    _ = link.tx.send(full) => {}
-                    _ = link.kill.notified() => {
-                        link.kill.notify_one(); // leave the signal for the session loop
-                        caller_closing = true;
-                    }
-                    _ = tokio::time::sleep(self.config.idle_timeout) => {
-                        link.kill.notify_one();
-                        caller_closing = true;
-                    }
+                continue;
+            }
+            // Anyone else's messages never wait.
+            match link.tx.try_send(msg) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Full(_)) if out.droppable => {
+                    self.dropped_messages.fetch_add(1, Ordering::Relaxed);
                 }
-            } else if out.droppable {
-                self.dropped_messages.fetch_add(1, Ordering::Relaxed);
-            } else {
-                tracing::warn!(session = %out.to, "outbox full: closing slow consumer");
-                link.kill.notify_one();
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(session = %out.to, "outbox full: closing slow consumer");
+                    link.kill.notify_one();
+                }
             }
         }
     }

@@ -72,6 +72,25 @@ impl End {
     }
 }
 
+/// What the writer does last: drop or send what is still queued, then an optional last message
+/// and the Close frame.
+#[derive(Debug)]
+struct Farewell {
+    /// Drop the unsent backlog instead of sending it: the peer is not reading, and the error
+    /// and Close frame must not wait behind thousands of messages it will never take.
+    discard_backlog: bool,
+    last: Option<Message>,
+    frame: Option<CloseFrame>,
+}
+
+/// How long the writer may take to send its last messages and the Close frame to a peer that
+/// reads slowly, before the connection is cut without them.
+const FAREWELL_WAIT: Duration = Duration::from_secs(5);
+
+/// After the Close frame, how long the hub goes on reading from a peer that sends nothing and
+/// does not answer the Close, so the socket's input is empty when it is closed.
+const LINGER_QUIET: Duration = Duration::from_millis(200);
+
 impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -141,13 +160,17 @@ pub(crate) async fn serve(
         let (sink, source) = ws.split();
         let (tx, rx) = mpsc::channel(hub.config.outbox);
         let (close_tx, close_rx) = oneshot::channel();
-        let writer = tokio::spawn(write_loop(sink, rx, close_rx));
+        let (abandon_tx, abandon_rx) = oneshot::channel();
+        let writer = tokio::spawn(write_loop(sink, rx, abandon_rx, close_rx));
         let mut conn = Conn {
             hub: hub.clone(),
-            tx,
+            link: Link {
+                tx,
+                kill: Arc::new(Notify::new()),
+            },
             source,
             id: None,
-            kill: Arc::new(Notify::new()),
+            last_word: None,
         };
         let end = if over_limit {
             conn.refuse(
@@ -162,13 +185,51 @@ pub(crate) async fn serve(
         if let Some(id) = conn.id {
             hub.close(id).await;
         }
-        let _ = close_tx.send(end.close_frame());
-        drop(conn);
+        let discard_backlog = matches!(end, End::SlowConsumer);
+        if discard_backlog {
+            let _ = abandon_tx.send(());
+        }
+        let _ = close_tx.send(Farewell {
+            discard_backlog,
+            last: conn.last_word.take(),
+            frame: end.close_frame(),
+        });
+        // The writer sends the Close frame once every sender of the outbox is gone.
+        let Conn {
+            mut source, link, ..
+        } = conn;
+        drop(link);
+        // Meanwhile keep reading, and ignoring, what the peer sends until it answers the Close
+        // (RFC 6455 5.5.1): a peer blocked writing could otherwise never read the farewell, and
+        // closing a socket with unread input resets it, which can destroy the farewell in
+        // flight.
         let mut writer = writer;
-        if tokio::time::timeout(Duration::from_secs(2), &mut writer)
-            .await
-            .is_err()
-        {
+        let linger = async {
+            let mut written = false;
+            loop {
+                // Once the Close frame is out, a peer that has gone quiet is not waited for.
+                let quiet = tokio::time::sleep(if written { LINGER_QUIET } else { FAREWELL_WAIT });
+                tokio::select! {
+                    done = &mut writer, if !written => {
+                        if done.is_err() {
+                            return;
+                        }
+                        written = true;
+                    }
+                    msg = source.next() => match msg {
+                        Some(Ok(msg)) if !msg.is_close() => {}
+                        _ => {
+                            if !written {
+                                let _ = (&mut writer).await;
+                            }
+                            return;
+                        }
+                    },
+                    _ = quiet, if written => return,
+                }
+            }
+        };
+        if tokio::time::timeout(FAREWELL_WAIT, linger).await.is_err() {
             writer.abort();
         }
         match &end {
@@ -185,27 +246,45 @@ pub(crate) async fn serve(
     .await
 }
 
-/// Owns the sink: sends queued frames, batching whatever is ready before each flush, then the
-/// close frame.
+/// Owns the sink: sends queued frames, batching whatever is ready before each flush, until the
+/// outbox closes (the session dropped every sender, after deciding how to end); then the
+/// session's last message and the Close frame. `abandon` cuts the backlog short for a peer that
+/// does not read.
 async fn write_loop(
     mut sink: SplitSink<Ws, Message>,
     mut rx: mpsc::Receiver<Message>,
-    mut close: oneshot::Receiver<Option<CloseFrame>>,
+    abandon: oneshot::Receiver<()>,
+    close: oneshot::Receiver<Farewell>,
 ) {
-    let frame = tokio::select! {
-        sent = pump(&mut sink, &mut rx) => match sent {
-            Ok(()) => None,
-            Err(_) => return,
-        },
-        frame = &mut close => frame.ok().flatten(),
-    };
-    // Whatever is already queued (a final error reply) goes out before the close frame.
-    while let Ok(msg) = rx.try_recv() {
-        if sink.feed(msg).await.is_err() {
+    tokio::select! {
+        biased;
+        // A sender dropped without a word is no abandonment: keep sending.
+        Ok(()) = abandon => {}
+        sent = pump(&mut sink, &mut rx) => if sent.is_err() {
             return;
+        },
+    }
+    // The session sends the farewell before it drops its outbox, so this does not wait long.
+    let Ok(farewell) = close.await else {
+        let _ = sink.close().await;
+        return;
+    };
+    if farewell.discard_backlog {
+        rx.close();
+        while rx.try_recv().is_ok() {}
+    } else {
+        while let Ok(msg) = rx.try_recv() {
+            if sink.feed(msg).await.is_err() {
+                return;
+            }
         }
     }
-    if let Some(frame) = frame {
+    if let Some(last) = farewell.last
+        && sink.feed(last).await.is_err()
+    {
+        return;
+    }
+    if let Some(frame) = farewell.frame {
         let _ = sink.send(Message::Close(Some(frame))).await;
     }
     let _ = sink.close().await;
@@ -213,22 +292,27 @@ async fn write_loop(
 
 struct Conn {
     hub: Arc<Hub>,
-    tx: mpsc::Sender<Message>,
+    /// The outbox, and the signal that closes this session as a slow consumer.
+    link: Link,
     source: SplitStream<Ws>,
     id: Option<SessionId>,
-    kill: Arc<Notify>,
+    /// An error to send just before the Close frame, whatever is queued before it.
+    last_word: Option<Message>,
 }
 
 impl Conn {
+    /// Queue an answer, waiting for room as long as the hub waits for any of a session's own
+    /// answers (then the session is closed as a slow consumer).
     async fn send(&self, msg: &ServerMsg) {
-        let _ = self.tx.send(Message::text(encode_server(msg))).await;
+        let msg = Message::text(encode_server(msg));
+        self.link.send_own(msg, self.hub.config.idle_timeout).await;
     }
 
-    /// A last word before closing. Never waits: a client that stopped reading (its outbox is
-    /// full) must not hold up the close, so then the message is simply not sent.
-    fn farewell(&self, code: ErrorCode, message: &str) {
+    /// A last word before closing: the writer sends it after the outbox (or instead of it, for
+    /// a slow consumer) and just before the Close frame. Never waits on a full outbox.
+    fn farewell(&mut self, code: ErrorCode, message: &str) {
         let msg = ServerMsg::error(None, code, message);
-        let _ = self.tx.try_send(Message::text(encode_server(&msg)));
+        self.last_word = Some(Message::text(encode_server(&msg)));
     }
 
     async fn refuse(&self, code: ErrorCode, message: &str) {
@@ -324,11 +408,7 @@ impl Conn {
         };
         let id = hub.new_session_id();
         tracing::Span::current().record("id", id.0);
-        let link = Link {
-            tx: self.tx.clone(),
-            kill: self.kill.clone(),
-        };
-        hub.open(id, role, name, link);
+        hub.open(id, role, name, self.link.clone());
         self.id = Some(id);
         tracing::debug!(role = role.as_str(), "authenticated");
         self.send(&ServerMsg::Welcome {
@@ -356,7 +436,7 @@ impl Conn {
     }
 
     /// A frame that is not a text request. Returns why the session ends, if it does.
-    async fn on_frame(&self, frame: Option<Result<Message, WsError>>) -> Option<End> {
+    async fn on_frame(&mut self, frame: Option<Result<Message, WsError>>) -> Option<End> {
         match frame {
             Some(Ok(Message::Binary(_))) => {
                 self.send(&ServerMsg::error(
@@ -371,12 +451,10 @@ impl Conn {
             Some(Ok(_)) => None, // ping, pong (text frames are handled by the caller)
             Some(Err(WsError::Capacity(e))) => {
                 let max = self.hub.config.max_message_bytes;
-                self.send(&ServerMsg::error(
-                    None,
+                self.farewell(
                     ErrorCode::TooLarge,
-                    format!("{e}; this hub accepts at most {max} bytes"),
-                ))
-                .await;
+                    &format!("{e}; this hub accepts at most {max} bytes"),
+                );
                 Some(End::TooLarge)
             }
             Some(Err(e)) => Some(End::Transport(e)),
@@ -397,9 +475,31 @@ impl Conn {
         );
         idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_seen = tokio::time::Instant::now();
-        let kill = self.kill.clone();
+        let kill = self.link.kill.clone();
         loop {
             tokio::select! {
+                biased;
+                _ = kill.notified() => {
+                    self.farewell(ErrorCode::SlowConsumer, "closing: this session did not read its messages fast enough");
+                    return End::SlowConsumer;
+                }
+                _ = shutdown.changed() => {
+                    self.farewell(ErrorCode::ShuttingDown, "the hub is shutting down");
+                    return End::Shutdown;
+                }
+                _ = idle_check.tick() => {
+                    if last_seen.elapsed() >= hub.config.idle_timeout {
+                        let secs = hub.config.idle_timeout.as_secs_f64();
+                        self.farewell(
+                            ErrorCode::IdleTimeout,
+                            &format!("closing: nothing heard from this session for {secs} s (the hub's idle timeout)"),
+                        );
+                        return End::Idle;
+                    }
+                }
+                _ = ping.tick() => {
+                    let _ = self.link.tx.try_send(Message::Ping(Default::default()));
+                }
                 frame = self.source.next() => {
                     last_seen = tokio::time::Instant::now();
                     // Take every frame that has already arrived and apply the requests among them
@@ -435,22 +535,6 @@ impl Conn {
                         }
                     }
                     self.apply_batch(id, &mut batch).await;
-                }
-                _ = kill.notified() => {
-                    self.farewell(ErrorCode::SlowConsumer, "closing: this session did not read its messages fast enough");
-                    return End::SlowConsumer;
-                }
-                _ = shutdown.changed() => {
-                    self.farewell(ErrorCode::ShuttingDown, "the hub is shutting down");
-                    return End::Shutdown;
-                }
-                _ = ping.tick() => {
-                    let _ = self.tx.try_send(Message::Ping(Default::default()));
-                }
-                _ = idle_check.tick() => {
-                    if last_seen.elapsed() >= hub.config.idle_timeout {
-                        return End::Idle;
-                    }
                 }
             }
         }

@@ -120,6 +120,28 @@ impl Raw {
         }
     }
 
+    /// Read until the connection ends; returns the messages before it and the close code and
+    /// reason the hub sent (`None`: the connection ended without a Close frame, which a
+    /// browser reports as 1005 or 1006).
+    pub async fn until_close_frame(&mut self) -> (Vec<Value>, Option<(u16, String)>) {
+        let mut seen = Vec::new();
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("the hub closes within 10 s");
+            match frame {
+                Some(Ok(Message::Text(t))) => {
+                    seen.push(serde_json::from_str(&t).expect("hub sends JSON"));
+                }
+                Some(Ok(Message::Close(Some(f)))) => {
+                    return (seen, Some((u16::from(f.code), f.reason.to_string())));
+                }
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return (seen, None),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
     /// Read until the connection closes; returns what came before.
     pub async fn until_closed(&mut self) -> Vec<Value> {
         let mut seen = Vec::new();

@@ -146,8 +146,9 @@ async fn connections_beyond_the_limit_are_refused_with_a_reason() {
     drop(_a);
     // The slot frees up once a connection ends.
     let ok = taskhub_tests::eventually(Duration::from_secs(5), || async {
-        let (_raw, answer) = Raw::authenticate(&hub.url(), taskhub_tests::KEY, "producer").await;
-        (answer["type"] == "welcome").then_some(())
+        // Challenged, not refused.
+        let first = Raw::connect(&hub.url()).await.recv().await;
+        first.filter(|m| m["type"] == "challenge")
     })
     .await;
     assert!(ok.is_some());
@@ -211,9 +212,18 @@ async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer_and_others_car
     })
     .await;
     assert!(gone.is_some(), "the deaf producer is still connected");
-    // The connection really is closed: draining it ends.
+    // The connection really is closed, and says why after what was already on its way: the
+    // slow_consumer error, then Close 1008.
     let mut deaf = sender.await.unwrap();
-    let _ = deaf.until_closed().await;
+    let (seen, frame) = deaf.until_close_frame().await;
+    assert_eq!(
+        seen.last().map(|m| (m["type"].clone(), m["code"].clone())),
+        Some((json!("error"), json!("slow_consumer"))),
+        "{} messages, the last: {:?}",
+        seen.len(),
+        seen.last()
+    );
+    assert_eq!(frame, Some((1008, "slow consumer".to_string())));
     // Everyone else carries on.
     observer
         .put("big", json!("after"), &PutOptions::default())
@@ -221,6 +231,71 @@ async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer_and_others_car
         .unwrap();
     let s = observer.stats().await.unwrap();
     assert_eq!(s.sessions["worker"], 1, "the worker was not harmed");
+    hub.stop().await;
+}
+
+/// A session that sends requests but never reads the answers is held back (its requests wait
+/// for room in its outbox), and once the outbox has had no room for the idle timeout it is
+/// closed as a slow consumer, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_own_answers_is_closed_after_the_idle_timeout() {
+    let hub = hub(|c| {
+        c.outbox = 16;
+        c.broker.max_prefetch = 8;
+        c.ping_interval = Duration::from_secs(1);
+        c.idle_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let observer = client(&hub.url()).await;
+    // Many queues make every stats answer about 40 kB.
+    for i in 0..500 {
+        observer
+            .put(
+                &format!("queue-number-{i:04}"),
+                json!(i),
+                &PutOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let mut deaf = Raw::session(&hub.url(), "producer").await;
+    let started = std::time::Instant::now();
+    let sender = tokio::spawn(async move {
+        for req in 0..2_000 {
+            let stats = json!({"type": "stats", "req": req});
+            if deaf
+                .ws
+                .send(Message::text(stats.to_string()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        deaf
+    });
+    let gone = taskhub_tests::eventually(Duration::from_secs(30), || async {
+        let s = observer.stats().await.unwrap();
+        (s.sessions["producer"] == 1).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the session that never reads is still open");
+    let held = started.elapsed();
+    assert!(
+        held >= Duration::from_secs(2) && held < Duration::from_secs(10),
+        "closed after {held:?}; the idle timeout is 2 s"
+    );
+    let mut deaf = sender.await.unwrap();
+    let (seen, frame) = deaf.until_close_frame().await;
+    assert_eq!(
+        seen.last().map(|m| m["code"].clone()),
+        Some(json!("slow_consumer"))
+    );
+    assert_eq!(frame, Some((1008, "slow consumer".to_string())));
+    // The answers that did arrive came in order, and the hub still serves everyone else.
+    let reqs: Vec<u64> = seen.iter().filter_map(|m| m["req"].as_u64()).collect();
+    assert!(reqs.windows(2).all(|w| w[1] == w[0] + 1), "{reqs:?}");
+    assert_eq!(observer.stats().await.unwrap().queues.len(), 500);
     hub.stop().await;
 }
 
