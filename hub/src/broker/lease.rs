@@ -6,7 +6,7 @@ use taskhub_core::names::INBOX_PREFIX;
 use taskhub_core::protocol::Reply;
 use taskhub_core::{ErrorCode, Millis, QueueName, ServerMsg, SessionId, TaskId};
 
-use super::store::memory_cost;
+use super::store::task_cost;
 use super::{Broker, Charge, Failure, Lease, Output, StoredTask, TaskStore};
 
 impl<S: TaskStore> Broker<S> {
@@ -46,7 +46,7 @@ impl<S: TaskStore> Broker<S> {
             && !r.is_inbox()
         {
             // Refuse rather than lose the result: the lease stays and the task is redone later.
-            self.check_room(&r)?;
+            self.check_outcome_room(id, &r)?;
         }
         let Some(task) = self.take_lease(id) else {
             return Ok(());
@@ -77,7 +77,18 @@ impl<S: TaskStore> Broker<S> {
         retry: bool,
         now: Millis,
     ) -> Result<(), Failure> {
-        self.leased_to(session, id)?;
+        let task = &self.leased_to(session, id)?.task;
+        let retried = retry && task.attempts < task.max_attempts;
+        if !retried {
+            // A dead letter (and its failure reply) must have room, or the fail is refused and
+            // the lease kept, as for an ack.
+            let dead = task.queue.dead_letter();
+            let reply_to = task.reply_to.clone().filter(|r| !r.is_inbox());
+            self.check_outcome_room(id, &dead)?;
+            if let Some(r) = reply_to {
+                self.check_outcome_room(id, &r)?;
+            }
+        }
         let Some(mut task) = self.take_lease(id) else {
             return Ok(());
         };
@@ -85,9 +96,9 @@ impl<S: TaskStore> Broker<S> {
         if let Some(s) = self.sessions.get_mut(&session) {
             s.failed += 1;
         }
-        task.last_error = Some(error);
+        task.set_error(error);
         let queue = task.queue.clone();
-        if retry && task.attempts < task.max_attempts {
+        if retried {
             if let Some(q) = self.queues.get_mut(&queue) {
                 q.store.push_back(task);
             }
@@ -97,6 +108,18 @@ impl<S: TaskStore> Broker<S> {
         self.dispatch(&queue, now);
         self.dispatch_for(session, now);
         Ok(())
+    }
+
+    /// Whether `queue` can take the outcome of leased task `id`; the error says the lease stays.
+    fn check_outcome_room(&mut self, id: TaskId, queue: &QueueName) -> Result<(), Failure> {
+        self.check_room(queue).map_err(|(code, message)| {
+            (
+                code,
+                format!(
+                    "{message}; task {id} stays leased to this session: send it again once {queue} has room, or let its lease expire"
+                ),
+            )
+        })
     }
 
     pub(super) fn release(
@@ -147,7 +170,7 @@ impl<S: TaskStore> Broker<S> {
                 s.stalled = true;
             }
             if let Some(mut task) = self.take_lease(id) {
-                task.last_error = Some(format!(
+                task.set_error(format!(
                     "lease expired: not acked within {} ms",
                     self.config.ack_wait.as_millis()
                 ));
@@ -221,12 +244,14 @@ impl<S: TaskStore> Broker<S> {
         );
     }
 
-    /// Add an entry the hub itself produced (a reply, a dead letter). A full queue drops its
-    /// oldest entry rather than refuse, so memory stays bounded; every drop is counted and logged.
+    /// Add an entry the hub itself produced (a reply, a dead letter). It is never dropped: a
+    /// request that needs one (ack, fail) was refused already if the queue was full, and one the
+    /// hub must store on its own (a lease expired, a session closed) may take the queue past
+    /// `max_queue_len`. It replaces the task it reports on, and is charged against
+    /// `max_stored_bytes` like it, so new puts are refused before memory grows.
     pub(super) fn push_forced(&mut self, queue: &QueueName, payload: Value, now: Millis) {
-        let max = self.config.max_queue_len;
         self.next_task += 1;
-        let charge = Charge::new(memory_cost(&payload), &self.stored_bytes);
+        let charge = Charge::new(task_cost(&payload, queue, None, None), &self.stored_bytes);
         let task = StoredTask {
             id: TaskId(self.next_task),
             queue: queue.clone(),
@@ -238,17 +263,20 @@ impl<S: TaskStore> Broker<S> {
             last_error: None,
             charge,
         };
-        let dropped = match self.queue_mut(queue) {
+        let max = self.config.max_queue_len;
+        match self.queue_mut(queue) {
             Ok(q) => {
-                let dropped = q.len() >= max && q.store.pop_front().is_some();
+                if q.len() >= max {
+                    tracing::debug!(%queue, "queue past max_queue_len: the hub stored a result or dead letter it may not drop");
+                }
                 q.store.push_back(task);
-                dropped
             }
-            Err(_) => true,
-        };
-        if dropped {
-            self.dead_dropped += 1;
-            tracing::warn!(%queue, "queue full or too many queues: dropped one reply or dead letter");
+            // Only a reply queue can be missing and uncreatable (dead-letter queues are not
+            // counted): puts create theirs and queues referenced by tasks are kept, so this
+            // means an operator deleted it at max_queues.
+            Err((_, why)) => {
+                tracing::warn!(%queue, "a result was lost: {why}");
+            }
         }
         self.dispatch(queue, now);
     }

@@ -32,7 +32,7 @@ use taskhub_core::{ClientMsg, ErrorCode, Millis, QueueName, Role, ServerMsg, Ses
 use dispatch::envelope;
 use idhash::{IdMap, IdSet};
 use pubsub::Subscriptions;
-use store::memory_cost;
+use store::task_cost;
 pub use store::{Charge, MemoryStore, StoredTask, TaskStore};
 
 /// The broker's limits. `crate::Config` fills these in.
@@ -42,9 +42,9 @@ pub struct BrokerConfig {
     pub max_queue_len: usize,
     /// Queues the hub will create; a request naming a new queue beyond gets `too_many_queues`.
     pub max_queues: usize,
-    /// Memory the payloads of every task the hub holds take (ready, in flight, results, dead
-    /// letters), as `store::memory_cost` counts it; a `put` beyond gets `queue_full`. Results
-    /// and dead letters are never refused: they replace the task they report on.
+    /// Memory every task the hub holds takes (ready, in flight, results, dead letters), as
+    /// `store::task_cost` counts it; a `put` beyond gets `queue_full`. Results and dead letters
+    /// are never refused for it: they replace the task they report on.
     pub max_stored_bytes: usize,
     pub ack_wait: Duration,
     /// Default for tasks put without `max_attempts`.
@@ -163,8 +163,6 @@ pub struct Broker<S: TaskStore = MemoryStore> {
     dedup_order: std::collections::VecDeque<(Millis, String)>,
     next_task: u64,
     subs: Subscriptions,
-    /// Dead-letter entries dropped because a dead-letter queue was full.
-    dead_dropped: u64,
     /// Queues that count against `max_queues` (all but dead-letter queues).
     counted_queues: usize,
     /// Memory of every task's payload held; see [`BrokerConfig::max_stored_bytes`].
@@ -189,7 +187,6 @@ impl<S: TaskStore> Broker<S> {
             dedup_order: std::collections::VecDeque::new(),
             next_task: 0,
             subs: Subscriptions::default(),
-            dead_dropped: 0,
             counted_queues: 0,
             stored_bytes: Default::default(),
             acked: 0,
@@ -267,7 +264,7 @@ impl<S: TaskStore> Broker<S> {
         let mut touched = BTreeSet::new();
         for id in leased {
             if let Some(mut task) = self.take_lease(id) {
-                task.last_error = Some("the worker's session closed while it held the task".into());
+                task.set_error("the worker's session closed while it held the task".into());
                 touched.insert(task.queue.clone());
                 self.requeue_front(task, now);
             }
@@ -536,7 +533,7 @@ impl<S: TaskStore> Broker<S> {
             self.queue_mut(r)
                 .map_err(|(code, message)| (code, format!("reply_to {r}: {message}")))?;
         }
-        let size = memory_cost(&payload);
+        let size = task_cost(&payload, &queue, kind.as_deref(), reply_to.as_ref());
         let max = self.config.max_stored_bytes;
         if self.stored_bytes() + size > max {
             return Err((
@@ -718,11 +715,6 @@ impl<S: TaskStore> Broker<S> {
     /// Payload bytes of every task the hub holds.
     pub fn stored_bytes(&self) -> usize {
         self.stored_bytes.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Entries dropped from full reply or dead-letter queues since start.
-    pub fn dropped(&self) -> u64 {
-        self.dead_dropped
     }
 
     /// Tasks currently leased, across all sessions.

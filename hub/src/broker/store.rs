@@ -29,6 +29,13 @@ impl Charge {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// Charge `bytes` from now on instead (the task grew or shrank).
+    fn set(&mut self, bytes: usize) {
+        self.total.fetch_add(bytes, Ordering::Relaxed);
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.bytes = bytes;
+    }
 }
 
 impl Clone for Charge {
@@ -81,6 +88,28 @@ pub fn memory_cost(value: &Value) -> usize {
     }
 }
 
+/// What a task costs as the hub holds it: its payload (see [`memory_cost`]), its own record in
+/// the queue's ring buffer, and the strings it owns. Charging the record too keeps memory bounded
+/// by `max_stored_bytes` for millions of tiny tasks, not only for large payloads.
+pub fn task_cost(
+    payload: &Value,
+    queue: &QueueName,
+    kind: Option<&str>,
+    reply_to: Option<&QueueName>,
+) -> usize {
+    const ALLOC: usize = 16;
+    let heap = |len: usize| if len == 0 { 0 } else { len + ALLOC };
+    std::mem::size_of::<StoredTask>()
+        + memory_cost(payload)
+        + heap(queue.as_str().len())
+        + kind.map_or(0, |k| heap(k.len()))
+        + reply_to.map_or(0, |r| heap(r.as_str().len()))
+}
+
+/// The longest error a task keeps from a `fail` (the rest is cut, at a character boundary):
+/// a retried task holds its last error, and it must not hold megabytes of it.
+pub const MAX_KEPT_ERROR_BYTES: usize = 4_096;
+
 /// A task as the hub holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredTask {
@@ -95,6 +124,25 @@ pub struct StoredTask {
     pub last_error: Option<String>,
     /// Its share of the hub's `max_stored_bytes`.
     pub charge: Charge,
+}
+
+impl StoredTask {
+    /// Remember why the task last failed, cut to [`MAX_KEPT_ERROR_BYTES`], and charge for it.
+    pub fn set_error(&mut self, mut error: String) {
+        if error.len() > MAX_KEPT_ERROR_BYTES {
+            let mut cut = MAX_KEPT_ERROR_BYTES;
+            while !error.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            error.truncate(cut);
+            error.push('…');
+        }
+        let old = self.last_error.as_ref().map_or(0, String::capacity);
+        let new = error.capacity();
+        self.last_error = Some(error);
+        self.charge
+            .set(self.charge.bytes().saturating_sub(old) + new);
+    }
 }
 
 /// One queue's ready tasks, in order.

@@ -555,7 +555,50 @@ fn at_max_queues_results_and_dead_letters_still_have_a_place() {
     assert_eq!(dead["payload"], json!(7));
     let reply = got_payload(&h.get("results", 0)).unwrap();
     assert_eq!(reply["ok"], json!(false));
-    assert_eq!(h.b.dropped(), 0, "nothing was dropped");
+}
+
+#[test]
+fn a_fail_whose_dead_letter_has_no_room_is_refused_and_keeps_its_lease() {
+    let mut h = Harness::new(BrokerConfig {
+        max_queue_len: 2,
+        ack_wait: Duration::from_millis(100),
+        ..BrokerConfig::default()
+    });
+    // tasks.dead is full.
+    h.put("tasks.dead", json!("old 1"));
+    h.put("tasks.dead", json!("old 2"));
+    let a = h.put_with("tasks", json!("a"), None, Some(1));
+    let b = h.put_with("tasks", json!("b"), None, Some(1));
+    assert_eq!(h.consume(W1, "tasks", 2), vec![a, b]);
+    let fail = |task| ClientMsg::Fail {
+        req: Some(4),
+        task,
+        error: "broken".into(),
+        retry: false,
+    };
+    let out = h.send(W1, fail(a));
+    let ServerMsg::Error { code, message, .. } = &out[0].msg else {
+        panic!("{out:?}")
+    };
+    assert_eq!(*code, ErrorCode::QueueFull);
+    assert!(
+        message.contains("tasks.dead is full")
+            && message.contains(&format!("task {a} stays leased to this session")),
+        "{message}"
+    );
+    assert_eq!(h.b.leased(), 2, "nothing was dropped");
+    // Room again: the same fail goes through, and the old entries are all still there.
+    assert_eq!(got_payload(&h.get("tasks.dead", 0)), Some(json!("old 1")));
+    let out = h.send(W1, fail(a));
+    assert_eq!(out[0].msg, ServerMsg::Ok { req: Some(4) });
+    // A dead letter the hub must store on its own (b's lease expires, out of attempts) is
+    // never dropped either: it takes tasks.dead past max_queue_len.
+    h.advance(100);
+    let mut dead = Vec::new();
+    while let Some(entry) = got_payload(&h.get("tasks.dead", 0)) {
+        dead.push(entry.get("payload").cloned().unwrap_or(entry));
+    }
+    assert_eq!(dead, vec![json!("old 2"), json!("a"), json!("b")]);
 }
 
 #[test]
@@ -664,7 +707,8 @@ fn answers_keep_request_order_when_requests_are_applied_together() {
 #[test]
 fn the_hub_bounds_the_bytes_it_holds_and_frees_them_whatever_the_path() {
     let forty = || json!("x".repeat(38)); // 40 bytes as JSON
-    let cost = super::store::memory_cost(&forty());
+    // The harness puts tasks of kind "square", the raw put below none.
+    let cost = super::store::task_cost(&forty(), &q("tasks"), Some("square"), None);
     let mut h = Harness::new(BrokerConfig {
         max_stored_bytes: 2 * cost + cost / 2,
         ..BrokerConfig::default()
@@ -696,7 +740,9 @@ fn the_hub_bounds_the_bytes_it_holds_and_frees_them_whatever_the_path() {
     let ids = h.consume(W1, "tasks", 2);
     assert!(!ids.contains(&a));
     h.b.close_session(W1, h.now);
-    assert_eq!(h.b.stored_bytes(), 2 * cost);
+    // Still held, now with the error each keeps ("the worker's session closed ..."), charged.
+    let error = "the worker's session closed while it held the task".len();
+    assert_eq!(h.b.stored_bytes(), 2 * (cost + error));
     let ids = h.consume(W2, "tasks", 2);
     for id in ids {
         h.ack(W2, id, json!(null));
