@@ -514,6 +514,20 @@ impl Client {
         }
     }
 
+    /// Delete `queue`: its ready tasks are dropped for good (the count is returned), and the
+    /// queue too unless consumers, waiting gets, leased tasks or tasks naming it as `reply_to`
+    /// still use it (then it stays, empty, until they are done). `Deleted::removed` says which.
+    pub async fn delete_queue(&self, queue: &str) -> Result<Deleted, ClientError> {
+        let msg = ClientMsg::DeleteQueue {
+            req: None,
+            queue: QueueName::new(queue)?,
+        };
+        match self.request(msg).await? {
+            ServerMsg::Deleted { tasks, removed, .. } => Ok(Deleted { tasks, removed }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Close the session politely: queued frames go out, then a Close frame.
     pub async fn close(mut self) {
         let _ = self.out.send(Message::Close(None)).await;
@@ -521,6 +535,15 @@ impl Client {
         self.out = mpsc::channel(1).0;
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.writer).await;
     }
+}
+
+/// What [`Client::delete_queue`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deleted {
+    /// Ready tasks dropped.
+    pub tasks: u64,
+    /// Whether the queue is gone (`false`: still in use, so kept, empty, until it is not).
+    pub removed: bool,
 }
 
 fn unexpected(msg: &ServerMsg) -> ClientError {

@@ -19,7 +19,7 @@
 mod client;
 pub mod transport;
 
-pub use client::{Client, ClientError, ConnectOptions, PutOptions};
+pub use client::{Client, ClientError, ConnectOptions, Deleted, PutOptions};
 pub use taskhub_core::auth::Secret;
 pub use taskhub_core::protocol::{Reply, Stats};
 pub use taskhub_core::{QueueName, Role, Task, TaskId};

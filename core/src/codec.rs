@@ -54,6 +54,7 @@ const KNOWN_CLIENT_TYPES: &[&str] = &[
     "unsubscribe",
     "stats",
     "ping",
+    "delete_queue",
 ];
 
 /// Every field any client message has, read in one pass; `type` then picks the variant.
@@ -159,6 +160,10 @@ impl Flat<'_> {
             },
             "stats" => ClientMsg::Stats { req },
             "ping" => ClientMsg::Ping { req },
+            "delete_queue" => ClientMsg::DeleteQueue {
+                req,
+                queue: need(self.queue, "queue")?,
+            },
             other => return Err(format!("unknown message type {other:?}")),
         })
     }
@@ -203,6 +208,8 @@ struct FlatServer<'a> {
     acked: Option<u64>,
     failed: Option<u64>,
     stored_bytes: Option<u64>,
+    tasks: Option<u64>,
+    removed: Option<bool>,
     code: Option<ErrorCode>,
     message: Option<String>,
 }
@@ -266,6 +273,12 @@ impl FlatServer<'_> {
                     failed: self.failed.unwrap_or(0),
                     stored_bytes: self.stored_bytes.unwrap_or(0),
                 },
+            },
+            "deleted" => ServerMsg::Deleted {
+                req,
+                queue: need(self.queue, "queue")?,
+                tasks: need(self.tasks, "tasks")?,
+                removed: need(self.removed, "removed")?,
             },
             "error" => ServerMsg::Error {
                 req,
@@ -640,6 +653,10 @@ mod tests {
             },
             ClientMsg::Stats { req: Some(9) },
             ClientMsg::Ping { req: Some(10) },
+            ClientMsg::DeleteQueue {
+                req: Some(11),
+                queue: q(),
+            },
         ];
         // The list `explain` names in its errors must match what the decoder accepts.
         assert_eq!(msgs.len(), KNOWN_CLIENT_TYPES.len());
@@ -740,7 +757,15 @@ mod tests {
                     stored_bytes: 12,
                 },
             },
+            ServerMsg::Deleted {
+                req: Some(7),
+                queue: q(),
+                tasks: 3,
+                removed: false,
+            },
             ServerMsg::error(Some(6), ErrorCode::Forbidden, "nope"),
+            ServerMsg::error(None, ErrorCode::UnknownQueue, "no queue named q"),
+            ServerMsg::error(None, ErrorCode::IdleTimeout, "closing"),
         ];
         for msg in msgs {
             let text = encode_server(&msg);

@@ -152,6 +152,13 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         req: Option<u64>,
     },
+    /// An operator's delete: drop `queue`'s ready tasks, and the queue itself once nothing uses
+    /// it. Answered by `deleted`.
+    DeleteQueue {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        queue: QueueName,
+    },
 }
 
 impl ClientMsg {
@@ -170,7 +177,8 @@ impl ClientMsg {
             | ClientMsg::Subscribe { req, .. }
             | ClientMsg::Unsubscribe { req, .. }
             | ClientMsg::Stats { req }
-            | ClientMsg::Ping { req } => *req,
+            | ClientMsg::Ping { req }
+            | ClientMsg::DeleteQueue { req, .. } => *req,
         }
     }
 
@@ -189,7 +197,8 @@ impl ClientMsg {
             | ClientMsg::Subscribe { req, .. }
             | ClientMsg::Unsubscribe { req, .. }
             | ClientMsg::Stats { req }
-            | ClientMsg::Ping { req } => *req = Some(id),
+            | ClientMsg::Ping { req }
+            | ClientMsg::DeleteQueue { req, .. } => *req = Some(id),
         }
     }
 }
@@ -344,6 +353,16 @@ pub enum ServerMsg {
         #[serde(flatten)]
         stats: Stats,
     },
+    /// Answer to `delete_queue`: how many ready tasks were dropped, and whether the queue is
+    /// gone (`false`: consumers, waiting gets, leased tasks or tasks naming it as `reply_to` keep
+    /// it, empty, until they are done).
+    Deleted {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        queue: QueueName,
+        tasks: u64,
+        removed: bool,
+    },
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         req: Option<u64>,
@@ -362,6 +381,7 @@ impl ServerMsg {
             | ServerMsg::Empty { req, .. }
             | ServerMsg::Published { req, .. }
             | ServerMsg::Stats { req, .. }
+            | ServerMsg::Deleted { req, .. }
             | ServerMsg::Error { req, .. } => *req,
             _ => None,
         }
@@ -424,6 +444,8 @@ pub enum ErrorCode {
     /// The session sent nothing, not even a pong, for the hub's idle timeout. The connection is
     /// closed.
     IdleTimeout,
+    /// The queue named does not exist (`delete_queue`).
+    UnknownQueue,
 }
 
 impl ErrorCode {
@@ -445,6 +467,7 @@ impl ErrorCode {
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::IdleTimeout => "idle_timeout",
+            ErrorCode::UnknownQueue => "unknown_queue",
         }
     }
 }

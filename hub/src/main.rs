@@ -69,6 +69,9 @@ enum Command {
     Pub { topic: String, payload: String },
     /// Print messages on topics matching PATTERN (`*` one token, `>` the rest) until interrupted.
     Sub { pattern: String },
+    /// Manage queues.
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Show queues and sessions.
     Stats {
         /// Print JSON instead of a table.
@@ -79,6 +82,14 @@ enum Command {
     Demo,
     /// Measure throughput, latency, connect time, hub CPU and memory.
     Bench(BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// Drop a queue's ready tasks for good, and the queue itself unless consumers, waiting gets,
+    /// leased tasks or tasks naming it as reply_to still use it (it then goes once they are
+    /// done). Its dead-letter queue is separate: delete NAME.dead too if you mean it.
+    Delete { name: String },
 }
 
 #[derive(Debug, ClapArgs)]
@@ -151,10 +162,15 @@ struct ServeArgs {
     /// Tasks per queue (ready plus in flight) before puts get queue_full.
     #[arg(long, default_value_t = 1_000_000)]
     max_queue_len: usize,
+    /// Queues the hub holds at most, dead-letter queues not counted.
     #[arg(long, default_value_t = 10_000)]
     max_queues: usize,
-    /// Memory the payloads of all the tasks the hub holds may take (as parsed JSON, not as
-    /// text) before puts get queue_full.
+    /// Seconds a queue may sit empty and unused (no consumers, waiting gets, leased tasks, or
+    /// tasks naming it as reply_to) before the hub drops it.
+    #[arg(long, default_value_t = 300.0)]
+    queue_idle_grace: f64,
+    /// Memory all the tasks the hub holds may take (payloads as parsed JSON, not as text, and
+    /// each task's own record) before puts get queue_full.
     #[arg(long, default_value_t = 1 << 30)]
     max_stored_bytes: usize,
     /// Messages buffered per session.
@@ -391,6 +407,22 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Queue(QueueCommand::Delete { name }) => {
+            let client = connect(&cli).await?;
+            let deleted = client.delete_queue(name).await?;
+            client.close().await;
+            let what = if deleted.removed {
+                "queue deleted"
+            } else {
+                "queue emptied; it is still in use (consumers, waiting gets, leased tasks or \
+                 tasks replying to it) and goes once it is not"
+            };
+            writeln!(
+                out,
+                "{name}: dropped {} ready task(s); {what}",
+                deleted.tasks
+            )?;
+        }
         Command::Stats { json } => {
             let client = connect(&cli).await?;
             let stats = client.stats().await?;
@@ -460,6 +492,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     config.handshake_timeout = secs(args.handshake_timeout, "--handshake-timeout")?;
     config.broker.max_queue_len = args.max_queue_len;
     config.broker.max_queues = args.max_queues;
+    config.broker.queue_idle_grace = secs(args.queue_idle_grace, "--queue-idle-grace")?;
     config.broker.max_stored_bytes = args.max_stored_bytes;
     config.broker.ack_wait = secs(args.ack_wait, "--ack-wait")?;
     config.broker.max_attempts = args.max_attempts;

@@ -30,8 +30,13 @@ fn sigterm(child: &Child) {
 
 /// `taskhub serve` on a free port, without --key: it must generate and print one.
 fn serve_generated_key() -> Hub {
+    serve_generated_key_with(&[])
+}
+
+fn serve_generated_key_with(extra: &[&str]) -> Hub {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
         .env_remove("TASKHUB_KEY")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -306,4 +311,44 @@ fn serve_prints_a_join_link_for_each_bundle() {
     assert!(joins[0].contains("&queue=tasks&bundle=resize"), "{lines:?}");
     assert!(joins[1].contains("&queue=tasks&bundle=thumbs"), "{lines:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An operator deletes a queue by name; queues nothing uses go by themselves after the grace.
+#[test]
+fn queues_can_be_deleted_and_unused_ones_go_by_themselves() {
+    let hub = serve_generated_key_with(&["--queue-idle-grace", "1"]);
+    let (u, k) = (hub.url.as_str(), hub.key.as_str());
+    let queues = || {
+        let (ok, out, err) = taskhub(&["stats", "--hub", u, "--key", k, "--json"]);
+        assert!(ok, "{err}");
+        let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+        stats["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let (ok, _, err) = taskhub(&["put", "--hub", u, "--key", k, "jobs", "1", "2", "3"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = taskhub(&["queue", "delete", "--hub", u, "--key", k, "jobs"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "jobs: dropped 3 ready task(s); queue deleted");
+    assert!(!queues().contains(&"jobs".to_string()));
+    let (ok, _, err) = taskhub(&["queue", "delete", "--hub", u, "--key", k, "jobs"]);
+    assert!(!ok);
+    assert!(err.contains("no queue named jobs"), "{err}");
+
+    // A get that waited made a queue; a second later nothing uses it and it is gone.
+    let (ok, _, _) = taskhub(&["get", "--hub", u, "--key", k, "once", "--timeout", "0.2"]);
+    assert!(!ok);
+    assert!(queues().contains(&"once".to_string()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while queues().contains(&"once".to_string()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unused queue was never dropped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

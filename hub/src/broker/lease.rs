@@ -158,8 +158,12 @@ impl<S: TaskStore> Broker<S> {
         Ok(())
     }
 
-    /// Redeliver expired leases and answer timed-out `get`s with `empty`.
+    /// Redeliver expired leases, answer timed-out `get`s with `empty`, and drop queues unused for
+    /// the grace period.
     pub fn expire(&mut self, now: Millis) {
+        if !self.queues.is_empty() && self.last_sweep.after(self.sweep_every()) <= now {
+            self.sweep(now);
+        }
         while let Some(&(deadline, id)) = self.lease_order.first() {
             if deadline > now {
                 break;
@@ -262,6 +266,7 @@ impl<S: TaskStore> Broker<S> {
             attempts: 0,
             last_error: None,
             charge,
+            reply_ref: None,
         };
         let max = self.config.max_queue_len;
         match self.queue_mut(queue) {

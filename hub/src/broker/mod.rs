@@ -33,7 +33,7 @@ use dispatch::envelope;
 use idhash::{IdMap, IdSet};
 use pubsub::Subscriptions;
 use store::task_cost;
-pub use store::{Charge, MemoryStore, StoredTask, TaskStore};
+pub use store::{Charge, MemoryStore, QueueRef, StoredTask, TaskStore};
 
 /// The broker's limits. `crate::Config` fills these in.
 #[derive(Debug, Clone)]
@@ -60,6 +60,10 @@ pub struct BrokerConfig {
     pub dedup_window: Duration,
     /// Dedup ids remembered at most; past it the oldest are forgotten early.
     pub max_dedup_ids: usize,
+    /// A queue that is empty and unused (no consumers, waiting gets, leased tasks, or tasks
+    /// naming it as `reply_to`) this long is dropped, so queues made once (a `get` that waited,
+    /// a run's results) do not pile up to `max_queues`.
+    pub queue_idle_grace: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -76,6 +80,7 @@ impl Default for BrokerConfig {
             max_subscriptions_per_session: 256,
             dedup_window: Duration::from_secs(600),
             max_dedup_ids: 100_000,
+            queue_idle_grace: Duration::from_secs(300),
         }
     }
 }
@@ -101,11 +106,24 @@ struct Queue<S> {
     in_flight: usize,
     consumers: VecDeque<SessionId>,
     waiters: VecDeque<u64>,
+    /// Tasks naming this queue as `reply_to` (see [`QueueRef`]).
+    refs: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Since when the queue has been seen unused by the sweep.
+    idle_since: Option<Millis>,
 }
 
 impl<S: TaskStore> Queue<S> {
     fn len(&self) -> usize {
         self.store.len() + self.in_flight
+    }
+
+    /// Nothing in it and nothing that needs it: it may be dropped.
+    fn unused(&self) -> bool {
+        self.store.is_empty()
+            && self.in_flight == 0
+            && self.consumers.is_empty()
+            && self.waiters.is_empty()
+            && self.refs.load(std::sync::atomic::Ordering::Relaxed) == 0
     }
 }
 
@@ -165,6 +183,8 @@ pub struct Broker<S: TaskStore = MemoryStore> {
     subs: Subscriptions,
     /// Queues that count against `max_queues` (all but dead-letter queues).
     counted_queues: usize,
+    /// When unused queues were last looked for.
+    last_sweep: Millis,
     /// Memory of every task's payload held; see [`BrokerConfig::max_stored_bytes`].
     stored_bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     acked: u64,
@@ -188,6 +208,7 @@ impl<S: TaskStore> Broker<S> {
             next_task: 0,
             subs: Subscriptions::default(),
             counted_queues: 0,
+            last_sweep: Millis(0),
             stored_bytes: Default::default(),
             acked: 0,
             failed: 0,
@@ -204,14 +225,46 @@ impl<S: TaskStore> Broker<S> {
         self.out.drain(..)
     }
 
-    /// The earliest lease expiry or `get` timeout, if any.
+    /// The earliest lease expiry, `get` timeout or sweep for unused queues, if any.
     pub fn next_deadline(&self) -> Option<Millis> {
         let lease = self.lease_order.first().map(|(t, _)| *t);
         let waiter = self.waiter_order.first().map(|(t, _)| *t);
-        match (lease, waiter) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let sweep = (!self.queues.is_empty()).then(|| self.last_sweep.after(self.sweep_every()));
+        [lease, waiter, sweep].into_iter().flatten().min()
+    }
+
+    /// How often unused queues are looked for: a tenth of the grace, so one is dropped within
+    /// 10% of it (within 0.1 s to 30 s).
+    fn sweep_every(&self) -> Duration {
+        (self.config.queue_idle_grace / 10)
+            .clamp(Duration::from_millis(100), Duration::from_secs(30))
+    }
+
+    /// Drop queues that have been unused for the grace period.
+    fn sweep(&mut self, now: Millis) {
+        self.last_sweep = now;
+        let grace = self.config.queue_idle_grace;
+        let mut gone = Vec::new();
+        for (name, q) in &mut self.queues {
+            if q.unused() {
+                let since = *q.idle_since.get_or_insert(now);
+                if now.since(since) >= grace {
+                    gone.push(name.clone());
+                }
+            } else {
+                q.idle_since = None;
+            }
         }
+        for name in gone {
+            self.remove_queue(&name);
+        }
+    }
+
+    fn remove_queue(&mut self, name: &QueueName) {
+        if self.queues.remove(name).is_some() && !name.is_dead_letter() {
+            self.counted_queues = self.counted_queues.saturating_sub(1);
+        }
+        tracing::debug!(queue = %name, "queue dropped");
     }
 
     /// Register an authenticated session. `name` is what the client calls itself (shown in stats).
@@ -381,6 +434,15 @@ impl<S: TaskStore> Broker<S> {
                 Ok(ServerMsg::Ok { req })
             }
             ClientMsg::Ping { .. } => Ok(ServerMsg::Ok { req }),
+            ClientMsg::DeleteQueue { queue, .. } => {
+                self.delete_queue(&queue)
+                    .map(|(tasks, removed)| ServerMsg::Deleted {
+                        req,
+                        queue,
+                        tasks,
+                        removed,
+                    })
+            }
             ClientMsg::Stats { .. } => Ok(ServerMsg::Stats {
                 req,
                 stats: self.stats(),
@@ -525,13 +587,16 @@ impl<S: TaskStore> Broker<S> {
             return Err((ErrorCode::BadRequest, "kind must be 1 to 128 bytes".into()));
         }
         self.check_room(&queue)?;
+        let mut reply_ref = None;
         if let Some(r) = &reply_to
             && !r.is_inbox()
         {
             // Create the reply queue now: if the hub has no room for it, the put is refused here
-            // rather than the result lost at ack time.
-            self.queue_mut(r)
+            // rather than the result lost at ack time. The task's reference keeps it until then.
+            let reply_queue = self
+                .queue_mut(r)
                 .map_err(|(code, message)| (code, format!("reply_to {r}: {message}")))?;
+            reply_ref = Some(QueueRef::new(&reply_queue.refs));
         }
         let size = task_cost(&payload, &queue, kind.as_deref(), reply_to.as_ref());
         let max = self.config.max_stored_bytes;
@@ -556,6 +621,7 @@ impl<S: TaskStore> Broker<S> {
             attempts: 0,
             last_error: None,
             charge: Charge::new(size, &self.stored_bytes),
+            reply_ref,
         };
         self.queue_mut(&queue)?.store.push_back(task);
         self.dispatch(&queue, now);
@@ -613,6 +679,31 @@ impl<S: TaskStore> Broker<S> {
         );
         self.waiter_order.insert((deadline, key));
         Ok(None)
+    }
+
+    /// Drop `name`'s ready tasks, and the queue itself unless something still uses it (then
+    /// the sweep drops it once nothing does). Returns the tasks dropped and whether it is gone.
+    fn delete_queue(&mut self, name: &QueueName) -> Result<(u64, bool), Failure> {
+        Self::not_inbox(name)?;
+        let grace = self.config.queue_idle_grace.as_secs();
+        let Some(q) = self.queues.get_mut(name) else {
+            return Err((
+                ErrorCode::UnknownQueue,
+                format!(
+                    "no queue named {name} (empty queues nothing uses are dropped after {grace} s)"
+                ),
+            ));
+        };
+        let mut dropped = 0;
+        while q.store.pop_front().is_some() {
+            dropped += 1;
+        }
+        let removed = q.unused();
+        if removed {
+            self.remove_queue(name);
+        }
+        tracing::info!(queue = %name, tasks = dropped, removed, "queue deleted by a client");
+        Ok((dropped, removed))
     }
 
     fn consume(

@@ -56,6 +56,37 @@ impl PartialEq for Charge {
     }
 }
 
+/// A task's hold on its `reply_to` queue: while any task names a queue as `reply_to`, the queue
+/// is kept (not dropped as unused), so the result always has a place. Counted in the queue's
+/// shared counter for as long as the task exists, like [`Charge`].
+#[derive(Debug)]
+pub struct QueueRef(Arc<AtomicUsize>);
+
+impl QueueRef {
+    pub fn new(count: &Arc<AtomicUsize>) -> QueueRef {
+        count.fetch_add(1, Ordering::Relaxed);
+        QueueRef(count.clone())
+    }
+}
+
+impl Clone for QueueRef {
+    fn clone(&self) -> QueueRef {
+        QueueRef::new(&self.0)
+    }
+}
+
+impl Drop for QueueRef {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl PartialEq for QueueRef {
+    fn eq(&self, other: &QueueRef) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// What `value` costs in memory as the hub holds it (a `serde_json::Value` tree): each node's
 /// inline size, the heap it owns, and the allocator's overhead per allocation. `max_stored_bytes`
 /// is charged this rather than the JSON text's length, because a tree can take 16 times its text
@@ -124,6 +155,8 @@ pub struct StoredTask {
     pub last_error: Option<String>,
     /// Its share of the hub's `max_stored_bytes`.
     pub charge: Charge,
+    /// Keeps its `reply_to` queue from being dropped while the task exists.
+    pub reply_ref: Option<QueueRef>,
 }
 
 impl StoredTask {

@@ -167,7 +167,8 @@ fn get_waits_then_answers_empty_at_its_deadline() {
     );
     let out: Vec<Output> = h.b.drain().collect();
     assert_eq!(got_payload(&out), Some(json!(7)));
-    assert_eq!(h.b.next_deadline(), None);
+    // No timeout is left behind (the next deadline is only the sweep for unused queues).
+    assert!(h.b.waiter_order.is_empty() && h.b.waiters.is_empty());
 }
 
 #[test]
@@ -640,7 +641,7 @@ fn a_closed_session_leaves_no_waiting_gets_behind() {
         }
         h.b.close_session(W1, h.now);
     }
-    assert_eq!(h.b.next_deadline(), None);
+    assert!(h.b.waiter_order.is_empty() && h.b.waiters.is_empty());
     assert!(h.b.queues[&q("quiet")].waiters.is_empty());
     // A later put is not swallowed by a ghost waiter.
     h.put("quiet", json!(1));
@@ -875,4 +876,135 @@ fn a_put_repeated_with_its_dedup_id_is_stored_once_within_the_window() {
             ..
         }
     ));
+}
+
+#[test]
+fn unused_queues_are_dropped_after_the_grace_and_used_ones_are_kept() {
+    let mut h = Harness::new(BrokerConfig {
+        queue_idle_grace: Duration::from_secs(10),
+        max_queues: 5,
+        ..BrokerConfig::default()
+    });
+    // "once": a get that waited and gave up. "consumed": has a consumer. "results": empty, but
+    // named as reply_to by a task still queued on "tasks". "tasks.dead": holds a dead letter.
+    h.get("once", 1);
+    h.consume(W1, "consumed", 1);
+    let doomed = h.put_with("tasks", json!(1), None, Some(1));
+    h.consume(W2, "tasks", 1);
+    h.send(
+        W2,
+        ClientMsg::Fail {
+            req: None,
+            task: doomed,
+            error: "no".into(),
+            retry: false,
+        },
+    );
+    h.consume(W2, "elsewhere", 1); // W2 stops consuming tasks: task 2 stays queued
+    h.put_with("tasks", json!(2), Some("results"), None);
+    let names = |h: &Harness| {
+        let mut v: Vec<String> = h.b.queues.keys().map(|q| q.as_str().to_string()).collect();
+        v.sort();
+        v
+    };
+    h.advance(1); // the get gives up
+    assert_eq!(
+        h.b.next_deadline(),
+        Some(Millis(1_000)),
+        "sweeps every tenth of the grace"
+    );
+    assert!(names(&h).contains(&"once".to_string()), "within the grace");
+    for _ in 0..11 {
+        h.advance(1_000);
+    }
+    assert_eq!(
+        names(&h),
+        ["consumed", "elsewhere", "results", "tasks", "tasks.dead"],
+        "only the unused queue went"
+    );
+    // Its slot is free again: at max_queues 5 a sixth name fits once "once" is gone.
+    h.put("fresh", json!(0));
+    // The result queue goes once nothing names it any more and it is empty, not before.
+    let got = h.get("tasks", 0);
+    assert_eq!(got_payload(&got), Some(json!(2)), "task 2 taken by get");
+    for _ in 0..12 {
+        h.advance(1_000);
+    }
+    let left = names(&h);
+    assert!(!left.contains(&"results".to_string()), "{left:?}");
+    assert!(!left.contains(&"tasks".to_string()), "{left:?}");
+    assert!(
+        left.contains(&"tasks.dead".to_string()),
+        "it holds a dead letter: {left:?}"
+    );
+}
+
+#[test]
+fn deleting_a_queue_drops_its_ready_tasks_and_keeps_it_only_while_used() {
+    let mut h = Harness::new(BrokerConfig::default());
+    let delete = |h: &mut Harness, name: &str| {
+        let out = h.send(
+            P,
+            ClientMsg::DeleteQueue {
+                req: Some(7),
+                queue: q(name),
+            },
+        );
+        out[0].msg.clone()
+    };
+    h.put("idle", json!(1));
+    h.put("idle", json!(2));
+    let before = h.b.stored_bytes();
+    assert_eq!(
+        delete(&mut h, "idle"),
+        ServerMsg::Deleted {
+            req: Some(7),
+            queue: q("idle"),
+            tasks: 2,
+            removed: true
+        }
+    );
+    assert!(h.b.stored_bytes() < before, "their memory is given back");
+    assert!(!h.b.queues.contains_key(&q("idle")));
+    // A consumed queue keeps its consumer and its leased task; only ready tasks go.
+    let leased = h.put("busy", json!(1));
+    h.put("busy", json!(2));
+    assert_eq!(h.consume(W1, "busy", 1), vec![leased]);
+    assert_eq!(
+        delete(&mut h, "busy"),
+        ServerMsg::Deleted {
+            req: Some(7),
+            queue: q("busy"),
+            tasks: 1,
+            removed: false
+        }
+    );
+    // The consumer keeps working the queue.
+    assert_eq!(
+        h.ack(W1, leased, json!("done"))[0].msg,
+        ServerMsg::Ok { req: Some(2) }
+    );
+    let out = h.send(
+        P,
+        ClientMsg::Put {
+            req: Some(3),
+            queue: q("busy"),
+            payload: json!(3),
+            kind: None,
+            reply_to: None,
+            max_attempts: None,
+            dedup_id: None,
+        },
+    );
+    assert_eq!(delivered(&out, W1).len(), 1, "{out:?}");
+    // Unknown and private names are refused by name.
+    let ServerMsg::Error { code, message, .. } = delete(&mut h, "nope") else {
+        panic!()
+    };
+    assert_eq!(code, ErrorCode::UnknownQueue);
+    assert!(message.contains("no queue named nope"), "{message}");
+    let ServerMsg::Error { code, .. } = delete(&mut h, "_inbox.1") else {
+        panic!()
+    };
+    assert_eq!(code, ErrorCode::Forbidden);
 }
