@@ -70,6 +70,8 @@ class WebSocket:
             if opcode == 0x1:
                 return json.loads(data)
             if opcode == 0x8:
+                # "Closing": the status code is the first two bytes, then a reason.
+                self.close_code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None
                 return None
             if opcode == 0x9:
                 self._send_frame(0xA, data)
@@ -97,8 +99,11 @@ def authenticate(ws, key, key_id="default", role="worker"):
 def main():
     host, port, key = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
 
-    refused = authenticate(WebSocket(host, port), b"not-the-key")
+    refused_ws = WebSocket(host, port)
+    refused = authenticate(refused_ws, b"not-the-key")
     assert refused["type"] == "error" and refused["code"] == "auth_failed", refused
+    # "closed (1008)": the error is the last message, then a Close frame with that code.
+    assert refused_ws.recv() is None and refused_ws.close_code == 1008, refused_ws.close_code
 
     producer = WebSocket(host, port)
     welcome = authenticate(producer, key, role="producer")
@@ -135,6 +140,24 @@ def main():
     assert stats["sessions"]["worker"] >= 1, stats
     producer.send({"type": "get", "req": 10, "queue": "py", "timeout_ms": 0})
     assert producer.recv() == {"type": "empty", "req": 10, "queue": "py"}
+
+    # delete_queue drops the ready tasks and the unused queue; a second delete finds nothing.
+    for req in (11, 12):
+        producer.send({"type": "put", "req": req, "queue": "py-old", "payload": req})
+        assert producer.recv()["type"] == "queued"
+    producer.send({"type": "delete_queue", "req": 13, "queue": "py-old"})
+    assert producer.recv() == {"type": "deleted", "req": 13, "queue": "py-old", "tasks": 2,
+                               "removed": True}
+    producer.send({"type": "delete_queue", "req": 14, "queue": "py-old"})
+    gone = producer.recv()
+    assert gone["type"] == "error" and gone["code"] == "unknown_queue" and gone["req"] == 14, gone
+
+    # A frame over max_message_bytes: too_large, then Close 1009.
+    limit = welcome["limits"]["max_message_bytes"]
+    producer.send({"type": "put", "req": 15, "queue": "py", "payload": "x" * limit})
+    too_large = producer.recv()
+    assert too_large["type"] == "error" and too_large["code"] == "too_large", too_large
+    assert producer.recv() is None and producer.close_code == 1009, producer.close_code
 
 
 if __name__ == "__main__":
