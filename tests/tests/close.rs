@@ -8,14 +8,15 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use serde_json::{Value, json};
+use serde_json::json;
 use taskhub_core::auth::hex;
 use taskhub_tests::{Raw, hub};
 
 const RUNS: usize = 24;
 
-/// What one session saw: the error codes it got, and the close code and reason.
-fn ending(seen: &[Value], frame: Option<(u16, String)>) -> (Vec<String>, Option<(u16, String)>) {
+/// How a session ended: the error codes it got, then the close code and reason.
+async fn ending(raw: &mut Raw) -> (Vec<String>, Option<(u16, String)>) {
+    let (seen, frame) = raw.until_close_frame().await;
     let codes = seen
         .iter()
         .filter(|m| m["type"] == "error")
@@ -36,18 +37,16 @@ async fn handshake_refusals_always_carry_their_close_code() {
         let mut raw = Raw::connect(&hub.url()).await;
         raw.recv().await.unwrap();
         raw.send_text("not json").await;
-        let (seen, frame) = raw.until_close_frame().await;
         assert_eq!(
-            ending(&seen, frame),
+            ending(&mut raw).await,
             expect("auth_required", 1008, "authentication required")
         );
 
         // A wrong key.
         let (mut raw, answer) = Raw::authenticate(&hub.url(), "wrong-key", "producer").await;
         assert_eq!(answer["code"], "auth_failed");
-        let (seen, frame) = raw.until_close_frame().await;
         assert_eq!(
-            ending(&seen, frame),
+            ending(&mut raw).await,
             (vec![], Some((1008, "authentication failed".into())))
         );
 
@@ -59,9 +58,8 @@ async fn handshake_refusals_always_carry_their_close_code() {
                         "proof": "ABC"}),
         )
         .await;
-        let (seen, frame) = raw.until_close_frame().await;
         assert_eq!(
-            ending(&seen, frame),
+            ending(&mut raw).await,
             expect("auth_failed", 1008, "authentication failed")
         );
     }
@@ -80,8 +78,7 @@ async fn timeouts_always_carry_their_close_code() {
     let silent = (0..RUNS).map(|_| async {
         let mut raw = Raw::connect(&url).await;
         raw.recv().await.unwrap();
-        let (seen, frame) = raw.until_close_frame().await;
-        ending(&seen, frame)
+        ending(&mut raw).await
     });
     for end in join_all(silent).await {
         assert_eq!(end, expect("auth_timeout", 1008, "handshake timeout"));
@@ -90,8 +87,7 @@ async fn timeouts_always_carry_their_close_code() {
         let mut raw = Raw::session(&url, "producer").await;
         // Reading would answer the hub's ping (at 1 s) with a pong, which counts as activity.
         tokio::time::sleep(Duration::from_millis(1_600)).await;
-        let (seen, frame) = raw.until_close_frame().await;
-        ending(&seen, frame)
+        ending(&mut raw).await
     });
     for end in join_all(idle).await {
         assert_eq!(end, expect("idle_timeout", 1001, "idle timeout"));
@@ -109,9 +105,8 @@ async fn limits_always_carry_their_close_code() {
             "x".repeat(8192)
         ))
         .await;
-        let (seen, frame) = big.until_close_frame().await;
         assert_eq!(
-            ending(&seen, frame),
+            ending(&mut big).await,
             expect("too_large", 1009, "message too large")
         );
     }
@@ -123,9 +118,8 @@ async fn limits_always_carry_their_close_code() {
     let _b = Raw::session(&hub.url(), "producer").await;
     for _ in 0..RUNS {
         let mut over = Raw::connect(&hub.url()).await;
-        let (seen, frame) = over.until_close_frame().await;
         assert_eq!(
-            ending(&seen, frame),
+            ending(&mut over).await,
             expect("too_many_connections", 1013, "too many connections")
         );
     }
@@ -141,11 +135,7 @@ async fn shutdown_always_carries_its_close_code() {
             sessions.push(Raw::session(&hub.url(), "producer").await);
         }
         let stopped = tokio::spawn(hub.stop());
-        let ends = join_all(sessions.iter_mut().map(|s| async {
-            let (seen, frame) = s.until_close_frame().await;
-            ending(&seen, frame)
-        }))
-        .await;
+        let ends = join_all(sessions.iter_mut().map(ending)).await;
         for end in ends {
             assert_eq!(end, expect("shutting_down", 1001, "hub shutting down"));
         }

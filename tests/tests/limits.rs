@@ -192,26 +192,13 @@ async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer_and_others_car
 
     // A producer that asks for large results in its inbox and never reads them. Once its socket
     // buffers and its outbox are full, the hub must close it rather than hold everything.
-    let (mut deaf, welcome) = Raw::authenticate(&hub.url(), taskhub_tests::KEY, "producer").await;
+    let (deaf, welcome) = Raw::authenticate(&hub.url(), taskhub_tests::KEY, "producer").await;
     let inbox = welcome["inbox"].as_str().unwrap().to_string();
     let payload = "z".repeat(64 * 1024);
-    let sender = tokio::spawn(async move {
-        for _ in 0..400 {
-            let put = json!({"type": "put", "queue": "big", "kind": "echo", "payload": payload,
-                             "reply_to": inbox});
-            // Sends start failing once the hub has closed the session.
-            if deaf.ws.send(Message::text(put.to_string())).await.is_err() {
-                break;
-            }
-        }
-        deaf
-    });
-
-    let gone = taskhub_tests::eventually(Duration::from_secs(30), || async {
-        let s = observer.stats().await.unwrap();
-        (s.sessions["producer"] == 1).then_some(())
-    })
-    .await;
+    let put = json!({"type": "put", "queue": "big", "kind": "echo", "payload": payload,
+                     "reply_to": inbox});
+    let sender = flood(deaf, vec![put; 400]);
+    let gone = only_producers_left(&observer, 1).await;
     assert!(gone.is_some(), "the deaf producer is still connected");
     // The connection really is closed, and says why after what was already on its way: the
     // slow_consumer error, then Close 1008.
@@ -259,27 +246,11 @@ async fn a_client_that_never_reads_its_own_answers_is_closed_after_the_idle_time
             .await
             .unwrap();
     }
-    let mut deaf = Raw::session(&hub.url(), "producer").await;
+    let deaf = Raw::session(&hub.url(), "producer").await;
     let started = std::time::Instant::now();
-    let sender = tokio::spawn(async move {
-        for req in 0..2_000 {
-            let stats = json!({"type": "stats", "req": req});
-            if deaf
-                .ws
-                .send(Message::text(stats.to_string()))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-        deaf
-    });
-    let gone = taskhub_tests::eventually(Duration::from_secs(30), || async {
-        let s = observer.stats().await.unwrap();
-        (s.sessions["producer"] == 1).then_some(())
-    })
-    .await;
+    let stats = (0..2_000).map(|req| json!({"type": "stats", "req": req}));
+    let sender = flood(deaf, stats.collect());
+    let gone = only_producers_left(&observer, 1).await;
     assert!(gone.is_some(), "the session that never reads is still open");
     let held = started.elapsed();
     assert!(
@@ -298,6 +269,34 @@ async fn a_client_that_never_reads_its_own_answers_is_closed_after_the_idle_time
     assert!(reqs.windows(2).all(|w| w[1] == w[0] + 1), "{reqs:?}");
     assert_eq!(observer.stats().await.unwrap().queues.len(), 500);
     hub.stop().await;
+}
+
+/// Send `frames` from a task without ever reading, until the hub stops taking them; the socket
+/// comes back for reading afterwards.
+fn flood(mut deaf: Raw, frames: Vec<serde_json::Value>) -> tokio::task::JoinHandle<Raw> {
+    tokio::spawn(async move {
+        for frame in frames {
+            // Sends start failing once the hub has closed the session.
+            if deaf
+                .ws
+                .send(Message::text(frame.to_string()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        deaf
+    })
+}
+
+/// `Some` once the hub counts only `n` producer sessions (within 30 s).
+async fn only_producers_left(observer: &taskhub_client::Client, n: u64) -> Option<()> {
+    taskhub_tests::eventually(Duration::from_secs(30), || async {
+        let s = observer.stats().await.unwrap();
+        (s.sessions["producer"] == n).then_some(())
+    })
+    .await
 }
 
 fn nested_text(depth: usize) -> String {
@@ -400,6 +399,51 @@ async fn an_unreadable_answer_fails_its_request_instead_of_hanging() {
     );
 }
 
+/// A real hub process with a `max_stored_bytes` budget (and room for a million tasks per queue),
+/// a client, and the hub's RSS before anything was stored.
+struct Budgeted {
+    hub: taskhub_tests::Proc,
+    client: taskhub_client::Client,
+    budget: u64,
+    before_kib: u64,
+}
+
+impl Budgeted {
+    async fn start(budget: u64) -> Budgeted {
+        let (hub, url) = taskhub_tests::serve_with(
+            "127.0.0.1:0",
+            &[
+                "--max-stored-bytes",
+                &budget.to_string(),
+                "--max-queue-len",
+                "1000000",
+            ],
+        );
+        let client = client(&url).await;
+        let before_kib = rss_kib(hub.pid());
+        Budgeted {
+            hub,
+            client,
+            budget,
+            before_kib,
+        }
+    }
+
+    /// The hub, filled until it refused (`stored` tasks, at least `min`), charged no more than its
+    /// budget and grew at most 1.5 times that in RSS.
+    async fn check_rss(&self, stored: u64, min: u64) {
+        let charged = self.client.stats().await.unwrap().stored_bytes;
+        let grew = (rss_kib(self.hub.pid()) - self.before_kib) * 1024;
+        let ratio = grew as f64 / charged as f64;
+        eprintln!("{stored} tasks charged {charged} bytes; RSS grew {grew} bytes ({ratio:.2}x)");
+        assert!(charged <= self.budget && stored >= min, "{stored} tasks");
+        assert!(
+            grew as f64 <= 1.5 * self.budget as f64,
+            "{stored} tasks charged {charged} bytes took {grew} bytes of RSS ({ratio:.2}x)"
+        );
+    }
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -414,19 +458,8 @@ fn rss_kib(pid: u32) -> u64 {
 /// `max_stored_bytes` with the worst shapes, a real hub process now stays within 1.5 times it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_follows_the_charge_for_any_json_shape() {
-    use taskhub_tests::serve_with;
-    const BUDGET: u64 = 64 << 20;
-    let (hub, url) = serve_with(
-        "127.0.0.1:0",
-        &[
-            "--max-stored-bytes",
-            &BUDGET.to_string(),
-            "--max-queue-len",
-            "100000",
-        ],
-    );
-    let c = client(&url).await;
-    let before = rss_kib(hub.pid());
+    let hub = Budgeted::start(64 << 20).await;
+    let c = &hub.client;
     let shapes = [
         format!("[{}0]", "0,".repeat(200_000)),
         format!(
@@ -453,24 +486,7 @@ async fn memory_follows_the_charge_for_any_json_shape() {
         }
         assert!(round < 1_000, "the budget never filled");
     }
-    let stats = c.stats().await.unwrap();
-    assert!(
-        stats.stored_bytes <= BUDGET && stored > 4,
-        "{stored} tasks, {} bytes",
-        stats.stored_bytes
-    );
-    let grew = (rss_kib(hub.pid()) - before) * 1024;
-    eprintln!(
-        "{stored} tasks charged {} bytes; RSS grew {grew} bytes ({:.2}x)",
-        stats.stored_bytes,
-        grew as f64 / stats.stored_bytes as f64
-    );
-    assert!(
-        grew as f64 <= 1.5 * BUDGET as f64,
-        "{stored} tasks charged {} bytes took {grew} bytes of RSS ({:.2}x)",
-        stats.stored_bytes,
-        grew as f64 / stats.stored_bytes as f64
-    );
+    hub.check_rss(stored, 5).await;
 }
 
 /// Millions of tiny tasks: a `null` payload is 4 bytes of text and a 32-byte node, but the task
@@ -478,19 +494,8 @@ async fn memory_follows_the_charge_for_any_json_shape() {
 /// the whole task, so a hub filled with them stays within 1.5 times its `max_stored_bytes` too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_follows_the_charge_for_many_tiny_tasks() {
-    use taskhub_tests::serve_with;
-    const BUDGET: u64 = 32 << 20;
-    let (hub, url) = serve_with(
-        "127.0.0.1:0",
-        &[
-            "--max-stored-bytes",
-            &BUDGET.to_string(),
-            "--max-queue-len",
-            "1000000",
-        ],
-    );
-    let c = client(&url).await;
-    let before = rss_kib(hub.pid());
+    let hub = Budgeted::start(32 << 20).await;
+    let c = &hub.client;
     let mut stored = 0u64;
     loop {
         let mut batch = 0;
@@ -512,18 +517,5 @@ async fn memory_follows_the_charge_for_many_tiny_tasks() {
             Err(e) => panic!("{e}"),
         }
     }
-    let stats = c.stats().await.unwrap();
-    let grew = (rss_kib(hub.pid()) - before) * 1024;
-    eprintln!(
-        "{stored} tasks charged {} bytes; RSS grew {grew} bytes ({:.2}x)",
-        stats.stored_bytes,
-        grew as f64 / stats.stored_bytes as f64
-    );
-    assert!(stats.stored_bytes <= BUDGET && stored > 10_000, "{stored}");
-    assert!(
-        grew as f64 <= 1.5 * BUDGET as f64,
-        "{stored} tasks charged {} bytes took {grew} bytes of RSS ({:.2}x)",
-        stats.stored_bytes,
-        grew as f64 / stats.stored_bytes as f64
-    );
+    hub.check_rss(stored, 10_000).await;
 }
