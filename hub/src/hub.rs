@@ -150,17 +150,16 @@ impl Hub {
         if wake {
             self.timer.notify_one();
         }
-        // Set once the caller is being closed: its remaining answers are not worth waiting for.
-        let mut caller_closing = false;
+        // Messages for other sessions never wait, and go first: a caller that does not read its
+        // answers must not hold up what its requests deliver to others (whose lease clocks are
+        // already running). Then the caller's own answers, in order, waiting for room.
+        let mut own = Vec::new();
         for (link, out) in outputs {
             let msg = Message::text(encode_server(&out.msg));
             if Some(out.to) == caller {
-                if !caller_closing {
-                    caller_closing = !link.send_own(msg, self.config.idle_timeout).await;
-                }
+                own.push((link, msg));
                 continue;
             }
-            // Anyone else's messages never wait.
             match link.tx.try_send(msg) {
                 Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
                 Err(mpsc::error::TrySendError::Full(_)) if out.droppable => {
@@ -170,6 +169,12 @@ impl Hub {
                     tracing::warn!(session = %out.to, "outbox full: closing slow consumer");
                     link.kill.notify_one();
                 }
+            }
+        }
+        for (link, msg) in own {
+            // Once the caller is being closed, its remaining answers are not worth waiting for.
+            if !link.send_own(msg, self.config.idle_timeout).await {
+                break;
             }
         }
     }

@@ -519,3 +519,87 @@ async fn memory_follows_the_charge_for_many_tiny_tasks() {
     }
     hub.check_rss(stored, 10_000).await;
 }
+
+/// Head-of-line blocking: a producer that does not read its answers must not hold up what its
+/// requests send to *other* sessions. Its `stats` answers fill its outbox while its puts deliver
+/// tasks to a worker; every task the hub accepted must reach the worker and be done while the
+/// producer is still stuck (its own answers wait, up to the 30 s idle timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_that_does_not_read_does_not_delay_deliveries_to_workers() {
+    let hub = hub(|c| {
+        c.outbox = 300;
+        c.broker.max_prefetch = 256;
+        c.ping_interval = Duration::from_secs(15);
+        c.idle_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let observer = client(&hub.url()).await;
+    for i in 0..500 {
+        let name = format!("queue-number-{i:04}");
+        observer
+            .put(&name, json!(i), &PutOptions::default())
+            .await
+            .unwrap();
+    }
+    // A worker with room for a whole batch of the producer's puts, acking each at once.
+    let mut worker = Raw::session(&hub.url(), "worker").await;
+    worker
+        .request(
+            json!({"type": "consume", "queues": ["work"], "prefetch": 256}),
+            1,
+        )
+        .await;
+    tokio::spawn(async move {
+        while let Some(msg) = worker
+            .recv_within(Duration::from_secs(60))
+            .await
+            .ok()
+            .flatten()
+        {
+            if msg["type"] == "deliver" {
+                worker
+                    .send(json!({"type": "ack", "task": msg["task"]["id"]}))
+                    .await;
+            }
+        }
+    });
+    let deaf = Raw::session(&hub.url(), "producer").await;
+    let frames = (0..3_000).flat_map(|i| {
+        let put = |k| json!({"type": "put", "req": 4 * i + k, "queue": "work", "payload": i});
+        [
+            json!({"type": "stats", "req": 4 * i}),
+            put(1),
+            put(2),
+            put(3),
+        ]
+    });
+    let _sender = flood(deaf, frames.collect());
+    // Wait until the producer is stuck: nothing more is acked for a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut last = None;
+    let stats = loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let s = observer.stats().await.unwrap();
+        if last == Some(s.acked) {
+            break s;
+        }
+        last = Some(s.acked);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the producer kept going for 20 s"
+        );
+    };
+    let work = stats.queue("work").unwrap();
+    assert!(stats.acked > 0, "nothing was done at all");
+    assert_eq!(
+        stats.sessions["producer"], 2,
+        "the producer was closed early"
+    );
+    assert_eq!(
+        (work.depth, work.in_flight),
+        (0, 0),
+        "{} done, but tasks the hub accepted wait behind the producer's unread answers",
+        stats.acked
+    );
+    hub.stop().await;
+}
