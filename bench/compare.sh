@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # taskhub against the seed pattern (Python multiprocessing.managers), same N and W, same machine,
-# one run. Usage: bench/compare.sh [N] [W]
+# one run; then taskhub as users run it: real processes (`taskhub serve`, W `taskhub-worker`, one
+# `taskhub submit` of N `square` tasks) with default flags, next to the same with a hand-tuned
+# `--prefetch 256` and with `--prefetch 4` (the fixed default before the adaptive window, for
+# 2 CPUs), ROUNDS interleaved rounds. Usage: bench/compare.sh [N] [W] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-100000}
 W=${2:-2}
+ROUNDS=${3:-3}
 
-cargo build --release --quiet --bin taskhub
+cargo build --release --quiet --bin taskhub --bin taskhub-worker
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), $(date -u +%F)"
 
 seed=$(python3 bench/seed.py "$N" "$W")
@@ -29,3 +33,37 @@ for label, key in [("sequential p99 (us)", "sequential_latency")]:
 print(f"{'hub CPU per task (us)':24}{'':>18}{hub['hub_cpu_us_per_task']:>14.2f}")
 print(f"{'hub peak RSS (MiB)':24}{'':>18}{hub['hub_peak_rss_kib'] / 1024:>14.1f}")
 PY
+
+# Real processes. One hub for all rounds; each round starts W workers with the given flags, warms
+# them up, times one `taskhub submit` of N tasks (results back at the producer), and stops them.
+bin=target/release
+export TASKHUB_KEY=bench-key-$$ RUST_LOG=warn
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+fifo=$(mktemp -u); mkfifo "$fifo"
+$bin/taskhub serve --listen 127.0.0.1:0 >"$fifo" &
+pids+=($!)
+export TASKHUB_URL=$(head -1 "$fifo" | awk '{print $NF}'); rm -f "$fifo"
+payloads=$(seq 1 "$N")
+round() { # worker flags...
+  local ws=() t0 t1
+  for _ in $(seq 1 "$W"); do $bin/taskhub-worker --queue real "$@" >/dev/null 2>&1 & ws+=($!); done
+  $bin/taskhub submit real $(seq 1 1000) --kind square --timeout 60 >/dev/null
+  t0=$(date +%s.%N)
+  # shellcheck disable=SC2086
+  $bin/taskhub submit real $payloads --kind square --timeout 600 >/dev/null
+  t1=$(date +%s.%N)
+  kill -TERM "${ws[@]}"; wait "${ws[@]}" 2>/dev/null || true
+  python3 -c "print(round($N / ($t1 - $t0)))"
+}
+echo
+echo "real processes: taskhub serve, $W taskhub-worker, taskhub submit of $N square tasks (tasks/s)"
+printf '%-6s %16s %18s %16s %12s %12s\n' round "default flags" "--prefetch 256" "--prefetch 4" "def/256" "def/4"
+for r in $(seq 1 "$ROUNDS"); do
+  d=$(round)
+  t=$(round --prefetch 256)
+  f=$(round --prefetch 4)
+  printf '%-6s %16s %18s %16s %11.2fx %11.2fx\n' "$r" "$d" "$t" "$f" \
+    "$(python3 -c "print($d / $t)")" "$(python3 -c "print($d / $f)")"
+done

@@ -256,7 +256,7 @@ pub async fn run(opts: BenchOptions) -> Result<Report, String> {
             vec![queue.clone()],
         );
         config.concurrency = opts.concurrency.max(1);
-        config.prefetch = opts.prefetch.max(config.concurrency);
+        config.prefetch = Some(opts.prefetch.max(config.concurrency));
         config.name = Some(format!("bench-{i}"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         stops.push(stop);

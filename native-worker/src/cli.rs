@@ -30,7 +30,9 @@ pub struct WorkerArgs {
     /// Tasks run at once [default: number of CPUs].
     #[arg(long)]
     pub concurrency: Option<u32>,
-    /// Tasks the hub may push ahead [default: 2 × concurrency; lowered to the hub's limit].
+    /// Tasks the hub may have out to this worker at once, running or waiting [default:
+    /// adaptive, from measured run times: deep for tiny tasks, concurrency + 1 for slow ones;
+    /// lowered to the hub's limit].
     #[arg(long)]
     pub prefetch: Option<u32>,
     /// Run this shell command per task instead of the handlers: payload JSON on stdin, result on
@@ -68,9 +70,7 @@ impl WorkerArgs {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let mut config = WorkerConfig::new(&self.key_id, Secret::new(self.key.clone()), queues);
         config.concurrency = self.concurrency.unwrap_or(cpus).max(1);
-        config.prefetch = self
-            .prefetch
-            .unwrap_or(config.concurrency.saturating_mul(2));
+        config.prefetch = self.prefetch;
         config.stop_grace_ms = self.grace.saturating_mul(1000);
         config.name = self.name.clone();
         let mut opts = Options::new(&self.hub, config, handlers);

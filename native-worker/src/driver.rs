@@ -168,10 +168,11 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                     d.lost("");
                 }
                 Event::Authenticated { session, prefetch } => {
-                    if prefetch < opts.worker.prefetch {
+                    if let Some(asked) = opts.worker.prefetch
+                        && prefetch < asked
+                    {
                         tracing::warn!(
-                            "--prefetch {} is above the hub's limit; using {prefetch}",
-                            opts.worker.prefetch
+                            "--prefetch {asked} is above the hub's limit; using {prefetch}"
                         );
                     }
                     tracing::info!(%session, url = %opts.url, prefetch, "connected; consuming {:?}", opts.worker.queues);

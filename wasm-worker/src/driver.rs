@@ -319,10 +319,8 @@ impl BrowserWorker {
         let mut config = WorkerConfig::new("default", Secret::new(key), queues);
         config.role = Role::Browser;
         config.concurrency = concurrency.clamp(1, 64);
-        // Each task costs two postMessage hops and a hub round trip, so two per thread left the Web
-        // Workers idle between tiny tasks (~2.5k/s); six per thread reaches ~5k/s, and deeper
-        // gained nothing measurable while holding more tasks back from faster workers.
-        config.prefetch = (config.concurrency * 6).min(256);
+        // The credit window adapts to measured run times (the core's `Window`), as for native
+        // workers: deep for tiny tasks, `concurrency + 1` for slow ones.
         config.backoff_max_ms = 10_000;
         let inner = Rc::new_cyclic(|me| {
             RefCell::new(Inner {

@@ -33,8 +33,10 @@ pub struct WorkerConfig {
     pub queues: Vec<QueueName>,
     /// Tasks run at once.
     pub concurrency: u32,
-    /// Tasks the hub may push ahead of acks; at least `concurrency`.
-    pub prefetch: u32,
+    /// Tasks the hub may have out to this worker at once (running plus waiting here), at least
+    /// `concurrency`. `None` (the default) sizes it from what the worker measures: see
+    /// [`Window`].
+    pub prefetch: Option<u32>,
     /// First reconnect delay; doubles per failed attempt up to `backoff_max_ms`, with jitter.
     pub backoff_min_ms: u64,
     pub backoff_max_ms: u64,
@@ -53,7 +55,7 @@ impl WorkerConfig {
             name: None,
             queues,
             concurrency: 1,
-            prefetch: 2,
+            prefetch: None,
             backoff_min_ms: 250,
             backoff_max_ms: 30_000,
             handshake_timeout_ms: 10_000,
@@ -83,7 +85,8 @@ pub enum Event {
     /// Close the transport, then call `handle_disconnected`.
     Close,
     /// The handshake succeeded; tasks will flow, at most `prefetch` ahead. `prefetch` is the
-    /// configured one, lowered to the hub's `max_prefetch` if it was above it.
+    /// configured one, lowered to the hub's `max_prefetch` if it was above it, or the adaptive
+    /// window's starting size.
     Authenticated { session: SessionId, prefetch: u32 },
     /// Run a task.
     Run(Job),
@@ -106,6 +109,8 @@ pub struct Status {
     pub session: Option<SessionId>,
     pub running: usize,
     pub prefetched: usize,
+    /// Tasks the hub may have out to this worker now (the adaptive window, or `--prefetch`).
+    pub window: u32,
     pub done: u64,
     pub failed: u64,
 }
@@ -126,8 +131,8 @@ enum State {
     Ready {
         session: SessionId,
         touch_every_ms: u64,
-        /// The configured prefetch, clamped to what the hub allows.
-        prefetch: u32,
+        /// The hub's `max_prefetch`.
+        max_prefetch: u32,
         /// The hub's ping interval: after this long without a frame the worker asks (`ping`);
         /// after twice this long it takes the connection for dead.
         ping_every_ms: u64,
@@ -148,7 +153,65 @@ const PING_REQ: u64 = 2;
 struct Running {
     id: TaskId,
     conn: u64,
+    started: Millis,
     last_touch: Millis,
+}
+
+/// The adaptive credit window: how many tasks the hub may have out to this worker.
+///
+/// Like a congestion window, it grows while the worker runs dry and is capped by time. It starts
+/// at `concurrency + 1`. Whenever a task finishes and a run slot stays empty because nothing was
+/// waiting here, it doubles (tiny tasks want a deep pipeline: the hub's answer is a round trip
+/// away). It never holds more than about [`HORIZON_MS`] of work per run slot beyond what runs,
+/// by the measured mean run time, and never less than one task in reserve: so slow tasks are not
+/// hoarded away from idle workers (one-second tasks hold `concurrency + 1`), and a shift from
+/// tiny to slow tasks shrinks it at the first slow one (the surplus goes back to the hub).
+#[derive(Debug, Clone)]
+struct Window {
+    size: u32,
+    /// Mean run time in milliseconds (an average of whole-millisecond samples, which is unbiased
+    /// for tasks shorter than a millisecond too), once a task has finished.
+    mean_run_ms: Option<f64>,
+}
+
+/// Work a worker may hold in reserve per run slot, in milliseconds of mean run time.
+pub const HORIZON_MS: f64 = 25.0;
+/// Weight of the newest run time in the mean.
+const RUN_TIME_WEIGHT: f64 = 0.2;
+
+impl Window {
+    fn new(concurrency: u32) -> Window {
+        Window {
+            size: concurrency + 1,
+            mean_run_ms: None,
+        }
+    }
+
+    fn record_run(&mut self, ms: u64) {
+        let ms = ms as f64;
+        self.mean_run_ms = Some(match self.mean_run_ms {
+            None => ms,
+            Some(m) => m + RUN_TIME_WEIGHT * (ms - m),
+        });
+    }
+
+    /// The size to use after a task finished; `starved` says a run slot found nothing waiting.
+    fn next(&self, concurrency: u32, max: u32, starved: bool) -> u32 {
+        let floor = (concurrency + 1).min(max);
+        let cap = match self.mean_run_ms {
+            None => floor,
+            Some(m) => {
+                let reserve = f64::from(concurrency) * HORIZON_MS / m.max(1e-3);
+                (f64::from(concurrency) + reserve.ceil()).min(f64::from(max)) as u32
+            }
+        };
+        let grown = if starved {
+            self.size.saturating_mul(2)
+        } else {
+            self.size
+        };
+        grown.min(cap).max(floor)
+    }
 }
 
 /// The worker state machine. See the module docs.
@@ -172,13 +235,15 @@ pub struct Worker {
     last_heard: Millis,
     /// Whether a heartbeat `ping` is waiting for its answer.
     probing: bool,
+    window: Window,
 }
 
 impl Worker {
     /// A new worker; its first event is [`Event::Connect`].
     pub fn new(mut config: WorkerConfig) -> Self {
         config.concurrency = config.concurrency.max(1);
-        config.prefetch = config.prefetch.max(config.concurrency);
+        config.prefetch = config.prefetch.map(|p| p.max(config.concurrency));
+        let window = Window::new(config.concurrency);
         Worker {
             config,
             state: State::Connecting,
@@ -195,6 +260,7 @@ impl Worker {
             failed: 0,
             last_heard: Millis(0),
             probing: false,
+            window,
         }
     }
 
@@ -285,11 +351,14 @@ impl Worker {
                         };
                         self.failed_attempts = 0;
                         // Asking for more than the hub allows would get the consume refused.
-                        let prefetch = self.config.prefetch.min(limits.max_prefetch).max(1);
+                        let max_prefetch = limits.max_prefetch.max(1);
+                        let wanted = self.config.prefetch.unwrap_or(self.window.size);
+                        let prefetch = wanted.min(max_prefetch).max(1);
+                        self.window.size = prefetch;
                         self.state = State::Ready {
                             session,
                             touch_every_ms: (limits.ack_wait_ms / 2).max(50),
-                            prefetch,
+                            max_prefetch,
                             ping_every_ms: limits.ping_interval_ms.max(50),
                         };
                         self.events
@@ -305,9 +374,10 @@ impl Worker {
                     Err(e) => self.auth_error(e),
                 },
             },
-            State::Ready { prefetch, .. } => match msg {
+            State::Ready { .. } => match msg {
                 ServerMsg::Deliver { task } => {
-                    if self.stop_deadline.is_some() || self.prefetched.len() >= *prefetch as usize {
+                    // More than the window: sent before the hub heard it shrink.
+                    if self.stop_deadline.is_some() || self.held() >= self.window.size as usize {
                         self.send(&ClientMsg::Release {
                             req: None,
                             task: task.id,
@@ -372,6 +442,7 @@ impl Worker {
         }
         // A result from an older connection is dropped: the hub already re-queued that task.
         if run.conn == self.conn && matches!(self.state, State::Ready { .. }) {
+            self.window.record_run(now - run.started);
             let msg = match result {
                 Ok(v) => ClientMsg::Ack {
                     req: None,
@@ -388,7 +459,51 @@ impl Worker {
             self.send(&msg);
         }
         self.start_more(now);
+        self.adapt_window();
         self.check_stopped();
+    }
+
+    /// Tasks of the current connection running or waiting here: what the hub counts against
+    /// the window.
+    fn held(&self) -> usize {
+        self.prefetched.len()
+            + self
+                .running
+                .values()
+                .filter(|r| r.conn == self.conn)
+                .count()
+    }
+
+    /// Resize the adaptive window after a task finished, tell the hub, and hand back what is
+    /// waiting here beyond a smaller window.
+    fn adapt_window(&mut self) {
+        let State::Ready { max_prefetch, .. } = self.state else {
+            return;
+        };
+        if self.config.prefetch.is_some() || self.stop_deadline.is_some() {
+            return;
+        }
+        let concurrency = self.config.concurrency;
+        let starved = self.prefetched.is_empty() && self.running.len() < concurrency as usize;
+        let size = self.window.next(concurrency, max_prefetch, starved);
+        if size == self.window.size {
+            return;
+        }
+        self.window.size = size;
+        self.send(&ClientMsg::Consume {
+            req: Some(CONSUME_REQ),
+            queues: self.config.queues.clone(),
+            prefetch: size,
+        });
+        while self.held() > size as usize {
+            let Some(task) = self.prefetched.pop_back() else {
+                break;
+            };
+            self.send(&ClientMsg::Release {
+                req: None,
+                task: task.id,
+            });
+        }
     }
 
     /// Call when [`Worker::poll_timeout`]'s time has come.
@@ -548,6 +663,7 @@ impl Worker {
                 Running {
                     id: task.id,
                     conn: self.conn,
+                    started: now,
                     last_touch: now,
                 },
             );
@@ -629,6 +745,7 @@ impl Worker {
             session,
             running: self.running.len(),
             prefetched: self.prefetched.len(),
+            window: self.window.size,
             done: self.done,
             failed: self.failed,
         }

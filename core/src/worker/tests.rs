@@ -16,7 +16,7 @@ fn config() -> WorkerConfig {
         vec![QueueName::new("tasks").unwrap()],
     );
     c.concurrency = 2;
-    c.prefetch = 4;
+    c.prefetch = Some(4);
     c
 }
 
@@ -403,7 +403,7 @@ fn abandon_hands_back_everything_at_once() {
 fn prefetch_above_the_hubs_limit_is_clamped_to_it() {
     let mut c = config();
     c.concurrency = 2;
-    c.prefetch = 5_000;
+    c.prefetch = Some(5_000);
     let mut p = Pair::new(c);
     let ev = p.handshake();
     // The scripted hub announces max_prefetch 100.
@@ -419,22 +419,19 @@ fn prefetch_above_the_hubs_limit_is_clamped_to_it() {
         matches!(&sent[..], [ClientMsg::Consume { prefetch: 100, .. }]),
         "{sent:?}"
     );
-    // And it keeps 100 tasks waiting (2 more run), not 5,000.
+    // And it holds 100 tasks (2 running, 98 waiting), as the hub counts them, not 5,000.
     for id in 1..=103 {
         p.deliver(id, "sleep", json!(1));
     }
-    let released: Vec<ClientMsg> = p
+    let released: Vec<TaskId> = p
         .sent()
         .into_iter()
-        .filter(|m| matches!(m, ClientMsg::Release { .. }))
+        .filter_map(|m| match m {
+            ClientMsg::Release { task, .. } => Some(task),
+            _ => None,
+        })
         .collect();
-    assert_eq!(
-        released,
-        vec![ClientMsg::Release {
-            req: None,
-            task: TaskId(103)
-        }]
-    );
+    assert_eq!(released, [TaskId(101), TaskId(102), TaskId(103)]);
 }
 
 #[test]
@@ -501,4 +498,125 @@ fn a_silent_hub_is_asked_then_given_up_on() {
         panic!("it reconnects")
     };
     assert!(reason.contains("silent for 40.0 s"), "{reason}");
+}
+
+/// The windows the worker asked the hub for, in order, from what it sent.
+fn windows(sent: &[ClientMsg]) -> Vec<u32> {
+    sent.iter()
+        .filter_map(|m| match m {
+            ClientMsg::Consume { prefetch, .. } => Some(*prefetch),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A worker (concurrency 1) whose hub has `tasks` to hand out, serving it as the hub would: up to
+/// the window, with new tasks arriving a round trip (1 ms) after the worker's acks. Each task
+/// runs `run_ms`. Returns the windows asked for and the most tasks held at once.
+fn serve_adaptive(p: &mut Pair, tasks: u64, run_ms: u64) -> (Vec<u32>, usize) {
+    const RTT_MS: u64 = 1;
+    let mut asked = windows(&p.sent());
+    let (mut next, mut most, mut top_up_at) = (1, 0, p.now);
+    let mut waiting: VecDeque<Job> = VecDeque::new();
+    loop {
+        if p.now >= top_up_at {
+            let window = *asked.last().unwrap() as usize;
+            while next <= tasks && p.w.held() < window {
+                p.deliver(next, "square", json!(next));
+                next += 1;
+            }
+            top_up_at = p.now + RTT_MS;
+        }
+        most = most.max(p.w.held());
+        waiting.extend(jobs(&p.events()));
+        let Some(job) = waiting.pop_front() else {
+            if next > tasks {
+                break;
+            }
+            p.now = top_up_at; // idle until the hub's next tasks arrive
+            continue;
+        };
+        p.now = p.now + run_ms;
+        p.w.handle_task_done(job.token, Ok(json!(null)), p.now);
+        let sent = p.sent();
+        // Tasks handed back go to the front of the hub's queue: they are delivered again.
+        let released = sent
+            .iter()
+            .filter(|m| matches!(m, ClientMsg::Release { .. }))
+            .count() as u64;
+        next -= released;
+        asked.extend(windows(&sent));
+    }
+    (asked, most)
+}
+
+#[test]
+fn tiny_tasks_grow_the_window_to_the_hubs_limit() {
+    let mut c = config();
+    c.concurrency = 1;
+    c.prefetch = None;
+    let mut p = Pair::new(c);
+    let ev = p.handshake();
+    assert_eq!(
+        ev,
+        vec![Event::Authenticated {
+            session: SessionId(9),
+            prefetch: 2
+        }],
+        "starts at concurrency + 1"
+    );
+    let (asked, _) = serve_adaptive(&mut p, 2_000, 0);
+    assert_eq!(
+        asked,
+        [2, 4, 8, 16, 32, 64, 100],
+        "doubling when it ran dry"
+    );
+    assert_eq!(p.w.status().done, 2_000);
+}
+
+#[test]
+fn slow_tasks_hold_concurrency_plus_one() {
+    let mut c = config();
+    c.concurrency = 1;
+    c.prefetch = None;
+    let mut p = Pair::new(c);
+    p.handshake();
+    let (asked, most) = serve_adaptive(&mut p, 20, 1_000);
+    assert_eq!(asked, [2], "never grows");
+    assert_eq!(most, 2);
+    assert_eq!(p.w.status().done, 20);
+}
+
+#[test]
+fn a_shift_to_slow_tasks_shrinks_the_window_and_hands_back_the_surplus() {
+    let mut c = config();
+    c.concurrency = 1;
+    c.prefetch = None;
+    let mut p = Pair::new(c);
+    p.handshake();
+    serve_adaptive(&mut p, 500, 0);
+    assert_eq!(p.w.status().window, 100);
+    // A full window of tasks arrives; the first takes a second.
+    for id in 1_000..1_100 {
+        p.deliver(id, "sleep", json!(1_000));
+    }
+    let run = jobs(&p.events());
+    p.now = p.now + 1_000;
+    p.w.handle_task_done(run[0].token, Ok(json!(null)), p.now);
+    let sent = p.sent();
+    let released = sent
+        .iter()
+        .filter(|m| matches!(m, ClientMsg::Release { .. }))
+        .count();
+    // Mean run time 200 ms now: 25 ms of reserve is less than a task, so one in reserve.
+    assert_eq!(windows(&sent), [2]);
+    assert_eq!((released, p.w.held()), (97, 2), "{sent:?}");
+}
+
+#[test]
+fn a_pinned_prefetch_never_changes() {
+    let mut p = Pair::new(config()); // prefetch 4
+    p.handshake();
+    let (asked, most) = serve_adaptive(&mut p, 200, 0);
+    assert_eq!((asked, most), (vec![4], 4));
 }
