@@ -4,7 +4,8 @@
 //! that carries the request id (when the frame had a readable one), an [`ErrorCode`] and a message
 //! naming the problem, ready to send back to the peer.
 
-use serde::{Deserialize, Deserializer};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use std::collections::BTreeMap;
@@ -27,7 +28,7 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    pub fn to_reply(&self) -> ServerMsg {
+    pub fn to_reply<P>(&self) -> ServerMsg<P> {
         ServerMsg::error(self.req, self.code, self.message.clone())
     }
 }
@@ -59,7 +60,8 @@ const KNOWN_CLIENT_TYPES: &[&str] = &[
 
 /// Every field any client message has, read in one pass; `type` then picks the variant.
 #[derive(Deserialize)]
-struct Flat<'a> {
+#[serde(bound(deserialize = "P: Deserialize<'de>"))]
+struct Flat<'a, P> {
     #[serde(rename = "type", borrow)]
     ty: std::borrow::Cow<'a, str>,
     req: Option<u64>,
@@ -71,7 +73,7 @@ struct Flat<'a> {
     queue: Option<QueueName>,
     queues: Option<Vec<QueueName>>,
     #[serde(default, deserialize_with = "present")]
-    payload: Option<Value>,
+    payload: Option<P>,
     kind: Option<String>,
     reply_to: Option<QueueName>,
     max_attempts: Option<u32>,
@@ -80,7 +82,7 @@ struct Flat<'a> {
     prefetch: Option<u32>,
     task: Option<TaskId>,
     #[serde(default, deserialize_with = "present")]
-    result: Option<Value>,
+    result: Option<P>,
     error: Option<String>,
     retry: Option<bool>,
     topic: Option<Topic>,
@@ -88,16 +90,16 @@ struct Flat<'a> {
 }
 
 /// A field that is present, even as `null`, is `Some`.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
+fn present<'de, D: Deserializer<'de>, P: Deserialize<'de>>(d: D) -> Result<Option<P>, D::Error> {
+    P::deserialize(d).map(Some)
 }
 
 fn need<T>(field: Option<T>, name: &str) -> Result<T, String> {
     field.ok_or_else(|| format!("missing field `{name}`"))
 }
 
-impl Flat<'_> {
-    fn into_msg(self) -> Result<ClientMsg, String> {
+impl<P> Flat<'_, P> {
+    fn into_msg(self) -> Result<ClientMsg<P>, String> {
         let req = self.req;
         Ok(match &*self.ty {
             "auth" => ClientMsg::Auth {
@@ -169,9 +171,9 @@ impl Flat<'_> {
     }
 }
 
-impl<'de> Deserialize<'de> for ClientMsg {
+impl<'de, P: Deserialize<'de>> Deserialize<'de> for ClientMsg<P> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Flat::deserialize(d)?
+        Flat::<P>::deserialize(d)?
             .into_msg()
             .map_err(serde::de::Error::custom)
     }
@@ -374,8 +376,12 @@ fn too_deep(text: &str) -> Result<(), DecodeError> {
     })
 }
 
-/// Decode a client frame of at most `max_bytes`.
-pub fn decode_client(text: &str, max_bytes: usize) -> Result<ClientMsg, DecodeError> {
+/// Decode a client frame of at most `max_bytes`, with payloads as `P` (the hub keeps them as
+/// [`crate::RawJson`] text).
+pub fn decode_client<P: DeserializeOwned>(
+    text: &str,
+    max_bytes: usize,
+) -> Result<ClientMsg<P>, DecodeError> {
     if text.len() > max_bytes {
         return Err(DecodeError {
             req: None,
@@ -468,13 +474,13 @@ pub fn decode_server(text: &str) -> Result<ServerMsg, DecodeError> {
 }
 
 /// Encode a client message as a text frame.
-pub fn encode_client(msg: &ClientMsg) -> String {
+pub fn encode_client<P: Serialize>(msg: &ClientMsg<P>) -> String {
     // Serialising these types cannot fail: every map key is a string and no impl returns errors.
     serde_json::to_string(msg).unwrap_or_default()
 }
 
 /// Encode a hub message as a text frame.
-pub fn encode_server(msg: &ServerMsg) -> String {
+pub fn encode_server<P: Serialize>(msg: &ServerMsg<P>) -> String {
     serde_json::to_string(msg).unwrap_or_default()
 }
 
@@ -500,7 +506,34 @@ mod tests {
             v,
             json!({"type":"put","req":7,"queue":"tasks","payload":3411,"kind":"square","reply_to":"results"})
         );
-        assert_eq!(decode_client(&text, 1 << 20).unwrap(), msg);
+        assert_eq!(decode_client::<Value>(&text, 1 << 20).unwrap(), msg);
+    }
+
+    #[test]
+    fn the_hub_reads_payloads_as_text_and_writes_them_back_unchanged() {
+        use crate::RawJson;
+        let frame = r#"{"type":"put","req":1,"queue":"q","payload": {"n": 18446744073709551616, "f": 0.30000000000000004 }}"#;
+        let ClientMsg::Put { payload, .. } = decode_client::<RawJson>(frame, 1 << 20).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            payload.get(),
+            r#"{"n": 18446744073709551616, "f": 0.30000000000000004 }"#
+        );
+        let out = encode_server(&ServerMsg::Message {
+            topic: Topic::new("t").unwrap(),
+            payload,
+        });
+        assert_eq!(
+            out,
+            r#"{"type":"message","topic":"t","payload":{"n": 18446744073709551616, "f": 0.30000000000000004 }}"#
+        );
+        // A present null is a payload; a missing one is not.
+        let null = r#"{"type":"put","queue":"q","payload":null}"#;
+        assert!(decode_client::<RawJson>(null, 1024).is_ok());
+        let missing = decode_client::<RawJson>(r#"{"type":"put","queue":"q"}"#, 1024);
+        assert_eq!(missing.unwrap_err().code, ErrorCode::BadRequest);
     }
 
     #[test]
@@ -514,8 +547,8 @@ mod tests {
                 "]".repeat(n)
             )
         };
-        assert!(decode_client(&deep(MAX_NESTING - 1), 1 << 20).is_ok());
-        let e = decode_client(&deep(MAX_NESTING), 1 << 20).unwrap_err();
+        assert!(decode_client::<Value>(&deep(MAX_NESTING - 1), 1 << 20).is_ok());
+        let e = decode_client::<Value>(&deep(MAX_NESTING), 1 << 20).unwrap_err();
         assert_eq!((e.req, e.code), (Some(4), ErrorCode::BadRequest));
         assert!(e.message.contains("nests 101 levels deep"), "{e:?}");
         // An answer wrapping the deepest accepted payload (two more levels) still decodes.
@@ -542,7 +575,7 @@ mod tests {
     #[test]
     fn errors_quote_little_of_the_input() {
         let long_type = format!(r#"{{"type":"{}","req":3}}"#, "x".repeat(500_000));
-        let e = decode_client(&long_type, usize::MAX).unwrap_err();
+        let e = decode_client::<Value>(&long_type, usize::MAX).unwrap_err();
         assert_eq!((e.code, e.req), (ErrorCode::UnknownType, Some(3)));
         assert!(e.message.len() < 400, "{} bytes", e.message.len());
         assert!(
@@ -553,7 +586,7 @@ mod tests {
             r#"{{"type":"put","queue":"{}","payload":1}}"#,
             "q".repeat(100_000)
         );
-        let e = decode_client(&long_value, usize::MAX).unwrap_err();
+        let e = decode_client::<Value>(&long_value, usize::MAX).unwrap_err();
         assert!(
             e.message.len() <= MAX_ERROR_BYTES + 3,
             "{} bytes",
@@ -563,19 +596,19 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem_and_keep_the_req() {
-        let e = decode_client("{not json", 1024).unwrap_err();
+        let e = decode_client::<Value>("{not json", 1024).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadFrame);
 
-        let e = decode_client(r#"{"type":"frobnicate","req":3}"#, 1024).unwrap_err();
+        let e = decode_client::<Value>(r#"{"type":"frobnicate","req":3}"#, 1024).unwrap_err();
         assert_eq!((e.code, e.req), (ErrorCode::UnknownType, Some(3)));
         assert!(e.message.contains("frobnicate"));
 
-        let e = decode_client(r#"{"type":"put","req":4,"payload":1}"#, 1024).unwrap_err();
+        let e = decode_client::<Value>(r#"{"type":"put","req":4,"payload":1}"#, 1024).unwrap_err();
         assert_eq!((e.code, e.req), (ErrorCode::BadRequest, Some(4)));
         assert!(e.message.contains("queue"), "{}", e.message);
 
-        let e =
-            decode_client(r#"{"type":"put","req":5,"queue":"a b","payload":1}"#, 1024).unwrap_err();
+        let e = decode_client::<Value>(r#"{"type":"put","req":5,"queue":"a b","payload":1}"#, 1024)
+            .unwrap_err();
         assert_eq!((e.code, e.req), (ErrorCode::BadRequest, Some(5)));
         assert!(e.message.contains("a b"), "{}", e.message);
 
@@ -584,7 +617,7 @@ mod tests {
             "x".repeat(100)
         );
         assert_eq!(
-            decode_client(&big, 64).unwrap_err().code,
+            decode_client::<Value>(&big, 64).unwrap_err().code,
             ErrorCode::TooLarge
         );
     }
@@ -662,7 +695,11 @@ mod tests {
         assert_eq!(msgs.len(), KNOWN_CLIENT_TYPES.len());
         for msg in msgs {
             let text = encode_client(&msg);
-            assert_eq!(decode_client(&text, 1 << 20).as_ref(), Ok(&msg), "{text}");
+            assert_eq!(
+                decode_client::<Value>(&text, 1 << 20).as_ref(),
+                Ok(&msg),
+                "{text}"
+            );
             let ty: serde_json::Value = serde_json::from_str(&text).unwrap();
             assert!(
                 KNOWN_CLIENT_TYPES.contains(&ty["type"].as_str().unwrap()),
@@ -670,10 +707,12 @@ mod tests {
             );
         }
         // Defaults: a fail without `retry` retries; an auth without `role` is a producer.
-        let fail = decode_client(r#"{"type":"fail","task":1,"error":"x"}"#, 1024).unwrap();
+        let fail = decode_client::<Value>(r#"{"type":"fail","task":1,"error":"x"}"#, 1024).unwrap();
         assert!(matches!(fail, ClientMsg::Fail { retry: true, .. }));
         // A null payload is a payload.
-        assert!(decode_client(r#"{"type":"put","queue":"q","payload":null}"#, 1024).is_ok());
+        assert!(
+            decode_client::<Value>(r#"{"type":"put","queue":"q","payload":null}"#, 1024).is_ok()
+        );
     }
 
     #[test]

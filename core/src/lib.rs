@@ -9,6 +9,7 @@
 //! - [`time`]: the one time type, [`Millis`], milliseconds since a driver-chosen epoch.
 //! - [`names`]: validated newtypes for queue names, topics, patterns, task and session ids.
 //! - [`protocol`]: the typed wire messages, [`ClientMsg`] and [`ServerMsg`], and [`ErrorCode`].
+//! - [`raw`]: [`RawJson`], a JSON value kept as its text (how the hub holds payloads).
 //! - [`codec`]: the only place where text frames become typed messages; enforces the size limit.
 //! - [`auth`]: the mutual HMAC-SHA256 challenge-response handshake.
 //! - [`handlers`]: the handler registry ([`handlers::Handlers`]) both workers run, and the
@@ -22,9 +23,11 @@ pub mod codec;
 pub mod handlers;
 pub mod names;
 pub mod protocol;
+pub mod raw;
 pub mod time;
 pub mod worker;
 
 pub use names::{NameError, Pattern, QueueName, SessionId, TaskId, Topic};
 pub use protocol::{ClientMsg, ErrorCode, Role, ServerMsg, Task};
+pub use raw::RawJson;
 pub use time::Millis;

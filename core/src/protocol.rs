@@ -46,9 +46,12 @@ impl Role {
 /// Decoding goes through [`crate::codec`]'s flat reader rather than serde's internally tagged
 /// enum support, which buffers every field before choosing the variant (a fifth of the hub's CPU
 /// in profiles).
+///
+/// `P` is how payloads and results are held: a [`Value`] tree for clients and workers, which
+/// read them; [`crate::RawJson`] text for the hub, which only passes them on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum ClientMsg {
+pub enum ClientMsg<P = Value> {
     /// Answer to the hub's `challenge`: proves knowledge of the key named by `key_id`.
     Auth {
         key_id: String,
@@ -66,7 +69,7 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         req: Option<u64>,
         queue: QueueName,
-        payload: Value,
+        payload: P,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         kind: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,7 +104,7 @@ pub enum ClientMsg {
         req: Option<u64>,
         task: TaskId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        result: Option<Value>,
+        result: Option<P>,
     },
     /// The leased task failed. With `retry` (the default) it is queued again while attempts
     /// remain; without, it goes straight to the dead-letter queue.
@@ -130,7 +133,7 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         req: Option<u64>,
         topic: Topic,
-        payload: Value,
+        payload: P,
     },
     Subscribe {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -161,7 +164,7 @@ pub enum ClientMsg {
     },
 }
 
-impl ClientMsg {
+impl<P> ClientMsg<P> {
     /// The client-chosen request id, if any.
     pub fn req(&self) -> Option<u64> {
         match self {
@@ -205,12 +208,12 @@ impl ClientMsg {
 
 /// A task as the hub hands it out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Task {
+pub struct Task<P = Value> {
     pub id: TaskId,
     pub queue: QueueName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    pub payload: Value,
+    pub payload: P,
     /// 1 on the first delivery.
     pub attempt: u32,
     pub max_attempts: u32,
@@ -295,7 +298,7 @@ impl Stats {
 /// [`ClientMsg`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum ServerMsg {
+pub enum ServerMsg<P = Value> {
     /// First frame on every connection.
     Challenge {
         version: u32,
@@ -326,7 +329,7 @@ pub enum ServerMsg {
     Task {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         req: Option<u64>,
-        task: Task,
+        task: Task<P>,
     },
     /// Answer to `get` when nothing arrived within the timeout.
     Empty {
@@ -335,11 +338,11 @@ pub enum ServerMsg {
         queue: QueueName,
     },
     /// A task pushed to a consumer, leased to it until `ack`, `fail` or `release`.
-    Deliver { task: Task },
+    Deliver { task: Task<P> },
     /// The outcome of a task whose `reply_to` was this session's inbox.
-    Reply(Reply),
+    Reply(Reply<P>),
     /// A pub/sub message.
-    Message { topic: Topic, payload: Value },
+    Message { topic: Topic, payload: P },
     /// Answer to `publish`.
     Published {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -371,7 +374,7 @@ pub enum ServerMsg {
     },
 }
 
-impl ServerMsg {
+impl<P> ServerMsg<P> {
     /// The echoed request id, if this is an answer to a request.
     pub fn req(&self) -> Option<u64> {
         match self {
@@ -387,7 +390,7 @@ impl ServerMsg {
         }
     }
 
-    pub fn error(req: Option<u64>, code: ErrorCode, message: impl Into<String>) -> ServerMsg {
+    pub fn error(req: Option<u64>, code: ErrorCode, message: impl Into<String>) -> ServerMsg<P> {
         ServerMsg::Error {
             req,
             code,
@@ -398,11 +401,11 @@ impl ServerMsg {
 
 /// A task's outcome, as put on its `reply_to` queue (as the payload) or pushed to an inbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Reply {
+pub struct Reply<P = Value> {
     pub id: TaskId,
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
+    pub result: Option<P>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

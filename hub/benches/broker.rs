@@ -4,8 +4,8 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use serde_json::json;
-use taskhub::broker::{Broker, BrokerConfig};
-use taskhub_core::{ClientMsg, Millis, QueueName, Role, ServerMsg, SessionId};
+use taskhub::broker::{Broker, BrokerConfig, ClientMsg, ServerMsg};
+use taskhub_core::{Millis, QueueName, Role, SessionId};
 
 const PRODUCER: SessionId = SessionId(1);
 const WORKER: SessionId = SessionId(2);
@@ -32,7 +32,7 @@ fn put(n: u64) -> ClientMsg {
     ClientMsg::Put {
         req: Some(n),
         queue: queue("tasks"),
-        payload: json!("0123456789abcdef"),
+        payload: json!("0123456789abcdef").into(),
         kind: Some("echo".into()),
         reply_to: Some(QueueName::inbox(PRODUCER)),
         max_attempts: None,
@@ -57,7 +57,7 @@ fn broker_bench(c: &mut Criterion) {
                 let ack = ClientMsg::Ack {
                     req: None,
                     task,
-                    result: Some(json!("0123456789abcdef")),
+                    result: Some(json!("0123456789abcdef").into()),
                 };
                 broker.handle(WORKER, ack, Millis(n));
                 black_box(broker.drain().count());

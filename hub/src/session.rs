@@ -17,7 +17,7 @@ use taskhub_client::transport::pump;
 use taskhub_core::auth::{self, NONCE_BYTES};
 use taskhub_core::codec::{decode_client, encode_server};
 use taskhub_core::protocol::PROTOCOL_VERSION;
-use taskhub_core::{ClientMsg, ErrorCode, QueueName, ServerMsg, SessionId};
+use taskhub_core::{ErrorCode, QueueName, SessionId};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_tungstenite::WebSocketStream;
@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument;
 
+use crate::broker::{ClientMsg, ServerMsg};
 use crate::http::{self, Replay};
 use crate::hub::{Hub, Link};
 

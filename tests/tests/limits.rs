@@ -430,16 +430,16 @@ impl Budgeted {
     }
 
     /// The hub, filled until it refused (`stored` tasks, at least `min`), charged no more than its
-    /// budget and grew at most 1.5 times that in RSS.
-    async fn check_rss(&self, stored: u64, min: u64) {
+    /// budget and grew at most `ratio` times that in RSS.
+    async fn check_rss(&self, stored: u64, min: u64, ratio: f64) {
         let charged = self.client.stats().await.unwrap().stored_bytes;
         let grew = (rss_kib(self.hub.pid()) - self.before_kib) * 1024;
-        let ratio = grew as f64 / charged as f64;
-        eprintln!("{stored} tasks charged {charged} bytes; RSS grew {grew} bytes ({ratio:.2}x)");
+        let seen = grew as f64 / charged as f64;
+        eprintln!("{stored} tasks charged {charged} bytes; RSS grew {grew} bytes ({seen:.2}x)");
         assert!(charged <= self.budget && stored >= min, "{stored} tasks");
         assert!(
-            grew as f64 <= 1.5 * self.budget as f64,
-            "{stored} tasks charged {charged} bytes took {grew} bytes of RSS ({ratio:.2}x)"
+            grew as f64 <= ratio * self.budget as f64,
+            "{stored} tasks charged {charged} bytes took {grew} bytes of RSS ({seen:.2}x)"
         );
     }
 }
@@ -454,8 +454,9 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// The fault suite's case: the hub charged a payload's JSON text but held it as a tree, so
-/// `[0,0,0,…]` took 16 times its charge (64 MiB charged became 1 GiB of RSS). Filled to its
-/// `max_stored_bytes` with the worst shapes, a real hub process now stays within 1.5 times it.
+/// `[0,0,0,…]` took 16 times its charge (64 MiB charged became 1 GiB of RSS). The hub now holds
+/// payloads as their text: filled to its `max_stored_bytes` with the shapes that were worst as
+/// trees, a real hub process stays within 1.2 times it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_follows_the_charge_for_any_json_shape() {
     let hub = Budgeted::start(64 << 20).await;
@@ -486,7 +487,8 @@ async fn memory_follows_the_charge_for_any_json_shape() {
         }
         assert!(round < 1_000, "the budget never filled");
     }
-    hub.check_rss(stored, 5).await;
+    // Payloads are kept as their text: RSS follows the text for every shape.
+    hub.check_rss(stored, 5, 1.2).await;
 }
 
 /// Millions of tiny tasks: a `null` payload is 4 bytes of text and a 32-byte node, but the task
@@ -517,7 +519,7 @@ async fn memory_follows_the_charge_for_many_tiny_tasks() {
             Err(e) => panic!("{e}"),
         }
     }
-    hub.check_rss(stored, 10_000).await;
+    hub.check_rss(stored, 10_000, 1.5).await;
 }
 
 /// Head-of-line blocking: a producer that does not read its answers must not hold up what its

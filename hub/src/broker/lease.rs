@@ -1,13 +1,24 @@
 //! What happens to a delivered task: ack, fail, release, touch, lease expiry, requeue, dead
 //! letters, and the replies that go to `reply_to`.
 
-use serde_json::{Value, json};
+use serde::Serialize;
 use taskhub_core::names::INBOX_PREFIX;
 use taskhub_core::protocol::Reply;
-use taskhub_core::{ErrorCode, Millis, QueueName, ServerMsg, SessionId, TaskId};
+use taskhub_core::{ErrorCode, Millis, QueueName, RawJson, SessionId, TaskId};
 
 use super::store::task_cost;
-use super::{Broker, Charge, Failure, Lease, Output, StoredTask, TaskStore};
+use super::{Broker, Charge, Failure, Lease, Output, ServerMsg, StoredTask, TaskStore};
+
+/// A dead-letter entry's payload, written around the task's payload text as it is.
+#[derive(Serialize)]
+struct DeadLetter<'a> {
+    id: TaskId,
+    queue: &'a QueueName,
+    kind: &'a Option<String>,
+    payload: &'a RawJson,
+    attempts: u32,
+    error: &'a str,
+}
 
 impl<S: TaskStore> Broker<S> {
     pub(super) fn leased_to(&self, session: SessionId, id: TaskId) -> Result<&Lease, Failure> {
@@ -38,7 +49,7 @@ impl<S: TaskStore> Broker<S> {
         &mut self,
         session: SessionId,
         id: TaskId,
-        result: Option<Value>,
+        result: Option<RawJson>,
         now: Millis,
     ) -> Result<(), Failure> {
         let lease = self.leased_to(session, id)?;
@@ -226,13 +237,13 @@ impl<S: TaskStore> Broker<S> {
             Some(e) => format!("gave up after {} attempt(s): {e}", task.attempts),
             None => format!("gave up after {} attempt(s)", task.attempts),
         };
-        let entry = json!({
-            "id": task.id,
-            "queue": task.queue,
-            "kind": task.kind,
-            "payload": task.payload,
-            "attempts": task.attempts,
-            "error": error,
+        let entry = RawJson::of(&DeadLetter {
+            id: task.id,
+            queue: &task.queue,
+            kind: &task.kind,
+            payload: &task.payload,
+            attempts: task.attempts,
+            error: &error,
         });
         tracing::debug!(task = %task.id, queue = %task.queue, "task dead-lettered");
         self.push_forced(&task.queue.dead_letter(), entry, now);
@@ -253,7 +264,7 @@ impl<S: TaskStore> Broker<S> {
     /// hub must store on its own (a lease expired, a session closed) may take the queue past
     /// `max_queue_len`. It replaces the task it reports on, and is charged against
     /// `max_stored_bytes` like it, so new puts are refused before memory grows.
-    pub(super) fn push_forced(&mut self, queue: &QueueName, payload: Value, now: Millis) {
+    pub(super) fn push_forced(&mut self, queue: &QueueName, payload: RawJson, now: Millis) {
         self.next_task += 1;
         let charge = Charge::new(task_cost(&payload, queue, None, None), &self.stored_bytes);
         let task = StoredTask {
@@ -286,7 +297,7 @@ impl<S: TaskStore> Broker<S> {
         self.dispatch(queue, now);
     }
 
-    pub(super) fn reply(&mut self, task: &StoredTask, reply: Reply, now: Millis) {
+    pub(super) fn reply(&mut self, task: &StoredTask, reply: Reply<RawJson>, now: Millis) {
         let Some(to) = &task.reply_to else {
             return;
         };
@@ -303,7 +314,6 @@ impl<S: TaskStore> Broker<S> {
             }
             return;
         }
-        let payload = serde_json::to_value(&reply).unwrap_or(Value::Null);
-        self.push_forced(to, payload, now);
+        self.push_forced(to, RawJson::of(&reply), now);
     }
 }

@@ -25,9 +25,12 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-use serde_json::Value;
 use taskhub_core::protocol::{QueueStats, Stats, WorkerStats};
-use taskhub_core::{ClientMsg, ErrorCode, Millis, QueueName, Role, ServerMsg, SessionId, TaskId};
+use taskhub_core::{ErrorCode, Millis, QueueName, RawJson, Role, SessionId, TaskId};
+
+/// Requests as the hub reads them, and what it sends: payloads and results stay JSON text.
+pub type ClientMsg = taskhub_core::ClientMsg<RawJson>;
+pub type ServerMsg = taskhub_core::ServerMsg<RawJson>;
 
 use dispatch::envelope;
 use idhash::{IdMap, IdSet};
@@ -560,7 +563,7 @@ impl<S: TaskStore> Broker<S> {
         &mut self,
         session: SessionId,
         queue: QueueName,
-        payload: Value,
+        payload: RawJson,
         kind: Option<String>,
         reply_to: Option<QueueName>,
         max_attempts: Option<u32>,

@@ -5,8 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde_json::Value;
-use taskhub_core::{QueueName, TaskId};
+use taskhub_core::{QueueName, RawJson, TaskId};
 
 /// The bytes a task's payload takes, counted in a shared total for as long as the task exists.
 /// Dropping the task (acked, taken by `get`, dead-lettered, dropped) gives them back, whatever the
@@ -87,43 +86,20 @@ impl PartialEq for QueueRef {
     }
 }
 
-/// What `value` costs in memory as the hub holds it (a `serde_json::Value` tree): each node's
-/// inline size, the heap it owns, and the allocator's overhead per allocation. `max_stored_bytes`
-/// is charged this rather than the JSON text's length, because a tree can take 16 times its text
-/// (`[0,0,0,…]`: two bytes of text, a 32-byte node each) and the limit must bound memory.
-pub fn memory_cost(value: &Value) -> usize {
-    /// Inline size of one node.
-    const NODE: usize = std::mem::size_of::<Value>();
+/// What a payload costs in memory as the hub holds it: its JSON text, kept as is
+/// ([`RawJson`]), plus the allocator's overhead for that one allocation. The hub never builds a
+/// tree of a payload, so this is the same for every JSON shape.
+pub fn memory_cost(value: &RawJson) -> usize {
     /// malloc's bookkeeping and rounding per heap allocation, roughly.
     const ALLOC: usize = 16;
-    /// A map entry's share of its B-tree node besides the key and value: edges, lengths, and
-    /// the slack of nodes that are not full.
-    const ENTRY: usize = 24;
-    let heap = |capacity: usize| if capacity == 0 { 0 } else { capacity + ALLOC };
-    match value {
-        Value::Null | Value::Bool(_) | Value::Number(_) => NODE,
-        Value::String(s) => NODE + heap(s.capacity()),
-        Value::Array(a) => {
-            // The elements live in the vector's buffer: count the spare slots and each
-            // element's own heap (memory_cost counts its inline NODE too, once).
-            NODE + heap((a.capacity() - a.len()) * NODE) + a.iter().map(memory_cost).sum::<usize>()
-        }
-        Value::Object(m) => {
-            NODE + m
-                .iter()
-                .map(|(k, v)| {
-                    ENTRY + std::mem::size_of::<String>() + heap(k.capacity()) + memory_cost(v)
-                })
-                .sum::<usize>()
-        }
-    }
+    value.len() + ALLOC
 }
 
 /// What a task costs as the hub holds it: its payload (see [`memory_cost`]), its own record in
 /// the queue's ring buffer, and the strings it owns. Charging the record too keeps memory bounded
 /// by `max_stored_bytes` for millions of tiny tasks, not only for large payloads.
 pub fn task_cost(
-    payload: &Value,
+    payload: &RawJson,
     queue: &QueueName,
     kind: Option<&str>,
     reply_to: Option<&QueueName>,
@@ -147,7 +123,7 @@ pub struct StoredTask {
     pub id: TaskId,
     pub queue: QueueName,
     pub kind: Option<String>,
-    pub payload: Value,
+    pub payload: RawJson,
     pub reply_to: Option<QueueName>,
     pub max_attempts: u32,
     /// Deliveries so far.

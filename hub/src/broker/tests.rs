@@ -51,7 +51,7 @@ impl Harness {
             ClientMsg::Put {
                 req: None,
                 queue: q(queue),
-                payload,
+                payload: payload.into(),
                 kind: Some("square".into()),
                 reply_to: reply_to.map(q),
                 max_attempts,
@@ -83,7 +83,7 @@ impl Harness {
             ClientMsg::Ack {
                 req: Some(2),
                 task,
-                result: Some(result),
+                result: Some(result.into()),
             },
         )
     }
@@ -118,7 +118,7 @@ fn delivered(out: &[Output], to: SessionId) -> Vec<TaskId> {
 
 fn got_payload(out: &[Output]) -> Option<Value> {
     out.iter().find_map(|o| match &o.msg {
-        ServerMsg::Task { task, .. } => Some(task.payload.clone()),
+        ServerMsg::Task { task, .. } => task.payload.to_value().ok(),
         _ => None,
     })
 }
@@ -157,7 +157,7 @@ fn get_waits_then_answers_empty_at_its_deadline() {
         ClientMsg::Put {
             req: None,
             queue: q("tasks"),
-            payload: json!(7),
+            payload: json!(7).into(),
             kind: None,
             reply_to: None,
             max_attempts: None,
@@ -202,7 +202,7 @@ fn consumers_share_round_robin() {
             ClientMsg::Put {
                 req: None,
                 queue: q("tasks"),
-                payload: json!(n),
+                payload: json!(n).into(),
                 kind: None,
                 reply_to: None,
                 max_attempts: None,
@@ -346,7 +346,7 @@ fn replies_to_an_inbox_go_straight_to_its_session_and_inboxes_are_private() {
             == ServerMsg::Reply(Reply {
                 id,
                 ok: true,
-                result: Some(json!("2 * 2 = 4")),
+                result: Some(json!("2 * 2 = 4").into()),
                 error: None
             })));
     let out = h.send(
@@ -354,7 +354,7 @@ fn replies_to_an_inbox_go_straight_to_its_session_and_inboxes_are_private() {
         ClientMsg::Put {
             req: None,
             queue: q("tasks"),
-            payload: json!(1),
+            payload: json!(1).into(),
             kind: None,
             reply_to: Some(inbox.clone()),
             max_attempts: None,
@@ -391,7 +391,7 @@ fn a_full_queue_refuses_puts_and_a_full_reply_queue_refuses_acks() {
         ClientMsg::Put {
             req: Some(9),
             queue: q("tasks"),
-            payload: json!(3),
+            payload: json!(3).into(),
             kind: None,
             reply_to: None,
             max_attempts: None,
@@ -464,7 +464,7 @@ fn publish_reaches_matching_subscribers_once() {
         ClientMsg::Publish {
             req: Some(4),
             topic: taskhub_core::Topic::new("metrics.cpu").unwrap(),
-            payload: json!(0.5),
+            payload: json!(0.5).into(),
         },
     );
     assert!(out.iter().any(|o| o.to == P
@@ -497,7 +497,7 @@ fn queue_count_is_bounded() {
         ClientMsg::Put {
             req: Some(9),
             queue: q("c"),
-            payload: json!(1),
+            payload: json!(1).into(),
             kind: None,
             reply_to: None,
             max_attempts: None,
@@ -526,7 +526,7 @@ fn at_max_queues_results_and_dead_letters_still_have_a_place() {
         ClientMsg::Put {
             req: Some(3),
             queue: q("tasks"),
-            payload: json!(8),
+            payload: json!(8).into(),
             kind: None,
             reply_to: Some(q("fresh")),
             max_attempts: None,
@@ -682,7 +682,7 @@ fn answers_keep_request_order_when_requests_are_applied_together() {
             ClientMsg::Put {
                 req: Some(req),
                 queue: q("tasks"),
-                payload: json!(req),
+                payload: json!(req).into(),
                 kind: None,
                 reply_to: None,
                 max_attempts: None,
@@ -709,7 +709,7 @@ fn answers_keep_request_order_when_requests_are_applied_together() {
 fn the_hub_bounds_the_bytes_it_holds_and_frees_them_whatever_the_path() {
     let forty = || json!("x".repeat(38)); // 40 bytes as JSON
     // The harness puts tasks of kind "square", the raw put below none.
-    let cost = super::store::task_cost(&forty(), &q("tasks"), Some("square"), None);
+    let cost = super::store::task_cost(&forty().into(), &q("tasks"), Some("square"), None);
     let mut h = Harness::new(BrokerConfig {
         max_stored_bytes: 2 * cost + cost / 2,
         ..BrokerConfig::default()
@@ -722,7 +722,7 @@ fn the_hub_bounds_the_bytes_it_holds_and_frees_them_whatever_the_path() {
         ClientMsg::Put {
             req: Some(1),
             queue: q("tasks"),
-            payload: forty(),
+            payload: forty().into(),
             kind: None,
             reply_to: None,
             max_attempts: None,
@@ -772,7 +772,7 @@ fn a_frozen_worker_does_not_get_its_own_expired_tasks_back() {
         ClientMsg::Ack {
             req: Some(5),
             task: first,
-            result: Some(json!("late")),
+            result: Some(json!("late").into()),
         },
     );
     assert!(
@@ -792,23 +792,28 @@ fn a_frozen_worker_does_not_get_its_own_expired_tasks_back() {
 }
 
 #[test]
-fn payloads_are_charged_what_they_cost_in_memory_not_their_text() {
+fn payloads_are_held_as_their_text_so_every_shape_costs_its_length() {
     use super::store::memory_cost;
-    // Two bytes of text per element, a 32-byte node in memory.
-    let zeros: Value = serde_json::from_str(&format!("[{}0]", "0,".repeat(9_999))).unwrap();
-    let text = serde_json::to_string(&zeros).unwrap().len();
-    let cost = memory_cost(&zeros);
-    assert!(
-        cost >= 16 * text - 64,
-        "{cost} bytes charged for {text} bytes of text"
-    );
-    // A string costs about its length.
-    let s = json!("y".repeat(10_000));
-    assert!(
-        (10_000..10_100).contains(&memory_cost(&s)),
-        "{}",
-        memory_cost(&s)
-    );
+    // `[0,0,…]` once took 16 times its text as a tree; as text it costs its length.
+    let shapes = [
+        format!("[{}0]", "0,".repeat(9_999)),
+        format!("\"{}\"", "y".repeat(10_000)),
+        format!(
+            "{{{}\"z\":0}}",
+            (0..1_000)
+                .map(|i| format!("\"k{i}\":0,"))
+                .collect::<String>()
+        ),
+    ];
+    for text in shapes {
+        let raw = RawJson::from_text(text.clone()).unwrap();
+        let cost = memory_cost(&raw);
+        assert!(
+            (text.len()..text.len() + 64).contains(&cost),
+            "{cost} bytes charged for {} bytes of text",
+            text.len()
+        );
+    }
 }
 
 #[test]
@@ -824,7 +829,7 @@ fn a_put_repeated_with_its_dedup_id_is_stored_once_within_the_window() {
             ClientMsg::Put {
                 req: Some(1),
                 queue: q("tasks"),
-                payload: json!(payload),
+                payload: json!(payload).into(),
                 kind: None,
                 reply_to: None,
                 max_attempts: None,
@@ -862,7 +867,7 @@ fn a_put_repeated_with_its_dedup_id_is_stored_once_within_the_window() {
         ClientMsg::Put {
             req: Some(2),
             queue: q("tasks"),
-            payload: json!(0),
+            payload: json!(0).into(),
             kind: None,
             reply_to: None,
             max_attempts: None,
@@ -989,7 +994,7 @@ fn deleting_a_queue_drops_its_ready_tasks_and_keeps_it_only_while_used() {
         ClientMsg::Put {
             req: Some(3),
             queue: q("busy"),
-            payload: json!(3),
+            payload: json!(3).into(),
             kind: None,
             reply_to: None,
             max_attempts: None,
