@@ -3,7 +3,10 @@
 # one run; then taskhub as users run it: real processes (`taskhub serve`, W `taskhub-worker`, one
 # `taskhub submit` of N `square` tasks) with default flags, next to the same with a hand-tuned
 # `--prefetch 256` and with `--prefetch 4` (the fixed default before the adaptive window, for
-# 2 CPUs), ROUNDS interleaved rounds. Usage: bench/compare.sh [N] [W] [ROUNDS]
+# 2 CPUs), and the strongest peers running the same job with their own Rust clients
+# (bench/peers: NATS core request/reply, NATS JetStream work queue, a Redis reliable queue;
+# Debian's nats-server and redis-server on free ports), ROUNDS interleaved rounds.
+# Usage: bench/compare.sh [N] [W] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-100000}
@@ -11,6 +14,12 @@ W=${2:-2}
 ROUNDS=${3:-3}
 
 cargo build --release --quiet --bin taskhub --bin taskhub-worker
+# The peers' clients live in their own workspace, built into the same target directory.
+CARGO_TARGET_DIR=$PWD/target cargo build --release --quiet --manifest-path bench/peers/Cargo.toml
+if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ] || ! command -v redis-server >/dev/null; then
+  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y nats-server redis-server
+fi
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), $(date -u +%F)"
 
 seed=$(python3 bench/seed.py "$N" "$W")
@@ -57,13 +66,41 @@ round() { # worker flags...
   kill -TERM "${ws[@]}"; wait "${ws[@]}" 2>/dev/null || true
   python3 -c "print(round($N / ($t1 - $t0)))"
 }
+
+# The peers' servers, as installed, on free ports.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+nats_port=$(free_port); redis_port=$(free_port); nats_dir=$(mktemp -d)
+PATH=$PATH:/usr/sbin nats-server -a 127.0.0.1 -p "$nats_port" -js -sd "$nats_dir" >/dev/null 2>&1 &
+pids+=($!)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" >/dev/null 2>&1 &
+pids+=($!)
+sleep 1
+peer() { # system url
+  target/release/peers "$1" --url "$2" --tasks "$N" --workers "$W" \
+    | python3 -c 'import json, sys; print(round(json.load(sys.stdin)["tasks_per_sec"]))'
+}
+
 echo
-echo "real processes: taskhub serve, $W taskhub-worker, taskhub submit of $N square tasks (tasks/s)"
-printf '%-6s %16s %18s %16s %12s %12s\n' round "default flags" "--prefetch 256" "--prefetch 4" "def/256" "def/4"
+echo "real processes, $W workers, $N square tasks, results back at the producer (tasks/s)"
+printf '%-6s %12s %14s %12s %12s %12s %12s %9s %9s\n' round "taskhub" "--prefetch 256" "--prefetch 4" \
+  "NATS core" "JetStream" "Redis" "th/256" "th/NATS"
 for r in $(seq 1 "$ROUNDS"); do
   d=$(round)
+  nc=$(peer nats-core "nats://127.0.0.1:$nats_port")
   t=$(round --prefetch 256)
+  js=$(peer jetstream "nats://127.0.0.1:$nats_port")
   f=$(round --prefetch 4)
-  printf '%-6s %16s %18s %16s %11.2fx %11.2fx\n' "$r" "$d" "$t" "$f" \
-    "$(python3 -c "print($d / $t)")" "$(python3 -c "print($d / $f)")"
+  rd=$(peer redis "redis://127.0.0.1:$redis_port")
+  printf '%-6s %12s %14s %12s %12s %12s %12s %8.2fx %8.2fx\n' "$r" "$d" "$t" "$f" "$nc" "$js" "$rd" \
+    "$(python3 -c "print($d / $t)")" "$(python3 -c "print($d / $nc)")"
 done
+echo "(taskhub: default flags unless named; peers: bench/peers with their own Rust clients)"
+
+# One-at-a-time round trips: taskhub's from `taskhub bench` above, NATS core request/reply here.
+nats_p50=$(target/release/peers nats-core --url "nats://127.0.0.1:$nats_port" --tasks 1000 --workers "$W" \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["sequential_p50_us"])')
+python3 - "$hub" "$nats_p50" <<'PY'
+import json, sys
+hub, nats = json.loads(sys.argv[1])["sequential_latency"]["p50_us"], float(sys.argv[2])
+print(f"\none at a time, p50: taskhub {hub:.0f} us, NATS core request/reply {nats:.0f} us ({hub / nats:.2f}x)")
+PY
