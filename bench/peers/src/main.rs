@@ -128,6 +128,8 @@ async fn produce(a: &Args) -> Result<(), Error> {
     Ok(())
 }
 
+// One producer per process: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Producer {
     NatsCore(async_nats::Client),
     JetStream {
@@ -288,7 +290,9 @@ impl Producer {
         let mut times = Vec::with_capacity(n);
         for i in 0..n {
             let t = Instant::now();
-            let m = client.request("peers.core.tasks", i.to_string().into()).await?;
+            let m = client
+                .request("peers.core.tasks", i.to_string().into())
+                .await?;
             check(m.payload)?;
             times.push(t.elapsed().as_secs_f64() * 1e6);
         }
