@@ -235,17 +235,7 @@ async fn a_client_that_never_reads_its_own_answers_is_closed_after_the_idle_time
     })
     .await;
     let observer = client(&hub.url()).await;
-    // Many queues make every stats answer about 40 kB.
-    for i in 0..500 {
-        observer
-            .put(
-                &format!("queue-number-{i:04}"),
-                json!(i),
-                &PutOptions::default(),
-            )
-            .await
-            .unwrap();
-    }
+    make_stats_big(&observer).await;
     let deaf = Raw::session(&hub.url(), "producer").await;
     let started = std::time::Instant::now();
     let stats = (0..2_000).map(|req| json!({"type": "stats", "req": req}));
@@ -269,6 +259,17 @@ async fn a_client_that_never_reads_its_own_answers_is_closed_after_the_idle_time
     assert!(reqs.windows(2).all(|w| w[1] == w[0] + 1), "{reqs:?}");
     assert_eq!(observer.stats().await.unwrap().queues.len(), 500);
     hub.stop().await;
+}
+
+/// 500 queues, so that every `stats` answer is about 40 kB.
+async fn make_stats_big(observer: &taskhub_client::Client) {
+    for i in 0..500 {
+        let name = format!("queue-number-{i:04}");
+        observer
+            .put(&name, json!(i), &PutOptions::default())
+            .await
+            .unwrap();
+    }
 }
 
 /// Send `frames` from a task without ever reading, until the hub stops taking them; the socket
@@ -536,13 +537,7 @@ async fn a_producer_that_does_not_read_does_not_delay_deliveries_to_workers() {
     })
     .await;
     let observer = client(&hub.url()).await;
-    for i in 0..500 {
-        let name = format!("queue-number-{i:04}");
-        observer
-            .put(&name, json!(i), &PutOptions::default())
-            .await
-            .unwrap();
-    }
+    make_stats_big(&observer).await;
     // A worker with room for a whole batch of the producer's puts, acking each at once.
     let mut worker = Raw::session(&hub.url(), "worker").await;
     worker

@@ -510,6 +510,16 @@ fn windows(sent: &[ClientMsg]) -> Vec<u32> {
         .collect()
 }
 
+/// An adaptive worker (no `prefetch`) with one run slot, past its handshake.
+fn adaptive() -> Pair {
+    let mut c = config();
+    c.concurrency = 1;
+    c.prefetch = None;
+    let mut p = Pair::new(c);
+    p.handshake();
+    p
+}
+
 /// A worker (concurrency 1) whose hub has `tasks` to hand out, serving it as the hub would: up to
 /// the window, with new tasks arriving a round trip (1 ms) after the worker's acks. Each task
 /// runs `run_ms`. Returns the windows asked for and the most tasks held at once.
@@ -576,11 +586,7 @@ fn tiny_tasks_grow_the_window_to_the_hubs_limit() {
 
 #[test]
 fn slow_tasks_hold_concurrency_plus_one() {
-    let mut c = config();
-    c.concurrency = 1;
-    c.prefetch = None;
-    let mut p = Pair::new(c);
-    p.handshake();
+    let mut p = adaptive();
     let (asked, most) = serve_adaptive(&mut p, 20, 1_000);
     assert_eq!(asked, [2], "never grows");
     assert_eq!(most, 2);
@@ -589,11 +595,7 @@ fn slow_tasks_hold_concurrency_plus_one() {
 
 #[test]
 fn a_shift_to_slow_tasks_shrinks_the_window_and_hands_back_the_surplus() {
-    let mut c = config();
-    c.concurrency = 1;
-    c.prefetch = None;
-    let mut p = Pair::new(c);
-    p.handshake();
+    let mut p = adaptive();
     serve_adaptive(&mut p, 500, 0);
     assert_eq!(p.w.status().window, 100);
     // A full window of tasks arrives; the first takes a second.
