@@ -1,6 +1,7 @@
 //! JSON carried as its text.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
@@ -8,15 +9,16 @@ use serde_json::value::RawValue;
 
 /// A JSON value kept as its validated text. The hub stores and forwards payloads and results this
 /// way, byte for byte, and never builds a tree of them: decoding a frame copies the payload's
-/// text once, encoding writes it back as is. Clients and workers read the same protocol types
-/// with [`Value`] payloads instead (the wire format is the same).
+/// text once, encoding writes it back as is, and a clone (a delivery's envelope, a message for
+/// each subscriber) shares the text. Clients and workers read the same protocol types with
+/// [`Value`] payloads instead (the wire format is the same).
 #[derive(Clone)]
-pub struct RawJson(Box<RawValue>);
+pub struct RawJson(Arc<Box<RawValue>>);
 
 impl RawJson {
     /// `null`.
     pub fn null() -> RawJson {
-        RawJson(Box::<RawValue>::default())
+        RawJson(Arc::new(Box::<RawValue>::default()))
     }
 
     /// The JSON text of `value`.
@@ -27,12 +29,21 @@ impl RawJson {
     /// The JSON text of anything serializable (`null` in the impossible case that it fails:
     /// serializing the protocol's types cannot).
     pub fn of<T: Serialize + ?Sized>(value: &T) -> RawJson {
-        serde_json::value::to_raw_value(value).map_or_else(|_| RawJson::null(), RawJson)
+        serde_json::value::to_raw_value(value).map_or_else(|_| RawJson::null(), RawJson::wrap)
     }
 
     /// Check that `text` is one JSON value and keep it.
     pub fn from_text(text: String) -> Result<RawJson, serde_json::Error> {
-        RawValue::from_string(text).map(RawJson)
+        RawValue::from_string(text).map(RawJson::wrap)
+    }
+
+    fn wrap(raw: Box<RawValue>) -> RawJson {
+        RawJson(Arc::new(raw))
+    }
+
+    /// Whether both share one text (a clone of the other), without comparing it.
+    pub fn same(&self, other: &RawJson) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// The text, exactly as it came.
@@ -95,7 +106,7 @@ impl Serialize for RawJson {
 
 impl<'de> Deserialize<'de> for RawJson {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawJson, D::Error> {
-        Box::<RawValue>::deserialize(d).map(RawJson)
+        Box::<RawValue>::deserialize(d).map(RawJson::wrap)
     }
 }
 

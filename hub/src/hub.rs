@@ -15,9 +15,10 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::broker::{Broker, Output};
+use crate::broker::{Broker, Output, ServerMsg};
 use crate::bundles::Site;
 use crate::config::Config;
+use taskhub_core::RawJson;
 
 /// How the hub reaches one session: its bounded outbox and a way to close it.
 #[derive(Debug, Clone)]
@@ -154,8 +155,23 @@ impl Hub {
         // answers must not hold up what its requests deliver to others (whose lease clocks are
         // already running). Then the caller's own answers, in order, waiting for room.
         let mut own = Vec::new();
+        // A publish's message is the same for each subscriber, one after another: encode it
+        // once and share the frame.
+        let mut last_message: Option<(RawJson, Message)> = None;
         for (link, out) in outputs {
-            let msg = Message::text(encode_server(&out.msg));
+            let msg = match (&out.msg, &last_message) {
+                (ServerMsg::Message { payload, .. }, Some((shared, frame)))
+                    if payload.same(shared) =>
+                {
+                    frame.clone()
+                }
+                (ServerMsg::Message { payload, .. }, _) => {
+                    let frame = Message::text(encode_server(&out.msg));
+                    last_message = Some((payload.clone(), frame.clone()));
+                    frame
+                }
+                _ => Message::text(encode_server(&out.msg)),
+            };
             if Some(out.to) == caller {
                 own.push((link, msg));
                 continue;

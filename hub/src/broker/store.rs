@@ -87,12 +87,14 @@ impl PartialEq for QueueRef {
 }
 
 /// What a payload costs in memory as the hub holds it: its JSON text, kept as is
-/// ([`RawJson`]), plus the allocator's overhead for that one allocation. The hub never builds a
-/// tree of a payload, so this is the same for every JSON shape.
+/// ([`RawJson`]), and the shared handle around it (two allocations with the allocator's
+/// overhead). The hub never builds a tree of a payload, so this is the same for every shape.
 pub fn memory_cost(value: &RawJson) -> usize {
     /// malloc's bookkeeping and rounding per heap allocation, roughly.
     const ALLOC: usize = 16;
-    value.len() + ALLOC
+    /// The `Arc`'s counts and the boxed text's fat pointer.
+    const HANDLE: usize = 16 + 16;
+    value.len() + ALLOC + HANDLE + ALLOC
 }
 
 /// What a task costs as the hub holds it: its payload (see [`memory_cost`]), its own record in
