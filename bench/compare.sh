@@ -99,8 +99,11 @@ echo "(taskhub: default flags unless named; peers: bench/peers with their own Ru
 # One-at-a-time round trips: taskhub's from `taskhub bench` above, NATS core request/reply here.
 nats_p50=$(target/release/peers nats-core --url "nats://127.0.0.1:$nats_port" --tasks 1000 --workers "$W" \
   | python3 -c 'import json, sys; print(json.load(sys.stdin)["sequential_p50_us"])')
-python3 - "$hub" "$nats_p50" <<'PY'
+floor_p50=$(target/release/peers pingpong --sequential 2000 \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["sequential_p50_us"])')
+python3 - "$hub" "$nats_p50" "$floor_p50" <<'PY'
 import json, sys
-hub, nats = json.loads(sys.argv[1])["sequential_latency"]["p50_us"], float(sys.argv[2])
-print(f"\none at a time, p50: taskhub {hub:.0f} us, NATS core request/reply {nats:.0f} us ({hub / nats:.2f}x)")
+hub, nats, floor = json.loads(sys.argv[1])["sequential_latency"]["p50_us"], float(sys.argv[2]), float(sys.argv[3])
+print(f"\none at a time, p50: taskhub {hub:.0f} us, NATS core request/reply {nats:.0f} us ({hub / nats:.2f}x);")
+print(f"floor: a blocking TCP ping-pong on loopback, {floor:.0f} us (a task is two hops: producer-hub-worker and back)")
 PY

@@ -7,6 +7,7 @@
 //! peers jetstream  --url nats://127.0.0.1:4222   # work-queue stream, pull consumer, explicit ack
 //! peers redis      --url redis://127.0.0.1:6379  # reliable queue: BLMOVE to a processing list
 //!     [--tasks N] [--workers W] [--pipeline P] [--concurrency C] [--sequential S]
+//! peers pingpong   [--sequential S]              # the floor: a blocking TCP ping-pong
 //! ```
 //!
 //! Workers run `--concurrency` slots (default: CPUs, like `taskhub-worker`); a Redis worker runs
@@ -77,6 +78,9 @@ fn square(payload: &[u8]) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    if std::env::args().nth(1).as_deref() == Some("pingpong") {
+        return pingpong();
+    }
     let a = parse_args()?;
     match a.system.as_str() {
         "nats-core" | "jetstream" | "redis" => produce(&a).await,
@@ -406,5 +410,42 @@ async fn redis_worker(a: &Args) -> Result<(), Error> {
     for l in loops {
         l.await??;
     }
+    Ok(())
+}
+
+/// The latency floor on this machine: 16-byte messages bounced over a loopback TCP connection
+/// with blocking sockets (an echo thread, Nagle off), one at a time. Prints the p50 round trip.
+fn pingpong() -> Result<(), Error> {
+    use std::io::{Read, Write};
+    let n: usize = std::env::args()
+        .skip_while(|a| a != "--sequential")
+        .nth(1)
+        .map_or(Ok(2_000), |v| v.parse())?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        let mut buf = [0u8; 16];
+        loop {
+            s.read_exact(&mut buf)?;
+            s.write_all(&buf)?;
+        }
+    });
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    let mut buf = [7u8; 16];
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        s.write_all(&buf)?;
+        s.read_exact(&mut buf)?;
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{}",
+        serde_json::json!({"system": "tcp-pingpong", "sequential_p50_us": times[n / 2]})
+    );
     Ok(())
 }
