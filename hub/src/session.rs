@@ -73,13 +73,10 @@ impl End {
     }
 }
 
-/// What the writer does last: drop or send what is still queued, then an optional last message
-/// and the Close frame.
+/// What the writer sends last, after what is still queued (or instead of it, when the session
+/// was abandoned as a slow consumer): an optional last message and the Close frame.
 #[derive(Debug)]
 struct Farewell {
-    /// Drop the unsent backlog instead of sending it: the peer is not reading, and the error
-    /// and Close frame must not wait behind thousands of messages it will never take.
-    discard_backlog: bool,
     last: Option<Message>,
     frame: Option<CloseFrame>,
 }
@@ -186,53 +183,19 @@ pub(crate) async fn serve(
         if let Some(id) = conn.id {
             hub.close(id).await;
         }
-        let discard_backlog = matches!(end, End::SlowConsumer);
-        if discard_backlog {
+        if matches!(end, End::SlowConsumer) {
+            // Its backlog is dropped: the error and Close frame must not wait behind thousands
+            // of messages it will never take.
             let _ = abandon_tx.send(());
         }
         let _ = close_tx.send(Farewell {
-            discard_backlog,
             last: conn.last_word.take(),
             frame: end.close_frame(),
         });
         // The writer sends the Close frame once every sender of the outbox is gone.
-        let Conn {
-            mut source, link, ..
-        } = conn;
+        let Conn { source, link, .. } = conn;
         drop(link);
-        // Meanwhile keep reading, and ignoring, what the peer sends until it answers the Close
-        // (RFC 6455 5.5.1): a peer blocked writing could otherwise never read the farewell, and
-        // closing a socket with unread input resets it, which can destroy the farewell in
-        // flight.
-        let mut writer = writer;
-        let linger = async {
-            let mut written = false;
-            loop {
-                // Once the Close frame is out, a peer that has gone quiet is not waited for.
-                let quiet = tokio::time::sleep(if written { LINGER_QUIET } else { FAREWELL_WAIT });
-                tokio::select! {
-                    done = &mut writer, if !written => {
-                        if done.is_err() {
-                            return;
-                        }
-                        written = true;
-                    }
-                    msg = source.next() => match msg {
-                        Some(Ok(msg)) if !msg.is_close() => {}
-                        _ => {
-                            if !written {
-                                let _ = (&mut writer).await;
-                            }
-                            return;
-                        }
-                    },
-                    _ = quiet, if written => return,
-                }
-            }
-        };
-        if tokio::time::timeout(FAREWELL_WAIT, linger).await.is_err() {
-            writer.abort();
-        }
+        linger(writer, source).await;
         match &end {
             End::ClientClosed | End::Shutdown => tracing::debug!("session ended: {end}"),
             End::Transport(
@@ -247,6 +210,40 @@ pub(crate) async fn serve(
     .await
 }
 
+/// Wait (at most [`FAREWELL_WAIT`]) for the writer to send the farewell, meanwhile reading and
+/// ignoring what the peer sends until it answers the Close or goes quiet (RFC 6455 5.5.1): a peer
+/// blocked writing could otherwise never read the farewell, and closing a socket with unread input
+/// resets it, which can destroy the farewell in flight.
+async fn linger(mut writer: tokio::task::JoinHandle<()>, mut source: SplitStream<Ws>) {
+    let drain = async {
+        let mut written = false;
+        loop {
+            tokio::select! {
+                done = &mut writer, if !written => {
+                    if done.is_err() {
+                        return;
+                    }
+                    written = true;
+                }
+                msg = source.next() => match msg {
+                    Some(Ok(msg)) if !msg.is_close() => {}
+                    _ => {
+                        if !written {
+                            let _ = (&mut writer).await;
+                        }
+                        return;
+                    }
+                },
+                // Once the Close frame is out, a peer that has gone quiet is not waited for.
+                _ = tokio::time::sleep(LINGER_QUIET), if written => return,
+            }
+        }
+    };
+    if tokio::time::timeout(FAREWELL_WAIT, drain).await.is_err() {
+        writer.abort();
+    }
+}
+
 /// Owns the sink: sends queued frames, batching whatever is ready before each flush, until the
 /// outbox closes (the session dropped every sender, after deciding how to end); then the
 /// session's last message and the Close frame. `abandon` cuts the backlog short for a peer that
@@ -257,20 +254,21 @@ async fn write_loop(
     abandon: oneshot::Receiver<()>,
     close: oneshot::Receiver<Farewell>,
 ) {
-    tokio::select! {
+    let abandoned = tokio::select! {
         biased;
         // A sender dropped without a word is no abandonment: keep sending.
-        Ok(()) = abandon => {}
-        sent = pump(&mut sink, &mut rx) => if sent.is_err() {
-            return;
+        Ok(()) = abandon => true,
+        sent = pump(&mut sink, &mut rx) => match sent {
+            Ok(()) => false,
+            Err(_) => return,
         },
-    }
+    };
     // The session sends the farewell before it drops its outbox, so this does not wait long.
     let Ok(farewell) = close.await else {
         let _ = sink.close().await;
         return;
     };
-    if farewell.discard_backlog {
+    if abandoned {
         rx.close();
         while rx.try_recv().is_ok() {}
     } else {
