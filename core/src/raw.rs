@@ -21,11 +21,6 @@ impl RawJson {
         RawJson(Arc::new(Box::<RawValue>::default()))
     }
 
-    /// The JSON text of `value`.
-    pub fn from_value(value: &Value) -> RawJson {
-        RawJson::of(value)
-    }
-
     /// The JSON text of anything serializable (`null` in the impossible case that it fails:
     /// serializing the protocol's types cannot).
     pub fn of<T: Serialize + ?Sized>(value: &T) -> RawJson {
@@ -68,13 +63,13 @@ impl RawJson {
 
 impl From<Value> for RawJson {
     fn from(v: Value) -> RawJson {
-        RawJson::from_value(&v)
+        RawJson::of(&v)
     }
 }
 
 impl From<&Value> for RawJson {
     fn from(v: &Value) -> RawJson {
-        RawJson::from_value(v)
+        RawJson::of(v)
     }
 }
 

@@ -172,7 +172,7 @@ impl<S: TaskStore> Broker<S> {
     /// Redeliver expired leases, answer timed-out `get`s with `empty`, and drop queues unused for
     /// the grace period.
     pub fn expire(&mut self, now: Millis) {
-        if !self.queues.is_empty() && self.last_sweep.after(self.sweep_every()) <= now {
+        if self.next_sweep().is_some_and(|t| t <= now) {
             self.sweep(now);
         }
         while let Some(&(deadline, id)) = self.lease_order.first() {

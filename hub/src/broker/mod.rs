@@ -232,8 +232,12 @@ impl<S: TaskStore> Broker<S> {
     pub fn next_deadline(&self) -> Option<Millis> {
         let lease = self.lease_order.first().map(|(t, _)| *t);
         let waiter = self.waiter_order.first().map(|(t, _)| *t);
-        let sweep = (!self.queues.is_empty()).then(|| self.last_sweep.after(self.sweep_every()));
-        [lease, waiter, sweep].into_iter().flatten().min()
+        [lease, waiter, self.next_sweep()].into_iter().flatten().min()
+    }
+
+    /// When to look for unused queues next; never while there are none.
+    fn next_sweep(&self) -> Option<Millis> {
+        (!self.queues.is_empty()).then(|| self.last_sweep.after(self.sweep_every()))
     }
 
     /// How often unused queues are looked for: a tenth of the grace, so one is dropped within
