@@ -280,6 +280,29 @@ pub fn worker(url: &str, queue: &str, extra: &[&str]) -> Proc {
     )
 }
 
+/// Take results off `queue` until every task of `ids` has reported `ok: true`, waiting at most
+/// `wait` for each; `seen` may already hold some ids. Panics on a failed result, a stall, or a
+/// result for a task that is not one of `ids`.
+pub async fn await_results(
+    c: &Client,
+    queue: &str,
+    ids: &[taskhub_core::TaskId],
+    mut seen: std::collections::HashSet<u64>,
+    wait: Duration,
+) {
+    while seen.len() < ids.len() {
+        let t = c
+            .get(queue, wait)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{queue} stalled at {} of {}", seen.len(), ids.len()));
+        assert_eq!(t.payload["ok"], json!(true), "{}", t.payload);
+        seen.insert(t.payload["id"].as_u64().unwrap());
+    }
+    let expected: std::collections::HashSet<u64> = ids.iter().map(|i| i.0).collect();
+    assert_eq!(seen, expected, "every task completed, none lost");
+}
+
 /// Poll `check` every 20 ms until it returns `Some`, for at most `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
 where

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use taskhub_client::PutOptions;
 use taskhub_tests::cdp::Browser;
 use taskhub_tests::{KEY, client, hub, in_process_worker};
@@ -118,21 +118,14 @@ async fn a_browser_tab_works_the_queue_and_hands_back_its_tasks_when_closed() {
     assert!(tasks.depth > 0, "work was left when the browser closed");
 
     let _native = in_process_worker(&hub.url(), "tasks", 4);
-    let mut seen = std::collections::HashSet::new();
-    while seen.len() < ids.len() {
-        let t = c
-            .get("naps", Duration::from_secs(30))
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("naps stalled at {} of {}", seen.len(), ids.len()));
-        assert_eq!(t.payload["ok"], Value::Bool(true), "{}", t.payload);
-        seen.insert(t.payload["id"].as_u64().unwrap());
-    }
-    let expected: std::collections::HashSet<u64> = ids.iter().map(|i| i.0).collect();
-    assert_eq!(
-        seen, expected,
-        "every task of the batch completed, none lost"
-    );
+    taskhub_tests::await_results(
+        &c,
+        "naps",
+        &ids,
+        Default::default(),
+        Duration::from_secs(30),
+    )
+    .await;
     hub.stop().await;
 }
 
@@ -303,16 +296,14 @@ async fn a_frozen_tab_loses_its_tasks_to_a_native_worker_and_catches_up_when_tha
     assert!(r.get("error").is_none(), "{r}");
     let frozen_at = Instant::now();
     let _native = in_process_worker(&hub.url(), "naps", 4);
-    let mut seen = std::collections::HashSet::new();
-    while seen.len() < ids.len() {
-        let t = c
-            .get("woke", Duration::from_secs(20))
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("stalled at {} of {}", seen.len(), ids.len()));
-        assert_eq!(t.payload["ok"], Value::Bool(true), "{}", t.payload);
-        seen.insert(t.payload["id"].as_u64().unwrap());
-    }
+    taskhub_tests::await_results(
+        &c,
+        "woke",
+        &ids,
+        Default::default(),
+        Duration::from_secs(20),
+    )
+    .await;
     // One ack-wait for the leases to expire, then one 1.5 s nap on the native worker.
     let took = frozen_at.elapsed();
     assert!(

@@ -171,17 +171,8 @@ async fn a_half_open_connection_is_noticed_on_both_sides() {
     );
 
     relay.heal();
-    let mut seen =
-        std::collections::HashSet::from([first.unwrap().payload["id"].as_u64().unwrap()]);
-    while seen.len() < ids.len() {
-        let t = c
-            .get("napped", Duration::from_secs(20))
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("stalled at {} of {} results", seen.len(), ids.len()));
-        assert_eq!(t.payload["ok"], json!(true), "{}", t.payload);
-        seen.insert(t.payload["id"].as_u64().unwrap());
-    }
+    let seen = std::collections::HashSet::from([first.unwrap().payload["id"].as_u64().unwrap()]);
+    taskhub_tests::await_results(&c, "napped", &ids, seen, Duration::from_secs(20)).await;
     let s = c.stats().await.unwrap();
     assert_eq!(
         s.sessions["worker"], 1,

@@ -510,14 +510,15 @@ fn windows(sent: &[ClientMsg]) -> Vec<u32> {
         .collect()
 }
 
-/// An adaptive worker (no `prefetch`) with one run slot, past its handshake.
-fn adaptive() -> Pair {
+/// An adaptive worker (no `prefetch`) with one run slot, past its handshake, and the events the
+/// handshake produced.
+fn adaptive() -> (Pair, Vec<Event>) {
     let mut c = config();
     c.concurrency = 1;
     c.prefetch = None;
     let mut p = Pair::new(c);
-    p.handshake();
-    p
+    let ev = p.handshake();
+    (p, ev)
 }
 
 /// A worker (concurrency 1) whose hub has `tasks` to hand out, serving it as the hub would: up to
@@ -562,11 +563,7 @@ fn serve_adaptive(p: &mut Pair, tasks: u64, run_ms: u64) -> (Vec<u32>, usize) {
 
 #[test]
 fn tiny_tasks_grow_the_window_to_the_hubs_limit() {
-    let mut c = config();
-    c.concurrency = 1;
-    c.prefetch = None;
-    let mut p = Pair::new(c);
-    let ev = p.handshake();
+    let (mut p, ev) = adaptive();
     assert_eq!(
         ev,
         vec![Event::Authenticated {
@@ -586,7 +583,7 @@ fn tiny_tasks_grow_the_window_to_the_hubs_limit() {
 
 #[test]
 fn slow_tasks_hold_concurrency_plus_one() {
-    let mut p = adaptive();
+    let (mut p, _) = adaptive();
     let (asked, most) = serve_adaptive(&mut p, 20, 1_000);
     assert_eq!(asked, [2], "never grows");
     assert_eq!(most, 2);
@@ -595,7 +592,7 @@ fn slow_tasks_hold_concurrency_plus_one() {
 
 #[test]
 fn a_shift_to_slow_tasks_shrinks_the_window_and_hands_back_the_surplus() {
-    let mut p = adaptive();
+    let (mut p, _) = adaptive();
     serve_adaptive(&mut p, 500, 0);
     assert_eq!(p.w.status().window, 100);
     // A full window of tasks arrives; the first takes a second.

@@ -232,7 +232,10 @@ impl<S: TaskStore> Broker<S> {
     pub fn next_deadline(&self) -> Option<Millis> {
         let lease = self.lease_order.first().map(|(t, _)| *t);
         let waiter = self.waiter_order.first().map(|(t, _)| *t);
-        [lease, waiter, self.next_sweep()].into_iter().flatten().min()
+        [lease, waiter, self.next_sweep()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// When to look for unused queues next; never while there are none.
