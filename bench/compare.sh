@@ -45,26 +45,14 @@ PY
 
 # Real processes. One hub for all rounds; each round starts W workers with the given flags, warms
 # them up, times one `taskhub submit` of N tasks (results back at the producer), and stops them.
-bin=target/release
 export TASKHUB_KEY=bench-key-$$ RUST_LOG=warn
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-fifo=$(mktemp -u); mkfifo "$fifo"
-$bin/taskhub serve --listen 127.0.0.1:0 >"$fifo" &
-pids+=($!)
-export TASKHUB_URL=$(head -1 "$fifo" | awk '{print $NF}'); rm -f "$fifo"
-payloads=$(seq 1 "$N")
+. bench/lib.sh
+start_hub
 round() { # worker flags...
-  local ws=() t0 t1
+  local ws=()
   for _ in $(seq 1 "$W"); do $bin/taskhub-worker --queue real "$@" >/dev/null 2>&1 & ws+=($!); done
-  $bin/taskhub submit real $(seq 1 1000) --kind square --timeout 60 >/dev/null
-  t0=$(date +%s.%N)
-  # shellcheck disable=SC2086
-  $bin/taskhub submit real $payloads --kind square --timeout 600 >/dev/null
-  t1=$(date +%s.%N)
+  submit_rate real square squares "$N" 1000
   kill -TERM "${ws[@]}"; wait "${ws[@]}" 2>/dev/null || true
-  python3 -c "print(round($N / ($t1 - $t0)))"
 }
 
 # The peers' servers, as installed, on free ports.

@@ -18,38 +18,23 @@ KEY=bench-key-$$
 export TASKHUB_KEY=$KEY RUST_LOG=warn
 
 cargo build --release --quiet -p taskhub -p taskhub-worker -p mandelbrot
-bin=target/release
+. bench/lib.sh
 bundle=target/bench-mandelbrot-bundle
 $bin/mandelbrot bundle "$bundle" >/dev/null
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), $(date -u +%F)"
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-fifo=$(mktemp -u); mkfifo "$fifo"
-$bin/taskhub serve --listen 127.0.0.1:0 --worker-bundle "$bundle" >"$fifo" &
-pids+=($!)
-url=$(head -1 "$fifo" | awk '{print $NF}'); rm -f "$fifo"
-export TASKHUB_URL=$url
+start_hub --worker-bundle "$bundle"
+url=$TASKHUB_URL
 echo "hub: $url"
 
-now() { date +%s.%N; }
-
 # One round: start the worker, warm it up, time N tasks, stop it. Prints tasks/s.
-round() { # worker-command... -- kind payload-generator
+round() { # kind payload-generator worker-command...
   local kind=$1 gen=$2; shift 2
   "$@" >/dev/null 2>&1 &
   local w=$!
-  $bin/taskhub submit "q-$kind" $($gen 100) --kind "$kind" --timeout 30 >/dev/null
-  local t0 t1
-  t0=$(now)
-  $bin/taskhub submit "q-$kind" $($gen "$N") --kind "$kind" --timeout 300 >/dev/null
-  t1=$(now)
+  submit_rate "q-$kind" "$kind" "$gen" "$N" 100
   kill -TERM "$w"; wait "$w" 2>/dev/null || true
-  python3 -c "print(round($N / ($t1 - $t0)))"
 }
-squares() { seq 1 "$1"; }
 points() { yes '[0.5,0.5,1]' | head -n "$1"; }
 
 echo
@@ -66,20 +51,10 @@ echo
 echo "2. tiles/s, full 1920x1080 image (144 tiles, max_iter 1000): one tab vs one native worker"
 render() { local out; out=$($bin/mandelbrot render --queue tiles --out target/bench-mandelbrot.png); echo "${out%%$'\n'*}"; }
 for threads in ${THREADS:-1 2}; do
-  profile=$(mktemp -d)
-  http=${url/ws:/http:}
-  chromium --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage \
-    --disable-background-networking --disable-component-update --disable-sync --no-first-run \
-    --disable-quic --user-data-dir="$profile" \
-    "$http/#key=$KEY&queue=tiles&bundle=mandelbrot&workers=$threads" >/dev/null 2>&1 &
-  chrome=$!
-  for _ in $(seq 1 100); do
-    $bin/taskhub stats --json | grep -q '"browser": 1' && break
-    sleep 0.1
-  done
+  open_tab "queue=tiles&bundle=mandelbrot&workers=$threads"
   render >/dev/null # warm-up: wasm tier-up
   echo "tab, $threads compute thread(s):      $(render)"
-  kill "$chrome"; wait "$chrome" 2>/dev/null || true; rm -rf "$profile"
+  close_tab
   $bin/mandelbrot worker --queue tiles --concurrency "$threads" >/dev/null 2>&1 &
   w=$!
   render >/dev/null

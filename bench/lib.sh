@@ -1,0 +1,51 @@
+# Shared by the bench scripts (sourced, from the repository root): the release binaries, a hub on
+# a free port, timing one `taskhub submit`, and a headless Chromium tab on the join link.
+
+bin=target/release
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+# start_hub [serve flags...]: `taskhub serve` on a free port, stopped on exit; exports TASKHUB_URL.
+start_hub() {
+  local fifo
+  fifo=$(mktemp -u); mkfifo "$fifo"
+  $bin/taskhub serve --listen 127.0.0.1:0 "$@" >"$fifo" &
+  pids+=($!)
+  TASKHUB_URL=$(head -1 "$fifo" | awk '{print $NF}'); rm -f "$fifo"
+  export TASKHUB_URL
+}
+
+# submit_rate QUEUE KIND GENERATOR N WARMUP: submit WARMUP tasks, then time N (payloads from
+# `GENERATOR COUNT`, one per line, results back at the producer); prints tasks/s.
+submit_rate() {
+  local queue=$1 kind=$2 gen=$3 n=$4 warmup=$5 payloads t0 t1
+  payloads=$($gen "$n")
+  # shellcheck disable=SC2046
+  $bin/taskhub submit "$queue" $($gen "$warmup") --kind "$kind" --timeout 60 >/dev/null
+  t0=$(date +%s.%N)
+  # shellcheck disable=SC2086
+  $bin/taskhub submit "$queue" $payloads --kind "$kind" --timeout 600 >/dev/null
+  t1=$(date +%s.%N)
+  python3 -c "print(round($n / ($t1 - $t0)))"
+}
+squares() { seq 1 "$1"; }
+
+# open_tab FRAGMENT: a headless Chromium tab on the hub's join link with `#key=…&FRAGMENT`; waits
+# until the hub counts it. Sets tab_pid and tab_profile for close_tab.
+open_tab() {
+  tab_profile=$(mktemp -d)
+  chromium --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage \
+    --disable-background-networking --disable-component-update --disable-sync --no-first-run \
+    --disable-quic --user-data-dir="$tab_profile" \
+    "${TASKHUB_URL/ws:/http:}/#key=$TASKHUB_KEY&$1" >/dev/null 2>&1 &
+  tab_pid=$!
+  for _ in $(seq 1 100); do
+    $bin/taskhub stats --json | grep -q '"browser": 1' && break
+    sleep 0.1
+  done
+}
+close_tab() {
+  kill "$tab_pid"; wait "$tab_pid" 2>/dev/null || true
+  sleep 0.5; rm -rf "$tab_profile" 2>/dev/null || true
+}
