@@ -1,5 +1,8 @@
 //! Queues over real sockets: FIFO, get with timeout, the prefetch window, requeue on close.
 
+// Helpers here are test code too: a failed step should fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -146,5 +149,61 @@ async fn tasks_held_by_a_closed_session_go_back_to_the_front() {
         attempts,
         vec![json!(2), json!(2), json!(2), json!(1), json!(1)]
     );
+    hub.stop().await;
+}
+
+/// The next text frame, exactly as the hub sent it.
+async fn next_text(raw: &mut Raw) -> String {
+    use futures_util::StreamExt;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), raw.ws.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("connection open")
+            .expect("a readable frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = frame {
+            return t.to_string();
+        }
+    }
+}
+
+/// Payloads and results pass through the hub byte for byte (docs/protocol.md): spacing, key
+/// order, an integer beyond 64 bits and a float with more digits than a double holds reach the
+/// worker, and the result reaches the reply queue, exactly as written.
+#[tokio::test]
+async fn payloads_and_results_pass_through_byte_for_byte() {
+    let hub = hub(|_| {}).await;
+    let mut producer = Raw::session(&hub.url(), "producer").await;
+    let mut worker = Raw::session(&hub.url(), "worker").await;
+    let payload = r#"{ "z" : 18446744073709551616123, "a": [0.1000000000000000055511151231257827, "é\u00e9"] }"#;
+    let result = r#"[ 1e400 , {"b":2,"a":1} ]"#;
+    producer
+        .send_text(&format!(
+            r#"{{"type":"put","req":1,"queue":"exact","reply_to":"exact-out","payload":{payload}}}"#
+        ))
+        .await;
+    assert_eq!(producer.recv().await.unwrap()["type"], "queued");
+    worker
+        .request(
+            json!({"type": "consume", "queues": ["exact"], "prefetch": 1}),
+            1,
+        )
+        .await;
+    let deliver = next_text(&mut worker).await;
+    assert!(
+        deliver.contains(&format!(r#""payload":{payload}"#)),
+        "{deliver}"
+    );
+    let id: Value = serde_json::from_str::<Value>(&deliver).unwrap()["task"]["id"].clone();
+    worker
+        .send_text(&format!(
+            r#"{{"type":"ack","req":2,"task":{id},"result":{result}}}"#
+        ))
+        .await;
+    producer
+        .send(json!({"type": "get", "req": 3, "queue": "exact-out", "timeout_ms": 5000}))
+        .await;
+    let got = next_text(&mut producer).await;
+    assert!(got.contains(&format!(r#""result":{result}"#)), "{got}");
     hub.stop().await;
 }
