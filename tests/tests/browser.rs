@@ -69,6 +69,9 @@ async fn a_browser_tab_works_the_queue_and_hands_back_its_tasks_when_closed() {
     );
     let page_status = browser.eval(&page, STATUS).await;
     assert_eq!(page_status["done"], 201, "{page_status}");
+    // The tab sizes its credit window like a native worker: tiny tasks grew it past its start
+    // (two compute threads + 1).
+    assert!(page_status["window"].as_u64().unwrap() > 3, "{page_status}");
 
     // 3. The dashboard shows the queue and the browser worker.
     let dash = browser.open(&format!("{base}/dashboard#key={KEY}")).await;
@@ -286,6 +289,11 @@ async fn a_frozen_tab_loses_its_tasks_to_a_native_worker_and_catches_up_when_tha
             Duration::from_secs(20),
         )
         .await;
+    // Slow tasks are not hoarded: one compute thread holds at most one running and one in
+    // reserve, of the four.
+    let held = browser.eval(&page, STATUS).await;
+    let holding = held["running"].as_u64().unwrap() + held["prefetched"].as_u64().unwrap();
+    assert!(held["window"] == json!(2) && holding <= 2, "{held}");
     let r = browser
         .call(
             Some(&page.session),
