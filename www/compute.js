@@ -64,11 +64,22 @@ function jsRunner(mod) {
 self.onmessage = async (event) => {
   const job = event.data;
   let out;
+  let run;
   try {
-    const run = await runner;
-    out = await run(job);
+    run = await runner;
   } catch (e) {
-    out = JSON.stringify({ ok: false, error: `this tab could not run the task: ${e.message || e}`, retry: true });
+    // The bundle could not be loaded (the hub was restarting, the network blipped): this task
+    // fails and may be retried, and the next one loads the bundle afresh instead of failing
+    // forever on the same rejected import.
+    runner = load();
+    out = JSON.stringify({ ok: false, error: `this tab could not load its handlers: ${e.message || e}`, retry: true });
+  }
+  if (run) {
+    try {
+      out = await run(job);
+    } catch (e) {
+      out = JSON.stringify({ ok: false, error: `this tab could not run the task: ${e.message || e}`, retry: true });
+    }
   }
   const waitMs = JSON.parse(out).wait_ms;
   if (waitMs) {

@@ -197,7 +197,7 @@ async fn the_page_names_a_wrong_key_and_reconnects_when_the_hub_restarts() {
         )
         .await
         .unwrap();
-    assert_eq!(r[0].result, Some(json!("12 * 12 = 144")));
+    assert_eq!(r[0].result, Some(json!("12 * 12 = 144")), "{:?}", r[0]);
     browser.close().await;
     second.stop().await;
 }
