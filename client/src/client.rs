@@ -6,13 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde_json::Value;
 use taskhub_core::auth::{AuthError, ClientHandshake, DEFAULT_KEY_ID, NONCE_BYTES, Secret};
-use taskhub_core::codec::{decode_server, encode_client, peek_type, peek_u64};
+use taskhub_core::codec::{
+    binary_header, decode_server, decode_server_binary, encode_client, peek_type, peek_u64,
+};
 use taskhub_core::protocol::{Limits, Reply, Stats};
 use taskhub_core::{
-    ClientMsg, ErrorCode, NameError, Pattern, QueueName, Role, ServerMsg, SessionId, Task, TaskId,
-    Topic,
+    ClientMsg, ErrorCode, NameError, Pattern, Payload, QueueName, Role, ServerMsg, SessionId, Task,
+    TaskId, Topic,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -93,7 +94,7 @@ impl Target {
         })
     }
 
-    fn put(&self, payload: Value, dedup_id: Option<String>) -> ClientMsg {
+    fn put(&self, payload: Payload, dedup_id: Option<String>) -> ClientMsg {
         ClientMsg::Put {
             req: None,
             queue: self.queue.clone(),
@@ -160,7 +161,7 @@ pub struct Client {
     session: SessionId,
     inbox: QueueName,
     limits: Limits,
-    messages: tokio::sync::Mutex<mpsc::Receiver<(Topic, Value)>>,
+    messages: tokio::sync::Mutex<mpsc::Receiver<(Topic, Payload)>>,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
 }
@@ -180,6 +181,9 @@ async fn next_msg(ws: &mut WsStream, timeout: Duration) -> Result<ServerMsg, Cli
         match frame {
             Some(Ok(Message::Text(t))) => {
                 return decode_server(&t).map_err(|e| ClientError::Protocol(e.message));
+            }
+            Some(Ok(Message::Binary(b))) => {
+                return decode_server_binary(&b).map_err(|e| ClientError::Protocol(e.message));
             }
             Some(Ok(Message::Close(c))) => {
                 return Err(ClientError::Closed(c.map(|c| c.reason.to_string())));
@@ -202,7 +206,7 @@ impl Client {
         let mut hs = ClientHandshake::new(opts.key_id, opts.key, opts.role, opts.name, entropy);
         let challenge = next_msg(&mut ws, opts.timeout).await?;
         let auth = hs.answer(&challenge)?;
-        futures_util::SinkExt::send(&mut ws, Message::text(encode_client(&auth)))
+        futures_util::SinkExt::send(&mut ws, transport::message(encode_client(&auth)))
             .await
             .map_err(|e| ClientError::Closed(Some(e.to_string())))?;
         let welcome = match next_msg(&mut ws, opts.timeout).await {
@@ -246,6 +250,10 @@ impl Client {
                     Some(Ok(Message::Text(t))) => match decode_server(&t) {
                         Ok(msg) => route(&reader_shared, &msg_tx, msg),
                         Err(e) => unreadable(&reader_shared, &t, e),
+                    },
+                    Some(Ok(Message::Binary(b))) => match decode_server_binary(&b) {
+                        Ok(msg) => route(&reader_shared, &msg_tx, msg),
+                        Err(e) => unreadable(&reader_shared, binary_header(&b).unwrap_or(""), e),
                     },
                     Some(Ok(Message::Close(c))) => break c.map(|c| c.reason.to_string()),
                     Some(Ok(_)) => {}
@@ -298,7 +306,7 @@ impl Client {
         }
         if self
             .out
-            .send(Message::text(encode_client(&msg)))
+            .send(transport::message(encode_client(&msg)))
             .await
             .is_err()
         {
@@ -321,16 +329,17 @@ impl Client {
         self.finish(rx).await
     }
 
-    /// Put one task; returns its id once the hub has accepted it.
+    /// Put one task; returns its id once the hub has accepted it. The payload is JSON (a
+    /// [`serde_json::Value`]) or bytes (`Vec<u8>`, [`bytes::Bytes`]: sent in a binary frame, no base64).
     pub async fn put(
         &self,
         queue: &str,
-        payload: Value,
+        payload: impl Into<Payload>,
         opts: &PutOptions,
     ) -> Result<TaskId, ClientError> {
         let target = Target::new(queue, opts)?;
         let dedup_id = opts.dedup_prefix.as_ref().map(|p| format!("{p}0"));
-        match self.request(target.put(payload, dedup_id)).await? {
+        match self.request(target.put(payload.into(), dedup_id)).await? {
             ServerMsg::Queued { task, .. } => Ok(task),
             other => Err(unexpected(&other)),
         }
@@ -340,7 +349,7 @@ impl Client {
     pub async fn put_many(
         &self,
         queue: &str,
-        payloads: Vec<Value>,
+        payloads: Vec<impl Into<Payload>>,
         opts: &PutOptions,
     ) -> Result<Vec<TaskId>, ClientError> {
         let mut ids = Vec::with_capacity(payloads.len());
@@ -355,7 +364,7 @@ impl Client {
     pub async fn put_each(
         &self,
         queue: &str,
-        payloads: Vec<Value>,
+        payloads: Vec<impl Into<Payload>>,
         opts: &PutOptions,
         mut queued: impl FnMut(TaskId),
     ) -> Result<(), ClientError> {
@@ -368,7 +377,7 @@ impl Client {
                 queued(self.queued(rx).await?);
             }
             let dedup_id = opts.dedup_prefix.as_ref().map(|p| format!("{p}{i}"));
-            window.push_back(self.start(target.put(payload, dedup_id)).await?);
+            window.push_back(self.start(target.put(payload.into(), dedup_id)).await?);
         }
         for rx in window {
             queued(self.queued(rx).await?);
@@ -403,7 +412,7 @@ impl Client {
     pub async fn submit(
         &self,
         queue: &str,
-        payloads: Vec<Value>,
+        payloads: Vec<impl Into<Payload>>,
         opts: PutOptions,
         timeout: Option<Duration>,
     ) -> Result<Vec<Reply>, ClientError> {
@@ -434,7 +443,7 @@ impl Client {
     pub async fn submit_one(
         &self,
         queue: &QueueName,
-        payload: Value,
+        payload: impl Into<Payload>,
         kind: Option<&str>,
     ) -> Result<Reply, ClientError> {
         let target = Target {
@@ -444,7 +453,7 @@ impl Client {
             max_attempts: None,
         };
         let id = self
-            .queued(self.start(target.put(payload, None)).await?)
+            .queued(self.start(target.put(payload.into(), None)).await?)
             .await?;
         let wait = self.expect_reply(id);
         self.reply(wait).await
@@ -472,12 +481,16 @@ impl Client {
         }
     }
 
-    /// Publish to a topic; returns how many subscribers it reached.
-    pub async fn publish(&self, topic: &str, payload: Value) -> Result<u64, ClientError> {
+    /// Publish to a topic (JSON or bytes); returns how many subscribers it reached.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Payload>,
+    ) -> Result<u64, ClientError> {
         let msg = ClientMsg::Publish {
             req: None,
             topic: Topic::new(topic)?,
-            payload,
+            payload: payload.into(),
         };
         match self.request(msg).await? {
             ServerMsg::Published { receivers, .. } => Ok(receivers),
@@ -503,7 +516,7 @@ impl Client {
     }
 
     /// The next pub/sub message, or `None` once the session has ended.
-    pub async fn next_message(&self) -> Option<(Topic, Value)> {
+    pub async fn next_message(&self) -> Option<(Topic, Payload)> {
         self.messages.lock().await.recv().await
     }
 
@@ -601,7 +614,7 @@ fn deliver_reply(shared: &Shared, reply: Reply) {
     }
 }
 
-fn route(shared: &Shared, messages: &mpsc::Sender<(Topic, Value)>, msg: ServerMsg) {
+fn route(shared: &Shared, messages: &mpsc::Sender<(Topic, Payload)>, msg: ServerMsg) {
     match msg {
         ServerMsg::Reply(reply) => deliver_reply(shared, reply),
         ServerMsg::Message { topic, payload } => {

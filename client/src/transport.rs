@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt};
+use taskhub_core::codec::Frame;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -33,6 +34,14 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<WsStream, String> {
         Ok(Err(e)) => e.to_string(),
     };
     Err(format!("cannot connect to {url}: {why}"))
+}
+
+/// A frame as a WebSocket message.
+pub fn message(frame: Frame) -> Message {
+    match frame {
+        Frame::Text(t) => Message::text(t),
+        Frame::Binary(b) => Message::binary(b),
+    }
 }
 
 /// Send frames from `rx` until it closes or the socket fails, writing every frame that is already

@@ -4,14 +4,16 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
-use taskhub_core::codec::{decode_client, decode_server, encode_server};
-use taskhub_core::{QueueName, RawJson, ServerMsg, Task, TaskId};
+use taskhub_core::codec::{
+    Frame, decode_client, decode_client_binary, decode_server, encode_client, encode_server,
+};
+use taskhub_core::{Body, ClientMsg, QueueName, RawJson, ServerMsg, Task, TaskId};
 
 fn codec(c: &mut Criterion) {
     let put = r#"{"type":"put","req":17,"queue":"tasks","payload":"0123456789abcdef","kind":"echo","reply_to":"_inbox.3"}"#;
     let ack = r#"{"type":"ack","task":123456,"result":"0123456789abcdef"}"#;
     // As the hub holds it: the payload as text.
-    let deliver: ServerMsg<RawJson> = ServerMsg::Deliver {
+    let deliver: ServerMsg<Body<RawJson>> = ServerMsg::Deliver {
         task: Task {
             id: TaskId(123_456),
             queue: QueueName::new("tasks").unwrap_or_else(|e| panic!("{e}")),
@@ -22,13 +24,32 @@ fn codec(c: &mut Criterion) {
             reply_to: Some(QueueName::new("_inbox.3").unwrap_or_else(|e| panic!("{e}"))),
         },
     };
-    let deliver_text = encode_server(&deliver);
+    let deliver_text = match encode_server(&deliver) {
+        Frame::Text(t) => t,
+        Frame::Binary(_) => unreachable!("a JSON payload is a text frame"),
+    };
+    // A 16-byte binary put, as a client sends it.
+    let binary_put = match encode_client(&ClientMsg::Put {
+        req: Some(17),
+        queue: QueueName::new("tasks").unwrap_or_else(|e| panic!("{e}")),
+        payload: Body::<serde_json::Value>::from(&b"0123456789abcdef"[..]),
+        kind: Some("echo".into()),
+        reply_to: None,
+        max_attempts: None,
+        dedup_id: None,
+    }) {
+        Frame::Binary(b) => b,
+        Frame::Text(_) => unreachable!("a binary payload is a binary frame"),
+    };
 
     c.bench_function("decode put (16-byte payload)", |b| {
-        b.iter(|| decode_client::<RawJson>(black_box(put), 1 << 20))
+        b.iter(|| decode_client::<Body<RawJson>>(black_box(put), 1 << 20))
+    });
+    c.bench_function("decode binary put (16 bytes)", |b| {
+        b.iter(|| decode_client_binary::<RawJson>(black_box(&binary_put), 1 << 20))
     });
     c.bench_function("decode ack", |b| {
-        b.iter(|| decode_client::<RawJson>(black_box(ack), 1 << 20))
+        b.iter(|| decode_client::<Body<RawJson>>(black_box(ack), 1 << 20))
     });
     c.bench_function("encode deliver", |b| {
         b.iter(|| encode_server(black_box(&deliver)))

@@ -20,7 +20,7 @@ struct SquareStruct;
 
 impl Handler for SquareStruct {
     fn run(&self, task: &Input<'_>) -> Result<Outcome, Failure> {
-        square_like(task.payload).map_err(Failure::retryable)
+        square_like(task.json()?).map_err(Failure::retryable)
     }
 }
 
@@ -28,9 +28,10 @@ fn handlers(c: &mut Criterion) {
     let registry = Handlers::builtins()
         .light("my_square", square_like)
         .light("my_square_struct", SquareStruct);
-    let payload = json!(3411);
+    let direct = json!(3411);
+    let payload = direct.clone().into();
     c.bench_function("square, called directly", |b| {
-        b.iter(|| square_like(black_box(&payload)))
+        b.iter(|| square_like(black_box(&direct)))
     });
     for kind in ["square", "my_square", "my_square_struct"] {
         c.bench_function(&format!("run_task {kind} through Handlers"), |b| {

@@ -1,17 +1,22 @@
-//! The only place text frames become typed messages and typed messages become text.
+//! The only place frames become typed messages and typed messages become frames.
+//!
+//! A message is one JSON object in a text frame, or, when it carries bytes (a [`Body::Bytes`]
+//! payload or result), a binary frame: a 4-byte big-endian header length, that many bytes of the
+//! same JSON object with `"binary"` naming where the bytes go (and `null` there), then the bytes.
 //!
 //! Decoding enforces the size limit before parsing and turns every failure into a [`DecodeError`]
 //! that carries the request id (when the frame had a readable one), an [`ErrorCode`] and a message
 //! naming the problem, ready to send back to the peer.
 
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::Value;
 
 use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 
+use crate::body::{Body, JsonNull, Payload};
 use crate::names::{Pattern, QueueName, SessionId, TaskId, Topic};
 use crate::protocol::{
     ClientMsg, ErrorCode, Limits, QueueStats, Reply, Role, ServerMsg, Stats, Task, WorkerStats,
@@ -87,6 +92,8 @@ struct Flat<'a, P> {
     retry: Option<bool>,
     topic: Option<Topic>,
     pattern: Option<Pattern>,
+    /// In a binary frame's header: where the bytes go.
+    binary: Option<String>,
 }
 
 /// A field that is present, even as `null`, is `Some`.
@@ -194,15 +201,16 @@ struct FlatServer<'a> {
     limits: Option<Limits>,
     #[serde(borrow)]
     task: Option<&'a RawValue>,
+    binary: Option<String>,
     queue: Option<QueueName>,
     id: Option<TaskId>,
     ok: Option<bool>,
     #[serde(default, deserialize_with = "present")]
-    result: Option<Value>,
+    result: Option<Payload>,
     error: Option<String>,
     topic: Option<Topic>,
     #[serde(default, deserialize_with = "present")]
-    payload: Option<Value>,
+    payload: Option<Payload>,
     receivers: Option<u64>,
     queues: Option<Vec<QueueStats>>,
     sessions: Option<BTreeMap<String, u64>>,
@@ -383,34 +391,41 @@ pub fn decode_client<P: DeserializeOwned>(
     max_bytes: usize,
 ) -> Result<ClientMsg<P>, DecodeError> {
     if text.len() > max_bytes {
-        return Err(DecodeError {
-            req: None,
-            code: ErrorCode::TooLarge,
-            message: format!(
-                "message is {} bytes; this hub accepts at most {max_bytes}",
-                text.len()
-            ),
-        });
+        return Err(too_large(text.len(), max_bytes));
     }
+    check_nesting(text)?;
+    serde_json::from_str(text).map_err(|e| clip(explain(text, e)))
+}
+
+fn too_large(len: usize, max_bytes: usize) -> DecodeError {
+    DecodeError {
+        req: None,
+        code: ErrorCode::TooLarge,
+        message: format!("message is {len} bytes; this hub accepts at most {max_bytes}"),
+    }
+}
+
+fn check_nesting(text: &str) -> Result<(), DecodeError> {
     // Nesting deeper than MAX_NESTING needs more opening brackets than that: counting them is a
     // fast pass over the bytes, and only the rare frame with many gets the full scan.
     let openers = memchr::memchr2_iter(b'[', b'{', text.as_bytes()).count();
     if openers > MAX_NESTING {
         too_deep(text)?;
     }
-    serde_json::from_str(text).map_err(|e| {
-        let mut e = explain(text, e);
-        // serde's messages quote offending values; an error is never a copy of a big input.
-        if e.message.len() > MAX_ERROR_BYTES {
-            let mut end = MAX_ERROR_BYTES;
-            while !e.message.is_char_boundary(end) {
-                end -= 1;
-            }
-            e.message.truncate(end);
-            e.message.push('…');
+    Ok(())
+}
+
+/// serde's messages quote offending values; an error is never a copy of a big input.
+fn clip(mut e: DecodeError) -> DecodeError {
+    if e.message.len() > MAX_ERROR_BYTES {
+        let mut end = MAX_ERROR_BYTES;
+        while !e.message.is_char_boundary(end) {
+            end -= 1;
         }
-        e
-    })
+        e.message.truncate(end);
+        e.message.push('…');
+    }
+    e
 }
 
 fn explain(text: &str, err: serde_json::Error) -> DecodeError {
@@ -464,7 +479,7 @@ fn explain(text: &str, err: serde_json::Error) -> DecodeError {
     }
 }
 
-/// Decode a hub frame (clients use this). No size limit: the transport enforces one.
+/// Decode a hub text frame (clients use this). No size limit: the transport enforces one.
 pub fn decode_server(text: &str) -> Result<ServerMsg, DecodeError> {
     serde_json::from_str(text).map_err(|e| DecodeError {
         req: peek_u64(text, "req"),
@@ -473,20 +488,298 @@ pub fn decode_server(text: &str) -> Result<ServerMsg, DecodeError> {
     })
 }
 
-/// Encode a client message as a text frame.
-pub fn encode_client<P: Serialize>(msg: &ClientMsg<P>) -> String {
+/// Decode a hub binary frame: a message whose payload or result is bytes.
+pub fn decode_server_binary(frame: &[u8]) -> Result<ServerMsg, DecodeError> {
+    let fail = |req, message: String| DecodeError {
+        req,
+        code: ErrorCode::BadFrame,
+        message: format!("unreadable binary message from hub: {message}"),
+    };
+    let (header, bytes) = split_binary(frame).map_err(|m| fail(None, m))?;
+    let req = peek_u64(header, "req");
+    let flat: FlatServer<'_> =
+        serde_json::from_str(header).map_err(|e| fail(req, e.to_string()))?;
+    let at = flat
+        .binary
+        .clone()
+        .ok_or_else(|| fail(req, "the header has no `binary` field".into()))?;
+    let msg = flat.into_msg().map_err(|m| fail(req, m))?;
+    let bytes = Bytes::copy_from_slice(bytes);
+    let attach = |body: Payload, at: &str| body.attach(at, bytes.clone());
+    let joined = match (msg, at.split_once('.').unwrap_or((&at, ""))) {
+        (ServerMsg::Task { req, mut task }, ("task", rest)) => {
+            attach_under(std::mem::take(&mut task.payload), "payload", rest, attach).map(
+                |payload| {
+                    task.payload = payload;
+                    ServerMsg::Task { req, task }
+                },
+            )
+        }
+        (ServerMsg::Deliver { mut task }, ("task", rest)) => {
+            attach_under(std::mem::take(&mut task.payload), "payload", rest, attach).map(
+                |payload| {
+                    task.payload = payload;
+                    ServerMsg::Deliver { task }
+                },
+            )
+        }
+        (ServerMsg::Reply(mut reply), ("result", "")) => {
+            let result = reply.result.take().unwrap_or_default();
+            attach(result, "").map(|result| {
+                reply.result = Some(result);
+                ServerMsg::Reply(reply)
+            })
+        }
+        (ServerMsg::Message { topic, payload }, ("payload", "")) => {
+            attach(payload, "").map(|payload| ServerMsg::Message { topic, payload })
+        }
+        _ => Err(format!("no place for bytes at `{at}` in this message")),
+    };
+    joined.map_err(|m| fail(req, m))
+}
+
+/// `body` is the value of `field`; `rest` is the attachment's path from `field` on
+/// (`payload.result` from `payload`).
+fn attach_under(
+    body: Payload,
+    field: &str,
+    rest: &str,
+    attach: impl Fn(Payload, &str) -> Result<Payload, String>,
+) -> Result<Payload, String> {
+    match rest.split_once('.').unwrap_or((rest, "")) {
+        (f, at) if f == field => attach(body, at),
+        _ => Err(format!("no place for bytes at `task.{rest}`")),
+    }
+}
+
+/// Decode a client frame of either sort (the hub reads its transport's frames directly; this is
+/// for tests and tools).
+pub fn decode_client_frame<J: DeserializeOwned + JsonNull>(
+    frame: &Frame,
+    max_bytes: usize,
+) -> Result<ClientMsg<Body<J>>, DecodeError> {
+    match frame {
+        Frame::Text(t) => decode_client(t, max_bytes),
+        Frame::Binary(b) => decode_client_binary(b, max_bytes),
+    }
+}
+
+/// Decode a hub frame of either sort.
+pub fn decode_server_frame(frame: &Frame) -> Result<ServerMsg, DecodeError> {
+    match frame {
+        Frame::Text(t) => decode_server(t),
+        Frame::Binary(b) => decode_server_binary(b),
+    }
+}
+
+/// Where a client message's bytes go, if it can carry any.
+fn client_attachment<J>(msg: &ClientMsg<Body<J>>) -> Option<(&'static str, &Body<J>)> {
+    match msg {
+        ClientMsg::Put { payload, .. } | ClientMsg::Publish { payload, .. } => {
+            Some(("payload", payload))
+        }
+        ClientMsg::Ack {
+            result: Some(result),
+            ..
+        } => Some(("result", result)),
+        _ => None,
+    }
+}
+
+/// Decode a client's binary frame of at most `max_bytes`: a `put` or `publish` whose payload is
+/// bytes, or an `ack` whose result is.
+pub fn decode_client_binary<J: DeserializeOwned + JsonNull>(
+    frame: &[u8],
+    max_bytes: usize,
+) -> Result<ClientMsg<Body<J>>, DecodeError> {
+    if frame.len() > max_bytes {
+        return Err(too_large(frame.len(), max_bytes));
+    }
+    let (header, bytes) = split_binary(frame).map_err(|message| DecodeError {
+        req: None,
+        code: ErrorCode::BadFrame,
+        message,
+    })?;
+    let req = peek_u64(header, "req");
+    let bad = |message: String| DecodeError {
+        req,
+        code: ErrorCode::BadRequest,
+        message,
+    };
+    check_nesting(header)?;
+    let mut flat: Flat<'_, Body<J>> =
+        serde_json::from_str(header).map_err(|e| clip(explain(header, e)))?;
+    let field = match &*flat.ty {
+        "put" | "publish" => "payload",
+        "ack" => "result",
+        other if KNOWN_CLIENT_TYPES.contains(&other) => {
+            return Err(bad(format!(
+                "a binary frame carries the bytes of a put, publish or ack; {other:?} has none"
+            )));
+        }
+        _ => {
+            let unknown = <serde_json::Error as serde::de::Error>::custom("unknown type");
+            return Err(clip(explain(header, unknown)));
+        }
+    };
+    match flat.binary.as_deref() {
+        Some(at) if at == field => {}
+        Some(at) => {
+            let shown: String = at.chars().take(MAX_ECHOED_CHARS).collect();
+            return Err(bad(format!(
+                "a binary {} carries its bytes as `{field}`, not {shown:?}",
+                flat.ty
+            )));
+        }
+        None => {
+            return Err(bad(format!(
+                "a binary frame's header must say where its bytes go: \"binary\": \"{field}\""
+            )));
+        }
+    }
+    let slot = if field == "payload" {
+        &mut flat.payload
+    } else {
+        &mut flat.result
+    };
+    if let Some(Body::Json(j)) = slot
+        && !j.is_null()
+    {
+        return Err(bad(format!(
+            "`{field}` must be null or absent in a binary frame's header: the bytes after the \
+             header are the {field}"
+        )));
+    }
+    *slot = Some(Body::Bytes(Bytes::copy_from_slice(bytes)));
+    flat.into_msg()
+        .map_err(|m| bad(format!("bad {:?} message: {m}", flat_ty(header))))
+}
+
+fn flat_ty(header: &str) -> &str {
+    peek_type(header).unwrap_or("?")
+}
+
+/// A binary frame's JSON header, if it has a readable one (to name the request a frame that
+/// could not be decoded answers).
+pub fn binary_header(frame: &[u8]) -> Option<&str> {
+    split_binary(frame).ok().map(|(header, _)| header)
+}
+
+/// A binary frame's header (JSON text) and attachment.
+fn split_binary(frame: &[u8]) -> Result<(&str, &[u8]), String> {
+    let Some((len, rest)) = frame.split_first_chunk::<4>() else {
+        return Err(format!(
+            "binary frame is {} bytes; it must start with a 4-byte header length",
+            frame.len()
+        ));
+    };
+    let len = u32::from_be_bytes(*len) as usize;
+    if len > rest.len() {
+        return Err(format!(
+            "binary frame's header length is {len} bytes but only {} follow",
+            rest.len()
+        ));
+    }
+    let (header, bytes) = rest.split_at(len);
+    let header = std::str::from_utf8(header)
+        .map_err(|e| format!("binary frame's header is not UTF-8: {e}"))?;
+    Ok((header, bytes))
+}
+
+/// A frame to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A message with no bytes: its JSON text.
+    Text(String),
+    /// A message with bytes: header length, header, bytes.
+    Binary(Vec<u8>),
+}
+
+impl Frame {
+    /// The text of a text frame.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Frame::Text(t) => Some(t),
+            Frame::Binary(_) => None,
+        }
+    }
+
+    /// Bytes on the wire (the frame's payload).
+    pub fn len(&self) -> usize {
+        match self {
+            Frame::Text(t) => t.len(),
+            Frame::Binary(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `header` (a JSON object's text) with `"binary": at` added, then `bytes`, as a binary frame.
+fn binary_frame(header: String, at: &str, bytes: &[u8]) -> Frame {
+    let head = header.strip_suffix('}').unwrap_or(&header);
+    let sep = if head.ends_with('{') { "" } else { "," };
+    let binary = format!("{sep}\"binary\":\"{at}\"}}");
+    let len = head.len() + binary.len();
+    let mut out = Vec::with_capacity(4 + len + bytes.len());
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(binary.as_bytes());
+    out.extend_from_slice(bytes);
+    Frame::Binary(out)
+}
+
+fn to_json<T: Serialize>(msg: &T) -> String {
     // Serialising these types cannot fail: every map key is a string and no impl returns errors.
     serde_json::to_string(msg).unwrap_or_default()
 }
 
-/// Encode a hub message as a text frame.
-pub fn encode_server<P: Serialize>(msg: &ServerMsg<P>) -> String {
-    serde_json::to_string(msg).unwrap_or_default()
+/// Encode a client message: a text frame, or a binary frame when its payload or result is bytes.
+pub fn encode_client<J: Serialize>(msg: &ClientMsg<Body<J>>) -> Frame {
+    match client_attachment(msg).and_then(|(field, body)| Some((field, body.attachment()?))) {
+        Some((field, (_, bytes))) => binary_frame(to_json(msg), field, bytes),
+        None => Frame::Text(to_json(msg)),
+    }
+}
+
+/// Where a hub message's bytes go, if it carries any.
+fn server_attachment<J>(msg: &ServerMsg<Body<J>>) -> Option<(String, &Bytes)> {
+    let (field, body) = match msg {
+        ServerMsg::Task { task, .. } | ServerMsg::Deliver { task } => {
+            ("task.payload", &task.payload)
+        }
+        ServerMsg::Reply(Reply {
+            result: Some(result),
+            ..
+        }) => ("result", result),
+        ServerMsg::Message { payload, .. } => ("payload", payload),
+        _ => return None,
+    };
+    let (at, bytes) = body.attachment()?;
+    Some((
+        if at.is_empty() {
+            field.to_string()
+        } else {
+            format!("{field}.{at}")
+        },
+        bytes,
+    ))
+}
+
+/// Encode a hub message: a text frame, or a binary frame when it carries bytes.
+pub fn encode_server<J: Serialize>(msg: &ServerMsg<Body<J>>) -> Frame {
+    match server_attachment(msg) {
+        Some((at, bytes)) => binary_frame(to_json(msg), &at, bytes),
+        None => Frame::Text(to_json(msg)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use serde_json::json;
 
     #[test]
@@ -494,31 +787,32 @@ mod tests {
         let msg = ClientMsg::Put {
             req: Some(7),
             queue: QueueName::new("tasks").unwrap(),
-            payload: json!(3411),
+            payload: json!(3411).into(),
             kind: Some("square".into()),
             reply_to: Some(QueueName::new("results").unwrap()),
             max_attempts: None,
             dedup_id: None,
         };
-        let text = encode_client(&msg);
+        let text = encode_client(&msg).as_text().unwrap().to_string();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             v,
             json!({"type":"put","req":7,"queue":"tasks","payload":3411,"kind":"square","reply_to":"results"})
         );
-        assert_eq!(decode_client::<Value>(&text, 1 << 20).unwrap(), msg);
+        assert_eq!(decode_client::<Payload>(&text, 1 << 20).unwrap(), msg);
     }
 
     #[test]
     fn the_hub_reads_payloads_as_text_and_writes_them_back_unchanged() {
         use crate::RawJson;
         let frame = r#"{"type":"put","req":1,"queue":"q","payload": {"n": 18446744073709551616, "f": 0.30000000000000004 }}"#;
-        let ClientMsg::Put { payload, .. } = decode_client::<RawJson>(frame, 1 << 20).unwrap()
+        let ClientMsg::Put { payload, .. } =
+            decode_client::<Body<RawJson>>(frame, 1 << 20).unwrap()
         else {
             panic!()
         };
         assert_eq!(
-            payload.get(),
+            payload.json().unwrap().get(),
             r#"{"n": 18446744073709551616, "f": 0.30000000000000004 }"#
         );
         let out = encode_server(&ServerMsg::Message {
@@ -526,13 +820,13 @@ mod tests {
             payload,
         });
         assert_eq!(
-            out,
+            out.as_text().unwrap(),
             r#"{"type":"message","topic":"t","payload":{"n": 18446744073709551616, "f": 0.30000000000000004 }}"#
         );
         // A present null is a payload; a missing one is not.
         let null = r#"{"type":"put","queue":"q","payload":null}"#;
-        assert!(decode_client::<RawJson>(null, 1024).is_ok());
-        let missing = decode_client::<RawJson>(r#"{"type":"put","queue":"q"}"#, 1024);
+        assert!(decode_client::<Body<RawJson>>(null, 1024).is_ok());
+        let missing = decode_client::<Body<RawJson>>(r#"{"type":"put","queue":"q"}"#, 1024);
         assert_eq!(missing.unwrap_err().code, ErrorCode::BadRequest);
     }
 
@@ -547,8 +841,8 @@ mod tests {
                 "]".repeat(n)
             )
         };
-        assert!(decode_client::<Value>(&deep(MAX_NESTING - 1), 1 << 20).is_ok());
-        let e = decode_client::<Value>(&deep(MAX_NESTING), 1 << 20).unwrap_err();
+        assert!(decode_client::<Payload>(&deep(MAX_NESTING - 1), 1 << 20).is_ok());
+        let e = decode_client::<Payload>(&deep(MAX_NESTING), 1 << 20).unwrap_err();
         assert_eq!((e.req, e.code), (Some(4), ErrorCode::BadRequest));
         assert!(e.message.contains("nests 101 levels deep"), "{e:?}");
         // An answer wrapping the deepest accepted payload (two more levels) still decodes.
@@ -575,7 +869,7 @@ mod tests {
     #[test]
     fn errors_quote_little_of_the_input() {
         let long_type = format!(r#"{{"type":"{}","req":3}}"#, "x".repeat(500_000));
-        let e = decode_client::<Value>(&long_type, usize::MAX).unwrap_err();
+        let e = decode_client::<Payload>(&long_type, usize::MAX).unwrap_err();
         assert_eq!((e.code, e.req), (ErrorCode::UnknownType, Some(3)));
         assert!(e.message.len() < 400, "{} bytes", e.message.len());
         assert!(
@@ -586,7 +880,7 @@ mod tests {
             r#"{{"type":"put","queue":"{}","payload":1}}"#,
             "q".repeat(100_000)
         );
-        let e = decode_client::<Value>(&long_value, usize::MAX).unwrap_err();
+        let e = decode_client::<Payload>(&long_value, usize::MAX).unwrap_err();
         assert!(
             e.message.len() <= MAX_ERROR_BYTES + 3,
             "{} bytes",
@@ -596,19 +890,21 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem_and_keep_the_req() {
-        let e = decode_client::<Value>("{not json", 1024).unwrap_err();
+        let e = decode_client::<Payload>("{not json", 1024).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadFrame);
 
-        let e = decode_client::<Value>(r#"{"type":"frobnicate","req":3}"#, 1024).unwrap_err();
+        let e = decode_client::<Payload>(r#"{"type":"frobnicate","req":3}"#, 1024).unwrap_err();
         assert_eq!((e.code, e.req), (ErrorCode::UnknownType, Some(3)));
         assert!(e.message.contains("frobnicate"));
 
-        let e = decode_client::<Value>(r#"{"type":"put","req":4,"payload":1}"#, 1024).unwrap_err();
+        let e =
+            decode_client::<Payload>(r#"{"type":"put","req":4,"payload":1}"#, 1024).unwrap_err();
         assert_eq!((e.code, e.req), (ErrorCode::BadRequest, Some(4)));
         assert!(e.message.contains("queue"), "{}", e.message);
 
-        let e = decode_client::<Value>(r#"{"type":"put","req":5,"queue":"a b","payload":1}"#, 1024)
-            .unwrap_err();
+        let e =
+            decode_client::<Payload>(r#"{"type":"put","req":5,"queue":"a b","payload":1}"#, 1024)
+                .unwrap_err();
         assert_eq!((e.code, e.req), (ErrorCode::BadRequest, Some(5)));
         assert!(e.message.contains("a b"), "{}", e.message);
 
@@ -617,7 +913,7 @@ mod tests {
             "x".repeat(100)
         );
         assert_eq!(
-            decode_client::<Value>(&big, 64).unwrap_err().code,
+            decode_client::<Payload>(&big, 64).unwrap_err().code,
             ErrorCode::TooLarge
         );
     }
@@ -636,7 +932,7 @@ mod tests {
             ClientMsg::Put {
                 req: None,
                 queue: q(),
-                payload: json!(null),
+                payload: json!(null).into(),
                 kind: None,
                 reply_to: None,
                 max_attempts: Some(2),
@@ -655,7 +951,7 @@ mod tests {
             ClientMsg::Ack {
                 req: None,
                 task: TaskId(4),
-                result: Some(json!(null)),
+                result: Some(json!(null).into()),
             },
             ClientMsg::Fail {
                 req: None,
@@ -674,7 +970,7 @@ mod tests {
             ClientMsg::Publish {
                 req: None,
                 topic: Topic::new("a.b").unwrap(),
-                payload: json!([1]),
+                payload: json!([1]).into(),
             },
             ClientMsg::Subscribe {
                 req: None,
@@ -694,9 +990,9 @@ mod tests {
         // The list `explain` names in its errors must match what the decoder accepts.
         assert_eq!(msgs.len(), KNOWN_CLIENT_TYPES.len());
         for msg in msgs {
-            let text = encode_client(&msg);
+            let text = encode_client(&msg).as_text().unwrap().to_string();
             assert_eq!(
-                decode_client::<Value>(&text, 1 << 20).as_ref(),
+                decode_client::<Payload>(&text, 1 << 20).as_ref(),
                 Ok(&msg),
                 "{text}"
             );
@@ -707,11 +1003,12 @@ mod tests {
             );
         }
         // Defaults: a fail without `retry` retries; an auth without `role` is a producer.
-        let fail = decode_client::<Value>(r#"{"type":"fail","task":1,"error":"x"}"#, 1024).unwrap();
+        let fail =
+            decode_client::<Payload>(r#"{"type":"fail","task":1,"error":"x"}"#, 1024).unwrap();
         assert!(matches!(fail, ClientMsg::Fail { retry: true, .. }));
         // A null payload is a payload.
         assert!(
-            decode_client::<Value>(r#"{"type":"put","queue":"q","payload":null}"#, 1024).is_ok()
+            decode_client::<Payload>(r#"{"type":"put","queue":"q","payload":null}"#, 1024).is_ok()
         );
     }
 
@@ -722,7 +1019,7 @@ mod tests {
             id: TaskId(7),
             queue: q(),
             kind: Some("echo".into()),
-            payload: json!({"a": [1, null]}),
+            payload: json!({"a": [1, null]}).into(),
             attempt: 2,
             max_attempts: 5,
             reply_to: None,
@@ -766,7 +1063,7 @@ mod tests {
             }),
             ServerMsg::Message {
                 topic: Topic::new("a.b").unwrap(),
-                payload: json!(null),
+                payload: json!(null).into(),
             },
             ServerMsg::Published {
                 req: None,
@@ -807,15 +1104,182 @@ mod tests {
             ServerMsg::error(None, ErrorCode::IdleTimeout, "closing"),
         ];
         for msg in msgs {
-            let text = encode_server(&msg);
+            let text = encode_server(&msg).as_text().unwrap().to_string();
             assert_eq!(decode_server(&text).as_ref(), Ok(&msg), "{text}");
         }
+    }
+
+    /// A binary frame as a third party would build it: length, header, bytes.
+    fn binary(header: &str, bytes: &[u8]) -> Vec<u8> {
+        let mut f = (header.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(header.as_bytes());
+        f.extend_from_slice(bytes);
+        f
+    }
+
+    #[test]
+    fn bytes_travel_after_a_json_header_both_ways() {
+        let q = || QueueName::new("q").unwrap();
+        let bytes = Bytes::from_static(b"\x00\xff binary \x89PNG");
+        let put = ClientMsg::Put {
+            req: Some(1),
+            queue: q(),
+            payload: Body::Bytes(bytes.clone()),
+            kind: Some("thumb".into()),
+            reply_to: None,
+            max_attempts: None,
+            dedup_id: None,
+        };
+        let Frame::Binary(frame) = encode_client(&put) else {
+            panic!("a put of bytes is a binary frame")
+        };
+        let (header, tail) = split_binary(&frame).unwrap();
+        assert_eq!(tail, &bytes[..]);
+        let header: serde_json::Value = serde_json::from_str(header).unwrap();
+        assert_eq!(
+            header,
+            json!({"type":"put","req":1,"queue":"q","payload":null,"kind":"thumb","binary":"payload"})
+        );
+        assert_eq!(decode_client_binary::<Value>(&frame, 1 << 20).unwrap(), put);
+        // A header that leaves the placeholder out is read the same; the hub keeps text JSON.
+        let lean = binary(r#"{"type":"ack","task":9,"binary":"result"}"#, b"ok");
+        let ClientMsg::Ack { result, .. } =
+            decode_client_binary::<crate::RawJson>(&lean, 1 << 20).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(result.unwrap().bytes().unwrap(), &b"ok"[..]);
+
+        // Hub to client: a task whose payload is bytes, an outcome holding bytes, a reply.
+        let task = |payload| Task {
+            id: TaskId(7),
+            queue: q(),
+            kind: None,
+            payload,
+            attempt: 1,
+            max_attempts: 5,
+            reply_to: None,
+        };
+        let outcome = Body::around(
+            json!({"id": 3, "ok": true, "result": null}),
+            "result",
+            &Body::<Value>::Bytes(bytes.clone()),
+        );
+        let dead = Body::around(
+            json!({"id": 7, "payload": outcome.json_or_null()}),
+            "payload",
+            &outcome,
+        );
+        for msg in [
+            ServerMsg::Deliver {
+                task: task(Body::Bytes(bytes.clone())),
+            },
+            ServerMsg::Task {
+                req: Some(4),
+                task: task(outcome.clone()),
+            },
+            ServerMsg::Task {
+                req: Some(5),
+                task: task(dead),
+            },
+            ServerMsg::Reply(Reply {
+                id: TaskId(3),
+                ok: true,
+                result: Some(Body::Bytes(bytes.clone())),
+                error: None,
+            }),
+            ServerMsg::Message {
+                topic: Topic::new("a.b").unwrap(),
+                payload: Body::Bytes(Bytes::new()),
+            },
+        ] {
+            let Frame::Binary(frame) = encode_server(&msg) else {
+                panic!("{msg:?} is a binary frame")
+            };
+            assert_eq!(decode_server_binary(&frame).unwrap(), msg);
+        }
+        let Frame::Binary(frame) = encode_server(&ServerMsg::Task {
+            req: None,
+            task: task(outcome),
+        }) else {
+            panic!()
+        };
+        let (header, _) = split_binary(&frame).unwrap();
+        assert!(
+            header.ends_with(r#","binary":"task.payload.result"}"#),
+            "{header}"
+        );
+    }
+
+    #[test]
+    fn a_bad_binary_frame_gets_an_error_naming_the_problem() {
+        let err = |frame: &[u8]| decode_client_binary::<Value>(frame, 1024).unwrap_err();
+        let e = err(&[0, 0]);
+        assert_eq!(e.code, ErrorCode::BadFrame);
+        assert!(e.message.contains("4-byte header length"), "{e:?}");
+        let e = err(&[0, 0, 1, 0, b'{']);
+        assert!(e.message.contains("header length is 256 bytes"), "{e:?}");
+        let e = err(&binary("{\"type\":\"put\"}", b"")
+            .iter()
+            .map(|&b| if b == b't' { 0xff } else { b })
+            .collect::<Vec<u8>>());
+        assert!(e.message.contains("not UTF-8"), "{e:?}");
+        let cases = [
+            (
+                r#"{"type":"put","req":3,"queue":"q"}"#,
+                ErrorCode::BadRequest,
+                "\"binary\": \"payload\"",
+            ),
+            (
+                r#"{"type":"put","req":3,"queue":"q","binary":"result"}"#,
+                ErrorCode::BadRequest,
+                "as `payload`",
+            ),
+            (
+                r#"{"type":"put","req":3,"queue":"q","payload":5,"binary":"payload"}"#,
+                ErrorCode::BadRequest,
+                "must be null or absent",
+            ),
+            (
+                r#"{"type":"get","req":3,"queue":"q","binary":"payload"}"#,
+                ErrorCode::BadRequest,
+                "put, publish or ack",
+            ),
+            (
+                r#"{"type":"nope","req":3,"binary":"payload"}"#,
+                ErrorCode::UnknownType,
+                "unknown message type",
+            ),
+            (
+                r#"{"type":"put","req":3,"binary":"payload"}"#,
+                ErrorCode::BadRequest,
+                "queue",
+            ),
+            (
+                r#"{"type":"put","req":3,"queue":"q","binary":"payload""#,
+                ErrorCode::BadFrame,
+                "not a JSON object",
+            ),
+        ];
+        for (header, code, says) in cases {
+            let e = err(&binary(header, b"xy"));
+            assert_eq!(e.code, code, "{header}: {e:?}");
+            assert!(e.message.contains(says), "{header}: {e:?}");
+            if code != ErrorCode::BadFrame {
+                assert_eq!(e.req, Some(3), "{header}");
+            }
+        }
+        let big = binary(
+            r#"{"type":"put","queue":"q","binary":"payload"}"#,
+            &[7; 2000],
+        );
+        assert_eq!(err(&big).code, ErrorCode::TooLarge);
     }
 
     #[test]
     fn server_messages_round_trip() {
         let msg = ServerMsg::error(Some(1), ErrorCode::QueueFull, "queue tasks is full");
-        let text = encode_server(&msg);
+        let text = encode_server(&msg).as_text().unwrap().to_string();
         assert!(text.contains(r#""code":"queue_full""#), "{text}");
         assert_eq!(decode_server(&text).unwrap(), msg);
     }

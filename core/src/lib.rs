@@ -9,8 +9,10 @@
 //! - [`time`]: the one time type, [`Millis`], milliseconds since a driver-chosen epoch.
 //! - [`names`]: validated newtypes for queue names, topics, patterns, task and session ids.
 //! - [`protocol`]: the typed wire messages, [`ClientMsg`] and [`ServerMsg`], and [`ErrorCode`].
+//! - [`body`]: [`Body`], a payload or result: JSON or bytes ([`Payload`] for clients and workers).
 //! - [`raw`]: [`RawJson`], a JSON value kept as its text (how the hub holds payloads).
-//! - [`codec`]: the only place where text frames become typed messages; enforces the size limit.
+//! - [`codec`]: the only place where frames (JSON text, or a JSON header and bytes) become typed
+//!   messages; enforces the size limit.
 //! - [`auth`]: the mutual HMAC-SHA256 challenge-response handshake.
 //! - [`handlers`]: the handler registry ([`handlers::Handlers`]) both workers run, and the
 //!   built-in kinds.
@@ -18,6 +20,7 @@
 //! - [`worker`]: the worker state machine both workers drive.
 
 pub mod auth;
+pub mod body;
 pub mod bundle;
 pub mod codec;
 pub mod handlers;
@@ -27,6 +30,7 @@ pub mod raw;
 pub mod time;
 pub mod worker;
 
+pub use body::{Body, Payload};
 pub use names::{NameError, Pattern, QueueName, SessionId, TaskId, Topic};
 pub use protocol::{ClientMsg, ErrorCode, Role, ServerMsg, Task};
 pub use raw::RawJson;

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
+use crate::body::Payload;
 use crate::names::{Pattern, QueueName, SessionId, TaskId, Topic};
 
 /// Protocol version, sent in the hub's `challenge`.
@@ -47,11 +47,12 @@ impl Role {
 /// enum support, which buffers every field before choosing the variant (a fifth of the hub's CPU
 /// in profiles).
 ///
-/// `P` is how payloads and results are held: a [`Value`] tree for clients and workers, which
-/// read them; [`crate::RawJson`] text for the hub, which only passes them on.
+/// `P` is how payloads and results are held: [`Payload`] (a JSON tree, or bytes) for clients and
+/// workers, which read them; [`crate::Body`]`<`[`crate::RawJson`]`>` (JSON text, or bytes) for
+/// the hub, which only passes them on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum ClientMsg<P = Value> {
+pub enum ClientMsg<P = Payload> {
     /// Answer to the hub's `challenge`: proves knowledge of the key named by `key_id`.
     Auth {
         key_id: String,
@@ -208,7 +209,7 @@ impl<P> ClientMsg<P> {
 
 /// A task as the hub hands it out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Task<P = Value> {
+pub struct Task<P = Payload> {
     pub id: TaskId,
     pub queue: QueueName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -298,7 +299,7 @@ impl Stats {
 /// [`ClientMsg`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum ServerMsg<P = Value> {
+pub enum ServerMsg<P = Payload> {
     /// First frame on every connection.
     Challenge {
         version: u32,
@@ -401,7 +402,7 @@ impl<P> ServerMsg<P> {
 
 /// A task's outcome, as put on its `reply_to` queue (as the payload) or pushed to an inbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Reply<P = Value> {
+pub struct Reply<P = Payload> {
     pub id: TaskId,
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

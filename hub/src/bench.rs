@@ -16,9 +16,9 @@ use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
 use serde_json::Value;
 use taskhub_client::{Client, ConnectOptions};
-use taskhub_core::QueueName;
 use taskhub_core::auth::{DEFAULT_KEY_ID, Secret};
 use taskhub_core::worker::WorkerConfig;
+use taskhub_core::{Payload, QueueName};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -38,6 +38,8 @@ pub struct BenchOptions {
     pub prefetch: u32,
     /// Payload size in bytes (an `echo` task carrying a string this long).
     pub payload_bytes: usize,
+    /// Payloads and results as bytes (binary frames) instead of JSON strings.
+    pub binary: bool,
     /// Tasks the producer keeps in flight.
     pub pipeline: usize,
     /// Sequential round trips (one task in flight) for the latency figures.
@@ -60,6 +62,7 @@ impl Default for BenchOptions {
             concurrency: 1,
             prefetch: 256,
             payload_bytes: 16,
+            binary: false,
             pipeline: 512,
             sequential: 2_000,
             connects: 50,
@@ -99,6 +102,7 @@ pub struct Report {
     pub tasks: usize,
     pub workers: usize,
     pub payload_bytes: usize,
+    pub binary: bool,
     pub pipeline: usize,
     /// End-to-end tasks per second.
     pub tasks_per_sec: f64,
@@ -199,7 +203,7 @@ async fn connect(url: &str, key: &str) -> Result<Client, String> {
 async fn load(
     client: &Client,
     queue: &QueueName,
-    payload: &Value,
+    payload: &Payload,
     tasks: usize,
     pipeline: usize,
 ) -> Result<(Duration, Vec<Duration>, usize), String> {
@@ -208,7 +212,7 @@ async fn load(
     let mut errors = 0;
     let mut in_flight = FuturesUnordered::new();
     let mut sent = 0;
-    let one = |p: Value| async move {
+    let one = |p: Payload| async move {
         let t = Instant::now();
         let r = client.submit_one(queue, p.clone(), Some("echo")).await;
         (
@@ -278,7 +282,11 @@ pub async fn run(opts: BenchOptions) -> Result<Report, String> {
     }
 
     let client = Arc::new(connect(&url, &opts.key).await?);
-    let payload = Value::String("x".repeat(opts.payload_bytes));
+    let payload = if opts.binary {
+        Payload::from(vec![b'x'; opts.payload_bytes])
+    } else {
+        Payload::Json(Value::String("x".repeat(opts.payload_bytes)))
+    };
     // Warm up (and wait for the workers to be consuming).
     load(&client, &queue, &payload, 1_000.min(opts.tasks), 64).await?;
 
@@ -312,6 +320,7 @@ pub async fn run(opts: BenchOptions) -> Result<Report, String> {
         tasks: opts.tasks,
         workers: opts.workers,
         payload_bytes: opts.payload_bytes,
+        binary: opts.binary,
         pipeline: opts.pipeline,
         tasks_per_sec: opts.tasks as f64 / elapsed.as_secs_f64(),
         load_latency: Latency::of(lat),
@@ -334,7 +343,7 @@ async fn idle_sessions(
     pid: u32,
     client: &Client,
     queue: &QueueName,
-    payload: &Value,
+    payload: &Payload,
 ) -> Result<IdleReport, String> {
     let before = status_kib(pid, "VmRSS").ok_or("cannot read the hub's memory")?;
     let mut sessions = Vec::with_capacity(opts.idle_sessions);
@@ -383,8 +392,12 @@ impl Report {
             )
         };
         let mut s = format!(
-            "taskhub bench: {} tasks, {} workers, {}-byte payloads, {} in flight\n",
-            self.tasks, self.workers, self.payload_bytes, self.pipeline
+            "taskhub bench: {} tasks, {} workers, {}-byte {} payloads, {} in flight\n",
+            self.tasks,
+            self.workers,
+            self.payload_bytes,
+            if self.binary { "binary" } else { "JSON" },
+            self.pipeline
         );
         s += &format!(
             "  throughput          {:>12.0} tasks/s\n",

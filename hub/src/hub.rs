@@ -15,10 +15,10 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::broker::{Broker, Output, ServerMsg};
+use crate::broker::{Body, Broker, Output, ServerMsg};
 use crate::bundles::Site;
 use crate::config::Config;
-use taskhub_core::RawJson;
+use taskhub_client::transport::message;
 
 /// How the hub reaches one session: its bounded outbox and a way to close it.
 #[derive(Debug, Clone)]
@@ -157,7 +157,7 @@ impl Hub {
         let mut own = Vec::new();
         // A publish's message is the same for each subscriber, one after another: encode it
         // once and share the frame.
-        let mut last_message: Option<(RawJson, Message)> = None;
+        let mut last_message: Option<(Body, Message)> = None;
         for (link, out) in outputs {
             let msg = match (&out.msg, &last_message) {
                 (ServerMsg::Message { payload, .. }, Some((shared, frame)))
@@ -166,11 +166,11 @@ impl Hub {
                     frame.clone()
                 }
                 (ServerMsg::Message { payload, .. }, _) => {
-                    let frame = Message::text(encode_server(&out.msg));
+                    let frame = message(encode_server(&out.msg));
                     last_message = Some((payload.clone(), frame.clone()));
                     frame
                 }
-                _ => Message::text(encode_server(&out.msg)),
+                _ => message(encode_server(&out.msg)),
             };
             if Some(out.to) == caller {
                 own.push((link, msg));

@@ -8,9 +8,9 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use serde_json::Value;
 use taskhub::{Config, Running, Secret};
 use taskhub_client::{Client, ConnectOptions, PutOptions};
-use taskhub_core::QueueName;
 use taskhub_core::auth::{DEFAULT_KEY_ID, hex};
 use taskhub_core::worker::WorkerConfig;
+use taskhub_core::{Payload, QueueName};
 
 /// taskhub: named task queues and pub/sub over authenticated WebSockets.
 #[derive(Debug, Parser)]
@@ -48,7 +48,7 @@ enum Command {
         #[arg(long, value_name = "PREFIX")]
         dedup_prefix: Option<String>,
     },
-    /// Take values off a queue; prints one JSON value per line.
+    /// Take values off a queue; prints one JSON value per line (bytes as an array of numbers).
     Get {
         queue: String,
         #[arg(long, default_value_t = 1)]
@@ -109,6 +109,9 @@ struct BenchArgs {
     /// Payload size in bytes.
     #[arg(long, default_value_t = 16)]
     payload_bytes: usize,
+    /// Send payloads (and get results) as bytes in binary frames instead of JSON strings.
+    #[arg(long)]
+    binary: bool,
     /// Tasks the producer keeps in flight.
     #[arg(long, default_value_t = 512)]
     pipeline: usize,
@@ -135,18 +138,41 @@ struct BenchArgs {
 struct TaskArgs {
     /// Queue to put the tasks on.
     queue: String,
-    /// Payloads, one task each, as JSON (strings need quotes: '"text"').
+    /// Payloads, one task each, as JSON (strings need quotes: '"text"'); with --binary, files
+    /// whose bytes are the payloads (- for stdin).
     #[arg(required = true)]
     payloads: Vec<String>,
     /// Which handler runs the tasks (square, sha256, primes, sleep, echo, fail, or your own).
     #[arg(long)]
     kind: Option<String>,
+    /// The payloads are files sent as bytes (binary frames, no base64), not JSON.
+    #[arg(long)]
+    binary: bool,
 }
 
 impl TaskArgs {
-    fn payloads(&self) -> anyhow::Result<Vec<Value>> {
-        self.payloads.iter().map(|p| parse_json(p)).collect()
+    fn payloads(&self) -> anyhow::Result<Vec<Payload>> {
+        self.payloads
+            .iter()
+            .map(|p| match self.binary {
+                false => parse_json(p).map(Payload::Json),
+                true if p == "-" => {
+                    let mut bytes = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                        .context("cannot read the payload from stdin")?;
+                    Ok(Payload::from(bytes))
+                }
+                true => std::fs::read(p)
+                    .map(Payload::from)
+                    .with_context(|| format!("cannot read payload file {p}")),
+            })
+            .collect()
     }
+}
+
+/// A payload or result as one line of JSON: bytes show as an array of numbers.
+fn json_line(body: &Payload) -> Value {
+    body.to_json_lossy()
 }
 
 #[derive(Debug, ClapArgs)]
@@ -169,7 +195,7 @@ struct ServeArgs {
     /// tasks naming it as reply_to) before the hub drops it.
     #[arg(long, default_value_t = 300.0)]
     queue_idle_grace: f64,
-    /// Memory all the tasks the hub holds may take (payloads as parsed JSON, not as text, and
+    /// Memory all the tasks the hub holds may take (payloads as held, JSON text or bytes, and
     /// each task's own record) before puts get queue_full.
     #[arg(long, default_value_t = 1 << 30)]
     max_stored_bytes: usize,
@@ -277,6 +303,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 concurrency: args.concurrency,
                 prefetch: args.prefetch,
                 payload_bytes: args.payload_bytes,
+                binary: args.binary,
                 pipeline: args.pipeline,
                 sequential: args.sequential,
                 connects: args.connects,
@@ -341,7 +368,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match client.get(queue, left).await? {
                     Some(task) => {
-                        writeln!(out, "{}", task.payload)?;
+                        writeln!(out, "{}", json_line(&task.payload))?;
                         out.flush()?;
                     }
                     None => {
@@ -369,7 +396,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let mut failed = 0;
             for r in replies {
                 match (r.ok, r.result) {
-                    (true, result) => writeln!(out, "{}", result.unwrap_or(Value::Null))?,
+                    (true, result) => {
+                        writeln!(out, "{}", json_line(&result.unwrap_or_default()))?;
+                    }
                     (false, _) => {
                         failed += 1;
                         writeln!(out, "null")?;
@@ -396,7 +425,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 tokio::select! {
                     msg = client.next_message() => match msg {
                         Some((topic, payload)) => {
-                            let line = serde_json::json!({"topic": topic, "payload": payload});
+                            let line = serde_json::json!({"topic": topic, "payload": json_line(&payload)});
                             let mut out = std::io::stdout().lock();
                             writeln!(out, "{line}")?;
                             out.flush()?;
@@ -587,7 +616,7 @@ async fn demo() -> anyhow::Result<()> {
         .await?;
     for r in replies {
         match (r.ok, r.result) {
-            (true, Some(Value::String(s))) => println!("Result: {s}"),
+            (true, Some(Payload::Json(Value::String(s)))) => println!("Result: {s}"),
             (_, other) => bail!("task {} failed: {:?} {:?}", r.id, other, r.error),
         }
     }

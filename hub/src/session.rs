@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use taskhub_client::transport::pump;
+use taskhub_client::transport::{self, pump};
 use taskhub_core::auth::{self, NONCE_BYTES};
-use taskhub_core::codec::{decode_client, encode_server};
+use taskhub_core::codec::{decode_client, decode_client_binary, encode_server};
 use taskhub_core::protocol::PROTOCOL_VERSION;
 use taskhub_core::{ErrorCode, QueueName, SessionId};
 use tokio::net::TcpStream;
@@ -303,7 +303,7 @@ impl Conn {
     /// Queue an answer, waiting for room as long as the hub waits for any of a session's own
     /// answers (then the session is closed as a slow consumer).
     async fn send(&self, msg: &ServerMsg) {
-        let msg = Message::text(encode_server(msg));
+        let msg = transport::message(encode_server(msg));
         self.link.send_own(msg, self.hub.config.idle_timeout).await;
     }
 
@@ -311,7 +311,7 @@ impl Conn {
     /// a slow consumer) and just before the Close frame. Never waits on a full outbox.
     fn farewell(&mut self, code: ErrorCode, message: &str) {
         let msg = ServerMsg::error(None, code, message);
-        self.last_word = Some(Message::text(encode_server(&msg)));
+        self.last_word = Some(transport::message(encode_server(&msg)));
     }
 
     async fn refuse(&self, code: ErrorCode, message: &str) {
@@ -434,20 +434,11 @@ impl Conn {
             .await;
     }
 
-    /// A frame that is not a text request. Returns why the session ends, if it does.
+    /// A frame that is not a request. Returns why the session ends, if it does.
     async fn on_frame(&mut self, frame: Option<Result<Message, WsError>>) -> Option<End> {
         match frame {
-            Some(Ok(Message::Binary(_))) => {
-                self.send(&ServerMsg::error(
-                    None,
-                    ErrorCode::BadFrame,
-                    "binary frames are not supported; send JSON text frames",
-                ))
-                .await;
-                None
-            }
             Some(Ok(Message::Close(_))) | None => Some(End::ClientClosed),
-            Some(Ok(_)) => None, // ping, pong (text frames are handled by the caller)
+            Some(Ok(_)) => None, // ping, pong (requests are handled by the caller)
             Some(Err(WsError::Capacity(e))) => {
                 let max = self.hub.config.max_message_bytes;
                 self.farewell(
@@ -510,20 +501,27 @@ impl Conn {
                     // decoded into memory at once.
                     let mut bytes = 0;
                     while let Some(frame) = next.take() {
-                        match frame {
+                        let max = hub.config.max_message_bytes;
+                        let decoded = match &frame {
                             Some(Ok(Message::Text(text))) => {
                                 bytes += text.len();
-                                match decode_client(&text, hub.config.max_message_bytes) {
-                                    Ok(msg) => batch.push(msg),
-                                    Err(e) => {
-                                        self.apply_batch(id, &mut batch).await;
-                                        self.send(&e.to_reply()).await;
-                                    }
-                                }
+                                Some(decode_client(text, max))
                             }
-                            other => {
+                            Some(Ok(Message::Binary(data))) => {
+                                bytes += data.len();
+                                Some(decode_client_binary(data, max))
+                            }
+                            _ => None,
+                        };
+                        match decoded {
+                            Some(Ok(msg)) => batch.push(msg),
+                            Some(Err(e)) => {
                                 self.apply_batch(id, &mut batch).await;
-                                if let Some(end) = self.on_frame(other).await {
+                                self.send(&e.to_reply()).await;
+                            }
+                            None => {
+                                self.apply_batch(id, &mut batch).await;
+                                if let Some(end) = self.on_frame(frame).await {
                                     return end;
                                 }
                             }

@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use serde_json::Value;
 use taskhub_client::transport::{self, WsStream};
-use taskhub_core::Millis;
 use taskhub_core::auth::NONCE_BYTES;
 use taskhub_core::handlers::{Failure, Handlers, Outcome};
 use taskhub_core::worker::{Event, Job, Worker, WorkerConfig};
+use taskhub_core::{Millis, Payload};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -85,7 +84,7 @@ impl Driver {
         let mut result = Ok(());
         while let Some(frame) = self.sm.poll_transmit() {
             wrote = true;
-            result = sink.feed(Message::text(frame)).await;
+            result = sink.feed(transport::message(frame)).await;
             if result.is_err() {
                 break;
             }
@@ -103,6 +102,10 @@ impl Driver {
             Some(Ok(Message::Text(text))) => {
                 let now = self.now();
                 self.sm.handle_message(&text, now);
+            }
+            Some(Ok(Message::Binary(frame))) => {
+                let now = self.now();
+                self.sm.handle_binary(&frame, now);
             }
             Some(Ok(Message::Close(frame))) => {
                 let reason = frame
@@ -144,7 +147,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         conn: None,
     };
     let capacity = opts.worker.concurrency.max(1) as usize * 2;
-    let (done_tx, mut done_rx) = mpsc::channel::<(u64, Result<Value, Failure>)>(capacity);
+    let (done_tx, mut done_rx) = mpsc::channel::<(u64, Result<Payload, Failure>)>(capacity);
     let exec = opts.exec.clone().map(Arc::new);
     let handlers = opts.handlers.clone();
     tokio::pin!(shutdown);
@@ -181,14 +184,18 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                     // A microsecond of work: a trip through the blocking pool would cost more.
                     let now = d.now();
                     match run_handler(&handlers, &job) {
-                        Ok(Outcome::Done(v)) => d.sm.handle_task_done(job.token, Ok(v), now),
-                        Err(f) => d.sm.handle_task_done(job.token, Err(f), now),
-                        Ok(waits) => {
+                        Ok(Outcome::Wait { ms, then }) => {
                             let done = done_tx.clone();
                             tokio::spawn(async move {
-                                let _ = done.send((job.token, Ok(settle(waits).await))).await;
+                                tokio::time::sleep(Duration::from_millis(ms)).await;
+                                let _ = done.send((job.token, Ok(then.into()))).await;
                             });
                         }
+                        Ok(done) => {
+                            let result = Ok(settle(done).await); // no wait: ready at once
+                            d.sm.handle_task_done(job.token, result, now);
+                        }
+                        Err(f) => d.sm.handle_task_done(job.token, Err(f), now),
                     }
                 }
                 Event::Run(job) => spawn_job(
@@ -267,7 +274,7 @@ fn spawn_job(
     exec: Option<Arc<String>>,
     handlers: Arc<Handlers>,
     max_result_bytes: usize,
-    done: mpsc::Sender<(u64, Result<Value, Failure>)>,
+    done: mpsc::Sender<(u64, Result<Payload, Failure>)>,
 ) {
     tokio::spawn(async move {
         let token = job.token;
@@ -302,7 +309,7 @@ fn run_handler(handlers: &Handlers, job: &Job) -> Result<Outcome, Failure> {
 }
 
 /// Heavy handlers are CPU work: they run on the blocking pool, off the reactor.
-async fn run_heavy(handlers: Arc<Handlers>, job: Job) -> Result<Value, Failure> {
+async fn run_heavy(handlers: Arc<Handlers>, job: Job) -> Result<Payload, Failure> {
     let outcome = tokio::task::spawn_blocking(move || run_handler(&handlers, &job))
         .await
         .map_err(|e| Failure::retryable(format!("handler did not finish: {e}")))??;
@@ -310,12 +317,13 @@ async fn run_heavy(handlers: Arc<Handlers>, job: Job) -> Result<Value, Failure> 
 }
 
 /// A handler's result, after the wait it asked for (if any), on tokio's timer.
-async fn settle(outcome: Outcome) -> Value {
+async fn settle(outcome: Outcome) -> Payload {
     match outcome {
-        Outcome::Done(v) => v,
+        Outcome::Done(v) => Payload::Json(v),
+        Outcome::Bytes(b) => Payload::Bytes(b),
         Outcome::Wait { ms, then } => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            then
+            Payload::Json(then)
         }
     }
 }

@@ -1,10 +1,13 @@
-//! `--exec CMD`: one child process per task. The payload JSON goes to stdin; stdout is the result
-//! (parsed as JSON when it is JSON, else taken as a string); a non-zero exit fails the task with
-//! its stderr.
+//! `--exec CMD`: one child process per task. The payload goes to stdin: its JSON text, or its
+//! bytes as they are for a binary payload (`TASKHUB_PAYLOAD` says `json` or `binary`). Stdout is
+//! the result: for a binary payload its bytes as they are; otherwise parsed as JSON when it is
+//! JSON, else a string when it is UTF-8, else bytes. A non-zero exit fails the task with its
+//! stderr.
 
 use std::process::Stdio;
 
 use serde_json::Value;
+use taskhub_core::Payload;
 use taskhub_core::handlers::Failure;
 use taskhub_core::worker::Job;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -47,7 +50,14 @@ impl Drop for GroupGuard {
     }
 }
 
-pub(crate) async fn run(cmd: &str, job: &Job, max_result: usize) -> Result<Value, Failure> {
+pub(crate) async fn run(cmd: &str, job: &Job, max_result: usize) -> Result<Payload, Failure> {
+    let (input, sort) = match &job.payload {
+        Payload::Bytes(b) => (b.to_vec(), "binary"),
+        other => (
+            serde_json::to_vec(&other.to_json_lossy()).unwrap_or_default(),
+            "json",
+        ),
+    };
     let mut command = Command::new("sh");
     // Its own process group: a Ctrl-C or a signal to the worker's group (systemd's default stop)
     // reaches only the worker, which then lets running tasks finish within --grace.
@@ -59,6 +69,7 @@ pub(crate) async fn run(cmd: &str, job: &Job, max_result: usize) -> Result<Value
         .env("TASKHUB_TASK_ID", job.id.to_string())
         .env("TASKHUB_KIND", job.kind.as_deref().unwrap_or(""))
         .env("TASKHUB_ATTEMPT", job.attempt.to_string())
+        .env("TASKHUB_PAYLOAD", sort)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -66,7 +77,6 @@ pub(crate) async fn run(cmd: &str, job: &Job, max_result: usize) -> Result<Value
         .spawn()
         .map_err(|e| Failure::permanent(format!("cannot start --exec command: {e}")))?;
     let mut group = GroupGuard(if cfg!(unix) { child.id() } else { None });
-    let input = serde_json::to_vec(&job.payload).unwrap_or_default();
     let stdin = child.stdin.take();
     let feed = async move {
         if let Some(mut stdin) = stdin {
@@ -102,7 +112,16 @@ pub(crate) async fn run(cmd: &str, job: &Job, max_result: usize) -> Result<Value
             "command output exceeds {max_result} bytes"
         )));
     }
-    let text = String::from_utf8_lossy(&out);
-    let text = text.trim();
-    Ok(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())))
+    if sort == "binary" {
+        return Ok(Payload::from(out));
+    }
+    Ok(match String::from_utf8(out) {
+        Ok(text) => {
+            let text = text.trim();
+            Payload::Json(
+                serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())),
+            )
+        }
+        Err(bytes) => Payload::from(bytes.into_bytes()),
+    })
 }

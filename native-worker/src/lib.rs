@@ -40,10 +40,11 @@
 //! - `bundle` (feature `bundle`): building the crate's browser worker bundle.
 
 pub use taskhub_core::handlers::{
-    Failure, Handler, Handlers, Input, IntoOutcome, Outcome, Typed, typed,
+    AnyPayload, Binary, Failure, Handler, Handlers, Input, IntoOutcome, Outcome, Typed,
+    any_payload, binary, typed,
 };
 pub use taskhub_core::worker::WorkerConfig;
-pub use taskhub_core::{SessionId, TaskId};
+pub use taskhub_core::{Payload, SessionId, TaskId};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod cli;

@@ -15,7 +15,8 @@ import sys
 
 
 class WebSocket:
-    """Just enough RFC 6455 for text frames: masked sends, unmasked receives, pong on ping."""
+    """Just enough RFC 6455: masked sends, unmasked receives, pong on ping; text frames for JSON
+    messages, binary frames for messages carrying bytes (docs/protocol.md, "Binary frames")."""
 
     def __init__(self, host, port):
         self.sock = socket.create_connection((host, port), timeout=10)
@@ -56,6 +57,15 @@ class WebSocket:
     def send(self, obj):
         self._send_frame(0x1, json.dumps(obj).encode())
 
+    def send_binary(self, header, data):
+        """A message whose bytes go where header["binary"] says: a 4-byte big-endian header
+        length, the JSON header, then the bytes."""
+        head = json.dumps(header).encode()
+        self.send_raw_binary(struct.pack("!I", len(head)) + head + data)
+
+    def send_raw_binary(self, frame):
+        self._send_frame(0x2, frame)
+
     def recv(self):
         """The next JSON message, or None when the hub closes."""
         while True:
@@ -69,6 +79,16 @@ class WebSocket:
             opcode = b0 & 0x0F
             if opcode == 0x1:
                 return json.loads(data)
+            if opcode == 0x2:
+                (h,) = struct.unpack("!I", data[:4])
+                msg = json.loads(data[4 : 4 + h])
+                *parents, last = msg["binary"].split(".")
+                spot = msg
+                for field in parents:
+                    spot = spot[field]
+                assert spot.get(last) is None, f"the header holds {spot.get(last)!r} at {last}"
+                spot[last] = data[4 + h :]
+                return msg
             if opcode == 0x8:
                 # "Closing": the status code is the first two bytes, then a reason.
                 self.close_code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None
@@ -152,12 +172,72 @@ def main():
     gone = producer.recv()
     assert gone["type"] == "error" and gone["code"] == "unknown_queue" and gone["req"] == 14, gone
 
+    binary_frames(host, port, key)
+
     # A frame over max_message_bytes: too_large, then Close 1009.
     limit = welcome["limits"]["max_message_bytes"]
     producer.send({"type": "put", "req": 15, "queue": "py", "payload": "x" * limit})
     too_large = producer.recv()
     assert too_large["type"] == "error" and too_large["code"] == "too_large", too_large
     assert producer.recv() is None and producer.close_code == 1009, producer.close_code
+
+
+def binary_frames(host, port, key):
+    """Bytes go through as bytes: a binary put, its delivery, a binary ack, the reply to the
+    producer's inbox, and an outcome kept on a results queue; bad binary frames are named."""
+    producer = WebSocket(host, port)
+    welcome = authenticate(producer, key, role="producer")
+    image = bytes(range(256)) * 3
+    producer.send_binary({"type": "put", "req": 1, "queue": "py-bin", "kind": "flip",
+                          "reply_to": welcome["inbox"], "binary": "payload"}, image)
+    first = producer.recv()
+    assert first["type"] == "queued" and first["req"] == 1, first
+    producer.send_binary({"type": "put", "req": 2, "queue": "py-bin", "kind": "flip",
+                          "reply_to": "py-bin-results", "payload": None, "binary": "payload"}, b"")
+    second = producer.recv()
+    assert second["type"] == "queued", second
+
+    worker = WebSocket(host, port)
+    authenticate(worker, key)
+    worker.send({"type": "consume", "req": 1, "queues": ["py-bin"], "prefetch": 2})
+    assert worker.recv() == {"type": "ok", "req": 1}
+    delivered = [worker.recv(), worker.recv()]
+    for req, expected, msg in zip((2, 3), (image, b""), delivered):
+        assert msg["type"] == "deliver" and msg["binary"] == "task.payload", msg
+        task = msg["task"]
+        assert task["payload"] == expected and task["kind"] == "flip", task
+        worker.send_binary({"type": "ack", "req": req, "task": task["id"], "binary": "result"},
+                           task["payload"][::-1] + b"!")
+    assert [worker.recv(), worker.recv()] == [{"type": "ok", "req": 2}, {"type": "ok", "req": 3}]
+
+    reply = producer.recv()
+    assert reply["type"] == "reply" and reply["id"] == first["task"], reply
+    assert reply["ok"] is True and reply["result"] == image[::-1] + b"!", reply["binary"]
+    producer.send({"type": "get", "req": 3, "queue": "py-bin-results", "timeout_ms": 5000})
+    kept = producer.recv()
+    assert kept["type"] == "task" and kept["binary"] == "task.payload.result", kept
+    assert kept["task"]["payload"]["id"] == second["task"] and kept["task"]["payload"]["ok"], kept
+    assert kept["task"]["payload"]["result"] == b"!", kept
+
+    # Bad binary frames get an error naming the problem, and the session stays open.
+    def refused(header, code, says, data=b"x"):
+        producer.send_binary(header, data)
+        err = producer.recv()
+        assert err["type"] == "error" and err["code"] == code and says in err["message"], err
+        return err
+
+    err = refused({"type": "get", "req": 4, "queue": "q", "binary": "payload"}, "bad_request",
+                  "put, publish or ack")
+    assert err["req"] == 4, err
+    refused({"type": "put", "req": 5, "queue": "q"}, "bad_request", '"binary": "payload"')
+    refused({"type": "ack", "req": 6, "task": 1, "binary": "payload"}, "bad_request", "`result`")
+    refused({"type": "put", "req": 7, "queue": "q", "payload": 1, "binary": "payload"},
+            "bad_request", "null")
+    producer.send_raw_binary(b"\x00\x00\x01\x00{}")
+    err = producer.recv()
+    assert err["type"] == "error" and err["code"] == "bad_frame", err
+    producer.send({"type": "ping", "req": 8})
+    assert producer.recv() == {"type": "ok", "req": 8}
 
 
 if __name__ == "__main__":

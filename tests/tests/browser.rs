@@ -35,7 +35,7 @@ async fn a_browser_tab_works_the_queue_and_hands_back_its_tasks_when_closed() {
         .await
         .unwrap();
     let join_to_first_result = opened.elapsed();
-    assert_eq!(first[0].result, Some(json!("7 * 7 = 49")));
+    assert_eq!(first[0].result, Some(json!("7 * 7 = 49").into()));
     let started = Instant::now();
     let replies = c
         .submit(
@@ -50,7 +50,7 @@ async fn a_browser_tab_works_the_queue_and_hands_back_its_tasks_when_closed() {
     for (n, r) in (0..200).zip(&replies) {
         assert_eq!(
             r.result,
-            Some(json!(format!("{n} * {n} = {}", n * n))),
+            Some(json!(format!("{n} * {n} = {}", n * n)).into()),
             "{r:?}"
         );
     }
@@ -197,7 +197,12 @@ async fn the_page_names_a_wrong_key_and_reconnects_when_the_hub_restarts() {
         )
         .await
         .unwrap();
-    assert_eq!(r[0].result, Some(json!("12 * 12 = 144")), "{:?}", r[0]);
+    assert_eq!(
+        r[0].result,
+        Some(json!("12 * 12 = 144").into()),
+        "{:?}",
+        r[0]
+    );
     browser.close().await;
     second.stop().await;
 }
@@ -347,7 +352,7 @@ async fn a_frozen_tab_loses_its_tasks_to_a_native_worker_and_catches_up_when_tha
         )
         .await
         .unwrap();
-    assert_eq!(replies[1].result, Some(json!("6 * 6 = 36")));
+    assert_eq!(replies[1].result, Some(json!("6 * 6 = 36").into()));
     browser.close().await;
     hub.stop().await;
 }

@@ -98,7 +98,7 @@ fn tile_payloads(n: usize) -> Vec<mandelbrot::Tile> {
         .collect()
 }
 
-fn pixels(result: &Value) -> Vec<u8> {
+fn pixels(result: &taskhub_core::Payload) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(result["rgb"].as_str().unwrap())
         .unwrap()
@@ -195,7 +195,7 @@ async fn a_tab_renders_the_examples_tiles_byte_identical_to_a_native_worker() {
         )
         .await
         .unwrap();
-    assert_eq!(point[0].result, Some(json!(5)));
+    assert_eq!(point[0].result, Some(json!(5).into()));
     let unknown = c
         .submit(
             "tiles-tab",
@@ -314,7 +314,10 @@ async fn a_users_own_crate_runs_in_tabs_with_state_waits_failures_and_panics() {
     // State carries over between tasks in the tab's instance.
     for expected in 1..=3 {
         let r = run("one", "tally", json!(null)).await.unwrap();
-        assert_eq!(r[0].result, Some(json!({"count": expected, "attempt": 1})));
+        assert_eq!(
+            r[0].result,
+            Some(json!({"count": expected, "attempt": 1}).into())
+        );
     }
     // A permanent failure, and a panic: the panic's message, and the tab carries on.
     let r = run("one", "reject", json!(3)).await.unwrap();
@@ -328,11 +331,11 @@ async fn a_users_own_crate_runs_in_tabs_with_state_waits_failures_and_panics() {
         Some("gave up after 1 attempt(s): handler panicked: kaboom")
     );
     let r = run("one", "hello", json!("again")).await.unwrap();
-    assert_eq!(r[0].result, Some(json!("hello \"again\"")));
+    assert_eq!(r[0].result, Some(json!("hello \"again\"").into()));
     let r = run("one", "tally", json!(null)).await.unwrap();
     assert_eq!(
         r[0].result,
-        Some(json!({"count": 1, "attempt": 1})),
+        Some(json!({"count": 1, "attempt": 1}).into()),
         "the panicked instance was replaced by a fresh one"
     );
 
@@ -430,11 +433,11 @@ async fn js_handlers_run_in_a_tab_sync_async_and_throwing() {
         c.submit("js", vec![payload], opts, wait)
     };
     let upper = one("upper", json!("abc"), 1).await.unwrap();
-    assert_eq!(upper[0].result, Some(json!("ABC")));
+    assert_eq!(upper[0].result, Some(json!("ABC").into()));
     let later = one("later", json!([1, 2]), 1).await.unwrap();
     assert_eq!(
         later[0].result,
-        Some(json!({"got": [1, 2], "attempt": 1, "kind": "later"}))
+        Some(json!({"got": [1, 2], "attempt": 1, "kind": "later"}).into())
     );
     let boom = one("boom", json!(7), 2).await.unwrap();
     assert_eq!(

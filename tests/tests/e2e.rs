@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use taskhub_tests::{KEY, cli, client, serve, serve_with, worker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +62,7 @@ async fn every_result_arrives_when_a_worker_is_killed_mid_run() {
             .unwrap_or_else(|| panic!("results stalled at {}", results.len()));
         let id = task.payload["id"].as_u64().unwrap();
         assert!(
-            results.insert(id, task.payload).is_none(),
+            results.insert(id, task.payload.to_json_lossy()).is_none(),
             "duplicate result for {id}"
         );
     }
@@ -164,7 +164,7 @@ async fn a_signalled_worker_finishes_its_tasks_and_a_second_signal_exits_at_once
         max_attempts: None,
         dedup_prefix: None,
     };
-    c.put_many("naps", vec![800.into(); 6], &opts)
+    c.put_many("naps", vec![json!(800); 6], &opts)
         .await
         .unwrap();
     // Wait until the worker holds tasks.
@@ -207,7 +207,7 @@ async fn a_signalled_worker_finishes_its_tasks_and_a_second_signal_exits_at_once
     })
     .await
     .expect("worker took a task");
-    c.put_many("naps", vec![60_000.into()], &opts)
+    c.put_many("naps", vec![json!(60_000)], &opts)
         .await
         .unwrap();
     assert!(term(w.pid()).success());
@@ -233,7 +233,10 @@ async fn a_worker_asking_more_prefetch_than_the_hub_allows_still_takes_tasks() {
         .await
         .unwrap();
     assert!(replies.iter().all(|r| r.ok), "{replies:?}");
-    assert_eq!(replies[299].result, Some(Value::from("299 * 299 = 89401")));
+    assert_eq!(
+        replies[299].result,
+        Some(Value::from("299 * 299 = 89401").into())
+    );
     let stats = c.stats().await.unwrap();
     assert_eq!(stats.workers[0].acked, 300, "{stats:?}");
 }

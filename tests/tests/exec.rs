@@ -30,11 +30,11 @@ async fn a_shell_command_computes_results_and_its_failures_carry_stderr() {
         .unwrap();
     assert_eq!(
         replies[0].result,
-        Some(json!({"double": 42, "kind": "dbl"}))
+        Some(json!({"double": 42, "kind": "dbl"}).into())
     );
     assert_eq!(
         replies[2].result,
-        Some(json!({"double": 10, "kind": "dbl"}))
+        Some(json!({"double": 10, "kind": "dbl"}).into())
     );
     assert!(!replies[1].ok);
     let err = replies[1].error.as_deref().unwrap();
@@ -54,7 +54,7 @@ async fn a_shell_command_computes_results_and_its_failures_carry_stderr() {
         )
         .await
         .unwrap();
-    assert_eq!(replies[0].result, Some(json!("HELLO")));
+    assert_eq!(replies[0].result, Some(json!("HELLO").into()));
     hub.stop().await;
 }
 

@@ -109,13 +109,13 @@ async fn failures_retry_when_they_may_and_dead_letter_at_once_when_not() {
         .await
         .unwrap();
     assert!(lucky[0].ok, "{lucky:?}");
-    assert_eq!(lucky[0].result, Some(json!({"attempt": 3})));
+    assert_eq!(lucky[0].result, Some(json!({"attempt": 3}).into()));
 
     let bad = c
         .submit("jobs", vec![json!(5)], PutOptions::kind("double"), WAIT)
         .await
         .unwrap();
-    assert_eq!(bad[0].result, Some(json!(10)));
+    assert_eq!(bad[0].result, Some(json!(10).into()));
     let retried = c
         .submit(
             "jobs",
@@ -217,6 +217,6 @@ async fn unknown_kinds_dead_letter_at_once_and_a_panic_fails_only_its_task() {
         .submit("jobs", vec![json!(4)], PutOptions::kind("double"), WAIT)
         .await
         .unwrap();
-    assert_eq!(after[0].result, Some(json!(8)));
+    assert_eq!(after[0].result, Some(json!(8).into()));
     hub.stop().await;
 }

@@ -50,7 +50,10 @@ async fn an_oversized_frame_closes_only_that_client() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((a.payload, b.payload), (json!("before"), json!("after")));
+    assert_eq!(
+        (a.payload, b.payload),
+        (json!("before").into(), json!("after").into())
+    );
     assert!(
         bystander
             .get("tasks", Duration::ZERO)
@@ -172,9 +175,9 @@ async fn the_hub_refuses_puts_past_its_byte_budget_and_recovers() {
         "{err}"
     );
     // Two strings of 698 bytes, charged what they take in memory: about their length each, plus
-    // about 200 bytes for each task's own record.
+    // about 250 bytes for each task's own record.
     let stored = c.stats().await.unwrap().stored_bytes;
-    assert!((1396 + 300..1396 + 500).contains(&stored), "{stored}");
+    assert!((1396 + 300..1396 + 600).contains(&stored), "{stored}");
     c.get("a", Duration::ZERO).await.unwrap().unwrap();
     c.put("c", big(), &PutOptions::default()).await.unwrap();
     hub.stop().await;

@@ -59,7 +59,7 @@ async fn a_waiting_get_receives_a_task_put_later() {
             .unwrap();
     });
     let task = c.get("later", Duration::from_secs(10)).await.unwrap();
-    assert_eq!(task.map(|t| t.payload), Some(json!("hello")));
+    assert_eq!(task.map(|t| t.payload), Some(json!("hello").into()));
     producer.await.unwrap();
     hub.stop().await;
 }

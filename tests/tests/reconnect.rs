@@ -23,7 +23,7 @@ async fn a_worker_resumes_when_the_hub_comes_back() {
         )
         .await
         .unwrap();
-    assert_eq!(r[0].result, Some(json!("2 * 2 = 4")));
+    assert_eq!(r[0].result, Some(json!("2 * 2 = 4").into()));
     drop(c);
     drop(hub); // SIGKILL: the hub dies without a goodbye
 
@@ -40,7 +40,7 @@ async fn a_worker_resumes_when_the_hub_comes_back() {
         )
         .await
         .unwrap();
-    assert_eq!(r[0].result, Some(json!("3 * 3 = 9")));
+    assert_eq!(r[0].result, Some(json!("3 * 3 = 9").into()));
 }
 
 /// A TCP relay that can cut the path without closing anything: after [`Relay::cut`], every

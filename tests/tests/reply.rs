@@ -68,10 +68,16 @@ async fn submit_returns_results_in_input_order_to_its_own_session_only() {
     assert_eq!(ra.len(), 100);
     assert_eq!(rb.len(), 50);
     for (n, r) in (0..100).zip(&ra) {
-        assert_eq!(r.result, Some(json!(format!("{n} * {n} = {}", n * n))));
+        assert_eq!(
+            r.result,
+            Some(json!(format!("{n} * {n} = {}", n * n)).into())
+        );
     }
     for (n, r) in (100..150).zip(&rb) {
-        assert_eq!(r.result, Some(json!(format!("{n} * {n} = {}", n * n))));
+        assert_eq!(
+            r.result,
+            Some(json!(format!("{n} * {n} = {}", n * n)).into())
+        );
     }
     // Nothing leaked into a shared queue.
     let stats = a.stats().await.unwrap();
@@ -133,8 +139,8 @@ async fn heavy_tasks_run_off_the_workers_event_loop() {
         r = quick => ("square", r.unwrap()),
     };
     assert_eq!(first.0, "square", "{first:?}");
-    assert_eq!(first.1[0].result, Some(json!("9 * 9 = 81")));
+    assert_eq!(first.1[0].result, Some(json!("9 * 9 = 81").into()));
     let primes = slow.await.unwrap();
-    assert_eq!(primes[0].result, Some(json!(3_562_115)));
+    assert_eq!(primes[0].result, Some(json!(3_562_115).into()));
     hub.stop().await;
 }

@@ -51,7 +51,7 @@ async fn wasm_pack_browser_tests_pass_against_a_real_hub() {
         .chain(stderr.lines())
         .find(|l| l.starts_with("test result: ok."))
         .unwrap_or_else(|| panic!("no test summary:\n{stdout}\n{stderr}"));
-    assert!(summary.contains(" 4 passed; 0 failed"), "{summary}");
+    assert!(summary.contains(" 5 passed; 0 failed"), "{summary}");
     eprintln!("wasm-pack: {summary}");
     hub.stop().await;
 }

@@ -13,9 +13,10 @@ use gloo_timers::callback::Timeout;
 use js_sys::Function;
 use serde_json::{Value, json};
 use taskhub_core::auth::{NONCE_BYTES, Secret};
+use taskhub_core::codec::Frame;
 use taskhub_core::handlers::Failure;
 use taskhub_core::worker::{Event, Worker, WorkerConfig};
-use taskhub_core::{Millis, QueueName, Role};
+use taskhub_core::{Millis, Payload, QueueName, Role};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
@@ -39,7 +40,7 @@ struct Inner {
     timer_at: Option<Millis>,
     pool: Option<Pool>,
     compute_url: String,
-    outbox: VecDeque<String>,
+    outbox: VecDeque<Frame>,
     kinds: HashMap<u64, String>,
     stop_waiters: Vec<Function>,
     listener: Option<Function>,
@@ -211,8 +212,11 @@ impl Inner {
         let kind = self.kinds.remove(&token).unwrap_or_default();
         let result = match report {
             Err(crash) => Err(Failure::retryable(crash)),
-            Ok(text) => match serde_json::from_str::<Value>(&text) {
-                Ok(v) if v["ok"] == Value::Bool(true) => Ok(v["result"].clone()),
+            Ok((text, bytes)) => match serde_json::from_str::<Value>(&text) {
+                Ok(v) if v["ok"] == Value::Bool(true) => Ok(match bytes {
+                    Some(b) => Payload::from(b),
+                    None => Payload::Json(v["result"].clone()),
+                }),
                 Ok(v) => Err(Failure {
                     message: v["error"].as_str().unwrap_or("task failed").to_string(),
                     retry: v["retry"].as_bool().unwrap_or(true),
@@ -270,6 +274,7 @@ fn on_socket(inner: &Rc<RefCell<Inner>>, id: u64, ev: SocketEvent) {
         match ev {
             SocketEvent::Open => i.sm.handle_connected(now, entropy()),
             SocketEvent::Text(text) => i.sm.handle_message(&text, now),
+            SocketEvent::Binary(frame) => i.sm.handle_binary(&frame, now),
             SocketEvent::Closed(reason) => {
                 i.retire_socket();
                 i.sm.handle_disconnected(now, &reason, random_u64());

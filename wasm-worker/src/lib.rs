@@ -27,9 +27,10 @@ pub use monitor::HubMonitor;
 
 use std::sync::OnceLock;
 
+use bytes::Bytes;
 use serde_json::{Value, json};
 use taskhub_core::handlers::{Handlers, Outcome};
-use taskhub_core::{SessionId, TaskId};
+use taskhub_core::{Payload, SessionId, TaskId};
 use wasm_bindgen::prelude::*;
 
 static INSTALLED: OnceLock<Handlers> = OnceLock::new();
@@ -75,25 +76,46 @@ pub fn take_panic() -> Option<String> {
     LAST_PANIC.lock().ok().and_then(|mut p| p.take())
 }
 
-/// Run the handler for `kind` on a JSON payload. Returns the outcome as JSON text:
-/// `{"ok": true, "result": ..}`, `{"ok": true, "result": .., "wait_ms": n}` for handlers that wait
-/// (the caller waits `n` ms with its own timer, then reports), or
-/// `{"ok": false, "error": "..", "retry": bool}`. `id`, `attempt` and `session` describe the task
-/// to handlers that want them (0 when unknown).
+/// Run the handler for `kind` on a payload: JSON text, or a `Uint8Array` for a binary one.
+/// Returns `{out, bytes}`: `out` is the outcome as JSON text, `{"ok": true, "result": ..}`,
+/// `{"ok": true, "result": .., "wait_ms": n}` for handlers that wait (the caller waits `n` ms
+/// with its own timer, then reports), `{"ok": true, "binary": true}` for a binary result (then in
+/// `bytes`, a `Uint8Array`), or `{"ok": false, "error": "..", "retry": bool}`. `id`, `attempt`
+/// and `session` describe the task to handlers that want them (0 when unknown).
 #[wasm_bindgen(js_name = runTask)]
 pub fn run_task(
     kind: Option<String>,
-    payload_json: &str,
+    payload: JsValue,
     id: Option<f64>,
     attempt: Option<u32>,
     session: Option<f64>,
-) -> String {
+) -> js_sys::Object {
     let meta = Meta {
         id: TaskId(id.unwrap_or(0.0) as u64),
         attempt: attempt.unwrap_or(1),
         session: session.filter(|s| *s > 0.0).map(|s| SessionId(s as u64)),
     };
-    outcome_json(registry(), kind.as_deref(), payload_json, meta).to_string()
+    let (out, bytes) = match payload.as_string() {
+        Some(text) => outcome_json(registry(), kind.as_deref(), &text, meta),
+        None => match payload.dyn_into::<js_sys::Uint8Array>() {
+            Ok(b) => outcome(
+                registry(),
+                kind.as_deref(),
+                &Payload::from(b.to_vec()),
+                meta,
+            ),
+            Err(_) => (
+                json!({"ok": false, "error": "payload is neither JSON text nor a Uint8Array", "retry": false}),
+                None,
+            ),
+        },
+    };
+    let result = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&result, &"out".into(), &out.to_string().into());
+    if let Some(b) = bytes {
+        let _ = js_sys::Reflect::set(&result, &"bytes".into(), &js_sys::Uint8Array::from(&b[..]));
+    }
+    result
 }
 
 /// The kinds this instance runs, as JSON text: `[{"kind": "square", "heavy": false}, ...]`.
@@ -114,23 +136,39 @@ pub struct Meta {
     pub session: Option<SessionId>,
 }
 
-/// The pure part of [`run_task`], testable natively.
+/// The pure part of [`run_task`] for a JSON payload, testable natively.
 pub fn outcome_json(
     handlers: &Handlers,
     kind: Option<&str>,
     payload_json: &str,
     meta: Meta,
-) -> Value {
-    let payload: Value = match serde_json::from_str(payload_json) {
-        Ok(v) => v,
-        Err(e) => {
-            return json!({"ok": false, "error": format!("payload is not JSON: {e}"), "retry": false});
+) -> (Value, Option<Bytes>) {
+    match serde_json::from_str::<Value>(payload_json) {
+        Ok(v) => outcome(handlers, kind, &Payload::Json(v), meta),
+        Err(e) => (
+            json!({"ok": false, "error": format!("payload is not JSON: {e}"), "retry": false}),
+            None,
+        ),
+    }
+}
+
+/// The pure part of [`run_task`]: the outcome as JSON, and a binary result's bytes.
+pub fn outcome(
+    handlers: &Handlers,
+    kind: Option<&str>,
+    payload: &Payload,
+    meta: Meta,
+) -> (Value, Option<Bytes>) {
+    match handlers.run_task(meta.id, kind, payload, meta.attempt, meta.session) {
+        Ok(Outcome::Done(v)) => (json!({"ok": true, "result": v}), None),
+        Ok(Outcome::Bytes(b)) => (json!({"ok": true, "binary": true}), Some(b)),
+        Ok(Outcome::Wait { ms, then }) => {
+            (json!({"ok": true, "result": then, "wait_ms": ms}), None)
         }
-    };
-    match handlers.run_task(meta.id, kind, &payload, meta.attempt, meta.session) {
-        Ok(Outcome::Done(v)) => json!({"ok": true, "result": v}),
-        Ok(Outcome::Wait { ms, then }) => json!({"ok": true, "result": then, "wait_ms": ms}),
-        Err(f) => json!({"ok": false, "error": f.message, "retry": f.retry}),
+        Err(f) => (
+            json!({"ok": false, "error": f.message, "retry": f.retry}),
+            None,
+        ),
     }
 }
 
@@ -145,7 +183,7 @@ mod tests {
     };
 
     fn outcome(kind: Option<&str>, payload: &str) -> Value {
-        outcome_json(&Handlers::builtins(), kind, payload, META)
+        outcome_json(&Handlers::builtins(), kind, payload, META).0
     }
 
     #[test]
@@ -164,5 +202,27 @@ mod tests {
             (Some(false), Some(false))
         );
         assert_eq!(outcome(Some("echo"), "{oops")["ok"], json!(false));
+    }
+
+    #[test]
+    fn a_binary_payload_gets_a_binary_result_beside_its_outcome() {
+        let bytes = Payload::from(vec![0u8, 1, 255]);
+        let (out, b) = super::outcome(&Handlers::builtins(), Some("echo"), &bytes, META);
+        assert_eq!(
+            (out, b.as_deref()),
+            (
+                json!({"ok": true, "binary": true}),
+                Some(&[0u8, 1, 255][..])
+            )
+        );
+        let (out, b) = super::outcome(&Handlers::builtins(), Some("square"), &bytes, META);
+        assert_eq!((out["ok"].clone(), b), (json!(false), None));
+        assert!(
+            out["error"]
+                .as_str()
+                .unwrap()
+                .contains("takes a JSON payload"),
+            "{out}"
+        );
     }
 }

@@ -142,6 +142,7 @@ fn on_socket(inner: &Rc<RefCell<Inner>>, id: u64, ev: SocketEvent) {
         match ev {
             SocketEvent::Open => {}
             SocketEvent::Text(t) => i.on_text(&t, out),
+            SocketEvent::Binary(_) => {} // only tasks carry bytes; a monitor takes none
             SocketEvent::Closed(reason) => i.lost(&reason, out),
         }
     });

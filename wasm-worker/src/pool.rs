@@ -1,13 +1,16 @@
 //! Dedicated Web Workers that run task handlers, so the page stays responsive while a tab computes.
 //!
 //! Each worker loads `compute.js` (served by the hub), which loads this same wasm module and calls
-//! [`crate::run_task`]. Jobs go out as `{token, kind, payload, id, attempt, session}`; results
-//! come back as `{token, out}` where `out` is `run_task`'s JSON text.
+//! [`crate::run_task`]. Jobs go out as `{token, kind, payload, id, attempt, session}`, `payload`
+//! being JSON text or, for a binary payload, a `Uint8Array` (its buffer transferred, not copied);
+//! results come back as `{token, out, bytes}` where `out` is `run_task`'s JSON text and `bytes`
+//! a binary result's `Uint8Array`, if it has one.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use js_sys::{Object, Reflect};
+use js_sys::{Array, Object, Reflect, Uint8Array};
+use taskhub_core::Payload;
 use taskhub_core::worker::Job;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -26,8 +29,9 @@ pub(crate) struct Pool {
     waiting: VecDeque<Job>,
 }
 
-/// What a pool worker reported: `run_task`'s JSON, or why there is none.
-pub(crate) type Report = Result<String, String>;
+/// What a pool worker reported: `run_task`'s JSON and a binary result's bytes, or why there is
+/// none.
+pub(crate) type Report = Result<(String, Option<Vec<u8>>), String>;
 
 impl Pool {
     /// Start `size` Web Workers running `script_url`. `on_report` gets each finished job with the
@@ -45,12 +49,18 @@ impl Pool {
                 .map_err(|_| format!("cannot start a Web Worker from {script_url}"))?;
             let report = on_report.clone();
             let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
-                let out = Reflect::get(&e.data(), &"out".into())
+                let data = e.data();
+                let out = Reflect::get(&data, &"out".into())
                     .ok()
                     .and_then(|o| o.as_string());
+                let bytes = Reflect::get(&data, &"bytes".into())
+                    .ok()
+                    .and_then(|b| b.dyn_into::<Uint8Array>().ok())
+                    .map(|b| b.to_vec());
                 report(
                     index,
-                    out.ok_or_else(|| "compute worker sent no result".to_string()),
+                    out.map(|out| (out, bytes))
+                        .ok_or_else(|| "compute worker sent no result".to_string()),
                 );
             });
             let report = on_report.clone();
@@ -106,12 +116,25 @@ impl Pool {
                 .map(JsValue::from)
                 .unwrap_or(JsValue::NULL);
             let _ = Reflect::set(&msg, &"kind".into(), &kind);
-            let _ = Reflect::set(&msg, &"payload".into(), &job.payload.to_string().into());
+            let transfer = Array::new();
+            let payload: JsValue = match &job.payload {
+                Payload::Bytes(b) => {
+                    let bytes = Uint8Array::from(&b[..]);
+                    transfer.push(&bytes.buffer());
+                    bytes.into()
+                }
+                other => other.to_json_lossy().to_string().into(),
+            };
+            let _ = Reflect::set(&msg, &"payload".into(), &payload);
             let _ = Reflect::set(&msg, &"id".into(), &(job.id.0 as f64).into());
             let _ = Reflect::set(&msg, &"attempt".into(), &job.attempt.into());
             let session = job.session.map_or(0.0, |s| s.0 as f64);
             let _ = Reflect::set(&msg, &"session".into(), &session.into());
-            if slot.worker.post_message(&msg).is_err() {
+            if slot
+                .worker
+                .post_message_with_transfer(&msg, &transfer)
+                .is_err()
+            {
                 self.waiting.push_front(job);
                 return;
             }

@@ -1,15 +1,18 @@
 //! A browser WebSocket that owns its callbacks: dropping a [`Socket`] detaches them and closes the
 //! connection, so nothing leaks and nothing fires afterwards.
 
+use taskhub_core::codec::Frame;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-use web_sys::{CloseEvent, Event, MessageEvent, WebSocket};
+use web_sys::{BinaryType, CloseEvent, Event, MessageEvent, WebSocket};
 
 /// What a socket reports.
 #[derive(Debug)]
 pub(crate) enum SocketEvent {
     Open,
     Text(String),
+    /// A binary frame: a message carrying bytes.
+    Binary(Vec<u8>),
     Closed(String),
 }
 
@@ -37,8 +40,11 @@ impl Socket {
         let on_open = Closure::<dyn FnMut(Event)>::new(move |_| h(SocketEvent::Open));
         let h = handler.clone();
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
-            if let Some(text) = e.data().as_string() {
+            let data = e.data();
+            if let Some(text) = data.as_string() {
                 h(SocketEvent::Text(text));
+            } else if let Some(buf) = data.dyn_ref::<js_sys::ArrayBuffer>() {
+                h(SocketEvent::Binary(js_sys::Uint8Array::new(buf).to_vec()));
             }
         });
         let h = handler;
@@ -50,6 +56,7 @@ impl Socket {
             };
             h(SocketEvent::Closed(reason));
         });
+        ws.set_binary_type(BinaryType::Arraybuffer);
         ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
@@ -61,10 +68,12 @@ impl Socket {
         })
     }
 
-    pub fn send(&self, text: &str) -> Result<(), String> {
-        self.ws
-            .send_with_str(text)
-            .map_err(|_| "send failed: the connection is closed".to_string())
+    pub fn send(&self, frame: &Frame) -> Result<(), String> {
+        match frame {
+            Frame::Text(text) => self.ws.send_with_str(text),
+            Frame::Binary(bytes) => self.ws.send_with_u8_array(bytes),
+        }
+        .map_err(|_| "send failed: the connection is closed".to_string())
     }
 
     /// Bytes queued by `send` but not yet handed to the network. The browser applies no

@@ -12,8 +12,8 @@ use std::rc::Rc;
 use gloo_timers::future::TimeoutFuture;
 use serde_json::{Value, json};
 use taskhub_core::auth::{ClientHandshake, Secret};
-use taskhub_core::codec::{decode_server, encode_client};
-use taskhub_core::{ClientMsg, QueueName, Role, ServerMsg};
+use taskhub_core::codec::{Frame, decode_server_frame, encode_client};
+use taskhub_core::{ClientMsg, Payload, QueueName, Role, ServerMsg};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_test::*;
@@ -91,7 +91,7 @@ impl Events {
 /// A producer speaking the protocol through the core's handshake and codec.
 struct Producer {
     ws: WebSocket,
-    inbox: Rc<RefCell<VecDeque<String>>>,
+    inbox: Rc<RefCell<VecDeque<Frame>>>,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     queue_name: QueueName,
 }
@@ -100,10 +100,16 @@ impl Producer {
     async fn connect() -> Producer {
         let (url, key) = hub();
         let ws = WebSocket::new(url).unwrap();
+        ws.set_binary_type(web_sys::BinaryType::Arraybuffer);
         let inbox = Rc::new(RefCell::new(VecDeque::new()));
         let i = inbox.clone();
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
-            i.borrow_mut().push_back(e.data().as_string().unwrap());
+            let data = e.data();
+            let frame = match data.as_string() {
+                Some(text) => Frame::Text(text),
+                None => Frame::Binary(js_sys::Uint8Array::new(&data).to_vec()),
+            };
+            i.borrow_mut().push_back(frame);
         });
         ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         let mut p = Producer {
@@ -126,13 +132,16 @@ impl Producer {
     }
 
     fn send(&self, msg: &ClientMsg) {
-        self.ws.send_with_str(&encode_client(msg)).unwrap();
+        match encode_client(msg) {
+            Frame::Text(t) => self.ws.send_with_str(&t).unwrap(),
+            Frame::Binary(b) => self.ws.send_with_u8_array(&b).unwrap(),
+        }
     }
 
     async fn next(&mut self) -> ServerMsg {
         for _ in 0..600 {
             if let Some(t) = self.inbox.borrow_mut().pop_front() {
-                return decode_server(&t).unwrap();
+                return decode_server_frame(&t).unwrap();
             }
             sleep(50).await;
         }
@@ -141,6 +150,26 @@ impl Producer {
 
     /// Put tasks on `queue` with this session's inbox as reply_to; returns the replies in order.
     async fn submit(&mut self, queue: &str, kind: &str, payloads: Vec<Value>) -> Vec<Value> {
+        let replies = self
+            .submit_payloads(
+                queue,
+                kind,
+                payloads.into_iter().map(Payload::Json).collect(),
+            )
+            .await;
+        replies
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap())
+            .collect()
+    }
+
+    /// [`Producer::submit`] for payloads of either sort; the replies as they came.
+    async fn submit_payloads(
+        &mut self,
+        queue: &str,
+        kind: &str,
+        payloads: Vec<Payload>,
+    ) -> Vec<taskhub_core::protocol::Reply> {
         let n = payloads.len();
         for payload in payloads {
             self.send(&ClientMsg::Put {
@@ -159,7 +188,7 @@ impl Producer {
             match self.next().await {
                 ServerMsg::Queued { task, .. } => ids.push(task),
                 ServerMsg::Reply(r) => {
-                    replies.insert(r.id, serde_json::to_value(&r).unwrap());
+                    replies.insert(r.id, r);
                 }
                 other => panic!("{other:?}"),
             }
@@ -168,25 +197,56 @@ impl Producer {
     }
 }
 
+/// `runTask`'s outcome text, parsed, and its binary result, if any.
+fn ran(out: js_sys::Object) -> (Value, Option<Vec<u8>>) {
+    let text = js_sys::Reflect::get(&out, &"out".into()).unwrap();
+    let bytes = js_sys::Reflect::get(&out, &"bytes".into()).unwrap();
+    (
+        serde_json::from_str(&text.as_string().unwrap()).unwrap(),
+        bytes
+            .dyn_ref::<js_sys::Uint8Array>()
+            .map(js_sys::Uint8Array::to_vec),
+    )
+}
+
 #[wasm_bindgen_test]
 fn handlers_run_in_wasm() {
-    let out: Value =
-        serde_json::from_str(&run_task(Some("square".into()), "3411", None, None, None)).unwrap();
+    let text = |s: &str| JsValue::from(s);
+    let (out, _) = ran(run_task(
+        Some("square".into()),
+        text("3411"),
+        None,
+        None,
+        None,
+    ));
     assert_eq!(out, json!({"ok": true, "result": "3411 * 3411 = 11634921"}));
-    let out: Value = serde_json::from_str(&run_task(
+    let (out, _) = ran(run_task(
         Some("primes".into()),
-        "1000000",
+        text("1000000"),
         None,
         None,
         None,
-    ))
-    .unwrap();
+    ));
     assert_eq!(out["result"], json!(78_498));
-    let out: Value =
-        serde_json::from_str(&run_task(Some("nope".into()), "1", None, None, None)).unwrap();
+    let (out, _) = ran(run_task(Some("nope".into()), text("1"), None, None, None));
     assert_eq!(
         (out["ok"].as_bool(), out["retry"].as_bool()),
         (Some(false), Some(false))
+    );
+    // A binary payload arrives as a Uint8Array; a binary result leaves as one.
+    let bytes = || js_sys::Uint8Array::from(&[0u8, 159, 255][..]).into();
+    let (out, result) = ran(run_task(Some("echo".into()), bytes(), None, None, None));
+    assert_eq!(
+        (out, result),
+        (json!({"ok": true, "binary": true}), Some(vec![0, 159, 255]))
+    );
+    let (out, _) = ran(run_task(Some("square".into()), bytes(), None, None, None));
+    assert!(
+        out["error"]
+            .as_str()
+            .unwrap()
+            .contains("takes a JSON payload"),
+        "{out}"
     );
 }
 
@@ -214,7 +274,7 @@ fn users_handlers_run_in_wasm_with_state_failures_and_waits() {
         attempt: 1,
         session: None,
     };
-    let run = |kind: &str, payload: &str| outcome_json(&h, Some(kind), payload, meta);
+    let run = |kind: &str, payload: &str| outcome_json(&h, Some(kind), payload, meta).0;
     assert_eq!(run("count", "null"), json!({"ok": true, "result": 1}));
     assert_eq!(run("count", "null"), json!({"ok": true, "result": 2}));
     assert_eq!(
@@ -287,7 +347,7 @@ async fn the_web_worker_pool_runs_tasks_and_the_page_stays_responsive() {
         p.send(&ClientMsg::Put {
             req: None,
             queue: QueueName::new("wasm-pool").unwrap(),
-            payload: json!(100_000_000),
+            payload: json!(100_000_000).into(),
             kind: Some("primes".into()),
             reply_to: Some(p.queue_name.clone()),
             max_attempts: None,
@@ -324,10 +384,57 @@ async fn the_web_worker_pool_runs_tasks_and_the_page_stays_responsive() {
     let mut done = 0;
     while done < 2 {
         if let ServerMsg::Reply(r) = p.next().await {
-            assert_eq!(r.result, Some(json!(5_761_455)));
+            assert_eq!(r.result, Some(json!(5_761_455).into()));
             done += 1;
         }
     }
+    wasm_bindgen_futures::JsFuture::from(w.stop())
+        .await
+        .unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn a_tab_takes_and_returns_bytes_without_base64() {
+    let (url, key) = hub();
+    let w = BrowserWorker::new(url.into(), key.into(), "wasm-bytes", 2, compute_url()).unwrap();
+    let events = Events::attach(&w);
+    w.start().unwrap();
+    events.wait("connected").await;
+    let mut p = Producer::connect().await;
+    // Every byte value, and a payload big enough to span many socket reads.
+    let all: Vec<u8> = (0..=255u8).collect();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let replies = p
+        .submit_payloads(
+            "wasm-bytes",
+            "echo",
+            vec![Payload::from(all.clone()), Payload::from(big.clone())],
+        )
+        .await;
+    assert_eq!(
+        replies[0]
+            .result
+            .as_ref()
+            .and_then(Payload::bytes)
+            .map(|b| b.to_vec()),
+        Some(all)
+    );
+    assert_eq!(
+        replies[1]
+            .result
+            .as_ref()
+            .and_then(Payload::bytes)
+            .map(|b| b.to_vec()),
+        Some(big)
+    );
+    // A handler that reads bytes and answers JSON: the SHA-256 of "abc".
+    let digest = p
+        .submit_payloads("wasm-bytes", "sha256", vec![Payload::from(&b"abc"[..])])
+        .await;
+    assert_eq!(
+        digest[0].result,
+        Some(json!("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad").into())
+    );
     wasm_bindgen_futures::JsFuture::from(w.stop())
         .await
         .unwrap();

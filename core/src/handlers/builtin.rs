@@ -4,7 +4,8 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Handlers, Outcome};
+use super::{Handlers, Outcome, any_payload};
+use crate::body::{Body, Payload};
 
 /// Largest `n` the `primes` handler accepts (its sieve takes `n` bytes).
 pub const MAX_PRIMES_N: u64 = 200_000_000;
@@ -14,10 +15,10 @@ pub const MAX_SLEEP_MS: u64 = 3_600_000;
 pub(super) fn handlers() -> Handlers {
     Handlers::new()
         .light("square", square)
-        .heavy("sha256", sha256)
+        .heavy("sha256", any_payload(sha256))
         .heavy("primes", primes)
         .light("sleep", sleep)
-        .light("echo", echo)
+        .light("echo", any_payload(echo))
         .light("fail", fail)
 }
 
@@ -37,13 +38,20 @@ fn square(payload: &Value) -> Result<Outcome, String> {
     Ok(Outcome::Done(json!(format!("{n} * {n} = {r}"))))
 }
 
-/// A string → its SHA-256, lowercase hex.
-fn sha256(payload: &Value) -> Result<Outcome, String> {
-    let s = payload
-        .as_str()
-        .ok_or_else(|| format!("sha256 expects a string payload, got {payload}"))?;
+/// A string (its UTF-8) or bytes → their SHA-256, lowercase hex.
+fn sha256(payload: &Payload) -> Result<Outcome, String> {
+    let bytes = match payload {
+        Body::Json(Value::String(s)) => s.as_bytes(),
+        Body::Bytes(b) => b,
+        other => {
+            let got = other.to_json_lossy();
+            return Err(format!(
+                "sha256 expects a string or binary payload, got {got}"
+            ));
+        }
+    };
     Ok(Outcome::Done(json!(crate::auth::hex(&Sha256::digest(
-        s.as_bytes()
+        bytes
     )))))
 }
 
@@ -98,9 +106,9 @@ fn sleep(payload: &Value) -> Result<Outcome, String> {
     })
 }
 
-/// The payload, unchanged.
-fn echo(payload: &Value) -> Result<Outcome, String> {
-    Ok(Outcome::Done(payload.clone()))
+/// The payload, unchanged: JSON as JSON, bytes as bytes.
+fn echo(payload: &Payload) -> Payload {
+    payload.clone()
 }
 
 /// Always fails; the payload (if a string) is the message. For testing retries and dead letters.

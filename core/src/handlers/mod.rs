@@ -27,9 +27,11 @@
 //! ```
 //!
 //! - A handler is a closure or function from the payload to anything that is [`IntoOutcome`]:
-//!   a JSON [`Value`], an [`Outcome`], or a `Result` of those whose error converts into a
-//!   [`Failure`] (a `String` or `&str` is a failure worth retrying). [`typed`] adapts a function
-//!   over serde types. A struct with configuration implements [`Handler`] itself and also sees the
+//!   a JSON [`Value`], bytes (`Vec<u8>`, [`Bytes`]: a binary result), an [`Outcome`], or a
+//!   `Result` of those whose error converts into a [`Failure`] (a `String` or `&str` is a failure
+//!   worth retrying). A plain closure takes a JSON payload; [`binary`] adapts one over bytes,
+//!   [`any_payload`] one over either, [`typed`] a function over serde types. A payload of the
+//!   other sort fails the task for good, naming the mismatch. A struct with configuration implements [`Handler`] itself and also sees the
 //!   task's id, attempt and session ([`Input`]).
 //! - **Light** handlers take about a microsecond and run inline on the worker's event loop.
 //!   **Heavy** ones take real CPU time and run off it: on tokio's blocking pool natively, in a
@@ -45,12 +47,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use builtin::{MAX_PRIMES_N, MAX_SLEEP_MS, count_primes_below};
 
+use crate::body::{Body, Payload};
 use crate::names::{SessionId, TaskId};
 
 /// Longest task kind, in bytes (the protocol's limit).
@@ -61,6 +65,8 @@ pub const MAX_KIND_BYTES: usize = 128;
 pub enum Outcome {
     /// The task's result.
     Done(Value),
+    /// The task's result, as bytes (sent in a binary frame, no base64).
+    Bytes(Bytes),
     /// Wait `ms` milliseconds with the driver's timer, then the result is `then`.
     Wait { ms: u64, then: Value },
 }
@@ -129,6 +135,30 @@ impl IntoOutcome for Value {
     }
 }
 
+impl IntoOutcome for Bytes {
+    fn into_outcome(self) -> Result<Outcome, Failure> {
+        Ok(Outcome::Bytes(self))
+    }
+}
+
+/// Bytes: a binary result.
+impl IntoOutcome for Vec<u8> {
+    fn into_outcome(self) -> Result<Outcome, Failure> {
+        Ok(Outcome::Bytes(Bytes::from(self)))
+    }
+}
+
+/// A [`Payload`]: JSON or bytes, as it is.
+impl IntoOutcome for Payload {
+    fn into_outcome(self) -> Result<Outcome, Failure> {
+        match self {
+            Body::Json(v) => Ok(Outcome::Done(v)),
+            Body::Bytes(b) => Ok(Outcome::Bytes(b)),
+            held @ Body::Holding { .. } => Ok(Outcome::Done(held.to_json_lossy())),
+        }
+    }
+}
+
 impl<T: IntoOutcome, E: Into<Failure>> IntoOutcome for Result<T, E> {
     fn into_outcome(self) -> Result<Outcome, Failure> {
         self.map_err(Into::into)?.into_outcome()
@@ -140,14 +170,40 @@ impl<T: IntoOutcome, E: Into<Failure>> IntoOutcome for Result<T, E> {
 pub struct Input<'a> {
     pub id: TaskId,
     pub kind: &'a str,
-    pub payload: &'a Value,
+    /// JSON, or bytes: see [`Input::json`] and [`Input::bytes`].
+    pub payload: &'a Payload,
     /// 1 on the first delivery.
     pub attempt: u32,
     /// The worker's session on the hub (as in `stats`), when known.
     pub session: Option<SessionId>,
 }
 
-/// A task handler. Closures `Fn(&Value) -> impl IntoOutcome` are handlers; implement it on a
+impl Input<'_> {
+    /// The JSON payload; a binary one fails the task for good, naming the mismatch.
+    pub fn json(&self) -> Result<&Value, Failure> {
+        match self.payload {
+            Body::Json(v) => Ok(v),
+            other => Err(Failure::permanent(format!(
+                "{} takes a JSON payload; this task's payload is {} bytes of binary",
+                self.kind,
+                other.attachment_len()
+            ))),
+        }
+    }
+
+    /// The binary payload; a JSON one fails the task for good, naming the mismatch.
+    pub fn bytes(&self) -> Result<&Bytes, Failure> {
+        self.payload.bytes().ok_or_else(|| {
+            Failure::permanent(format!(
+                "{} takes a binary payload; this task's payload is JSON (put it as bytes)",
+                self.kind
+            ))
+        })
+    }
+}
+
+/// A task handler. Closures `Fn(&Value) -> impl IntoOutcome` are handlers of JSON payloads;
+/// [`binary`] and [`any_payload`] adapt closures over bytes and over either. Implement it on a
 /// struct for handlers with configuration that also want the task's id or attempt.
 pub trait Handler: Send + Sync + 'static {
     fn run(&self, task: &Input<'_>) -> Result<Outcome, Failure>;
@@ -159,7 +215,54 @@ where
     R: IntoOutcome,
 {
     fn run(&self, task: &Input<'_>) -> Result<Outcome, Failure> {
-        self(task.payload).into_outcome()
+        self(task.json()?).into_outcome()
+    }
+}
+
+/// A handler of binary payloads, made by [`binary`].
+#[derive(Debug, Clone, Copy)]
+pub struct Binary<F>(F);
+
+/// Adapt `f(&[u8]) -> impl IntoOutcome` into a handler of binary payloads (a JSON payload fails
+/// the task for good). Return a `Vec<u8>` or [`Bytes`] for a binary result, a [`Value`] for JSON.
+pub fn binary<F, R>(f: F) -> Binary<F>
+where
+    F: Fn(&[u8]) -> R + Send + Sync + 'static,
+    R: IntoOutcome,
+{
+    Binary(f)
+}
+
+impl<F, R> Handler for Binary<F>
+where
+    F: Fn(&[u8]) -> R + Send + Sync + 'static,
+    R: IntoOutcome,
+{
+    fn run(&self, task: &Input<'_>) -> Result<Outcome, Failure> {
+        (self.0)(task.bytes()?).into_outcome()
+    }
+}
+
+/// A handler of JSON and binary payloads alike, made by [`any_payload`].
+#[derive(Debug, Clone, Copy)]
+pub struct AnyPayload<F>(F);
+
+/// Adapt `f(&Payload) -> impl IntoOutcome` into a handler that takes JSON and bytes alike.
+pub fn any_payload<F, R>(f: F) -> AnyPayload<F>
+where
+    F: Fn(&Payload) -> R + Send + Sync + 'static,
+    R: IntoOutcome,
+{
+    AnyPayload(f)
+}
+
+impl<F, R> Handler for AnyPayload<F>
+where
+    F: Fn(&Payload) -> R + Send + Sync + 'static,
+    R: IntoOutcome,
+{
+    fn run(&self, task: &Input<'_>) -> Result<Outcome, Failure> {
+        (self.0)(task.payload).into_outcome()
     }
 }
 
@@ -199,7 +302,7 @@ where
     E: Into<Failure>,
 {
     fn run(&self, task: &Input<'_>) -> Result<Outcome, Failure> {
-        let input = T::deserialize(task.payload).map_err(|e| {
+        let input = T::deserialize(task.json()?).map_err(|e| {
             Failure::permanent(format!("{} got a payload it cannot read: {e}", task.kind))
         })?;
         let out = (self.f)(input).map_err(Into::into)?;
@@ -304,7 +407,7 @@ impl Handlers {
         &self,
         id: TaskId,
         kind: Option<&str>,
-        payload: &Value,
+        payload: &Payload,
         attempt: u32,
         session: Option<SessionId>,
     ) -> Result<Outcome, Failure> {

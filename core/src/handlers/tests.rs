@@ -6,7 +6,7 @@ use serde_json::json;
 use super::*;
 
 fn run(kind: Option<&str>, payload: &Value) -> Result<Outcome, Failure> {
-    Handlers::builtins().run_task(TaskId(1), kind, payload, 1, None)
+    Handlers::builtins().run_task(TaskId(1), kind, &payload.clone().into(), 1, None)
 }
 
 #[test]
@@ -80,7 +80,7 @@ fn unknown_and_missing_kinds_are_named() {
             then: json!({"slept_ms": 5})
         })
     );
-    let none = Handlers::new().run_task(TaskId(1), Some("square"), &json!(2), 1, None);
+    let none = Handlers::new().run_task(TaskId(1), Some("square"), &json!(2).into(), 1, None);
     assert!(none.unwrap_err().message.contains("no kinds at all"));
 }
 
@@ -92,7 +92,7 @@ struct Counter {
 
 impl Handler for Counter {
     fn run(&self, task: &Input<'_>) -> Result<Outcome, Failure> {
-        let n = task.payload.as_u64().ok_or("counter expects a number")?;
+        let n = task.json()?.as_u64().ok_or("counter expects a number")?;
         let total = self.total.fetch_add(n * self.step, Ordering::Relaxed) + n * self.step;
         Ok(Outcome::Done(
             json!({"total": total, "attempt": task.attempt, "id": task.id}),
@@ -137,7 +137,7 @@ fn user_handlers_hold_state_fail_and_wait() {
         h.run(&Input {
             id: TaskId(7),
             kind,
-            payload: &payload,
+            payload: &payload.into(),
             attempt,
             session: None,
         })
@@ -196,7 +196,7 @@ fn builtins_are_one_set_to_include_or_leave_out() {
         ["echo", "fail", "primes", "sha256", "sleep", "square"]
     );
     // Included later, the built-in echo replaces mine; registered later, mine replaces it.
-    let echo = |h: &Handlers| h.run_task(TaskId(1), Some("echo"), &json!(1), 1, None);
+    let echo = |h: &Handlers| h.run_task(TaskId(1), Some("echo"), &json!(1).into(), 1, None);
     assert_eq!(echo(&with), Ok(Outcome::Done(json!(1))));
     let over = Handlers::builtins().include(mine.clone());
     assert_eq!(echo(&over), Ok(Outcome::Done(json!("mine"))));

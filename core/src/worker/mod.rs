@@ -14,10 +14,10 @@
 use std::collections::{HashMap, VecDeque};
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::auth::{AuthError, ClientHandshake, NONCE_BYTES, Secret};
-use crate::codec::{decode_server, encode_client};
+use crate::body::Payload;
+use crate::codec::{DecodeError, Frame, decode_server, decode_server_binary, encode_client};
 use crate::handlers::Failure;
 use crate::names::{QueueName, SessionId, TaskId};
 use crate::protocol::{ClientMsg, ErrorCode, Role, ServerMsg, Task};
@@ -71,7 +71,7 @@ pub struct Job {
     pub token: u64,
     pub id: TaskId,
     pub kind: Option<String>,
-    pub payload: Value,
+    pub payload: Payload,
     pub attempt: u32,
     /// This worker's session on the hub.
     pub session: Option<SessionId>,
@@ -227,7 +227,7 @@ pub struct Worker {
     running: HashMap<u64, Running>,
     next_token: u64,
     stop_deadline: Option<Millis>,
-    transmit: VecDeque<String>,
+    transmit: VecDeque<Frame>,
     events: VecDeque<Event>,
     done: u64,
     failed: u64,
@@ -324,8 +324,17 @@ impl Worker {
 
     /// A text frame arrived from the hub.
     pub fn handle_message(&mut self, text: &str, now: Millis) {
+        self.handle_decoded(decode_server(text), now);
+    }
+
+    /// A binary frame arrived from the hub: a task whose payload is bytes.
+    pub fn handle_binary(&mut self, frame: &[u8], now: Millis) {
+        self.handle_decoded(decode_server_binary(frame), now);
+    }
+
+    fn handle_decoded(&mut self, msg: Result<ServerMsg, DecodeError>, now: Millis) {
         self.handle_heard(now);
-        let msg = match decode_server(text) {
+        let msg = match msg {
             Ok(m) => m,
             Err(e) => {
                 self.events.push_back(Event::HubError {
@@ -432,7 +441,7 @@ impl Worker {
     }
 
     /// The driver finished running a job.
-    pub fn handle_task_done(&mut self, token: u64, result: Result<Value, Failure>, now: Millis) {
+    pub fn handle_task_done(&mut self, token: u64, result: Result<Payload, Failure>, now: Millis) {
         let Some(run) = self.running.remove(&token) else {
             return;
         };
@@ -683,7 +692,7 @@ impl Worker {
     }
 
     /// The next frame to send, if any.
-    pub fn poll_transmit(&mut self) -> Option<String> {
+    pub fn poll_transmit(&mut self) -> Option<Frame> {
         self.transmit.pop_front()
     }
 

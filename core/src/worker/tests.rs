@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::*;
 use crate::auth::{hex, hub_proof, verify_client_proof};
-use crate::codec::{decode_client, encode_server};
+use crate::codec::{Frame, decode_client_frame, encode_server};
 use crate::protocol::{Limits, PROTOCOL_VERSION};
 
 const NONCE: [u8; 32] = [1; 32];
@@ -42,12 +42,15 @@ impl Pair {
 
     fn sent(&mut self) -> Vec<ClientMsg> {
         std::iter::from_fn(|| self.w.poll_transmit())
-            .map(|t| decode_client(&t, usize::MAX).unwrap())
+            .map(|t| decode_client_frame(&t, usize::MAX).unwrap())
             .collect()
     }
 
     fn hub_says(&mut self, msg: ServerMsg) {
-        self.w.handle_message(&encode_server(&msg), self.now);
+        match encode_server(&msg) {
+            Frame::Text(t) => self.w.handle_message(&t, self.now),
+            Frame::Binary(b) => self.w.handle_binary(&b, self.now),
+        }
     }
 
     fn handshake(&mut self) -> Vec<Event> {
@@ -101,7 +104,7 @@ impl Pair {
                 id: TaskId(id),
                 queue: QueueName::new("tasks").unwrap(),
                 kind: Some(kind.into()),
-                payload,
+                payload: payload.into(),
                 attempt: 1,
                 max_attempts: 5,
                 reply_to: None,
@@ -146,13 +149,13 @@ fn handshake_then_consume_run_and_ack() {
         (run[0].id, run[0].kind.as_deref()),
         (TaskId(5), Some("square"))
     );
-    p.w.handle_task_done(run[0].token, Ok(json!("3 * 3 = 9")), p.now);
+    p.w.handle_task_done(run[0].token, Ok(json!("3 * 3 = 9").into()), p.now);
     assert_eq!(
         p.sent(),
         vec![ClientMsg::Ack {
             req: None,
             task: TaskId(5),
-            result: Some(json!("3 * 3 = 9"))
+            result: Some(json!("3 * 3 = 9").into())
         }]
     );
     assert_eq!(p.w.status().done, 1);
@@ -266,7 +269,7 @@ fn results_from_a_previous_connection_are_dropped() {
     p.w.handle_timeout(p.now);
     p.handshake();
     p.sent();
-    p.w.handle_task_done(job.token, Ok(json!(1)), p.now);
+    p.w.handle_task_done(job.token, Ok(json!(1).into()), p.now);
     assert!(
         p.sent().is_empty(),
         "the hub re-queued task 1 when the old session closed"
@@ -324,9 +327,9 @@ fn stop_releases_unstarted_tasks_and_waits_for_running_ones() {
         ]
     );
     assert_eq!(p.w.status().state, "stopping");
-    p.w.handle_task_done(run[0].token, Ok(json!(1)), p.now);
+    p.w.handle_task_done(run[0].token, Ok(json!(1).into()), p.now);
     assert!(p.events().is_empty());
-    p.w.handle_task_done(run[1].token, Ok(json!(2)), p.now);
+    p.w.handle_task_done(run[1].token, Ok(json!(2).into()), p.now);
     assert_eq!(p.sent().len(), 2, "both acks still go out");
     assert_eq!(
         p.events(),
@@ -395,7 +398,7 @@ fn abandon_hands_back_everything_at_once() {
         p.events(),
         vec![Event::Close, Event::Stopped { abandoned: 0 }]
     );
-    p.w.handle_task_done(run[0].token, Ok(json!(1)), p.now);
+    p.w.handle_task_done(run[0].token, Ok(json!(1).into()), p.now);
     assert!(p.sent().is_empty(), "no ack for a released task");
 }
 
@@ -548,7 +551,7 @@ fn serve_adaptive(p: &mut Pair, tasks: u64, run_ms: u64) -> (Vec<u32>, usize) {
             continue;
         };
         p.now = p.now + run_ms;
-        p.w.handle_task_done(job.token, Ok(json!(null)), p.now);
+        p.w.handle_task_done(job.token, Ok(json!(null).into()), p.now);
         let sent = p.sent();
         // Tasks handed back go to the front of the hub's queue: they are delivered again.
         let released = sent
@@ -601,7 +604,7 @@ fn a_shift_to_slow_tasks_shrinks_the_window_and_hands_back_the_surplus() {
     }
     let run = jobs(&p.events());
     p.now = p.now + 1_000;
-    p.w.handle_task_done(run[0].token, Ok(json!(null)), p.now);
+    p.w.handle_task_done(run[0].token, Ok(json!(null).into()), p.now);
     let sent = p.sent();
     let released = sent
         .iter()

@@ -139,7 +139,7 @@ pub struct TileHandler;
 
 impl Handler for TileHandler {
     fn run(&self, task: &Input<'_>) -> Result<Outcome, Failure> {
-        let tile = Tile::deserialize(task.payload)
+        let tile = Tile::deserialize(task.json()?)
             .map_err(|e| Failure::permanent(format!("{TILE_KIND} got a bad tile: {e}")))?;
         if tile.w == 0 || tile.h == 0 || tile.w.saturating_mul(tile.h) > MAX_TILE_PIXELS {
             return Err(Failure::permanent(format!(
@@ -230,8 +230,9 @@ mod tests {
     #[test]
     fn a_tile_renders_to_rgb_and_bad_tiles_are_refused_for_good() {
         let tile = &tiles(64, 36, 16, 50)[5];
-        let input =
-            |payload: &Value| handlers().run_task(TaskId(1), Some(TILE_KIND), payload, 1, None);
+        let input = |payload: &Value| {
+            handlers().run_task(TaskId(1), Some(TILE_KIND), &payload.clone().into(), 1, None)
+        };
         let Ok(Outcome::Done(v)) = input(&serde_json::to_value(tile).unwrap()) else {
             panic!("tile failed")
         };

@@ -152,7 +152,12 @@ async fn render(args: RenderArgs) -> anyhow::Result<()> {
                 reply.error.unwrap_or_default()
             );
         }
-        let tile: TileResult = serde_json::from_value(reply.result.unwrap_or_default())
+        let result = reply
+            .result
+            .unwrap_or_default()
+            .into_json()
+            .unwrap_or_default();
+        let tile: TileResult = serde_json::from_value(result)
             .context("a worker sent back something that is not a tile")?;
         place(&mut image, args.width, args.height, &tile)?;
         *by_session.entry(tile.session.unwrap_or(0)).or_default() += 1;

@@ -1,8 +1,8 @@
 //! Handing out ready tasks: waiting `get`s first, then consumers with credit, round robin.
 
-use taskhub_core::{Millis, QueueName, RawJson, SessionId, Task};
+use taskhub_core::{Millis, QueueName, SessionId, Task};
 
-use super::{Broker, Lease, Output, ServerMsg, StoredTask, TaskStore};
+use super::{Body, Broker, Lease, Output, ServerMsg, StoredTask, TaskStore};
 
 impl<S: TaskStore> Broker<S> {
     /// Hand out tasks of `name` to waiting `get`s first, then to consumers with credit, round
@@ -94,7 +94,7 @@ impl<S: TaskStore> Broker<S> {
     }
 }
 
-pub(super) fn envelope(task: &StoredTask) -> Task<RawJson> {
+pub(super) fn envelope(task: &StoredTask) -> Task<Body> {
     Task {
         id: task.id,
         queue: task.queue.clone(),

@@ -7,7 +7,7 @@ use taskhub_core::protocol::Reply;
 use taskhub_core::{ErrorCode, Millis, QueueName, RawJson, SessionId, TaskId};
 
 use super::store::task_cost;
-use super::{Broker, Charge, Failure, Lease, Output, ServerMsg, StoredTask, TaskStore};
+use super::{Body, Broker, Charge, Failure, Lease, Output, ServerMsg, StoredTask, TaskStore};
 
 /// A dead-letter entry's payload, written around the task's payload text as it is.
 #[derive(Serialize)]
@@ -15,7 +15,7 @@ struct DeadLetter<'a> {
     id: TaskId,
     queue: &'a QueueName,
     kind: &'a Option<String>,
-    payload: &'a RawJson,
+    payload: &'a Body,
     attempts: u32,
     error: &'a str,
 }
@@ -49,7 +49,7 @@ impl<S: TaskStore> Broker<S> {
         &mut self,
         session: SessionId,
         id: TaskId,
-        result: Option<RawJson>,
+        result: Option<Body>,
         now: Millis,
     ) -> Result<(), Failure> {
         let lease = self.leased_to(session, id)?;
@@ -237,7 +237,7 @@ impl<S: TaskStore> Broker<S> {
             Some(e) => format!("gave up after {} attempt(s): {e}", task.attempts),
             None => format!("gave up after {} attempt(s)", task.attempts),
         };
-        let entry = RawJson::of(&DeadLetter {
+        let record = RawJson::of(&DeadLetter {
             id: task.id,
             queue: &task.queue,
             kind: &task.kind,
@@ -245,6 +245,7 @@ impl<S: TaskStore> Broker<S> {
             attempts: task.attempts,
             error: &error,
         });
+        let entry = Body::around(record, "payload", &task.payload);
         tracing::debug!(task = %task.id, queue = %task.queue, "task dead-lettered");
         self.push_forced(&task.queue.dead_letter(), entry, now);
         self.reply(
@@ -264,7 +265,7 @@ impl<S: TaskStore> Broker<S> {
     /// hub must store on its own (a lease expired, a session closed) may take the queue past
     /// `max_queue_len`. It replaces the task it reports on, and is charged against
     /// `max_stored_bytes` like it, so new puts are refused before memory grows.
-    pub(super) fn push_forced(&mut self, queue: &QueueName, payload: RawJson, now: Millis) {
+    pub(super) fn push_forced(&mut self, queue: &QueueName, payload: Body, now: Millis) {
         self.next_task += 1;
         let charge = Charge::new(task_cost(&payload, queue, None, None), &self.stored_bytes);
         let task = StoredTask {
@@ -297,7 +298,7 @@ impl<S: TaskStore> Broker<S> {
         self.dispatch(queue, now);
     }
 
-    pub(super) fn reply(&mut self, task: &StoredTask, reply: Reply<RawJson>, now: Millis) {
+    pub(super) fn reply(&mut self, task: &StoredTask, reply: Reply<Body>, now: Millis) {
         let Some(to) = &task.reply_to else {
             return;
         };
@@ -314,6 +315,11 @@ impl<S: TaskStore> Broker<S> {
             }
             return;
         }
-        self.push_forced(to, RawJson::of(&reply), now);
+        let record = RawJson::of(&reply);
+        let outcome = match &reply.result {
+            Some(result) => Body::around(record, "result", result),
+            None => Body::Json(record),
+        };
+        self.push_forced(to, outcome, now);
     }
 }

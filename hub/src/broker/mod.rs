@@ -28,9 +28,12 @@ use std::time::Duration;
 use taskhub_core::protocol::{QueueStats, Stats, WorkerStats};
 use taskhub_core::{ErrorCode, Millis, QueueName, RawJson, Role, SessionId, TaskId};
 
-/// Requests as the hub reads them, and what it sends: payloads and results stay JSON text.
-pub type ClientMsg = taskhub_core::ClientMsg<RawJson>;
-pub type ServerMsg = taskhub_core::ServerMsg<RawJson>;
+/// A payload or result as the hub holds it: JSON text, or bytes.
+pub type Body = taskhub_core::Body<RawJson>;
+/// Requests as the hub reads them, and what it sends: payloads and results stay JSON text or
+/// bytes.
+pub type ClientMsg = taskhub_core::ClientMsg<Body>;
+pub type ServerMsg = taskhub_core::ServerMsg<Body>;
 
 use dispatch::envelope;
 use idhash::{IdMap, IdSet};
@@ -570,7 +573,7 @@ impl<S: TaskStore> Broker<S> {
         &mut self,
         session: SessionId,
         queue: QueueName,
-        payload: RawJson,
+        payload: Body,
         kind: Option<String>,
         reply_to: Option<QueueName>,
         max_attempts: Option<u32>,

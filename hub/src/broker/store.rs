@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use taskhub_core::{QueueName, RawJson, TaskId};
 
+use super::Body;
+
 /// The bytes a task's payload takes, counted in a shared total for as long as the task exists.
 /// Dropping the task (acked, taken by `get`, dead-lettered, dropped) gives them back, whatever the
 /// path, so the total cannot drift.
@@ -88,20 +90,32 @@ impl PartialEq for QueueRef {
 
 /// What a payload costs in memory as the hub holds it: its JSON text, kept as is
 /// ([`RawJson`]), and the shared handle around it (two allocations with the allocator's
-/// overhead). The hub never builds a tree of a payload, so this is the same for every shape.
-pub fn memory_cost(value: &RawJson) -> usize {
+/// overhead); or its bytes in one allocation of their own (the hub copies them out of the
+/// frame, so a small payload never keeps a big read buffer alive) with their shared handle. The
+/// hub never builds a tree of a payload, so this is the same for every shape.
+pub fn memory_cost(value: &Body) -> usize {
     /// malloc's bookkeeping and rounding per heap allocation, roughly.
     const ALLOC: usize = 16;
     /// The `Arc`'s counts and the boxed text's fat pointer.
     const HANDLE: usize = 16 + 16;
-    value.len() + ALLOC + HANDLE + ALLOC
+    /// A `Bytes` handle's shared header.
+    const SHARED: usize = 32;
+    let json = |j: &RawJson| j.len() + ALLOC + HANDLE + ALLOC;
+    match value {
+        Body::Json(j) => json(j),
+        Body::Bytes(b) => b.len() + ALLOC + SHARED,
+        Body::Holding(h) => {
+            let held = std::mem::size_of_val(&**h) + ALLOC;
+            held + json(&h.json) + h.at.len() + ALLOC + h.bytes.len() + ALLOC + SHARED
+        }
+    }
 }
 
 /// What a task costs as the hub holds it: its payload (see [`memory_cost`]), its own record in
 /// the queue's ring buffer, and the strings it owns. Charging the record too keeps memory bounded
 /// by `max_stored_bytes` for millions of tiny tasks, not only for large payloads.
 pub fn task_cost(
-    payload: &RawJson,
+    payload: &Body,
     queue: &QueueName,
     kind: Option<&str>,
     reply_to: Option<&QueueName>,
@@ -125,7 +139,7 @@ pub struct StoredTask {
     pub id: TaskId,
     pub queue: QueueName,
     pub kind: Option<String>,
-    pub payload: RawJson,
+    pub payload: Body,
     pub reply_to: Option<QueueName>,
     pub max_attempts: u32,
     /// Deliveries so far.

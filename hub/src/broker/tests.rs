@@ -107,11 +107,11 @@ impl Harness {
 }
 
 /// A put with nothing but a queue and a payload.
-fn put_msg(req: Option<u64>, queue: &str, payload: RawJson) -> ClientMsg {
+fn put_msg(req: Option<u64>, queue: &str, payload: impl Into<Body>) -> ClientMsg {
     ClientMsg::Put {
         req,
         queue: q(queue),
-        payload,
+        payload: payload.into(),
         kind: None,
         reply_to: None,
         max_attempts: None,
@@ -131,7 +131,7 @@ fn delivered(out: &[Output], to: SessionId) -> Vec<TaskId> {
 
 fn got_payload(out: &[Output]) -> Option<Value> {
     out.iter().find_map(|o| match &o.msg {
-        ServerMsg::Task { task, .. } => task.payload.to_value().ok(),
+        ServerMsg::Task { task, .. } => task.payload.json()?.to_value().ok(),
         _ => None,
     })
 }
@@ -165,7 +165,7 @@ fn get_waits_then_answers_empty_at_its_deadline() {
     );
     // A waiting get receives a task put while it waits.
     assert!(h.get("tasks", 1_000).is_empty());
-    h.b.handle(P, put_msg(None, "tasks", json!(7).into()), h.now);
+    h.b.handle(P, put_msg(None, "tasks", json!(7)), h.now);
     let out: Vec<Output> = h.b.drain().collect();
     assert_eq!(got_payload(&out), Some(json!(7)));
     // No timeout is left behind (the next deadline is only the sweep for unused queues).
@@ -198,7 +198,7 @@ fn consumers_share_round_robin() {
     h.consume(W2, "tasks", 10);
     let mut to = Vec::new();
     for n in 0..4 {
-        h.b.handle(P, put_msg(None, "tasks", json!(n).into()), h.now);
+        h.b.handle(P, put_msg(None, "tasks", json!(n)), h.now);
         to.extend(
             h.b.drain()
                 .filter(|o| matches!(o.msg, ServerMsg::Deliver { .. }))
@@ -375,7 +375,7 @@ fn a_full_queue_refuses_puts_and_a_full_reply_queue_refuses_acks() {
     });
     h.put_with("tasks", json!(1), Some("results"), None);
     h.put_with("tasks", json!(2), Some("results"), None);
-    let out = h.send(P, put_msg(Some(9), "tasks", json!(3).into()));
+    let out = h.send(P, put_msg(Some(9), "tasks", json!(3)));
     assert!(
         matches!(&out[0].msg, ServerMsg::Error { req: Some(9), code: ErrorCode::QueueFull, message } if message.contains("tasks"))
     );
@@ -470,7 +470,7 @@ fn queue_count_is_bounded() {
     // A get that does not wait creates nothing, so it cannot use up the limit.
     let out = h.get("c", 0);
     assert!(matches!(out[0].msg, ServerMsg::Empty { .. }), "{out:?}");
-    let out = h.send(P, put_msg(Some(9), "c", json!(1).into()));
+    let out = h.send(P, put_msg(Some(9), "c", json!(1)));
     assert!(matches!(
         out[0].msg,
         ServerMsg::Error {
@@ -644,7 +644,7 @@ fn answers_keep_request_order_when_requests_are_applied_together() {
     // Two puts from the consumer itself, applied back to back without draining in between (the
     // hub applies every frame that has already arrived under one lock).
     for req in [5, 6] {
-        h.b.handle(W1, put_msg(Some(req), "tasks", json!(req).into()), h.now);
+        h.b.handle(W1, put_msg(Some(req), "tasks", json!(req)), h.now);
     }
     let order: Vec<String> =
         h.b.drain()
@@ -672,7 +672,7 @@ fn the_hub_bounds_the_bytes_it_holds_and_frees_them_whatever_the_path() {
     let a = h.put("tasks", forty());
     h.put("tasks", forty());
     assert_eq!(h.b.stored_bytes(), 2 * cost);
-    let out = h.send(P, put_msg(Some(1), "tasks", forty().into()));
+    let out = h.send(P, put_msg(Some(1), "tasks", forty()));
     assert!(
         matches!(&out[0].msg, ServerMsg::Error { code: ErrorCode::QueueFull, message, .. } if message.contains("max_stored_bytes")),
         "{out:?}"
@@ -751,7 +751,7 @@ fn payloads_are_held_as_their_text_so_every_shape_costs_its_length() {
     ];
     for text in shapes {
         let raw = RawJson::from_text(text.clone()).unwrap();
-        let cost = memory_cost(&raw);
+        let cost = memory_cost(&Body::Json(raw));
         assert!(
             (text.len()..text.len() + 100).contains(&cost),
             "{cost} bytes charged for {} bytes of text",
@@ -933,7 +933,7 @@ fn deleting_a_queue_drops_its_ready_tasks_and_keeps_it_only_while_used() {
         h.ack(W1, leased, json!("done"))[0].msg,
         ServerMsg::Ok { req: Some(2) }
     );
-    let out = h.send(P, put_msg(Some(3), "busy", json!(3).into()));
+    let out = h.send(P, put_msg(Some(3), "busy", json!(3)));
     assert_eq!(delivered(&out, W1).len(), 1, "{out:?}");
     // Unknown and private names are refused by name.
     let ServerMsg::Error { code, message, .. } = delete(&mut h, "nope") else {
