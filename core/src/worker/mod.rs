@@ -133,6 +133,8 @@ enum State {
         touch_every_ms: u64,
         /// The hub's `max_prefetch`.
         max_prefetch: u32,
+        /// The hub's `max_message_bytes`: an answer larger than this would be refused.
+        max_message_bytes: usize,
         /// The hub's ping interval: after this long without a frame the worker asks (`ping`);
         /// after twice this long it takes the connection for dead.
         ping_every_ms: u64,
@@ -368,6 +370,7 @@ impl Worker {
                             session,
                             touch_every_ms: (limits.ack_wait_ms / 2).max(50),
                             max_prefetch,
+                            max_message_bytes: limits.max_message_bytes,
                             ping_every_ms: limits.ping_interval_ms.max(50),
                         };
                         self.events
@@ -450,22 +453,41 @@ impl Worker {
             Err(_) => self.failed += 1,
         }
         // A result from an older connection is dropped: the hub already re-queued that task.
-        if run.conn == self.conn && matches!(self.state, State::Ready { .. }) {
+        if let State::Ready {
+            max_message_bytes, ..
+        } = self.state
+            && run.conn == self.conn
+        {
             self.window.record_run(now - run.started);
-            let msg = match result {
-                Ok(v) => ClientMsg::Ack {
+            let fail = |error, retry| -> ClientMsg {
+                ClientMsg::Fail {
+                    req: None,
+                    task: run.id,
+                    error,
+                    retry,
+                }
+            };
+            let frame = match result {
+                Ok(v) => encode_client(&ClientMsg::Ack {
                     req: None,
                     task: run.id,
                     result: Some(v),
-                },
-                Err(f) => ClientMsg::Fail {
-                    req: None,
-                    task: run.id,
-                    error: f.message,
-                    retry: f.retry,
-                },
+                }),
+                Err(f) => encode_client(&fail(f.message, f.retry)),
             };
-            self.send(&msg);
+            // The hub would refuse the frame and close the connection, handing every task this
+            // worker holds to others: fail this one instead, for good (every attempt would
+            // make the same result).
+            let frame = if frame.len() > max_message_bytes {
+                let why = format!(
+                    "the result is {} bytes; the hub accepts at most {max_message_bytes} per message",
+                    frame.len()
+                );
+                encode_client(&fail(why, false))
+            } else {
+                frame
+            };
+            self.transmit.push_back(frame);
         }
         self.start_more(now);
         self.adapt_window();

@@ -162,6 +162,41 @@ fn handshake_then_consume_run_and_ack() {
 }
 
 #[test]
+fn a_result_too_big_for_the_hub_fails_its_task_instead_of_costing_the_connection() {
+    let mut p = Pair::new(config());
+    p.handshake();
+    p.sent();
+    p.deliver(5, "echo", json!(1));
+    p.deliver(6, "echo", json!(2));
+    let run = jobs(&p.events());
+    // The hub announced 1 MiB: a result of 2 MiB of bytes would get the connection closed.
+    let huge = crate::Payload::from(vec![0u8; 2 << 20]);
+    p.w.handle_task_done(run[0].token, Ok(huge), p.now);
+    let sent = p.sent();
+    let [
+        ClientMsg::Fail {
+            task, error, retry, ..
+        },
+    ] = &sent[..]
+    else {
+        panic!("{sent:?}")
+    };
+    assert_eq!((*task, *retry), (TaskId(5), false));
+    assert!(error.contains("accepts at most 1048576"), "{error}");
+    // A result that fits goes as an ack, in a binary frame.
+    let fits = crate::Payload::from(vec![7u8; 1000]);
+    p.w.handle_task_done(run[1].token, Ok(fits.clone()), p.now);
+    assert_eq!(
+        p.sent(),
+        vec![ClientMsg::Ack {
+            req: None,
+            task: TaskId(6),
+            result: Some(fits)
+        }]
+    );
+}
+
+#[test]
 fn runs_at_most_concurrency_tasks() {
     let mut p = Pair::new(config());
     p.handshake();
