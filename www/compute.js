@@ -3,10 +3,13 @@
 // - wasm: wasm-bindgen glue; `taskhubInstall()` (a user's bundle) replaces the built-in handlers,
 //   then `runTask(kind, payload, id, attempt, session)` runs the same Rust code as the native worker.
 // - js: an ES module whose named exports are handlers, `(payload, task) => result` (or a Promise).
-// Jobs arrive as {token, kind, payload, id, attempt, session}, `payload` being JSON text or, for
-// a binary payload, a Uint8Array; the answer is {token, out, bytes}, `out` being
+// Jobs arrive in batches, {jobs: [{token, kind, payload, id, attempt, session}, ...]}, `payload`
+// being JSON text or, for a binary payload, a Uint8Array. They run one after another and their
+// answers go back together, {results: [{token, out, bytes, ms} | {token, unstarted}, ...]}: `out` is
 // {"ok": true, "result": ..[, "wait_ms": n]}, {"ok": true, "binary": true} (the result is
-// `bytes`, a Uint8Array) or {"ok": false, "error": "..", "retry": bool} as JSON text.
+// `bytes`, a Uint8Array) or {"ok": false, "error": "..", "retry": bool} as JSON text, and `ms` the
+// handler's own run time, from which the page sizes the next batches. One message each way per
+// batch: with tiny tasks the messages, not the handlers, were the cost.
 const here = new URL(import.meta.url);
 const type = here.searchParams.get("type") || "wasm";
 const moduleUrl = new URL(here.searchParams.get("module") || "./pkg/wasm_worker.js", new URL("./", here));
@@ -75,37 +78,67 @@ function jsRunner(mod) {
   };
 }
 
-self.onmessage = async (event) => {
-  const job = event.data;
-  let out;
-  let run;
+// The runner, or why there is none (the bundle could not be loaded: the hub was restarting, the
+// network blipped). Then the task fails and may be retried, and the next one loads the bundle
+// afresh instead of failing forever on the same rejected import.
+async function currentRunner() {
   try {
-    run = await runner;
+    return await runner;
   } catch (e) {
-    // The bundle could not be loaded (the hub was restarting, the network blipped): this task
-    // fails and may be retried, and the next one loads the bundle afresh instead of failing
-    // forever on the same rejected import.
     runner = load();
-    out = failed(`this tab could not load its handlers: ${e.message || e}`, true);
+    const why = `this tab could not load its handlers: ${e.message || e}`;
+    return () => failed(why, true);
   }
-  if (run) {
+}
+
+// A batch is sized for about 2 ms of work. One that has run this long holds a task slower than
+// its size assumed: the jobs not started yet go back unstarted ({token, unstarted: true}), so the
+// page can hand them to the hub for idle workers instead of queueing them behind a slow one.
+const CUT_BATCH_MS = 10;
+
+self.onmessage = async (event) => {
+  const results = [];
+  const transfer = [];
+  let loaded = runner;
+  let run = await currentRunner();
+  const jobs = event.data.jobs || [];
+  const batchStart = performance.now();
+  for (const [i, job] of jobs.entries()) {
+    if (i > 0 && performance.now() - batchStart > CUT_BATCH_MS) {
+      for (const rest of jobs.slice(i)) results.push({ token: rest.token, unstarted: true });
+      break;
+    }
+    if (runner !== loaded) {
+      // The last job trapped its wasm instance: the rest run on a fresh one.
+      loaded = runner;
+      run = await currentRunner();
+    }
+    const started = performance.now();
+    let out;
     try {
-      out = await run(job);
+      out = run(job);
+      if (out instanceof Promise) out = await out;
     } catch (e) {
       out = failed(`this tab could not run the task: ${e.message || e}`, true);
     }
+    const answer = { token: job.token, out: out.out, ms: performance.now() - started };
+    // A binary result's buffer is handed to the page, not copied.
+    const moved = [];
+    if (out.bytes) {
+      answer.bytes = out.bytes;
+      moved.push(out.bytes.buffer);
+    }
+    if (out.wait_ms) {
+      // A handler that waits (the `sleep` kind) reports on its own when its time is up, the
+      // wait counted in its run time.
+      setTimeout(() => {
+        answer.ms = performance.now() - started;
+        self.postMessage({ results: [answer] }, moved);
+      }, out.wait_ms);
+    } else {
+      results.push(answer);
+      transfer.push(...moved);
+    }
   }
-  const answer = { token: job.token, out: out.out };
-  // A binary result's buffer is handed to the page, not copied.
-  const transfer = [];
-  if (out.bytes) {
-    answer.bytes = out.bytes;
-    transfer.push(out.bytes.buffer);
-  }
-  const waitMs = JSON.parse(out.out).wait_ms;
-  if (waitMs) {
-    setTimeout(() => self.postMessage(answer, transfer), waitMs);
-  } else {
-    self.postMessage(answer, transfer);
-  }
+  if (results.length) self.postMessage({ results }, transfer);
 };

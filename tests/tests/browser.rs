@@ -356,3 +356,70 @@ async fn a_frozen_tab_loses_its_tasks_to_a_native_worker_and_catches_up_when_tha
     browser.close().await;
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_batching_tiny_tasks_hands_slow_ones_back_instead_of_hoarding_them() {
+    let hub = hub(|_| {}).await;
+    let c = client(&hub.url()).await;
+    let mut browser = Browser::start().await;
+    let (page, _) = browser
+        .open_worker(&format!(
+            "http://{}/#key={KEY}&queue=mixed&workers=1",
+            hub.addr()
+        ))
+        .await;
+    // Tiny tasks: the tab sends its Web Worker deep batches and asks the hub for many at once.
+    let tiny = c
+        .submit(
+            "mixed",
+            (0..3_000).map(|n| json!(n)).collect(),
+            PutOptions::kind("square"),
+            Some(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert!(tiny.iter().all(|r| r.ok));
+    let deep = browser.eval(&page, STATUS).await;
+    assert!(deep["window"].as_u64().unwrap() > 8, "{deep}");
+    // Then slow ones, all taken by the tab while its batches are still deep; a native worker
+    // joins only afterwards.
+    let opts = PutOptions {
+        kind: Some("primes".into()),
+        reply_to: Some("mixed-done".into()),
+        ..PutOptions::default()
+    };
+    let ids = c
+        .put_many("mixed", vec![json!(10_000_000); 40], &opts)
+        .await
+        .unwrap();
+    taskhub_tests::eventually(Duration::from_secs(10), || async {
+        let s = c.stats().await.unwrap();
+        (s.queue("mixed")?.depth == 0).then_some(())
+    })
+    .await
+    .expect("the tab took the slow tasks");
+    let _native = in_process_worker(&hub.url(), "mixed", 2);
+    taskhub_tests::await_results(
+        &c,
+        "mixed-done",
+        &ids,
+        Default::default(),
+        Duration::from_secs(60),
+    )
+    .await;
+    // The tab cut its Web Worker's batch at the first slow task and gave back the rest, and
+    // the tasks still waiting for its Web Worker: the native worker, idle otherwise, ran a fair
+    // share (15-16 of the 40 here; 7 when the tab ran whole batches, 0 when it also kept what
+    // waited for its Web Worker).
+    let stats = c.stats().await.unwrap();
+    let native = stats
+        .workers
+        .iter()
+        .find(|w| w.role == taskhub_core::Role::Worker)
+        .unwrap();
+    assert!(native.acked >= 11, "the tab kept the slow tasks: {stats:?}");
+    let settled = browser.eval(&page, STATUS).await;
+    assert!(settled["window"].as_u64().unwrap() <= 2, "{settled}");
+    browser.close().await;
+    hub.stop().await;
+}

@@ -6,7 +6,7 @@
 //! back into the worker.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 
 use gloo_timers::callback::Timeout;
@@ -20,7 +20,7 @@ use taskhub_core::{Millis, Payload, QueueName, Role};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
-use crate::pool::{Pool, Report};
+use crate::pool::{self, Pool, Report};
 use crate::socket::{Connection, SocketEvent};
 
 /// Past this many bytes waiting in the socket, frames wait in our own bounded queue.
@@ -44,8 +44,13 @@ struct Inner {
     kinds: HashMap<u64, String>,
     stop_waiters: Vec<Function>,
     listener: Option<Function>,
-    /// Page events produced outside `pump` (task results), delivered with the next batch.
+    /// Page events produced outside `pump`, delivered with the next batch.
     page_events: Vec<JsValue>,
+    /// Tasks started and finished this turn, by kind: one `tasks` event per turn, not one per
+    /// task (a page event costs more than a tiny task).
+    tally: Tally,
+    /// How long handlers take, for the batch depth.
+    run_ms: RunTime,
     epoch: f64,
     last_now: u64,
 }
@@ -94,6 +99,7 @@ impl Inner {
             };
             self.on_event(event, &mut out);
         }
+        out.extend(self.tally.take());
         self.arm_timer();
         out
     }
@@ -126,7 +132,7 @@ impl Inner {
             }
             Event::Run(job) => {
                 let kind = job.kind.clone().unwrap_or_default();
-                out.push(js_event(json!({"type": "task_started", "kind": kind})));
+                self.tally.add(Tally::STARTED, &kind);
                 self.kinds.insert(job.token, kind);
                 if let Some(pool) = &mut self.pool {
                     pool.run(job);
@@ -184,9 +190,14 @@ impl Inner {
             let soon = now + DRAIN_POLL_MS;
             at = Some(at.map_or(soon, |t| t.min(soon)));
         }
-        // Most inputs leave the deadline where it was: keep the armed timer rather than pay for a
-        // new closure and setTimeout on every message.
-        if at == self.timer_at && self.timer.is_some() {
+        // Most inputs leave the deadline where it was or move it later (each message moves the
+        // heartbeat, each finished task the lease touches): keep the armed timer rather than pay
+        // for a new closure and setTimeout on every message. One that fires early finds nothing
+        // due and arms again.
+        if self.timer.is_some()
+            && let (Some(armed), Some(wanted)) = (self.timer_at, at)
+            && armed <= wanted
+        {
             return;
         }
         self.timer_at = at;
@@ -206,30 +217,134 @@ impl Inner {
     }
 
     fn on_report(&mut self, index: usize, report: Report) {
-        let Some(token) = self.pool.as_mut().and_then(|p| p.finished(index)) else {
+        let Some(pool) = self.pool.as_mut() else {
             return;
         };
-        let kind = self.kinds.remove(&token).unwrap_or_default();
-        let result = match report {
-            Err(crash) => Err(Failure::retryable(crash)),
-            Ok((text, bytes)) => match serde_json::from_str::<Value>(&text) {
-                Ok(v) if v["ok"] == Value::Bool(true) => Ok(match bytes {
-                    Some(b) => Payload::from(b),
-                    None => Payload::Json(v["result"].clone()),
-                }),
-                Ok(v) => Err(Failure {
-                    message: v["error"].as_str().unwrap_or("task failed").to_string(),
-                    retry: v["retry"].as_bool().unwrap_or(true),
-                }),
-                Err(e) => Err(Failure::retryable(format!("unreadable result: {e}"))),
-            },
+        let mut unstarted = Vec::new();
+        let finished: Vec<(u64, Result<Payload, Failure>)> = match report {
+            Report::Crashed(why) => pool
+                .finished(index, None)
+                .into_iter()
+                .map(|token| (token, Err(Failure::retryable(why.clone()))))
+                .collect(),
+            Report::Done(list) => list
+                .into_iter()
+                .filter(|done| !pool.finished(index, Some(done.token)).is_empty())
+                .filter(|done| {
+                    if done.unstarted {
+                        unstarted.push(done.token);
+                    }
+                    !done.unstarted
+                })
+                .map(|done| {
+                    if let Some(ms) = done.ms {
+                        self.run_ms.record(ms);
+                    }
+                    (done.token, outcome(done.report))
+                })
+                .collect(),
         };
-        let ok = result.is_ok();
         let now = self.now();
-        self.sm.handle_task_done(token, result, now);
-        self.page_events.push(js_event(
-            json!({"type": "task_done", "kind": kind, "ok": ok}),
-        ));
+        // Deep batches for tiny tasks, one at a time per Web Worker for slow ones. Set before
+        // anything below starts more tasks.
+        let depth = self.run_ms.depth();
+        if let Some(pool) = self.pool.as_mut() {
+            pool.set_depth(depth);
+            let slots = u32::try_from(pool.size()).unwrap_or(1);
+            let depth = u32::try_from(depth).unwrap_or(1);
+            self.sm.set_concurrency(slots.saturating_mul(depth), now);
+            // A batch cut short, and jobs still waiting here for a Web Worker beyond what the
+            // smaller batches take at once: back to the hub, for whoever has a free slot.
+            unstarted.extend(pool.surplus());
+        }
+        for (token, result) in finished {
+            let kind = self.kinds.remove(&token).unwrap_or_default();
+            let ok = result.is_ok();
+            self.sm.handle_task_done(token, result, now);
+            self.tally
+                .add(if ok { Tally::DONE } else { Tally::FAILED }, &kind);
+        }
+        // After the results, which shrink the credit window if the tasks turned slow: the hub
+        // hears the smaller window before it gets these back, and hands them to others.
+        for token in unstarted {
+            self.kinds.remove(&token);
+            self.sm.give_back(token, now);
+        }
+    }
+}
+
+/// A compute worker's report of one job as the job's result.
+fn outcome(report: Result<(String, Option<Vec<u8>>), String>) -> Result<Payload, Failure> {
+    let (text, bytes) = report.map_err(Failure::retryable)?;
+    match serde_json::from_str::<Value>(&text) {
+        Ok(v) if v["ok"] == Value::Bool(true) => Ok(match bytes {
+            Some(b) => Payload::from(b),
+            None => Payload::Json(v["result"].clone()),
+        }),
+        Ok(v) => Err(Failure {
+            message: v["error"].as_str().unwrap_or("task failed").to_string(),
+            retry: v["retry"].as_bool().unwrap_or(true),
+        }),
+        Err(e) => Err(Failure::retryable(format!("unreadable result: {e}"))),
+    }
+}
+
+/// Tasks started, done and failed by kind, since the last `tasks` event.
+#[derive(Debug, Default)]
+struct Tally(BTreeMap<&'static str, BTreeMap<String, u64>>);
+
+impl Tally {
+    const STARTED: &'static str = "started";
+    const DONE: &'static str = "done";
+    const FAILED: &'static str = "failed";
+
+    fn add(&mut self, what: &'static str, kind: &str) {
+        let counts = self.0.entry(what).or_default();
+        match counts.get_mut(kind) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(kind.to_string(), 1);
+            }
+        }
+    }
+
+    /// `{type: "tasks", started: {kind: n}, done: {...}, failed: {...}}`, if anything happened.
+    fn take(&mut self) -> Option<JsValue> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let mut event = json!({"type": "tasks", "started": {}, "done": {}, "failed": {}});
+        for (what, counts) in std::mem::take(&mut self.0) {
+            event[what] = json!(counts);
+        }
+        Some(js_event(event))
+    }
+}
+
+/// The handlers' own run time, as the compute workers measure it, and the batch depth it calls
+/// for: as many jobs per Web Worker as fill [`RunTime::BATCH_MS`], at least one.
+#[derive(Debug, Default)]
+struct RunTime {
+    /// Exponentially weighted mean, ms; `None` until the first report.
+    mean: Option<f64>,
+}
+
+impl RunTime {
+    /// A batch's worth of work: long enough that a `postMessage` each way is a small part of
+    /// it, short enough that results (reported per batch) are not held back.
+    const BATCH_MS: f64 = 2.0;
+
+    fn record(&mut self, ms: f64) {
+        let ms = ms.max(0.0);
+        self.mean = Some(self.mean.map_or(ms, |m| 0.8 * m + 0.2 * ms));
+    }
+
+    fn depth(&self) -> usize {
+        match self.mean {
+            // Unknown tasks go one at a time: a slow one must not wait behind another.
+            None => 1,
+            Some(m) => ((Self::BATCH_MS / m.max(1e-3)) as usize).clamp(1, pool::MAX_DEPTH),
+        }
     }
 }
 
@@ -343,6 +458,8 @@ impl BrowserWorker {
                 stop_waiters: Vec::new(),
                 listener: None,
                 page_events: Vec::new(),
+                tally: Tally::default(),
+                run_ms: RunTime::default(),
                 epoch: js_sys::Date::now(),
                 last_now: 0,
             })
@@ -350,8 +467,9 @@ impl BrowserWorker {
         Ok(BrowserWorker { inner })
     }
 
-    /// Receive events: `{type: "connected" | "retrying" | "failed" | "error" | "task_started" |
-    /// "task_done" | "stopped", ...}`.
+    /// Receive events: `{type: "connected" | "retrying" | "failed" | "error" | "tasks" |
+    /// "stopped", ...}`. `tasks` comes at most once per turn of the event loop, with counts by
+    /// kind: `{type: "tasks", started: {square: 12}, done: {square: 11}, failed: {}}`.
     #[wasm_bindgen(js_name = onEvent)]
     pub fn on_event(&self, listener: Function) {
         if let Ok(mut i) = self.inner.try_borrow_mut() {

@@ -77,10 +77,11 @@ pub fn take_panic() -> Option<String> {
 }
 
 /// Run the handler for `kind` on a payload: JSON text, or a `Uint8Array` for a binary one.
-/// Returns `{out, bytes}`: `out` is the outcome as JSON text, `{"ok": true, "result": ..}`,
+/// Returns `{out, bytes, wait_ms}`: `out` is the outcome as JSON text, `{"ok": true, "result": ..}`,
 /// `{"ok": true, "result": .., "wait_ms": n}` for handlers that wait (the caller waits `n` ms
 /// with its own timer, then reports), `{"ok": true, "binary": true}` for a binary result (then in
-/// `bytes`, a `Uint8Array`), or `{"ok": false, "error": "..", "retry": bool}`. `id`, `attempt`
+/// `bytes`, a `Uint8Array`), or `{"ok": false, "error": "..", "retry": bool}`; `wait_ms` repeats
+/// the wait, if any, so the caller need not parse `out`. `id`, `attempt`
 /// and `session` describe the task to handlers that want them (0 when unknown).
 #[wasm_bindgen(js_name = runTask)]
 pub fn run_task(
@@ -112,6 +113,9 @@ pub fn run_task(
     };
     let result = js_sys::Object::new();
     let _ = js_sys::Reflect::set(&result, &"out".into(), &out.to_string().into());
+    if let Some(ms) = out.get("wait_ms").and_then(Value::as_u64) {
+        let _ = js_sys::Reflect::set(&result, &"wait_ms".into(), &(ms as f64).into());
+    }
     if let Some(b) = bytes {
         let _ = js_sys::Reflect::set(&result, &"bytes".into(), &js_sys::Uint8Array::from(&b[..]));
     }

@@ -1,10 +1,18 @@
 //! Dedicated Web Workers that run task handlers, so the page stays responsive while a tab computes.
 //!
 //! Each worker loads `compute.js` (served by the hub), which loads this same wasm module and calls
-//! [`crate::run_task`]. Jobs go out as `{token, kind, payload, id, attempt, session}`, `payload`
-//! being JSON text or, for a binary payload, a `Uint8Array` (its buffer transferred, not copied);
-//! results come back as `{token, out, bytes}` where `out` is `run_task`'s JSON text and `bytes`
-//! a binary result's `Uint8Array`, if it has one.
+//! [`crate::run_task`]. Jobs go out in batches, `{jobs: [{token, kind, payload, id, attempt,
+//! session}, ...]}`, `payload` being JSON text or, for a binary payload, a `Uint8Array` (its
+//! buffer transferred, not copied); results come back in batches too, `{results: [{token, out,
+//! bytes, ms}, ...]}`, where `out` is `run_task`'s JSON text, `bytes` a binary result's
+//! `Uint8Array` if it has one, and `ms` the handler's own run time inside the Web Worker; or
+//! `{token, unstarted: true}` for a job the Web Worker never ran because the batch took far longer
+//! than it was sized for (those go back to the hub for idle workers).
+//!
+//! A batch costs one `postMessage` each way however many jobs it holds: with tiny tasks the hops,
+//! not the handlers, were the tab's limit. How many jobs a Web Worker holds at once (`depth`) is
+//! the driver's to set from `ms`: deep for microsecond tasks, one for slow ones, so slow tasks are
+//! never queued behind each other in one Web Worker while another sits idle.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -16,10 +24,13 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{ErrorEvent, MessageEvent, Worker, WorkerOptions, WorkerType};
 
+/// Most jobs one Web Worker holds at once.
+pub(crate) const MAX_DEPTH: usize = 64;
+
 struct Slot {
     worker: Worker,
-    /// The token of the job this worker is running.
-    current: Option<u64>,
+    /// Tokens of the jobs this worker holds, in the order it runs them.
+    held: Vec<u64>,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     _on_error: Closure<dyn FnMut(ErrorEvent)>,
 }
@@ -27,15 +38,49 @@ struct Slot {
 pub(crate) struct Pool {
     slots: Vec<Slot>,
     waiting: VecDeque<Job>,
+    depth: usize,
 }
 
-/// What a pool worker reported: `run_task`'s JSON and a binary result's bytes, or why there is
-/// none.
-pub(crate) type Report = Result<(String, Option<Vec<u8>>), String>;
+/// One finished job, as a pool worker reported it.
+#[derive(Debug)]
+pub(crate) struct Done {
+    pub token: u64,
+    /// `run_task`'s JSON and a binary result's bytes, or why there is none.
+    pub report: Result<(String, Option<Vec<u8>>), String>,
+    /// The handler's run time inside the Web Worker, when it ran.
+    pub ms: Option<f64>,
+    /// The Web Worker cut its batch short before this job (one before it was slow): it never
+    /// ran.
+    pub unstarted: bool,
+}
+
+/// What a pool worker reported: the jobs it finished, or that it crashed.
+#[derive(Debug)]
+pub(crate) enum Report {
+    Done(Vec<Done>),
+    Crashed(String),
+}
+
+fn done_of(entry: &JsValue) -> Option<Done> {
+    let get = |k: &str| Reflect::get(entry, &k.into()).ok();
+    let token = get("token")?.as_f64()? as u64;
+    let out = get("out").and_then(|o| o.as_string());
+    let bytes = get("bytes")
+        .and_then(|b| b.dyn_into::<Uint8Array>().ok())
+        .map(|b| b.to_vec());
+    Some(Done {
+        token,
+        report: out
+            .map(|out| (out, bytes))
+            .ok_or_else(|| "compute worker sent no result".to_string()),
+        ms: get("ms").and_then(|m| m.as_f64()),
+        unstarted: get("unstarted").is_some_and(|u| u.is_truthy()),
+    })
+}
 
 impl Pool {
-    /// Start `size` Web Workers running `script_url`. `on_report` gets each finished job with the
-    /// index of the worker that ran it.
+    /// Start `size` Web Workers running `script_url`. `on_report` gets what each reports, with
+    /// the index of the worker.
     pub fn new(
         script_url: &str,
         size: usize,
@@ -49,33 +94,28 @@ impl Pool {
                 .map_err(|_| format!("cannot start a Web Worker from {script_url}"))?;
             let report = on_report.clone();
             let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
-                let data = e.data();
-                let out = Reflect::get(&data, &"out".into())
+                let results = Reflect::get(&e.data(), &"results".into())
                     .ok()
-                    .and_then(|o| o.as_string());
-                let bytes = Reflect::get(&data, &"bytes".into())
-                    .ok()
-                    .and_then(|b| b.dyn_into::<Uint8Array>().ok())
-                    .map(|b| b.to_vec());
-                report(
-                    index,
-                    out.map(|out| (out, bytes))
-                        .ok_or_else(|| "compute worker sent no result".to_string()),
-                );
+                    .and_then(|r| r.dyn_into::<Array>().ok());
+                let report_of = match results {
+                    Some(list) => Report::Done(list.iter().filter_map(|r| done_of(&r)).collect()),
+                    None => Report::Crashed("compute worker sent no results".into()),
+                };
+                report(index, report_of);
             });
             let report = on_report.clone();
             let on_error = Closure::<dyn FnMut(ErrorEvent)>::new(move |e: ErrorEvent| {
-                // A crash inside the Web Worker: the job it held fails and may be retried.
+                // A crash inside the Web Worker: the jobs it held fail and may be retried.
                 report(
                     index,
-                    Err(format!("compute worker crashed: {}", e.message())),
+                    Report::Crashed(format!("compute worker crashed: {}", e.message())),
                 );
             });
             worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
             worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
             slots.push(Slot {
                 worker,
-                current: None,
+                held: Vec::new(),
                 _on_message: on_message,
                 _on_error: on_error,
             });
@@ -83,6 +123,7 @@ impl Pool {
         Ok(Pool {
             slots,
             waiting: VecDeque::new(),
+            depth: 1,
         })
     }
 
@@ -90,57 +131,112 @@ impl Pool {
         self.slots.len()
     }
 
-    /// Run a job on a free worker, or queue it until one frees up.
+    /// Jobs each Web Worker may hold at once (1 to [`MAX_DEPTH`]).
+    pub fn set_depth(&mut self, depth: usize) {
+        self.depth = depth.clamp(1, MAX_DEPTH);
+        self.dispatch();
+    }
+
+    /// Run a job on a worker with room, or queue it until one has some.
     pub fn run(&mut self, job: Job) {
         self.waiting.push_back(job);
         self.dispatch();
     }
 
-    /// Worker `index` reported: returns the token of the job it ran, and gives it the next job.
-    pub fn finished(&mut self, index: usize) -> Option<u64> {
-        let token = self.slots.get_mut(index).and_then(|s| s.current.take());
-        self.dispatch();
-        token
+    /// Jobs waiting here that the Web Workers would not take now at the current depth (it just
+    /// went down: the tasks turned slow); they are removed and their tokens returned.
+    pub fn surplus(&mut self) -> Vec<u64> {
+        let room: usize = self
+            .slots
+            .iter()
+            .map(|s| self.depth.saturating_sub(s.held.len()))
+            .sum();
+        if self.waiting.len() <= room {
+            return Vec::new();
+        }
+        self.waiting.drain(room..).map(|job| job.token).collect()
     }
 
-    fn dispatch(&mut self) {
-        while let Some(slot) = self.slots.iter_mut().find(|s| s.current.is_none()) {
-            let Some(job) = self.waiting.pop_front() else {
+    /// Worker `index` finished the job `token` (or crashed: `None`, every job it held). Returns
+    /// the tokens it no longer holds.
+    pub fn finished(&mut self, index: usize, token: Option<u64>) -> Vec<u64> {
+        let Some(slot) = self.slots.get_mut(index) else {
+            return Vec::new();
+        };
+        match token {
+            Some(t) => match slot.held.iter().position(|h| *h == t) {
+                Some(at) => vec![slot.held.remove(at)],
+                None => Vec::new(),
+            },
+            None => std::mem::take(&mut slot.held),
+        }
+    }
+
+    /// Hand waiting jobs to the workers with room, one message per worker however many jobs.
+    /// A busy worker gets more only once half a batch has gathered: deliveries arrive one
+    /// socket message at a time, and sending each on its own would be the very per-job hop that
+    /// batching is for. An idle worker gets whatever there is at once.
+    pub fn dispatch(&mut self) {
+        for slot in &mut self.slots {
+            if self.waiting.is_empty() {
                 return;
-            };
-            let msg = Object::new();
-            let _ = Reflect::set(&msg, &"token".into(), &(job.token as f64).into());
-            let kind = job
-                .kind
-                .as_deref()
-                .map(JsValue::from)
-                .unwrap_or(JsValue::NULL);
-            let _ = Reflect::set(&msg, &"kind".into(), &kind);
+            }
+            let room = self.depth.saturating_sub(slot.held.len());
+            let gathered = self.waiting.len() >= room.min(self.depth.div_ceil(2));
+            if room == 0 || !(slot.held.is_empty() || gathered) {
+                continue;
+            }
+            let take = room.min(self.waiting.len());
+            let batch: Vec<Job> = self.waiting.drain(..take).collect();
+            let jobs = Array::new();
             let transfer = Array::new();
-            let payload: JsValue = match &job.payload {
-                Payload::Bytes(b) => {
-                    let bytes = Uint8Array::from(&b[..]);
-                    transfer.push(&bytes.buffer());
-                    bytes.into()
-                }
-                other => other.to_json_lossy().to_string().into(),
-            };
-            let _ = Reflect::set(&msg, &"payload".into(), &payload);
-            let _ = Reflect::set(&msg, &"id".into(), &(job.id.0 as f64).into());
-            let _ = Reflect::set(&msg, &"attempt".into(), &job.attempt.into());
-            let session = job.session.map_or(0.0, |s| s.0 as f64);
-            let _ = Reflect::set(&msg, &"session".into(), &session.into());
+            for job in &batch {
+                jobs.push(&job_object(job, &transfer));
+            }
+            let msg = Object::new();
+            let _ = Reflect::set(&msg, &"jobs".into(), &jobs);
             if slot
                 .worker
                 .post_message_with_transfer(&msg, &transfer)
                 .is_err()
             {
-                self.waiting.push_front(job);
+                // Nothing was sent: the jobs wait, in order, for another try (each try builds
+                // its message afresh from the `Job`).
+                for job in batch.into_iter().rev() {
+                    self.waiting.push_front(job);
+                }
                 return;
             }
-            slot.current = Some(job.token);
+            slot.held.extend(batch.iter().map(|j| j.token));
         }
     }
+}
+
+/// A job as the compute worker reads it; a binary payload's buffer joins `transfer`.
+fn job_object(job: &Job, transfer: &Array) -> Object {
+    let msg = Object::new();
+    let _ = Reflect::set(&msg, &"token".into(), &(job.token as f64).into());
+    let kind = job
+        .kind
+        .as_deref()
+        .map(JsValue::from)
+        .unwrap_or(JsValue::NULL);
+    let _ = Reflect::set(&msg, &"kind".into(), &kind);
+    let payload: JsValue = match &job.payload {
+        Payload::Bytes(b) => {
+            let bytes = Uint8Array::from(&b[..]);
+            transfer.push(&bytes.buffer());
+            bytes.into()
+        }
+        Payload::Json(v) => v.to_string().into(),
+        other => other.to_json_lossy().to_string().into(),
+    };
+    let _ = Reflect::set(&msg, &"payload".into(), &payload);
+    let _ = Reflect::set(&msg, &"id".into(), &(job.id.0 as f64).into());
+    let _ = Reflect::set(&msg, &"attempt".into(), &job.attempt.into());
+    let session = job.session.map_or(0.0, |s| s.0 as f64);
+    let _ = Reflect::set(&msg, &"session".into(), &session.into());
+    msg
 }
 
 impl Pool {
@@ -152,7 +248,7 @@ impl Pool {
             slot.worker.set_onmessage(None);
             slot.worker.set_onerror(None);
             slot.worker.terminate();
-            slot.current = None;
+            slot.held.clear();
         }
     }
 }

@@ -494,6 +494,23 @@ impl Worker {
         self.check_stopped();
     }
 
+    /// The driver never started the job `token` after all (a batch cut short because a task in
+    /// it turned out slow): hand the task back to the hub unstarted, to the front of its queue,
+    /// for whoever has room, without counting an attempt.
+    pub fn give_back(&mut self, token: u64, now: Millis) {
+        let Some(run) = self.running.remove(&token) else {
+            return;
+        };
+        if run.conn == self.conn && matches!(self.state, State::Ready { .. }) {
+            self.send(&ClientMsg::Release {
+                req: None,
+                task: run.id,
+            });
+        }
+        self.start_more(now);
+        self.check_stopped();
+    }
+
     /// Tasks of the current connection running or waiting here: what the hub counts against
     /// the window.
     fn held(&self) -> usize {
@@ -503,6 +520,19 @@ impl Worker {
                 .values()
                 .filter(|r| r.conn == self.conn)
                 .count()
+    }
+
+    /// Run up to `n` tasks at once from now on (at least 1). A driver that batches tasks to its
+    /// executors (the browser worker, several per Web Worker when they are tiny) raises it as it
+    /// measures them and lowers it when they turn slow; the credit window follows.
+    pub fn set_concurrency(&mut self, n: u32, now: Millis) {
+        let n = n.max(1);
+        if n == self.config.concurrency {
+            return;
+        }
+        self.config.concurrency = n;
+        self.start_more(now);
+        self.adapt_window();
     }
 
     /// Resize the adaptive window after a task finished, tell the hub, and hand back what is

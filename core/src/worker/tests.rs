@@ -657,3 +657,46 @@ fn a_pinned_prefetch_never_changes() {
     let (asked, most) = serve_adaptive(&mut p, 200, 0);
     assert_eq!((asked, most), (vec![4], 4));
 }
+
+#[test]
+fn raising_concurrency_starts_waiting_tasks_and_lowering_it_starts_no_more() {
+    let (mut p, _) = adaptive();
+    p.sent();
+    p.deliver(1, "square", json!(1));
+    p.deliver(2, "square", json!(2));
+    assert_eq!(jobs(&p.events()).len(), 1, "one slot: the other waits");
+    // A driver that batches tiny tasks runs more at once: the waiting one starts now.
+    p.w.set_concurrency(4, p.now);
+    let started = jobs(&p.events());
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0].id, TaskId(2));
+    assert_eq!(p.w.status().running, 2);
+    // Back to one: the two running finish, nothing more starts until one slot is free.
+    p.w.set_concurrency(1, p.now);
+    p.deliver(3, "square", json!(3));
+    assert!(jobs(&p.events()).is_empty());
+}
+
+#[test]
+fn a_job_given_back_is_released_unstarted_and_frees_its_slot() {
+    let (mut p, _) = adaptive();
+    p.sent();
+    p.deliver(1, "primes", json!(1));
+    p.deliver(2, "primes", json!(2));
+    let first = jobs(&p.events());
+    assert_eq!(first.len(), 1);
+    p.w.give_back(first[0].token, p.now);
+    assert_eq!(
+        p.sent(),
+        vec![ClientMsg::Release {
+            req: None,
+            task: TaskId(1)
+        }]
+    );
+    // The slot it held runs the next task; a late result for the given-back job is ignored.
+    let next = jobs(&p.events());
+    assert_eq!(next.iter().map(|j| j.id).collect::<Vec<_>>(), [TaskId(2)]);
+    p.w.handle_task_done(first[0].token, Ok(json!(1).into()), p.now);
+    assert!(p.sent().is_empty());
+    assert_eq!(p.w.status().done, 0);
+}
