@@ -41,7 +41,7 @@ open_tab() {
     "${TASKHUB_URL/ws:/http:}/#key=$TASKHUB_KEY&$1" >/dev/null 2>&1 &
   tab_pid=$!
   for _ in $(seq 1 100); do
-    $bin/taskhub stats --json | grep -q '"browser": 1' && break
+    [ "$($bin/taskhub stats --json | grep -c '"browser": 1')" -gt 0 ] && break
     sleep 0.1
   done
 }

@@ -157,9 +157,17 @@ pub struct ClientHandshake {
     nonce: Option<String>,
     role: Role,
     name: Option<String>,
+    batch: bool,
 }
 
 impl ClientHandshake {
+    /// Ask the hub to join messages that are ready together into one frame (the client reads
+    /// them with [`crate::codec::decode_server_frames`]).
+    pub fn batch(mut self, on: bool) -> Self {
+        self.batch = on;
+        self
+    }
+
     /// `entropy` must be fresh random bytes: it becomes the client's challenge to the hub.
     pub fn new(
         key_id: impl Into<String>,
@@ -175,6 +183,7 @@ impl ClientHandshake {
             nonce: None,
             role,
             name,
+            batch: false,
         }
     }
 
@@ -202,6 +211,7 @@ impl ClientHandshake {
             proof,
             role: self.role,
             name: self.name.clone(),
+            batch: self.batch,
         })
     }
 

@@ -94,6 +94,7 @@ struct Flat<'a, P> {
     pattern: Option<Pattern>,
     /// In a binary frame's header: where the bytes go.
     binary: Option<String>,
+    batch: Option<bool>,
 }
 
 /// A field that is present, even as `null`, is `Some`.
@@ -115,6 +116,7 @@ impl<P> Flat<'_, P> {
                 proof: need(self.proof, "proof")?,
                 role: self.role.unwrap_or_default(),
                 name: self.name,
+                batch: self.batch.unwrap_or(false),
             },
             "put" => ClientMsg::Put {
                 req,
@@ -477,6 +479,83 @@ fn explain(text: &str, err: serde_json::Error) -> DecodeError {
             message: "\"type\" must be a string".into(),
         },
     }
+}
+
+/// The messages of a text frame that holds several, one after another (JSON values separated by
+/// nothing or by whitespace such as newlines), each as its text; and, if one is not readable
+/// JSON, where it starts and why (nothing after it is read: where the next one would start is
+/// not known).
+pub fn split(text: &str) -> (Vec<&str>, Option<(usize, String)>) {
+    let mut parts = Vec::new();
+    let mut values = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
+    loop {
+        let at = values.byte_offset();
+        match values.next() {
+            None => return (parts, None),
+            Some(Ok(raw)) => parts.push(raw.get()),
+            Some(Err(e)) => return (parts, Some((at, e.to_string()))),
+        }
+    }
+}
+
+/// Decode a text frame that may hold several messages: one result per message, in order. The
+/// messages are read in one pass; only past a message that does not decode is the rest taken
+/// apart (`split`) so that each gets its own answer.
+fn decode_each<T: DeserializeOwned>(
+    text: &str,
+    decode: impl Fn(&str) -> Result<T, DecodeError>,
+) -> Vec<Result<T, DecodeError>> {
+    let mut out = Vec::with_capacity(1);
+    let mut values = serde_json::Deserializer::from_str(text).into_iter::<T>();
+    let at = loop {
+        let at = values.byte_offset();
+        match values.next() {
+            None => return out,
+            Some(Ok(msg)) => out.push(Ok(msg)),
+            Some(Err(_)) => break at,
+        }
+    };
+    if out.is_empty() && split(text).0.len() <= 1 {
+        // One message (or none readable): its error, worded as always.
+        out.push(decode(text));
+        return out;
+    }
+    let rest = text.get(at..).unwrap_or("");
+    let (parts, unreadable) = split(rest);
+    out.extend(parts.into_iter().map(&decode));
+    if let Some((at, why)) = unreadable {
+        let rest = rest.get(at..).unwrap_or("").trim_start();
+        out.push(Err(clip(DecodeError {
+            req: peek_u64(rest, "req"),
+            code: ErrorCode::BadFrame,
+            message: format!(
+                "message {} of this frame is not readable JSON ({why}); the rest of the frame \
+                 was not read",
+                out.len() + 1
+            ),
+        })));
+    }
+    out
+}
+
+/// Decode a client text frame of at most `max_bytes` that may hold several messages, one after
+/// another: a result per message, in order.
+pub fn decode_client_frames<P: DeserializeOwned>(
+    text: &str,
+    max_bytes: usize,
+) -> Vec<Result<ClientMsg<P>, DecodeError>> {
+    if text.len() > max_bytes {
+        return vec![Err(too_large(text.len(), max_bytes))];
+    }
+    if let Err(e) = check_nesting(text) {
+        return vec![Err(e)];
+    }
+    decode_each(text, |t| decode_client(t, max_bytes))
+}
+
+/// Decode a hub text frame that may hold several messages (a client that asked for `batch`).
+pub fn decode_server_frames(text: &str) -> Vec<Result<ServerMsg, DecodeError>> {
+    decode_each(text, decode_server)
 }
 
 /// Decode a hub text frame (clients use this). No size limit: the transport enforces one.
@@ -928,6 +1007,7 @@ mod tests {
                 proof: "p".into(),
                 role: Role::Browser,
                 name: Some("tab".into()),
+                batch: true,
             },
             ClientMsg::Put {
                 req: None,
@@ -1274,6 +1354,66 @@ mod tests {
             &[7; 2000],
         );
         assert_eq!(err(&big).code, ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn a_frame_may_hold_several_messages_each_answered_on_its_own() {
+        type Outcome = Result<Option<u64>, (ErrorCode, Option<u64>)>;
+        let codes = |text: &str| -> Vec<Outcome> {
+            decode_client_frames::<Payload>(text, 1 << 20)
+                .into_iter()
+                .map(|r| r.map(|m| m.req()).map_err(|e| (e.code, e.req)))
+                .collect()
+        };
+        assert_eq!(
+            codes("{\"type\":\"ping\",\"req\":1}\n{\"type\":\"stats\",\"req\":2}"),
+            [Ok(Some(1)), Ok(Some(2))]
+        );
+        // A bad message in the middle gets its own error; the ones after it still count.
+        assert_eq!(
+            codes(r#"{"type":"ping","req":1}{"type":"nope","req":2} {"type":"put","req":3}"#),
+            [
+                Ok(Some(1)),
+                Err((ErrorCode::UnknownType, Some(2))),
+                Err((ErrorCode::BadRequest, Some(3)))
+            ]
+        );
+        // Unreadable JSON ends the frame: where the next message starts is not known.
+        let cut = decode_client_frames::<Payload>(
+            "{\"type\":\"ping\",\"req\":1}\n{\"type\":\"ping\",\"req\":2,\n{\"type\":\"ping\"}",
+            1 << 20,
+        );
+        assert_eq!(cut.len(), 2);
+        let e = cut[1].as_ref().unwrap_err();
+        assert_eq!((e.code, e.req), (ErrorCode::BadFrame, Some(2)));
+        assert!(
+            e.message
+                .starts_with("message 2 of this frame is not readable JSON"),
+            "{e:?}"
+        );
+        // One message, even spread over lines, is one message, with the errors it always had.
+        assert_eq!(
+            codes("{\n  \"type\": \"ping\",\n  \"req\": 7\n}\n"),
+            [Ok(Some(7))]
+        );
+        assert_eq!(codes("{not json"), [Err((ErrorCode::BadFrame, None))]);
+        assert_eq!(
+            codes(r#"{"type":"put","req":4}"#),
+            [Err((ErrorCode::BadRequest, Some(4)))]
+        );
+        // The hub's joined frames read the same way.
+        let joined = "{\"type\":\"ok\",\"req\":1}\n{\"type\":\"ok\",\"req\":2}";
+        let msgs: Vec<_> = decode_server_frames(joined)
+            .into_iter()
+            .map(|m| m.unwrap())
+            .collect();
+        assert_eq!(
+            msgs,
+            [
+                ServerMsg::Ok { req: Some(1) },
+                ServerMsg::Ok { req: Some(2) }
+            ]
+        );
     }
 
     #[test]

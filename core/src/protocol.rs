@@ -64,6 +64,10 @@ pub enum ClientMsg<P = Payload> {
         role: Role,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// The client reads frames holding several messages (see [`crate::codec::split`]): the
+        /// hub may then join messages that are ready together into one text frame.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        batch: bool,
     },
     /// Add a task to the back of `queue`. Answered by `queued` with the task id.
     Put {

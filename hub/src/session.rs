@@ -8,14 +8,16 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use taskhub_client::transport::{self, pump};
+use taskhub_client::transport::{self, pump_joining};
 use taskhub_core::auth::{self, NONCE_BYTES};
-use taskhub_core::codec::{decode_client, decode_client_binary, encode_server};
+use taskhub_core::codec::{
+    decode_client, decode_client_binary, decode_client_frames, encode_server,
+};
 use taskhub_core::protocol::PROTOCOL_VERSION;
 use taskhub_core::{ErrorCode, QueueName, SessionId};
 use tokio::net::TcpStream;
@@ -159,7 +161,8 @@ pub(crate) async fn serve(
         let (tx, rx) = mpsc::channel(hub.config.outbox);
         let (close_tx, close_rx) = oneshot::channel();
         let (abandon_tx, abandon_rx) = oneshot::channel();
-        let writer = tokio::spawn(write_loop(sink, rx, abandon_rx, close_rx));
+        let joined = Arc::new(AtomicBool::new(false));
+        let writer = tokio::spawn(write_loop(sink, rx, joined.clone(), abandon_rx, close_rx));
         let mut conn = Conn {
             hub: hub.clone(),
             link: Link {
@@ -169,6 +172,7 @@ pub(crate) async fn serve(
             source,
             id: None,
             last_word: None,
+            joined,
         };
         let end = if over_limit {
             conn.refuse(
@@ -244,13 +248,15 @@ async fn linger(mut writer: tokio::task::JoinHandle<()>, mut source: SplitStream
     }
 }
 
-/// Owns the sink: sends queued frames, batching whatever is ready before each flush, until the
+/// Owns the sink: sends queued frames, batching whatever is ready before each flush (and, once
+/// `joined` is set, joining text messages that are ready together into one frame), until the
 /// outbox closes (the session dropped every sender, after deciding how to end); then the
 /// session's last message and the Close frame. `abandon` cuts the backlog short for a peer that
 /// does not read.
 async fn write_loop(
     mut sink: SplitSink<Ws, Message>,
     mut rx: mpsc::Receiver<Message>,
+    joined: Arc<AtomicBool>,
     abandon: oneshot::Receiver<()>,
     close: oneshot::Receiver<Farewell>,
 ) {
@@ -258,7 +264,7 @@ async fn write_loop(
         biased;
         // A sender dropped without a word is no abandonment: keep sending.
         Ok(()) = abandon => true,
-        sent = pump(&mut sink, &mut rx) => match sent {
+        sent = pump_joining(&mut sink, &mut rx, &joined) => match sent {
             Ok(()) => false,
             Err(_) => return,
         },
@@ -297,6 +303,8 @@ struct Conn {
     id: Option<SessionId>,
     /// An error to send just before the Close frame, whatever is queued before it.
     last_word: Option<Message>,
+    /// The client asked for `batch`: the writer joins messages that are ready together.
+    joined: Arc<AtomicBool>,
 }
 
 impl Conn {
@@ -370,7 +378,7 @@ impl Conn {
                 }
             }
         };
-        let (key_id, client_nonce, proof, role, name) =
+        let (key_id, client_nonce, proof, role, name, batch) =
             match decode_client(&first, hub.config.max_message_bytes) {
                 Ok(ClientMsg::Auth {
                     key_id,
@@ -378,7 +386,8 @@ impl Conn {
                     proof,
                     role,
                     name,
-                }) => (key_id, client_nonce, proof, role, name),
+                    batch,
+                }) => (key_id, client_nonce, proof, role, name, batch),
                 Ok(_) | Err(_) => {
                     self.refuse(
                         ErrorCode::AuthRequired,
@@ -409,6 +418,7 @@ impl Conn {
         tracing::Span::current().record("id", id.0);
         hub.open(id, role, name, self.link.clone());
         self.id = Some(id);
+        self.joined.store(batch, Ordering::Relaxed);
         tracing::debug!(role = role.as_str(), "authenticated");
         self.send(&ServerMsg::Welcome {
             session: id,
@@ -502,22 +512,29 @@ impl Conn {
                     let mut bytes = 0;
                     while let Some(frame) = next.take() {
                         let max = hub.config.max_message_bytes;
+                        // A text frame may hold several requests, one after another.
                         let decoded = match &frame {
                             Some(Ok(Message::Text(text))) => {
                                 bytes += text.len();
-                                Some(decode_client(text, max))
+                                Some(decode_client_frames(text, max))
                             }
                             Some(Ok(Message::Binary(data))) => {
                                 bytes += data.len();
-                                Some(decode_client_binary(data, max))
+                                Some(vec![decode_client_binary(data, max)])
                             }
                             _ => None,
                         };
                         match decoded {
-                            Some(Ok(msg)) => batch.push(msg),
-                            Some(Err(e)) => {
-                                self.apply_batch(id, &mut batch).await;
-                                self.send(&e.to_reply()).await;
+                            Some(requests) => {
+                                for request in requests {
+                                    match request {
+                                        Ok(msg) => batch.push(msg),
+                                        Err(e) => {
+                                            self.apply_batch(id, &mut batch).await;
+                                            self.send(&e.to_reply()).await;
+                                        }
+                                    }
+                                }
                             }
                             None => {
                                 self.apply_batch(id, &mut batch).await;

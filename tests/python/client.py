@@ -57,6 +57,33 @@ class WebSocket:
     def send(self, obj):
         self._send_frame(0x1, json.dumps(obj).encode())
 
+    def send_many(self, objs):
+        """Several messages in one text frame, one per line."""
+        self._send_frame(0x1, "\n".join(json.dumps(o) for o in objs).encode())
+
+    def recv_frame(self):
+        """The messages of the next text frame (several, for a session that asked for batch)."""
+        while True:
+            b0, b1 = self._recv_exact(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = struct.unpack("!H", self._recv_exact(2))[0]
+            elif n == 127:
+                n = struct.unpack("!Q", self._recv_exact(8))[0]
+            data = self._recv_exact(n)
+            opcode = b0 & 0x0F
+            if opcode == 0x9:
+                self._send_frame(0xA, data)
+                continue
+            assert opcode == 0x1, opcode
+            text, messages, decoder, at = data.decode(), [], json.JSONDecoder(), 0
+            while at < len(text):
+                while text[at].isspace():
+                    at += 1
+                msg, at = decoder.raw_decode(text, at)
+                messages.append(msg)
+            return messages
+
     def send_binary(self, header, data):
         """A message whose bytes go where header["binary"] says: a 4-byte big-endian header
         length, the JSON header, then the bytes."""
@@ -97,7 +124,7 @@ class WebSocket:
                 self._send_frame(0xA, data)
 
 
-def authenticate(ws, key, key_id="default", role="worker"):
+def authenticate(ws, key, key_id="default", role="worker", batch=False):
     challenge = ws.recv()
     assert challenge["type"] == "challenge" and challenge["version"] == 1, challenge
     nonce = challenge["nonce"]
@@ -105,7 +132,10 @@ def authenticate(ws, key, key_id="default", role="worker"):
     proof = hmac.new(
         key, "\n".join(["taskhub-client", key_id, nonce, client_nonce]).encode(), hashlib.sha256
     ).hexdigest()
-    ws.send({"type": "auth", "key_id": key_id, "client_nonce": client_nonce, "proof": proof, "role": role})
+    auth = {"type": "auth", "key_id": key_id, "client_nonce": client_nonce, "proof": proof, "role": role}
+    if batch:
+        auth["batch"] = True
+    ws.send(auth)
     welcome = ws.recv()
     if welcome is None or welcome["type"] != "welcome":
         return welcome
@@ -173,6 +203,7 @@ def main():
     assert gone["type"] == "error" and gone["code"] == "unknown_queue" and gone["req"] == 14, gone
 
     binary_frames(host, port, key)
+    several_per_frame(host, port, key)
 
     # A frame over max_message_bytes: too_large, then Close 1009.
     limit = welcome["limits"]["max_message_bytes"]
@@ -238,6 +269,36 @@ def binary_frames(host, port, key):
     assert err["type"] == "error" and err["code"] == "bad_frame", err
     producer.send({"type": "ping", "req": 8})
     assert producer.recv() == {"type": "ok", "req": 8}
+
+
+def several_per_frame(host, port, key):
+    """Several requests in one frame are each answered, in order, a bad one on its own; a
+    session that asked for batch gets several answers per frame."""
+    ws = WebSocket(host, port)
+    authenticate(ws, key, role="producer")
+    ws.send_many([{"type": "ping", "req": 1}, {"type": "nope", "req": 2},
+                  {"type": "put", "req": 3, "queue": "py-many", "payload": 1}])
+    answers = [ws.recv(), ws.recv(), ws.recv()]
+    assert answers[0] == {"type": "ok", "req": 1}, answers
+    assert answers[1]["code"] == "unknown_type" and answers[1]["req"] == 2, answers
+    assert answers[2]["type"] == "queued" and answers[2]["req"] == 3, answers
+    # Unreadable JSON ends the frame: the ping after it is not read.
+    ws._send_frame(0x1, b'{"type":"ping","req":4}\n{"type":"ping","req":5,\n{"type":"ping","req":6}')
+    assert ws.recv() == {"type": "ok", "req": 4}
+    cut = ws.recv()
+    assert cut["code"] == "bad_frame" and "message 2 of this frame" in cut["message"], cut
+    ws.send({"type": "ping", "req": 7})
+    assert ws.recv() == {"type": "ok", "req": 7}
+
+    batched = WebSocket(host, port)
+    authenticate(batched, key, role="producer", batch=True)
+    batched.send_many([{"type": "ping", "req": n} for n in range(100)])
+    got, frames = [], 0
+    while len(got) < 100:
+        got += batched.recv_frame()
+        frames += 1
+    assert got == [{"type": "ok", "req": n} for n in range(100)], got
+    assert frames < 100, "the hub joined no answers"
 
 
 if __name__ == "__main__":

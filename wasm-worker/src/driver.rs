@@ -442,6 +442,9 @@ impl BrowserWorker {
         // The credit window adapts to measured run times (the core's `Window`), as for native
         // workers: deep for tiny tasks, `concurrency + 1` for slow ones.
         config.backoff_max_ms = 10_000;
+        // A browser dispatches an event per frame and makes a call per send: several messages
+        // per frame, both ways.
+        config.batch = true;
         let inner = Rc::new_cyclic(|me| {
             RefCell::new(Inner {
                 sm: Worker::new(config),

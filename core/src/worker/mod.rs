@@ -17,7 +17,12 @@ use serde::Serialize;
 
 use crate::auth::{AuthError, ClientHandshake, NONCE_BYTES, Secret};
 use crate::body::Payload;
-use crate::codec::{DecodeError, Frame, decode_server, decode_server_binary, encode_client};
+use crate::codec::{
+    DecodeError, Frame, decode_server, decode_server_binary, decode_server_frames, encode_client,
+};
+
+/// Most bytes of text [`Worker::poll_transmit`] joins into one frame.
+pub const JOIN_BYTES: usize = 64 * 1024;
 use crate::handlers::Failure;
 use crate::names::{QueueName, SessionId, TaskId};
 use crate::protocol::{ClientMsg, ErrorCode, Role, ServerMsg, Task};
@@ -44,6 +49,10 @@ pub struct WorkerConfig {
     pub handshake_timeout_ms: u64,
     /// After `stop`, how long to wait for running tasks before giving up on them.
     pub stop_grace_ms: u64,
+    /// Several messages per frame, both ways (`batch` in `auth`): [`Worker::poll_transmit`]
+    /// joins the frames that are ready together, and the hub joins its own. For clients whose
+    /// every frame costs (a browser dispatches an event per frame and makes a call per send).
+    pub batch: bool,
 }
 
 impl WorkerConfig {
@@ -60,6 +69,7 @@ impl WorkerConfig {
             backoff_max_ms: 30_000,
             handshake_timeout_ms: 10_000,
             stop_grace_ms: 30_000,
+            batch: false,
         }
     }
 }
@@ -284,7 +294,8 @@ impl Worker {
             self.config.role,
             self.config.name.clone(),
             entropy,
-        );
+        )
+        .batch(self.config.batch);
         self.state = State::Handshake {
             hs: Box::new(hs),
             deadline: now + self.config.handshake_timeout_ms,
@@ -324,9 +335,15 @@ impl Worker {
         });
     }
 
-    /// A text frame arrived from the hub.
+    /// A text frame arrived from the hub (with `batch`, it may hold several messages).
     pub fn handle_message(&mut self, text: &str, now: Millis) {
-        self.handle_decoded(decode_server(text), now);
+        if self.config.batch {
+            for msg in decode_server_frames(text) {
+                self.handle_decoded(msg, now);
+            }
+        } else {
+            self.handle_decoded(decode_server(text), now);
+        }
     }
 
     /// A binary frame arrived from the hub: a task whose payload is bytes.
@@ -743,9 +760,28 @@ impl Worker {
         self.transmit.push_back(encode_client(msg));
     }
 
-    /// The next frame to send, if any.
+    /// The next frame to send, if any. With `batch`, text frames that are ready together go as
+    /// one, newline-separated, up to [`JOIN_BYTES`] (and the hub's `max_message_bytes`).
     pub fn poll_transmit(&mut self) -> Option<Frame> {
-        self.transmit.pop_front()
+        let first = self.transmit.pop_front()?;
+        let limit = match self.state {
+            State::Ready {
+                max_message_bytes, ..
+            } if self.config.batch => JOIN_BYTES.min(max_message_bytes),
+            _ => return Some(first),
+        };
+        let Frame::Text(mut joined) = first else {
+            return Some(first);
+        };
+        while let Some(Frame::Text(next)) = self.transmit.front() {
+            if joined.len() + 1 + next.len() > limit {
+                break;
+            }
+            joined.push('\n');
+            joined.push_str(next);
+            self.transmit.pop_front();
+        }
+        Some(Frame::Text(joined))
     }
 
     /// The next event, if any.

@@ -700,3 +700,69 @@ fn a_job_given_back_is_released_unstarted_and_frees_its_slot() {
     assert!(p.sent().is_empty());
     assert_eq!(p.w.status().done, 0);
 }
+
+#[test]
+fn with_batch_several_messages_share_a_frame_both_ways() {
+    let mut c = config();
+    c.batch = true;
+    let mut p = Pair::new(c);
+    p.handshake();
+    p.sent();
+    // The hub joined two deliveries into one text frame.
+    let deliver = |id: u64| {
+        let msg = ServerMsg::Deliver {
+            task: Task {
+                id: TaskId(id),
+                queue: QueueName::new("tasks").unwrap(),
+                kind: Some("square".into()),
+                payload: crate::Payload::Json(json!(id)),
+                attempt: 1,
+                max_attempts: 5,
+                reply_to: None,
+            },
+        };
+        encode_server(&msg).as_text().unwrap().to_string()
+    };
+    p.w.handle_message(&format!("{}\n{}", deliver(1), deliver(2)), p.now);
+    let run = jobs(&p.events());
+    assert_eq!(
+        run.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [TaskId(1), TaskId(2)]
+    );
+    for job in &run {
+        p.w.handle_task_done(job.token, Ok(json!("done").into()), p.now);
+    }
+    // Both acks leave in one frame, one message per line.
+    let frames: Vec<Frame> = std::iter::from_fn(|| p.w.poll_transmit()).collect();
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    let acks =
+        crate::codec::decode_client_frames::<crate::Payload>(frames[0].as_text().unwrap(), 1 << 20);
+    let ids: Vec<_> = acks
+        .into_iter()
+        .map(|a| match a.unwrap() {
+            ClientMsg::Ack { task, .. } => task,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, [TaskId(1), TaskId(2)]);
+}
+
+#[test]
+fn the_auth_asks_for_batches_only_when_configured() {
+    for batch in [false, true] {
+        let mut c = config();
+        c.batch = batch;
+        let mut p = Pair::new(c);
+        assert!(p.events().contains(&Event::Connect));
+        p.w.handle_connected(p.now, [2; 32]);
+        p.hub_says(ServerMsg::Challenge {
+            version: PROTOCOL_VERSION,
+            nonce: hex(&NONCE),
+        });
+        let sent = p.sent();
+        assert!(
+            matches!(&sent[..], [ClientMsg::Auth { batch: b, .. }] if *b == batch),
+            "{sent:?}"
+        );
+    }
+}
