@@ -679,9 +679,9 @@ pub fn decode_client_binary<J: DeserializeOwned + JsonNull>(
         code: ErrorCode::BadFrame,
         message,
     })?;
-    let req = peek_u64(header, "req");
+    // Only on the error path: find the request's id without parsing.
     let bad = |message: String| DecodeError {
-        req,
+        req: peek_u64(header, "req"),
         code: ErrorCode::BadRequest,
         message,
     };

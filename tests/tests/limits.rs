@@ -495,6 +495,31 @@ async fn memory_follows_the_charge_for_any_json_shape() {
     hub.check_rss(stored, 5, 1.2).await;
 }
 
+/// Binary payloads are held as their bytes, each in an allocation of its own (never a slice of
+/// the frame's read buffer), so RSS follows the charge for small and large ones alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_follows_the_charge_for_binary_payloads() {
+    let hub = Budgeted::start(64 << 20).await;
+    let c = &hub.client;
+    let sizes = [300_000usize, 20_000, 700];
+    let mut stored = 0;
+    'fill: for round in 0.. {
+        for size in sizes {
+            let payload = vec![(round % 251) as u8; size];
+            match c.put("fill", payload, &PutOptions::default()).await {
+                Ok(_) => stored += 1,
+                Err(ClientError::Hub {
+                    code: ErrorCode::QueueFull,
+                    ..
+                }) => break 'fill,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(round < 10_000, "the budget never filled");
+    }
+    hub.check_rss(stored, 5, 1.2).await;
+}
+
 /// Millions of tiny tasks: a `null` payload is 4 bytes of text and a 32-byte node, but the task
 /// around it (its record in the queue, its queue name) is several times that. The charge counts
 /// the whole task, so a hub filled with them stays within 1.5 times its `max_stored_bytes` too.
