@@ -61,8 +61,8 @@ class WebSocket:
         """Several messages in one text frame, one per line."""
         self._send_frame(0x1, "\n".join(json.dumps(o) for o in objs).encode())
 
-    def recv_frame(self):
-        """The messages of the next text frame (several, for a session that asked for batch)."""
+    def _recv_raw(self):
+        """The next data or close frame as (opcode, payload); pings are answered on the way."""
         while True:
             b0, b1 = self._recv_exact(2)
             n = b1 & 0x7F
@@ -75,14 +75,19 @@ class WebSocket:
             if opcode == 0x9:
                 self._send_frame(0xA, data)
                 continue
-            assert opcode == 0x1, opcode
-            text, messages, decoder, at = data.decode(), [], json.JSONDecoder(), 0
-            while at < len(text):
-                while text[at].isspace():
-                    at += 1
-                msg, at = decoder.raw_decode(text, at)
-                messages.append(msg)
-            return messages
+            return opcode, data
+
+    def recv_frame(self):
+        """The messages of the next text frame (several, for a session that asked for batch)."""
+        opcode, data = self._recv_raw()
+        assert opcode == 0x1, opcode
+        text, messages, decoder, at = data.decode(), [], json.JSONDecoder(), 0
+        while at < len(text):
+            while text[at].isspace():
+                at += 1
+            msg, at = decoder.raw_decode(text, at)
+            messages.append(msg)
+        return messages
 
     def send_binary(self, header, data):
         """A message whose bytes go where header["binary"] says: a 4-byte big-endian header
@@ -96,14 +101,7 @@ class WebSocket:
     def recv(self):
         """The next JSON message, or None when the hub closes."""
         while True:
-            b0, b1 = self._recv_exact(2)
-            n = b1 & 0x7F
-            if n == 126:
-                n = struct.unpack("!H", self._recv_exact(2))[0]
-            elif n == 127:
-                n = struct.unpack("!Q", self._recv_exact(8))[0]
-            data = self._recv_exact(n)
-            opcode = b0 & 0x0F
+            opcode, data = self._recv_raw()
             if opcode == 0x1:
                 return json.loads(data)
             if opcode == 0x2:
@@ -120,8 +118,6 @@ class WebSocket:
                 # "Closing": the status code is the first two bytes, then a reason.
                 self.close_code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None
                 return None
-            if opcode == 0x9:
-                self._send_frame(0xA, data)
 
 
 def authenticate(ws, key, key_id="default", role="worker", batch=False):

@@ -5,10 +5,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use taskhub_client::PutOptions;
-use taskhub_tests::cdp::Browser;
+use taskhub_tests::cdp::{Browser, Page};
 use taskhub_tests::{KEY, client, hub, in_process_worker};
 
 const STATUS: &str = "window.taskhub.status()";
+
+/// Headless Chromium with one tab on the join link of the hub at `addr`, working `queue` with
+/// `workers` compute threads.
+async fn tab(addr: std::net::SocketAddr, queue: &str, workers: u32) -> (Browser, Page) {
+    let mut browser = Browser::start().await;
+    let (page, _) = browser
+        .open_worker(&format!(
+            "http://{addr}/#key={KEY}&queue={queue}&workers={workers}"
+        ))
+        .await;
+    (browser, page)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_tab_works_the_queue_and_hands_back_its_tasks_when_closed() {
@@ -211,13 +223,7 @@ async fn the_page_names_a_wrong_key_and_reconnects_when_the_hub_restarts() {
 async fn stop_finishes_running_tasks_and_hands_back_the_rest() {
     let hub = hub(|_| {}).await;
     let c = client(&hub.url()).await;
-    let mut browser = Browser::start().await;
-    let (page, _) = browser
-        .open_worker(&format!(
-            "http://{}/#key={KEY}&queue=naps&workers=2",
-            hub.addr()
-        ))
-        .await;
+    let (mut browser, page) = tab(hub.addr(), "naps", 2).await;
     let opts = PutOptions {
         kind: Some("sleep".into()),
         reply_to: Some("woke".into()),
@@ -270,13 +276,7 @@ async fn stop_finishes_running_tasks_and_hands_back_the_rest() {
 async fn a_frozen_tab_loses_its_tasks_to_a_native_worker_and_catches_up_when_thawed() {
     let hub = hub(|c| c.broker.ack_wait = Duration::from_secs(1)).await;
     let c = client(&hub.url()).await;
-    let mut browser = Browser::start().await;
-    let (page, _) = browser
-        .open_worker(&format!(
-            "http://{}/#key={KEY}&queue=naps&workers=1",
-            hub.addr()
-        ))
-        .await;
+    let (mut browser, page) = tab(hub.addr(), "naps", 1).await;
     let opts = PutOptions {
         kind: Some("sleep".into()),
         reply_to: Some("woke".into()),
@@ -361,13 +361,7 @@ async fn a_frozen_tab_loses_its_tasks_to_a_native_worker_and_catches_up_when_tha
 async fn a_tab_batching_tiny_tasks_hands_slow_ones_back_instead_of_hoarding_them() {
     let hub = hub(|_| {}).await;
     let c = client(&hub.url()).await;
-    let mut browser = Browser::start().await;
-    let (page, _) = browser
-        .open_worker(&format!(
-            "http://{}/#key={KEY}&queue=mixed&workers=1",
-            hub.addr()
-        ))
-        .await;
+    let (mut browser, page) = tab(hub.addr(), "mixed", 1).await;
     // Tiny tasks: the tab sends its Web Worker deep batches and asks the hub for many at once.
     let tiny = c
         .submit(

@@ -448,6 +448,22 @@ impl Budgeted {
     }
 }
 
+/// Put `payload(n)` for n = 0, 1, … on queue `fill` until the hub says `queue_full`; returns how
+/// many it stored.
+async fn fill(c: &taskhub_client::Client, payload: impl Fn(usize) -> taskhub_core::Payload) -> u64 {
+    for n in 0..100_000 {
+        match c.put("fill", payload(n), &PutOptions::default()).await {
+            Ok(_) => {}
+            Err(ClientError::Hub {
+                code: ErrorCode::QueueFull,
+                ..
+            }) => return n as u64,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the budget never filled");
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -476,21 +492,10 @@ async fn memory_follows_the_charge_for_any_json_shape() {
         format!("[{}[0]]", "[0],".repeat(100_000)),
         format!("\"{}\"", "s".repeat(400_000)),
     ];
-    let mut stored = 0;
-    'fill: for round in 0.. {
-        for shape in &shapes {
-            let payload: serde_json::Value = serde_json::from_str(shape).unwrap();
-            match c.put("fill", payload, &PutOptions::default()).await {
-                Ok(_) => stored += 1,
-                Err(ClientError::Hub {
-                    code: ErrorCode::QueueFull,
-                    ..
-                }) => break 'fill,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        assert!(round < 1_000, "the budget never filled");
-    }
+    let stored = fill(c, |n| {
+        serde_json::from_str(&shapes[n % shapes.len()]).unwrap()
+    })
+    .await;
     // Payloads are kept as their text: RSS follows the text for every shape.
     hub.check_rss(stored, 5, 1.2).await;
 }
@@ -502,21 +507,10 @@ async fn memory_follows_the_charge_for_binary_payloads() {
     let hub = Budgeted::start(64 << 20).await;
     let c = &hub.client;
     let sizes = [300_000usize, 20_000, 700];
-    let mut stored = 0;
-    'fill: for round in 0.. {
-        for size in sizes {
-            let payload = vec![(round % 251) as u8; size];
-            match c.put("fill", payload, &PutOptions::default()).await {
-                Ok(_) => stored += 1,
-                Err(ClientError::Hub {
-                    code: ErrorCode::QueueFull,
-                    ..
-                }) => break 'fill,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        assert!(round < 10_000, "the budget never filled");
-    }
+    let stored = fill(c, |n| {
+        taskhub_core::Payload::from(vec![(n % 251) as u8; sizes[n % sizes.len()]])
+    })
+    .await;
     hub.check_rss(stored, 5, 1.2).await;
 }
 
