@@ -2,7 +2,7 @@
 
 use taskhub_core::{Millis, QueueName, SessionId, Task};
 
-use super::{Body, Broker, Lease, Output, ServerMsg, StoredTask, TaskStore};
+use super::{Body, Broker, Output, ServerMsg, StoredTask, TaskStore};
 
 impl<S: TaskStore> Broker<S> {
     /// Hand out tasks of `name` to waiting `get`s first, then to consumers with credit, round
@@ -66,15 +66,7 @@ impl<S: TaskStore> Broker<S> {
                 },
                 droppable: false,
             });
-            self.leases.insert(
-                id,
-                Lease {
-                    session: to,
-                    deadline,
-                    task,
-                },
-            );
-            self.lease_order.insert((deadline, id));
+            self.leases.grant(to, task, deadline);
         }
     }
 

@@ -34,8 +34,7 @@ impl<S: TaskStore> Broker<S> {
     }
 
     pub(super) fn take_lease(&mut self, id: TaskId) -> Option<StoredTask> {
-        let lease = self.leases.remove(&id)?;
-        self.lease_order.remove(&(lease.deadline, id));
+        let lease = self.leases.take(id)?;
         if let Some(s) = self.sessions.get_mut(&lease.session) {
             s.leased.remove(&id);
         }
@@ -161,11 +160,7 @@ impl<S: TaskStore> Broker<S> {
     ) -> Result<(), Failure> {
         self.leased_to(session, id)?;
         let deadline = now.after(self.config.ack_wait);
-        if let Some(lease) = self.leases.get_mut(&id) {
-            self.lease_order.remove(&(lease.deadline, id));
-            lease.deadline = deadline;
-            self.lease_order.insert((deadline, id));
-        }
+        self.leases.extend(id, deadline);
         Ok(())
     }
 
@@ -175,12 +170,12 @@ impl<S: TaskStore> Broker<S> {
         if self.next_sweep().is_some_and(|t| t <= now) {
             self.sweep(now);
         }
-        while let Some(&(deadline, id)) = self.lease_order.first() {
-            if deadline > now {
-                break;
-            }
-            let session = self.leases.get(&id).map(|l| l.session);
-            if let Some(s) = session.and_then(|s| self.sessions.get_mut(&s)) {
+        while let Some((id, session)) = self
+            .leases
+            .first_expired(now)
+            .map(|l| (l.task.id, l.session))
+        {
+            if let Some(s) = self.sessions.get_mut(&session) {
                 // Hand it nothing until it shows it is alive.
                 s.stalled = true;
             }
@@ -192,12 +187,8 @@ impl<S: TaskStore> Broker<S> {
                 let queue = task.queue.clone();
                 self.requeue_front(task, now);
                 self.dispatch(&queue, now);
-            } else {
-                self.lease_order.remove(&(deadline, id));
             }
-            if let Some(s) = session {
-                self.dispatch_for(s, now);
-            }
+            self.dispatch_for(session, now);
         }
         while let Some(&(deadline, key)) = self.waiter_order.first() {
             if deadline > now {

@@ -163,6 +163,66 @@ struct Lease {
     task: StoredTask,
 }
 
+/// Every task leased out, by id and by when its lease runs out. The two views change together,
+/// here only.
+#[derive(Debug, Default)]
+struct Leases {
+    by_task: IdMap<TaskId, Lease>,
+    by_deadline: BTreeSet<(Millis, TaskId)>,
+}
+
+impl Leases {
+    fn grant(&mut self, session: SessionId, task: StoredTask, deadline: Millis) {
+        let id = task.id;
+        if let Some(old) = self.by_task.insert(
+            id,
+            Lease {
+                session,
+                deadline,
+                task,
+            },
+        ) {
+            self.by_deadline.remove(&(old.deadline, id));
+        }
+        self.by_deadline.insert((deadline, id));
+    }
+
+    fn get(&self, id: &TaskId) -> Option<&Lease> {
+        self.by_task.get(id)
+    }
+
+    fn take(&mut self, id: TaskId) -> Option<Lease> {
+        let lease = self.by_task.remove(&id)?;
+        self.by_deadline.remove(&(lease.deadline, id));
+        Some(lease)
+    }
+
+    /// Move a lease's deadline; `false` if there is no such lease.
+    fn extend(&mut self, id: TaskId, deadline: Millis) -> bool {
+        let Some(lease) = self.by_task.get_mut(&id) else {
+            return false;
+        };
+        self.by_deadline.remove(&(lease.deadline, id));
+        lease.deadline = deadline;
+        self.by_deadline.insert((deadline, id));
+        true
+    }
+
+    fn next_deadline(&self) -> Option<Millis> {
+        self.by_deadline.first().map(|(t, _)| *t)
+    }
+
+    /// The lease that ran out first, if one has by `now`.
+    fn first_expired(&self, now: Millis) -> Option<&Lease> {
+        let &(deadline, id) = self.by_deadline.first()?;
+        (deadline <= now).then(|| self.by_task.get(&id)).flatten()
+    }
+
+    fn len(&self) -> usize {
+        self.by_task.len()
+    }
+}
+
 #[derive(Debug)]
 struct Waiter {
     session: SessionId,
@@ -177,8 +237,7 @@ pub struct Broker<S: TaskStore = MemoryStore> {
     config: BrokerConfig,
     queues: HashMap<QueueName, Queue<S>>,
     sessions: IdMap<SessionId, Session>,
-    leases: IdMap<TaskId, Lease>,
-    lease_order: BTreeSet<(Millis, TaskId)>,
+    leases: Leases,
     waiters: IdMap<u64, Waiter>,
     waiter_order: BTreeSet<(Millis, u64)>,
     next_waiter: u64,
@@ -204,8 +263,7 @@ impl<S: TaskStore> Broker<S> {
             config,
             queues: HashMap::new(),
             sessions: IdMap::default(),
-            leases: IdMap::default(),
-            lease_order: BTreeSet::new(),
+            leases: Leases::default(),
             waiters: IdMap::default(),
             waiter_order: BTreeSet::new(),
             next_waiter: 0,
@@ -233,7 +291,7 @@ impl<S: TaskStore> Broker<S> {
 
     /// The earliest lease expiry, `get` timeout or sweep for unused queues, if any.
     pub fn next_deadline(&self) -> Option<Millis> {
-        let lease = self.lease_order.first().map(|(t, _)| *t);
+        let lease = self.leases.next_deadline();
         let waiter = self.waiter_order.first().map(|(t, _)| *t);
         [lease, waiter, self.next_sweep()]
             .into_iter()

@@ -946,3 +946,39 @@ fn deleting_a_queue_drops_its_ready_tasks_and_keeps_it_only_while_used() {
     };
     assert_eq!(code, ErrorCode::Forbidden);
 }
+
+#[test]
+fn leases_keep_their_id_and_deadline_views_in_step() {
+    let total = Default::default();
+    let task = |id: u64| StoredTask {
+        id: TaskId(id),
+        queue: q("tasks"),
+        kind: None,
+        payload: json!(id).into(),
+        reply_to: None,
+        max_attempts: 5,
+        attempts: 1,
+        last_error: None,
+        charge: Charge::new(0, &total),
+        reply_ref: None,
+    };
+    let mut l = Leases::default();
+    l.grant(SessionId(1), task(1), Millis(300));
+    l.grant(SessionId(2), task(2), Millis(100));
+    assert_eq!(l.next_deadline(), Some(Millis(100)));
+    assert!(l.first_expired(Millis(99)).is_none());
+    assert_eq!(
+        l.first_expired(Millis(100)).map(|x| x.task.id),
+        Some(TaskId(2))
+    );
+    // Extending moves it in the order; a lease that is gone cannot be extended.
+    assert!(l.extend(TaskId(2), Millis(500)));
+    assert_eq!(l.next_deadline(), Some(Millis(300)));
+    assert!(!l.extend(TaskId(9), Millis(1)));
+    // Taken, it leaves both views: the next expiry is the other lease's.
+    assert_eq!(l.take(TaskId(1)).map(|x| x.session), Some(SessionId(1)));
+    assert_eq!((l.len(), l.next_deadline()), (1, Some(Millis(500))));
+    assert!(l.take(TaskId(1)).is_none());
+    assert_eq!(l.take(TaskId(2)).map(|x| x.deadline), Some(Millis(500)));
+    assert_eq!((l.len(), l.next_deadline()), (0, None));
+}
