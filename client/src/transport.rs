@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt};
-use taskhub_core::codec::Frame;
+use taskhub_core::codec::{Frame, JOIN_BYTES};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -44,9 +44,6 @@ pub fn message(frame: Frame) -> Message {
         Frame::Binary(b) => Message::binary(b),
     }
 }
-
-/// Most bytes of text [`pump_joining`] puts in one frame.
-pub const JOIN_BYTES: usize = 64 * 1024;
 
 /// [`pump`], and while `joined` is set, text messages that are ready together go out as one
 /// frame, newline-separated, up to [`JOIN_BYTES`] (a longer message goes alone). For peers that

@@ -89,11 +89,6 @@ impl<J> Body<J> {
             })),
         }
     }
-
-    /// What the attachment needs on top of the JSON: `at` and the bytes.
-    pub fn attachment_len(&self) -> usize {
-        self.attachment().map_or(0, |(at, b)| at.len() + b.len())
-    }
 }
 
 impl Body<crate::RawJson> {

@@ -538,6 +538,10 @@ fn decode_each<T: DeserializeOwned>(
     out
 }
 
+/// Most bytes of text a sender joins into one frame of several messages (`docs/protocol.md`,
+/// *Several messages in one frame*); a longer message goes alone.
+pub const JOIN_BYTES: usize = 64 * 1024;
+
 /// Decode a client text frame of at most `max_bytes` that may hold several messages, one after
 /// another: a result per message, in order.
 pub fn decode_client_frames<P: DeserializeOwned>(
@@ -575,14 +579,15 @@ pub fn decode_server_binary(frame: &[u8]) -> Result<ServerMsg, DecodeError> {
         message: format!("unreadable binary message from hub: {message}"),
     };
     let (header, bytes) = split_binary(frame).map_err(|m| fail(None, m))?;
-    let req = peek_u64(header, "req");
-    let flat: FlatServer<'_> =
-        serde_json::from_str(header).map_err(|e| fail(req, e.to_string()))?;
+    // Only on the error path: find the request's id without parsing.
+    let req = || peek_u64(header, "req");
+    let mut flat: FlatServer<'_> =
+        serde_json::from_str(header).map_err(|e| fail(req(), e.to_string()))?;
     let at = flat
         .binary
-        .clone()
-        .ok_or_else(|| fail(req, "the header has no `binary` field".into()))?;
-    let msg = flat.into_msg().map_err(|m| fail(req, m))?;
+        .take()
+        .ok_or_else(|| fail(req(), "the header has no `binary` field".into()))?;
+    let msg = flat.into_msg().map_err(|m| fail(req(), m))?;
     let bytes = Bytes::copy_from_slice(bytes);
     let attach = |body: Payload, at: &str| body.attach(at, bytes.clone());
     let joined = match (msg, at.split_once('.').unwrap_or((&at, ""))) {
@@ -614,7 +619,7 @@ pub fn decode_server_binary(frame: &[u8]) -> Result<ServerMsg, DecodeError> {
         }
         _ => Err(format!("no place for bytes at `{at}` in this message")),
     };
-    joined.map_err(|m| fail(req, m))
+    joined.map_err(|m| fail(req(), m))
 }
 
 /// `body` is the value of `field`; `rest` is the attachment's path from `field` on

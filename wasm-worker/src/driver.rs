@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use taskhub_core::auth::{NONCE_BYTES, Secret};
 use taskhub_core::codec::Frame;
 use taskhub_core::handlers::Failure;
-use taskhub_core::worker::{Event, Worker, WorkerConfig};
+use taskhub_core::worker::{Event, MeanRunTime, Worker, WorkerConfig};
 use taskhub_core::{Millis, Payload, QueueName, Role};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -217,46 +217,41 @@ impl Inner {
     }
 
     fn on_report(&mut self, index: usize, report: Report) {
+        let now = self.now();
         let Some(pool) = self.pool.as_mut() else {
             return;
         };
+        let mut finished = Vec::new();
         let mut unstarted = Vec::new();
-        let finished: Vec<(u64, Result<Payload, Failure>)> = match report {
-            Report::Crashed(why) => pool
-                .finished(index, None)
-                .into_iter()
-                .map(|token| (token, Err(Failure::retryable(why.clone()))))
-                .collect(),
-            Report::Done(list) => list
-                .into_iter()
-                .filter(|done| !pool.finished(index, Some(done.token)).is_empty())
-                .filter(|done| {
+        match report {
+            Report::Crashed(why) => {
+                for token in pool.crashed(index) {
+                    finished.push((token, Err(Failure::retryable(why.clone()))));
+                }
+            }
+            Report::Done(list) => {
+                for done in list.into_iter().filter(|d| pool.finished(index, d.token)) {
                     if done.unstarted {
                         unstarted.push(done.token);
+                        continue;
                     }
-                    !done.unstarted
-                })
-                .map(|done| {
                     if let Some(ms) = done.ms {
                         self.run_ms.record(ms);
                     }
-                    (done.token, outcome(done.report))
-                })
-                .collect(),
-        };
-        let now = self.now();
+                    finished.push((done.token, outcome(done.report)));
+                }
+            }
+        }
         // Deep batches for tiny tasks, one at a time per Web Worker for slow ones. Set before
         // anything below starts more tasks.
         let depth = self.run_ms.depth();
-        if let Some(pool) = self.pool.as_mut() {
-            pool.set_depth(depth);
-            let slots = u32::try_from(pool.size()).unwrap_or(1);
-            let depth = u32::try_from(depth).unwrap_or(1);
-            self.sm.set_concurrency(slots.saturating_mul(depth), now);
-            // A batch cut short, and jobs still waiting here for a Web Worker beyond what the
-            // smaller batches take at once: back to the hub, for whoever has a free slot.
-            unstarted.extend(pool.surplus());
-        }
+        pool.set_depth(depth);
+        let slots = u32::try_from(pool.size()).unwrap_or(1);
+        // A batch cut short, and jobs still waiting here for a Web Worker beyond what the
+        // smaller batches take at once: back to the hub, for whoever has a free slot.
+        unstarted.extend(pool.surplus());
+        let depth = u32::try_from(depth).unwrap_or(1);
+        self.sm.set_concurrency(slots.saturating_mul(depth), now);
         for (token, result) in finished {
             let kind = self.kinds.remove(&token).unwrap_or_default();
             let ok = result.is_ok();
@@ -324,10 +319,7 @@ impl Tally {
 /// The handlers' own run time, as the compute workers measure it, and the batch depth it calls
 /// for: as many jobs per Web Worker as fill [`RunTime::BATCH_MS`], at least one.
 #[derive(Debug, Default)]
-struct RunTime {
-    /// Exponentially weighted mean, ms; `None` until the first report.
-    mean: Option<f64>,
-}
+struct RunTime(MeanRunTime);
 
 impl RunTime {
     /// A batch's worth of work: long enough that a `postMessage` each way is a small part of
@@ -335,12 +327,11 @@ impl RunTime {
     const BATCH_MS: f64 = 2.0;
 
     fn record(&mut self, ms: f64) {
-        let ms = ms.max(0.0);
-        self.mean = Some(self.mean.map_or(ms, |m| 0.8 * m + 0.2 * ms));
+        self.0.record(ms);
     }
 
     fn depth(&self) -> usize {
-        match self.mean {
+        match self.0.ms() {
             // Unknown tasks go one at a time: a slow one must not wait behind another.
             None => 1,
             Some(m) => ((Self::BATCH_MS / m.max(1e-3)) as usize).clamp(1, pool::MAX_DEPTH),

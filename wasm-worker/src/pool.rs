@@ -157,19 +157,22 @@ impl Pool {
         self.waiting.drain(room..).map(|job| job.token).collect()
     }
 
-    /// Worker `index` finished the job `token` (or crashed: `None`, every job it held). Returns
-    /// the tokens it no longer holds.
-    pub fn finished(&mut self, index: usize, token: Option<u64>) -> Vec<u64> {
+    /// Worker `index` is done with the job `token`: whether it held it (a report for a job it
+    /// does not hold is stale and ignored).
+    pub fn finished(&mut self, index: usize, token: u64) -> bool {
         let Some(slot) = self.slots.get_mut(index) else {
-            return Vec::new();
+            return false;
         };
-        match token {
-            Some(t) => match slot.held.iter().position(|h| *h == t) {
-                Some(at) => vec![slot.held.remove(at)],
-                None => Vec::new(),
-            },
-            None => std::mem::take(&mut slot.held),
-        }
+        let at = slot.held.iter().position(|h| *h == token);
+        at.map(|at| slot.held.remove(at)).is_some()
+    }
+
+    /// Worker `index` crashed: the tokens of every job it held.
+    pub fn crashed(&mut self, index: usize) -> Vec<u64> {
+        self.slots
+            .get_mut(index)
+            .map(|slot| std::mem::take(&mut slot.held))
+            .unwrap_or_default()
     }
 
     /// Hand waiting jobs to the workers with room, one message per worker however many jobs.

@@ -186,7 +186,7 @@ impl Input<'_> {
             other => Err(Failure::permanent(format!(
                 "{} takes a JSON payload; this task's payload is {} bytes of binary",
                 self.kind,
-                other.attachment_len()
+                other.attachment().map_or(0, |(_, bytes)| bytes.len())
             ))),
         }
     }

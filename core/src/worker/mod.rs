@@ -18,11 +18,8 @@ use serde::Serialize;
 use crate::auth::{AuthError, ClientHandshake, NONCE_BYTES, Secret};
 use crate::body::Payload;
 use crate::codec::{
-    DecodeError, Frame, decode_server, decode_server_binary, decode_server_frames, encode_client,
+    DecodeError, Frame, JOIN_BYTES, decode_server_binary, decode_server_frames, encode_client,
 };
-
-/// Most bytes of text [`Worker::poll_transmit`] joins into one frame.
-pub const JOIN_BYTES: usize = 64 * 1024;
 use crate::handlers::Failure;
 use crate::names::{QueueName, SessionId, TaskId};
 use crate::protocol::{ClientMsg, ErrorCode, Role, ServerMsg, Task};
@@ -181,36 +178,50 @@ struct Running {
 #[derive(Debug, Clone)]
 struct Window {
     size: u32,
-    /// Mean run time in milliseconds (an average of whole-millisecond samples, which is unbiased
-    /// for tasks shorter than a millisecond too), once a task has finished.
-    mean_run_ms: Option<f64>,
+    /// Mean run time (an average of whole-millisecond samples, which is unbiased for tasks
+    /// shorter than a millisecond too).
+    run: MeanRunTime,
 }
 
 /// Work a worker may hold in reserve per run slot, in milliseconds of mean run time.
 pub const HORIZON_MS: f64 = 25.0;
-/// Weight of the newest run time in the mean.
-const RUN_TIME_WEIGHT: f64 = 0.2;
+
+/// A moving mean of task run times in milliseconds, weighting the newest a fifth; `None` until
+/// a task has finished. The credit window is sized by it, and the browser worker's batches by
+/// one of the handlers' own run times.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MeanRunTime(Option<f64>);
+
+impl MeanRunTime {
+    /// Weight of the newest run time in the mean.
+    const WEIGHT: f64 = 0.2;
+
+    pub fn record(&mut self, ms: f64) {
+        let ms = ms.max(0.0);
+        self.0 = Some(self.0.map_or(ms, |m| m + Self::WEIGHT * (ms - m)));
+    }
+
+    pub fn ms(&self) -> Option<f64> {
+        self.0
+    }
+}
 
 impl Window {
     fn new(concurrency: u32) -> Window {
         Window {
             size: concurrency + 1,
-            mean_run_ms: None,
+            run: MeanRunTime::default(),
         }
     }
 
     fn record_run(&mut self, ms: u64) {
-        let ms = ms as f64;
-        self.mean_run_ms = Some(match self.mean_run_ms {
-            None => ms,
-            Some(m) => m + RUN_TIME_WEIGHT * (ms - m),
-        });
+        self.run.record(ms as f64);
     }
 
     /// The size to use after a task finished; `starved` says a run slot found nothing waiting.
     fn next(&self, concurrency: u32, max: u32, starved: bool) -> u32 {
         let floor = (concurrency + 1).min(max);
-        let cap = match self.mean_run_ms {
+        let cap = match self.run.ms() {
             None => floor,
             Some(m) => {
                 let reserve = f64::from(concurrency) * HORIZON_MS / m.max(1e-3);
@@ -335,14 +346,11 @@ impl Worker {
         });
     }
 
-    /// A text frame arrived from the hub (with `batch`, it may hold several messages).
+    /// A text frame arrived from the hub (with `batch`, it may hold several messages; a frame
+    /// of one costs what it always did).
     pub fn handle_message(&mut self, text: &str, now: Millis) {
-        if self.config.batch {
-            for msg in decode_server_frames(text) {
-                self.handle_decoded(msg, now);
-            }
-        } else {
-            self.handle_decoded(decode_server(text), now);
+        for msg in decode_server_frames(text) {
+            self.handle_decoded(msg, now);
         }
     }
 
