@@ -31,18 +31,23 @@ async fn watch(c: &taskhub_client::Client, done: u64, limit: Duration) -> (u64, 
     }
 }
 
+/// Wait until `n` sessions consume `queue`.
+async fn consumers(c: &taskhub_client::Client, queue: &str, n: u64) {
+    taskhub_tests::eventually(Duration::from_secs(10), || async {
+        let s = c.stats().await.unwrap();
+        (s.queue(queue).map(|q| q.consumers) == Some(n)).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("{queue} never had {n} consumer(s)"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_tasks_are_not_hoarded_by_one_worker() {
     let hub = hub(|_| {}).await;
     let c = client(&hub.url()).await;
     let _a = worker(&hub.url(), "slow", &["--concurrency", "2"]);
     let _b = worker(&hub.url(), "slow", &["--concurrency", "2"]);
-    taskhub_tests::eventually(Duration::from_secs(10), || async {
-        let s = c.stats().await.unwrap();
-        (s.queue("slow").map(|q| q.consumers) == Some(2)).then_some(())
-    })
-    .await
-    .expect("both workers consume");
+    consumers(&c, "slow", 2).await;
     c.put_many("slow", vec![json!(1_000); 20], &PutOptions::kind("sleep"))
         .await
         .unwrap();
@@ -57,12 +62,7 @@ async fn tiny_tasks_get_a_deep_pipeline_at_default_flags() {
     let hub = hub(|_| {}).await;
     let c = client(&hub.url()).await;
     let _w = worker(&hub.url(), "tiny", &["--concurrency", "1"]);
-    taskhub_tests::eventually(Duration::from_secs(10), || async {
-        let s = c.stats().await.unwrap();
-        (s.queue("tiny").map(|q| q.consumers) == Some(1)).then_some(())
-    })
-    .await
-    .expect("the worker consumes");
+    consumers(&c, "tiny", 1).await;
     c.put_many("tiny", vec![json!(7); 50_000], &PutOptions::kind("square"))
         .await
         .unwrap();
