@@ -454,6 +454,9 @@ pub enum ErrorCode {
     IdleTimeout,
     /// The queue named does not exist (`delete_queue`).
     UnknownQueue,
+    /// The hub could not store the task (its disk is full or failing); nothing was queued. It
+    /// keeps serving everything else, and takes puts again once storage works.
+    StorageUnavailable,
 }
 
 impl ErrorCode {
@@ -476,6 +479,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::IdleTimeout => "idle_timeout",
             ErrorCode::UnknownQueue => "unknown_queue",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
         }
     }
 }

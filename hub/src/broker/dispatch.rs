@@ -2,9 +2,9 @@
 
 use taskhub_core::{Millis, QueueName, SessionId, Task};
 
-use super::{Body, Broker, Output, ServerMsg, StoredTask, TaskStore};
+use super::{Body, Broker, Change, Output, ServerMsg, StoredTask};
 
-impl<S: TaskStore> Broker<S> {
+impl Broker {
     /// Hand out tasks of `name` to waiting `get`s first, then to consumers with credit, round
     /// robin.
     pub(super) fn dispatch(&mut self, name: &QueueName, now: Millis) {
@@ -12,7 +12,7 @@ impl<S: TaskStore> Broker<S> {
         let Some(q) = self.queues.get_mut(name) else {
             return;
         };
-        while !q.store.is_empty() {
+        while !q.ready.is_empty() {
             if let Some(key) = q.waiters.pop_front() {
                 let Some(w) = self.waiters.remove(&key) else {
                     continue;
@@ -21,9 +21,11 @@ impl<S: TaskStore> Broker<S> {
                 if let Some(s) = self.sessions.get_mut(&w.session) {
                     s.waiters = s.waiters.saturating_sub(1);
                 }
-                let Some(mut task) = q.store.pop_front() else {
+                let Some(mut task) = q.ready.pop_front() else {
                     break;
                 };
+                // A get takes the task for good (no lease).
+                self.journal.record(Change::Done(task.id));
                 task.attempts += 1;
                 self.out.push(Output {
                     to: w.session,
@@ -32,6 +34,7 @@ impl<S: TaskStore> Broker<S> {
                         task: envelope(&task),
                     },
                     droppable: false,
+                    confirms: false,
                 });
                 continue;
             }
@@ -49,10 +52,11 @@ impl<S: TaskStore> Broker<S> {
             let Some(to) = chosen else {
                 break;
             };
-            let Some(mut task) = q.store.pop_front() else {
+            let Some(mut task) = q.ready.pop_front() else {
                 break;
             };
             task.attempts += 1;
+            self.journal.record(Change::Leased(&task));
             q.in_flight += 1;
             let deadline = now.after(ack_wait);
             let id = task.id;
@@ -65,6 +69,7 @@ impl<S: TaskStore> Broker<S> {
                     task: envelope(&task),
                 },
                 droppable: false,
+                confirms: false,
             });
             self.leases.grant(to, task, deadline);
         }

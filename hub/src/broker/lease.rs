@@ -6,8 +6,7 @@ use taskhub_core::names::INBOX_PREFIX;
 use taskhub_core::protocol::Reply;
 use taskhub_core::{ErrorCode, Millis, QueueName, RawJson, SessionId, TaskId};
 
-use super::store::task_cost;
-use super::{Body, Broker, Charge, Failure, Lease, Output, ServerMsg, StoredTask, TaskStore};
+use super::{Body, Broker, Change, Charge, End, Failure, Lease, Output, ServerMsg, StoredTask};
 
 /// A dead-letter entry's payload, written around the task's payload text as it is.
 #[derive(Serialize)]
@@ -20,7 +19,7 @@ struct DeadLetter<'a> {
     error: &'a str,
 }
 
-impl<S: TaskStore> Broker<S> {
+impl Broker {
     pub(super) fn leased_to(&self, session: SessionId, id: TaskId) -> Result<&Lease, Failure> {
         match self.leases.get(&id) {
             Some(l) if l.session == session => Ok(l),
@@ -75,6 +74,7 @@ impl<S: TaskStore> Broker<S> {
             },
             now,
         );
+        self.journal.record(Change::Done(id));
         self.dispatch_for(session, now);
         Ok(())
     }
@@ -109,9 +109,7 @@ impl<S: TaskStore> Broker<S> {
         task.set_error(error);
         let queue = task.queue.clone();
         if retried {
-            if let Some(q) = self.queues.get_mut(&queue) {
-                q.store.push_back(task);
-            }
+            self.enqueue(task, End::Back, false);
         } else {
             self.dead_letter(task, now);
         }
@@ -144,9 +142,7 @@ impl<S: TaskStore> Broker<S> {
         };
         task.attempts = task.attempts.saturating_sub(1);
         let queue = task.queue.clone();
-        if let Some(q) = self.queues.get_mut(&queue) {
-            q.store.push_front(task);
-        }
+        self.enqueue(task, End::Front, false);
         self.dispatch(&queue, now);
         self.dispatch_for(session, now);
         Ok(())
@@ -209,6 +205,7 @@ impl<S: TaskStore> Broker<S> {
                         queue: w.queue,
                     },
                     droppable: false,
+                    confirms: false,
                 });
             }
         }
@@ -218,8 +215,8 @@ impl<S: TaskStore> Broker<S> {
     pub(super) fn requeue_front(&mut self, task: StoredTask, now: Millis) {
         if task.attempts >= task.max_attempts {
             self.dead_letter(task, now);
-        } else if let Some(q) = self.queues.get_mut(&task.queue) {
-            q.store.push_front(task);
+        } else {
+            self.enqueue(task, End::Front, false);
         }
     }
 
@@ -249,6 +246,7 @@ impl<S: TaskStore> Broker<S> {
             },
             now,
         );
+        self.journal.record(Change::Done(task.id));
     }
 
     /// Add an entry the hub itself produced (a reply, a dead letter). It is never dropped: a
@@ -258,7 +256,7 @@ impl<S: TaskStore> Broker<S> {
     /// `max_stored_bytes` like it, so new puts are refused before memory grows.
     pub(super) fn push_forced(&mut self, queue: &QueueName, payload: Body, now: Millis) {
         self.next_task += 1;
-        let charge = Charge::new(task_cost(&payload, queue, None, None), &self.stored_bytes);
+        let charge = Charge::new(self.cost(&payload, queue, None, None), &self.stored_bytes);
         let task = StoredTask {
             id: TaskId(self.next_task),
             queue: queue.clone(),
@@ -267,6 +265,7 @@ impl<S: TaskStore> Broker<S> {
             reply_to: None,
             max_attempts: self.config.max_attempts,
             attempts: 0,
+            order: 0,
             last_error: None,
             charge,
             reply_ref: None,
@@ -277,7 +276,7 @@ impl<S: TaskStore> Broker<S> {
                 if q.len() >= max {
                     tracing::debug!(%queue, "queue past max_queue_len: the hub stored a result or dead letter it may not drop");
                 }
-                q.store.push_back(task);
+                self.enqueue(task, End::Back, true);
             }
             // Only a reply queue can be missing and uncreatable (dead-letter queues are not
             // counted): puts create theirs and queues referenced by tasks are kept, so this
@@ -302,6 +301,7 @@ impl<S: TaskStore> Broker<S> {
                     to: owner,
                     msg: ServerMsg::Reply(reply),
                     droppable: false,
+                    confirms: false,
                 });
             }
             return;

@@ -11,11 +11,13 @@
 //!
 //! Files: this one holds the state and the requests (`handle`, put, get, consume, stats);
 //! `dispatch` hands out ready tasks; `lease` is what happens to a delivered task (ack, fail,
-//! release, touch, expiry, dead letters, replies); `store` is where ready tasks live; `pubsub` the
-//! subscriptions; `idhash` the hasher for hub-assigned ids.
+//! release, touch, expiry, dead letters, replies); `store` is a task as held and a queue's ready
+//! tasks; `journal` what storage hears of every change; `pubsub` the subscriptions; `idhash` the
+//! hasher for hub-assigned ids.
 
 mod dispatch;
-mod idhash;
+pub(crate) mod idhash;
+pub mod journal;
 mod lease;
 mod pubsub;
 pub mod store;
@@ -37,9 +39,10 @@ pub type ServerMsg = taskhub_core::ServerMsg<Body>;
 
 use dispatch::envelope;
 use idhash::{IdMap, IdSet};
+pub use journal::{Change, InMemory, Journal};
 use pubsub::Subscriptions;
 use store::task_cost;
-pub use store::{Charge, MemoryStore, QueueRef, StoredTask, TaskStore};
+pub use store::{Charge, QueueRef, ReadyQueue, StoredTask};
 
 /// The broker's limits. `crate::Config` fills these in.
 #[derive(Debug, Clone)]
@@ -102,13 +105,32 @@ pub struct Output {
     /// At-most-once traffic (pub/sub) that may be dropped for a session that does not keep up.
     /// Everything else must arrive or the session is closed.
     pub droppable: bool,
+    /// It confirms that something was stored (`queued`, `deleted`): it may go out only once the
+    /// journal's commit after the request is durable.
+    pub confirms: bool,
 }
 
 type Failure = (ErrorCode, String);
 
+/// A task as storage gives it back at start-up (see [`Broker::restore`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recovered {
+    pub id: TaskId,
+    pub queue: QueueName,
+    pub kind: Option<String>,
+    pub payload: Body,
+    pub reply_to: Option<QueueName>,
+    pub max_attempts: u32,
+    pub attempts: u32,
+    pub order: u64,
+    pub last_error: Option<String>,
+    /// Leased when the hub stopped.
+    pub leased: bool,
+}
+
 #[derive(Debug, Default)]
-struct Queue<S> {
-    store: S,
+struct Queue {
+    ready: ReadyQueue,
     in_flight: usize,
     consumers: VecDeque<SessionId>,
     waiters: VecDeque<u64>,
@@ -118,14 +140,14 @@ struct Queue<S> {
     idle_since: Option<Millis>,
 }
 
-impl<S: TaskStore> Queue<S> {
+impl Queue {
     fn len(&self) -> usize {
-        self.store.len() + self.in_flight
+        self.ready.len() + self.in_flight
     }
 
     /// Nothing in it and nothing that needs it: it may be dropped.
     fn unused(&self) -> bool {
-        self.store.is_empty()
+        self.ready.is_empty()
             && self.in_flight == 0
             && self.consumers.is_empty()
             && self.waiters.is_empty()
@@ -231,11 +253,26 @@ struct Waiter {
     deadline: Millis,
 }
 
+/// What [`Broker::dump`] shows.
+#[cfg(test)]
+#[derive(Debug, PartialEq)]
+pub(crate) struct Dump {
+    pub ready: BTreeMap<String, Vec<(u64, u32, String)>>,
+    pub leased: BTreeMap<u64, (String, (u64, u32, String))>,
+}
+
+/// Which end of its queue a ready task goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Front,
+    Back,
+}
+
 /// The queues, leases, waiting `get`s and subscriptions of one hub.
 #[derive(Debug)]
-pub struct Broker<S: TaskStore = MemoryStore> {
+pub struct Broker {
     config: BrokerConfig,
-    queues: HashMap<QueueName, Queue<S>>,
+    queues: HashMap<QueueName, Queue>,
     sessions: IdMap<SessionId, Session>,
     leases: Leases,
     waiters: IdMap<u64, Waiter>,
@@ -245,6 +282,11 @@ pub struct Broker<S: TaskStore = MemoryStore> {
     dedup: HashMap<String, TaskId>,
     dedup_order: std::collections::VecDeque<(Millis, String)>,
     next_task: u64,
+    /// The next `order` keys for each end of a queue: one counter for all queues, counting down
+    /// from the middle for the front and up for the back.
+    next_front: u64,
+    next_back: u64,
+    journal: Box<dyn Journal>,
     subs: Subscriptions,
     /// Queues that count against `max_queues` (all but dead-letter queues).
     counted_queues: usize,
@@ -257,8 +299,17 @@ pub struct Broker<S: TaskStore = MemoryStore> {
     out: Vec<Output>,
 }
 
-impl<S: TaskStore> Broker<S> {
+/// Where `order` keys start: the front counts down from here, the back up.
+const ORDER_MIDDLE: u64 = 1 << 63;
+
+impl Broker {
+    /// A broker that keeps nothing beyond the process.
     pub fn new(config: BrokerConfig) -> Self {
+        Broker::with_journal(config, Box::new(InMemory))
+    }
+
+    /// A broker that tells `journal` every change it makes.
+    pub fn with_journal(config: BrokerConfig, journal: Box<dyn Journal>) -> Self {
         Broker {
             config,
             queues: HashMap::new(),
@@ -270,6 +321,9 @@ impl<S: TaskStore> Broker<S> {
             dedup: HashMap::new(),
             dedup_order: std::collections::VecDeque::new(),
             next_task: 0,
+            next_front: ORDER_MIDDLE,
+            next_back: ORDER_MIDDLE,
+            journal,
             subs: Subscriptions::default(),
             counted_queues: 0,
             last_sweep: Millis(0),
@@ -287,6 +341,53 @@ impl<S: TaskStore> Broker<S> {
     /// Messages produced since the last drain, in order.
     pub fn drain(&mut self) -> std::vec::Drain<'_, Output> {
         self.out.drain(..)
+    }
+
+    /// What a task costs as held (see [`task_cost`]), with what the journal keeps for it.
+    fn cost(
+        &self,
+        payload: &Body,
+        queue: &QueueName,
+        kind: Option<&str>,
+        reply_to: Option<&QueueName>,
+    ) -> usize {
+        task_cost(payload, queue, kind, reply_to) + self.journal.kept_per_task()
+    }
+
+    /// Hand the changes made since the last commit to the journal; returns the ticket the
+    /// messages that confirm them wait for (see [`Output::confirms`], [`Journal::commit`]).
+    pub fn commit(&mut self) -> u64 {
+        self.journal.commit()
+    }
+
+    /// Put `task` in its queue at `end`, with the `order` key for that place, and tell the
+    /// journal (`new`: a task it has not heard of). The queue exists: puts create theirs, and a
+    /// queue with tasks in flight is never dropped.
+    fn enqueue(&mut self, mut task: StoredTask, end: End, new: bool) {
+        task.order = match end {
+            End::Front => {
+                self.next_front -= 1;
+                self.next_front
+            }
+            End::Back => {
+                self.next_back += 1;
+                self.next_back
+            }
+        };
+        let Some(q) = self.queues.get_mut(&task.queue) else {
+            tracing::warn!(queue = %task.queue, task = %task.id, "a task's queue vanished; the task is dropped");
+            self.journal.record(Change::Done(task.id));
+            return;
+        };
+        self.journal.record(if new {
+            Change::Stored(&task)
+        } else {
+            Change::Ready(&task)
+        });
+        match end {
+            End::Front => q.ready.push_front(task),
+            End::Back => q.ready.push_back(task),
+        }
     }
 
     /// The earliest lease expiry, `get` timeout or sweep for unused queues, if any.
@@ -336,6 +437,66 @@ impl<S: TaskStore> Broker<S> {
             self.counted_queues = self.counted_queues.saturating_sub(1);
         }
         tracing::debug!(queue = %name, "queue dropped");
+    }
+
+    /// Take back the tasks storage kept, before any session opens. Ready tasks keep their order
+    /// (every queue is sorted by its tasks' `order` keys); tasks that were leased when the hub
+    /// stopped go back to the front of their queues with the attempts they had used, as when
+    /// their session closes (one out of attempts goes to its dead-letter queue). A `reply_to`
+    /// naming a session's inbox is dropped: that session is gone, and session ids start again.
+    /// Task ids go on from `next_task`, so none repeats.
+    pub fn restore(&mut self, mut tasks: Vec<Recovered>, next_task: u64, now: Millis) {
+        tasks.sort_unstable_by_key(|t| t.order);
+        self.next_task = self.next_task.max(next_task);
+        let mut leased = Vec::new();
+        for t in tasks {
+            self.next_task = self.next_task.max(t.id.0);
+            self.next_front = self.next_front.min(t.order);
+            self.next_back = self.next_back.max(t.order);
+            let reply_to = t.reply_to.filter(|r| !r.is_inbox());
+            let reply_ref = reply_to
+                .as_ref()
+                .map(|r| QueueRef::new(&self.restored_queue(r).refs));
+            let cost = self.cost(&t.payload, &t.queue, t.kind.as_deref(), reply_to.as_ref());
+            let mut task = StoredTask {
+                id: t.id,
+                queue: t.queue,
+                kind: t.kind,
+                payload: t.payload,
+                reply_to,
+                max_attempts: t.max_attempts,
+                attempts: t.attempts,
+                order: t.order,
+                last_error: None,
+                charge: Charge::new(cost, &self.stored_bytes),
+                reply_ref,
+            };
+            if let Some(e) = t.last_error {
+                task.set_error(e);
+            }
+            if t.leased {
+                leased.push(task);
+            } else {
+                self.restored_queue(&task.queue.clone())
+                    .ready
+                    .push_back(task);
+            }
+        }
+        leased.sort_unstable_by_key(|t| std::cmp::Reverse(t.id));
+        for mut task in leased {
+            self.restored_queue(&task.queue.clone());
+            task.set_error("the hub stopped while the task was leased".into());
+            self.requeue_front(task, now);
+        }
+    }
+
+    /// A queue storage kept a task in: made whatever the limits say now (refusing would lose
+    /// stored tasks).
+    fn restored_queue(&mut self, name: &QueueName) -> &mut Queue {
+        if !self.queues.contains_key(name) && !name.is_dead_letter() {
+            self.counted_queues += 1;
+        }
+        self.queues.entry(name.clone()).or_default()
     }
 
     /// Register an authenticated session. `name` is what the client calls itself (shown in stats).
@@ -481,6 +642,7 @@ impl<S: TaskStore> Broker<S> {
                             payload: payload.clone(),
                         },
                         droppable: true,
+                        confirms: false,
                     });
                 }
                 Ok(ServerMsg::Published {
@@ -530,12 +692,14 @@ impl<S: TaskStore> Broker<S> {
             .iter()
             .position(|o| o.to == session)
             .map_or(self.out.len(), |i| first_output + i);
+        let confirms = matches!(reply, ServerMsg::Queued { .. } | ServerMsg::Deleted { .. });
         self.out.insert(
             at,
             Output {
                 to: session,
                 msg: reply,
                 droppable: false,
+                confirms,
             },
         );
     }
@@ -579,7 +743,7 @@ impl<S: TaskStore> Broker<S> {
         }
     }
 
-    fn queue_mut(&mut self, name: &QueueName) -> Result<&mut Queue<S>, Failure> {
+    fn queue_mut(&mut self, name: &QueueName) -> Result<&mut Queue, Failure> {
         if self.queues.contains_key(name) {
             // Looked up twice only because the borrow checker cannot return from the first.
             return self
@@ -658,6 +822,12 @@ impl<S: TaskStore> Broker<S> {
             return Err((ErrorCode::BadRequest, "kind must be 1 to 128 bytes".into()));
         }
         self.check_room(&queue)?;
+        self.journal.writable().map_err(|why| {
+            (
+                ErrorCode::StorageUnavailable,
+                format!("the task was not stored: {why}; nothing was queued, retry later"),
+            )
+        })?;
         let mut reply_ref = None;
         if let Some(r) = &reply_to
             && !r.is_inbox()
@@ -669,7 +839,7 @@ impl<S: TaskStore> Broker<S> {
                 .map_err(|(code, message)| (code, format!("reply_to {r}: {message}")))?;
             reply_ref = Some(QueueRef::new(&reply_queue.refs));
         }
-        let size = task_cost(&payload, &queue, kind.as_deref(), reply_to.as_ref());
+        let size = self.cost(&payload, &queue, kind.as_deref(), reply_to.as_ref());
         let max = self.config.max_stored_bytes;
         if self.stored_bytes() + size > max {
             return Err((
@@ -690,11 +860,12 @@ impl<S: TaskStore> Broker<S> {
             reply_to,
             max_attempts,
             attempts: 0,
+            order: 0,
             last_error: None,
             charge: Charge::new(size, &self.stored_bytes),
             reply_ref,
         };
-        self.queue_mut(&queue)?.store.push_back(task);
+        self.enqueue(task, End::Back, true);
         self.dispatch(&queue, now);
         Ok(id)
     }
@@ -712,8 +883,9 @@ impl<S: TaskStore> Broker<S> {
         let found = self
             .queues
             .get_mut(&queue)
-            .and_then(|q| q.store.pop_front());
+            .and_then(|q| q.ready.pop_front());
         if let Some(mut task) = found {
+            self.journal.record(Change::Done(task.id));
             task.attempts += 1;
             return Ok(Some(ServerMsg::Task {
                 req,
@@ -766,7 +938,8 @@ impl<S: TaskStore> Broker<S> {
             ));
         };
         let mut dropped = 0;
-        while q.store.pop_front().is_some() {
+        while let Some(task) = q.ready.pop_front() {
+            self.journal.record(Change::Done(task.id));
             dropped += 1;
         }
         let removed = q.unused();
@@ -830,13 +1003,13 @@ impl<S: TaskStore> Broker<S> {
             .iter()
             .map(|(name, q)| QueueStats {
                 name: name.clone(),
-                depth: q.store.len() as u64,
+                depth: q.ready.len() as u64,
                 in_flight: q.in_flight as u64,
                 dead: self
                     .queues
                     .get(&name.dead_letter())
                     .filter(|_| !name.is_dead_letter())
-                    .map_or(0, |d| d.store.len() as u64),
+                    .map_or(0, |d| d.ready.len() as u64),
                 consumers: q.consumers.len() as u64,
             })
             .collect();
@@ -882,5 +1055,26 @@ impl<S: TaskStore> Broker<S> {
     /// Tasks currently leased, across all sessions.
     pub fn leased(&self) -> usize {
         self.leases.len()
+    }
+
+    /// Every task held: each queue's ready tasks in order, and the leased ones by id; each as
+    /// (id, attempts, payload text). For tests that compare brokers.
+    #[cfg(test)]
+    pub(crate) fn dump(&self) -> Dump {
+        let show = |t: &StoredTask| (t.id.0, t.attempts, t.payload.to_string());
+        let mut ready = BTreeMap::new();
+        for (name, q) in &self.queues {
+            let tasks: Vec<_> = q.ready.iter().map(show).collect();
+            if !tasks.is_empty() {
+                ready.insert(name.to_string(), tasks);
+            }
+        }
+        let leased = self
+            .leases
+            .by_task
+            .values()
+            .map(|l| (l.task.id.0, (l.task.queue.to_string(), show(&l.task))))
+            .collect();
+        Dump { ready, leased }
     }
 }

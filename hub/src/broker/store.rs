@@ -1,5 +1,5 @@
-//! Where ready tasks live. The broker only talks to [`TaskStore`], so a durable store can replace
-//! the in-memory one without touching queue semantics.
+//! A task as the hub holds it, what it costs, and where a queue's ready tasks wait. The hub serves
+//! from memory in every mode; a data dir keeps a journal of the same changes (see `journal`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -144,6 +144,9 @@ pub struct StoredTask {
     pub max_attempts: u32,
     /// Deliveries so far.
     pub attempts: u32,
+    /// Where it stands in its queue while ready: queues are ordered by this key, which the broker
+    /// hands out (see `Broker::enqueue`), so a journal can rebuild each queue's order.
+    pub order: u64,
     pub last_error: Option<String>,
     /// Its share of the hub's `max_stored_bytes`.
     pub charge: Charge,
@@ -170,32 +173,27 @@ impl StoredTask {
     }
 }
 
-/// One queue's ready tasks, in order.
-pub trait TaskStore: Default + Send + 'static {
-    fn push_back(&mut self, task: StoredTask);
-    fn push_front(&mut self, task: StoredTask);
-    fn pop_front(&mut self) -> Option<StoredTask>;
-    fn len(&self) -> usize;
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// The in-memory store: a ring buffer.
+/// One queue's ready tasks, in `order`.
 #[derive(Debug, Default)]
-pub struct MemoryStore(VecDeque<StoredTask>);
+pub struct ReadyQueue(VecDeque<StoredTask>);
 
-impl TaskStore for MemoryStore {
-    fn push_back(&mut self, task: StoredTask) {
+impl ReadyQueue {
+    pub fn push_back(&mut self, task: StoredTask) {
         self.0.push_back(task);
     }
-    fn push_front(&mut self, task: StoredTask) {
+    pub fn push_front(&mut self, task: StoredTask) {
         self.0.push_front(task);
     }
-    fn pop_front(&mut self) -> Option<StoredTask> {
+    pub fn pop_front(&mut self) -> Option<StoredTask> {
         self.0.pop_front()
     }
-    fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &StoredTask> {
+        self.0.iter()
     }
 }

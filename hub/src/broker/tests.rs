@@ -958,6 +958,7 @@ fn leases_keep_their_id_and_deadline_views_in_step() {
         reply_to: None,
         max_attempts: 5,
         attempts: 1,
+        order: 0,
         last_error: None,
         charge: Charge::new(0, &total),
         reply_ref: None,
