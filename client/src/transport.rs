@@ -45,12 +45,31 @@ pub fn message(frame: Frame) -> Message {
     }
 }
 
+/// Where a pump takes its messages from: a channel, or one that holds messages back until they may
+/// go (the hub's outbox holds a confirmation until what it confirms is stored).
+pub trait Outbox {
+    /// The next message, waiting for one; `None` once there will be no more.
+    fn recv(&mut self) -> impl std::future::Future<Output = Option<Message>> + Send;
+    /// The next message if one may go now.
+    fn try_recv(&mut self) -> Option<Message>;
+}
+
+impl Outbox for mpsc::Receiver<Message> {
+    fn recv(&mut self) -> impl std::future::Future<Output = Option<Message>> + Send {
+        mpsc::Receiver::recv(self)
+    }
+
+    fn try_recv(&mut self) -> Option<Message> {
+        mpsc::Receiver::try_recv(self).ok()
+    }
+}
+
 /// [`pump`], and while `joined` is set, text messages that are ready together go out as one
 /// frame, newline-separated, up to [`JOIN_BYTES`] (a longer message goes alone). For peers that
 /// asked for `batch`: a browser dispatches an event per frame.
 pub async fn pump_joining<S>(
     sink: &mut S,
-    rx: &mut mpsc::Receiver<Message>,
+    rx: &mut impl Outbox,
     joined: &AtomicBool,
 ) -> Result<(), WsError>
 where
@@ -59,7 +78,7 @@ where
     while let Some(first) = rx.recv().await {
         if !joined.load(Ordering::Relaxed) {
             sink.feed(first).await?;
-            while let Ok(more) = rx.try_recv() {
+            while let Some(more) = rx.try_recv() {
                 sink.feed(more).await?;
             }
             sink.flush().await?;
@@ -67,7 +86,7 @@ where
         }
         let mut text = Joined::default();
         let mut next = Some(first);
-        while let Some(msg) = next.take().or_else(|| rx.try_recv().ok()) {
+        while let Some(msg) = next.take().or_else(|| rx.try_recv()) {
             match msg {
                 Message::Text(t) if text.fits(t.len()) => text.push(t),
                 Message::Text(t) => {

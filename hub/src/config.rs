@@ -10,6 +10,7 @@ use taskhub_core::auth::{DEFAULT_KEY_ID, Secret};
 use crate::bundles::{BUILTIN, Bundle};
 
 use crate::broker::{BrokerConfig, MAX_ATTEMPTS_CEILING};
+use crate::storage::DataDir;
 
 /// The hub's configuration. [`Config::new`] gives the defaults; call [`Config::validate`] before
 /// use ([`crate::run`] does).
@@ -44,6 +45,8 @@ pub struct Config {
     pub bundles: Vec<Arc<Bundle>>,
     /// Largest file a bundle may hold (default 64 MiB); checked as bundles are loaded.
     pub max_bundle_file_bytes: usize,
+    /// Where tasks are kept across restarts; `None` (the default) keeps them in memory only.
+    pub data_dir: Option<DataDir>,
 }
 
 /// A configuration that cannot work. The message names the setting.
@@ -67,6 +70,7 @@ impl Config {
             broker: BrokerConfig::default(),
             bundles: Vec::new(),
             max_bundle_file_bytes: 64 << 20,
+            data_dir: None,
         }
     }
 

@@ -3,14 +3,14 @@
 //! The lock is never held across `.await` or while sending: an operation runs, its outputs are
 //! snapshotted with their recipients' outboxes, the lock is released, then the messages go out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use taskhub_core::codec::encode_server;
 use taskhub_core::protocol::Limits;
-use taskhub_core::{Millis, SessionId};
+use taskhub_core::{ErrorCode, Millis, SessionId};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -18,12 +18,135 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::broker::{Body, Broker, Output, ServerMsg};
 use crate::bundles::Site;
 use crate::config::Config;
-use taskhub_client::transport::message;
+use crate::storage;
+use taskhub_client::transport::{self, message};
+
+/// A message for a session's socket, and the journal ticket that must be durable before it goes
+/// (0: none). Only confirmations (`queued`, `deleted`) wait, and whatever the session is sent
+/// after one waits behind it, so answers keep the order of the requests; only a
+/// `storage_unavailable` refusal goes ahead (`overtakes`), so a producer hears at once that the
+/// disk is failing rather than after it works again.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub msg: Message,
+    pub after: u64,
+    pub overtakes: bool,
+}
+
+impl From<Message> for Outgoing {
+    fn from(msg: Message) -> Outgoing {
+        Outgoing {
+            msg,
+            after: 0,
+            overtakes: false,
+        }
+    }
+}
+
+/// A session's outbox as its writer reads it: a confirmation waiting for its ticket holds back
+/// what comes after it, up to the outbox's size (then the channel fills and the session's own
+/// requests wait: backpressure).
+#[derive(Debug)]
+pub(crate) struct Gated {
+    rx: mpsc::Receiver<Outgoing>,
+    durable: watch::Receiver<u64>,
+    held: VecDeque<Outgoing>,
+    max_held: usize,
+    closed: bool,
+}
+
+impl Gated {
+    pub fn new(rx: mpsc::Receiver<Outgoing>, durable: watch::Receiver<u64>) -> Gated {
+        let max_held = rx.max_capacity();
+        Gated {
+            rx,
+            durable,
+            held: VecDeque::new(),
+            max_held,
+            closed: false,
+        }
+    }
+
+    /// Drop what is queued (a session abandoned as a slow consumer).
+    pub fn discard(&mut self) {
+        self.held.clear();
+        self.rx.close();
+        while self.rx.try_recv().is_ok() {}
+    }
+
+    /// The next message that may go now, if any, taking from the channel as needed.
+    fn ready(&mut self) -> Option<Message> {
+        let durable = *self.durable.borrow();
+        if self.held.front().is_some_and(|m| m.after <= durable) {
+            return self.held.pop_front().map(|m| m.msg);
+        }
+        while self.held.len() < self.max_held {
+            let next = match self.rx.try_recv() {
+                Ok(m) => m,
+                Err(mpsc::error::TryRecvError::Empty) => return None,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.closed = true;
+                    return None;
+                }
+            };
+            if let Some(m) = self.take_or_hold(next, durable) {
+                return Some(m);
+            }
+        }
+        None
+    }
+
+    /// `next` if it may go now, or held behind what waits.
+    fn take_or_hold(&mut self, next: Outgoing, durable: u64) -> Option<Message> {
+        if next.overtakes || (self.held.is_empty() && next.after <= durable) {
+            return Some(next.msg);
+        }
+        self.held.push_back(next);
+        None
+    }
+}
+
+impl transport::Outbox for Gated {
+    async fn recv(&mut self) -> Option<Message> {
+        loop {
+            if let Some(m) = self.ready() {
+                return Some(m);
+            }
+            if self.closed && self.held.is_empty() {
+                return None;
+            }
+            let room = self.held.len() < self.max_held && !self.closed;
+            let waiting = self.held.front().map(|m| m.after);
+            tokio::select! {
+                next = self.rx.recv(), if room => match next {
+                    Some(m) => {
+                        let durable = *self.durable.borrow();
+                        if let Some(m) = self.take_or_hold(m, durable) {
+                            return Some(m);
+                        }
+                    }
+                    None => self.closed = true,
+                },
+                // The journal's writer publishes each ticket it makes durable, and a last one
+                // when it stops; if it is gone without this one, what waits is never sent.
+                changed = self.durable.changed(), if waiting.is_some() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn try_recv(&mut self) -> Option<Message> {
+        self.ready()
+    }
+}
 
 /// How the hub reaches one session: its bounded outbox and a way to close it.
 #[derive(Debug, Clone)]
 pub(crate) struct Link {
-    pub tx: mpsc::Sender<Message>,
+    pub tx: mpsc::Sender<Outgoing>,
     /// Notified when the session must close because it does not read fast enough.
     pub kill: Arc<Notify>,
 }
@@ -32,7 +155,8 @@ impl Link {
     /// Queue one of the session's own answers, waiting for room: backpressure on its requests.
     /// Gives up when the session is being closed as a slow consumer, or marks it so when its
     /// outbox has had no room for `patience`; returns whether the message was queued.
-    pub async fn send_own(&self, msg: Message, patience: Duration) -> bool {
+    pub async fn send_own(&self, msg: impl Into<Outgoing>, patience: Duration) -> bool {
+        let msg = msg.into();
         let full = match self.tx.try_send(msg) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return true,
             Err(mpsc::error::TrySendError::Full(msg)) => msg,
@@ -60,6 +184,10 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Hub {
     state: Mutex<State>,
+    /// The highest journal ticket that is durable (see [`Outgoing`]); in memory mode nothing
+    /// waits for it.
+    durable: watch::Receiver<u64>,
+    _memory_durable: Option<watch::Sender<u64>>,
     pub config: Config,
     /// What the port serves over plain HTTP.
     pub site: Site,
@@ -71,13 +199,66 @@ pub(crate) struct Hub {
     pub dropped_messages: AtomicU64,
 }
 
+/// Where a hub keeps its tasks, once open.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub hub: Hub,
+    /// The journal's writer, to close after the last session (disk mode).
+    pub writer: Option<storage::Writer>,
+    /// One line for the operator: the mode, and what start-up found.
+    pub summary: String,
+}
+
 impl Hub {
-    pub fn new(config: Config) -> Self {
+    /// Open the data dir if the config names one, take back what it holds, and build the hub.
+    pub fn from_config(config: Config) -> Result<Opened, storage::StorageError> {
+        let Some(dir) = config.data_dir.clone() else {
+            let (tx, durable) = watch::channel(0);
+            let broker = Broker::new(config.broker.clone());
+            return Ok(Opened {
+                hub: Hub::with(config, broker, durable, Some(tx)),
+                writer: None,
+                summary: "storage: memory only; tasks are lost when the hub stops (--data-dir DIR keeps them)".into(),
+            });
+        };
+        let opened = storage::open(&dir)?;
+        let mut broker = Broker::with_journal(config.broker.clone(), Box::new(opened.journal));
+        let r = opened.recovery;
+        for note in &r.notes {
+            tracing::warn!("{note}");
+        }
+        let tasks = r.tasks.len();
+        broker.restore(r.tasks, r.next_task, Millis(0));
+        broker.commit();
+        let queues = broker.stats().queues.len();
+        let summary = format!(
+            "storage: {} (fsync {}): {tasks} task(s) in {queues} queue(s) read back from {} segment(s), {:.1} MB, in {} ms",
+            dir.path.display(),
+            dir.fsync,
+            r.segments,
+            r.bytes as f64 / 1e6,
+            r.took.as_millis()
+        );
+        Ok(Opened {
+            hub: Hub::with(config, broker, opened.durable, None),
+            writer: Some(opened.writer),
+            summary,
+        })
+    }
+
+    fn with(
+        config: Config,
+        broker: Broker,
+        durable: watch::Receiver<u64>,
+        memory: Option<watch::Sender<u64>>,
+    ) -> Self {
         Hub {
             state: Mutex::new(State {
-                broker: Broker::new(config.broker.clone()),
+                broker,
                 links: HashMap::new(),
             }),
+            durable,
+            _memory_durable: memory,
             site: Site::new(&config.bundles),
             config,
             epoch: Instant::now(),
@@ -86,6 +267,11 @@ impl Hub {
             connections: AtomicUsize::new(0),
             dropped_messages: AtomicU64::new(0),
         }
+    }
+
+    /// What a session's writer watches to know when a confirmation may go.
+    pub fn durable(&self) -> watch::Receiver<u64> {
+        self.durable.clone()
     }
 
     pub fn now(&self) -> Millis {
@@ -130,11 +316,13 @@ impl Hub {
     /// its outbox (backpressure on its own requests); messages for anyone else never wait.
     pub async fn apply(&self, caller: Option<SessionId>, op: impl FnOnce(&mut Broker, Millis)) {
         let now = self.now();
-        let (outputs, wake) = {
+        let (outputs, wake, ticket) = {
             let mut guard = self.lock();
             let st = &mut *guard;
             let before = st.broker.next_deadline();
             op(&mut st.broker, now);
+            // Still under the lock, so the journal hears changes in the order they were made.
+            let ticket = st.broker.commit();
             let after = st.broker.next_deadline();
             let outputs: Vec<(Link, Output)> = st
                 .broker
@@ -146,7 +334,7 @@ impl Hub {
                 (None, Some(_)) => true,
                 (Some(b), Some(a)) => a < b,
             };
-            (outputs, wake)
+            (outputs, wake, ticket)
         };
         if wake {
             self.timer.notify_one();
@@ -171,6 +359,17 @@ impl Hub {
                     frame
                 }
                 _ => message(encode_server(&out.msg)),
+            };
+            let msg = Outgoing {
+                msg,
+                after: if out.confirms { ticket } else { 0 },
+                overtakes: matches!(
+                    out.msg,
+                    ServerMsg::Error {
+                        code: ErrorCode::StorageUnavailable,
+                        ..
+                    }
+                ),
             };
             if Some(out.to) == caller {
                 own.push((link, msg));

@@ -23,6 +23,7 @@ mod http;
 mod hub;
 mod server;
 mod session;
+pub mod storage;
 
 pub use bundles::{Bundle, BundleError};
 
@@ -31,5 +32,5 @@ pub fn browser_worker_built() -> bool {
     assets::BROWSER_WORKER_BUILT
 }
 pub use config::{Config, ConfigError};
-pub use server::{Running, run};
+pub use server::{Running, ServeError, Server, run};
 pub use taskhub_core::auth::Secret;

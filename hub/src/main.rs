@@ -222,6 +222,19 @@ struct ServeArgs {
     /// JSON result out) as a bundle named after the file; repeat for several.
     #[arg(long = "handlers-js", value_name = "FILE")]
     handlers_js: Vec<std::path::PathBuf>,
+    /// Keep tasks, leases, results, dead letters and task ids in DIR across restarts and
+    /// crashes (created if missing). Without it the hub keeps everything in memory only.
+    #[arg(long, env = "TASKHUB_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// With --data-dir: when a put counts as stored and is answered `queued`. `always`: once
+    /// synced to disk (group commit); loses nothing confirmed. `interval=100ms`: once written to
+    /// the OS, synced every interval; a machine crash loses up to the last interval.
+    #[arg(long, default_value = "always", value_name = "POLICY")]
+    fsync: taskhub::storage::Fsync,
+    /// With --data-dir: start even if the journal is damaged in the middle, keeping everything
+    /// before the damage and dropping the rest (start-up says how much).
+    #[arg(long)]
+    repair: bool,
 }
 
 fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
@@ -534,12 +547,23 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         let bundle = taskhub::Bundle::load_js(file, config.max_bundle_file_bytes)?;
         config.bundles.push(std::sync::Arc::new(bundle));
     }
-    config.validate()?;
+    if let Some(dir) = &args.data_dir {
+        let mut data = taskhub::storage::DataDir::new(dir);
+        data.fsync = args.fsync;
+        data.repair = args.repair;
+        config.data_dir = Some(data);
+    } else if args.repair || args.fsync != taskhub::storage::Fsync::Always {
+        bail!("--fsync and --repair apply to a data dir: add --data-dir DIR");
+    }
+    // Storage first, so a damaged or locked data dir stops start-up before anything is printed;
+    // the listening line stays the first line (scripts read the URL from it).
+    let server = taskhub::Server::open(config.clone())?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     say(&format!("taskhub: hub listening on ws://{addr}"));
+    say(&format!("taskhub: {}", server.storage_summary()));
     let fragment = format!("key={}", fragment_escape(&key));
     if !taskhub::browser_worker_built() {
         say(
@@ -570,7 +594,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
             "taskhub: start a worker with: taskhub-worker --hub ws://{addr} --key {key} --queue tasks"
         ));
     }
-    taskhub::run(listener, config, shutdown_signal()).await?;
+    server.run(listener, shutdown_signal()).await;
     say("taskhub: hub stopped");
     Ok(())
 }

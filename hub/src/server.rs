@@ -12,18 +12,67 @@ use tokio::task::JoinSet;
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
 use crate::session;
+use crate::storage::{self, StorageError};
 
-/// Serve `listener` until `shutdown` completes. Then every session is released (its leased tasks
-/// go back to their queues) and sent a Close frame; `run` returns once all sessions have ended or
-/// the shutdown grace period has passed.
+/// Why a hub could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A hub ready to serve: its configuration checked, its data dir (if any) locked and read back.
+#[derive(Debug)]
+pub struct Server {
+    hub: Arc<Hub>,
+    writer: Option<storage::Writer>,
+    summary: String,
+}
+
+impl Server {
+    pub fn open(config: Config) -> Result<Server, ServeError> {
+        config.validate()?;
+        let opened = Hub::from_config(config)?;
+        Ok(Server {
+            hub: Arc::new(opened.hub),
+            writer: opened.writer,
+            summary: opened.summary,
+        })
+    }
+
+    /// Where the hub keeps its tasks, and what start-up found there: one line for the operator.
+    pub fn storage_summary(&self) -> &str {
+        &self.summary
+    }
+
+    /// Serve `listener` until `shutdown` completes. Then every session is released (its leased
+    /// tasks go back to their queues) and sent a Close frame, and the journal is written out;
+    /// returns once all sessions have ended or the shutdown grace period has passed.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let Server { hub, writer, .. } = self;
+        serve(hub, listener, shutdown).await;
+        if let Some(w) = writer {
+            let _ = tokio::task::spawn_blocking(move || w.close()).await;
+        }
+    }
+}
+
+/// [`Server::open`] then [`Server::run`].
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), ConfigError> {
-    config.validate()?;
-    let grace = config.shutdown_grace;
-    let hub = Arc::new(Hub::new(config));
+) -> Result<(), ServeError> {
+    let server = Server::open(config)?;
+    tracing::info!("{}", server.storage_summary());
+    server.run(listener, shutdown).await;
+    Ok(())
+}
+
+async fn serve(hub: Arc<Hub>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let grace = hub.config.shutdown_grace;
     let (stop_tx, stop_rx) = watch::channel(false);
     let timer = tokio::spawn(hub.clone().run_timer(stop_rx.clone()));
     let mut sessions = JoinSet::new();
@@ -59,7 +108,6 @@ pub async fn run(
         sessions.shutdown().await;
     }
     let _ = timer.await;
-    Ok(())
 }
 
 /// A hub running on a background task: for tests, the demo and embedding.
@@ -67,19 +115,18 @@ pub async fn run(
 pub struct Running {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), ConfigError>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     /// Bind `addr` (use port 0 for a free port) and serve in the background.
     pub async fn start(addr: &str, config: Config) -> std::io::Result<Running> {
-        config
-            .validate()
+        let server = Server::open(config)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(listener, config, async {
+        let task = tokio::spawn(server.run(listener, async {
             let _ = stopped.await;
         }));
         Ok(Running {

@@ -31,7 +31,7 @@ use tracing::Instrument;
 
 use crate::broker::{ClientMsg, ServerMsg};
 use crate::http::{self, Replay};
-use crate::hub::{Hub, Link};
+use crate::hub::{Gated, Hub, Link};
 
 type Ws = WebSocketStream<Replay>;
 
@@ -162,7 +162,14 @@ pub(crate) async fn serve(
         let (close_tx, close_rx) = oneshot::channel();
         let (abandon_tx, abandon_rx) = oneshot::channel();
         let joined = Arc::new(AtomicBool::new(false));
-        let writer = tokio::spawn(write_loop(sink, rx, joined.clone(), abandon_rx, close_rx));
+        let outbox = Gated::new(rx, hub.durable());
+        let writer = tokio::spawn(write_loop(
+            sink,
+            outbox,
+            joined.clone(),
+            abandon_rx,
+            close_rx,
+        ));
         let mut conn = Conn {
             hub: hub.clone(),
             link: Link {
@@ -255,7 +262,7 @@ async fn linger(mut writer: tokio::task::JoinHandle<()>, mut source: SplitStream
 /// does not read.
 async fn write_loop(
     mut sink: SplitSink<Ws, Message>,
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: Gated,
     joined: Arc<AtomicBool>,
     abandon: oneshot::Receiver<()>,
     close: oneshot::Receiver<Farewell>,
@@ -275,10 +282,9 @@ async fn write_loop(
         return;
     };
     if abandoned {
-        rx.close();
-        while rx.try_recv().is_ok() {}
+        rx.discard();
     } else {
-        while let Ok(msg) = rx.try_recv() {
+        while let Some(msg) = transport::Outbox::recv(&mut rx).await {
             if sink.feed(msg).await.is_err() {
                 return;
             }
@@ -498,7 +504,7 @@ impl Conn {
                     }
                 }
                 _ = ping.tick() => {
-                    let _ = self.link.tx.try_send(Message::Ping(Default::default()));
+                    let _ = self.link.tx.try_send(Message::Ping(Default::default()).into());
                 }
                 frame = self.source.next() => {
                     last_seen = tokio::time::Instant::now();

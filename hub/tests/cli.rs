@@ -46,6 +46,14 @@ fn serve_generated_key_with(extra: &[&str]) -> Hub {
     let first = lines.next().unwrap().unwrap();
     let url = first.split_whitespace().last().unwrap().to_string();
     assert!(url.starts_with("ws://127.0.0.1:"), "{first}");
+    // Then where it keeps tasks: without --data-dir, in memory, and it says what that means.
+    let storage = lines.next().unwrap().unwrap();
+    if !extra.contains(&"--data-dir") {
+        assert!(
+            storage.contains("storage: memory only") && storage.contains("--data-dir"),
+            "{storage}"
+        );
+    }
     let join = lines.next().unwrap().unwrap();
     assert!(
         join.contains("http://127.0.0.1:") && join.contains("/#key="),

@@ -23,9 +23,31 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// The key every test hub uses.
 pub const KEY: &str = "test-key-0123456789";
 
-/// Start an in-process hub on a free port, after `tweak` adjusts its config.
+/// Whether the feature tests run against hubs that keep their tasks in a data dir
+/// (`TASKHUB_TEST_STORAGE=disk`) instead of memory. The README's test command runs them both
+/// ways.
+pub fn on_disk() -> bool {
+    std::env::var("TASKHUB_TEST_STORAGE").is_ok_and(|v| v == "disk")
+}
+
+/// A new, empty data dir for one hub, under `$TMPDIR/taskhub-test-data`.
+pub fn fresh_data_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir()
+        .join("taskhub-test-data")
+        .join(format!("{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Start an in-process hub on a free port, after `tweak` adjusts its config; with a fresh data
+/// dir when the tests run [`on_disk`].
 pub async fn hub(tweak: impl FnOnce(&mut Config)) -> Running {
     let mut config = Config::new(Secret::new(KEY));
+    if on_disk() {
+        config.data_dir = Some(taskhub::storage::DataDir::new(fresh_data_dir()));
+    }
     tweak(&mut config);
     Running::start("127.0.0.1:0", config)
         .await
@@ -196,13 +218,13 @@ pub fn serve(listen: &str) -> (Proc, String) {
 
 /// [`serve`] with more flags.
 pub fn serve_with(listen: &str, extra: &[&str]) -> (Proc, String) {
-    let mut p = Proc::spawn(
-        Command::new(bin("taskhub"))
-            .args(["serve", "--listen", listen, "--key", KEY])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped()),
-    );
+    let mut cmd = Command::new(bin("taskhub"));
+    cmd.args(["serve", "--listen", listen, "--key", KEY])
+        .args(extra);
+    if on_disk() && !extra.contains(&"--data-dir") {
+        cmd.arg("--data-dir").arg(fresh_data_dir());
+    }
+    let mut p = Proc::spawn(cmd.env("RUST_LOG", "warn").stdout(Stdio::piped()));
     let stdout = p.0.stdout.take().unwrap();
     let line = BufReader::new(stdout).lines().next().unwrap().unwrap();
     let url = line.split_whitespace().last().unwrap().to_string();
