@@ -60,7 +60,7 @@ echo "(taskhub: default flags but the storage ones; JetStream: work-queue stream
 # Restart: M queued 16-byte tasks (JSON strings of 14 characters), put 20,000 per CLI call.
 export TASKHUB_URL=${url[always]}
 t0=$(date +%s.%N)
-seq 1 "$M" | awk '{printf "\"%014d\"\n", $1}' | xargs -n 20000 $bin/taskhub put restart >/dev/null
+seq 1 "$M" | awk '{printf "\"%014d\"\n", $1}' | xargs -d '\n' -n 20000 $bin/taskhub put restart >/dev/null
 t1=$(date +%s.%N)
 bytes=$(du -sb "$work/always/journal" | cut -f1)
 echo

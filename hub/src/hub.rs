@@ -221,14 +221,14 @@ impl Hub {
                 summary: "storage: memory only; tasks are lost when the hub stops (--data-dir DIR keeps them)".into(),
             });
         };
+        let started = std::time::Instant::now();
         let opened = storage::open(&dir)?;
         let mut broker = Broker::with_journal(config.broker.clone(), Box::new(opened.journal));
         let r = opened.recovery;
         for note in &r.notes {
             tracing::warn!("{note}");
         }
-        let tasks = r.tasks.len();
-        broker.restore(r.tasks, r.next_task, Millis(0));
+        let tasks = broker.restore(r.tasks, r.next_task, Millis(0));
         broker.commit();
         let queues = broker.stats().queues.len();
         let summary = format!(
@@ -237,7 +237,7 @@ impl Hub {
             dir.fsync,
             r.segments,
             r.bytes as f64 / 1e6,
-            r.took.as_millis()
+            started.elapsed().as_millis()
         );
         Ok(Opened {
             hub: Hub::with(config, broker, opened.durable, None),

@@ -439,24 +439,31 @@ impl Broker {
         tracing::debug!(queue = %name, "queue dropped");
     }
 
-    /// Take back the tasks storage kept, before any session opens. Ready tasks keep their order
-    /// (every queue is sorted by its tasks' `order` keys); tasks that were leased when the hub
+    /// Take back the tasks storage kept, before any session opens, in `order` (each queue's
+    /// order; storage sorts them). Returns how many. Tasks that were leased when the hub
     /// stopped go back to the front of their queues with the attempts they had used, as when
     /// their session closes (one out of attempts goes to its dead-letter queue). A `reply_to`
     /// naming a session's inbox is dropped: that session is gone, and session ids start again.
     /// Task ids go on from `next_task`, so none repeats.
-    pub fn restore(&mut self, mut tasks: Vec<Recovered>, next_task: u64, now: Millis) {
-        tasks.sort_unstable_by_key(|t| t.order);
+    pub fn restore(
+        &mut self,
+        tasks: impl IntoIterator<Item = Recovered>,
+        next_task: u64,
+        now: Millis,
+    ) -> usize {
         self.next_task = self.next_task.max(next_task);
         let mut leased = Vec::new();
+        let mut count = 0;
         for t in tasks {
+            count += 1;
             self.next_task = self.next_task.max(t.id.0);
             self.next_front = self.next_front.min(t.order);
             self.next_back = self.next_back.max(t.order);
             let reply_to = t.reply_to.filter(|r| !r.is_inbox());
             let reply_ref = reply_to
                 .as_ref()
-                .map(|r| QueueRef::new(&self.restored_queue(r).refs));
+                .and_then(|r| self.restored_queue(r))
+                .map(|q| QueueRef::new(&q.refs));
             let cost = self.cost(&t.payload, &t.queue, t.kind.as_deref(), reply_to.as_ref());
             let mut task = StoredTask {
                 id: t.id,
@@ -474,29 +481,33 @@ impl Broker {
             if let Some(e) = t.last_error {
                 task.set_error(e);
             }
+            let Some(q) = self.restored_queue(&task.queue) else {
+                continue;
+            };
             if t.leased {
                 leased.push(task);
             } else {
-                self.restored_queue(&task.queue.clone())
-                    .ready
-                    .push_back(task);
+                q.ready.push_back(task);
             }
         }
         leased.sort_unstable_by_key(|t| std::cmp::Reverse(t.id));
         for mut task in leased {
-            self.restored_queue(&task.queue.clone());
             task.set_error("the hub stopped while the task was leased".into());
             self.requeue_front(task, now);
         }
+        count
     }
 
     /// A queue storage kept a task in: made whatever the limits say now (refusing would lose
     /// stored tasks).
-    fn restored_queue(&mut self, name: &QueueName) -> &mut Queue {
-        if !self.queues.contains_key(name) && !name.is_dead_letter() {
-            self.counted_queues += 1;
+    fn restored_queue(&mut self, name: &QueueName) -> Option<&mut Queue> {
+        if !self.queues.contains_key(name) {
+            if !name.is_dead_letter() {
+                self.counted_queues += 1;
+            }
+            self.queues.insert(name.clone(), Queue::default());
         }
-        self.queues.entry(name.clone()).or_default()
+        self.queues.get_mut(name)
     }
 
     /// Register an authenticated session. `name` is what the client calls itself (shown in stats).

@@ -33,6 +33,8 @@ pub struct Segment {
     /// Live tasks whose whole record is here.
     pub live: usize,
     pub bytes: u64,
+    /// Records about tasks (all but its `head`).
+    pub records: u64,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +59,9 @@ impl Index {
     pub fn apply(&mut self, peek: Peek, at: At, len: u32) {
         if let Some(s) = self.segments.get_mut(&at.0) {
             s.bytes += u64::from(len);
+            if !matches!(peek, Peek::Head { .. }) {
+                s.records += 1;
+            }
         }
         self.total_bytes += u64::from(len);
         match peek {
@@ -109,7 +114,7 @@ impl Index {
                 self.next_task = self.next_task.max(id);
                 self.forget(id);
             }
-            Peek::Head => {}
+            Peek::Head { next_task } => self.saw_next_task(next_task),
         }
     }
 
@@ -133,6 +138,16 @@ impl Index {
             .first_key_value()
             .filter(|(n, _)| **n != current)
             .map(|(n, s)| (*n, *s))
+    }
+
+    /// Segments other than `current` that hold nothing but their `head` (a hub that started and
+    /// stopped without a change): they can go whatever their age.
+    pub fn empty_before(&self, current: u32) -> Vec<u32> {
+        self.segments
+            .iter()
+            .filter(|(n, s)| **n != current && s.records == 0)
+            .map(|(n, _)| *n)
+            .collect()
     }
 
     /// The segment's file is gone.

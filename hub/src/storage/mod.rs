@@ -150,6 +150,8 @@ struct Pending {
     /// Bytes handed over since start-up: the ticket of the last commit.
     ticket: u64,
     stop: bool,
+    /// The writer is asleep on `wake`: only then is it worth a wake-up call.
+    idle: bool,
 }
 
 impl Shared {
@@ -188,6 +190,7 @@ impl Journal for DiskJournal {
         let bytes = self.buf.len() as u64;
         let mut p = self.shared.pending();
         let was_empty = p.buf.is_empty();
+        let idle = p.idle;
         if was_empty {
             // Hand the buffer over whole and keep the writer's spent one: no copy.
             std::mem::swap(&mut p.buf, &mut self.buf);
@@ -198,7 +201,7 @@ impl Journal for DiskJournal {
         self.last_ticket = p.ticket;
         drop(p);
         self.buf.clear();
-        if was_empty {
+        if idle {
             self.shared.wake.notify_one();
         }
         self.last_ticket

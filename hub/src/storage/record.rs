@@ -244,7 +244,9 @@ pub enum Peek {
     Done {
         id: u64,
     },
-    Head,
+    Head {
+        next_task: u64,
+    },
 }
 
 /// Peek at a record body this process encoded (so its fixed fields are there).
@@ -269,7 +271,9 @@ pub fn peek(body: &[u8]) -> Option<Peek> {
             attempts: u32_at(9)?,
         },
         DONE => Peek::Done { id: u64_at(1)? },
-        HEAD => Peek::Head,
+        HEAD => Peek::Head {
+            next_task: u64_at(1)?,
+        },
         _ => return None,
     })
 }
@@ -286,26 +290,46 @@ pub enum Read {
     Bad(String),
 }
 
-/// Read the record at the start of `buf`.
-pub fn decode(buf: &[u8]) -> Read {
+/// What checking one record's frame at the front of a buffer found.
+#[derive(Debug, PartialEq)]
+pub enum Frame<'a> {
+    /// A record whose checksum holds: its body, and the bytes it took with its header.
+    Whole(&'a [u8], usize),
+    Short,
+    Bad(String),
+}
+
+/// Check the frame at the start of `buf` (length and checksum) without reading the body.
+pub fn frame_at(buf: &[u8]) -> Frame<'_> {
     if buf.len() < HEADER {
-        return Read::Short;
+        return Frame::Short;
     }
     let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
     if len == 0 {
-        return Read::Bad("a record of length 0".into());
+        return Frame::Bad("a record of length 0".into());
     }
     let Some(body) = buf.get(HEADER..HEADER + len) else {
-        return Read::Short;
+        return Frame::Short;
     };
     if crc32c(body) != crc {
-        return Read::Bad(format!("checksum mismatch in a record of {len} bytes"));
+        return Frame::Bad(format!("checksum mismatch in a record of {len} bytes"));
     }
+    Frame::Whole(body, HEADER + len)
+}
+
+/// Read the record at the start of `buf`.
+pub fn decode(buf: &[u8]) -> Read {
+    let (body, used) = match frame_at(buf) {
+        Frame::Whole(body, used) => (body, used),
+        Frame::Short => return Read::Short,
+        Frame::Bad(why) => return Read::Bad(why),
+    };
     match body_of(body) {
-        Some(record) => Read::Record(record, HEADER + len),
+        Some(record) => Read::Record(record, used),
         None => Read::Bad(format!(
-            "a record of {len} bytes (kind {}) does not read",
+            "a record of {} bytes (kind {}) does not read",
+            body.len(),
             body[0]
         )),
     }
@@ -577,7 +601,7 @@ mod tests {
                 },
                 Peek::Leased { id: 7, attempts: 2 },
                 Peek::Done { id: 9 },
-                Peek::Head,
+                Peek::Head { next_task: 42 },
             ]
         );
         assert_eq!(at, buf.len());

@@ -326,6 +326,19 @@ fn the_data_dir_is_locked_and_kept_across_opens() {
     assert_eq!(ready_ids(&b, "jobs"), vec![1, 2, 3]);
     assert_eq!(recovery.notes, Vec::<String>::new());
     writer.close();
+    drop(b);
+    // Starts that change nothing leave no files behind: a hub restarted daily does not pile up
+    // segments.
+    for _ in 0..3 {
+        let (b, writer, _) = open_broker(&dir);
+        assert_eq!(ready_ids(&b, "jobs"), vec![1, 2, 3]);
+        writer.close();
+    }
+    assert!(
+        segment_files(&tmp.0).len() <= 2,
+        "{:?}",
+        segment_files(&tmp.0)
+    );
 }
 
 #[test]
