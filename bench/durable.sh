@@ -57,20 +57,21 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 echo "(taskhub: default flags but the storage ones; JetStream: work-queue stream, file storage, as installed)"
 
-# Restart: M queued 16-byte tasks (JSON strings of 14 characters), put 20,000 per CLI call.
-export TASKHUB_URL=${url[always]}
+# Restart: a fresh hub, M queued 16-byte tasks (JSON strings of 14 characters) put 20,000 per
+# CLI call, a clean stop, and a start on the same dir.
+start_hub --data-dir "$work/restart"
+hub_pid=${pids[-1]}
 t0=$(date +%s.%N)
 seq 1 "$M" | awk '{printf "\"%014d\"\n", $1}' | xargs -d '\n' -n 20000 $bin/taskhub put restart >/dev/null
 t1=$(date +%s.%N)
-bytes=$(du -sb "$work/always/journal" | cut -f1)
+bytes=$(du -sb "$work/restart/journal" | cut -f1)
 echo
 python3 -c "print(f'put $M 16-byte tasks with --fsync always: {$M / ($t1 - $t0):,.0f} tasks/s (20,000 per CLI call)')"
 python3 -c "print(f'journal on disk: {$bytes / 1e6:.1f} MB, {$bytes / $M:.1f} bytes per queued task')"
-hub_pid=${pids[2]}
 kill -TERM "$hub_pid"; wait "$hub_pid" 2>/dev/null || true
 port=${TASKHUB_URL##*:}
 t0=$(date +%s.%N)
-$bin/taskhub serve --listen "127.0.0.1:$port" --data-dir "$work/always" >"$work/serve.out" &
+$bin/taskhub serve --listen "127.0.0.1:$port" --data-dir "$work/restart" >"$work/serve.out" &
 pids+=($!)
 until $bin/taskhub stats --json >/dev/null 2>&1; do sleep 0.01; done
 t1=$(date +%s.%N)

@@ -75,6 +75,8 @@ async fn confirmed_tasks_survive_kill_9_of_the_hub_again_and_again() {
     let hub = Arc::new(Mutex::new(Some(hub)));
     let _workers = [worker(&url, "tasks", &[]), worker(&url, "tasks", &[])];
 
+    // Paced so the kills land while tasks are still coming (about 0.6 s of producing per kill).
+    let pause = Duration::from_millis((kills as u64 * 600 / 50).max(40));
     // The producer: 50 puts of 100 tasks each, by the CLI. Each id the CLI prints was answered
     // `queued`. A put cut off by a kill is tried again, once the hub is back, for the tasks not
     // confirmed (some of them may have been stored anyway: then they run twice, as two tasks).
@@ -111,7 +113,7 @@ async fn confirmed_tasks_survive_kill_9_of_the_hub_again_and_again() {
                         std::thread::sleep(Duration::from_millis(100));
                     }
                 }
-                std::thread::sleep(Duration::from_millis(40));
+                std::thread::sleep(pause);
             }
             (confirmed, retries)
         })

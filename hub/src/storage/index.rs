@@ -11,8 +11,9 @@ use super::record::Peek;
 /// A record's place: segment number and byte offset.
 pub type At = (u32, u64);
 
-/// Memory the index takes per live task, at worst: its entry and key in a hash table that may be
-/// just past growing (half full), and the table's control byte.
+/// Memory the disk journal keeps per live task (its index entry), at worst: entry and key in a
+/// hash table that may be just past growing (half full), and the table's control byte. Charged to
+/// every task in disk mode, so `max_stored_bytes` bounds it too.
 pub const KEPT_PER_TASK: usize = 2 * (std::mem::size_of::<(u64, Entry)>() + 1);
 
 /// One live task.

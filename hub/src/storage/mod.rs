@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 use crate::broker::{Change, Journal};
 
+pub use index::KEPT_PER_TASK;
 pub use recover::Recovery;
 
 /// When written records count as stored.
