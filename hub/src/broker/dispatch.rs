@@ -14,13 +14,9 @@ impl Broker {
         };
         while !q.ready.is_empty() {
             if let Some(key) = q.waiters.pop_front() {
-                let Some(w) = self.waiters.remove(&key) else {
+                let Some(w) = self.waiters.take(key) else {
                     continue;
                 };
-                self.waiter_order.remove(&(w.deadline, key));
-                if let Some(s) = self.sessions.get_mut(&w.session) {
-                    s.waiters = s.waiters.saturating_sub(1);
-                }
                 let Some(mut task) = q.ready.pop_front() else {
                     break;
                 };
@@ -44,7 +40,8 @@ impl Broker {
                     break;
                 };
                 q.consumers.push_back(s);
-                if self.sessions.get(&s).is_some_and(|st| st.has_credit()) {
+                let held = self.leases.held_by(s);
+                if self.sessions.get(&s).is_some_and(|st| st.has_credit(held)) {
                     chosen = Some(s);
                     break;
                 }
@@ -59,10 +56,6 @@ impl Broker {
             self.journal.record(Change::Leased(&task));
             q.in_flight += 1;
             let deadline = now.after(ack_wait);
-            let id = task.id;
-            if let Some(s) = self.sessions.get_mut(&to) {
-                s.leased.insert(id);
-            }
             self.out.push(Output {
                 to,
                 msg: ServerMsg::Deliver {

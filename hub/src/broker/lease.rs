@@ -34,9 +34,6 @@ impl Broker {
 
     pub(super) fn take_lease(&mut self, id: TaskId) -> Option<StoredTask> {
         let lease = self.leases.take(id)?;
-        if let Some(s) = self.sessions.get_mut(&lease.session) {
-            s.leased.remove(&id);
-        }
         if let Some(q) = self.queues.get_mut(&lease.task.queue) {
             q.in_flight = q.in_flight.saturating_sub(1);
         }
@@ -186,15 +183,8 @@ impl Broker {
             }
             self.dispatch_for(session, now);
         }
-        while let Some(&(deadline, key)) = self.waiter_order.first() {
-            if deadline > now {
-                break;
-            }
-            self.waiter_order.remove(&(deadline, key));
-            if let Some(w) = self.waiters.remove(&key) {
-                if let Some(s) = self.sessions.get_mut(&w.session) {
-                    s.waiters = s.waiters.saturating_sub(1);
-                }
+        while let Some(key) = self.waiters.first_expired(now) {
+            if let Some(w) = self.waiters.take(key) {
                 if let Some(q) = self.queues.get_mut(&w.queue) {
                     q.waiters.retain(|k| *k != key);
                 }

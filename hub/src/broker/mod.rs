@@ -11,11 +11,13 @@
 //!
 //! Files: this one holds the state and the requests (`handle`, put, get, consume, stats);
 //! `dispatch` hands out ready tasks; `lease` is what happens to a delivered task (ack, fail,
-//! release, touch, expiry, dead letters, replies); `store` is a task as held and a queue's ready
-//! tasks; `journal` what storage hears of every change; `pubsub` the subscriptions; `idhash` the
+//! release, touch, expiry, dead letters, replies); `held` the leases and waiting `get`s, each one
+//! type whose views (by id, deadline, session) change together; `store` is a task as held and a
+//! queue's ready tasks; `journal` what storage hears of every change; `pubsub` the subscriptions; `idhash` the
 //! hasher for hub-assigned ids.
 
 mod dispatch;
+mod held;
 pub(crate) mod idhash;
 pub mod journal;
 mod lease;
@@ -38,7 +40,8 @@ pub type ClientMsg = taskhub_core::ClientMsg<Body>;
 pub type ServerMsg = taskhub_core::ServerMsg<Body>;
 
 use dispatch::envelope;
-use idhash::{IdMap, IdSet};
+use held::{Lease, Leases, Waiter, Waiters};
+use idhash::IdMap;
 pub use journal::{Change, InMemory, Journal};
 use pubsub::Subscriptions;
 use store::task_cost;
@@ -163,94 +166,17 @@ struct Session {
     failed: u64,
     consuming: Vec<QueueName>,
     prefetch: u32,
-    leased: IdSet<TaskId>,
     /// A lease of this session expired: it may be frozen (SIGSTOP, a sleeping laptop's tab), so
     /// it is handed nothing, not its own expired tasks nor others, until it shows it is alive
     /// (any ack, fail, release, touch, consume or ping).
     stalled: bool,
-    waiters: usize,
 }
 
 impl Session {
-    /// Whether the session may be handed one more task.
-    fn has_credit(&self) -> bool {
-        !self.stalled && self.leased.len() < self.prefetch as usize
+    /// Whether the session, holding `held` tasks, may be handed one more.
+    fn has_credit(&self, held: usize) -> bool {
+        !self.stalled && held < self.prefetch as usize
     }
-}
-
-#[derive(Debug)]
-struct Lease {
-    session: SessionId,
-    deadline: Millis,
-    task: StoredTask,
-}
-
-/// Every task leased out, by id and by when its lease runs out. The two views change together,
-/// here only.
-#[derive(Debug, Default)]
-struct Leases {
-    by_task: IdMap<TaskId, Lease>,
-    by_deadline: BTreeSet<(Millis, TaskId)>,
-}
-
-impl Leases {
-    fn grant(&mut self, session: SessionId, task: StoredTask, deadline: Millis) {
-        let id = task.id;
-        if let Some(old) = self.by_task.insert(
-            id,
-            Lease {
-                session,
-                deadline,
-                task,
-            },
-        ) {
-            self.by_deadline.remove(&(old.deadline, id));
-        }
-        self.by_deadline.insert((deadline, id));
-    }
-
-    fn get(&self, id: &TaskId) -> Option<&Lease> {
-        self.by_task.get(id)
-    }
-
-    fn take(&mut self, id: TaskId) -> Option<Lease> {
-        let lease = self.by_task.remove(&id)?;
-        self.by_deadline.remove(&(lease.deadline, id));
-        Some(lease)
-    }
-
-    /// Move a lease's deadline; `false` if there is no such lease.
-    fn extend(&mut self, id: TaskId, deadline: Millis) -> bool {
-        let Some(lease) = self.by_task.get_mut(&id) else {
-            return false;
-        };
-        self.by_deadline.remove(&(lease.deadline, id));
-        lease.deadline = deadline;
-        self.by_deadline.insert((deadline, id));
-        true
-    }
-
-    fn next_deadline(&self) -> Option<Millis> {
-        self.by_deadline.first().map(|(t, _)| *t)
-    }
-
-    /// The lease that ran out first, if one has by `now`.
-    fn first_expired(&self, now: Millis) -> Option<&Lease> {
-        let &(deadline, id) = self.by_deadline.first()?;
-        (deadline <= now).then(|| self.by_task.get(&id)).flatten()
-    }
-
-    fn len(&self) -> usize {
-        self.by_task.len()
-    }
-}
-
-#[derive(Debug)]
-struct Waiter {
-    session: SessionId,
-    req: Option<u64>,
-    queue: QueueName,
-    deadline: Millis,
 }
 
 /// What [`Broker::dump`] shows.
@@ -275,9 +201,7 @@ pub struct Broker {
     queues: HashMap<QueueName, Queue>,
     sessions: IdMap<SessionId, Session>,
     leases: Leases,
-    waiters: IdMap<u64, Waiter>,
-    waiter_order: BTreeSet<(Millis, u64)>,
-    next_waiter: u64,
+    waiters: Waiters,
     /// Recent `dedup_id`s and the task each stored, oldest first in `dedup_order`.
     dedup: HashMap<String, TaskId>,
     dedup_order: std::collections::VecDeque<(Millis, String)>,
@@ -315,9 +239,7 @@ impl Broker {
             queues: HashMap::new(),
             sessions: IdMap::default(),
             leases: Leases::default(),
-            waiters: IdMap::default(),
-            waiter_order: BTreeSet::new(),
-            next_waiter: 0,
+            waiters: Waiters::default(),
             dedup: HashMap::new(),
             dedup_order: std::collections::VecDeque::new(),
             next_task: 0,
@@ -393,7 +315,7 @@ impl Broker {
     /// The earliest lease expiry, `get` timeout or sweep for unused queues, if any.
     pub fn next_deadline(&self) -> Option<Millis> {
         let lease = self.leases.next_deadline();
-        let waiter = self.waiter_order.first().map(|(t, _)| *t);
+        let waiter = self.waiters.next_deadline();
         [lease, waiter, self.next_sweep()]
             .into_iter()
             .flatten()
@@ -522,9 +444,7 @@ impl Broker {
                 failed: 0,
                 consuming: Vec::new(),
                 prefetch: 0,
-                leased: IdSet::default(),
                 stalled: false,
-                waiters: 0,
             },
         );
     }
@@ -541,24 +461,15 @@ impl Broker {
             }
         }
         self.subs.remove_session(id);
-        let waiting: Vec<u64> = self
-            .waiters
-            .iter()
-            .filter(|(_, w)| w.session == id)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in waiting {
-            if let Some(w) = self.waiters.remove(&k) {
-                self.waiter_order.remove(&(w.deadline, k));
-                if let Some(q) = self.queues.get_mut(&w.queue) {
-                    q.waiters.retain(|x| *x != k);
-                }
+        for k in self.waiters.of_session(id) {
+            if let Some(w) = self.waiters.take(k)
+                && let Some(q) = self.queues.get_mut(&w.queue)
+            {
+                q.waiters.retain(|x| *x != k);
             }
         }
-        let mut leased: Vec<TaskId> = session.leased.into_iter().collect();
-        leased.sort_unstable_by(|a, b| b.cmp(a));
         let mut touched = BTreeSet::new();
-        for id in leased {
+        for id in self.leases.of_session(id) {
             if let Some(mut task) = self.take_lease(id) {
                 task.set_error("the worker's session closed while it held the task".into());
                 touched.insert(task.queue.clone());
@@ -907,31 +818,23 @@ impl Broker {
             return Ok(Some(ServerMsg::Empty { req, queue }));
         }
         let limit = self.config.max_waiters_per_session;
-        let Some(s) = self.sessions.get_mut(&session) else {
-            return Ok(None);
-        };
-        if s.waiters >= limit {
+        if self.waiters.count(session) >= limit {
             return Err((
                 ErrorCode::LimitReached,
                 format!("this session already has {limit} pending gets"),
             ));
         }
-        s.waiters += 1;
         let wait = Duration::from_millis(timeout_ms).min(self.config.max_get_wait);
-        let deadline = now.after(wait);
-        self.next_waiter += 1;
-        let key = self.next_waiter;
-        self.queue_mut(&queue)?.waiters.push_back(key);
-        self.waiters.insert(
-            key,
-            Waiter {
-                session,
-                req,
-                queue,
-                deadline,
-            },
-        );
-        self.waiter_order.insert((deadline, key));
+        self.queue_mut(&queue)?;
+        let key = self.waiters.add(Waiter {
+            session,
+            req,
+            queue: queue.clone(),
+            deadline: now.after(wait),
+        });
+        if let Some(q) = self.queues.get_mut(&queue) {
+            q.waiters.push_back(key);
+        }
         Ok(None)
     }
 
@@ -1035,8 +938,8 @@ impl Broker {
         let mut workers: Vec<WorkerStats> = self
             .sessions
             .iter()
-            .filter(|(_, s)| {
-                !s.consuming.is_empty() || s.acked + s.failed > 0 || !s.leased.is_empty()
+            .filter(|(id, s)| {
+                !s.consuming.is_empty() || s.acked + s.failed > 0 || self.leases.held_by(**id) > 0
             })
             .map(|(id, s)| WorkerStats {
                 session: *id,
@@ -1044,7 +947,7 @@ impl Broker {
                 name: s.name.clone(),
                 acked: s.acked,
                 failed: s.failed,
-                in_flight: s.leased.len() as u64,
+                in_flight: self.leases.held_by(*id) as u64,
             })
             .collect();
         workers.sort_by_key(|w| w.session);

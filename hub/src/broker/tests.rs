@@ -169,7 +169,7 @@ fn get_waits_then_answers_empty_at_its_deadline() {
     let out: Vec<Output> = h.b.drain().collect();
     assert_eq!(got_payload(&out), Some(json!(7)));
     // No timeout is left behind (the next deadline is only the sweep for unused queues).
-    assert!(h.b.waiter_order.is_empty() && h.b.waiters.is_empty());
+    assert!(h.b.waiters.is_empty());
 }
 
 #[test]
@@ -608,7 +608,7 @@ fn a_closed_session_leaves_no_waiting_gets_behind() {
         }
         h.b.close_session(W1, h.now);
     }
-    assert!(h.b.waiter_order.is_empty() && h.b.waiters.is_empty());
+    assert!(h.b.waiters.is_empty());
     assert!(h.b.queues[&q("quiet")].waiters.is_empty());
     // A later put is not swallowed by a ghost waiter.
     h.put("quiet", json!(1));
@@ -948,7 +948,7 @@ fn deleting_a_queue_drops_its_ready_tasks_and_keeps_it_only_while_used() {
 }
 
 #[test]
-fn leases_keep_their_id_and_deadline_views_in_step() {
+fn leases_keep_their_id_deadline_and_session_views_in_step() {
     let total = Default::default();
     let task = |id: u64| StoredTask {
         id: TaskId(id),
@@ -966,6 +966,11 @@ fn leases_keep_their_id_and_deadline_views_in_step() {
     let mut l = Leases::default();
     l.grant(SessionId(1), task(1), Millis(300));
     l.grant(SessionId(2), task(2), Millis(100));
+    l.grant(SessionId(2), task(3), Millis(200));
+    assert_eq!((l.held_by(SessionId(1)), l.held_by(SessionId(2))), (1, 2));
+    assert_eq!(l.of_session(SessionId(2)), vec![TaskId(3), TaskId(2)]);
+    assert!(l.take(TaskId(3)).is_some());
+    assert_eq!(l.held_by(SessionId(2)), 1);
     assert_eq!(l.next_deadline(), Some(Millis(100)));
     assert!(l.first_expired(Millis(99)).is_none());
     assert_eq!(
