@@ -385,19 +385,21 @@ async fn a_full_disk_refuses_puts_keeps_serving_and_recovers() {
 fn serve_says_where_it_keeps_tasks_and_refuses_what_cannot_work() {
     let tmp = TempDir::new("serve-flags");
     let data = tmp.0.join("data");
-    let mut hub = Proc::spawn(
-        Command::new(taskhub_tests::bin("taskhub"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--key",
-                KEY,
-                "--data-dir",
-            ])
-            .arg(&data)
-            .stdout(std::process::Stdio::piped()),
-    );
+    // `taskhub serve` on a free port with its data in `data`.
+    let serve = || {
+        let mut cmd = Command::new(taskhub_tests::bin("taskhub"));
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--key",
+            KEY,
+            "--data-dir",
+        ])
+        .arg(&data);
+        cmd
+    };
+    let mut hub = Proc::spawn(serve().stdout(std::process::Stdio::piped()));
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(hub.0.stdout.take().unwrap()));
     let first = lines.next().unwrap().unwrap();
     assert!(first.contains("listening on ws://"), "{first}");
@@ -408,18 +410,7 @@ fn serve_says_where_it_keeps_tasks_and_refuses_what_cannot_work() {
         "{storage}"
     );
     // A second hub on the same dir would corrupt it: refused, and the first is named.
-    let second = Command::new(taskhub_tests::bin("taskhub"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--key",
-            KEY,
-            "--data-dir",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let second = serve().output().unwrap();
     assert!(!second.status.success());
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(err.contains("in use by another taskhub"), "{err}");

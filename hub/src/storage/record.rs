@@ -21,7 +21,7 @@ use bytes::Bytes;
 use taskhub_core::body::Held;
 use taskhub_core::{QueueName, RawJson, TaskId};
 
-use crate::broker::{Body, Change, Recovered, StoredTask};
+use crate::broker::{Body, Change, Recovered};
 
 /// Bytes before a record's body: its length and checksum.
 pub const HEADER: usize = 8;
@@ -40,7 +40,21 @@ const FLAG_ERROR: u8 = 8;
 /// Append `change` to `out` as one framed record.
 pub fn encode(change: Change<'_>, out: &mut Vec<u8>) {
     frame(out, |out| match change {
-        Change::Stored(task) => stored(task, false, out),
+        Change::Stored(task) => whole(
+            &Whole {
+                id: task.id,
+                order: task.order,
+                attempts: task.attempts,
+                max_attempts: task.max_attempts,
+                leased: false,
+                queue: &task.queue,
+                kind: task.kind.as_deref(),
+                reply_to: task.reply_to.as_ref(),
+                error: task.last_error.as_deref(),
+                payload: &task.payload,
+            },
+            out,
+        ),
         Change::Ready(task) => {
             out.push(READY);
             out.extend_from_slice(&task.id.0.to_le_bytes());
@@ -72,21 +86,37 @@ pub fn encode_head(next_task: u64, out: &mut Vec<u8>) {
 /// task forward.
 pub fn encode_whole(task: &Recovered, out: &mut Vec<u8>) {
     frame(out, |out| {
-        out.push(STORED);
-        out.extend_from_slice(&task.id.0.to_le_bytes());
-        out.extend_from_slice(&task.order.to_le_bytes());
-        out.extend_from_slice(&task.attempts.to_le_bytes());
-        out.extend_from_slice(&task.max_attempts.to_le_bytes());
-        fields(
-            task.leased,
-            &task.queue,
-            task.kind.as_deref(),
-            task.reply_to.as_ref(),
-            task.last_error.as_deref(),
-            &task.payload,
+        whole(
+            &Whole {
+                id: task.id,
+                order: task.order,
+                attempts: task.attempts,
+                max_attempts: task.max_attempts,
+                leased: task.leased,
+                queue: &task.queue,
+                kind: task.kind.as_deref(),
+                reply_to: task.reply_to.as_ref(),
+                error: task.last_error.as_deref(),
+                payload: &task.payload,
+            },
             out,
-        );
+        )
     });
+}
+
+/// What a `stored` record holds, borrowed from a task as the broker holds it or as start-up
+/// read it.
+struct Whole<'a> {
+    id: TaskId,
+    order: u64,
+    attempts: u32,
+    max_attempts: u32,
+    leased: bool,
+    queue: &'a QueueName,
+    kind: Option<&'a str>,
+    reply_to: Option<&'a QueueName>,
+    error: Option<&'a str>,
+    payload: &'a Body,
 }
 
 fn frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
@@ -99,57 +129,37 @@ fn frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
     out[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn stored(task: &StoredTask, leased: bool, out: &mut Vec<u8>) {
+fn whole(t: &Whole<'_>, out: &mut Vec<u8>) {
     out.push(STORED);
-    out.extend_from_slice(&task.id.0.to_le_bytes());
-    out.extend_from_slice(&task.order.to_le_bytes());
-    out.extend_from_slice(&task.attempts.to_le_bytes());
-    out.extend_from_slice(&task.max_attempts.to_le_bytes());
-    fields(
-        leased,
-        &task.queue,
-        task.kind.as_deref(),
-        task.reply_to.as_ref(),
-        task.last_error.as_deref(),
-        &task.payload,
-        out,
-    );
-}
-
-fn fields(
-    leased: bool,
-    queue: &QueueName,
-    kind: Option<&str>,
-    reply_to: Option<&QueueName>,
-    error: Option<&str>,
-    payload: &Body,
-    out: &mut Vec<u8>,
-) {
+    out.extend_from_slice(&t.id.0.to_le_bytes());
+    out.extend_from_slice(&t.order.to_le_bytes());
+    out.extend_from_slice(&t.attempts.to_le_bytes());
+    out.extend_from_slice(&t.max_attempts.to_le_bytes());
     let mut flags = 0;
-    if leased {
+    if t.leased {
         flags |= FLAG_LEASED;
     }
-    if kind.is_some() {
+    if t.kind.is_some() {
         flags |= FLAG_KIND;
     }
-    if reply_to.is_some() {
+    if t.reply_to.is_some() {
         flags |= FLAG_REPLY_TO;
     }
-    if error.is_some() {
+    if t.error.is_some() {
         flags |= FLAG_ERROR;
     }
     out.push(flags);
-    short_str(queue.as_str(), out);
-    if let Some(k) = kind {
+    short_str(t.queue.as_str(), out);
+    if let Some(k) = t.kind {
         short_str(k, out);
     }
-    if let Some(r) = reply_to {
+    if let Some(r) = t.reply_to {
         short_str(r.as_str(), out);
     }
-    if let Some(e) = error {
+    if let Some(e) = t.error {
         long(e.as_bytes(), out);
     }
-    match payload {
+    match t.payload {
         Body::Json(j) => {
             out.push(0);
             long(j.get().as_bytes(), out);
@@ -491,7 +501,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use crate::broker::Charge;
+    use crate::broker::{Charge, StoredTask};
     use serde_json::json;
 
     #[test]
