@@ -228,11 +228,18 @@ impl Hub {
         for note in &r.notes {
             tracing::warn!("{note}");
         }
+        // The hub's clock starts now (`Hub::with`); a dedup window is kept in Unix time.
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        broker.set_unix_at_zero(unix_now);
         let tasks = broker.restore(r.tasks, r.next_task, Millis(0));
+        let dedup = r.dedup.len();
+        broker.restore_dedup(r.dedup);
         broker.commit();
         let queues = broker.stats().queues.len();
         let summary = format!(
-            "storage: {} (fsync {}): {tasks} task(s) in {queues} queue(s) read back from {} segment(s), {:.1} MB, in {} ms",
+            "storage: {} (fsync {}): {tasks} task(s) in {queues} queue(s) and {dedup} dedup id(s) read back from {} segment(s), {:.1} MB, in {} ms",
             dir.path.display(),
             dir.fsync,
             r.segments,

@@ -196,19 +196,15 @@ async fn confirmed_tasks_survive_kill_9_of_the_hub_again_and_again() {
 }
 
 #[tokio::test]
-async fn a_restart_keeps_every_queue_in_order_and_dead_letters_with_their_errors() {
+async fn a_restart_keeps_every_queue_in_order_dead_letters_with_their_errors_and_dedup_ids() {
     let tmp = TempDir::new("restart");
     let addr = free_addr();
     let (hub, url) = serve_on(&addr, &tmp.0, &[]);
-    let put = |args: &[&str]| {
-        let mut all = vec!["--hub", &url, "--key", KEY, "put"];
-        all.extend_from_slice(args);
-        let out = cli(&all);
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let put = |args: &[&str]| put_by_cli(&url, args);
     put(&["alpha", "1", "2", "3", r#"{"n":4}"#]);
     put(&["beta", r#""x""#, r#""y""#]);
+    // A put made safe to rerun: after a restart the rerun stores nothing and gets the same ids.
+    let first = put(&["gamma", "10", "20", "--dedup-prefix", "run-1-"]);
     // One task fails for good: it goes to alpha2.dead with its error.
     put(&["alpha2", "7", "--kind", "fail", "--max-attempts", "1"]);
     let w = worker(&url, "alpha2", &[]);
@@ -228,6 +224,13 @@ async fn a_restart_keeps_every_queue_in_order_and_dead_letters_with_their_errors
     // A clean stop (SIGTERM), then a start on the same dir.
     stop_gracefully(hub);
     let (hub, url) = serve_on(&addr, &tmp.0, &[]);
+    let put = |args: &[&str]| put_by_cli(&url, args);
+    assert_eq!(
+        put(&["gamma", "10", "20", "--dedup-prefix", "run-1-"]),
+        first
+    );
+    let gamma = drain(&url, "gamma", Duration::from_millis(300)).await;
+    assert_eq!(gamma, vec![json!(10), json!(20)]);
     let alpha = drain(&url, "alpha", Duration::from_millis(300)).await;
     assert_eq!(alpha, vec![json!(1), json!(2), json!(3), json!({"n": 4})]);
     let beta = drain(&url, "beta", Duration::from_millis(300)).await;
@@ -238,6 +241,15 @@ async fn a_restart_keeps_every_queue_in_order_and_dead_letters_with_their_errors
     let error = dead[0]["error"].as_str().unwrap();
     assert!(error.contains("gave up after 1 attempt"), "{error}");
     drop(hub);
+}
+
+/// `taskhub put ARGS` against `url`; returns what it printed (the ids, one per line).
+fn put_by_cli(url: &str, args: &[&str]) -> String {
+    let mut all = vec!["--hub", url, "--key", KEY, "put"];
+    all.extend_from_slice(args);
+    let out = cli(&all);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// SIGTERM, and wait for the hub to exit on its own.

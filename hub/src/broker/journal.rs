@@ -28,6 +28,13 @@ pub enum Change<'a> {
     Leased(&'a StoredTask),
     /// Gone for good: acked, taken by a `get`, dead-lettered, or deleted with its queue.
     Done(TaskId),
+    /// A put's `dedup_id` is remembered for `task` until `expires` (Unix time, ms), so a retry
+    /// after a restart is still answered with the first task.
+    Dedup {
+        key: &'a str,
+        task: TaskId,
+        expires: u64,
+    },
 }
 
 /// Where changes go. Implementations must be cheap: they run under the hub's lock.

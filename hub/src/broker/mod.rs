@@ -202,6 +202,9 @@ pub struct Broker {
     sessions: IdMap<SessionId, Session>,
     leases: Leases,
     waiters: Waiters,
+    /// Unix time (ms) at `Millis(0)`: what a journal needs to keep a dedup window across
+    /// restarts.
+    unix_at_zero: u64,
     /// Recent `dedup_id`s and the task each stored, oldest first in `dedup_order`.
     dedup: HashMap<String, TaskId>,
     dedup_order: std::collections::VecDeque<(Millis, String)>,
@@ -240,6 +243,7 @@ impl Broker {
             sessions: IdMap::default(),
             leases: Leases::default(),
             waiters: Waiters::default(),
+            unix_at_zero: 0,
             dedup: HashMap::new(),
             dedup_order: std::collections::VecDeque::new(),
             next_task: 0,
@@ -418,6 +422,31 @@ impl Broker {
             self.requeue_front(task, now);
         }
         count
+    }
+
+    /// Where `Millis(0)` is in Unix time (ms); the hub sets it when it starts.
+    pub fn set_unix_at_zero(&mut self, unix_ms: u64) {
+        self.unix_at_zero = unix_ms;
+    }
+
+    /// Take back the `dedup_id`s storage kept: (key, task, expiry in Unix ms), any order. Those
+    /// expired by now are dropped; of the rest at most `max_dedup_ids`, the latest to expire, are
+    /// kept.
+    pub fn restore_dedup(&mut self, mut ids: Vec<(String, TaskId, u64)>) {
+        ids.sort_unstable_by_key(|(_, _, expires)| *expires);
+        let skip = ids.len().saturating_sub(self.config.max_dedup_ids);
+        for (key, task, expires) in ids.into_iter().skip(skip) {
+            let Some(at) = expires.checked_sub(self.unix_at_zero) else {
+                continue;
+            };
+            if at == 0 {
+                continue;
+            }
+            if self.dedup.insert(key.clone(), task).is_some() {
+                self.dedup_order.retain(|(_, k)| *k != key);
+            }
+            self.dedup_order.push_back((Millis(at), key));
+        }
     }
 
     /// A queue storage kept a task in: made whatever the limits say now (refusing would lose
@@ -655,9 +684,14 @@ impl Broker {
         let Some(id) = dedup_id else {
             return;
         };
+        let expires = now.after(self.config.dedup_window);
+        self.journal.record(Change::Dedup {
+            key: &id,
+            task,
+            expires: self.unix_at_zero.saturating_add(expires.0),
+        });
         self.dedup.insert(id.clone(), task);
-        self.dedup_order
-            .push_back((now.after(self.config.dedup_window), id));
+        self.dedup_order.push_back((expires, id));
         while self.dedup_order.len() > self.config.max_dedup_ids {
             if let Some((_, old)) = self.dedup_order.pop_front() {
                 self.dedup.remove(&old);

@@ -36,6 +36,9 @@ pub struct Segment {
     pub bytes: u64,
     /// Records about tasks (all but its `head`).
     pub records: u64,
+    /// The latest expiry (Unix ms) of the `dedup` records in it: it is kept until then, so a
+    /// retried put is still recognised after a restart.
+    pub dedup_until: u64,
 }
 
 #[derive(Debug, Default)]
@@ -116,6 +119,11 @@ impl Index {
                 self.forget(id);
             }
             Peek::Head { next_task } => self.saw_next_task(next_task),
+            Peek::Dedup { expires } => {
+                if let Some(s) = self.segments.get_mut(&at.0) {
+                    s.dedup_until = s.dedup_until.max(expires);
+                }
+            }
         }
     }
 

@@ -12,6 +12,7 @@
 //! | 3 leased | id u64, attempts u32 |
 //! | 4 done | id u64 |
 //! | 5 head | next task id u64: the first record of every segment |
+//! | 6 dedup | task u64, expires u64 (Unix ms), dedup id (u16 str) |
 //!
 //! Flag 1 on `stored` says the task was leased (a record the journal rewrote while compacting).
 //! A payload is a tag byte then: 0 JSON text (u32 str); 1 bytes (u32 len, bytes); 2 JSON holding
@@ -31,6 +32,7 @@ const READY: u8 = 2;
 const LEASED: u8 = 3;
 const DONE: u8 = 4;
 const HEAD: u8 = 5;
+const DEDUP: u8 = 6;
 
 const FLAG_LEASED: u8 = 1;
 const FLAG_KIND: u8 = 2;
@@ -70,6 +72,12 @@ pub fn encode(change: Change<'_>, out: &mut Vec<u8>) {
         Change::Done(id) => {
             out.push(DONE);
             out.extend_from_slice(&id.0.to_le_bytes());
+        }
+        Change::Dedup { key, task, expires } => {
+            out.push(DEDUP);
+            out.extend_from_slice(&task.0.to_le_bytes());
+            out.extend_from_slice(&expires.to_le_bytes());
+            short_str(key, out);
         }
     });
 }
@@ -218,6 +226,11 @@ pub enum Record {
     Head {
         next_task: u64,
     },
+    Dedup {
+        key: String,
+        task: TaskId,
+        expires: u64,
+    },
 }
 
 impl Record {
@@ -226,6 +239,7 @@ impl Record {
         match self {
             Record::Stored(t) => Some(t.id),
             Record::Ready { id, .. } | Record::Leased { id, .. } | Record::Done(id) => Some(*id),
+            Record::Dedup { task, .. } => Some(*task),
             Record::Head { .. } => None,
         }
     }
@@ -257,6 +271,9 @@ pub enum Peek {
     Head {
         next_task: u64,
     },
+    Dedup {
+        expires: u64,
+    },
 }
 
 /// Peek at a record body this process encoded (so its fixed fields are there).
@@ -283,6 +300,9 @@ pub fn peek(body: &[u8]) -> Option<Peek> {
         DONE => Peek::Done { id: u64_at(1)? },
         HEAD => Peek::Head {
             next_task: u64_at(1)?,
+        },
+        DEDUP => Peek::Dedup {
+            expires: u64_at(9)?,
         },
         _ => return None,
     })
@@ -406,6 +426,15 @@ fn body_of(body: &[u8]) -> Option<Record> {
         HEAD => Record::Head {
             next_task: r.u64()?,
         },
+        DEDUP => {
+            let task = TaskId(r.u64()?);
+            let expires = r.u64()?;
+            Record::Dedup {
+                key: r.short_str()?,
+                task,
+                expires,
+            }
+        }
         _ => return None,
     };
     // Every byte of the body is accounted for.
@@ -592,6 +621,14 @@ mod tests {
         encode(Change::Leased(&t), &mut buf);
         encode(Change::Done(TaskId(9)), &mut buf);
         encode_head(42, &mut buf);
+        encode(
+            Change::Dedup {
+                key: "batch-7",
+                task: TaskId(7),
+                expires: 1_800_000_000_000,
+            },
+            &mut buf,
+        );
         let mut at = 0;
         let mut got = Vec::new();
         let mut peeked = Vec::new();
@@ -612,6 +649,9 @@ mod tests {
                 Peek::Leased { id: 7, attempts: 2 },
                 Peek::Done { id: 9 },
                 Peek::Head { next_task: 42 },
+                Peek::Dedup {
+                    expires: 1_800_000_000_000
+                },
             ]
         );
         assert_eq!(at, buf.len());
@@ -630,6 +670,11 @@ mod tests {
                 },
                 Record::Done(TaskId(9)),
                 Record::Head { next_task: 42 },
+                Record::Dedup {
+                    key: "batch-7".into(),
+                    task: TaskId(7),
+                    expires: 1_800_000_000_000
+                },
             ]
         );
     }

@@ -17,6 +17,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use taskhub_core::TaskId;
+
 use crate::broker::Recovered;
 
 use super::index::{At, Entry, Index};
@@ -34,6 +36,8 @@ pub struct Recovery {
     pub bytes: u64,
     /// Things an operator should hear of: a torn tail dropped, a repair.
     pub notes: Vec<String>,
+    /// Remembered `dedup_id`s not yet expired: (key, task, expiry in Unix ms).
+    pub dedup: Vec<(String, TaskId, u64)>,
 }
 
 /// The live tasks, decoded one at a time in `order` (each queue's order), from the segments
@@ -130,13 +134,14 @@ pub(super) fn recover(dir: &Path, repair: bool) -> Result<(Recovery, Index), Sto
     let mut index = Index::default();
     let mut out = Recovery::default();
     let mut kept = HashMap::new();
+    let mut dedup_at = Vec::new();
     let mut records = 0u64;
     for (i, &n) in numbers.iter().enumerate() {
         let path = segment_path(dir, n);
         let data = std::fs::read(&path).map_err(io_error(&path))?;
         index.open_segment(n);
         out.segments += 1;
-        let (read, stop) = scan(n, &data, &mut index);
+        let (read, stop) = scan(n, &data, &mut index, &mut dedup_at);
         records += read.1;
         out.bytes += read.0 as u64;
         if let Some((off, why)) = stop {
@@ -185,15 +190,41 @@ pub(super) fn recover(dir: &Path, repair: bool) -> Result<(Recovery, Index), Sto
         }
         kept.insert(n, data);
     }
-    out.tasks = Tasks::new(kept, &index);
+    let tasks = Tasks::new(kept, &index);
+    out.dedup = remembered(&tasks, &dedup_at);
+    out.tasks = tasks;
     out.next_task = index.next_task;
     Ok((out, index))
 }
 
-/// Take in segment `n`'s records, up to the first that does not check out. Returns the bytes
-/// and records read, and where it stopped and why (`None`: the segment ends inside a record).
+/// The `dedup` records at `at`, the latest for each id, that have not expired.
+fn remembered(tasks: &Tasks, at: &[At]) -> Vec<(String, TaskId, u64)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut latest: HashMap<String, (TaskId, u64)> = HashMap::new();
+    for a in at {
+        if let Some(Record::Dedup { key, task, expires }) = tasks.read(*a) {
+            latest.insert(key, (task, expires));
+        }
+    }
+    latest
+        .into_iter()
+        .filter(|(_, (_, expires))| *expires > now)
+        .map(|(key, (task, expires))| (key, task, expires))
+        .collect()
+}
+
+/// Take in segment `n`'s records, up to the first that does not check out, noting where the
+/// `dedup` records are. Returns the bytes and records read, and where it stopped and why
+/// (`None`: the segment ends inside a record).
 #[allow(clippy::type_complexity)]
-fn scan(n: u32, data: &[u8], index: &mut Index) -> ((usize, u64), Option<(usize, Option<String>)>) {
+fn scan(
+    n: u32,
+    data: &[u8],
+    index: &mut Index,
+    dedup_at: &mut Vec<At>,
+) -> ((usize, u64), Option<(usize, Option<String>)>) {
     let mut off = 0;
     let mut records = 0;
     while off < data.len() {
@@ -206,6 +237,9 @@ fn scan(n: u32, data: &[u8], index: &mut Index) -> ((usize, u64), Option<(usize,
             let why = format!("a record of an unknown kind ({})", body[0]);
             return ((off, records), Some((off, Some(why))));
         };
+        if let record::Peek::Dedup { .. } = peek {
+            dedup_at.push((n, off as u64));
+        }
         index.apply(peek, (n, off as u64), used as u32);
         records += 1;
         off += used;
@@ -248,7 +282,7 @@ fn cut(path: &Path, len: usize) -> Result<(), StorageError> {
 pub(super) fn replay_all(data: &[u8]) -> (Vec<Recovered>, u64) {
     let mut index = Index::default();
     index.open_segment(1);
-    let ((read, _), stop) = scan(1, data, &mut index);
+    let ((read, _), stop) = scan(1, data, &mut index, &mut Vec::new());
     assert!(
         stop.is_none() && read == data.len(),
         "every record reads back"

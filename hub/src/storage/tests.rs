@@ -270,27 +270,43 @@ fn open_broker(dir: &super::DataDir) -> (Broker, super::Writer, super::Recovery)
     let mut b = Broker::with_journal(BrokerConfig::default(), Box::new(opened.journal));
     let mut recovery = opened.recovery;
     let tasks = std::mem::take(&mut recovery.tasks);
+    b.set_unix_at_zero(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    );
     b.restore(tasks, recovery.next_task, Millis(0));
+    b.restore_dedup(std::mem::take(&mut recovery.dedup));
     b.commit();
     b.open_session(SessionId(1), Role::Producer, None);
     (b, opened.writer, recovery)
 }
 
 fn put(b: &mut Broker, queue: &str, n: u64) {
+    put_dedup(b, queue, n, None);
+}
+
+/// Put `n` on `queue` with `dedup_id`; returns the task id the hub answered with.
+fn put_dedup(b: &mut Broker, queue: &str, n: u64, dedup_id: Option<&str>) -> Option<u64> {
     b.handle(
         SessionId(1),
         ClientMsg::Put {
-            req: None,
+            req: Some(n),
             queue: q(queue),
             payload: json!(n).into(),
             kind: None,
             reply_to: None,
             max_attempts: None,
-            dedup_id: None,
+            dedup_id: dedup_id.map(String::from),
         },
         Millis(0),
     );
     b.commit();
+    b.drain().find_map(|o| match o.msg {
+        ServerMsg::Queued { task, .. } => Some(task.0),
+        _ => None,
+    })
 }
 
 fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -468,5 +484,23 @@ fn compaction_keeps_the_journal_near_the_live_data() {
     let (b, writer, _) = open_broker(&dir);
     assert_eq!(ready_ids(&b, "kept"), vec![1, 2, 3, 4, 5]);
     assert_eq!(ready_ids(&b, "jobs"), vec![3_006]);
+    writer.close();
+}
+
+#[test]
+fn dedup_ids_outlive_a_restart() {
+    let tmp = TempDir::new("dedup");
+    let dir = super::DataDir::new(&tmp.0);
+    let (mut b, writer, _) = open_broker(&dir);
+    assert_eq!(put_dedup(&mut b, "jobs", 1, Some("nightly-1")), Some(1));
+    assert_eq!(put_dedup(&mut b, "jobs", 2, Some("nightly-2")), Some(2));
+    writer.close();
+    drop(b);
+    // The producer's put was cut off by a crash; it puts the same tasks again after the restart.
+    let (mut b, writer, _) = open_broker(&dir);
+    assert_eq!(put_dedup(&mut b, "jobs", 1, Some("nightly-1")), Some(1));
+    assert_eq!(put_dedup(&mut b, "jobs", 2, Some("nightly-2")), Some(2));
+    assert_eq!(put_dedup(&mut b, "jobs", 3, Some("nightly-3")), Some(3));
+    assert_eq!(ready_ids(&b, "jobs"), vec![1, 2, 3], "nothing stored twice");
     writer.close();
 }

@@ -264,8 +264,12 @@ impl Writer {
             std::fs::remove_file(segment_path(&self.dir, n))?;
             self.index.drop_segment(n);
         }
+        let now = unix_ms();
         while let Some((n, s)) = self.index.oldest_before(self.seg) {
-            if s.live > 0 || self.compaction.as_ref().is_some_and(|c| c.seg != n) {
+            if s.live > 0
+                || s.dedup_until > now
+                || self.compaction.as_ref().is_some_and(|c| c.seg != n)
+            {
                 break;
             }
             // What carried its tasks forward must be on disk before it goes.
@@ -279,7 +283,9 @@ impl Writer {
         if self.compaction.is_none()
             && !self.compaction_off
             && self.index.total_bytes > 2 * self.index.live_bytes + 2 * self.segment_bytes
-            && let Some((n, _)) = self.index.oldest_before(self.seg)
+            && let Some((n, oldest)) = self.index.oldest_before(self.seg)
+            // With no live task in it, the oldest waits only for its dedup ids to expire.
+            && oldest.live > 0
         {
             self.compaction = Some(Compaction {
                 seg: n,
@@ -401,6 +407,12 @@ fn create_segment(dir: &Path, n: u32, index: &mut Index) -> std::io::Result<(Fil
         head.len() as u32,
     );
     Ok((file, head.len() as u64))
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn describe(e: &std::io::Error, dir: &Path) -> String {
