@@ -199,17 +199,22 @@ async fn a_signalled_worker_finishes_its_tasks_and_a_second_signal_exits_at_once
     assert_eq!(done.depth, 2, "the two running tasks completed");
     assert_eq!(naps.depth, 4, "the others are back in the queue");
 
-    // A second signal does not wait for the grace period.
-    let mut w = worker(&url, "naps", &["--concurrency", "1", "--prefetch", "1"]);
-    taskhub_tests::eventually(Duration::from_secs(10), || async {
-        let s = c.stats().await.unwrap();
-        (s.queue("naps")?.in_flight == 1).then_some(())
-    })
-    .await
-    .expect("worker took a task");
-    c.put_many("naps", vec![json!(60_000)], &opts)
+    // A second signal does not wait for the grace period: the worker holds a minute-long nap
+    // (alone on its queue, so the two signals cannot both land after it is done).
+    c.put_many("long-naps", vec![json!(60_000)], &opts)
         .await
         .unwrap();
+    let mut w = worker(
+        &url,
+        "long-naps",
+        &["--concurrency", "1", "--prefetch", "1"],
+    );
+    taskhub_tests::eventually(Duration::from_secs(10), || async {
+        let s = c.stats().await.unwrap();
+        (s.queue("long-naps")?.in_flight == 1).then_some(())
+    })
+    .await
+    .expect("worker took the task");
     assert!(term(w.pid()).success());
     assert!(term(w.pid()).success());
     let exit = tokio::task::spawn_blocking(move || w.0.wait().unwrap())
