@@ -11,12 +11,20 @@ use tokio::net::TcpStream;
 
 use crate::bundles::Site;
 
-/// Longest request head accepted.
-const MAX_HEAD: usize = 8 * 1024;
+/// Longest request head accepted, its blank line included.
+pub(crate) const MAX_HEAD: usize = 8 * 1024;
 
-/// Read until the end of the HTTP request head. Returns the bytes read (the head, and possibly
-/// the start of what follows it).
-pub(crate) async fn read_head(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+/// What reading a request head found.
+#[derive(Debug)]
+pub(crate) enum Head {
+    /// A whole head: the bytes read (the head, and possibly the start of what follows it).
+    Whole(Vec<u8>),
+    /// More than [`MAX_HEAD`] bytes without the blank line that ends a head.
+    TooLarge,
+}
+
+/// Read until the end of the HTTP request head, at most [`MAX_HEAD`] bytes of it.
+pub(crate) async fn read_head(stream: &mut TcpStream) -> io::Result<Head> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -24,42 +32,154 @@ pub(crate) async fn read_head(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
+        // Only the new bytes (and the three before them) can complete the blank line.
+        let from = buf.len().saturating_sub(3);
         buf.extend_from_slice(&chunk[..n]);
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            return Ok(buf);
+        if let Some(at) = buf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+            let end = from + at + 4;
+            return Ok(if end > MAX_HEAD {
+                Head::TooLarge
+            } else {
+                Head::Whole(buf)
+            });
         }
-        if buf.len() > MAX_HEAD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "request head too large",
-            ));
+        if buf.len() >= MAX_HEAD {
+            return Ok(Head::TooLarge);
         }
     }
 }
 
-/// Whether the head asks for a WebSocket upgrade.
-pub(crate) fn is_upgrade(head: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(head);
-    text.lines().skip(1).any(|line| {
-        let Some((name, value)) = line.split_once(':') else {
-            return false;
+/// A request line and headers, read from a head.
+#[derive(Debug)]
+pub(crate) struct Request<'a> {
+    pub method: &'a str,
+    pub target: &'a str,
+    headers: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Request<'a> {
+    /// Parse `METHOD SP TARGET SP HTTP/1.x` and `Name: value` lines; `Err` says what is wrong.
+    pub fn parse(head: &'a [u8]) -> Result<Request<'a>, &'static str> {
+        let end = head
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or("no end of head")?;
+        let text = std::str::from_utf8(&head[..end]).map_err(|_| "the head is not UTF-8")?;
+        let mut lines = text.split("\r\n");
+        let line = lines.next().unwrap_or_default();
+        let mut parts = line.split(' ');
+        let (Some(method), Some(target), Some(version), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("a request line is METHOD TARGET HTTP/1.1");
         };
-        name.trim().eq_ignore_ascii_case("upgrade")
-            && value.trim().eq_ignore_ascii_case("websocket")
-    })
+        let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphabetic());
+        if !token(method) || !target.starts_with('/') && target != "*" {
+            return Err("a request line is METHOD TARGET HTTP/1.1");
+        }
+        if version != "HTTP/1.1" && version != "HTTP/1.0" {
+            return Err("only HTTP/1.0 and HTTP/1.1 are spoken here");
+        }
+        let mut headers = Vec::new();
+        for line in lines {
+            let (name, value) = line
+                .split_once(':')
+                .ok_or("a header line without a colon")?;
+            if name.is_empty() || name.bytes().any(|b| b.is_ascii_whitespace()) {
+                return Err("a malformed header name");
+            }
+            headers.push((name, value.trim()));
+        }
+        Ok(Request {
+            method,
+            target,
+            headers,
+        })
+    }
+
+    /// The value of header `name`, if present (the first of several).
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+
+    /// Whether it asks to switch protocols at all (any `Upgrade` header).
+    pub fn wants_upgrade(&self) -> bool {
+        self.header("upgrade").is_some()
+    }
+
+    /// Why it is not a WebSocket opening handshake this hub can take (RFC 6455 4.2.1), if it is
+    /// not.
+    pub fn websocket_problem(&self) -> Option<&'static str> {
+        let has = |name: &str, token: &str| {
+            self.header(name)
+                .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        };
+        if !has("upgrade", "websocket") {
+            return Some("this port upgrades to websocket only");
+        }
+        if self.method != "GET" {
+            return Some("a WebSocket handshake is a GET");
+        }
+        if !has("connection", "upgrade") {
+            return Some("a WebSocket handshake needs Connection: Upgrade");
+        }
+        if self.header("sec-websocket-version") != Some("13") {
+            return Some("this hub speaks WebSocket version 13");
+        }
+        if self
+            .header("sec-websocket-key")
+            .is_none_or(|k| k.len() != 24)
+        {
+            return Some("a WebSocket handshake needs a Sec-WebSocket-Key");
+        }
+        None
+    }
+}
+
+/// Answer with `status` and a one-line plain-text `why`, then close.
+pub(crate) async fn refuse(
+    mut stream: TcpStream,
+    status: &str,
+    why: &str,
+    extra_headers: &str,
+) -> io::Result<()> {
+    let body = format!("{why}\n");
+    let header = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
+         {extra_headers}Connection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(header.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await?;
+    // Read and drop what the client is still sending (the rest of a head too large) for a
+    // moment: closing with unread input resets the connection, which can destroy the answer in
+    // flight.
+    let mut sink = [0u8; 4096];
+    let mut left: usize = 64 * 1024;
+    let drain = async {
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), drain).await;
+    Ok(())
 }
 
 /// Answer a plain HTTP request from the site (embedded assets and worker bundles), then close.
 pub(crate) async fn serve_static(
     mut stream: TcpStream,
-    head: &[u8],
+    request: &Request<'_>,
     site: &Site,
 ) -> io::Result<()> {
-    let text = String::from_utf8_lossy(head);
-    let mut parts = text.lines().next().unwrap_or_default().split_whitespace();
-    let method = parts.next().unwrap_or_default();
-    let target = parts.next().unwrap_or_default();
-    let path = target.split(['?', '#']).next().unwrap_or_default();
+    let method = request.method;
+    let path = request.target.split(['?', '#']).next().unwrap_or_default();
     let (status, content_type, body): (&str, &str, &[u8]) = match (method, site.lookup(path)) {
         ("GET" | "HEAD", Some((content_type, body))) => ("200 OK", content_type, body),
         ("GET" | "HEAD", None) => ("404 Not Found", "text/plain; charset=utf-8", b"not found\n"),
@@ -145,11 +265,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn upgrades_are_recognised_case_insensitively() {
-        assert!(is_upgrade(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUPGRADE: WebSocket\r\n\r\n"
-        ));
-        assert!(!is_upgrade(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
-        assert!(!is_upgrade(b"GET /upgrade:websocket HTTP/1.1\r\n\r\n"));
+    fn requests_are_read_and_malformed_ones_named() {
+        let r =
+            Request::parse(b"GET /x?y HTTP/1.1\r\nHost: x\r\nUPGRADE: WebSocket\r\n\r\n").unwrap();
+        assert_eq!((r.method, r.target), ("GET", "/x?y"));
+        assert_eq!(r.header("upgrade"), Some("WebSocket"));
+        assert!(r.wants_upgrade());
+        for (bad, why) in [
+            (&b"GARBAGE\r\n\r\n"[..], "request line"),
+            (b"GET / HTTP/1.1 extra\r\n\r\n", "request line"),
+            (b"GET nope HTTP/1.1\r\n\r\n", "request line"),
+            (b"GET / HTTP/2\r\n\r\n", "HTTP/1.1"),
+            (b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n", "colon"),
+            (b"GET / HTTP/1.1\r\nBad name: x\r\n\r\n", "header name"),
+            (b"GET / HTTP/1.1\r\nX: \xff\r\n\r\n", "UTF-8"),
+        ] {
+            let err = Request::parse(bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn websocket_handshakes_are_checked_before_they_are_taken() {
+        let ok = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        assert_eq!(Request::parse(ok).unwrap().websocket_problem(), None);
+        let text = std::str::from_utf8(ok).unwrap();
+        for (from, to, why) in [
+            ("Upgrade: websocket", "Upgrade: h2c", "websocket only"),
+            ("GET /", "POST /", "is a GET"),
+            ("keep-alive, Upgrade", "keep-alive", "Connection: Upgrade"),
+            ("Version: 13", "Version: 8", "version 13"),
+            (
+                "Key: dGhlIHNhbXBsZSBub25jZQ==",
+                "Key: short",
+                "Sec-WebSocket-Key",
+            ),
+        ] {
+            let bad = text.replace(from, to);
+            let problem = Request::parse(bad.as_bytes()).unwrap().websocket_problem();
+            assert!(
+                problem.is_some_and(|p| p.contains(why)),
+                "{to}: {problem:?}"
+            );
+        }
     }
 }

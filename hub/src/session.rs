@@ -130,11 +130,32 @@ pub(crate) async fn serve(
             match tokio::time::timeout(hub.config.handshake_timeout, http::read_head(&mut stream))
                 .await
             {
-                Ok(Ok(head)) => head,
+                Ok(Ok(http::Head::Whole(head))) => head,
+                Ok(Ok(http::Head::TooLarge)) => {
+                    let why = format!("the request head is over {} bytes", http::MAX_HEAD);
+                    let _ =
+                        http::refuse(stream, "431 Request Header Fields Too Large", &why, "").await;
+                    return;
+                }
                 _ => return,
             };
-        if !http::is_upgrade(&head) {
-            if let Err(e) = http::serve_static(stream, &head, &hub.site).await {
+        // Plain HTTP is answered here; a WebSocket handshake is checked before tungstenite
+        // takes it, so a bad one gets an HTTP answer that says what is wrong.
+        let refusal = match http::Request::parse(&head) {
+            Err(why) => Some(("400 Bad Request", why, "")),
+            Ok(r) if !r.wants_upgrade() => {
+                if let Err(e) = http::serve_static(stream, &r, &hub.site).await {
+                    tracing::debug!("http request failed: {e}");
+                }
+                return;
+            }
+            Ok(r) => r.websocket_problem().map(|why| {
+                let headers = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n";
+                ("426 Upgrade Required", why, headers)
+            }),
+        };
+        if let Some((status, why, headers)) = refusal {
+            if let Err(e) = http::refuse(stream, status, why, headers).await {
                 tracing::debug!("http request failed: {e}");
             }
             return;

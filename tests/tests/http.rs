@@ -1,6 +1,6 @@
 //! The hub's port also serves the join page, the dashboard and the browser worker package.
 
-use taskhub_tests::{http as request, hub};
+use taskhub_tests::{http as request, http_raw, hub};
 
 #[tokio::test]
 async fn pages_and_the_wasm_package_are_served_with_their_types() {
@@ -56,5 +56,57 @@ async fn nothing_else_is_reachable() {
     }
     let (status, _, _) = request(addr, "POST", "/").await;
     assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn the_http_side_answers_like_a_server() {
+    let hub = hub(|_| {}).await;
+    let addr = hub.addr();
+    // A head of exactly 8 KiB is served; one byte more is 431.
+    let head = |total: usize| {
+        let start = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nX-Pad: ");
+        let pad = total - start.len() - "\r\n\r\n".len();
+        format!("{start}{}\r\n\r\n", "p".repeat(pad))
+    };
+    let (status, _, _) = http_raw(addr, head(8 * 1024).as_bytes()).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let (status, _, body) = http_raw(addr, head(8 * 1024 + 1).as_bytes()).await;
+    assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+    assert_eq!(body, b"the request head is over 8192 bytes\n");
+    let (status, _, _) = http_raw(addr, head(9 * 1024).as_bytes()).await;
+    assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+    // A head with no end at all, 8 KiB of it, gets the same.
+    let (status, _, _) = http_raw(addr, "x".repeat(8 * 1024).as_bytes()).await;
+    assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+    // Garbage is a bad request, not a wrong method.
+    for garbage in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/9\r\n\r\n",
+        b"GET / HTTP/1.1\r\nno colon\r\n\r\n",
+    ] {
+        let (status, _, body) = http_raw(addr, garbage).await;
+        assert_eq!(status, "HTTP/1.1 400 Bad Request", "{garbage:?}");
+        assert!(!body.is_empty());
+    }
+    // A WebSocket handshake the hub cannot take says why, and which version it speaks.
+    let upgrade = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    let (status, headers, body) = http_raw(addr, upgrade.as_bytes()).await;
+    assert_eq!(status, "HTTP/1.1 426 Upgrade Required");
+    assert!(headers.contains("sec-websocket-version: 13"), "{headers}");
+    assert_eq!(body, b"this hub speaks WebSocket version 13\n");
+    let (status, _, body) = http_raw(
+        addr,
+        format!("GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: h2c\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 426 Upgrade Required");
+    assert_eq!(body, b"this port upgrades to websocket only\n");
+    // And a real client still gets in.
+    let c = taskhub_tests::client(&hub.url()).await;
+    assert!(c.stats().await.is_ok());
     hub.stop().await;
 }
