@@ -70,6 +70,11 @@ pub(crate) async fn run(cmd: &str, job: &Job, max_result: usize) -> Result<Paylo
         .env("TASKHUB_KIND", job.kind.as_deref().unwrap_or(""))
         .env("TASKHUB_ATTEMPT", job.attempt.to_string())
         .env("TASKHUB_PAYLOAD", sort)
+        // A task's command never sees the worker's credentials: it may run anyone's input.
+        .env_remove("TASKHUB_KEY")
+        .env_remove("TASKHUB_KEY_ID")
+        .env_remove("TASKHUB_KEY_FILE")
+        .env_remove("TASKHUB_TOKEN")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -162,3 +162,32 @@ async fn a_grace_period_that_runs_out_is_a_failed_exit() {
     assert!(back.is_some(), "the task is ready again");
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_command_never_sees_the_workers_key() {
+    let hub = hub(|_| {}).await;
+    // The key comes by environment, as a service file would give it; the command lists what it
+    // can see.
+    let _w = taskhub_tests::Proc::spawn(
+        std::process::Command::new(taskhub_tests::bin("taskhub-worker"))
+            .args(["--hub", &hub.url(), "--queue", "env", "--exec", "env"])
+            .env("TASKHUB_KEY", taskhub_tests::KEY)
+            .env("TASKHUB_KEY_ID", "default")
+            .env("RUST_LOG", "warn"),
+    );
+    let c = client(&hub.url()).await;
+    let replies = c
+        .submit(
+            "env",
+            vec![json!(null)],
+            PutOptions::default(),
+            Some(Duration::from_secs(20)),
+        )
+        .await
+        .unwrap();
+    let seen = replies[0].result.as_ref().unwrap().to_string();
+    assert!(seen.contains("TASKHUB_TASK_ID="), "the command ran: {seen}");
+    assert!(!seen.contains(taskhub_tests::KEY), "{seen}");
+    assert!(!seen.contains("TASKHUB_KEY"), "{seen}");
+    hub.stop().await;
+}
