@@ -23,9 +23,11 @@
 //! - `client`: [`Client`], one authenticated session with pipelined requests.
 
 mod client;
+mod keyfile;
 pub mod transport;
 
 pub use client::{Client, ClientError, ConnectOptions, Deleted, PutOptions};
+pub use keyfile::{read_key_file, write_key_file};
 pub use taskhub_core::auth::Secret;
 pub use taskhub_core::protocol::{Reply, Stats};
 pub use taskhub_core::{Payload, QueueName, Role, Task, TaskId};

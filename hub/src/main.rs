@@ -19,9 +19,20 @@ struct Cli {
     /// Hub URL (client commands) [default: ws://127.0.0.1:7878; `bench` starts its own hub].
     #[arg(long, global = true, env = "TASKHUB_URL")]
     hub: Option<String>,
-    /// Shared key. `serve` generates and prints one when it is not given.
-    #[arg(long, global = true, env = "TASKHUB_KEY", hide_env_values = true)]
+    /// Shared key. Prefer --key-file: a key on the command line shows in `ps`. `serve`
+    /// generates one when neither is given.
+    #[arg(
+        long,
+        global = true,
+        env = "TASKHUB_KEY",
+        hide_env_values = true,
+        conflicts_with = "key_file"
+    )]
     key: Option<String>,
+    /// File holding the shared key (mode 600). `serve` creates it with a new key if it does not
+    /// exist.
+    #[arg(long, global = true, env = "TASKHUB_KEY_FILE", value_name = "FILE")]
+    key_file: Option<std::path::PathBuf>,
     /// Key id the key is registered under.
     #[arg(long, global = true, env = "TASKHUB_KEY_ID", default_value = DEFAULT_KEY_ID)]
     key_id: String,
@@ -285,9 +296,24 @@ async fn main() {
     }
 }
 
+impl Cli {
+    /// The key from --key or --key-file, if either is given.
+    fn key(&self) -> anyhow::Result<Option<String>> {
+        match (&self.key, &self.key_file) {
+            (Some(k), _) => Ok(Some(k.clone())),
+            (None, Some(path)) => taskhub_client::read_key_file(path)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!(e)),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+const NO_KEY: &str = "no key: pass --key-file FILE (or TASKHUB_KEY_FILE), or --key KEY";
+
 async fn connect(cli: &Cli) -> anyhow::Result<Client> {
-    let Some(key) = &cli.key else {
-        bail!("no key: pass --key KEY or set TASKHUB_KEY");
+    let Some(key) = cli.key()? else {
+        bail!(NO_KEY);
     };
     let url = cli.hub.as_deref().unwrap_or(taskhub_client::DEFAULT_URL);
     let mut opts = ConnectOptions::new(url, key.as_bytes());
@@ -301,10 +327,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => return serve(&cli, args).await,
         Command::Demo => return demo().await,
         Command::Bench(args) => {
-            let key = match &cli.key {
-                Some(k) => k.clone(),
+            let key = match cli.key()? {
+                Some(k) => k,
                 None if cli.hub.is_none() => random_key()?,
-                None => bail!("no key: pass --key KEY or set TASKHUB_KEY"),
+                None => bail!(NO_KEY),
             };
             let opts = taskhub::bench::BenchOptions {
                 hub: cli.hub.clone(),
@@ -522,9 +548,17 @@ fn say(line: &str) {
 }
 
 async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
-    let (key, generated) = match &cli.key {
-        Some(k) => (k.clone(), false),
-        None => (random_key()?, true),
+    // The key: given, read from its file, or made here (into the file named, if one was).
+    let (key, generated) = match (&cli.key, &cli.key_file) {
+        (None, Some(path)) if !path.exists() => {
+            let key = random_key()?;
+            taskhub_client::write_key_file(path, &key).map_err(|e| anyhow::anyhow!(e))?;
+            (key, Some(Some(path.clone())))
+        }
+        _ => match cli.key()? {
+            Some(key) => (key, None),
+            None => (random_key()?, Some(None)),
+        },
     };
     let mut config = Config::new(Secret::new(key.clone()));
     config.keys = [(cli.key_id.clone(), Secret::new(key.clone()))].into();
@@ -588,11 +622,25 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     say(&format!(
         "taskhub: dashboard at http://{addr}/dashboard#{fragment}"
     ));
-    if generated {
-        say(&format!("taskhub: no --key given, generated one: {key}"));
-        say(&format!(
-            "taskhub: start a worker with: taskhub-worker --hub ws://{addr} --key {key} --queue tasks"
-        ));
+    // The key itself is printed at most once (the links above carry it for browsers); workers
+    // and clients are pointed at a key file, which keeps it out of `ps`.
+    match generated {
+        Some(Some(path)) => {
+            let file = path.display();
+            say(&format!("taskhub: generated a key into {file} (mode 600)"));
+            say(&format!(
+                "taskhub: start a worker with: taskhub-worker --hub ws://{addr} --key-file {file} --queue tasks"
+            ));
+        }
+        Some(None) => {
+            say(&format!(
+                "taskhub: no key given; generated one (save it in a file, mode 600, and pass --key-file FILE): {key}"
+            ));
+            say(&format!(
+                "taskhub: start a worker with: taskhub-worker --hub ws://{addr} --key-file FILE --queue tasks"
+            ));
+        }
+        None => {}
     }
     server.run(listener, shutdown_signal()).await;
     say("taskhub: hub stopped");

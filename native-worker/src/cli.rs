@@ -18,9 +18,17 @@ pub struct WorkerArgs {
     /// Hub URL.
     #[arg(long, env = "TASKHUB_URL", default_value = taskhub_client::DEFAULT_URL)]
     pub hub: String,
-    /// Shared key.
-    #[arg(long, env = "TASKHUB_KEY", hide_env_values = true)]
-    pub key: String,
+    /// Shared key. Prefer --key-file: a key on the command line shows in `ps`.
+    #[arg(
+        long,
+        env = "TASKHUB_KEY",
+        hide_env_values = true,
+        conflicts_with = "key_file"
+    )]
+    pub key: Option<String>,
+    /// File holding the shared key (mode 600).
+    #[arg(long, env = "TASKHUB_KEY_FILE", value_name = "FILE")]
+    pub key_file: Option<std::path::PathBuf>,
     /// Key id the key is registered under on the hub.
     #[arg(long, env = "TASKHUB_KEY_ID", default_value = DEFAULT_KEY_ID)]
     pub key_id: String,
@@ -52,23 +60,35 @@ pub struct WorkerArgs {
 pub enum ArgsError {
     #[error("--key must not be empty")]
     EmptyKey,
+    #[error("no key: pass --key-file FILE (or TASKHUB_KEY_FILE), or --key KEY")]
+    NoKey,
+    #[error("{0}")]
+    KeyFile(String),
     #[error("bad --queue: {0}")]
     Queue(#[from] taskhub_core::NameError),
 }
 
 impl WorkerArgs {
     /// The driver options these flags ask for, running `handlers` (unless `--exec` is given).
-    pub fn options(&self, handlers: Handlers) -> Result<Options, ArgsError> {
-        if self.key.is_empty() {
-            return Err(ArgsError::EmptyKey);
+    /// The shared key, from `--key` or `--key-file`.
+    pub fn key(&self) -> Result<String, ArgsError> {
+        match (&self.key, &self.key_file) {
+            (Some(k), _) if k.is_empty() => Err(ArgsError::EmptyKey),
+            (Some(k), _) => Ok(k.clone()),
+            (None, Some(path)) => taskhub_client::read_key_file(path).map_err(ArgsError::KeyFile),
+            (None, None) => Err(ArgsError::NoKey),
         }
+    }
+
+    pub fn options(&self, handlers: Handlers) -> Result<Options, ArgsError> {
+        let key = self.key()?;
         let queues = self
             .queues
             .iter()
             .map(|q| QueueName::new(q.as_str()))
             .collect::<Result<Vec<_>, _>>()?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let mut config = WorkerConfig::new(&self.key_id, Secret::new(self.key.clone()), queues);
+        let mut config = WorkerConfig::new(&self.key_id, Secret::new(key), queues);
         config.concurrency = self.concurrency.unwrap_or(cpus).max(1);
         config.prefetch = self.prefetch;
         config.stop_grace_ms = self.grace.saturating_mul(1000);

@@ -167,3 +167,100 @@ async fn hex_must_be_lowercase_as_documented() {
     );
     hub.stop().await;
 }
+
+/// `--key-file` everywhere: `serve` makes the file with a new key when it is missing, and the
+/// CLI and `taskhub-worker` read it, so the key never appears on a command line.
+#[tokio::test]
+async fn a_key_file_keeps_the_key_off_every_command_line() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    use taskhub_tests::{Proc, bin};
+
+    let dir = std::env::temp_dir().join(format!("taskhub-keyfile-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("hub.key");
+    let file_arg = file.to_str().unwrap();
+    let mut hub = Proc::spawn(
+        Command::new(bin("taskhub"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--key-file", file_arg])
+            .env_remove("TASKHUB_KEY")
+            .stdout(Stdio::piped()),
+    );
+    let out: Vec<String> = std::io::BufReader::new(hub.0.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .take_while(|l| !l.contains("start a worker"))
+        .collect();
+    let url = out[0].split_whitespace().last().unwrap().to_string();
+    assert!(
+        out.iter()
+            .any(|l| l.contains(&format!("generated a key into {file_arg}"))),
+        "{out:?}"
+    );
+    let key = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert!(key.len() >= 32);
+    assert!(
+        !out.iter()
+            .any(|l| l.contains("generated") && l.contains(&key)),
+        "the banner does not print a key it wrote to a file: {out:?}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // A worker and the CLI with the file.
+    let _w = Proc::spawn(
+        Command::new(bin("taskhub-worker"))
+            .args(["--hub", &url, "--key-file", file_arg, "--queue", "tasks"])
+            .env_remove("TASKHUB_KEY")
+            .env("RUST_LOG", "warn"),
+    );
+    let submit = Command::new(bin("taskhub"))
+        .args([
+            "--hub",
+            &url,
+            "--key-file",
+            file_arg,
+            "submit",
+            "tasks",
+            "7",
+        ])
+        .args(["--kind", "square", "--timeout", "20"])
+        .env_remove("TASKHUB_KEY")
+        .output()
+        .unwrap();
+    assert!(submit.status.success(), "{submit:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&submit.stdout).trim(),
+        "\"7 * 7 = 49\""
+    );
+    // Both at once is refused; a missing file is named.
+    let both = Command::new(bin("taskhub"))
+        .args(["--hub", &url, "--key", "x", "--key-file", file_arg, "stats"])
+        .output()
+        .unwrap();
+    assert!(!both.status.success());
+    assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"));
+    let missing = Command::new(bin("taskhub-worker"))
+        .args([
+            "--hub",
+            &url,
+            "--key-file",
+            "/nonexistent/hub.key",
+            "--queue",
+            "q",
+        ])
+        .env_remove("TASKHUB_KEY")
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("cannot read the key file /nonexistent/hub.key"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
