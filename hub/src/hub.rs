@@ -197,6 +197,8 @@ pub(crate) struct Hub {
     pub connections: AtomicUsize,
     /// Pub/sub messages dropped for subscribers that did not keep up.
     pub dropped_messages: AtomicU64,
+    /// Addresses that keep failing the handshake.
+    pub throttle: crate::throttle::AuthThrottle,
 }
 
 /// Where a hub keeps its tasks, once open.
@@ -273,6 +275,7 @@ impl Hub {
             next_session: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
             dropped_messages: AtomicU64::new(0),
+            throttle: Default::default(),
         }
     }
 

@@ -24,6 +24,7 @@ mod hub;
 mod server;
 mod session;
 pub mod storage;
+mod throttle;
 
 pub use bundles::{Bundle, BundleError};
 

@@ -193,6 +193,7 @@ pub(crate) async fn serve(
         ));
         let mut conn = Conn {
             hub: hub.clone(),
+            peer: peer.ip(),
             link: Link {
                 tx,
                 kill: Arc::new(Notify::new()),
@@ -229,7 +230,10 @@ pub(crate) async fn serve(
         drop(link);
         linger(writer, source).await;
         match &end {
-            End::ClientClosed | End::Shutdown => tracing::debug!("session ended: {end}"),
+            // A failed handshake was logged (summarised per address) where it failed.
+            End::ClientClosed | End::Shutdown | End::AuthFailed => {
+                tracing::debug!("session ended: {end}")
+            }
             End::Transport(
                 WsError::ConnectionClosed
                 | WsError::AlreadyClosed
@@ -324,6 +328,8 @@ async fn write_loop(
 
 struct Conn {
     hub: Arc<Hub>,
+    /// The client's address, for the wrong-key throttle.
+    peer: std::net::IpAddr,
     /// The outbox, and the signal that closes this session as a slow consumer.
     link: Link,
     source: SplitStream<Ws>,
@@ -432,15 +438,33 @@ impl Conn {
             .await;
             return Err(End::AuthFailed);
         }
+        // An address that keeps failing waits for its turn before its proof is checked.
+        let slot =
+            tokio::time::Instant::from_std(hub.throttle.slot(self.peer, std::time::Instant::now()));
+        if slot > deadline {
+            self.refuse(
+                ErrorCode::AuthFailed,
+                "too many failed attempts from this address; wait a few seconds",
+            )
+            .await;
+            return Err(End::AuthFailed);
+        }
+        tokio::time::sleep_until(slot).await;
         let key = hub.config.keys.get(&key_id);
         let valid = key
             .is_some_and(|k| auth::verify_client_proof(k, &key_id, &nonce, &client_nonce, &proof));
         let Some(key) = key.filter(|_| valid) else {
-            tracing::info!(key_id = %key_id.chars().take(64).collect::<String>(), "authentication failed");
+            if let Some(line) = hub.throttle.failed(self.peer, std::time::Instant::now()) {
+                tracing::info!(
+                    "{line} (last key id tried: {:?})",
+                    key_id.chars().take(64).collect::<String>()
+                );
+            }
             self.refuse(ErrorCode::AuthFailed, "unknown key id or wrong key")
                 .await;
             return Err(End::AuthFailed);
         };
+        hub.throttle.succeeded(self.peer);
         let id = hub.new_session_id();
         tracing::Span::current().record("id", id.0);
         hub.open(id, role, name, self.link.clone());

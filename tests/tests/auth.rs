@@ -264,3 +264,48 @@ async fn a_key_file_keeps_the_key_off_every_command_line() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Wrong keys cost time: after five failures an address's attempts are checked one at a time,
+/// 200 ms apart, and a right key clears its record.
+#[tokio::test]
+async fn wrong_keys_from_one_address_are_slowed_down() {
+    let hub = hub(|_| {}).await;
+    let url = hub.url();
+    let wrong = |url: String| async move {
+        let (_raw, answer) = Raw::authenticate(&url, "not-the-key", "worker").await;
+        assert_eq!(answer["code"], "auth_failed", "{answer}");
+    };
+    // The first five are free.
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        wrong(url.clone()).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    // Then one every 200 ms, however many are sent at once.
+    let started = std::time::Instant::now();
+    let attempts: Vec<_> = (0..5).map(|_| tokio::spawn(wrong(url.clone()))).collect();
+    for a in attempts {
+        a.await.unwrap();
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    // The right key still gets in (after its turn), and then nothing waits.
+    let (_ok, answer) = Raw::authenticate(&url, KEY, "producer").await;
+    assert_eq!(answer["type"], "welcome", "{answer}");
+    let started = std::time::Instant::now();
+    let (_ok, answer) = Raw::authenticate(&url, KEY, "producer").await;
+    assert_eq!(answer["type"], "welcome", "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
+    hub.stop().await;
+}
