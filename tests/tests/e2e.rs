@@ -216,6 +216,9 @@ async fn a_signalled_worker_finishes_its_tasks_and_a_second_signal_exits_at_once
     .await
     .expect("worker took the task");
     assert!(term(w.pid()).success());
+    // As a user pressing Ctrl-C twice: two signals sent back to back can reach the process as
+    // one (the kernel does not queue them), so the second comes a moment later.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(term(w.pid()).success());
     let exit = tokio::task::spawn_blocking(move || w.0.wait().unwrap())
         .await
