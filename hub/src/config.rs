@@ -21,8 +21,12 @@ pub struct Config {
     /// Largest accepted frame, in bytes (default 1 MiB). A larger one gets `too_large` and the
     /// connection is closed.
     pub max_message_bytes: usize,
-    /// Open connections, authenticated or not (default 10,000). Beyond: `too_many_connections`.
+    /// Authenticated sessions (default 10,000). Beyond: `too_many_connections`, after the
+    /// handshake.
     pub max_connections: usize,
+    /// Connections that have not authenticated yet (default 1,024). Beyond, the one that has
+    /// waited longest is closed: a flood of idle sockets cannot keep a client with a key out.
+    pub max_pending_auth: usize,
     /// Bytes each connection reads at a time; allocated per connection up front, so it sets the
     /// floor of an idle session's memory (default 8 KiB).
     pub read_buffer_bytes: usize,
@@ -61,6 +65,7 @@ impl Config {
             keys: BTreeMap::from([(DEFAULT_KEY_ID.to_string(), key)]),
             max_message_bytes: 1 << 20,
             max_connections: 10_000,
+            max_pending_auth: 1_024,
             read_buffer_bytes: 8 * 1024,
             outbox: 4_096,
             handshake_timeout: Duration::from_secs(5),
@@ -88,8 +93,8 @@ impl Config {
         if self.read_buffer_bytes < 1024 {
             return err("read_buffer_bytes must be at least 1024");
         }
-        if self.max_connections == 0 || self.outbox == 0 {
-            return err("max_connections and outbox must be at least 1");
+        if self.max_connections == 0 || self.outbox == 0 || self.max_pending_auth == 0 {
+            return err("max_connections, max_pending_auth and outbox must be at least 1");
         }
         let b = &self.broker;
         if b.max_stored_bytes < self.max_message_bytes {

@@ -199,6 +199,8 @@ pub(crate) struct Hub {
     pub dropped_messages: AtomicU64,
     /// Addresses that keep failing the handshake.
     pub throttle: crate::throttle::AuthThrottle,
+    /// Connections that have not authenticated yet.
+    pub admission: crate::admission::Admission,
 }
 
 /// Where a hub keeps its tasks, once open.
@@ -276,6 +278,7 @@ impl Hub {
             connections: AtomicUsize::new(0),
             dropped_messages: AtomicU64::new(0),
             throttle: Default::default(),
+            admission: Default::default(),
         }
     }
 

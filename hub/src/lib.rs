@@ -14,6 +14,7 @@
 //! - `main.rs` (the binary): the `taskhub` command line: serve, put, get, submit, pub, sub, stats,
 //!   demo, bench.
 
+mod admission;
 mod assets;
 pub mod bench;
 pub mod broker;

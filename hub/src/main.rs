@@ -194,8 +194,13 @@ struct ServeArgs {
     /// Largest accepted message, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_message_bytes: usize,
+    /// Authenticated sessions at most.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// Connections that have not authenticated yet; beyond, the one that has waited longest is
+    /// closed (a flood of idle sockets cannot lock out clients with a key).
+    #[arg(long, default_value_t = 1_024)]
+    max_pending_auth: usize,
     /// Tasks per queue (ready plus in flight) before puts get queue_full.
     #[arg(long, default_value_t = 1_000_000)]
     max_queue_len: usize,
@@ -564,6 +569,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     config.keys = [(cli.key_id.clone(), Secret::new(key.clone()))].into();
     config.max_message_bytes = args.max_message_bytes;
     config.max_connections = args.max_connections;
+    config.max_pending_auth = args.max_pending_auth;
     config.outbox = args.outbox;
     config.handshake_timeout = secs(args.handshake_timeout, "--handshake-timeout")?;
     config.broker.max_queue_len = args.max_queue_len;

@@ -29,6 +29,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument;
 
+use crate::admission::{Admission, Pending};
 use crate::broker::{ClientMsg, ServerMsg};
 use crate::http::{self, Replay};
 use crate::hub::{Gated, Hub, Link};
@@ -103,7 +104,7 @@ impl fmt::Display for End {
     }
 }
 
-/// Counts a connection for `max_connections` while alive.
+/// Counts a session for `max_connections` while alive.
 struct ConnectionSlot(Arc<Hub>);
 
 impl Drop for ConnectionSlot {
@@ -121,24 +122,24 @@ pub(crate) async fn serve(
 ) {
     let span = tracing::info_span!("session", %peer, id = tracing::field::Empty);
     async move {
-        let over_limit =
-            hub.connections.fetch_add(1, Ordering::Relaxed) >= hub.config.max_connections;
-        let _slot = ConnectionSlot(hub.clone());
+        // Until it authenticates, the connection holds a place among those waiting, and is
+        // closed if it has waited longest when the hub runs out of places.
+        let pending = Admission::enter(&hub);
         let mut stream = stream;
         let _ = stream.set_nodelay(true);
-        let head =
-            match tokio::time::timeout(hub.config.handshake_timeout, http::read_head(&mut stream))
-                .await
-            {
-                Ok(Ok(http::Head::Whole(head))) => head,
-                Ok(Ok(http::Head::TooLarge)) => {
-                    let why = format!("the request head is over {} bytes", http::MAX_HEAD);
-                    let _ =
-                        http::refuse(stream, "431 Request Header Fields Too Large", &why, "").await;
-                    return;
-                }
-                _ => return,
-            };
+        let read = tokio::time::timeout(hub.config.handshake_timeout, http::read_head(&mut stream));
+        let head = match tokio::select! {
+            read = read => read,
+            () = pending.evicted() => return,
+        } {
+            Ok(Ok(http::Head::Whole(head))) => head,
+            Ok(Ok(http::Head::TooLarge)) => {
+                let why = format!("the request head is over {} bytes", http::MAX_HEAD);
+                let _ = http::refuse(stream, "431 Request Header Fields Too Large", &why, "").await;
+                return;
+            }
+            _ => return,
+        };
         // Plain HTTP is answered here; a WebSocket handshake is checked before tungstenite
         // takes it, so a bad one gets an HTTP answer that says what is wrong.
         let refusal = match http::Request::parse(&head) {
@@ -167,7 +168,11 @@ pub(crate) async fn serve(
             .max_frame_size(Some(max));
         let accept =
             tokio_tungstenite::accept_async_with_config(Replay::new(head, stream), Some(ws_config));
-        let ws = match tokio::time::timeout(hub.config.handshake_timeout, accept).await {
+        let accept = tokio::time::timeout(hub.config.handshake_timeout, accept);
+        let ws = match tokio::select! {
+            accepted = accept => accepted,
+            () = pending.evicted() => return,
+        } {
             Ok(Ok(ws)) => ws,
             Ok(Err(e)) => {
                 tracing::debug!("websocket upgrade failed: {e}");
@@ -202,17 +207,10 @@ pub(crate) async fn serve(
             id: None,
             last_word: None,
             joined,
+            pending: Some(pending),
+            _slot: None,
         };
-        let end = if over_limit {
-            conn.refuse(
-                ErrorCode::TooManyConnections,
-                "the hub is at max_connections; try again later",
-            )
-            .await;
-            End::TooManyConnections
-        } else {
-            conn.run(shutdown).await
-        };
+        let end = conn.run(shutdown).await;
         if let Some(id) = conn.id {
             hub.close(id).await;
         }
@@ -338,6 +336,10 @@ struct Conn {
     last_word: Option<Message>,
     /// The client asked for `batch`: the writer joins messages that are ready together.
     joined: Arc<AtomicBool>,
+    /// Its place among the connections waiting to authenticate, until it has.
+    pending: Option<Pending>,
+    /// Its place among the sessions, once it has.
+    _slot: Option<ConnectionSlot>,
 }
 
 impl Conn {
@@ -382,7 +384,25 @@ impl Conn {
         // WebSocket pings and pongs are not messages (RFC 6455 5.5): they may come before `auth`.
         let deadline = tokio::time::Instant::now() + hub.config.handshake_timeout;
         let first = loop {
-            match tokio::time::timeout_at(deadline, self.source.next()).await {
+            let next = tokio::time::timeout_at(deadline, self.source.next());
+            let evicted = async {
+                match &self.pending {
+                    Some(p) => p.evicted().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let next = tokio::select! {
+                next = next => next,
+                () = evicted => {
+                    self.refuse(
+                        ErrorCode::TooManyConnections,
+                        "too many connections are waiting to authenticate; this one had waited longest",
+                    )
+                    .await;
+                    return Err(End::TooManyConnections);
+                }
+            };
+            match next {
                 Err(_) => {
                     self.refuse(
                         ErrorCode::AuthTimeout,
@@ -465,6 +485,18 @@ impl Conn {
             return Err(End::AuthFailed);
         };
         hub.throttle.succeeded(self.peer);
+        // A session now: it leaves the waiting connections and takes a session's place.
+        self.pending = None;
+        if hub.connections.fetch_add(1, Ordering::Relaxed) >= hub.config.max_connections {
+            hub.connections.fetch_sub(1, Ordering::Relaxed);
+            self.refuse(
+                ErrorCode::TooManyConnections,
+                "the hub is at max_connections; try again later",
+            )
+            .await;
+            return Err(End::TooManyConnections);
+        }
+        self._slot = Some(ConnectionSlot(hub.clone()));
         let id = hub.new_session_id();
         tracing::Span::current().record("id", id.0);
         hub.open(id, role, name, self.link.clone());

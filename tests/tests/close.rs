@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde_json::json;
 use taskhub_core::auth::hex;
-use taskhub_tests::{Raw, hub};
+use taskhub_tests::{KEY, Raw, hub};
 
 const RUNS: usize = 24;
 
@@ -117,10 +117,12 @@ async fn limits_always_carry_their_close_code() {
     let _a = Raw::session(&hub.url(), "producer").await;
     let _b = Raw::session(&hub.url(), "producer").await;
     for _ in 0..RUNS {
-        let mut over = Raw::connect(&hub.url()).await;
+        // Sessions are counted once they authenticate: the refusal answers the `auth`.
+        let (mut over, answer) = Raw::authenticate(&hub.url(), KEY, "producer").await;
+        assert_eq!(answer["code"], "too_many_connections", "{answer}");
         assert_eq!(
             ending(&mut over).await,
-            expect("too_many_connections", 1013, "too many connections")
+            (vec![], Some((1013, "too many connections".to_string())))
         );
     }
     hub.stop().await;

@@ -140,18 +140,14 @@ async fn connections_beyond_the_limit_are_refused_with_a_reason() {
     let hub = hub(|c| c.max_connections = 2).await;
     let _a = Raw::session(&hub.url(), "producer").await;
     let _b = Raw::session(&hub.url(), "producer").await;
-    let mut c = Raw::connect(&hub.url()).await;
-    let seen = c.until_closed().await;
-    assert!(
-        seen.iter().any(|m| m["code"] == "too_many_connections"),
-        "{seen:?}"
-    );
+    // Sessions are counted once they authenticate: the third is refused at its `auth`.
+    let (_c, answer) = Raw::authenticate(&hub.url(), taskhub_tests::KEY, "producer").await;
+    assert_eq!(answer["code"], "too_many_connections", "{answer}");
     drop(_a);
-    // The slot frees up once a connection ends.
+    // The slot frees up once a session ends.
     let ok = taskhub_tests::eventually(Duration::from_secs(5), || async {
-        // Challenged, not refused.
-        let first = Raw::connect(&hub.url()).await.recv().await;
-        first.filter(|m| m["type"] == "challenge")
+        let (_s, answer) = Raw::authenticate(&hub.url(), taskhub_tests::KEY, "producer").await;
+        (answer["type"] == "welcome").then_some(())
     })
     .await;
     assert!(ok.is_some());
@@ -627,4 +623,83 @@ async fn a_producer_that_does_not_read_does_not_delay_deliveries_to_workers() {
         stats.acked
     );
     hub.stop().await;
+}
+
+/// A flood of idle sockets without a key, more than both caps and reopened as soon as the hub
+/// drops any, never keeps a client with the key out: unauthenticated connections have their own
+/// cap, and the oldest of them makes room for each new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_sockets_cannot_lock_out_a_client_with_the_key() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let hub = hub(|c| {
+        c.max_pending_auth = 256;
+        c.max_connections = 60;
+    })
+    .await;
+    let addr = hub.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let mut flood = Vec::new();
+    for i in 0..400 {
+        let (stop, dropped) = (stop.clone(), dropped.clone());
+        flood.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                // Half just hold a socket; half upgrade to WebSocket and then say nothing.
+                if i % 2 == 0 {
+                    let upgrade = format!(
+                        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+                    );
+                    let _ = s.write_all(upgrade.as_bytes()).await;
+                }
+                // Hold it until the hub drops it, then come straight back.
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+                dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    // Wait until the flood fills every place and the hub is closing the oldest to make room.
+    let churning = taskhub_tests::eventually(Duration::from_secs(10), || async {
+        (dropped.load(Ordering::Relaxed) > 0).then_some(())
+    })
+    .await;
+    assert!(
+        churning.is_some(),
+        "the flood never filled the waiting places"
+    );
+    for attempt in 0..20 {
+        let started = std::time::Instant::now();
+        let connected = tokio::time::timeout(Duration::from_secs(1), client_connect(&hub.url()))
+            .await
+            .unwrap_or_else(|_| panic!("attempt {attempt} took over 1 s"));
+        let c = connected.unwrap_or_else(|e| panic!("attempt {attempt}: {e}"));
+        assert!(c.stats().await.is_ok());
+        eprintln!("attempt {attempt}: in {:?}", started.elapsed());
+    }
+    eprintln!(
+        "flood sockets dropped by the hub: {}",
+        dropped.load(Ordering::Relaxed)
+    );
+    stop.store(true, Ordering::Relaxed);
+    hub.stop().await;
+    for f in flood {
+        f.abort();
+    }
+}
+
+async fn client_connect(url: &str) -> Result<taskhub_client::Client, taskhub_client::ClientError> {
+    taskhub_client::Client::connect(taskhub_client::ConnectOptions::new(url, taskhub_tests::KEY))
+        .await
 }
