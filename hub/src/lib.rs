@@ -34,5 +34,5 @@ pub fn browser_worker_built() -> bool {
     assets::BROWSER_WORKER_BUILT
 }
 pub use config::{Config, ConfigError};
-pub use server::{Running, ServeError, Server, run};
+pub use server::{Running, ServeError, Server, bind, run};
 pub use taskhub_core::auth::Secret;

@@ -598,7 +598,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     // Storage first, so a damaged or locked data dir stops start-up before anything is printed;
     // the listening line stays the first line (scripts read the URL from it).
     let server = taskhub::Server::open(config.clone())?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+    let listener = taskhub::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;

@@ -59,6 +59,34 @@ impl Server {
     }
 }
 
+/// Connections the kernel completes and queues for the hub before it accepts them. tokio's
+/// default (1,024) overflows under a flood of sockets reopened as fast as the hub closes them,
+/// and then a real client's connect waits a whole SYN retransmission (1 s); the kernel caps
+/// this at `net.core.somaxconn` (4,096 on current Linux).
+const LISTEN_BACKLOG: u32 = 4_096;
+
+/// Listen on `addr` (`host:port`; port 0 picks a free one) with the hub's backlog.
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = match a {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{addr} names no address"),
+        )
+    }))
+}
+
 /// [`Server::open`] then [`Server::run`].
 pub async fn run(
     listener: TcpListener,
@@ -123,7 +151,7 @@ impl Running {
     pub async fn start(addr: &str, config: Config) -> std::io::Result<Running> {
         let server = Server::open(config)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let listener = TcpListener::bind(addr).await?;
+        let listener = bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(listener, async {
