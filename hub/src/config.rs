@@ -51,6 +51,10 @@ pub struct Config {
     pub max_bundle_file_bytes: usize,
     /// Where tasks are kept across restarts; `None` (the default) keeps them in memory only.
     pub data_dir: Option<DataDir>,
+    /// Web origins (`https://example.org`) whose pages may open a WebSocket to the hub, besides
+    /// the hub's own pages. Empty (the default): any. Clients that send no `Origin` (everything
+    /// but browsers) are never refused for it.
+    pub allowed_origins: Vec<String>,
 }
 
 /// A configuration that cannot work. The message names the setting.
@@ -76,6 +80,7 @@ impl Config {
             bundles: Vec::new(),
             max_bundle_file_bytes: 64 << 20,
             data_dir: None,
+            allowed_origins: Vec::new(),
         }
     }
 

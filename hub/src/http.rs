@@ -139,6 +139,28 @@ impl<'a> Request<'a> {
     }
 }
 
+impl Request<'_> {
+    /// Why a browser page from this request's `Origin` may not open a WebSocket here, if it may
+    /// not: `allowed` is not empty, the request names an origin, and that origin is neither in
+    /// `allowed` nor the hub's own (`http://` or `https://` and the `Host` it was asked for).
+    pub fn origin_problem(&self, allowed: &[String]) -> Option<String> {
+        if allowed.is_empty() {
+            return None;
+        }
+        let origin = self.header("origin")?;
+        let own = self.header("host").is_some_and(|host| {
+            origin == format!("http://{host}") || origin == format!("https://{host}")
+        });
+        if own || allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+            return None;
+        }
+        Some(format!(
+            "pages from {} may not open a WebSocket to this hub (see --allowed-origin)",
+            origin.chars().take(128).collect::<String>()
+        ))
+    }
+}
+
 /// Answer with `status` and a one-line plain-text `why`, then close.
 pub(crate) async fn refuse(
     mut stream: TcpStream,

@@ -247,6 +247,10 @@ struct ServeArgs {
     /// the OS, synced every interval; a machine crash loses up to the last interval.
     #[arg(long, default_value = "always", value_name = "POLICY")]
     fsync: taskhub::storage::Fsync,
+    /// A web origin (like https://example.org) whose pages may open a WebSocket to the hub, as
+    /// well as the hub's own pages; repeat for several. Without any, pages from anywhere may.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
     /// With --data-dir: start even if the journal is damaged in the middle, keeping everything
     /// before the damage and dropping the rest (start-up says how much).
     #[arg(long)]
@@ -570,6 +574,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     config.max_message_bytes = args.max_message_bytes;
     config.max_connections = args.max_connections;
     config.max_pending_auth = args.max_pending_auth;
+    config.allowed_origins = args.allowed_origins.clone();
     config.outbox = args.outbox;
     config.handshake_timeout = secs(args.handshake_timeout, "--handshake-timeout")?;
     config.broker.max_queue_len = args.max_queue_len;

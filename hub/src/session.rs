@@ -143,20 +143,25 @@ pub(crate) async fn serve(
         // Plain HTTP is answered here; a WebSocket handshake is checked before tungstenite
         // takes it, so a bad one gets an HTTP answer that says what is wrong.
         let refusal = match http::Request::parse(&head) {
-            Err(why) => Some(("400 Bad Request", why, "")),
+            Err(why) => Some(("400 Bad Request", why.to_string(), "")),
             Ok(r) if !r.wants_upgrade() => {
                 if let Err(e) = http::serve_static(stream, &r, &hub.site).await {
                     tracing::debug!("http request failed: {e}");
                 }
                 return;
             }
-            Ok(r) => r.websocket_problem().map(|why| {
-                let headers = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n";
-                ("426 Upgrade Required", why, headers)
-            }),
+            Ok(r) => match r.websocket_problem() {
+                Some(why) => {
+                    let headers = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n";
+                    Some(("426 Upgrade Required", why.to_string(), headers))
+                }
+                None => r
+                    .origin_problem(&hub.config.allowed_origins)
+                    .map(|why| ("403 Forbidden", why, "")),
+            },
         };
         if let Some((status, why, headers)) = refusal {
-            if let Err(e) = http::refuse(stream, status, why, headers).await {
+            if let Err(e) = http::refuse(stream, status, &why, headers).await {
                 tracing::debug!("http request failed: {e}");
             }
             return;

@@ -110,3 +110,44 @@ async fn the_http_side_answers_like_a_server() {
     assert!(c.stats().await.is_ok());
     hub.stop().await;
 }
+
+/// With `--allowed-origin`, only the listed sites' pages (and the hub's own) may open a
+/// WebSocket; clients that send no `Origin` (all but browsers) are never refused for it.
+#[tokio::test]
+async fn an_origin_allow_list_keeps_other_sites_pages_out() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let try_origin = |url: String, origin: Option<String>| async move {
+        let mut req = url.into_client_request().unwrap();
+        if let Some(o) = origin {
+            req.headers_mut().insert("Origin", o.parse().unwrap());
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok(_) => 101,
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let open = hub(|_| {}).await;
+    assert_eq!(
+        try_origin(open.url(), Some("https://anywhere.example".into())).await,
+        101,
+        "no list: any page"
+    );
+    open.stop().await;
+    let hub = hub(|c| c.allowed_origins = vec!["https://good.example".into()]).await;
+    let own = format!("http://{}", hub.addr());
+    for (origin, status) in [
+        (Some("https://good.example".to_string()), 101),
+        (Some(own), 101),
+        (None, 101),
+        (Some("https://evil.example".to_string()), 403),
+        (Some("http://good.example".to_string()), 403),
+    ] {
+        assert_eq!(
+            try_origin(hub.url(), origin.clone()).await,
+            status,
+            "{origin:?}"
+        );
+    }
+    hub.stop().await;
+}
