@@ -36,3 +36,26 @@ pub fn browser_worker_built() -> bool {
 pub use config::{Config, ConfigError};
 pub use server::{Running, ServeError, Server, bind, run};
 pub use taskhub_core::auth::Secret;
+
+/// Entry points for the fuzz targets in `fuzz/`: what the hub reads from peers and disks. Not an
+/// API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parse a request head as the hub does, and check it as a WebSocket handshake.
+    pub fn http_head(bytes: &[u8]) {
+        if let Ok(r) = crate::http::Request::parse(bytes) {
+            let _ = r.websocket_problem();
+            let _ = r.origin_problem(&["https://site.example".to_string()]);
+        }
+    }
+
+    /// Read a journal record as start-up does, and peek at it as the writer does.
+    pub fn journal_record(bytes: &[u8]) {
+        let _ = crate::storage::record::decode(bytes);
+        if let crate::storage::record::Frame::Whole(body, _) =
+            crate::storage::record::frame_at(bytes)
+        {
+            let _ = crate::storage::record::peek(body);
+        }
+    }
+}
