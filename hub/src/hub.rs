@@ -233,10 +233,7 @@ impl Hub {
             tracing::warn!("{note}");
         }
         // The hub's clock starts now (`Hub::with`); a dedup window is kept in Unix time.
-        let unix_now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        broker.set_unix_at_zero(unix_now);
+        broker.set_unix_at_zero(storage::unix_ms());
         let tasks = broker.restore(r.tasks, r.next_task, Millis(0));
         let dedup = r.dedup.len();
         broker.restore_dedup(r.dedup);

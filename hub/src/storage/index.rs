@@ -128,7 +128,7 @@ impl Index {
     }
 
     /// A `head` record carried the id counter forward.
-    pub fn saw_next_task(&mut self, next: u64) {
+    fn saw_next_task(&mut self, next: u64) {
         self.next_task = self.next_task.max(next);
     }
 

@@ -233,18 +233,6 @@ pub enum Record {
     },
 }
 
-impl Record {
-    /// The task it is about, if any.
-    pub fn task(&self) -> Option<TaskId> {
-        match self {
-            Record::Stored(t) => Some(t.id),
-            Record::Ready { id, .. } | Record::Leased { id, .. } | Record::Done(id) => Some(*id),
-            Record::Dedup { task, .. } => Some(*task),
-            Record::Head { .. } => None,
-        }
-    }
-}
-
 /// What the writer needs of a record it writes, read from the fixed fields at the front of its
 /// body without copying anything.
 #[derive(Debug, Clone, Copy, PartialEq)]

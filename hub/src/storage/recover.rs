@@ -199,9 +199,7 @@ pub(super) fn recover(dir: &Path, repair: bool) -> Result<(Recovery, Index), Sto
 
 /// The `dedup` records at `at`, the latest for each id, that have not expired.
 fn remembered(tasks: &Tasks, at: &[At]) -> Vec<(String, TaskId, u64)> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = super::unix_ms();
     let mut latest: HashMap<String, (TaskId, u64)> = HashMap::new();
     for a in at {
         if let Some(Record::Dedup { key, task, expires }) = tasks.read(*a) {

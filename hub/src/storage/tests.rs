@@ -270,12 +270,7 @@ fn open_broker(dir: &super::DataDir) -> (Broker, super::Writer, super::Recovery)
     let mut b = Broker::with_journal(BrokerConfig::default(), Box::new(opened.journal));
     let mut recovery = opened.recovery;
     let tasks = std::mem::take(&mut recovery.tasks);
-    b.set_unix_at_zero(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64,
-    );
+    b.set_unix_at_zero(super::unix_ms());
     b.restore(tasks, recovery.next_task, Millis(0));
     b.restore_dedup(std::mem::take(&mut recovery.dedup));
     b.commit();
@@ -502,5 +497,34 @@ fn dedup_ids_outlive_a_restart() {
     assert_eq!(put_dedup(&mut b, "jobs", 2, Some("nightly-2")), Some(2));
     assert_eq!(put_dedup(&mut b, "jobs", 3, Some("nightly-3")), Some(3));
     assert_eq!(ready_ids(&b, "jobs"), vec![1, 2, 3], "nothing stored twice");
+    writer.close();
+}
+
+#[test]
+fn under_fsync_interval_a_put_is_written_at_once_and_survives_the_process() {
+    let tmp = TempDir::new("interval");
+    let mut dir = super::DataDir::new(tmp.0.join("live"));
+    // A sync interval far longer than the test: whatever is on file was written, not synced.
+    dir.fsync = super::Fsync::Interval(Duration::from_secs(3_600));
+    let (mut b, writer, _) = open_broker(&dir);
+    for n in 1..=3 {
+        put(&mut b, "jobs", n);
+    }
+    // The hub dies without closing anything: what it wrote is in the files (the page cache
+    // outlives a process), and a copy of them is what a restarted hub reads.
+    let copy = tmp.0.join("after-crash");
+    let written = (0..100).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        let _ = std::fs::remove_dir_all(&copy);
+        std::fs::create_dir_all(copy.join("journal")).unwrap();
+        for f in segment_files(&dir.path) {
+            std::fs::copy(&f, copy.join("journal").join(f.file_name().unwrap())).unwrap();
+        }
+        let (b2, w2, _) = open_broker(&super::DataDir::new(&copy));
+        let ids = ready_ids(&b2, "jobs");
+        w2.close();
+        (ids == vec![1, 2, 3]).then_some(ids)
+    });
+    assert!(written.is_some(), "the puts never reached the journal file");
     writer.close();
 }

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use super::index::{At, Index};
 use super::record::{self, HEADER, Peek, Read, Record};
 use super::recover::segment_path;
-use super::{DataDir, Fsync, Shared, StorageError, io_error};
+use super::{DataDir, Fsync, Shared, StorageError, io_error, unix_ms};
 
 /// The least time between two syncs under `always` while changes pour in, and the batch size
 /// that says they do.
@@ -240,6 +240,13 @@ impl Writer {
         }
     }
 
+    /// Sync what `interval` wrote and has not synced (under `always` every write already is).
+    fn sync_written(&mut self) {
+        if self.unsynced {
+            self.sync();
+        }
+    }
+
     fn sync(&mut self) {
         match self.file.sync_data() {
             Ok(()) => {
@@ -254,7 +261,7 @@ impl Writer {
     /// and carry live tasks forward when the journal is more than twice the live data.
     fn maintain(&mut self) -> std::io::Result<()> {
         if self.len >= self.segment_bytes {
-            self.sync();
+            self.sync_written();
             let (file, len) = create_segment(&self.dir, self.seg + 1, &mut self.index)?;
             self.seg += 1;
             self.file = file;
@@ -273,7 +280,7 @@ impl Writer {
                 break;
             }
             // What carried its tasks forward must be on disk before it goes.
-            self.sync();
+            self.sync_written();
             let path = segment_path(&self.dir, n);
             std::fs::remove_file(&path)?;
             self.index.drop_segment(n);
@@ -407,12 +414,6 @@ fn create_segment(dir: &Path, n: u32, index: &mut Index) -> std::io::Result<(Fil
         head.len() as u32,
     );
     Ok((file, head.len() as u64))
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn describe(e: &std::io::Error, dir: &Path) -> String {
