@@ -1,6 +1,7 @@
 //! One authenticated session to the hub, shared by any number of concurrent requests.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,6 +41,8 @@ pub struct ConnectOptions {
     pub name: Option<String>,
     /// For the TCP connect and for the handshake, each.
     pub timeout: Duration,
+    /// For `wss://`: trust only the CA certificates in this PEM file, not the system's.
+    pub ca: Option<PathBuf>,
 }
 
 impl ConnectOptions {
@@ -51,6 +54,7 @@ impl ConnectOptions {
             role: Role::Producer,
             name: None,
             timeout: Duration::from_secs(10),
+            ca: None,
         }
     }
 }
@@ -198,7 +202,7 @@ async fn next_msg(ws: &mut WsStream, timeout: Duration) -> Result<ServerMsg, Cli
 impl Client {
     /// Connect and authenticate (both sides prove the key).
     pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
-        let mut ws = transport::connect(&opts.url, opts.timeout)
+        let mut ws = transport::connect(&opts.url, opts.timeout, opts.ca.as_deref())
             .await
             .map_err(ClientError::Connect)?;
         let mut entropy = [0u8; NONCE_BYTES];

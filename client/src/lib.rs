@@ -24,6 +24,7 @@
 
 mod client;
 mod keyfile;
+pub mod tls;
 pub mod transport;
 
 pub use client::{Client, ClientError, ConnectOptions, Deleted, PutOptions};

@@ -1,5 +1,6 @@
 //! Opening a WebSocket to the hub, and moving frames from a channel to a socket.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 /// A client-side WebSocket.
 pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -17,24 +18,89 @@ pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Largest frame a client accepts from the hub.
 pub const MAX_INBOUND_BYTES: usize = 64 << 20;
 
-/// Connect to `url` within `timeout`. Errors read like
+/// Connect to `url` (`ws://` or `wss://`) within `timeout`. A `wss://` hub's certificate must
+/// be signed by `ca` (a PEM file) when given, else by a CA the system trusts. Errors read like
 /// `cannot connect to ws://127.0.0.1:7878: connection refused (is taskhub serve running?)`.
-pub async fn connect(url: &str, timeout: Duration) -> Result<WsStream, String> {
+pub async fn connect(url: &str, timeout: Duration, ca: Option<&Path>) -> Result<WsStream, String> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_INBOUND_BYTES))
         .max_frame_size(Some(MAX_INBOUND_BYTES));
-    let attempt = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+    let secure = url.starts_with("wss://");
+    let connector = if secure {
+        let tls =
+            crate::tls::client_config(ca).map_err(|e| format!("cannot connect to {url}: {e}"))?;
+        Connector::Rustls(tls)
+    } else {
+        Connector::Plain
+    };
+    let attempt =
+        tokio_tungstenite::connect_async_tls_with_config(url, Some(config), true, Some(connector));
     let why = match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok((ws, _response))) => return Ok(ws),
         Err(_) => format!("no answer within {} s", timeout.as_secs_f32()),
-        Ok(Err(WsError::Io(e))) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            "connection refused (is taskhub serve running?)".to_string()
-        }
-        Ok(Err(WsError::Io(e))) => e.to_string(),
-        Ok(Err(WsError::Url(e))) => format!("bad hub URL ({e}); expected ws://HOST:PORT"),
-        Ok(Err(e)) => e.to_string(),
+        Ok(Err(e)) => explain(e, secure),
     };
     Err(format!("cannot connect to {url}: {why}"))
+}
+
+/// What a failed connect means, and what to do about it.
+fn explain(e: WsError, secure: bool) -> String {
+    use std::io::ErrorKind;
+    match e {
+        WsError::Io(e) if e.kind() == ErrorKind::ConnectionRefused => {
+            "connection refused (is taskhub serve running?)".to_string()
+        }
+        // A plain hub closes a TLS handshake at once.
+        WsError::Io(e)
+            if secure
+                && matches!(
+                    e.kind(),
+                    ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
+                ) =>
+        {
+            format!(
+                "the hub closed the connection during the TLS handshake ({e}); if it serves plain \
+             WebSockets (no --tls-cert), use ws://"
+            )
+        }
+        // tokio-rustls reports TLS errors as I/O errors wrapping rustls's.
+        WsError::Io(e) if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => {
+            explain_tls(&e.to_string())
+        }
+        WsError::Io(e) => e.to_string(),
+        WsError::Tls(e) => explain_tls(&e.to_string()),
+        WsError::Url(e) => format!("bad hub URL ({e}); expected ws://HOST:PORT or wss://HOST:PORT"),
+        WsError::Http(response) => {
+            let body = response
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).trim().to_string())
+                .filter(|b| !b.is_empty());
+            match body {
+                Some(body) => format!("the hub answered {}: {body}", response.status()),
+                None => format!("the hub answered {}", response.status()),
+            }
+        }
+        e => e.to_string(),
+    }
+}
+
+fn explain_tls(e: &str) -> String {
+    if e.contains("UnknownIssuer") || e.contains("unknown issuer") {
+        format!(
+            "TLS: the hub's certificate is not signed by a CA this client trusts ({e}); pass \
+             --ca FILE with the CA that signed it"
+        )
+    } else if e.contains("NotValidForName") || e.contains("not valid for name") {
+        format!("TLS: the hub's certificate does not name the host in the URL ({e})")
+    } else if e.contains("corrupt message") || e.contains("InvalidContentType") {
+        format!(
+            "TLS: the hub did not answer in TLS ({e}); if it serves plain WebSockets (no \
+             --tls-cert), use ws://"
+        )
+    } else {
+        format!("TLS: {e}")
+    }
 }
 
 /// A frame as a WebSocket message.

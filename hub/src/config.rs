@@ -55,6 +55,9 @@ pub struct Config {
     /// the hub's own pages. Empty (the default): any. Clients that send no `Origin` (everything
     /// but browsers) are never refused for it.
     pub allowed_origins: Vec<String>,
+    /// Serve `wss://` and `https://` with this certificate and key (PEM); `None` (the default):
+    /// plain `ws://` and `http://`.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// A configuration that cannot work. The message names the setting.
@@ -81,6 +84,7 @@ impl Config {
             max_bundle_file_bytes: 64 << 20,
             data_dir: None,
             allowed_origins: Vec::new(),
+            tls: None,
         }
     }
 

@@ -24,7 +24,7 @@ pub(crate) enum Head {
 }
 
 /// Read until the end of the HTTP request head, at most [`MAX_HEAD`] bytes of it.
-pub(crate) async fn read_head(stream: &mut TcpStream) -> io::Result<Head> {
+pub(crate) async fn read_head(stream: &mut Stream) -> io::Result<Head> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -163,7 +163,7 @@ impl Request<'_> {
 
 /// Answer with `status` and a one-line plain-text `why`, then close.
 pub(crate) async fn refuse(
-    mut stream: TcpStream,
+    mut stream: Stream,
     status: &str,
     why: &str,
     extra_headers: &str,
@@ -196,7 +196,7 @@ pub(crate) async fn refuse(
 
 /// Answer a plain HTTP request from the site (embedded assets and worker bundles), then close.
 pub(crate) async fn serve_static(
-    mut stream: TcpStream,
+    mut stream: Stream,
     request: &Request<'_>,
     site: &Site,
 ) -> io::Result<()> {
@@ -230,11 +230,11 @@ pub(crate) async fn serve_static(
 pub(crate) struct Replay {
     prefix: Vec<u8>,
     at: usize,
-    inner: TcpStream,
+    inner: Stream,
 }
 
 impl Replay {
-    pub fn new(prefix: Vec<u8>, inner: TcpStream) -> Self {
+    pub fn new(prefix: Vec<u8>, inner: Stream) -> Self {
         Replay {
             prefix,
             at: 0,
@@ -279,6 +279,71 @@ impl AsyncWrite for Replay {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A connection, plain or TLS.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, data),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 

@@ -201,6 +201,11 @@ pub(crate) struct Hub {
     pub throttle: crate::throttle::AuthThrottle,
     /// Connections that have not authenticated yet.
     pub admission: crate::admission::Admission,
+    /// The port's TLS side, when the hub serves `wss://`.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
+    /// Clients that spoke the wrong scheme (TLS to a plain port, or the reverse), logged in
+    /// summary.
+    pub wrong_scheme: crate::throttle::LogEvery,
 }
 
 /// Where a hub keeps its tasks, once open.
@@ -276,6 +281,8 @@ impl Hub {
             dropped_messages: AtomicU64::new(0),
             throttle: Default::default(),
             admission: Default::default(),
+            tls: None,
+            wrong_scheme: Default::default(),
         }
     }
 

@@ -26,6 +26,7 @@ mod server;
 mod session;
 pub mod storage;
 mod throttle;
+pub mod tls;
 
 pub use bundles::{Bundle, BundleError};
 
@@ -36,6 +37,7 @@ pub fn browser_worker_built() -> bool {
 pub use config::{Config, ConfigError};
 pub use server::{Running, ServeError, Server, bind, run};
 pub use taskhub_core::auth::Secret;
+pub use tls::{ServerTls, TlsError, TlsFiles};
 
 /// Entry points for the fuzz targets in `fuzz/`: what the hub reads from peers and disks. Not an
 /// API.

@@ -36,6 +36,9 @@ struct Cli {
     /// Key id the key is registered under.
     #[arg(long, global = true, env = "TASKHUB_KEY_ID", default_value = DEFAULT_KEY_ID)]
     key_id: String,
+    /// For a wss:// hub: trust the CA certificate(s) in this PEM file instead of the system's.
+    #[arg(long, global = true, env = "TASKHUB_CA", value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -255,6 +258,13 @@ struct ServeArgs {
     /// before the damage and dropping the rest (start-up says how much).
     #[arg(long)]
     repair: bool,
+    /// Serve wss:// and https:// with this certificate chain (PEM, the hub's own certificate
+    /// first). Reloaded, with --tls-key, on SIGHUP; open sessions keep going.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
@@ -327,6 +337,7 @@ async fn connect(cli: &Cli) -> anyhow::Result<Client> {
     let url = cli.hub.as_deref().unwrap_or(taskhub_client::DEFAULT_URL);
     let mut opts = ConnectOptions::new(url, key.as_bytes());
     opts.key_id = cli.key_id.clone();
+    opts.ca = cli.ca.clone();
     Ok(Client::connect(opts).await?)
 }
 
@@ -575,6 +586,12 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     config.max_connections = args.max_connections;
     config.max_pending_auth = args.max_pending_auth;
     config.allowed_origins = args.allowed_origins.clone();
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(taskhub::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
     config.outbox = args.outbox;
     config.handshake_timeout = secs(args.handshake_timeout, "--handshake-timeout")?;
     config.broker.max_queue_len = args.max_queue_len;
@@ -607,7 +624,11 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    say(&format!("taskhub: hub listening on ws://{addr}"));
+    let (ws, http) = match config.tls {
+        Some(_) => ("wss", "https"),
+        None => ("ws", "http"),
+    };
+    say(&format!("taskhub: hub listening on {ws}://{addr}"));
     say(&format!("taskhub: {}", server.storage_summary()));
     let fragment = format!("key={}", fragment_escape(&key));
     if !taskhub::browser_worker_built() {
@@ -617,7 +638,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     }
     if config.bundles.is_empty() {
         say(&format!(
-            "taskhub: open http://{addr}/#{fragment}&queue=tasks in a browser to lend it as a worker"
+            "taskhub: open {http}://{addr}/#{fragment}&queue=tasks in a browser to lend it as a worker"
         ));
     }
     for b in &config.bundles {
@@ -626,12 +647,12 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
             false => b.kinds.join(", "),
         };
         say(&format!(
-            "taskhub: open http://{addr}/#{fragment}&queue=tasks&bundle={} in a browser to run {} ({kinds})",
+            "taskhub: open {http}://{addr}/#{fragment}&queue=tasks&bundle={} in a browser to run {} ({kinds})",
             b.name, b.name
         ));
     }
     say(&format!(
-        "taskhub: dashboard at http://{addr}/dashboard#{fragment}"
+        "taskhub: dashboard at {http}://{addr}/dashboard#{fragment}"
     ));
     // The key itself is printed at most once (the links above carry it for browsers); workers
     // and clients are pointed at a key file, which keeps it out of `ps`.
@@ -640,7 +661,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
             let file = path.display();
             say(&format!("taskhub: generated a key into {file} (mode 600)"));
             say(&format!(
-                "taskhub: start a worker with: taskhub-worker --hub ws://{addr} --key-file {file} --queue tasks"
+                "taskhub: start a worker with: taskhub-worker --hub {ws}://{addr} --key-file {file} --queue tasks"
             ));
         }
         Some(None) => {
@@ -648,14 +669,43 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
                 "taskhub: no key given; generated one (save it in a file, mode 600, and pass --key-file FILE): {key}"
             ));
             say(&format!(
-                "taskhub: start a worker with: taskhub-worker --hub ws://{addr} --key-file FILE --queue tasks"
+                "taskhub: start a worker with: taskhub-worker --hub {ws}://{addr} --key-file FILE --queue tasks"
             ));
         }
         None => {}
     }
+    if let Some(tls) = server.tls() {
+        say(&format!(
+            "taskhub: TLS with {} (send SIGHUP to reload it)",
+            tls.files().cert.display()
+        ));
+        tokio::spawn(reload_on_hangup(tls));
+    }
     server.run(listener, shutdown_signal()).await;
     say("taskhub: hub stopped");
     Ok(())
+}
+
+/// Reload the TLS certificate and key on every SIGHUP; a failed reload keeps the old ones.
+async fn reload_on_hangup(tls: std::sync::Arc<taskhub::ServerTls>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!(
+                    "TLS certificate reloaded from {}",
+                    tls.files().cert.display()
+                ),
+                Err(e) => tracing::error!("{e}; still using the certificate loaded before"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 async fn demo() -> anyhow::Result<()> {

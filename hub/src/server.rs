@@ -13,6 +13,7 @@ use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
 use crate::session;
 use crate::storage::{self, StorageError};
+use crate::tls::{ServerTls, TlsError};
 
 /// Why a hub could not start.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +22,8 @@ pub enum ServeError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A hub ready to serve: its configuration checked, its data dir (if any) locked and read back.
@@ -34,12 +37,22 @@ pub struct Server {
 impl Server {
     pub fn open(config: Config) -> Result<Server, ServeError> {
         config.validate()?;
-        let opened = Hub::from_config(config)?;
+        let tls = match &config.tls {
+            Some(files) => Some(Arc::new(ServerTls::load(files.clone())?)),
+            None => None,
+        };
+        let mut opened = Hub::from_config(config)?;
+        opened.hub.tls = tls;
         Ok(Server {
             hub: Arc::new(opened.hub),
             writer: opened.writer,
             summary: opened.summary,
         })
+    }
+
+    /// The port's TLS side, to reload its certificate (on SIGHUP); `None` for a plain hub.
+    pub fn tls(&self) -> Option<Arc<ServerTls>> {
+        self.hub.tls.clone()
     }
 
     /// Where the hub keeps its tasks, and what start-up found there: one line for the operator.
@@ -142,6 +155,7 @@ async fn serve(hub: Arc<Hub>, listener: TcpListener, shutdown: impl Future<Outpu
 #[derive(Debug)]
 pub struct Running {
     addr: SocketAddr,
+    tls: Option<Arc<ServerTls>>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -151,6 +165,7 @@ impl Running {
     pub async fn start(addr: &str, config: Config) -> std::io::Result<Running> {
         let server = Server::open(config)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let tls = server.tls();
         let listener = bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -159,6 +174,7 @@ impl Running {
         }));
         Ok(Running {
             addr,
+            tls,
             stop: Some(stop),
             task,
         })
@@ -168,9 +184,15 @@ impl Running {
         self.addr
     }
 
-    /// `ws://ADDR`, what clients connect to.
+    /// `ws://ADDR` (`wss://ADDR` with TLS), what clients connect to.
     pub fn url(&self) -> String {
-        format!("ws://{}", self.addr)
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The port's TLS side, when it has one.
+    pub fn tls(&self) -> Option<&ServerTls> {
+        self.tls.as_deref()
     }
 
     /// Shut down gracefully and wait for it.

@@ -113,6 +113,56 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// The connection as the port speaks it: TLS set up on a TLS port. A client that speaks the
+/// other scheme is told so (a plain request on a TLS port gets a 400 that says to use `wss://`; a
+/// TLS handshake on a plain port is closed) and logged in summary; `None` when the connection is
+/// done.
+async fn open(stream: TcpStream, hub: &Hub) -> Option<http::Stream> {
+    let mut first = [0u8; 1];
+    let n = stream.peek(&mut first).await.ok()?;
+    let hello = n == 1 && first[0] == crate::tls::HANDSHAKE_RECORD;
+    match (&hub.tls, hello) {
+        (Some(tls), true) => match tls.acceptor().accept(stream).await {
+            Ok(tls) => Some(http::Stream::Tls(Box::new(tls))),
+            Err(e) => {
+                tracing::debug!("TLS handshake failed: {e}");
+                None
+            }
+        },
+        (None, false) => Some(http::Stream::Plain(stream)),
+        (Some(_), false) => {
+            if let Some(n) = hub.wrong_scheme.due(std::time::Instant::now()) {
+                tracing::warn!(
+                    "plain-text request on the TLS port ({n} in the last {} s); clients must use wss:// (https:// in a browser)",
+                    crate::throttle::LOG_EVERY.as_secs()
+                );
+            }
+            let mut stream = http::Stream::Plain(stream);
+            // Read the head, so the answer is not lost to a reset over unread input.
+            let _ = http::read_head(&mut stream).await;
+            let why =
+                "this hub serves TLS on this port: connect with wss:// (https:// in a browser)";
+            let _ = http::refuse(stream, "400 Bad Request", why, "").await;
+            None
+        }
+        (None, true) => {
+            if let Some(n) = hub.wrong_scheme.due(std::time::Instant::now()) {
+                tracing::warn!(
+                    "TLS handshake on a plain port ({n} in the last {} s); this hub has no --tls-cert, so clients must use ws:// (http:// in a browser)",
+                    crate::throttle::LOG_EVERY.as_secs()
+                );
+            }
+            // Take the ClientHello in before closing: a socket closed over unread input is
+            // reset, and the client then reports a reset instead of a closed handshake.
+            let mut stream = stream;
+            let mut hello = [0u8; 4096];
+            let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut hello).await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+            None
+        }
+    }
+}
+
 /// Serve one TCP connection until it ends.
 pub(crate) async fn serve(
     stream: TcpStream,
@@ -125,8 +175,14 @@ pub(crate) async fn serve(
         // Until it authenticates, the connection holds a place among those waiting, and is
         // closed if it has waited longest when the hub runs out of places.
         let pending = Admission::enter(&hub);
-        let mut stream = stream;
         let _ = stream.set_nodelay(true);
+        let opened = tokio::time::timeout(hub.config.handshake_timeout, open(stream, &hub));
+        let Some(mut stream) = (tokio::select! {
+            opened = opened => opened.ok().flatten(),
+            () = pending.evicted() => return,
+        }) else {
+            return;
+        };
         let read = tokio::time::timeout(hub.config.handshake_timeout, http::read_head(&mut stream));
         let head = match tokio::select! {
             read = read => read,

@@ -103,6 +103,27 @@ impl AuthThrottle {
     }
 }
 
+/// One log line per [`LOG_EVERY`] at most for a kind of event, counting the ones in between.
+#[derive(Debug, Default)]
+pub(crate) struct LogEvery {
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl LogEvery {
+    /// Another event: `Some(n)` when it is time to log (n events since the last line, this one
+    /// included).
+    pub fn due(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 += 1;
+        if state.0.is_some_and(|at| now.duration_since(at) < LOG_EVERY) {
+            return None;
+        }
+        let n = state.1;
+        *state = (Some(now), 0);
+        Some(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

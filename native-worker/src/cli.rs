@@ -32,6 +32,9 @@ pub struct WorkerArgs {
     /// Key id the key is registered under on the hub.
     #[arg(long, env = "TASKHUB_KEY_ID", default_value = DEFAULT_KEY_ID)]
     pub key_id: String,
+    /// For a wss:// hub: trust the CA certificate(s) in this PEM file instead of the system's.
+    #[arg(long, env = "TASKHUB_CA", value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
     /// Queue to consume; repeat for several.
     #[arg(long = "queue", required = true)]
     pub queues: Vec<String>,
@@ -95,6 +98,7 @@ impl WorkerArgs {
         config.name = self.name.clone();
         let mut opts = Options::new(&self.hub, config, handlers);
         opts.exec = self.exec.clone();
+        opts.ca = self.ca.clone();
         Ok(opts)
     }
 

@@ -27,6 +27,8 @@ pub struct Options {
     /// Run this shell command for every task instead of `handlers`.
     pub exec: Option<String>,
     pub connect_timeout: Duration,
+    /// For `wss://`: trust only the CA certificates in this PEM file, not the system's.
+    pub ca: Option<std::path::PathBuf>,
     /// Largest `--exec` stdout accepted as a result.
     pub max_result_bytes: usize,
 }
@@ -40,6 +42,7 @@ impl Options {
             handlers: Arc::new(handlers),
             exec: None,
             connect_timeout: Duration::from_secs(10),
+            ca: None,
             max_result_bytes: 512 << 10,
         }
     }
@@ -156,16 +159,20 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         d.transmit().await;
         while let Some(event) = d.sm.poll_event() {
             match event {
-                Event::Connect => match transport::connect(&opts.url, opts.connect_timeout).await {
-                    Ok(ws) => {
-                        d.conn = Some(ws.split());
-                        let mut entropy = [0u8; NONCE_BYTES];
-                        let _ = getrandom::fill(&mut entropy);
-                        let now = d.now();
-                        d.sm.handle_connected(now, entropy);
+                Event::Connect => {
+                    match transport::connect(&opts.url, opts.connect_timeout, opts.ca.as_deref())
+                        .await
+                    {
+                        Ok(ws) => {
+                            d.conn = Some(ws.split());
+                            let mut entropy = [0u8; NONCE_BYTES];
+                            let _ = getrandom::fill(&mut entropy);
+                            let now = d.now();
+                            d.sm.handle_connected(now, entropy);
+                        }
+                        Err(e) => d.lost(&e),
                     }
-                    Err(e) => d.lost(&e),
-                },
+                }
                 Event::Close => {
                     d.close().await;
                     d.lost("");

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cdp;
+pub mod pki;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -218,6 +219,18 @@ pub fn serve(listen: &str) -> (Proc, String) {
 
 /// [`serve`] with more flags.
 pub fn serve_with(listen: &str, extra: &[&str]) -> (Proc, String) {
+    let (p, banner) = serve_banner(listen, extra, "hub listening on");
+    let line = &banner[0];
+    let url = line.split_whitespace().last().unwrap().to_string();
+    assert!(
+        url.starts_with("ws://") || url.starts_with("wss://"),
+        "{line}"
+    );
+    (p, url)
+}
+
+/// [`serve_with`], returning the lines `serve` printed up to the first that contains `until`.
+pub fn serve_banner(listen: &str, extra: &[&str], until: &str) -> (Proc, Vec<String>) {
     let mut cmd = Command::new(bin("taskhub"));
     cmd.args(["serve", "--listen", listen, "--key", KEY])
         .args(extra);
@@ -226,10 +239,22 @@ pub fn serve_with(listen: &str, extra: &[&str]) -> (Proc, String) {
     }
     let mut p = Proc::spawn(cmd.env("RUST_LOG", "warn").stdout(Stdio::piped()));
     let stdout = p.0.stdout.take().unwrap();
-    let line = BufReader::new(stdout).lines().next().unwrap().unwrap();
-    let url = line.split_whitespace().last().unwrap().to_string();
-    assert!(url.starts_with("ws://"), "{line}");
-    (p, url)
+    let mut lines = BufReader::new(stdout).lines();
+    let mut banner = Vec::new();
+    loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("serve stopped after printing {banner:?}"))
+            .unwrap();
+        let done = line.contains(until);
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    // Keep reading, so the hub never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    (p, banner)
 }
 
 /// A native worker running the built-in handlers in this process (the library the binary wraps).
