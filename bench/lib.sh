@@ -31,14 +31,17 @@ submit_rate() {
 }
 squares() { seq 1 "$1"; }
 
-# open_tab FRAGMENT: a headless Chromium tab on the hub's join link with `#key=…&FRAGMENT`; waits
-# until the hub counts it. Sets tab_pid and tab_profile for close_tab.
+# open_tab FRAGMENT: a headless Chromium tab on the hub's join link with `#token=…&FRAGMENT` (a
+# token that may consume any queue); waits until the hub counts it. Sets tab_pid and tab_profile
+# for close_tab.
 open_tab() {
   tab_profile=$(mktemp -d)
+  local token
+  token=$($bin/taskhub token create --queue '>' --consume --ttl 1h 2>/dev/null)
   chromium --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage \
     --disable-background-networking --disable-component-update --disable-sync --no-first-run \
     --disable-quic --user-data-dir="$tab_profile" \
-    "${TASKHUB_URL/ws:/http:}/#key=$TASKHUB_KEY&$1" >/dev/null 2>&1 &
+    "${TASKHUB_URL/ws:/http:}/#token=$token&$1" >/dev/null 2>&1 &
   tab_pid=$!
   for _ in $(seq 1 100); do
     [ "$($bin/taskhub stats --json | grep -c '"browser": 1')" -gt 0 ] && break

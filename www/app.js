@@ -1,11 +1,11 @@
 // The join page: read the link's fragment, start a BrowserWorker (Rust, from the same core as the
-// native worker), and show what it does. The key stays in the fragment, which browsers never send
-// to servers or in Referer headers.
+// native worker), and show what it does. The token travels in the fragment, which browsers never
+// send to servers or in Referer headers, and leaves the address bar once read (link.js).
 import init, { BrowserWorker } from "./pkg/wasm_worker.js";
+import { readLink, refusal } from "./link.js";
 
 const $ = (id) => document.getElementById(id);
-const params = new URLSearchParams(location.hash.slice(1));
-const key = params.get("key") || "";
+const { params, credential: key } = readLink();
 const queues = params.get("queue") || "tasks";
 const cap = 16;
 const workers = Math.max(1, Math.min(cap, parseInt(params.get("workers"), 10) || navigator.hardwareConcurrency || 2));
@@ -24,8 +24,8 @@ function say(text) {
 function plain(event) {
   switch (event.type) {
     case "failed":
-      return /authentication failed/.test(event.reason)
-        ? "Wrong key: the hub refused this link's key. Ask for a fresh link."
+      return /authentication failed|credentials expired|token revoked/.test(event.reason)
+        ? refusal(event.reason)
         : `Stopped: ${event.reason}`;
     case "retrying": {
       const secs = Math.max(1, Math.round(event.in_ms / 1000));
@@ -94,7 +94,7 @@ async function main() {
   $("queues").textContent = queues;
   $("workers").textContent = workers;
   if (!key) {
-    fail("no key", "This link has no key. Open the link that `taskhub serve` printed (it ends in #key=...).");
+    fail("no token", "This link has no token. Open the link that `taskhub serve` printed (it ends in #token=...).");
     return;
   }
   await init();

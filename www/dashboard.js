@@ -1,10 +1,10 @@
 // The dashboard: a HubMonitor (Rust/wasm, the same handshake code as every client) polls the hub's
 // stats every second; this page only draws them.
 import init, { HubMonitor } from "./pkg/wasm_worker.js";
+import { readLink, refusal } from "./link.js";
 
 const $ = (id) => document.getElementById(id);
-const params = new URLSearchParams(location.hash.slice(1));
-const key = params.get("key") || "";
+const { params, credential: key } = readLink();
 const hub = params.get("hub") || `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/`;
 
 let previous = null; // {at, acked, perSession: Map}
@@ -53,7 +53,7 @@ function draw(stats) {
 
 async function main() {
   if (!key) {
-    $("notice").textContent = "This link has no key: add #key=... (the one taskhub serve printed).";
+    $("notice").textContent = "This link has no token: open the dashboard link taskhub serve printed (it ends in #token=...).";
     return;
   }
   await init();
@@ -66,8 +66,8 @@ async function main() {
     $("state").textContent = update.state;
     $("state").className = `pill ${update.state}`;
     const text =
-      update.state === "failed" && /authentication failed/.test(update.message)
-        ? "Wrong key: the hub refused this link's key."
+      update.state === "failed" && /authentication failed|credentials expired|token revoked/.test(update.message)
+        ? refusal(update.message)
         : update.state === "retrying"
           ? `hub unreachable, retrying in ${Math.round(update.in_ms / 1000)} s`
           : "";

@@ -46,6 +46,26 @@ pub struct ConnectOptions {
 }
 
 impl ConnectOptions {
+    /// Connect with `token` (from `taskhub token create`) instead of a key.
+    pub fn with_token(
+        url: impl Into<String>,
+        token: &str,
+    ) -> Result<Self, taskhub_core::token::TokenError> {
+        let (key_id, secret, _) = taskhub_core::token::credentials(token)?;
+        let mut opts = ConnectOptions::new(url, Vec::new());
+        opts.key_id = key_id;
+        opts.key = secret;
+        Ok(opts)
+    }
+
+    /// Connect with `credentials` (a key, or a token's key id and secret).
+    pub fn with_credentials(url: impl Into<String>, credentials: crate::Credentials) -> Self {
+        let mut opts = ConnectOptions::new(url, Vec::new());
+        opts.key_id = credentials.key_id;
+        opts.key = credentials.secret;
+        opts
+    }
+
     pub fn new(url: impl Into<String>, key: impl Into<Vec<u8>>) -> Self {
         ConnectOptions {
             url: url.into(),
@@ -545,6 +565,45 @@ impl Client {
         }
     }
 
+    /// A new token with `rights` (no more than this session's key has) that works for `ttl`.
+    /// Needs a key with `admin`.
+    pub async fn create_token(
+        &self,
+        rights: taskhub_core::Rights,
+        ttl: Duration,
+    ) -> Result<NewToken, ClientError> {
+        let msg = ClientMsg::CreateToken {
+            req: None,
+            rights,
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        };
+        match self.request(msg).await? {
+            ServerMsg::Token {
+                token,
+                token_id,
+                expires,
+                ..
+            } => Ok(NewToken {
+                token,
+                id: token_id,
+                expires,
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Revoke the token with id `id`; returns how many sessions using it were closed.
+    pub async fn revoke_token(&self, id: &str) -> Result<u64, ClientError> {
+        let msg = ClientMsg::RevokeToken {
+            req: None,
+            token_id: id.to_string(),
+        };
+        match self.request(msg).await? {
+            ServerMsg::Revoked { closed, .. } => Ok(closed),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Close the session politely: queued frames go out, then a Close frame.
     pub async fn close(mut self) {
         let _ = self.out.send(Message::Close(None)).await;
@@ -561,6 +620,17 @@ pub struct Deleted {
     pub tasks: u64,
     /// Whether the queue is gone (`false`: still in use, so kept, empty, until it is not).
     pub removed: bool,
+}
+
+/// What [`Client::create_token`] made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    /// The token itself: give it to the client as `--token` (it is a secret).
+    pub token: String,
+    /// Its id, for `revoke_token`.
+    pub id: String,
+    /// When it stops working, in Unix seconds.
+    pub expires: u64,
 }
 
 fn unexpected(msg: &ServerMsg) -> ClientError {

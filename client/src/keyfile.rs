@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use taskhub_core::auth::Secret;
+
 /// The key in `path`: its text without surrounding whitespace (the trailing newline an editor or
 /// `echo` adds). The error names the file. A file others can read is used, with a warning.
 pub fn read_key_file(path: &Path) -> Result<String, String> {
@@ -42,6 +44,38 @@ pub fn write_key_file(path: &Path, key: &str) -> Result<(), String> {
         .open(path)
         .map_err(|e| format!("cannot create the key file {}: {e}", path.display()))?;
     writeln!(f, "{key}").map_err(|e| format!("cannot write the key file {}: {e}", path.display()))
+}
+
+/// How a client proves itself: a key id and its secret (a key's, or a token's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub key_id: String,
+    pub secret: Secret,
+}
+
+/// The credentials the usual flags name: `--token`, or `--key`/`--key-file` under `--key-id`.
+/// `Ok(None)` when none is given; errors name the flag or file at fault.
+pub fn credentials(
+    key: Option<&str>,
+    key_file: Option<&Path>,
+    key_id: &str,
+    token: Option<&str>,
+) -> Result<Option<Credentials>, String> {
+    if let Some(token) = token {
+        let (key_id, secret, _) =
+            taskhub_core::token::credentials(token).map_err(|e| format!("--token: {e}"))?;
+        return Ok(Some(Credentials { key_id, secret }));
+    }
+    let key = match (key, key_file) {
+        (Some(""), _) => return Err("--key must not be empty".into()),
+        (Some(k), _) => k.to_string(),
+        (None, Some(path)) => read_key_file(path)?,
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(Credentials {
+        key_id: key_id.to_string(),
+        secret: Secret::new(key),
+    }))
 }
 
 #[cfg(test)]

@@ -27,11 +27,11 @@ mod keyfile;
 pub mod tls;
 pub mod transport;
 
-pub use client::{Client, ClientError, ConnectOptions, Deleted, PutOptions};
-pub use keyfile::{read_key_file, write_key_file};
+pub use client::{Client, ClientError, ConnectOptions, Deleted, NewToken, PutOptions};
+pub use keyfile::{Credentials, credentials, read_key_file, write_key_file};
 pub use taskhub_core::auth::Secret;
 pub use taskhub_core::protocol::{Reply, Stats};
-pub use taskhub_core::{Payload, QueueName, Role, Task, TaskId};
+pub use taskhub_core::{Payload, QueueName, Rights, Role, Task, TaskId};
 
 /// The hub URL used when none is given.
 pub const DEFAULT_URL: &str = "ws://127.0.0.1:7878";

@@ -19,8 +19,10 @@ use serde_json::value::RawValue;
 use crate::body::{Body, JsonNull, Payload};
 use crate::names::{Pattern, QueueName, SessionId, TaskId, Topic};
 use crate::protocol::{
-    ClientMsg, ErrorCode, Limits, QueueStats, Reply, Role, ServerMsg, Stats, Task, WorkerStats,
+    AuthFailure, ClientMsg, ErrorCode, Limits, QueueStats, Reply, Role, ServerMsg, Stats, Task,
+    WorkerStats,
 };
+use crate::rights::Rights;
 
 /// A frame that could not be decoded. Answer the peer with [`DecodeError::to_reply`]; the session
 /// stays usable unless the code says otherwise.
@@ -61,6 +63,8 @@ const KNOWN_CLIENT_TYPES: &[&str] = &[
     "stats",
     "ping",
     "delete_queue",
+    "create_token",
+    "revoke_token",
 ];
 
 /// Every field any client message has, read in one pass; `type` then picks the variant.
@@ -95,6 +99,9 @@ struct Flat<'a, P> {
     /// In a binary frame's header: where the bytes go.
     binary: Option<String>,
     batch: Option<bool>,
+    rights: Option<Rights>,
+    ttl_ms: Option<u64>,
+    token_id: Option<String>,
 }
 
 /// A field that is present, even as `null`, is `Some`.
@@ -175,6 +182,15 @@ impl<P> Flat<'_, P> {
                 req,
                 queue: need(self.queue, "queue")?,
             },
+            "create_token" => ClientMsg::CreateToken {
+                req,
+                rights: need(self.rights, "rights")?,
+                ttl_ms: need(self.ttl_ms, "ttl_ms")?,
+            },
+            "revoke_token" => ClientMsg::RevokeToken {
+                req,
+                token_id: need(self.token_id, "token_id")?,
+            },
             other => return Err(format!("unknown message type {other:?}")),
         })
     }
@@ -224,6 +240,11 @@ struct FlatServer<'a> {
     removed: Option<bool>,
     code: Option<ErrorCode>,
     message: Option<String>,
+    reason: Option<AuthFailure>,
+    token: Option<String>,
+    token_id: Option<String>,
+    expires: Option<u64>,
+    closed: Option<u64>,
 }
 
 impl FlatServer<'_> {
@@ -292,10 +313,22 @@ impl FlatServer<'_> {
                 tasks: need(self.tasks, "tasks")?,
                 removed: need(self.removed, "removed")?,
             },
+            "token" => ServerMsg::Token {
+                req,
+                token: need(self.token, "token")?,
+                token_id: need(self.token_id, "token_id")?,
+                expires: need(self.expires, "expires")?,
+            },
+            "revoked" => ServerMsg::Revoked {
+                req,
+                token_id: need(self.token_id, "token_id")?,
+                closed: need(self.closed, "closed")?,
+            },
             "error" => ServerMsg::Error {
                 req,
                 code: need(self.code, "code")?,
                 message: need(self.message, "message")?,
+                reason: self.reason,
             },
             other => return Err(format!("unknown message type {other:?}")),
         })
@@ -1071,6 +1104,19 @@ mod tests {
                 req: Some(11),
                 queue: q(),
             },
+            ClientMsg::CreateToken {
+                req: Some(12),
+                rights: crate::Rights {
+                    consume: vec![Pattern::new("tasks").unwrap()],
+                    stats: true,
+                    ..crate::Rights::default()
+                },
+                ttl_ms: 60_000,
+            },
+            ClientMsg::RevokeToken {
+                req: Some(13),
+                token_id: "0123456789abcdef".into(),
+            },
         ];
         // The list `explain` names in its errors must match what the decoder accepts.
         assert_eq!(msgs.len(), KNOWN_CLIENT_TYPES.len());
@@ -1183,6 +1229,23 @@ mod tests {
                 queue: q(),
                 tasks: 3,
                 removed: false,
+            },
+            ServerMsg::Token {
+                req: Some(8),
+                token: "th1.e30.AAAA".into(),
+                token_id: "0123456789abcdef".into(),
+                expires: 1_900_000_000,
+            },
+            ServerMsg::Revoked {
+                req: Some(9),
+                token_id: "0123456789abcdef".into(),
+                closed: 2,
+            },
+            ServerMsg::Error {
+                req: None,
+                code: ErrorCode::AuthFailed,
+                message: "the token expired".into(),
+                reason: Some(crate::AuthFailure::Expired),
             },
             ServerMsg::error(Some(6), ErrorCode::Forbidden, "nope"),
             ServerMsg::error(None, ErrorCode::UnknownQueue, "no queue named q"),

@@ -14,6 +14,8 @@
 //! - [`codec`]: the only place where frames (JSON text, or a JSON header and bytes) become typed
 //!   messages; enforces the size limit.
 //! - [`auth`]: the mutual HMAC-SHA256 challenge-response handshake.
+//! - [`rights`]: what a key or token may do, and the checks.
+//! - [`token`]: self-contained signed tokens that work as keys in the handshake.
 //! - [`handlers`]: the handler registry ([`handlers::Handlers`]) both workers run, and the
 //!   built-in kinds.
 //! - [`bundle`]: the manifest of a browser worker bundle.
@@ -27,11 +29,14 @@ pub mod handlers;
 pub mod names;
 pub mod protocol;
 pub mod raw;
+pub mod rights;
 pub mod time;
+pub mod token;
 pub mod worker;
 
 pub use body::{Body, Payload};
 pub use names::{NameError, Pattern, QueueName, SessionId, TaskId, Topic};
-pub use protocol::{ClientMsg, ErrorCode, Role, ServerMsg, Task};
+pub use protocol::{AuthFailure, ClientMsg, ErrorCode, Role, ServerMsg, Task};
 pub use raw::RawJson;
+pub use rights::Rights;
 pub use time::Millis;

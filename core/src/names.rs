@@ -179,13 +179,36 @@ impl Pattern {
 
     /// Whether `topic` matches this pattern.
     pub fn matches(&self, topic: &Topic) -> bool {
+        self.matches_name(&topic.0)
+    }
+
+    /// Whether the dot-separated name `name` (a topic or a queue name) matches this pattern.
+    pub fn matches_name(&self, name: &str) -> bool {
         let mut pat = self.0.split('.');
-        let mut top = topic.0.split('.');
+        let mut top = name.split('.');
         loop {
             match (pat.next(), top.next()) {
                 (Some(">"), Some(_)) => return true,
                 (Some("*"), Some(_)) => {}
                 (Some(p), Some(t)) if p == t => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+}
+
+impl Pattern {
+    /// Whether every name `other` matches, this pattern matches too (`events.>` covers
+    /// `events.*.eu`; `events.*` does not cover `events.>`).
+    pub fn covers(&self, other: &Pattern) -> bool {
+        let mut mine = self.0.split('.');
+        let mut theirs = other.0.split('.');
+        loop {
+            match (mine.next(), theirs.next()) {
+                (Some(">"), Some(_)) => return true,
+                (Some("*"), Some(t)) if t != ">" => {}
+                (Some(m), Some(t)) if m == t => {}
                 (None, None) => return true,
                 _ => return false,
             }

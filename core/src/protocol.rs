@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::body::Payload;
 use crate::names::{Pattern, QueueName, SessionId, TaskId, Topic};
+use crate::rights::Rights;
 
 /// Protocol version, sent in the hub's `challenge`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -167,6 +168,21 @@ pub enum ClientMsg<P = Payload> {
         req: Option<u64>,
         queue: QueueName,
     },
+    /// Make a token with `rights` (no more than the session's key has) that works for `ttl_ms`.
+    /// Needs `admin`. Answered by `token`.
+    CreateToken {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        rights: Rights,
+        ttl_ms: u64,
+    },
+    /// Stop the token with this id from working, now and after restarts; sessions using it are
+    /// closed. Needs `admin`. Answered by `revoked`.
+    RevokeToken {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        token_id: String,
+    },
 }
 
 impl<P> ClientMsg<P> {
@@ -186,7 +202,9 @@ impl<P> ClientMsg<P> {
             | ClientMsg::Unsubscribe { req, .. }
             | ClientMsg::Stats { req }
             | ClientMsg::Ping { req }
-            | ClientMsg::DeleteQueue { req, .. } => *req,
+            | ClientMsg::DeleteQueue { req, .. }
+            | ClientMsg::CreateToken { req, .. }
+            | ClientMsg::RevokeToken { req, .. } => *req,
         }
     }
 
@@ -206,7 +224,9 @@ impl<P> ClientMsg<P> {
             | ClientMsg::Unsubscribe { req, .. }
             | ClientMsg::Stats { req }
             | ClientMsg::Ping { req }
-            | ClientMsg::DeleteQueue { req, .. } => *req = Some(id),
+            | ClientMsg::DeleteQueue { req, .. }
+            | ClientMsg::CreateToken { req, .. }
+            | ClientMsg::RevokeToken { req, .. } => *req = Some(id),
         }
     }
 }
@@ -371,12 +391,46 @@ pub enum ServerMsg<P = Payload> {
         tasks: u64,
         removed: bool,
     },
+    /// Answer to `create_token`.
+    Token {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        /// The token: `th1.CLAIMS.SIGNATURE` (see [`crate::token`]).
+        token: String,
+        token_id: String,
+        /// When it stops working, in Unix seconds.
+        expires: u64,
+    },
+    /// Answer to `revoke_token`: the id is revoked, and `closed` sessions that used it were
+    /// closed.
+    Revoked {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        token_id: String,
+        closed: u64,
+    },
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         req: Option<u64>,
         code: ErrorCode,
         message: String,
+        /// For `auth_failed`: `credentials` (unknown key id or wrong proof), `expired` or
+        /// `revoked`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<AuthFailure>,
     },
+}
+
+/// Why a handshake (or a session, later) was refused its credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthFailure {
+    /// Unknown key id, wrong proof, or a token whose signer is not an admin key.
+    Credentials,
+    /// The key or token is past its expiry.
+    Expired,
+    /// The token was revoked.
+    Revoked,
 }
 
 impl<P> ServerMsg<P> {
@@ -390,6 +444,8 @@ impl<P> ServerMsg<P> {
             | ServerMsg::Published { req, .. }
             | ServerMsg::Stats { req, .. }
             | ServerMsg::Deleted { req, .. }
+            | ServerMsg::Token { req, .. }
+            | ServerMsg::Revoked { req, .. }
             | ServerMsg::Error { req, .. } => *req,
             _ => None,
         }
@@ -400,6 +456,7 @@ impl<P> ServerMsg<P> {
             req,
             code,
             message: message.into(),
+            reason: None,
         }
     }
 }

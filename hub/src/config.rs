@@ -8,6 +8,7 @@ use std::sync::Arc;
 use taskhub_core::auth::{DEFAULT_KEY_ID, Secret};
 
 use crate::bundles::{BUILTIN, Bundle};
+use crate::keys::{Key, KeySet};
 
 use crate::broker::{BrokerConfig, MAX_ATTEMPTS_CEILING};
 use crate::storage::DataDir;
@@ -16,8 +17,9 @@ use crate::storage::DataDir;
 /// use ([`crate::run`] does).
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Keys by key id. Clients name the id in their handshake.
-    pub keys: BTreeMap<String, Secret>,
+    /// Keys by key id, each with its rights and expiry. Clients name the id in their handshake
+    /// (or a token's, signed by one of these with `admin`).
+    pub keys: KeySet,
     /// Largest accepted frame, in bytes (default 1 MiB). A larger one gets `too_large` and the
     /// connection is closed.
     pub max_message_bytes: usize,
@@ -69,7 +71,7 @@ impl Config {
     /// Defaults, with one key under the id `default`.
     pub fn new(key: Secret) -> Self {
         Config {
-            keys: BTreeMap::from([(DEFAULT_KEY_ID.to_string(), key)]),
+            keys: BTreeMap::from([(DEFAULT_KEY_ID.to_string(), Key::full(key))]),
             max_message_bytes: 1 << 20,
             max_connections: 10_000,
             max_pending_auth: 1_024,
@@ -93,7 +95,7 @@ impl Config {
         if self.keys.is_empty() {
             return err("at least one key is required; the hub never runs open");
         }
-        if self.keys.values().any(Secret::is_empty) {
+        if self.keys.values().any(|k| k.secret.is_empty()) {
             return err("keys must not be empty");
         }
         if self.max_message_bytes < 1024 {

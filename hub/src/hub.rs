@@ -206,6 +206,12 @@ pub(crate) struct Hub {
     /// Clients that spoke the wrong scheme (TLS to a plain port, or the reverse), logged in
     /// summary.
     pub wrong_scheme: crate::throttle::LogEvery,
+    /// Revoked token ids.
+    pub revoked: crate::keys::Revoked,
+    /// Bumped on every revocation: sessions on a token check whether theirs is gone.
+    pub revocations: watch::Sender<u64>,
+    /// Open sessions per token id, to say how many a revocation closed.
+    pub token_sessions: Mutex<HashMap<String, usize>>,
 }
 
 /// Where a hub keeps its tasks, once open.
@@ -283,6 +289,9 @@ impl Hub {
             admission: Default::default(),
             tls: None,
             wrong_scheme: Default::default(),
+            revoked: Default::default(),
+            revocations: watch::channel(0).0,
+            token_sessions: Mutex::new(HashMap::new()),
         }
     }
 

@@ -22,6 +22,7 @@ pub mod bundles;
 pub mod config;
 mod http;
 mod hub;
+pub mod keys;
 mod server;
 mod session;
 pub mod storage;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use serde_json::Value;
+use taskhub::keys::Key;
 use taskhub::{Config, Running, Secret};
 use taskhub_client::{Client, ConnectOptions, PutOptions};
 use taskhub_core::auth::{DEFAULT_KEY_ID, hex};
@@ -36,6 +37,16 @@ struct Cli {
     /// Key id the key is registered under.
     #[arg(long, global = true, env = "TASKHUB_KEY_ID", default_value = DEFAULT_KEY_ID)]
     key_id: String,
+    /// A token (from `taskhub token create`) instead of a key: it carries its own rights and
+    /// expiry.
+    #[arg(
+        long,
+        global = true,
+        env = "TASKHUB_TOKEN",
+        hide_env_values = true,
+        conflicts_with_all = ["key", "key_file"]
+    )]
+    token: Option<String>,
     /// For a wss:// hub: trust the CA certificate(s) in this PEM file instead of the system's.
     #[arg(long, global = true, env = "TASKHUB_CA", value_name = "FILE")]
     ca: Option<std::path::PathBuf>,
@@ -92,6 +103,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Create or revoke tokens (needs a key with admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run the classic example: a hub, two workers, ten squares.
     Demo,
     /// Measure throughput, latency, connect time, hub CPU and memory.
@@ -104,6 +118,70 @@ enum QueueCommand {
     /// leased tasks or tasks naming it as reply_to still use it (it then goes once they are
     /// done). Its dead-letter queue is separate: delete NAME.dead too if you mean it.
     Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a new token with the rights given (no more than your key's), for example a
+    /// consume-only one for browser tabs: `token create --queue tasks --consume --ttl 24h`.
+    Create {
+        /// Queue (or pattern: `jobs.*`, `>`) the queue rights apply to; repeat for several.
+        #[arg(long = "queue", value_name = "QUEUE")]
+        queues: Vec<String>,
+        /// May put to the queues.
+        #[arg(long, requires = "queues")]
+        put: bool,
+        /// May consume the queues (run their tasks, as a worker or tab).
+        #[arg(long, requires = "queues")]
+        consume: bool,
+        /// May get from the queues (and name them as reply_to).
+        #[arg(long, requires = "queues")]
+        get: bool,
+        /// Topic pattern it may publish to; repeat for several.
+        #[arg(long, value_name = "PATTERN")]
+        publish: Vec<String>,
+        /// Topic pattern it may subscribe within; repeat for several.
+        #[arg(long, value_name = "PATTERN")]
+        subscribe: Vec<String>,
+        /// May read stats (the dashboard needs it).
+        #[arg(long)]
+        stats: bool,
+        /// How long it works: 90s, 30m, 24h, 7d (at most 366d).
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        ttl: Duration,
+    },
+    /// Stop a token from working, and close the sessions using it; kept across restarts when
+    /// the hub has a data dir.
+    Revoke {
+        /// The token's id (`token create` prints it).
+        id: String,
+    },
+}
+
+/// `90s`, `30m`, `24h`, `7d`, `500ms`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} needs a unit: ms, s, m, h or d"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s, m, h or d"
+            ));
+        }
+    };
+    n.checked_mul(ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 #[derive(Debug, ClapArgs)]
@@ -265,6 +343,13 @@ struct ServeArgs {
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Keys with rights, from a TOML file (see README "Keys, rights and tokens"); with or
+    /// instead of --key/--key-file (which give one key with every right).
+    #[arg(long, env = "TASKHUB_KEYS", value_name = "FILE")]
+    keys: Option<std::path::PathBuf>,
+    /// How long the tokens in the printed join and dashboard links work.
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    link_ttl: Duration,
 }
 
 fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
@@ -326,17 +411,26 @@ impl Cli {
             (None, None) => Ok(None),
         }
     }
+
+    /// What a client command authenticates with: --token, or the key under --key-id.
+    fn credentials(&self) -> anyhow::Result<taskhub_client::Credentials> {
+        taskhub_client::credentials(
+            self.key.as_deref(),
+            self.key_file.as_deref(),
+            &self.key_id,
+            self.token.as_deref(),
+        )
+        .map_err(|e| anyhow::anyhow!(e))?
+        .ok_or_else(|| anyhow::anyhow!(NO_KEY))
+    }
 }
 
-const NO_KEY: &str = "no key: pass --key-file FILE (or TASKHUB_KEY_FILE), or --key KEY";
+const NO_KEY: &str =
+    "no key: pass --key-file FILE (or TASKHUB_KEY_FILE), --key KEY, or --token TOKEN";
 
 async fn connect(cli: &Cli) -> anyhow::Result<Client> {
-    let Some(key) = cli.key()? else {
-        bail!(NO_KEY);
-    };
     let url = cli.hub.as_deref().unwrap_or(taskhub_client::DEFAULT_URL);
-    let mut opts = ConnectOptions::new(url, key.as_bytes());
-    opts.key_id = cli.key_id.clone();
+    let mut opts = ConnectOptions::with_credentials(url, cli.credentials()?);
     opts.ca = cli.ca.clone();
     Ok(Client::connect(opts).await?)
 }
@@ -495,6 +589,68 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Token(TokenCommand::Create {
+            queues,
+            put,
+            consume,
+            get,
+            publish,
+            subscribe,
+            stats,
+            ttl,
+        }) => {
+            let patterns = |list: &[String]| {
+                list.iter()
+                    .map(|p| taskhub_core::Pattern::new(p.as_str()))
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            let queues = patterns(queues)?;
+            let pick = |on: bool| if on { queues.clone() } else { Vec::new() };
+            if !(queues.is_empty() || *put || *consume || *get) {
+                bail!("--queue needs a right on it: --put, --consume and/or --get");
+            }
+            let rights = taskhub_core::Rights {
+                put: pick(*put),
+                consume: pick(*consume),
+                get: pick(*get),
+                publish: patterns(publish)?,
+                subscribe: patterns(subscribe)?,
+                stats: *stats,
+                admin: false,
+            };
+            let client = connect(&cli).await?;
+            let made = client.create_token(rights, *ttl).await?;
+            client.close().await;
+            writeln!(out, "{}", made.token)?;
+            eprintln!(
+                "taskhub: token {} works until {}; revoke it with `taskhub token revoke {}`",
+                made.id,
+                taskhub::keys::rfc3339(made.expires),
+                made.id
+            );
+            if *consume && !queues.is_empty() {
+                let hub = cli.hub.as_deref().unwrap_or(taskhub_client::DEFAULT_URL);
+                let page = hub
+                    .replacen("wss://", "https://", 1)
+                    .replacen("ws://", "http://", 1);
+                let page = page.trim_end_matches('/');
+                let list: Vec<&str> = queues.iter().map(|q| q.as_str()).collect();
+                eprintln!(
+                    "taskhub: join link: {page}/#token={}&queue={}",
+                    made.token,
+                    list.join(",")
+                );
+            }
+        }
+        Command::Token(TokenCommand::Revoke { id }) => {
+            let client = connect(&cli).await?;
+            let closed = client.revoke_token(id).await?;
+            client.close().await;
+            writeln!(
+                out,
+                "token {id} revoked; {closed} session(s) using it closed"
+            )?;
+        }
         Command::Queue(QueueCommand::Delete { name }) => {
             let client = connect(&cli).await?;
             let deleted = client.delete_queue(name).await?;
@@ -546,17 +702,29 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Percent-encode everything but unreserved characters, for a value in a URL fragment.
-fn fragment_escape(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// A token signed by key `id` with `rights`, for a link: the token and its expiry (Unix s).
+fn link_token(
+    id: &str,
+    key: &Key,
+    rights: taskhub_core::Rights,
+    ttl: Duration,
+) -> anyhow::Result<(String, u64)> {
+    let mut raw = [0u8; taskhub_core::token::ID_BYTES];
+    getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut exp = now.saturating_add(ttl.as_secs().max(1));
+    if let Some(key_exp) = key.expires {
+        exp = exp.min(key_exp);
+    }
+    let claims = taskhub_core::token::Claims {
+        id: hex(&raw),
+        iss: id.to_string(),
+        exp,
+        rights,
+    };
+    Ok((taskhub_core::token::issue(&claims, &key.secret), exp))
 }
 
 /// A status line for the operator. A closed stdout (`taskhub serve | head -1`) must not stop the
@@ -568,20 +736,36 @@ fn say(line: &str) {
 }
 
 async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
-    // The key: given, read from its file, or made here (into the file named, if one was).
-    let (key, generated) = match (&cli.key, &cli.key_file) {
+    // Keys: those of --keys, and the one of --key/--key-file (given, read from its file, or
+    // made here, into the file named if one was); a key is generated only when neither names any.
+    let mut keys = match &args.keys {
+        Some(path) => taskhub::keys::load_file(path)?,
+        None => Default::default(),
+    };
+    let keyed = cli.key.is_some() || cli.key_file.is_some();
+    let (master, generated) = match (&cli.key, &cli.key_file) {
+        _ if !keyed && args.keys.is_some() => (None, None),
         (None, Some(path)) if !path.exists() => {
             let key = random_key()?;
             taskhub_client::write_key_file(path, &key).map_err(|e| anyhow::anyhow!(e))?;
-            (key, Some(Some(path.clone())))
+            (Some(key), Some(Some(path.clone())))
         }
         _ => match cli.key()? {
-            Some(key) => (key, None),
-            None => (random_key()?, Some(None)),
+            Some(key) => (Some(key), None),
+            None => (Some(random_key()?), Some(None)),
         },
     };
-    let mut config = Config::new(Secret::new(key.clone()));
-    config.keys = [(cli.key_id.clone(), Secret::new(key.clone()))].into();
+    if let Some(key) = &master {
+        if keys.contains_key(&cli.key_id) {
+            bail!(
+                "the key file already names the key id {:?}; give --key another --key-id, or drop it",
+                cli.key_id
+            );
+        }
+        keys.insert(cli.key_id.clone(), Key::full(Secret::new(key.clone())));
+    }
+    let mut config = Config::new(Secret::new("unused"));
+    config.keys = keys;
     config.max_message_bytes = args.max_message_bytes;
     config.max_connections = args.max_connections;
     config.max_pending_auth = args.max_pending_auth;
@@ -630,30 +814,68 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     };
     say(&format!("taskhub: hub listening on {ws}://{addr}"));
     say(&format!("taskhub: {}", server.storage_summary()));
-    let fragment = format!("key={}", fragment_escape(&key));
     if !taskhub::browser_worker_built() {
         say(
             "taskhub: browser workers are not built in (the wasm32 target was missing): run `rustup target add wasm32-unknown-unknown` and rebuild",
         );
     }
-    if config.bundles.is_empty() {
-        say(&format!(
-            "taskhub: open {http}://{addr}/#{fragment}&queue=tasks in a browser to lend it as a worker"
-        ));
+    // Links carry tokens, never a key: tabs may only consume `tasks`, the dashboard only read
+    // stats, and both stop working after --link-ttl.
+    let signer = config
+        .keys
+        .get_key_value(&cli.key_id)
+        .filter(|(_, k)| k.rights.admin)
+        .or_else(|| config.keys.iter().find(|(_, k)| k.rights.admin));
+    match signer {
+        None => say(
+            "taskhub: no key has admin, so no join or dashboard link (tokens need an admin key to sign them)",
+        ),
+        Some((id, key)) => {
+            let tasks = taskhub_core::Pattern::new("tasks")?;
+            let join = link_token(
+                id,
+                key,
+                taskhub_core::Rights {
+                    consume: vec![tasks],
+                    ..Default::default()
+                },
+                args.link_ttl,
+            )?;
+            let dashboard = link_token(
+                id,
+                key,
+                taskhub_core::Rights {
+                    stats: true,
+                    ..Default::default()
+                },
+                args.link_ttl,
+            )?;
+            let lasts = format!(
+                "works until {}; `taskhub token create` makes more",
+                taskhub::keys::rfc3339(join.1)
+            );
+            if config.bundles.is_empty() {
+                say(&format!(
+                    "taskhub: open {http}://{addr}/#token={}&queue=tasks in a browser to lend it as a worker ({lasts})",
+                    join.0
+                ));
+            }
+            for b in &config.bundles {
+                let kinds = match b.kinds.is_empty() {
+                    true => "its exported functions".to_string(),
+                    false => b.kinds.join(", "),
+                };
+                say(&format!(
+                    "taskhub: open {http}://{addr}/#token={}&queue=tasks&bundle={} in a browser to run {} ({kinds})",
+                    join.0, b.name, b.name
+                ));
+            }
+            say(&format!(
+                "taskhub: dashboard at {http}://{addr}/dashboard#token={}",
+                dashboard.0
+            ));
+        }
     }
-    for b in &config.bundles {
-        let kinds = match b.kinds.is_empty() {
-            true => "its exported functions".to_string(),
-            false => b.kinds.join(", "),
-        };
-        say(&format!(
-            "taskhub: open {http}://{addr}/#{fragment}&queue=tasks&bundle={} in a browser to run {} ({kinds})",
-            b.name, b.name
-        ));
-    }
-    say(&format!(
-        "taskhub: dashboard at {http}://{addr}/dashboard#{fragment}"
-    ));
     // The key itself is printed at most once (the links above carry it for browsers); workers
     // and clients are pointed at a key file, which keeps it out of `ps`.
     match generated {
@@ -666,7 +888,8 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         }
         Some(None) => {
             say(&format!(
-                "taskhub: no key given; generated one (save it in a file, mode 600, and pass --key-file FILE): {key}"
+                "taskhub: no key given; generated one (save it in a file, mode 600, and pass --key-file FILE): {}",
+                master.as_deref().unwrap_or_default()
             ));
             say(&format!(
                 "taskhub: start a worker with: taskhub-worker --hub {ws}://{addr} --key-file FILE --queue tasks"

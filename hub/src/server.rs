@@ -41,8 +41,12 @@ impl Server {
             Some(files) => Some(Arc::new(ServerTls::load(files.clone())?)),
             None => None,
         };
+        let revoked =
+            crate::keys::Revoked::open(config.data_dir.as_ref().map(|d| d.path.as_path()))
+                .map_err(|e| ConfigError(e.to_string()))?;
         let mut opened = Hub::from_config(config)?;
         opened.hub.tls = tls;
+        opened.hub.revoked = revoked;
         Ok(Server {
             hub: Arc::new(opened.hub),
             writer: opened.writer,

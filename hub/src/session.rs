@@ -18,7 +18,7 @@ use taskhub_core::auth::{self, NONCE_BYTES};
 use taskhub_core::codec::{
     decode_client, decode_client_binary, decode_client_frames, encode_server,
 };
-use taskhub_core::protocol::PROTOCOL_VERSION;
+use taskhub_core::protocol::{AuthFailure, PROTOCOL_VERSION};
 use taskhub_core::{ErrorCode, QueueName, SessionId};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -33,6 +33,7 @@ use crate::admission::{Admission, Pending};
 use crate::broker::{ClientMsg, ServerMsg};
 use crate::http::{self, Replay};
 use crate::hub::{Gated, Hub, Link};
+use crate::keys::{self, Identity};
 
 type Ws = WebSocketStream<Replay>;
 
@@ -53,6 +54,10 @@ enum End {
     SlowConsumer,
     Idle,
     TooManyConnections,
+    /// The key or token expired during the session.
+    Expired,
+    /// The session's token was revoked.
+    Revoked,
     Transport(WsError),
 }
 
@@ -68,6 +73,8 @@ impl End {
             End::SlowConsumer => (CloseCode::Policy, "slow consumer"),
             End::Idle => (CloseCode::Away, "idle timeout"),
             End::TooManyConnections => (CloseCode::Again, "too many connections"),
+            End::Expired => (CloseCode::Policy, "credentials expired"),
+            End::Revoked => (CloseCode::Policy, "token revoked"),
         };
         Some(CloseFrame {
             code,
@@ -160,6 +167,16 @@ async fn open(stream: TcpStream, hub: &Hub) -> Option<http::Stream> {
             let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
             None
         }
+    }
+}
+
+/// `auth_failed`, with why.
+fn auth_failed(reason: AuthFailure, message: &str) -> ServerMsg {
+    ServerMsg::Error {
+        req: None,
+        code: ErrorCode::AuthFailed,
+        message: message.to_string(),
+        reason: Some(reason),
     }
 }
 
@@ -270,6 +287,9 @@ pub(crate) async fn serve(
             joined,
             pending: Some(pending),
             _slot: None,
+            key_id: String::new(),
+            identity: None,
+            _token: None,
         };
         let end = conn.run(shutdown).await;
         if let Some(id) = conn.id {
@@ -290,7 +310,7 @@ pub(crate) async fn serve(
         linger(writer, source).await;
         match &end {
             // A failed handshake was logged (summarised per address) where it failed.
-            End::ClientClosed | End::Shutdown | End::AuthFailed => {
+            End::ClientClosed | End::Shutdown | End::AuthFailed | End::Expired | End::Revoked => {
                 tracing::debug!("session ended: {end}")
             }
             End::Transport(
@@ -401,7 +421,39 @@ struct Conn {
     pending: Option<Pending>,
     /// Its place among the sessions, once it has.
     _slot: Option<ConnectionSlot>,
+    /// The key id it authenticated with, and what that lets it do.
+    key_id: String,
+    identity: Option<Identity>,
+    /// Counts it among its token's sessions, while alive.
+    _token: Option<TokenSession>,
 }
+
+/// Counts a session among those using one token, while alive.
+struct TokenSession(Arc<Hub>, String);
+
+impl Drop for TokenSession {
+    fn drop(&mut self) {
+        let mut open = self
+            .0
+            .token_sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    crate::storage::unix_ms() / 1000
+}
+
+/// Longest a token may live: revoked ids are kept this long.
+const MAX_TOKEN_TTL_MS: u64 = 366 * 24 * 3600 * 1000;
 
 impl Conn {
     /// Queue an answer, waiting for room as long as the hub waits for any of a session's own
@@ -414,8 +466,11 @@ impl Conn {
     /// A last word before closing: the writer sends it after the outbox (or instead of it, for
     /// a slow consumer) and just before the Close frame. Never waits on a full outbox.
     fn farewell(&mut self, code: ErrorCode, message: &str) {
-        let msg = ServerMsg::error(None, code, message);
-        self.last_word = Some(transport::message(encode_server(&msg)));
+        self.last_word_is(&ServerMsg::error(None, code, message));
+    }
+
+    fn last_word_is(&mut self, msg: &ServerMsg) {
+        self.last_word = Some(transport::message(encode_server(msg)));
     }
 
     async fn refuse(&self, code: ErrorCode, message: &str) {
@@ -531,21 +586,32 @@ impl Conn {
             return Err(End::AuthFailed);
         }
         tokio::time::sleep_until(slot).await;
-        let key = hub.config.keys.get(&key_id);
-        let valid = key
-            .is_some_and(|k| auth::verify_client_proof(k, &key_id, &nonce, &client_nonce, &proof));
-        let Some(key) = key.filter(|_| valid) else {
+        let identity = keys::resolve(&hub.config.keys, &key_id);
+        let valid = identity.as_ref().is_ok_and(|i| {
+            auth::verify_client_proof(&i.secret, &key_id, &nonce, &client_nonce, &proof)
+        });
+        let Some(identity) = identity.ok().filter(|_| valid) else {
             if let Some(line) = hub.throttle.failed(self.peer, std::time::Instant::now()) {
                 tracing::info!(
                     "{line} (last key id tried: {:?})",
                     key_id.chars().take(64).collect::<String>()
                 );
             }
-            self.refuse(ErrorCode::AuthFailed, "unknown key id or wrong key")
-                .await;
+            self.send(&auth_failed(
+                AuthFailure::Credentials,
+                "unknown key id or wrong key",
+            ))
+            .await;
             return Err(End::AuthFailed);
         };
         hub.throttle.succeeded(self.peer);
+        // The proof is right: only now say whether the credentials have run out.
+        if let Err(refusal) = keys::check_validity(&identity, &hub.revoked, unix_now()) {
+            tracing::debug!("refused: {}", refusal.message);
+            self.send(&auth_failed(refusal.reason, &refusal.message))
+                .await;
+            return Err(End::AuthFailed);
+        }
         // A session now: it leaves the waiting connections and takes a session's place.
         self.pending = None;
         if hub.connections.fetch_add(1, Ordering::Relaxed) >= hub.config.max_connections {
@@ -564,9 +630,20 @@ impl Conn {
         self.id = Some(id);
         self.joined.store(batch, Ordering::Relaxed);
         tracing::debug!(role = role.as_str(), "authenticated");
+        if let Some(token) = &identity.token_id {
+            *hub.token_sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(token.clone())
+                .or_default() += 1;
+            self._token = Some(TokenSession(hub.clone(), token.clone()));
+        }
+        let proof = auth::hub_proof(&identity.secret, &key_id, &nonce, &client_nonce);
+        self.key_id = key_id;
+        self.identity = Some(identity);
         self.send(&ServerMsg::Welcome {
             session: id,
-            proof: auth::hub_proof(key, &key_id, &nonce, &client_nonce),
+            proof,
             inbox: QueueName::inbox(id),
             limits: hub.limits(),
         })
@@ -586,6 +663,110 @@ impl Conn {
                 }
             })
             .await;
+    }
+
+    /// `create_token` or `revoke_token`, from a session whose key has `admin` (checked before).
+    fn token_request(&self, msg: ClientMsg) -> ServerMsg {
+        let hub = &self.hub;
+        let Some(identity) = &self.identity else {
+            return ServerMsg::error(msg.req(), ErrorCode::Forbidden, "not authenticated");
+        };
+        match msg {
+            ClientMsg::CreateToken {
+                req,
+                rights,
+                ttl_ms,
+            } => {
+                if !(1000..=MAX_TOKEN_TTL_MS).contains(&ttl_ms) {
+                    let days = MAX_TOKEN_TTL_MS / 86_400_000;
+                    return ServerMsg::error(
+                        req,
+                        ErrorCode::BadRequest,
+                        format!(
+                            "ttl_ms must be 1000 (1 s) to {MAX_TOKEN_TTL_MS} ({days} days), got {ttl_ms}"
+                        ),
+                    );
+                }
+                if rights.is_empty() {
+                    return ServerMsg::error(
+                        req,
+                        ErrorCode::BadRequest,
+                        "a token needs at least one right",
+                    );
+                }
+                if rights.admin {
+                    return ServerMsg::error(
+                        req,
+                        ErrorCode::Forbidden,
+                        "a token cannot carry admin; give that key its own entry in the key file",
+                    );
+                }
+                if let Some(missing) = identity.grant.key.missing_from(&rights) {
+                    return ServerMsg::error(
+                        req,
+                        ErrorCode::Forbidden,
+                        format!(
+                            "this key cannot grant {missing}: a token carries no more than the key that creates it"
+                        ),
+                    );
+                }
+                let mut raw = [0u8; taskhub_core::token::ID_BYTES];
+                if getrandom::fill(&mut raw).is_err() {
+                    return ServerMsg::error(
+                        req,
+                        ErrorCode::BadRequest,
+                        "the hub has no randomness for a token id",
+                    );
+                }
+                let mut exp = unix_now() + ttl_ms.div_ceil(1000);
+                if let Some(key_exp) = identity.expires {
+                    exp = exp.min(key_exp);
+                }
+                let claims = taskhub_core::token::Claims {
+                    id: auth::hex(&raw),
+                    iss: self.key_id.clone(),
+                    exp,
+                    rights,
+                };
+                let token = taskhub_core::token::issue(&claims, &identity.secret);
+                tracing::info!(token_id = %claims.id, key_id = %self.key_id, expires = %keys::rfc3339(exp), "token created");
+                ServerMsg::Token {
+                    req,
+                    token,
+                    token_id: claims.id,
+                    expires: exp,
+                }
+            }
+            ClientMsg::RevokeToken { req, token_id } => {
+                if !auth::is_lower_hex(&token_id, taskhub_core::token::ID_BYTES) {
+                    return ServerMsg::error(
+                        req,
+                        ErrorCode::BadRequest,
+                        "token_id must be the 16 lowercase hex digits `token create` printed",
+                    );
+                }
+                let now = unix_now();
+                let keep_until = now + MAX_TOKEN_TTL_MS / 1000;
+                if let Err((code, why)) = hub.revoked.revoke(&token_id, keep_until, now) {
+                    return ServerMsg::error(req, code, why);
+                }
+                let closed = hub
+                    .token_sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&token_id)
+                    .copied()
+                    .unwrap_or(0);
+                hub.revocations.send_modify(|n| *n += 1);
+                tracing::info!(%token_id, key_id = %self.key_id, closed, "token revoked");
+                ServerMsg::Revoked {
+                    req,
+                    token_id,
+                    closed: closed as u64,
+                }
+            }
+            other => ServerMsg::error(other.req(), ErrorCode::BadRequest, "not a token request"),
+        }
     }
 
     /// A frame that is not a request. Returns why the session ends, if it does.
@@ -620,9 +801,41 @@ impl Conn {
         idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_seen = tokio::time::Instant::now();
         let kill = self.link.kill.clone();
+        // Credentials that run out end the session when they do.
+        let expires = self.identity.as_ref().and_then(|i| i.expires);
+        let expiry = async {
+            match expires {
+                Some(exp) => {
+                    let left = Duration::from_secs(exp.saturating_sub(unix_now()));
+                    tokio::time::sleep(left).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expiry);
+        let token_id = self.identity.as_ref().and_then(|i| i.token_id.clone());
+        let mut revocations = hub.revocations.subscribe();
         loop {
             tokio::select! {
                 biased;
+                () = &mut expiry => {
+                    let what = if token_id.is_some() { "token" } else { "key" };
+                    let exp = keys::rfc3339(expires.unwrap_or_default());
+                    self.last_word_is(&auth_failed(
+                        AuthFailure::Expired,
+                        &format!("closing: the {what} this session authenticated with expired at {exp}"),
+                    ));
+                    return End::Expired;
+                }
+                Ok(()) = revocations.changed(), if token_id.is_some() => {
+                    if let Some(token) = token_id.as_deref().filter(|t| hub.revoked.contains(t)) {
+                        self.last_word_is(&auth_failed(
+                            AuthFailure::Revoked,
+                            &format!("closing: the token {token} this session authenticated with was revoked"),
+                        ));
+                        return End::Revoked;
+                    }
+                }
                 _ = kill.notified() => {
                     self.farewell(ErrorCode::SlowConsumer, "closing: this session did not read its messages fast enough");
                     return End::SlowConsumer;
@@ -672,7 +885,22 @@ impl Conn {
                             Some(requests) => {
                                 for request in requests {
                                     match request {
-                                        Ok(msg) => batch.push(msg),
+                                        Ok(msg) => {
+                                            let refusal = self
+                                                .identity
+                                                .as_ref()
+                                                .and_then(|i| i.grant.refusal(&msg));
+                                            if let Some(why) = refusal {
+                                                self.apply_batch(id, &mut batch).await;
+                                                self.send(&ServerMsg::error(msg.req(), ErrorCode::Forbidden, why)).await;
+                                            } else if matches!(msg, ClientMsg::CreateToken { .. } | ClientMsg::RevokeToken { .. }) {
+                                                self.apply_batch(id, &mut batch).await;
+                                                let answer = self.token_request(msg);
+                                                self.send(&answer).await;
+                                            } else {
+                                                batch.push(msg);
+                                            }
+                                        }
                                         Err(e) => {
                                             self.apply_batch(id, &mut batch).await;
                                             self.send(&e.to_reply()).await;

@@ -56,16 +56,20 @@ fn serve_generated_key_with(extra: &[&str]) -> Hub {
     }
     let join = lines.next().unwrap().unwrap();
     assert!(
-        join.contains("http://127.0.0.1:") && join.contains("/#key="),
+        join.contains("http://127.0.0.1:") && join.contains("/#token=th1."),
         "{join}"
     );
     let dashboard = lines.next().unwrap().unwrap();
-    assert!(dashboard.contains("/dashboard#key="), "{dashboard}");
+    assert!(dashboard.contains("/dashboard#token=th1."), "{dashboard}");
     let second = lines.next().unwrap().unwrap();
     assert!(second.contains("generated"), "{second}");
     let key = second.split_whitespace().last().unwrap().to_string();
-    assert!(join.contains(&format!("#key={key}&queue=tasks")), "{join}");
     assert!(key.len() >= 32, "generated key is long: {key}");
+    // The key is printed once, in that line, and never in a link.
+    assert!(
+        !join.contains(&key) && !dashboard.contains(&key),
+        "{join}\n{dashboard}"
+    );
     Hub { child, url, key }
 }
 
@@ -314,7 +318,10 @@ fn serve_prints_a_join_link_for_each_bundle() {
         .map(Result::unwrap)
         .take_while(|l| !l.contains("/dashboard#"))
         .collect();
-    let joins: Vec<&String> = lines.iter().filter(|l| l.contains("/#key=k")).collect();
+    let joins: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("/#token=th1."))
+        .collect();
     assert_eq!(joins.len(), 2, "{lines:?}");
     assert!(joins[0].contains("&queue=tasks&bundle=resize"), "{lines:?}");
     assert!(joins[1].contains("&queue=tasks&bundle=thumbs"), "{lines:?}");

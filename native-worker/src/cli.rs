@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, FromArgMatches};
 use taskhub_core::QueueName;
-use taskhub_core::auth::{DEFAULT_KEY_ID, Secret};
+use taskhub_core::auth::DEFAULT_KEY_ID;
 use taskhub_core::handlers::Handlers;
 use taskhub_core::worker::WorkerConfig;
 
@@ -32,6 +32,14 @@ pub struct WorkerArgs {
     /// Key id the key is registered under on the hub.
     #[arg(long, env = "TASKHUB_KEY_ID", default_value = DEFAULT_KEY_ID)]
     pub key_id: String,
+    /// A token (from `taskhub token create`, for example consume-only) instead of a key.
+    #[arg(
+        long,
+        env = "TASKHUB_TOKEN",
+        hide_env_values = true,
+        conflicts_with_all = ["key", "key_file"]
+    )]
+    pub token: Option<String>,
     /// For a wss:// hub: trust the CA certificate(s) in this PEM file instead of the system's.
     #[arg(long, env = "TASKHUB_CA", value_name = "FILE")]
     pub ca: Option<std::path::PathBuf>,
@@ -61,9 +69,7 @@ pub struct WorkerArgs {
 /// Flags that cannot work, named.
 #[derive(Debug, thiserror::Error)]
 pub enum ArgsError {
-    #[error("--key must not be empty")]
-    EmptyKey,
-    #[error("no key: pass --key-file FILE (or TASKHUB_KEY_FILE), or --key KEY")]
+    #[error("no key: pass --key-file FILE (or TASKHUB_KEY_FILE), --key KEY, or --token TOKEN")]
     NoKey,
     #[error("{0}")]
     KeyFile(String),
@@ -72,26 +78,28 @@ pub enum ArgsError {
 }
 
 impl WorkerArgs {
-    /// The driver options these flags ask for, running `handlers` (unless `--exec` is given).
-    /// The shared key, from `--key` or `--key-file`.
-    pub fn key(&self) -> Result<String, ArgsError> {
-        match (&self.key, &self.key_file) {
-            (Some(k), _) if k.is_empty() => Err(ArgsError::EmptyKey),
-            (Some(k), _) => Ok(k.clone()),
-            (None, Some(path)) => taskhub_client::read_key_file(path).map_err(ArgsError::KeyFile),
-            (None, None) => Err(ArgsError::NoKey),
-        }
+    /// The key id and secret to authenticate with: `--token`, or `--key`/`--key-file`.
+    pub fn credentials(&self) -> Result<taskhub_client::Credentials, ArgsError> {
+        taskhub_client::credentials(
+            self.key.as_deref(),
+            self.key_file.as_deref(),
+            &self.key_id,
+            self.token.as_deref(),
+        )
+        .map_err(ArgsError::KeyFile)?
+        .ok_or(ArgsError::NoKey)
     }
 
+    /// The driver options these flags ask for, running `handlers` (unless `--exec` is given).
     pub fn options(&self, handlers: Handlers) -> Result<Options, ArgsError> {
-        let key = self.key()?;
+        let credentials = self.credentials()?;
         let queues = self
             .queues
             .iter()
             .map(|q| QueueName::new(q.as_str()))
             .collect::<Result<Vec<_>, _>>()?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let mut config = WorkerConfig::new(&self.key_id, Secret::new(key), queues);
+        let mut config = WorkerConfig::new(&credentials.key_id, credentials.secret, queues);
         config.concurrency = self.concurrency.unwrap_or(cpus).max(1);
         config.prefetch = self.prefetch;
         config.stop_grace_ms = self.grace.saturating_mul(1000);

@@ -147,6 +147,26 @@ def authenticate(ws, key, key_id="default", role="worker", batch=False):
     return welcome
 
 
+def unbase64url(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def token_session(host, port, token, cafile):
+    """A consume-only token for `tasks` (docs/protocol.md, "Tokens" and "Rights"): the key id is the
+    token up to its last dot, the key the decoded signature."""
+    key_id, signature = token.rsplit(".", 1)
+    claims = json.loads(unbase64url(key_id[len("th1."):]))
+    assert claims["rights"] == {"consume": ["tasks"]}, claims
+    ws = WebSocket(host, port, cafile)
+    welcome = authenticate(ws, unbase64url(signature), key_id=key_id)
+    assert welcome["type"] == "welcome", welcome
+    ws.send({"type": "stats", "req": 1})
+    refused = ws.recv()
+    assert refused["code"] == "forbidden" and refused["req"] == 1, refused
+    ws.send({"type": "consume", "req": 2, "queues": ["tasks"], "prefetch": 1})
+    assert ws.recv() == {"type": "ok", "req": 2}
+
+
 def main():
     host, port, key = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
     cafile = sys.argv[4] if len(sys.argv) > 4 else None
@@ -206,6 +226,8 @@ def main():
 
     binary_frames(host, port, key, cafile)
     several_per_frame(host, port, key, cafile)
+    if os.environ.get("TASKHUB_TOKEN"):
+        token_session(host, port, os.environ["TASKHUB_TOKEN"], cafile)
 
     # A frame over max_message_bytes: too_large, then Close 1009.
     limit = welcome["limits"]["max_message_bytes"]

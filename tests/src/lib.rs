@@ -79,12 +79,28 @@ impl Raw {
 
     /// Connect and authenticate with `key`; returns the hub's answer to `auth`.
     pub async fn authenticate(url: &str, key: &str, role: &str) -> (Raw, Value) {
+        Raw::authenticate_as(url, "default", &Secret::new(key), role).await
+    }
+
+    /// Connect and authenticate with a token (`th1.…`); returns the hub's answer to `auth`.
+    pub async fn authenticate_token(url: &str, token: &str, role: &str) -> (Raw, Value) {
+        let (key_id, secret, _) = taskhub_core::token::credentials(token).expect("a token");
+        Raw::authenticate_as(url, &key_id, &secret, role).await
+    }
+
+    /// Connect and authenticate as `key_id` with `secret`; returns the hub's answer to `auth`.
+    pub async fn authenticate_as(
+        url: &str,
+        key_id: &str,
+        secret: &Secret,
+        role: &str,
+    ) -> (Raw, Value) {
         let mut raw = Raw::connect(url).await;
         let challenge = raw.recv().await.expect("challenge");
         let nonce = challenge["nonce"].as_str().expect("nonce").to_string();
         let client_nonce = hex(&[5u8; 32]);
-        let proof = client_proof(&Secret::new(key), "default", &nonce, &client_nonce);
-        raw.send(json!({"type": "auth", "key_id": "default", "client_nonce": client_nonce, "proof": proof, "role": role}))
+        let proof = client_proof(secret, key_id, &nonce, &client_nonce);
+        raw.send(json!({"type": "auth", "key_id": key_id, "client_nonce": client_nonce, "proof": proof, "role": role}))
             .await;
         let answer = raw.recv().await.expect("answer to auth");
         (raw, answer)
@@ -237,7 +253,13 @@ pub fn serve_banner(listen: &str, extra: &[&str], until: &str) -> (Proc, Vec<Str
     if on_disk() && !extra.contains(&"--data-dir") {
         cmd.arg("--data-dir").arg(fresh_data_dir());
     }
-    let mut p = Proc::spawn(cmd.env("RUST_LOG", "warn").stdout(Stdio::piped()));
+    banner_of(cmd.env("RUST_LOG", "warn"), until)
+}
+
+/// Start `cmd` (a `taskhub serve`) and return it with the lines it printed up to the first that
+/// contains `until`; the rest of its output is read and dropped.
+pub fn banner_of(cmd: &mut Command, until: &str) -> (Proc, Vec<String>) {
+    let mut p = Proc::spawn(cmd.stdout(Stdio::piped()));
     let stdout = p.0.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let mut banner = Vec::new();

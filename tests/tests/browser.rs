@@ -163,7 +163,10 @@ async fn the_page_names_a_wrong_key_and_reconnects_when_the_hub_restarts() {
         )
         .await;
     assert!(
-        notice.as_str().unwrap().starts_with("Wrong key"),
+        notice
+            .as_str()
+            .unwrap()
+            .starts_with("The hub refused this link's token"),
         "{notice}"
     );
 

@@ -295,8 +295,16 @@ async fn a_browser_tab_works_from_the_printed_https_link() {
             json!({"ignore": true}),
         )
         .await;
-    let (_page, status) = browser.open_worker(&format!("{link}&workers=1")).await;
+    assert!(link.contains("#token=th1."), "{link}");
+    let (page, status) = browser.open_worker(&format!("{link}&workers=1")).await;
     assert_eq!(status["workers"], 1, "{status}");
+    // The token left the address bar (and so the history) once the page read it.
+    let href = browser.eval(&page, "location.href").await;
+    let href = href.as_str().unwrap();
+    assert!(
+        !href.contains("token") && href.contains("queue=tasks"),
+        "{href}"
+    );
 
     let c = connect_with_ca(&url, Some(&ca.ca_file())).await.unwrap();
     let replies = c

@@ -12,7 +12,7 @@ use std::rc::{Rc, Weak};
 use gloo_timers::callback::Timeout;
 use js_sys::Function;
 use serde_json::{Value, json};
-use taskhub_core::auth::{NONCE_BYTES, Secret};
+use taskhub_core::auth::NONCE_BYTES;
 use taskhub_core::codec::Frame;
 use taskhub_core::handlers::Failure;
 use taskhub_core::worker::{Event, MeanRunTime, Worker, WorkerConfig};
@@ -392,7 +392,7 @@ fn on_socket(inner: &Rc<RefCell<Inner>>, id: u64, ev: SocketEvent) {
 /// A browser tab working for a taskhub hub.
 ///
 /// ```js
-/// const w = new BrowserWorker("ws://127.0.0.1:7878", key, "tasks", 4, new URL("./compute.js", import.meta.url).href);
+/// const w = new BrowserWorker("ws://127.0.0.1:7878", token, "tasks", 4, new URL("./compute.js", import.meta.url).href);
 /// w.onEvent(e => console.log(e));
 /// w.start();
 /// await w.stop();
@@ -415,8 +415,10 @@ impl BrowserWorker {
         compute_url: String,
     ) -> Result<BrowserWorker, JsError> {
         if key.is_empty() {
-            return Err(JsError::new("no key: the link must carry #key=..."));
+            return Err(JsError::new("no token: the link must carry #token=..."));
         }
+        let (key_id, secret) =
+            taskhub_core::token::key_or_token(&key).map_err(|e| JsError::new(&e.to_string()))?;
         let queues = queues
             .split(',')
             .map(str::trim)
@@ -427,7 +429,7 @@ impl BrowserWorker {
         if queues.is_empty() {
             return Err(JsError::new("no queue to work on"));
         }
-        let mut config = WorkerConfig::new("default", Secret::new(key), queues);
+        let mut config = WorkerConfig::new(&key_id, secret, queues);
         config.role = Role::Browser;
         config.concurrency = concurrency.clamp(1, 64);
         // The credit window adapts to measured run times (the core's `Window`), as for native

@@ -7,7 +7,7 @@ use std::rc::{Rc, Weak};
 use gloo_timers::callback::{Interval, Timeout};
 use js_sys::Function;
 use serde_json::{Value, json};
-use taskhub_core::auth::{ClientHandshake, DEFAULT_KEY_ID, Secret};
+use taskhub_core::auth::{ClientHandshake, Secret};
 use taskhub_core::codec::{decode_server, encode_client};
 use taskhub_core::{ClientMsg, Role, ServerMsg};
 use wasm_bindgen::prelude::*;
@@ -20,6 +20,7 @@ const RECONNECT_MS: u32 = 2_000;
 
 struct Inner {
     url: String,
+    key_id: String,
     key: Secret,
     me: Weak<RefCell<Inner>>,
     conn: Connection,
@@ -42,7 +43,7 @@ impl Inner {
         match opened {
             Ok(()) => {
                 self.handshake = Some(ClientHandshake::new(
-                    DEFAULT_KEY_ID,
+                    self.key_id.clone(),
                     self.key.clone(),
                     Role::Dashboard,
                     None,
@@ -160,12 +161,15 @@ impl HubMonitor {
     #[wasm_bindgen(constructor)]
     pub fn new(hub_url: String, key: String) -> Result<HubMonitor, JsError> {
         if key.is_empty() {
-            return Err(JsError::new("no key: the link must carry #key=..."));
+            return Err(JsError::new("no token: the link must carry #token=..."));
         }
+        let (key_id, key) =
+            taskhub_core::token::key_or_token(&key).map_err(|e| JsError::new(&e.to_string()))?;
         let inner = Rc::new_cyclic(|me| {
             RefCell::new(Inner {
                 url: hub_url,
-                key: Secret::new(key),
+                key_id,
+                key,
                 me: me.clone(),
                 conn: Connection::default(),
                 handshake: None,

@@ -428,6 +428,7 @@ impl Worker {
                     req: Some(CONSUME_REQ),
                     code,
                     message,
+                    ..
                 } => {
                     let queues: Vec<&str> =
                         self.config.queues.iter().map(QueueName::as_str).collect();

@@ -541,6 +541,11 @@ impl Broker {
                 ErrorCode::BadRequest,
                 "this session is already authenticated".into(),
             )),
+            // Tokens are the session's business (it holds the keys); they never reach here.
+            ClientMsg::CreateToken { .. } | ClientMsg::RevokeToken { .. } => Err((
+                ErrorCode::BadRequest,
+                "token requests are handled by the session".into(),
+            )),
             ClientMsg::Put {
                 queue,
                 payload,
@@ -635,7 +640,7 @@ impl Broker {
         let reply = match result {
             Ok(ServerMsg::Ok { .. }) if quiet_ok => return,
             Ok(msg) => msg,
-            Err((code, message)) => ServerMsg::Error { req, code, message },
+            Err((code, message)) => ServerMsg::error(req, code, message),
         };
         // The answer goes before anything this request caused for this session (and after what
         // earlier requests caused).

@@ -377,7 +377,7 @@ fn a_full_queue_refuses_puts_and_a_full_reply_queue_refuses_acks() {
     h.put_with("tasks", json!(2), Some("results"), None);
     let out = h.send(P, put_msg(Some(9), "tasks", json!(3)));
     assert!(
-        matches!(&out[0].msg, ServerMsg::Error { req: Some(9), code: ErrorCode::QueueFull, message } if message.contains("tasks"))
+        matches!(&out[0].msg, ServerMsg::Error { req: Some(9), code: ErrorCode::QueueFull, message, .. } if message.contains("tasks"))
     );
     h.put("results", json!("a"));
     h.put("results", json!("b"));
