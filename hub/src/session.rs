@@ -666,7 +666,7 @@ impl Conn {
     }
 
     /// `create_token` or `revoke_token`, from a session whose key has `admin` (checked before).
-    fn token_request(&self, msg: ClientMsg) -> ServerMsg {
+    async fn token_request(&self, msg: ClientMsg) -> ServerMsg {
         let hub = &self.hub;
         let Some(identity) = &self.identity else {
             return ServerMsg::error(msg.req(), ErrorCode::Forbidden, "not authenticated");
@@ -747,7 +747,13 @@ impl Conn {
                 }
                 let now = unix_now();
                 let keep_until = now + MAX_TOKEN_TTL_MS / 1000;
-                if let Err((code, why)) = hub.revoked.revoke(&token_id, keep_until, now) {
+                // The list is written and synced before the answer: off the async threads.
+                let (store, id) = (hub.clone(), token_id.clone());
+                let stored =
+                    tokio::task::spawn_blocking(move || store.revoked.revoke(&id, keep_until, now))
+                        .await
+                        .unwrap_or_else(|e| Err((ErrorCode::StorageUnavailable, e.to_string())));
+                if let Err((code, why)) = stored {
                     return ServerMsg::error(req, code, why);
                 }
                 let closed = hub
@@ -895,7 +901,7 @@ impl Conn {
                                                 self.send(&ServerMsg::error(msg.req(), ErrorCode::Forbidden, why)).await;
                                             } else if matches!(msg, ClientMsg::CreateToken { .. } | ClientMsg::RevokeToken { .. }) {
                                                 self.apply_batch(id, &mut batch).await;
-                                                let answer = self.token_request(msg);
+                                                let answer = self.token_request(msg).await;
                                                 self.send(&answer).await;
                                             } else {
                                                 batch.push(msg);
