@@ -1,5 +1,6 @@
 //! TLS end to end, with certificates from a private CA made at test time: the CLI, the native
-//! worker, the Rust client, the Python client and a browser tab on `wss://`/`https://`; a client
+//! worker, the Rust client and a browser tab on `wss://`/`https://` (the Python client's run is
+//! in python.rs); a client
 //! of the wrong scheme told what to do on both sides; and a certificate reloaded on SIGHUP while
 //! sessions stay open.
 
@@ -28,6 +29,16 @@ fn tls_flags(files: &taskhub::TlsFiles) -> Vec<String> {
     ]
 }
 
+/// `taskhub serve` with TLS from `files`: the process, its URL, and what it printed up to the
+/// line containing `until`.
+fn serve_tls(files: &taskhub::TlsFiles, until: &str) -> (Proc, String, Vec<String>) {
+    let flags = tls_flags(files);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (hub, banner) = serve_banner("127.0.0.1:0", &flags, until);
+    let url = banner[0].split_whitespace().last().unwrap().to_string();
+    (hub, url, banner)
+}
+
 async fn connect_with_ca(url: &str, ca: Option<&std::path::Path>) -> Result<Client, String> {
     let mut opts = ConnectOptions::new(url, KEY);
     opts.ca = ca.map(|p| p.to_path_buf());
@@ -40,10 +51,7 @@ async fn connect_with_ca(url: &str, ca: Option<&std::path::Path>) -> Result<Clie
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_and_a_worker_process_work_over_wss_with_a_private_ca() {
     let ca = TestCa::new("cli");
-    let files = ca.issue("hub");
-    let flags = tls_flags(&files);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let (_hub, url) = serve_with("127.0.0.1:0", &flags);
+    let (_hub, url, _) = serve_tls(&ca.issue("hub"), "listening");
     assert!(url.starts_with("wss://127.0.0.1:"), "{url}");
     let ca_file = ca.ca_file();
     let ca_arg = path(&ca_file);
@@ -205,9 +213,7 @@ async fn sighup_reloads_the_certificate_without_dropping_sessions() {
     let old_ca = TestCa::new("old");
     let new_ca = TestCa::new("new");
     let files = old_ca.issue("hub");
-    let flags = tls_flags(&files);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let (hub, url) = serve_with("127.0.0.1:0", &flags);
+    let (hub, url, _) = serve_tls(&files, "listening");
     let before = connect_with_ca(&url, Some(&old_ca.ca_file()))
         .await
         .unwrap();
@@ -274,11 +280,7 @@ async fn sighup_reloads_the_certificate_without_dropping_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_tab_works_from_the_printed_https_link() {
     let ca = TestCa::new("browser");
-    let files = ca.issue("hub");
-    let flags = tls_flags(&files);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let (_hub, banner) = serve_banner("127.0.0.1:0", &flags, "dashboard at");
-    let url = banner[0].split_whitespace().last().unwrap().to_string();
+    let (_hub, url, banner) = serve_tls(&ca.issue("hub"), "dashboard at");
     let link = banner
         .iter()
         .find(|l| l.contains("in a browser to lend it as a worker"))
@@ -332,37 +334,6 @@ async fn a_browser_tab_works_from_the_printed_https_link() {
         "the tab over wss did the tasks: {stats:?}"
     );
     browser.close().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_client_speaks_wss() {
-    let ca = TestCa::new("python");
-    let hub = hub(|c| c.tls = Some(ca.issue("hub"))).await;
-    let addr = hub.addr();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/client.py");
-    let ca_file = ca.ca_file();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .args([
-                addr.ip().to_string(),
-                addr.port().to_string(),
-                KEY.to_string(),
-                ca_file.display().to_string(),
-            ])
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(stdout, "3411 * 3411 = 11634921\n1605 * 1605 = 2576025\n");
-    hub.stop().await;
 }
 
 fn first_url(p: &mut Proc) -> String {

@@ -331,21 +331,8 @@ async fn a_key_file_gives_each_key_its_rights() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_is_cut_off_and_stays_revoked_after_a_restart() {
     let data = fresh_data_dir();
-    let data_arg = data.to_str().unwrap().to_string();
-    let start = || {
-        let mut cmd = Command::new(bin("taskhub"));
-        cmd.args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--key",
-            KEY,
-            "--data-dir",
-        ])
-        .arg(&data_arg)
-        .env("RUST_LOG", "warn");
-        banner_of(&mut cmd, "dashboard at")
-    };
+    let data = data.to_str().unwrap().to_string();
+    let start = || serve_banner("127.0.0.1:0", &["--data-dir", &data], "dashboard at");
     let (hub, banner) = start();
     let url = banner[0].split_whitespace().last().unwrap().to_string();
     let (ok, token, err) = run(
