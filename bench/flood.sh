@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A client with the key against a flood of idle sockets: `taskhub serve` with default flags (or
-# the flags given), N sockets from one Python process (half plain TCP, half upgraded to
-# WebSocket and then silent) reopened as soon as the hub drops any, and 40 `taskhub stats` with
-# the key, each timed. Needs `ulimit -n` above N.
+# the flags given), N sockets from one Python process on another loopback address (half plain
+# TCP, half upgraded to WebSocket and then silent) reopened as soon as the hub drops any, and 40
+# `taskhub stats` with the key, each timed. Needs `ulimit -n` above N.
 # Usage: bench/flood.sh [N] [serve flags...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,9 @@ target/release/taskhub serve --listen "127.0.0.1:$port" --key-file "$key" "$@" >
 hub=$!
 trap 'kill $hub $flood 2>/dev/null; rm -f "$key"' EXIT
 sleep 0.5
-python3 bench/flood.py 127.0.0.1 "$port" "$N" 3600 &
+# From 127.0.0.2: another host, as a flood usually is (FLOOD_FROM=127.0.0.1 floods from the
+# clients' own address, which the hub cannot tell apart from them).
+python3 bench/flood.py 127.0.0.1 "$port" "$N" 3600 "${FLOOD_FROM:-127.0.0.2}" &
 flood=$!
 sleep 10
 echo "established to the hub after 10 s of flood: $(ss -Htn state established "( sport = :$port )" | wc -l)"

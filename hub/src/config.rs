@@ -26,8 +26,10 @@ pub struct Config {
     /// Authenticated sessions (default 10,000). Beyond: `too_many_connections`, after the
     /// handshake.
     pub max_connections: usize,
-    /// Connections that have not authenticated yet (default 1,024). Beyond, the one that has
-    /// waited longest is closed: a flood of idle sockets cannot keep a client with a key out.
+    /// Connections that have not authenticated yet (default 16,384, about 17 KB each). Beyond,
+    /// the oldest of the
+    /// address with the most waiting is closed: a flood of idle sockets from some addresses
+    /// cannot keep out a client with a key from another.
     pub max_pending_auth: usize,
     /// Bytes each connection reads at a time; allocated per connection up front, so it sets the
     /// floor of an idle session's memory (default 8 KiB).
@@ -74,7 +76,7 @@ impl Config {
             keys: BTreeMap::from([(DEFAULT_KEY_ID.to_string(), Key::full(key))]),
             max_message_bytes: 1 << 20,
             max_connections: 10_000,
-            max_pending_auth: 1_024,
+            max_pending_auth: 16_384,
             read_buffer_bytes: 8 * 1024,
             outbox: 4_096,
             handshake_timeout: Duration::from_secs(5),

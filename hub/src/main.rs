@@ -278,9 +278,10 @@ struct ServeArgs {
     /// Authenticated sessions at most.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
-    /// Connections that have not authenticated yet; beyond, the one that has waited longest is
-    /// closed (a flood of idle sockets cannot lock out clients with a key).
-    #[arg(long, default_value_t = 1_024)]
+    /// Connections that have not authenticated yet; beyond, the oldest of the address (IPv6: /64)
+    /// with the most waiting is closed (a flood of idle sockets cannot lock out clients with a
+    /// key from other addresses).
+    #[arg(long, default_value_t = 16_384)]
     max_pending_auth: usize,
     /// Tasks per queue (ready plus in flight) before puts get queue_full.
     #[arg(long, default_value_t = 1_000_000)]
@@ -801,6 +802,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     } else if args.repair || args.fsync != taskhub::storage::Fsync::Always {
         bail!("--fsync and --repair apply to a data dir: add --data-dir DIR");
     }
+    open_file_room(&config);
     // Storage first, so a damaged or locked data dir stops start-up before anything is printed;
     // the listening line stays the first line (scripts read the URL from it).
     let server = taskhub::Server::open(config.clone())?;
@@ -907,6 +909,23 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     server.run(listener, shutdown_signal()).await;
     say("taskhub: hub stopped");
     Ok(())
+}
+
+/// Raise the open-file limit as far as allowed (every connection is a file), and warn when that
+/// is still below what the connection limits can use: past it, accepting fails for everyone.
+fn open_file_room(config: &Config) {
+    let wanted = (config.max_connections + config.max_pending_auth + 256) as u64;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            "the open-file limit is {limit}, below the {wanted} that --max-connections {} and \
+             --max-pending-auth {} can use: raise the hard limit (ulimit -Hn, LimitNOFILE=) or \
+             lower them",
+            config.max_connections,
+            config.max_pending_auth
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
 }
 
 /// Reload the TLS certificate and key on every SIGHUP; a failed reload keeps the old ones.

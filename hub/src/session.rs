@@ -191,7 +191,7 @@ pub(crate) async fn serve(
     async move {
         // Until it authenticates, the connection holds a place among those waiting, and is
         // closed if it has waited longest when the hub runs out of places.
-        let pending = Admission::enter(&hub);
+        let pending = Admission::enter(&hub, peer.ip());
         let _ = stream.set_nodelay(true);
         let opened = tokio::time::timeout(hub.config.handshake_timeout, open(stream, &hub));
         let Some(mut stream) = (tokio::select! {
@@ -512,7 +512,7 @@ impl Conn {
                 () = evicted => {
                     self.refuse(
                         ErrorCode::TooManyConnections,
-                        "too many connections are waiting to authenticate; this one had waited longest",
+                        "too many connections are waiting to authenticate, most from this address; this one had waited longest of them",
                     )
                     .await;
                     return Err(End::TooManyConnections);
