@@ -30,6 +30,8 @@ pub struct BenchOptions {
     /// The hub's pid, for CPU and memory figures of a hub we did not start.
     pub hub_pid: Option<u32>,
     pub key: String,
+    /// For a `wss://` hub: the CA file to trust.
+    pub ca: Option<PathBuf>,
     /// Tasks in the throughput run.
     pub tasks: usize,
     /// Native workers (in this process).
@@ -57,6 +59,7 @@ impl Default for BenchOptions {
             hub_exe: PathBuf::from("taskhub"),
             hub_pid: None,
             key: String::new(),
+            ca: None,
             tasks: 100_000,
             workers: 2,
             concurrency: 1,
@@ -193,9 +196,10 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
-async fn connect(url: &str, key: &str) -> Result<Client, String> {
-    let mut o = ConnectOptions::new(url, key.as_bytes());
+async fn connect(url: &str, opts: &BenchOptions) -> Result<Client, String> {
+    let mut o = ConnectOptions::new(url, opts.key.as_bytes());
     o.timeout = Duration::from_secs(30);
+    o.ca = opts.ca.clone();
     Client::connect(o).await.map_err(|e| e.to_string())
 }
 
@@ -264,24 +268,24 @@ pub async fn run(opts: BenchOptions) -> Result<Report, String> {
         config.name = Some(format!("bench-{i}"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         stops.push(stop);
-        tokio::spawn(taskhub_worker::run(
-            taskhub_worker::Options::new(url.clone(), config, taskhub_worker::Handlers::builtins()),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let mut worker =
+            taskhub_worker::Options::new(url.clone(), config, taskhub_worker::Handlers::builtins());
+        worker.ca = opts.ca.clone();
+        tokio::spawn(taskhub_worker::run(worker, async {
+            let _ = stopped.await;
+        }));
     }
 
     // Connect+auth.
     let mut connects = Vec::with_capacity(opts.connects);
     for _ in 0..opts.connects.max(1) {
         let t = Instant::now();
-        let c = connect(&url, &opts.key).await?;
+        let c = connect(&url, &opts).await?;
         connects.push(t.elapsed());
         c.close().await;
     }
 
-    let client = Arc::new(connect(&url, &opts.key).await?);
+    let client = Arc::new(connect(&url, &opts).await?);
     let payload = if opts.binary {
         Payload::from(vec![b'x'; opts.payload_bytes])
     } else {
@@ -351,7 +355,7 @@ async fn idle_sessions(
     let mut started = 0;
     while sessions.len() < opts.idle_sessions {
         while started < opts.idle_sessions && pending.len() < 64 {
-            pending.push(connect(url, &opts.key));
+            pending.push(connect(url, opts));
             started += 1;
         }
         match pending.next().await {

@@ -452,6 +452,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 hub_exe: std::env::current_exe()?,
                 hub_pid: args.hub_pid,
                 key,
+                ca: cli.ca.clone(),
                 tasks: args.tasks,
                 workers: args.workers,
                 concurrency: args.concurrency,

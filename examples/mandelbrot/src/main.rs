@@ -45,9 +45,21 @@ struct RenderArgs {
     /// Hub URL.
     #[arg(long, env = "TASKHUB_URL", default_value = taskhub_client::DEFAULT_URL)]
     hub: String,
-    /// Shared key.
+    /// Shared key. Prefer --key-file: a key on the command line shows in `ps`.
     #[arg(long, env = "TASKHUB_KEY", hide_env_values = true)]
-    key: String,
+    key: Option<String>,
+    /// File holding the key.
+    #[arg(long, env = "TASKHUB_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// Key id the key is registered under.
+    #[arg(long, env = "TASKHUB_KEY_ID", default_value = "default")]
+    key_id: String,
+    /// A token (from `taskhub token create`, with put on the queue) instead of a key.
+    #[arg(long, env = "TASKHUB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// For a wss:// hub: trust the CA certificate(s) in this PEM file.
+    #[arg(long, env = "TASKHUB_CA")]
+    ca: Option<PathBuf>,
     /// Queue the workers consume.
     #[arg(long, default_value = "tiles")]
     queue: String,
@@ -117,7 +129,17 @@ async fn render(args: RenderArgs) -> anyhow::Result<()> {
     if args.width == 0 || args.height == 0 {
         bail!("--width and --height must be at least 1");
     }
-    let client = Client::connect(ConnectOptions::new(&args.hub, args.key.as_bytes())).await?;
+    let credentials = taskhub_client::credentials(
+        args.key.as_deref(),
+        args.key_file.as_deref(),
+        &args.key_id,
+        args.token.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!(e))?
+    .ok_or_else(|| anyhow::anyhow!("no key: pass --key-file FILE, --key KEY or --token TOKEN"))?;
+    let mut opts = ConnectOptions::with_credentials(&args.hub, credentials);
+    opts.ca = args.ca.clone();
+    let client = Client::connect(opts).await?;
     let queue = taskhub_client::QueueName::new(args.queue.as_str())
         .with_context(|| format!("bad --queue {:?}", args.queue))?;
     let work = tiles(args.width, args.height, args.tile, args.max_iter);
