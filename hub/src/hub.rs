@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use taskhub_core::codec::encode_server;
 use taskhub_core::protocol::Limits;
-use taskhub_core::{ErrorCode, Millis, SessionId};
+use taskhub_core::{Millis, SessionId};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::broker::{Body, Broker, Output, ServerMsg};
+use crate::broker::{Body, Broker, Gate, Output, ServerMsg};
 use crate::bundles::Site;
 use crate::config::Config;
 use crate::storage;
@@ -388,14 +388,8 @@ impl Hub {
             };
             let msg = Outgoing {
                 msg,
-                after: if out.confirms { ticket } else { 0 },
-                overtakes: matches!(
-                    out.msg,
-                    ServerMsg::Error {
-                        code: ErrorCode::StorageUnavailable,
-                        ..
-                    }
-                ),
+                after: if out.gate == Gate::Stored { ticket } else { 0 },
+                overtakes: out.gate == Gate::AheadOfStored,
             };
             if Some(out.to) == caller {
                 own.push((link, msg));

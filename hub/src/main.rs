@@ -704,6 +704,27 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where `serve`'s key with every right came from.
+enum MasterKey {
+    /// None: the keys come from --keys only.
+    None,
+    /// --key, or --key-file naming an existing file.
+    Given(String),
+    /// Made here and written to the --key-file named (which did not exist).
+    WrittenTo(String, std::path::PathBuf),
+    /// Made here, nowhere stored: printed once.
+    Generated(String),
+}
+
+impl MasterKey {
+    fn key(&self) -> Option<&str> {
+        match self {
+            MasterKey::None => None,
+            MasterKey::Given(k) | MasterKey::WrittenTo(k, _) | MasterKey::Generated(k) => Some(k),
+        }
+    }
+}
+
 /// A token signed by key `id` with `rights`, for a link: the token and its expiry (Unix s).
 fn link_token(
     id: &str,
@@ -745,26 +766,26 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         None => Default::default(),
     };
     let keyed = cli.key.is_some() || cli.key_file.is_some();
-    let (master, generated) = match (&cli.key, &cli.key_file) {
-        _ if !keyed && args.keys.is_some() => (None, None),
+    let master = match (&cli.key, &cli.key_file) {
+        _ if !keyed && args.keys.is_some() => MasterKey::None,
         (None, Some(path)) if !path.exists() => {
             let key = random_key()?;
             taskhub_client::write_key_file(path, &key).map_err(|e| anyhow::anyhow!(e))?;
-            (Some(key), Some(Some(path.clone())))
+            MasterKey::WrittenTo(key, path.clone())
         }
         _ => match cli.key()? {
-            Some(key) => (Some(key), None),
-            None => (Some(random_key()?), Some(None)),
+            Some(key) => MasterKey::Given(key),
+            None => MasterKey::Generated(random_key()?),
         },
     };
-    if let Some(key) = &master {
+    if let Some(key) = master.key() {
         if keys.contains_key(&cli.key_id) {
             bail!(
                 "the key file already names the key id {:?}; give --key another --key-id, or drop it",
                 cli.key_id
             );
         }
-        keys.insert(cli.key_id.clone(), Key::full(Secret::new(key.clone())));
+        keys.insert(cli.key_id.clone(), Key::full(Secret::new(key)));
     }
     let mut config = Config::new(Secret::new("unused"));
     config.keys = keys;
@@ -879,26 +900,25 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
             ));
         }
     }
-    // The key itself is printed at most once (the links above carry it for browsers); workers
-    // and clients are pointed at a key file, which keeps it out of `ps`.
-    match generated {
-        Some(Some(path)) => {
+    // A generated key is printed once (the links above carry tokens, never a key); workers and
+    // clients are pointed at a key file, which keeps it out of `ps`.
+    match &master {
+        MasterKey::WrittenTo(_, path) => {
             let file = path.display();
             say(&format!("taskhub: generated a key into {file} (mode 600)"));
             say(&format!(
                 "taskhub: start a worker with: taskhub-worker --hub {ws}://{addr} --key-file {file} --queue tasks"
             ));
         }
-        Some(None) => {
+        MasterKey::Generated(key) => {
             say(&format!(
-                "taskhub: no key given; generated one (save it in a file, mode 600, and pass --key-file FILE): {}",
-                master.as_deref().unwrap_or_default()
+                "taskhub: no key given; generated one (save it in a file, mode 600, and pass --key-file FILE): {key}"
             ));
             say(&format!(
                 "taskhub: start a worker with: taskhub-worker --hub {ws}://{addr} --key-file FILE --queue tasks"
             ));
         }
-        None => {}
+        MasterKey::Given(_) | MasterKey::None => {}
     }
     if let Some(tls) = server.tls() {
         say(&format!(

@@ -55,14 +55,14 @@ async fn the_cli_and_a_worker_process_work_over_wss_with_a_private_ca() {
     assert!(url.starts_with("wss://127.0.0.1:"), "{url}");
     let ca_file = ca.ca_file();
     let ca_arg = path(&ca_file);
+    // A client command over wss, trusting the private CA.
+    let over_wss = |args: &[&str]| {
+        let mut all = vec!["--hub", url.as_str(), "--key", KEY, "--ca", ca_arg];
+        all.extend_from_slice(args);
+        cli(&all)
+    };
 
-    let put = cli(&[
-        "--hub",
-        &url,
-        "--key",
-        KEY,
-        "--ca",
-        ca_arg,
+    let put = over_wss(&[
         "put",
         "tasks",
         "1",
@@ -82,20 +82,7 @@ async fn the_cli_and_a_worker_process_work_over_wss_with_a_private_ca() {
             ])
             .env("RUST_LOG", "warn"),
     );
-    let got = cli(&[
-        "--hub",
-        &url,
-        "--key",
-        KEY,
-        "--ca",
-        ca_arg,
-        "get",
-        "results",
-        "--count",
-        "2",
-        "--timeout",
-        "20",
-    ]);
+    let got = over_wss(&["get", "results", "--count", "2", "--timeout", "20"]);
     assert!(got.status.success(), "{got:?}");
     let results: Vec<serde_json::Value> = String::from_utf8_lossy(&got.stdout)
         .lines()

@@ -2,7 +2,7 @@
 
 use taskhub_core::{Millis, QueueName, SessionId, Task};
 
-use super::{Body, Broker, Change, Output, ServerMsg, StoredTask};
+use super::{Body, Broker, Change, Gate, Output, ServerMsg, StoredTask};
 
 impl Broker {
     /// Hand out tasks of `name` to waiting `get`s first, then to consumers with credit, round
@@ -30,7 +30,7 @@ impl Broker {
                         task: envelope(&task),
                     },
                     droppable: false,
-                    confirms: false,
+                    gate: Gate::InTurn,
                 });
                 continue;
             }
@@ -62,7 +62,7 @@ impl Broker {
                     task: envelope(&task),
                 },
                 droppable: false,
-                confirms: false,
+                gate: Gate::InTurn,
             });
             self.leases.grant(to, task, deadline);
         }

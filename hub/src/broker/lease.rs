@@ -6,7 +6,9 @@ use taskhub_core::names::INBOX_PREFIX;
 use taskhub_core::protocol::Reply;
 use taskhub_core::{ErrorCode, Millis, QueueName, RawJson, SessionId, TaskId};
 
-use super::{Body, Broker, Change, Charge, End, Failure, Lease, Output, ServerMsg, StoredTask};
+use super::{
+    Body, Broker, Change, Charge, End, Failure, Gate, Lease, Output, ServerMsg, StoredTask,
+};
 
 /// A dead-letter entry's payload, written around the task's payload text as it is.
 #[derive(Serialize)]
@@ -195,7 +197,7 @@ impl Broker {
                         queue: w.queue,
                     },
                     droppable: false,
-                    confirms: false,
+                    gate: Gate::InTurn,
                 });
             }
         }
@@ -291,7 +293,7 @@ impl Broker {
                     to: owner,
                     msg: ServerMsg::Reply(reply),
                     droppable: false,
-                    confirms: false,
+                    gate: Gate::InTurn,
                 });
             }
             return;

@@ -108,9 +108,21 @@ pub struct Output {
     /// At-most-once traffic (pub/sub) that may be dropped for a session that does not keep up.
     /// Everything else must arrive or the session is closed.
     pub droppable: bool,
-    /// It confirms that something was stored (`queued`, `deleted`): it may go out only once the
-    /// journal's commit after the request is durable.
-    pub confirms: bool,
+    /// When it may go out, relative to the journal.
+    pub gate: Gate,
+}
+
+/// When an [`Output`] may go to its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// In turn: after whatever the session was sent before it.
+    InTurn,
+    /// It confirms that something was stored (`queued`, `deleted`): only once the journal's
+    /// commit after the request is durable (and what follows it waits too, to keep order).
+    Stored,
+    /// A refusal because storage failed (`storage_unavailable`): at once, ahead of confirmations
+    /// still waiting, so a producer hears straight away.
+    AheadOfStored,
 }
 
 type Failure = (ErrorCode, String);
@@ -281,7 +293,7 @@ impl Broker {
     }
 
     /// Hand the changes made since the last commit to the journal; returns the ticket the
-    /// messages that confirm them wait for (see [`Output::confirms`], [`Journal::commit`]).
+    /// messages that confirm them wait for (see [`Output::gate`], [`Journal::commit`]).
     pub fn commit(&mut self) -> u64 {
         self.journal.commit()
     }
@@ -598,7 +610,7 @@ impl Broker {
                             payload: payload.clone(),
                         },
                         droppable: true,
-                        confirms: false,
+                        gate: Gate::InTurn,
                     });
                 }
                 Ok(ServerMsg::Published {
@@ -648,14 +660,21 @@ impl Broker {
             .iter()
             .position(|o| o.to == session)
             .map_or(self.out.len(), |i| first_output + i);
-        let confirms = matches!(reply, ServerMsg::Queued { .. } | ServerMsg::Deleted { .. });
+        let gate = match &reply {
+            ServerMsg::Queued { .. } | ServerMsg::Deleted { .. } => Gate::Stored,
+            ServerMsg::Error {
+                code: ErrorCode::StorageUnavailable,
+                ..
+            } => Gate::AheadOfStored,
+            _ => Gate::InTurn,
+        };
         self.out.insert(
             at,
             Output {
                 to: session,
                 msg: reply,
                 droppable: false,
-                confirms,
+                gate,
             },
         );
     }

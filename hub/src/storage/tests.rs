@@ -243,7 +243,11 @@ fn a_restored_broker_serves_the_same_queues_and_never_reuses_an_id() {
         ),
         "{out:?}"
     );
-    assert!(out[0].confirms, "a queued answer waits for the journal");
+    assert_eq!(
+        out[0].gate,
+        crate::broker::Gate::Stored,
+        "a queued answer waits for the journal"
+    );
 }
 
 /// A fresh directory under the system's temp dir, removed when dropped.
@@ -527,4 +531,57 @@ fn under_fsync_interval_a_put_is_written_at_once_and_survives_the_process() {
     });
     assert!(written.is_some(), "the puts never reached the journal file");
     writer.close();
+}
+
+/// A journal whose disk is failing: every write is refused.
+#[derive(Debug, Default)]
+struct Failing;
+
+impl Journal for Failing {
+    fn record(&mut self, _: Change<'_>) {}
+    fn commit(&mut self) -> u64 {
+        0
+    }
+    fn kept_per_task(&self) -> usize {
+        0
+    }
+    fn writable(&self) -> Result<(), String> {
+        Err("disk full".into())
+    }
+}
+
+#[test]
+fn the_broker_says_which_answers_wait_for_the_journal_and_which_go_ahead() {
+    use crate::broker::Gate;
+    let mut b = Broker::with_journal(BrokerConfig::default(), Box::new(Failing));
+    let p = SessionId(1);
+    b.open_session(p, Role::Producer, None);
+    b.handle(
+        p,
+        ClientMsg::Put {
+            req: Some(1),
+            queue: q("jobs"),
+            payload: json!(1).into(),
+            kind: None,
+            reply_to: None,
+            max_attempts: None,
+            dedup_id: None,
+        },
+        Millis(0),
+    );
+    b.handle(p, ClientMsg::Stats { req: Some(2) }, Millis(0));
+    let out: Vec<_> = b.drain().collect();
+    assert!(
+        matches!(
+            &out[0].msg,
+            ServerMsg::Error {
+                code: taskhub_core::ErrorCode::StorageUnavailable,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    // The refusal goes ahead of confirmations still waiting for the disk; the stats in turn.
+    assert_eq!(out[0].gate, Gate::AheadOfStored);
+    assert_eq!(out[1].gate, Gate::InTurn);
 }
