@@ -174,8 +174,11 @@ pub(crate) async fn refuse(
          {extra_headers}Connection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(header.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
+    // One write: a client that reads the head and gives up (tungstenite, refused an upgrade)
+    // still has the reason, which then came in the same segment.
+    stream
+        .write_all(format!("{header}{body}").as_bytes())
+        .await?;
     stream.shutdown().await?;
     // Read and drop what the client is still sending (the rest of a head too large) for a
     // moment: closing with unread input resets the connection, which can destroy the answer in
