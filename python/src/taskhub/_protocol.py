@@ -1,0 +1,179 @@
+"""The wire protocol (docs/protocol.md), sans I/O: the handshake's proofs, credentials from a key
+or a token, and frames to and from messages. Both the blocking and (later) the asyncio client
+use it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import struct
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+PROTOCOL_VERSION = 1
+TOKEN_PREFIX = "th1."
+DEFAULT_KEY_ID = "default"
+
+Frame = Union[str, bytes]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A key id and the secret the handshake proves knowledge of."""
+
+    key_id: str
+    secret: bytes
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"Credentials(key_id={self.key_id!r}, secret=<redacted>)"
+
+
+def _unbase64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def credentials(key: Optional[str] = None, token: Optional[str] = None,
+                key_id: str = DEFAULT_KEY_ID) -> Credentials:
+    """What to authenticate with: a token (`th1.CLAIMS.SIGNATURE`: its key id is the token up to
+    its last dot, its secret the decoded signature) or a key under `key_id`."""
+    if token:
+        token = token.strip()
+        head, _, signature = token.rpartition(".")
+        if not head.startswith(TOKEN_PREFIX) or not signature:
+            raise ValueError("not a taskhub token: expected th1.CLAIMS.SIGNATURE")
+        try:
+            secret = _unbase64url(signature)
+        except ValueError as e:
+            raise ValueError(f"not a taskhub token: {e}") from None
+        if len(secret) != 32:
+            raise ValueError("not a taskhub token: its signature is not 32 bytes")
+        return Credentials(head, secret)
+    if not key:
+        raise ValueError("no key: pass key=... or token=...")
+    return Credentials(key_id, key.encode())
+
+
+def _mac(secret: bytes, label: str, key_id: str, nonce: str, client_nonce: str) -> str:
+    msg = "\n".join([label, key_id, nonce, client_nonce]).encode()
+    return hmac.new(secret, msg, hashlib.sha256).hexdigest()
+
+
+class Handshake:
+    """The client side of the mutual challenge-response (docs/protocol.md, "Handshake")."""
+
+    def __init__(self, creds: Credentials, role: str = "producer", name: Optional[str] = None):
+        self.creds = creds
+        self.role = role
+        self.name = name
+        self.client_nonce = os.urandom(32).hex()
+        self.nonce = ""
+
+    def answer(self, challenge: Dict[str, Any]) -> Dict[str, Any]:
+        """The `auth` message answering the hub's `challenge`."""
+        if challenge.get("type") != "challenge":
+            raise ProtocolError(f"expected a challenge, got {challenge.get('type')!r}")
+        if challenge.get("version") != PROTOCOL_VERSION:
+            raise ProtocolError(f"the hub speaks protocol version {challenge.get('version')}")
+        self.nonce = str(challenge["nonce"])
+        c = self.creds
+        auth = {
+            "type": "auth",
+            "key_id": c.key_id,
+            "client_nonce": self.client_nonce,
+            "proof": _mac(c.secret, "taskhub-client", c.key_id, self.nonce, self.client_nonce),
+            "role": self.role,
+        }
+        if self.name:
+            auth["name"] = self.name
+        return auth
+
+    def finish(self, welcome: Dict[str, Any]) -> Dict[str, Any]:
+        """Check the hub's answer: a `welcome` whose proof shows it holds the key."""
+        if welcome.get("type") == "error":
+            raise AuthError(welcome.get("message", "refused"), welcome.get("reason"))
+        if welcome.get("type") != "welcome":
+            raise ProtocolError(f"expected welcome, got {welcome.get('type')!r}")
+        c = self.creds
+        expected = _mac(c.secret, "taskhub-hub", c.key_id, self.nonce, self.client_nonce)
+        if not hmac.compare_digest(expected, str(welcome.get("proof", ""))):
+            raise AuthError("the hub could not prove it holds the key (wrong key, or not the "
+                            "hub you meant)", "impostor")
+        return welcome
+
+
+class TaskhubError(Exception):
+    """Base of every error this package raises."""
+
+
+class ProtocolError(TaskhubError):
+    """The hub sent something the protocol does not allow."""
+
+
+class AuthError(TaskhubError):
+    """The hub refused the credentials; `reason` is `credentials`, `expired`, `revoked` or
+    `impostor` (the hub could not prove it holds the key)."""
+
+    def __init__(self, message: str, reason: Optional[str] = None):
+        super().__init__(f"authentication failed: {message}")
+        self.reason = reason
+
+
+class HubError(TaskhubError):
+    """The hub answered a request with an error (`code` is from docs/protocol.md, "Errors")."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{message} ({code})")
+        self.code = code
+        self.message = message
+
+
+class ConnectionClosed(TaskhubError):
+    """The connection to the hub is gone; `code` is the WebSocket close code, if one came."""
+
+    def __init__(self, message: str, code: Optional[int] = None):
+        super().__init__(message)
+        self.code = code
+
+
+def encode(msg: Dict[str, Any], place: Optional[str] = None) -> Frame:
+    """A message as a frame: JSON text, or, when `place` names a field holding bytes, a binary
+    frame (4-byte big-endian header length, the JSON header with `binary`, the bytes)."""
+    if place is None:
+        return json.dumps(msg, separators=(",", ":"))
+    data = msg[place]
+    header = dict(msg)
+    header[place] = None
+    header["binary"] = place
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return struct.pack(">I", len(head)) + head + bytes(data)
+
+
+def decode(frame: Frame) -> List[Dict[str, Any]]:
+    """The messages in a frame from the hub (a text frame may hold several, one per line)."""
+    if isinstance(frame, str):
+        return [json.loads(line) for line in frame.split("\n") if line.strip()]
+    if len(frame) < 4:
+        raise ProtocolError("a binary frame shorter than its header length")
+    (n,) = struct.unpack(">I", frame[:4])
+    if 4 + n > len(frame):
+        raise ProtocolError("a binary frame's header runs past its end")
+    msg = json.loads(frame[4:4 + n])
+    path = msg.pop("binary", None)
+    if not isinstance(path, str):
+        raise ProtocolError("a binary frame's header names no place for its bytes")
+    *parents, last = path.split(".")
+    node = msg
+    for p in parents:
+        node = node[p]
+    node[last] = frame[4 + n:]
+    return [msg]
+
+
+def payload_place(payload: Any, field: str) -> Tuple[Any, Optional[str]]:
+    """`(value, place)`: bytes travel in a binary frame at `field`."""
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload), field
+    return payload, None

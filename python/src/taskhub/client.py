@@ -1,0 +1,257 @@
+"""The blocking client: `connect(url, key=...)` gives a `Hub`, `hub.queue(name)` a `Queue` with the
+seed's `put` and `get(timeout=...)` (raising `queue.Empty`).
+
+One connection per `Hub`. A reader thread takes every frame the hub sends and hands each answer to
+the request waiting for it (matched by `req`), and each outcome on the session's inbox to the
+`submit` waiting for it; so requests from several threads may share one `Hub`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue as _queue
+import ssl
+import threading
+from concurrent.futures import Future
+from typing import Any, Dict, Iterable, List, Optional
+
+from websockets.exceptions import ConnectionClosed as _WsClosed
+from websockets.sync.client import connect as _ws_connect
+
+from . import _protocol as p
+
+#: Largest frame accepted from the hub (answers may be a little over its max_message_bytes).
+MAX_INBOUND = 64 << 20
+
+
+class Hub:
+    """A session with a hub. Use `taskhub.connect(...)`; close it with `close()` or `with`."""
+
+    def __init__(self, url: str, key: Optional[str] = None, *, token: Optional[str] = None,
+                 key_id: str = p.DEFAULT_KEY_ID, cafile: Optional[str] = None,
+                 timeout: float = 10.0, role: str = "producer", name: Optional[str] = None):
+        creds = p.credentials(key, token, key_id)
+        context = None
+        if url.startswith("wss://"):
+            context = ssl.create_default_context(cafile=cafile)
+        try:
+            # Entered as a context manager, as websockets asks; `close()` leaves it.
+            self._ws = _ws_connect(url, ssl=context, max_size=MAX_INBOUND,
+                                   open_timeout=timeout, close_timeout=2).__enter__()
+        except OSError as e:
+            raise p.ConnectionClosed(f"cannot connect to {url}: {e}") from e
+        except Exception as e:  # websockets' handshake errors (an HTTP refusal: 400, 426, 403)
+            raise p.ConnectionClosed(f"cannot connect to {url}: {e}") from e
+        hs = p.Handshake(creds, role, name)
+        try:
+            self._send(hs.answer(self._recv_one(timeout)))
+            welcome = hs.finish(self._recv_one(timeout))
+        except BaseException:
+            self._ws.close()
+            raise
+        self.session: int = welcome["session"]
+        self.inbox: str = welcome["inbox"]
+        self.limits: Dict[str, Any] = welcome["limits"]
+        self._reqs = itertools.count(1)
+        self._lock = threading.Lock()
+        self._pending: Dict[int, Future] = {}
+        self._replies: Dict[int, Dict[str, Any]] = {}
+        self._reply_arrived = threading.Condition(self._lock)
+        self._closed: Optional[p.ConnectionClosed] = None
+        self._reader = threading.Thread(target=self._read, name="taskhub-reader", daemon=True)
+        self._reader.start()
+
+    # -- the connection ------------------------------------------------------------------------
+
+    def _recv_one(self, timeout: float) -> Dict[str, Any]:
+        try:
+            frame = self._ws.recv(timeout=timeout)
+        except TimeoutError:
+            raise p.ConnectionClosed(f"the hub said nothing for {timeout} s") from None
+        except _WsClosed as e:
+            raise _closed(e) from None
+        msgs = p.decode(frame)
+        if len(msgs) != 1:
+            raise p.ProtocolError("expected one message in the handshake")
+        return msgs[0]
+
+    def _send(self, msg: Dict[str, Any], place: Optional[str] = None) -> None:
+        try:
+            self._ws.send(p.encode(msg, place))
+        except _WsClosed as e:
+            raise _closed(e) from None
+
+    def _read(self) -> None:
+        try:
+            while True:
+                for msg in p.decode(self._ws.recv()):
+                    self._dispatch(msg)
+        except _WsClosed as e:
+            gone = _closed(e)
+        except Exception as e:  # a frame that does not decode: the session is unusable
+            gone = p.ConnectionClosed(f"unreadable frame from the hub: {e}")
+            self._ws.close()
+        with self._lock:
+            self._closed = gone
+            pending, self._pending = self._pending, {}
+            self._reply_arrived.notify_all()
+        for f in pending.values():
+            f.set_exception(gone)
+
+    def _dispatch(self, msg: Dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if kind == "reply":
+            with self._lock:
+                self._replies[msg["id"]] = msg
+                self._reply_arrived.notify_all()
+            return
+        req = msg.get("req")
+        if req is None:
+            return  # a farewell error before Close: the close code says the rest
+        with self._lock:
+            f = self._pending.pop(req, None)
+        if f is not None:
+            f.set_result(msg)
+
+    def request(self, msg: Dict[str, Any], place: Optional[str] = None,
+                timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Send a request (a protocol message without `req`) and return the hub's answer;
+        an `error` answer raises `HubError`."""
+        f: Future = Future()
+        with self._lock:
+            if self._closed:
+                raise self._closed
+            req = next(self._reqs)
+            self._pending[req] = f
+        msg = dict(msg, req=req)
+        self._send(msg, place)
+        answer = f.result(timeout)
+        if answer.get("type") == "error":
+            raise p.HubError(answer.get("code", "?"), answer.get("message", ""))
+        return answer
+
+    # -- the API -------------------------------------------------------------------------------
+
+    def queue(self, name: str) -> "Queue":
+        """The queue `name` (created by the hub when first used)."""
+        return Queue(self, name)
+
+    def put(self, queue: str, payload: Any, *, kind: Optional[str] = None,
+            reply_to: Optional[str] = None, max_attempts: Optional[int] = None,
+            dedup_id: Optional[str] = None) -> int:
+        """Add a task to the back of `queue` once the hub has stored it; returns its id."""
+        value, place = p.payload_place(payload, "payload")
+        msg: Dict[str, Any] = {"type": "put", "queue": queue, "payload": value}
+        for field, v in (("kind", kind), ("reply_to", reply_to),
+                         ("max_attempts", max_attempts), ("dedup_id", dedup_id)):
+            if v is not None:
+                msg[field] = v
+        return int(self.request(msg, place)["task"])
+
+    def get(self, queue: str, timeout: Optional[float] = None) -> Any:
+        """Take the payload at the front of `queue`, waiting up to `timeout` seconds (`None`:
+        as long as it takes); `queue.Empty` if none came."""
+        ms = 0 if timeout is None else max(0, int(timeout * 1000))
+        while True:
+            # The hub waits at most its max get wait per request; a longer wait asks again.
+            answer = self.request({"type": "get", "queue": queue,
+                                   "timeout_ms": ms if timeout is not None else 30_000})
+            if answer["type"] == "task":
+                return answer["task"]["payload"]
+            if timeout is not None:
+                raise _queue.Empty(f"queue {queue} is empty after {timeout} s")
+
+    def submit(self, queue: str, payloads: Iterable[Any], *, kind: Optional[str] = None,
+               timeout: Optional[float] = None) -> List[Any]:
+        """Put every payload with this session's inbox as `reply_to`, wait for their outcomes,
+        and return the results in the order given. A task that failed raises `TaskFailed`."""
+        ids = [self.put(queue, v, kind=kind, reply_to=self.inbox) for v in payloads]
+        outcomes = []
+        deadline = None if timeout is None else _now() + timeout
+        with self._lock:
+            for task in ids:
+                while task not in self._replies:
+                    if self._closed:
+                        raise self._closed
+                    left = None if deadline is None else deadline - _now()
+                    if left is not None and left <= 0:
+                        raise TimeoutError(f"{len(ids) - len(outcomes)} of {len(ids)} results "
+                                           f"did not come within {timeout} s")
+                    self._reply_arrived.wait(left)
+                outcomes.append(self._replies.pop(task))
+        results = []
+        for o in outcomes:
+            if not o.get("ok"):
+                raise TaskFailed(o["id"], o.get("error", ""))
+            results.append(o.get("result"))
+        return results
+
+    def stats(self) -> Dict[str, Any]:
+        """Queues, sessions and workers, as the hub's `stats` answer has them."""
+        answer = self.request({"type": "stats"})
+        answer.pop("type", None)
+        answer.pop("req", None)
+        return answer
+
+    def close(self) -> None:
+        """Close the session; leased tasks go back to their queues."""
+        self._ws.close()
+        self._reader.join(timeout=5)
+
+    def __enter__(self) -> "Hub":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class Queue:
+    """One queue of a hub, with the seed's `put` and `get`."""
+
+    def __init__(self, hub: Hub, name: str):
+        self.hub = hub
+        self.name = name
+
+    def put(self, payload: Any, *, kind: Optional[str] = None, reply_to: Optional[str] = None,
+            max_attempts: Optional[int] = None, dedup_id: Optional[str] = None) -> int:
+        """Add a task; returns its id once the hub has stored it."""
+        return self.hub.put(self.name, payload, kind=kind, reply_to=reply_to,
+                            max_attempts=max_attempts, dedup_id=dedup_id)
+
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+        """Take the next payload, as `queue.Queue.get` does: `queue.Empty` when none came."""
+        return self.hub.get(self.name, timeout if block else 0)
+
+    def get_nowait(self) -> Any:
+        return self.get(block=False)
+
+    def __repr__(self) -> str:
+        return f"Queue({self.name!r})"
+
+
+class TaskFailed(p.TaskhubError):
+    """A submitted task ended in failure (its worker failed it, or it ran out of attempts)."""
+
+    def __init__(self, task: int, error: str):
+        super().__init__(f"task {task} failed: {error}")
+        self.task = task
+        self.error = error
+
+
+def connect(url: str = "ws://127.0.0.1:7878", key: Optional[str] = None, **options: Any) -> Hub:
+    """Connect and authenticate; see `Hub` for the options (`token=`, `key_id=`, `cafile=`,
+    `timeout=`)."""
+    return Hub(url, key, **options)
+
+
+def _closed(e: _WsClosed) -> p.ConnectionClosed:
+    rcvd = e.rcvd
+    if rcvd is None:
+        return p.ConnectionClosed("the connection to the hub was lost")
+    return p.ConnectionClosed(f"the hub closed the connection ({rcvd.code} {rcvd.reason})",
+                              rcvd.code)
+
+
+def _now() -> float:
+    import time
+    return time.monotonic()

@@ -1,0 +1,79 @@
+"""The blocking client against real hubs: the seed's put/get, queue.Empty, submit with a native
+worker, bytes, stats, errors by name, tokens and TLS refusals."""
+
+import queue
+import subprocess
+
+import pytest
+
+import taskhub
+from conftest import KEY, Serve
+
+
+def test_the_seed_shape_works(hub):
+    with taskhub.connect(hub.url, key=KEY) as h:
+        tasks, results = h.queue("tasks"), h.queue("results")
+        worker = hub.worker("--queue", "tasks")
+        try:
+            ids = [tasks.put(n, kind="square", reply_to="results") for n in (3411, 1605)]
+            got = [results.get(timeout=20) for _ in ids]
+        finally:
+            worker.kill()
+            worker.wait()
+        assert sorted(r["id"] for r in got) == sorted(ids)
+        assert sorted(r["result"] for r in got) == ["1605 * 1605 = 2576025",
+                                                     "3411 * 3411 = 11634921"]
+
+
+def test_get_on_an_empty_queue_raises_queue_empty(hub):
+    with taskhub.connect(hub.url, key=KEY) as h:
+        with pytest.raises(queue.Empty):
+            h.queue("nothing").get(timeout=0.2)
+        with pytest.raises(taskhub.Empty):
+            h.queue("nothing").get_nowait()
+        h.queue("one").put({"n": 1})
+        assert h.queue("one").get(timeout=1) == {"n": 1}
+
+
+def test_submit_returns_results_in_order_and_bytes_stay_bytes(hub):
+    worker = hub.worker("--queue", "tasks")
+    try:
+        with taskhub.connect(hub.url, key=KEY) as h:
+            assert h.submit("tasks", [7, 8, 9], kind="square", timeout=20) == [
+                "7 * 7 = 49", "8 * 8 = 64", "9 * 9 = 81"]
+            assert h.submit("tasks", [b"\x00\xffbytes"], kind="echo", timeout=20) == [
+                b"\x00\xffbytes"]
+            with pytest.raises(taskhub.TaskFailed) as failed:
+                h.submit("tasks", [1], kind="no-such-kind", timeout=20)
+            assert "no-such-kind" in failed.value.error
+            stats = h.stats()
+            assert any(q["name"] == "tasks" for q in stats["queues"]), stats
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+def test_errors_are_named(hub):
+    with pytest.raises(taskhub.AuthError) as refused:
+        taskhub.connect(hub.url, key="not-the-key")
+    assert refused.value.reason == "credentials"
+    with taskhub.connect(hub.url, key=KEY) as h:
+        with pytest.raises(taskhub.HubError) as bad:
+            h.queue("no spaces allowed").put(1)
+        assert bad.value.code == "bad_request"
+        # The session goes on after a refused request.
+        assert h.queue("fine").put(1) > 0
+    with pytest.raises(taskhub.ConnectionClosed):
+        taskhub.connect(hub.url.replace("ws://", "wss://"), key=KEY, timeout=3)
+
+
+def test_a_consume_only_token_may_not_put(hub):
+    made = subprocess.run(
+        [__import__("conftest").binary("taskhub"), "--hub", hub.url, "--key", KEY, "token",
+         "create", "--queue", "tasks", "--consume", "--ttl", "1h"],
+        capture_output=True, text=True, check=True)
+    token = made.stdout.strip()
+    with taskhub.connect(hub.url, token=token) as h:
+        with pytest.raises(taskhub.HubError) as forbidden:
+            h.queue("tasks").put(1)
+        assert forbidden.value.code == "forbidden" and "put to queue" in forbidden.value.message
