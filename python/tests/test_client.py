@@ -77,3 +77,22 @@ def test_a_consume_only_token_may_not_put(hub):
         with pytest.raises(taskhub.HubError) as forbidden:
             h.queue("tasks").put(1)
         assert forbidden.value.code == "forbidden" and "put to queue" in forbidden.value.message
+
+
+def test_pubsub_gives_each_subscription_its_own_iterator(hub):
+    with taskhub.connect(hub.url, key=KEY) as listener, taskhub.connect(hub.url, key=KEY) as talker:
+        cpu = listener.subscribe("metrics.cpu")
+        everything = listener.subscribe("metrics.>")
+        assert talker.publish("metrics.cpu", 0.93) == 1, "one session, counted once"
+        assert talker.publish("metrics.mem", b"\x01\x02") == 1
+        assert cpu.get(timeout=5) == taskhub.Message("metrics.cpu", 0.93)
+        with pytest.raises(queue.Empty):
+            cpu.get(timeout=0.2)
+        got = [everything.get(timeout=5) for _ in range(2)]
+        assert got == [("metrics.cpu", 0.93), ("metrics.mem", b"\x01\x02")]
+        everything.unsubscribe()
+        assert list(everything) == [], "an ended subscription iterates no more"
+        # The hub still sends metrics.cpu for the other subscription, and only it.
+        assert talker.publish("metrics.mem", 1) == 0
+        assert talker.publish("metrics.cpu", 2) == 1
+        assert cpu.get(timeout=5).payload == 2

@@ -58,3 +58,13 @@ def test_bytes_travel_after_a_json_header():
     assert msg["task"]["payload"] == b"\x89PNG" and "binary" not in msg
     assert p.decode('{"type":"ok","req":1}\n{"type":"ok","req":2}\n') == [
         {"type": "ok", "req": 1}, {"type": "ok", "req": 2}]
+
+
+def test_patterns_match_as_the_hub_matches():
+    cases = [("metrics.cpu", "metrics.cpu", True), ("metrics.*", "metrics.cpu", True),
+             ("metrics.>", "metrics.cpu", True), ("*.cpu", "metrics.cpu", True),
+             (">", "metrics.cpu", True), ("metrics.>", "metrics.cpu.core0", True),
+             ("metrics.*", "metrics.cpu.core0", False), ("metrics.>", "metrics", False),
+             ("metrics", "metrics.cpu", False), ("a.b", "a", False)]
+    for pattern, topic, expected in cases:
+        assert p.matches(pattern, topic) is expected, (pattern, topic)

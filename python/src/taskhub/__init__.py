@@ -19,7 +19,7 @@ from ._protocol import (
     TaskhubError,
     credentials,
 )
-from .client import Hub, Queue, TaskFailed, connect
+from .client import Hub, Message, Queue, Subscription, TaskFailed, connect
 
 __all__ = [
     "AuthError",
@@ -28,8 +28,10 @@ __all__ = [
     "Empty",
     "Hub",
     "HubError",
+    "Message",
     "ProtocolError",
     "Queue",
+    "Subscription",
     "TaskFailed",
     "TaskhubError",
     "connect",

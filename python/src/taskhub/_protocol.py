@@ -172,6 +172,17 @@ def decode(frame: Frame) -> List[Dict[str, Any]]:
     return [msg]
 
 
+def matches(pattern: str, topic: str) -> bool:
+    """Whether `topic` matches `pattern`: `*` is one token, a final `>` one or more."""
+    pat, top = pattern.split("."), topic.split(".")
+    for i, t in enumerate(pat):
+        if t == ">":
+            return len(top) > i
+        if i >= len(top) or (t != "*" and t != top[i]):
+            return False
+    return len(pat) == len(top)
+
+
 def payload_place(payload: Any, field: str) -> Tuple[Any, Optional[str]]:
     """`(value, place)`: bytes travel in a binary frame at `field`."""
     if isinstance(payload, (bytes, bytearray, memoryview)):

@@ -13,7 +13,7 @@ import queue as _queue
 import ssl
 import threading
 from concurrent.futures import Future
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional
 
 from websockets.exceptions import ConnectionClosed as _WsClosed
 from websockets.sync.client import connect as _ws_connect
@@ -58,6 +58,7 @@ class Hub:
         self._replies: Dict[int, Dict[str, Any]] = {}
         self._reply_arrived = threading.Condition(self._lock)
         self._closed: Optional[p.ConnectionClosed] = None
+        self._subscriptions: List["Subscription"] = []
         self._reader = threading.Thread(target=self._read, name="taskhub-reader", daemon=True)
         self._reader.start()
 
@@ -94,9 +95,12 @@ class Hub:
         with self._lock:
             self._closed = gone
             pending, self._pending = self._pending, {}
+            subs, self._subscriptions = self._subscriptions, []
             self._reply_arrived.notify_all()
         for f in pending.values():
             f.set_exception(gone)
+        for sub in subs:
+            sub._end()
 
     def _dispatch(self, msg: Dict[str, Any]) -> None:
         kind = msg.get("type")
@@ -104,6 +108,12 @@ class Hub:
             with self._lock:
                 self._replies[msg["id"]] = msg
                 self._reply_arrived.notify_all()
+            return
+        if kind == "message":
+            with self._lock:
+                subs = [s for s in self._subscriptions if p.matches(s.pattern, msg["topic"])]
+            for sub in subs:
+                sub._offer(Message(msg["topic"], msg.get("payload")))
             return
         req = msg.get("req")
         if req is None:
@@ -186,6 +196,36 @@ class Hub:
             results.append(o.get("result"))
         return results
 
+    def publish(self, topic: str, payload: Any) -> int:
+        """Send `payload` to every session subscribed to a pattern matching `topic` (at most
+        once: nothing is stored); returns how many sessions received it."""
+        value, place = p.payload_place(payload, "payload")
+        answer = self.request({"type": "publish", "topic": topic, "payload": value}, place)
+        return int(answer["receivers"])
+
+    def subscribe(self, pattern: str, maxsize: int = 1024) -> "Subscription":
+        """Messages on topics matching `pattern` (`*` one token, `>` the rest), from now on,
+        as an iterator. At most `maxsize` wait unread; more are dropped, as the hub drops
+        messages for a subscriber that does not keep up."""
+        sub = Subscription(self, pattern, maxsize)
+        with self._lock:
+            if self._closed:
+                raise self._closed
+            self._subscriptions.append(sub)
+        try:
+            self.request({"type": "subscribe", "pattern": pattern})
+        except BaseException:
+            self._forget(sub)
+            raise
+        return sub
+
+    def _forget(self, sub: "Subscription") -> bool:
+        """Stop routing to `sub`; whether another subscription still uses its pattern."""
+        with self._lock:
+            if sub in self._subscriptions:
+                self._subscriptions.remove(sub)
+            return any(s.pattern == sub.pattern for s in self._subscriptions)
+
     def stats(self) -> Dict[str, Any]:
         """Queues, sessions and workers, as the hub's `stats` answer has them."""
         answer = self.request({"type": "stats"})
@@ -227,6 +267,76 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r})"
+
+
+class Message(NamedTuple):
+    """A pub/sub message."""
+
+    topic: str
+    payload: Any
+
+
+class Subscription:
+    """An iterator over the messages matching one pattern; ends when it is unsubscribed or the
+    connection closes. `get(timeout=...)` takes one, raising `queue.Empty`."""
+
+    _END = object()
+
+    def __init__(self, hub: Hub, pattern: str, maxsize: int):
+        self.hub = hub
+        self.pattern = pattern
+        self.dropped = 0
+        self._messages: _queue.Queue = _queue.Queue(maxsize)
+        self._done = False
+
+    def _offer(self, msg: Message) -> None:
+        try:
+            self._messages.put_nowait(msg)
+        except _queue.Full:
+            self.dropped += 1
+
+    def _end(self) -> None:
+        self._done = True
+        # Wake a reader even when the queue is full: make room for the end marker.
+        while True:
+            try:
+                self._messages.put_nowait(self._END)
+                return
+            except _queue.Full:
+                try:
+                    self._messages.get_nowait()
+                except _queue.Empty:
+                    pass
+
+    def get(self, timeout: Optional[float] = None) -> Message:
+        """The next message; `queue.Empty` if none came within `timeout`, `ConnectionClosed` once
+        the subscription has ended."""
+        item = self._messages.get(timeout=timeout)
+        if item is self._END:
+            self._messages.put_nowait(self._END)  # for the next reader
+            raise self.hub._closed or p.ConnectionClosed("unsubscribed")
+        return item
+
+    def __iter__(self) -> Iterator[Message]:
+        while True:
+            try:
+                yield self.get()
+            except p.ConnectionClosed:
+                return
+
+    def unsubscribe(self) -> None:
+        """Stop receiving; the hub stops sending once no subscription here uses the pattern."""
+        if self._done:
+            return
+        if not self.hub._forget(self) and not self.hub._closed:
+            self.hub.request({"type": "unsubscribe", "pattern": self.pattern})
+        self._end()
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.unsubscribe()
 
 
 class TaskFailed(p.TaskhubError):
