@@ -196,6 +196,32 @@ pub fn resolve(keys: &KeySet, key_id: &str) -> Result<Identity, Refusal> {
     })
 }
 
+/// A new token signed by the key `iss` (with `secret`, expiring at `key_expires`), carrying
+/// `rights`, that works for `ttl_secs` from now but never past its key. The token and its claims;
+/// an error only when the system has no randomness for its id.
+pub fn mint(
+    iss: &str,
+    secret: &Secret,
+    key_expires: Option<u64>,
+    rights: Rights,
+    ttl_secs: u64,
+) -> Result<(String, token::Claims), String> {
+    let mut raw = [0u8; token::ID_BYTES];
+    getrandom::fill(&mut raw).map_err(|e| format!("no randomness for a token id: {e}"))?;
+    let now = crate::storage::unix_ms() / 1000;
+    let mut exp = now.saturating_add(ttl_secs.max(1));
+    if let Some(key_exp) = key_expires {
+        exp = exp.min(key_exp);
+    }
+    let claims = token::Claims {
+        id: taskhub_core::auth::hex(&raw),
+        iss: iss.to_string(),
+        exp,
+        rights,
+    };
+    Ok((token::issue(&claims, secret), claims))
+}
+
 /// After a right proof: whether the credentials still hold at `now` (Unix seconds).
 pub fn check_validity(identity: &Identity, revoked: &Revoked, now: u64) -> Result<(), Refusal> {
     if let Some(exp) = identity.expires.filter(|&e| e <= now) {

@@ -732,22 +732,9 @@ fn link_token(
     rights: taskhub_core::Rights,
     ttl: Duration,
 ) -> anyhow::Result<(String, u64)> {
-    let mut raw = [0u8; taskhub_core::token::ID_BYTES];
-    getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut exp = now.saturating_add(ttl.as_secs().max(1));
-    if let Some(key_exp) = key.expires {
-        exp = exp.min(key_exp);
-    }
-    let claims = taskhub_core::token::Claims {
-        id: hex(&raw),
-        iss: id.to_string(),
-        exp,
-        rights,
-    };
-    Ok((taskhub_core::token::issue(&claims, &key.secret), exp))
+    let (token, claims) = taskhub::keys::mint(id, &key.secret, key.expires, rights, ttl.as_secs())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok((token, claims.exp))
 }
 
 /// A status line for the operator. A closed stdout (`taskhub serve | head -1`) must not stop the

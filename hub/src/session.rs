@@ -710,25 +710,18 @@ impl Conn {
                         ),
                     );
                 }
-                let mut raw = [0u8; taskhub_core::token::ID_BYTES];
-                if getrandom::fill(&mut raw).is_err() {
-                    return ServerMsg::error(
-                        req,
-                        ErrorCode::BadRequest,
-                        "the hub has no randomness for a token id",
-                    );
-                }
-                let mut exp = unix_now() + ttl_ms.div_ceil(1000);
-                if let Some(key_exp) = identity.expires {
-                    exp = exp.min(key_exp);
-                }
-                let claims = taskhub_core::token::Claims {
-                    id: auth::hex(&raw),
-                    iss: self.key_id.clone(),
-                    exp,
+                let minted = keys::mint(
+                    &self.key_id,
+                    &identity.secret,
+                    identity.expires,
                     rights,
+                    ttl_ms.div_ceil(1000),
+                );
+                let (token, claims) = match minted {
+                    Ok(made) => made,
+                    Err(why) => return ServerMsg::error(req, ErrorCode::BadRequest, why),
                 };
-                let token = taskhub_core::token::issue(&claims, &identity.secret);
+                let exp = claims.exp;
                 tracing::info!(token_id = %claims.id, key_id = %self.key_id, expires = %keys::rfc3339(exp), "token created");
                 ServerMsg::Token {
                     req,
