@@ -3,6 +3,7 @@ workspace's debug build), and native workers."""
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,13 @@ def binary(name):
     return str(path)
 
 
+HERE = Path(__file__).resolve().parent
+
+
 class Serve:
-    def __init__(self, *extra):
+    def __init__(self, *extra, listen="127.0.0.1:0"):
         self.proc = subprocess.Popen(
-            [binary("taskhub"), "serve", "--listen", "127.0.0.1:0", "--key", KEY, *extra],
+            [binary("taskhub"), "serve", "--listen", listen, "--key", KEY, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env=dict(os.environ, RUST_LOG="warn"))
         first = self.proc.stdout.readline()
@@ -33,6 +37,18 @@ class Serve:
             [binary("taskhub-worker"), "--hub", self.url, *credential, *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env=dict(os.environ, RUST_LOG="warn"))
+
+    def python_worker(self, *args, stdout=subprocess.PIPE):
+        """`python -m taskhub worker ARGS` in this directory (so `handlers:...` imports), its
+        output as text lines."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "taskhub", "worker", "--hub", self.url, *args],
+            cwd=HERE, stdout=stdout, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, TASKHUB_KEY=KEY, PYTHONUNBUFFERED="1"))
+
+    @property
+    def port(self):
+        return int(self.url.rsplit(":", 1)[1])
 
     def stop(self):
         self.proc.kill()

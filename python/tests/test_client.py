@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 import taskhub
-from conftest import KEY, Serve
+from conftest import KEY
 
 
 def test_the_seed_shape_works(hub):

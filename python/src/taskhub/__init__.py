@@ -6,6 +6,16 @@ taskhub hub, over authenticated WebSockets (docs/protocol.md).
     tasks, results = hub.queue("tasks"), hub.queue("results")
     tasks.put(3411, kind="square", reply_to="results")
     print(results.get(timeout=10))
+
+and workers:
+
+    worker = taskhub.Worker("ws://127.0.0.1:7878", key="...", queues=["tasks"])
+
+    @worker.handler("square")
+    def square(n):
+        return f"{n} * {n} = {n * n}"
+
+    worker.run()    # or: python -m taskhub worker --queue tasks square=mymodule:square
 """
 
 from queue import Empty
@@ -20,6 +30,7 @@ from ._protocol import (
     credentials,
 )
 from .client import Hub, Message, Queue, Subscription, TaskFailed, connect
+from .worker import Task, TaskError, Worker
 
 __all__ = [
     "AuthError",
@@ -32,8 +43,11 @@ __all__ = [
     "ProtocolError",
     "Queue",
     "Subscription",
+    "Task",
+    "TaskError",
     "TaskFailed",
     "TaskhubError",
+    "Worker",
     "connect",
     "credentials",
 ]

@@ -1,6 +1,6 @@
 """The wire protocol (docs/protocol.md), sans I/O: the handshake's proofs, credentials from a key
-or a token, and frames to and from messages. Both the blocking and (later) the asyncio client
-use it."""
+or a token, and frames to and from messages. The blocking client, the asyncio client and the
+worker all use it."""
 
 from __future__ import annotations
 
@@ -36,9 +36,20 @@ def _unbase64url(text: str) -> bytes:
 
 
 def credentials(key: Optional[str] = None, token: Optional[str] = None,
-                key_id: str = DEFAULT_KEY_ID) -> Credentials:
+                key_id: Optional[str] = None, key_file: Optional[str] = None) -> Credentials:
     """What to authenticate with: a token (`th1.CLAIMS.SIGNATURE`: its key id is the token up to
-    its last dot, its secret the decoded signature) or a key under `key_id`."""
+    its last dot, its secret the decoded signature), or a key (given, or read from `key_file`)
+    under `key_id`.
+
+    With none given, the environment the other taskhub tools read: `TASKHUB_TOKEN`,
+    `TASKHUB_KEY`, `TASKHUB_KEY_FILE` (and `TASKHUB_KEY_ID`)."""
+    if not (key or token or key_file):
+        token = os.environ.get("TASKHUB_TOKEN")
+        key = os.environ.get("TASKHUB_KEY")
+        key_file = os.environ.get("TASKHUB_KEY_FILE")
+    key_id = key_id or os.environ.get("TASKHUB_KEY_ID") or DEFAULT_KEY_ID
+    if key_file and not key and not token:
+        key = read_key_file(key_file)
     if token:
         token = token.strip()
         head, _, signature = token.rpartition(".")
@@ -52,8 +63,21 @@ def credentials(key: Optional[str] = None, token: Optional[str] = None,
             raise ValueError("not a taskhub token: its signature is not 32 bytes")
         return Credentials(head, secret)
     if not key:
-        raise ValueError("no key: pass key=... or token=...")
+        raise ValueError("no key: pass key=..., key_file=... or token=... (or set TASKHUB_KEY, "
+                         "TASKHUB_KEY_FILE or TASKHUB_TOKEN)")
     return Credentials(key_id, key.encode())
+
+
+def read_key_file(path: str) -> str:
+    """The key in the file `path`: its text without surrounding whitespace."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            key = f.read().strip()
+    except OSError as e:
+        raise ValueError(f"cannot read the key file {path}: {e.strerror}") from None
+    if not key:
+        raise ValueError(f"the key file {path} is empty")
+    return key
 
 
 def _mac(secret: bytes, label: str, key_id: str, nonce: str, client_nonce: str) -> str:
@@ -64,10 +88,12 @@ def _mac(secret: bytes, label: str, key_id: str, nonce: str, client_nonce: str) 
 class Handshake:
     """The client side of the mutual challenge-response (docs/protocol.md, "Handshake")."""
 
-    def __init__(self, creds: Credentials, role: str = "producer", name: Optional[str] = None):
+    def __init__(self, creds: Credentials, role: str = "producer", name: Optional[str] = None,
+                 batch: bool = False):
         self.creds = creds
         self.role = role
         self.name = name
+        self.batch = batch
         self.client_nonce = os.urandom(32).hex()
         self.nonce = ""
 
@@ -79,7 +105,7 @@ class Handshake:
             raise ProtocolError(f"the hub speaks protocol version {challenge.get('version')}")
         self.nonce = str(challenge["nonce"])
         c = self.creds
-        auth = {
+        auth: Dict[str, Any] = {
             "type": "auth",
             "key_id": c.key_id,
             "client_nonce": self.client_nonce,
@@ -88,6 +114,8 @@ class Handshake:
         }
         if self.name:
             auth["name"] = self.name
+        if self.batch:
+            auth["batch"] = True
         return auth
 
     def finish(self, welcome: Dict[str, Any]) -> Dict[str, Any]:
@@ -188,3 +216,30 @@ def payload_place(payload: Any, field: str) -> Tuple[Any, Optional[str]]:
     if isinstance(payload, (bytes, bytearray, memoryview)):
         return bytes(payload), field
     return payload, None
+
+
+#: Most text a joined frame holds (the hub's own limit for the frames it joins).
+JOINED_FRAME_BYTES = 64 << 10
+
+
+def join(frames: List[Frame], limit: int = JOINED_FRAME_BYTES) -> List[Frame]:
+    """Frames to send for `frames`, in order: consecutive text frames joined into one (one
+    message per line) while it stays within `limit` bytes; binary frames go alone."""
+    out: List[Frame] = []
+    run: List[str] = []
+    size = 0
+    for f in frames:
+        if isinstance(f, str) and (not run or size + 1 + len(f) <= limit):
+            run.append(f)
+            size += len(f) + (1 if len(run) > 1 else 0)
+            continue
+        if run:
+            out.append("\n".join(run))
+            run, size = [], 0
+        if isinstance(f, str):
+            run, size = [f], len(f)
+        else:
+            out.append(f)
+    if run:
+        out.append("\n".join(run))
+    return out

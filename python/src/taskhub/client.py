@@ -9,11 +9,14 @@ the request waiting for it (matched by `req`), and each outcome on the session's
 from __future__ import annotations
 
 import itertools
+import os
 import queue as _queue
 import ssl
 import threading
+from collections import deque
 from concurrent.futures import Future
-from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional
+from typing import (Any, Deque, Dict, Iterable, Iterator, List, NamedTuple, Optional,
+                    Protocol)
 
 from websockets.exceptions import ConnectionClosed as _WsClosed
 from websockets.sync.client import connect as _ws_connect
@@ -22,15 +25,42 @@ from . import _protocol as p
 
 #: Largest frame accepted from the hub (answers may be a little over its max_message_bytes).
 MAX_INBOUND = 64 << 20
+#: Requests `put_many` and `submit` keep unanswered at a time.
+PIPELINE = 256
+#: The hub's answer to a request: a protocol message (an `error` too).
+Answer = Future[Dict[str, Any]]
+#: Where `connect()` goes when given no URL and `TASKHUB_URL` is not set.
+DEFAULT_URL = "ws://127.0.0.1:7878"
+
+
+class Listener(Protocol):
+    """What a `Hub` tells its owner besides answers (the worker is one); called on the reader
+    thread."""
+
+    def deliver(self, task: Dict[str, Any]) -> None:
+        """A `deliver` message's task."""
+
+    def notice(self, msg: Dict[str, Any]) -> None:
+        """A message without `req`: the error answering a request sent without one."""
+
+    def closed(self, why: "p.ConnectionClosed") -> None:
+        """The connection is gone."""
 
 
 class Hub:
     """A session with a hub. Use `taskhub.connect(...)`; close it with `close()` or `with`."""
 
-    def __init__(self, url: str, key: Optional[str] = None, *, token: Optional[str] = None,
-                 key_id: str = p.DEFAULT_KEY_ID, cafile: Optional[str] = None,
-                 timeout: float = 10.0, role: str = "producer", name: Optional[str] = None):
-        creds = p.credentials(key, token, key_id)
+    def __init__(self, url: Optional[str] = None, key: Optional[str] = None, *,
+                 token: Optional[str] = None, key_id: Optional[str] = None,
+                 key_file: Optional[str] = None, cafile: Optional[str] = None,
+                 timeout: float = 10.0, role: str = "producer", name: Optional[str] = None,
+                 batch: bool = False, credentials: Optional[p.Credentials] = None,
+                 listener: Optional["Listener"] = None):
+        url = url or os.environ.get("TASKHUB_URL") or DEFAULT_URL
+        cafile = cafile or os.environ.get("TASKHUB_CA")
+        creds = credentials or p.credentials(key, token, key_id, key_file)
+        self.url = url
+        self._listener = listener
         context = None
         if url.startswith("wss://"):
             context = ssl.create_default_context(cafile=cafile)
@@ -42,7 +72,7 @@ class Hub:
             raise p.ConnectionClosed(f"cannot connect to {url}: {e}") from e
         except Exception as e:  # websockets' handshake errors (an HTTP refusal: 400, 426, 403)
             raise p.ConnectionClosed(f"cannot connect to {url}: {e}") from e
-        hs = p.Handshake(creds, role, name)
+        hs = p.Handshake(creds, role, name, batch)
         try:
             self._send(hs.answer(self._recv_one(timeout)))
             welcome = hs.finish(self._recv_one(timeout))
@@ -54,7 +84,7 @@ class Hub:
         self.limits: Dict[str, Any] = welcome["limits"]
         self._reqs = itertools.count(1)
         self._lock = threading.Lock()
-        self._pending: Dict[int, Future] = {}
+        self._pending: Dict[int, Answer] = {}
         self._replies: Dict[int, Dict[str, Any]] = {}
         self._reply_arrived = threading.Condition(self._lock)
         self._closed: Optional[p.ConnectionClosed] = None
@@ -101,6 +131,8 @@ class Hub:
             f.set_exception(gone)
         for sub in subs:
             sub._end()
+        if self._listener is not None:
+            self._listener.closed(gone)
 
     def _dispatch(self, msg: Dict[str, Any]) -> None:
         kind = msg.get("type")
@@ -115,30 +147,54 @@ class Hub:
             for sub in subs:
                 sub._offer(Message(msg["topic"], msg.get("payload")))
             return
+        if kind == "deliver":
+            if self._listener is not None:
+                self._listener.deliver(msg["task"])
+            return
         req = msg.get("req")
         if req is None:
-            return  # a farewell error before Close: the close code says the rest
+            # An answer to a request sent without `req` (only errors come), or a farewell error
+            # before Close (the close code says the rest).
+            if self._listener is not None:
+                self._listener.notice(msg)
+            return
         with self._lock:
             f = self._pending.pop(req, None)
         if f is not None:
             f.set_result(msg)
 
+    def send_frames(self, frames: List[p.Frame]) -> None:
+        """Send encoded messages, text ones joined into as few frames as the hub allows."""
+        limit = min(p.JOINED_FRAME_BYTES, int(self.limits.get("max_message_bytes", 1 << 20)))
+        try:
+            for frame in p.join(frames, limit):
+                self._ws.send(frame)
+        except _WsClosed as e:
+            raise _closed(e) from None
+
     def request(self, msg: Dict[str, Any], place: Optional[str] = None,
                 timeout: Optional[float] = None) -> Dict[str, Any]:
         """Send a request (a protocol message without `req`) and return the hub's answer;
         an `error` answer raises `HubError`."""
-        f: Future = Future()
+        return _answer(self.send_request(msg, place), timeout)
+
+    def send_request(self, msg: Dict[str, Any], place: Optional[str] = None) -> Answer:
+        """Send a request without waiting: a `Future` of the hub's answer (the message itself,
+        an `error` too). Requests sent this way are pipelined."""
+        f: Answer = Future()
         with self._lock:
             if self._closed:
                 raise self._closed
             req = next(self._reqs)
             self._pending[req] = f
         msg = dict(msg, req=req)
-        self._send(msg, place)
-        answer = f.result(timeout)
-        if answer.get("type") == "error":
-            raise p.HubError(answer.get("code", "?"), answer.get("message", ""))
-        return answer
+        try:
+            self._send(msg, place)
+        except BaseException:
+            with self._lock:
+                self._pending.pop(req, None)
+            raise
+        return f
 
     # -- the API -------------------------------------------------------------------------------
 
@@ -150,13 +206,34 @@ class Hub:
             reply_to: Optional[str] = None, max_attempts: Optional[int] = None,
             dedup_id: Optional[str] = None) -> int:
         """Add a task to the back of `queue` once the hub has stored it; returns its id."""
+        f = self._send_put(queue, payload, kind, reply_to, max_attempts, dedup_id)
+        return int(_answer(f)["task"])
+
+    def put_many(self, queue: str, payloads: Iterable[Any], *, kind: Optional[str] = None,
+                 reply_to: Optional[str] = None, max_attempts: Optional[int] = None) -> List[int]:
+        """Put each payload, pipelined (at most `PIPELINE` puts unanswered at a time), and
+        return the task ids in order once the hub has stored them all. If a put is refused
+        (`queue_full`, ...), `HubError` is raised after the puts before it were answered; those
+        tasks stay queued."""
+        ids: List[int] = []
+        window: Deque[Answer] = deque()
+        for v in payloads:
+            if len(window) >= PIPELINE:
+                ids.append(int(_answer(window.popleft())["task"]))
+            window.append(self._send_put(queue, v, kind, reply_to, max_attempts, None))
+        while window:
+            ids.append(int(_answer(window.popleft())["task"]))
+        return ids
+
+    def _send_put(self, queue: str, payload: Any, kind: Optional[str], reply_to: Optional[str],
+                  max_attempts: Optional[int], dedup_id: Optional[str]) -> Answer:
         value, place = p.payload_place(payload, "payload")
         msg: Dict[str, Any] = {"type": "put", "queue": queue, "payload": value}
         for field, v in (("kind", kind), ("reply_to", reply_to),
                          ("max_attempts", max_attempts), ("dedup_id", dedup_id)):
             if v is not None:
                 msg[field] = v
-        return int(self.request(msg, place)["task"])
+        return self.send_request(msg, place)
 
     def get(self, queue: str, timeout: Optional[float] = None) -> Any:
         """Take the payload at the front of `queue`, waiting up to `timeout` seconds (`None`:
@@ -175,8 +252,8 @@ class Hub:
                timeout: Optional[float] = None) -> List[Any]:
         """Put every payload with this session's inbox as `reply_to`, wait for their outcomes,
         and return the results in the order given. A task that failed raises `TaskFailed`."""
-        ids = [self.put(queue, v, kind=kind, reply_to=self.inbox) for v in payloads]
-        outcomes = []
+        ids = self.put_many(queue, payloads, kind=kind, reply_to=self.inbox)
+        outcomes: List[Dict[str, Any]] = []
         deadline = None if timeout is None else _now() + timeout
         with self._lock:
             for task in ids:
@@ -286,7 +363,7 @@ class Subscription:
         self.hub = hub
         self.pattern = pattern
         self.dropped = 0
-        self._messages: _queue.Queue = _queue.Queue(maxsize)
+        self._messages: "_queue.Queue[Any]" = _queue.Queue(maxsize)
         self._done = False
 
     def _offer(self, msg: Message) -> None:
@@ -315,7 +392,8 @@ class Subscription:
         if item is self._END:
             self._messages.put_nowait(self._END)  # for the next reader
             raise self.hub._closed or p.ConnectionClosed("unsubscribed")
-        return item
+        message: Message = item
+        return message
 
     def __iter__(self) -> Iterator[Message]:
         while True:
@@ -348,10 +426,19 @@ class TaskFailed(p.TaskhubError):
         self.error = error
 
 
-def connect(url: str = "ws://127.0.0.1:7878", key: Optional[str] = None, **options: Any) -> Hub:
-    """Connect and authenticate; see `Hub` for the options (`token=`, `key_id=`, `cafile=`,
-    `timeout=`)."""
+def connect(url: Optional[str] = None, key: Optional[str] = None, **options: Any) -> Hub:
+    """Connect and authenticate; see `Hub` for the options (`token=`, `key_file=`, `key_id=`,
+    `cafile=`, `timeout=`, `name=`). Without a URL or credentials it reads the environment the
+    other taskhub tools read: `TASKHUB_URL`, `TASKHUB_KEY`, `TASKHUB_KEY_FILE`, `TASKHUB_TOKEN`,
+    `TASKHUB_CA`."""
     return Hub(url, key, **options)
+
+
+def _answer(f: Answer, timeout: Optional[float] = None) -> Dict[str, Any]:
+    answer: Dict[str, Any] = f.result(timeout)
+    if answer.get("type") == "error":
+        raise p.HubError(answer.get("code", "?"), answer.get("message", ""))
+    return answer
 
 
 def _closed(e: _WsClosed) -> p.ConnectionClosed:

@@ -1,0 +1,570 @@
+"""Python workers: handlers registered by kind, run on threads or processes, with what
+`taskhub-worker` does around them.
+
+    worker = taskhub.Worker("ws://127.0.0.1:7878", key="...", queues=["tasks"])
+
+    @worker.handler("square")
+    def square(n):
+        return f"{n} * {n} = {n * n}"
+
+    worker.run()
+
+- **Leases, not gets.** The worker `consume`s: each task stays leased to it until its handler
+  returns (`ack`, with the return value as the result) or raises (`fail`). If the worker dies, the
+  hub hands its tasks to other workers at once. Nothing is lost.
+- **Concurrency.** `concurrency` handlers run at once, on threads (the default: for handlers that
+  wait on I/O) or, with `executor="processes"`, in as many processes (for CPU-bound handlers,
+  which the GIL would serialise on threads; handlers must then be importable, module-level
+  functions).
+- **Prefetch.** The hub may have up to a credit window of tasks out to the worker. By default the
+  window adapts as `taskhub-worker`'s does: deep for tiny tasks (a round trip costs more than
+  the task), `concurrency + 1` for slow ones (so they are not hoarded away from idle workers).
+  `prefetch=N` fixes it.
+- **Long tasks** are touched every half ack-wait while they run, so their leases do not expire.
+- **Reconnects** with exponential backoff and jitter (0.25 s doubling to 30 s) when the hub goes
+  away; a wrong key or a refused `consume` ends `run()` with the error instead.
+- **Stopping.** SIGTERM or SIGINT (or `stop()`) stops taking tasks, hands back those not started,
+  and lets running ones finish for up to `stop_grace` seconds; a second signal leaves at once
+  (the hub redelivers what was running).
+- **Failures.** A handler that raises fails its task with the exception's type and message, and
+  the hub retries it while attempts remain. `raise TaskError("bad input", retry=False)` sends it
+  to the dead-letter queue at once, and so does a task whose kind has no handler.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from . import _protocol as p
+from .client import Hub
+
+log = logging.getLogger("taskhub.worker")
+
+#: Work a worker may hold in reserve per run slot, in milliseconds of mean run time (the same
+#: horizon as taskhub-worker's).
+HORIZON_MS = 25.0
+#: Longest an ack waits here to leave with others, in seconds.
+ACK_DELAY = 0.002
+#: Acks that leave at once, however briefly they waited.
+ACK_BATCH = 128
+#: Longest the control loop sleeps: how soon it notices a signal.
+TICK = 0.1
+
+
+class Task(NamedTuple):
+    """A task as a handler registered with `task=True` receives it."""
+
+    id: int
+    queue: str
+    kind: Optional[str]
+    payload: Any
+    attempt: int
+    max_attempts: int
+    reply_to: Optional[str]
+
+
+class TaskError(p.TaskhubError):
+    """Raise from a handler to fail its task with `message`. With `retry=False` (the input is
+    bad; another attempt would fail the same way) it goes to the dead-letter queue at once."""
+
+    def __init__(self, message: str, retry: bool = True):
+        super().__init__(message)
+        self.message = message
+        self.retry = retry
+
+
+class _Handler(NamedTuple):
+    fn: Callable[[Any], Any]
+    wants_task: bool
+
+
+class _Running:
+    __slots__ = ("id", "conn", "started", "last_touch")
+
+    def __init__(self, task_id: int, conn: int, now: float):
+        self.id = task_id
+        self.conn = conn
+        self.started = now
+        self.last_touch = now
+
+
+class _Window:
+    """The adaptive credit window (taskhub-worker's): starts at `concurrency + 1`, doubles while a
+    run slot finds nothing waiting, and holds at most about `HORIZON_MS` of work per slot beyond
+    what runs, by the measured mean run time."""
+
+    def __init__(self, concurrency: int):
+        self.size = concurrency + 1
+        self.mean_ms: Optional[float] = None
+
+    def record(self, ms: float) -> None:
+        ms = max(ms, 0.0)
+        self.mean_ms = ms if self.mean_ms is None else self.mean_ms + 0.2 * (ms - self.mean_ms)
+
+    def next(self, concurrency: int, most: int, starved: bool) -> int:
+        floor = min(concurrency + 1, most)
+        if self.mean_ms is None:
+            cap = floor
+        else:
+            reserve = concurrency * HORIZON_MS / max(self.mean_ms, 1e-3)
+            cap = int(min(concurrency + -(-reserve // 1), most))
+        grown = self.size * 2 if starved else self.size
+        return max(min(grown, cap), floor)
+
+
+class _Connection:
+    """Routes one connection's events to the worker, tagged with which connection it was."""
+
+    def __init__(self, worker: "Worker", number: int):
+        self.worker = worker
+        self.number = number
+
+    def deliver(self, task: Dict[str, Any]) -> None:
+        self.worker._on_deliver(self.number, task)
+
+    def notice(self, msg: Dict[str, Any]) -> None:
+        if msg.get("type") == "error":
+            log.warning("hub: %s (%s)", msg.get("message"), msg.get("code"))
+
+    def closed(self, why: p.ConnectionClosed) -> None:
+        self.worker._on_closed(self.number, why)
+
+
+def _encode_outcome(task_id: int, ok: bool, value: Any, retry: bool, limit: int) -> p.Frame:
+    """The `ack` or `fail` frame for a finished task. A result the hub would refuse (too large,
+    not JSON) fails the task for good instead: every attempt would make the same result."""
+    if ok:
+        result, place = p.payload_place(value, "result")
+        try:
+            frame = p.encode({"type": "ack", "task": task_id, "result": result}, place)
+        except (TypeError, ValueError) as e:
+            return p.encode({"type": "fail", "task": task_id, "retry": False,
+                             "error": f"the handler's result is not JSON: {e}"})
+        if len(frame) <= limit:
+            return frame
+        value = (f"the result is {len(frame)} bytes; the hub accepts at most {limit} per "
+                 "message")
+        retry = False
+    return p.encode({"type": "fail", "task": task_id, "error": str(value)[:4096],
+                     "retry": retry})
+
+
+class Worker:
+    """A worker: connects to `url`, consumes `queues`, and runs each task with the handler
+    registered for its kind. See the module documentation for what it does around them.
+
+    Credentials and `url` default to the environment the other taskhub tools read
+    (`TASKHUB_URL`, `TASKHUB_KEY`, `TASKHUB_KEY_FILE`, `TASKHUB_TOKEN`, `TASKHUB_CA`)."""
+
+    def __init__(self, url: Optional[str] = None, key: Optional[str] = None, *,
+                 queues: Sequence[str] = ("tasks",), token: Optional[str] = None,
+                 key_id: Optional[str] = None, key_file: Optional[str] = None,
+                 cafile: Optional[str] = None, concurrency: Optional[int] = None,
+                 executor: str = "threads", prefetch: Optional[int] = None,
+                 name: Optional[str] = None, stop_grace: float = 30.0,
+                 exit_when_idle: Optional[float] = None,
+                 backoff: Tuple[float, float] = (0.25, 30.0), connect_timeout: float = 10.0):
+        if executor not in ("threads", "processes"):
+            raise ValueError(f"executor must be 'threads' or 'processes', not {executor!r}")
+        if not queues:
+            raise ValueError("no queues to consume")
+        self.url = url
+        # Checked now, so that a missing key is an error here rather than in run().
+        self._creds = p.credentials(key, token, key_id, key_file)
+        self._cafile = cafile
+        self.queues = list(queues)
+        self.concurrency = max(1, concurrency or os.cpu_count() or 1)
+        self.executor = executor
+        self.prefetch = None if prefetch is None else max(prefetch, self.concurrency)
+        self.name = name
+        self.stop_grace = stop_grace
+        self.exit_when_idle = exit_when_idle
+        self.backoff = backoff
+        self.connect_timeout = connect_timeout
+        #: Tasks whose handler returned, and tasks that failed (raised, or had no handler).
+        self.done = 0
+        self.failed = 0
+        self._handlers: Dict[Optional[str], _Handler] = {}
+        self._lock = threading.Lock()
+        self._has_work = threading.Condition(self._lock)  # runners wait on it
+        self._changed = threading.Condition(self._lock)   # the control loop waits on it
+        self._conn = 0
+        self._hub: Optional[Hub] = None
+        self._gone: Optional[p.ConnectionClosed] = None
+        self._max_message_bytes = 1 << 20
+        self._max_prefetch = 1
+        self._touch_every = 15.0
+        self._ready: Deque[Dict[str, Any]] = deque()
+        self._running: Dict[int, _Running] = {}
+        self._tokens = itertools.count(1)
+        self._out: List[p.Frame] = []
+        self._flushing = False
+        self._flush_due: Optional[float] = None
+        self._window = _Window(self.concurrency)
+        self._last_busy = time.monotonic()
+        self._stop_asked = False  # set by signal handlers: a plain store, no lock
+        self._leave_now = False
+        self._stopping = False
+        self._finished = False
+        self._pool: Optional[ProcessPoolExecutor] = None
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    def handler(self, kind: Optional[str] = None, *, task: bool = False
+                ) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
+        """Register the decorated function for tasks of `kind` (`None`: every kind without a
+        handler of its own, and tasks without a kind). It receives the payload (bytes for a
+        binary payload), or the whole `Task` with `task=True`; what it returns is the result
+        (JSON-serialisable, or bytes)."""
+
+        def register(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+            self.add_handler(kind, fn, task=task)
+            return fn
+
+        return register
+
+    def add_handler(self, kind: Optional[str], fn: Callable[[Any], Any], *,
+                    task: bool = False) -> None:
+        """Register `fn` for `kind`, as `@worker.handler(kind)` does."""
+        self._handlers[kind] = _Handler(fn, task)
+
+    def _unknown_kind(self, kind: Optional[str]) -> str:
+        known = ", ".join(sorted(k for k in self._handlers if k is not None)) or "no kinds at all"
+        if kind is None:
+            return f"task has no kind; this worker knows {known}"
+        return f"unknown task kind {kind!r}; this worker knows {known}"
+
+    # -- running -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Connect and run tasks until `stop()`, SIGTERM or SIGINT (handled when called on the
+        main thread), or `exit_when_idle`. Raises `AuthError` when the hub refuses the
+        credentials and `HubError` when it refuses to let this worker consume its queues; a hub
+        that is down or goes away is retried, with backoff, for as long as it takes."""
+        if not self._handlers:
+            raise ValueError("no handlers: register one with @worker.handler(kind)")
+        if self.executor == "processes":
+            self._pool = ProcessPoolExecutor(self.concurrency)
+        restore = self._catch_signals()
+        runners = [threading.Thread(target=self._runner, name=f"taskhub-run-{i}", daemon=True)
+                   for i in range(self.concurrency)]
+        for t in runners:
+            t.start()
+        try:
+            self._control()
+        finally:
+            with self._lock:
+                self._finished = True
+                self._has_work.notify_all()
+            restore()
+            if self._pool is not None:
+                self._shut_pool(wait=not self._leave_now)
+
+    def stop(self, now: bool = False) -> None:
+        """Stop taking tasks and let running ones finish (up to `stop_grace` seconds); with
+        `now`, leave at once. Safe from any thread."""
+        with self._lock:
+            self._stop_asked = True
+            self._leave_now = self._leave_now or now
+            self._changed.notify()
+
+    def _catch_signals(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            # Only plain stores here: the signal may land while this thread holds the lock.
+            if self._stop_asked:
+                self._leave_now = True
+            self._stop_asked = True
+
+        saved = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for s, h in saved.items():
+                signal.signal(s, h)
+
+        return restore
+
+    def _control(self) -> None:
+        failures = 0
+        number = 0
+        while not self._stop_asked:
+            number += 1
+            try:
+                hub = Hub(self.url, cafile=self._cafile, timeout=self.connect_timeout,
+                          role="worker", name=self.name, batch=True,
+                          credentials=self._creds, listener=_Connection(self, number))
+            except p.AuthError:
+                raise
+            except (p.TaskhubError, OSError) as e:
+                self._back_off(failures, str(e))
+                failures += 1
+                continue
+            failures = 0
+            try:
+                ended = self._serve(hub, number)
+            finally:
+                hub.close()
+            if ended:
+                return
+            if not self._stop_asked:
+                self._back_off(0, str(self._gone))
+
+    def _back_off(self, failures: int, reason: str) -> None:
+        low, high = self.backoff
+        base = min(low * (2 ** min(failures, 20)), high)
+        delay = base / 2 + random.random() * base / 2
+        log.warning("hub unreachable (%s); retrying in %.1f s", reason, delay)
+        deadline = time.monotonic() + delay
+        with self._lock:
+            while not self._stop_asked and time.monotonic() < deadline:
+                self._changed.wait(min(TICK, deadline - time.monotonic()))
+
+    def _serve(self, hub: Hub, number: int) -> bool:
+        """Consume on one connection until it is lost (False) or the worker has stopped
+        (True)."""
+        limits = hub.limits
+        with self._lock:
+            self._conn = number
+            self._hub = hub
+            self._gone = None
+            self._out = []
+            self._flush_due = None
+            self._max_message_bytes = int(limits.get("max_message_bytes", 1 << 20))
+            self._max_prefetch = max(1, int(limits.get("max_prefetch", 1000)))
+            self._touch_every = max(int(limits.get("ack_wait_ms", 30_000)) / 2000, 0.05)
+            wanted = self.prefetch if self.prefetch is not None else self._window.size
+            self._window.size = max(1, min(wanted, self._max_prefetch))
+            self._last_busy = time.monotonic()
+        if self.prefetch is not None and self.prefetch > self._max_prefetch:
+            log.warning("prefetch %d is above the hub's limit; using %d", self.prefetch,
+                        self._max_prefetch)
+        log.info("connected to %s as session %s; consuming %s", hub.url, hub.session,
+                 ", ".join(self.queues))
+        try:
+            hub.request({"type": "consume", "queues": self.queues,
+                         "prefetch": self._window.size}, timeout=self.connect_timeout)
+        except p.HubError as e:
+            raise p.HubError(e.code, f"the hub refused to let this worker consume "
+                                     f"{', '.join(self.queues)}: {e.message}") from None
+        except (p.TaskhubError, TimeoutError):
+            return False
+        stop_deadline: Optional[float] = None
+        while True:
+            with self._lock:
+                if self._gone is not None:
+                    # Tasks still running were handed to others with the session.
+                    return self._stopping
+                now = time.monotonic()
+                if self._stop_asked and not self._stopping:
+                    self._begin_stop()
+                    stop_deadline = now + self.stop_grace
+                if self._stopping:
+                    running = sum(1 for r in self._running.values() if r.conn == number)
+                    if running == 0 or self._leave_now:
+                        if running:
+                            log.warning("leaving now; %d running task(s) go back to the hub",
+                                        running)
+                        return True
+                    if stop_deadline is not None and now >= stop_deadline:
+                        log.warning("the grace period ran out with %d task(s) still running; "
+                                    "they were abandoned (the hub gives them to other "
+                                    "workers)", running)
+                        self._leave_now = True
+                        return True
+                self._touch_due(now)
+                if (self.exit_when_idle is not None and not self._stopping
+                        and not self._ready and not self._running
+                        and now - self._last_busy >= self.exit_when_idle):
+                    log.info("idle for %.1f s; stopping", now - self._last_busy)
+                    self._stop_asked = True
+                    continue
+                wait = TICK
+                if self._flush_due is not None:
+                    wait = max(0.0, min(wait, self._flush_due - now))
+                if not self._out or self._flush_due is None or now < self._flush_due:
+                    self._changed.wait(wait)
+            self._flush()
+
+    def _begin_stop(self) -> None:
+        """(Lock held.) No more tasks: stop the deliveries and hand back those not started."""
+        self._stopping = True
+        running = len(self._running)
+        log.info("stopping: finishing %d task(s) in flight", running)
+        self._out.append(p.encode({"type": "consume", "queues": [], "prefetch": 0}))
+        while self._ready:
+            task = self._ready.popleft()
+            self._out.append(p.encode({"type": "release", "task": task["id"]}))
+        self._flush_due = time.monotonic()
+
+    def _touch_due(self, now: float) -> None:
+        """(Lock held.) Extend the leases of tasks running for half an ack-wait."""
+        for r in self._running.values():
+            if r.conn == self._conn and now - r.last_touch >= self._touch_every:
+                r.last_touch = now
+                self._out.append(p.encode({"type": "touch", "task": r.id}))
+                self._flush_due = now
+
+    def _held(self) -> int:
+        """(Lock held.) Tasks of this connection here, as the hub counts them in the window."""
+        return len(self._ready) + sum(1 for r in self._running.values() if r.conn == self._conn)
+
+    def _send_soon(self) -> None:
+        """(Lock held.) Output is waiting: have the control loop send it within `ACK_DELAY`."""
+        if self._flush_due is None:
+            self._flush_due = time.monotonic() + ACK_DELAY
+            self._changed.notify()
+
+    def _flush(self) -> None:
+        """Send what is waiting, joined into few frames; one thread at a time sends."""
+        while True:
+            with self._lock:
+                if self._flushing or not self._out or self._hub is None:
+                    return
+                frames, self._out = self._out, []
+                self._flush_due = None
+                self._flushing = True
+                hub = self._hub
+            try:
+                hub.send_frames(frames)
+            except p.TaskhubError:
+                pass  # the reader reports the connection lost
+            finally:
+                with self._lock:
+                    self._flushing = False
+
+    # -- events from the connection (reader thread) ----------------------------------------------
+
+    def _on_deliver(self, number: int, task: Dict[str, Any]) -> None:
+        with self._lock:
+            if number != self._conn:
+                return
+            self._last_busy = time.monotonic()
+            kind = task.get("kind")
+            if kind not in self._handlers and None not in self._handlers:
+                self.failed += 1
+                log.warning("task %s: %s", task.get("id"), self._unknown_kind(kind))
+                self._out.append(p.encode({"type": "fail", "task": task["id"], "retry": False,
+                                           "error": self._unknown_kind(kind)}))
+                self._send_soon()
+            elif self._stopping or self._held() >= self._window.size:
+                # Sent before the hub heard the window shrink.
+                self._out.append(p.encode({"type": "release", "task": task["id"]}))
+                self._send_soon()
+            else:
+                self._ready.append(task)
+                self._has_work.notify()
+
+    def _on_closed(self, number: int, why: p.ConnectionClosed) -> None:
+        with self._lock:
+            if number != self._conn:
+                return
+            # Tasks not started went back to the hub with the session.
+            self._ready.clear()
+            self._out = []
+            self._gone = why
+            self._changed.notify()
+        if not self._stop_asked:
+            log.warning("lost the hub: %s", why)
+
+    # -- runner threads --------------------------------------------------------------------------
+
+    def _runner(self) -> None:
+        while True:
+            with self._lock:
+                while not self._ready and not self._finished:
+                    self._has_work.wait()
+                if self._finished:
+                    return
+                task = self._ready.popleft()
+                token = next(self._tokens)
+                run = _Running(task["id"], self._conn, time.monotonic())
+                self._running[token] = run
+                limit = self._max_message_bytes
+            ok, value, retry = self._execute(task)
+            frame = _encode_outcome(task["id"], ok, value, retry, limit)
+            with self._lock:
+                del self._running[token]
+                now = time.monotonic()
+                self._last_busy = now
+                if ok:
+                    self.done += 1
+                else:
+                    self.failed += 1
+                if run.conn == self._conn and self._gone is None:
+                    self._window.record((now - run.started) * 1000)
+                    self._out.append(frame)
+                    self._adapt()
+                if self._stopping:
+                    self._changed.notify()
+                flush_now = not self._ready or len(self._out) >= ACK_BATCH
+                if not flush_now:
+                    self._send_soon()
+            if flush_now:
+                self._flush()
+
+    def _adapt(self) -> None:
+        """(Lock held.) Resize the adaptive window after a task finished; tell the hub, and hand
+        back what waits here beyond a smaller one."""
+        if self.prefetch is not None or self._stopping:
+            return
+        starved = not self._ready and len(self._running) < self.concurrency
+        size = self._window.next(self.concurrency, self._max_prefetch, starved)
+        if size == self._window.size:
+            return
+        self._window.size = size
+        self._out.append(p.encode({"type": "consume", "queues": self.queues, "prefetch": size}))
+        while self._held() > size and self._ready:
+            task = self._ready.pop()
+            self._out.append(p.encode({"type": "release", "task": task["id"]}))
+
+    def _execute(self, task: Dict[str, Any]) -> Tuple[bool, Any, bool]:
+        """Run the task's handler: `(True, result, _)` or `(False, error, retry)`."""
+        kind = task.get("kind")
+        h = self._handlers.get(kind) or self._handlers.get(None)
+        if h is None:  # the handlers changed after delivery
+            return False, self._unknown_kind(kind), False
+        arg = task.get("payload")
+        if h.wants_task:
+            arg = Task(task["id"], task.get("queue", ""), kind, arg, task.get("attempt", 1),
+                       task.get("max_attempts", 1), task.get("reply_to"))
+        try:
+            if self._pool is not None:
+                return True, self._pool.submit(h.fn, arg).result(), True
+            return True, h.fn(arg), True
+        except TaskError as e:
+            return False, e.message, e.retry
+        except BrokenProcessPool as e:
+            self._renew_pool()
+            return False, f"the worker process running the task died: {e}", True
+        except Exception as e:
+            log.debug("task %s failed", task["id"], exc_info=True)
+            return False, f"{type(e).__name__}: {e}", True
+
+    def _renew_pool(self) -> None:
+        with self._lock:
+            old, self._pool = self._pool, ProcessPoolExecutor(self.concurrency)
+        if old is not None:
+            old.shutdown(wait=False, cancel_futures=True)
+
+    def _shut_pool(self, wait: bool) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if not wait:
+            # Running handlers are abandoned: their tasks were handed back.
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+        pool.shutdown(wait=wait, cancel_futures=True)
+

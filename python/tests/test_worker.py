@@ -1,0 +1,215 @@
+"""Python workers against real hubs: handlers by kind, failures and dead letters, touch, bytes,
+processes, reconnects, refusals, and `python -m taskhub worker` stopped by SIGTERM."""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+
+import handlers
+import taskhub
+from conftest import KEY, Serve, binary
+
+
+@contextmanager
+def running(worker):
+    """Run `worker` on a thread for the block; stop it (gracefully) after."""
+    failure = []
+
+    def go():
+        try:
+            worker.run()
+        except BaseException as e:  # surfaced below
+            failure.append(e)
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        worker.stop()
+        t.join(15)
+    assert not t.is_alive(), "the worker did not stop"
+    if failure:
+        raise failure[0]
+
+
+def make_worker(hub, **options):
+    options.setdefault("concurrency", 1)
+    w = taskhub.Worker(hub.url, KEY, **options)
+    w.add_handler("square", handlers.square)
+    return w
+
+
+def dead_letter(h, queue, timeout=20):
+    return h.queue(f"{queue}.dead").get(timeout=timeout)
+
+
+def wait_for(what, predicate, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_handlers_run_by_kind_and_the_hub_sees_a_worker(hub):
+    w = make_worker(hub, name="py-box")
+    w.add_handler("attempt", handlers.attempt, task=True)
+    with running(w), taskhub.connect(hub.url, key=KEY) as h:
+        results = h.submit("tasks", range(500), kind="square", timeout=60)
+        assert results == [f"{n} * {n} = {n * n}" for n in range(500)]
+        assert h.submit("tasks", [{}], kind="attempt", timeout=20) == [
+            {"attempt": 1, "kind": "attempt", "queue": "tasks"}]
+        me = [x for x in h.stats()["workers"] if x.get("name") == "py-box"]
+        assert me and me[0]["role"] == "worker" and me[0]["acked"] == 501
+    assert w.done == 501 and w.failed == 0
+
+
+def test_an_unknown_kind_goes_to_the_dead_letter_queue_at_once(hub):
+    with running(make_worker(hub)), taskhub.connect(hub.url, key=KEY) as h:
+        h.queue("tasks").put(7, kind="resize", max_attempts=5)
+        dead = dead_letter(h, "tasks")
+        assert dead["attempts"] == 1, "dead-lettered on the first delivery, not retried"
+        assert "unknown task kind 'resize'; this worker knows square" in dead["error"]
+        with pytest.raises(taskhub.TaskFailed, match="task has no kind; this worker knows square"):
+            h.submit("tasks", [1], timeout=20)  # no kind at all
+
+
+def test_a_raising_handler_is_retried_and_task_error_is_final(hub):
+    w = make_worker(hub)
+    w.add_handler("flaky", handlers.flaky)
+    w.add_handler("reject", handlers.reject)
+    with running(w), taskhub.connect(hub.url, key=KEY) as h:
+        out = h.queue("out")
+        h.queue("tasks").put(7, kind="flaky", max_attempts=2, reply_to="out")
+        outcome = out.get(timeout=20)
+        assert not outcome["ok"]
+        assert outcome["error"] == "gave up after 2 attempt(s): RuntimeError: cannot do 7"
+        h.queue("tasks").put(8, kind="reject", max_attempts=5, reply_to="out")
+        assert out.get(timeout=20)["error"] == "gave up after 1 attempt(s): 8 is not a number I take"
+        # The worker goes on after both.
+        assert h.submit("tasks", [3], kind="square", timeout=20) == ["3 * 3 = 9"]
+
+
+def test_results_the_hub_would_refuse_fail_the_task_for_good(hub):
+    w = make_worker(hub)
+    w.add_handler("never_json", handlers.never_json)
+    with running(w), taskhub.connect(hub.url, key=KEY) as h:
+        h.queue("tasks").put(1, kind="never_json", max_attempts=5)
+        dead = dead_letter(h, "tasks")
+        assert dead["attempts"] == 1 and "result is not JSON" in dead["error"]
+
+
+def test_bytes_come_in_and_go_out_as_bytes(hub):
+    w = make_worker(hub)
+    w.add_handler("reverse", handlers.reverse)
+    with running(w), taskhub.connect(hub.url, key=KEY) as h:
+        assert h.submit("tasks", [b"\x00abc\xff"], kind="reverse", timeout=20) == [b"\xffcba\x00"]
+
+
+def test_long_tasks_are_touched_so_their_lease_holds():
+    hub = Serve("--ack-wait", "1")
+    try:
+        w = make_worker(hub)
+        w.add_handler("attempt", handlers.attempt, task=True)
+        with running(w), taskhub.connect(hub.url, key=KEY) as h:
+            # 2.5 ack-waits: without touches the hub would redeliver it as attempt 2.
+            [got] = h.submit("tasks", [{"sleep": 2.5}], kind="attempt", timeout=30)
+            assert got["attempt"] == 1
+    finally:
+        hub.stop()
+
+
+def test_slow_tasks_are_not_hoarded(hub):
+    w = make_worker(hub, name="slow-one")
+    w.add_handler("slow", handlers.slow)
+    with running(w), taskhub.connect(hub.url, key=KEY) as h:
+        h.put_many("tasks", [0.4] * 20, kind="slow")
+        time.sleep(1.0)
+        me = [x for x in h.stats()["workers"] if x.get("name") == "slow-one"][0]
+        queue = [q for q in h.stats()["queues"] if q["name"] == "tasks"][0]
+        # concurrency 1: one running and one in reserve at most; the rest wait for any worker.
+        assert me["in_flight"] <= 2 and queue["depth"] >= 12, (me, queue)
+        w.stop()
+
+
+def test_processes_run_handlers_outside_this_process(hub):
+    w = make_worker(hub, executor="processes", concurrency=2)
+    w.add_handler("pid", handlers.pid)
+    w.add_handler("exit", handlers.exit_process)
+    with running(w), taskhub.connect(hub.url, key=KEY) as h:
+        pids = h.submit("tasks", range(20), kind="pid", timeout=30)
+        assert os.getpid() not in pids
+        h.queue("tasks").put(0, kind="exit", max_attempts=1, reply_to="out")
+        outcome = h.queue("out").get(timeout=20)
+        assert not outcome["ok"] and "process running the task died" in outcome["error"]
+        # A new pool takes over.
+        assert h.submit("tasks", [4], kind="square", timeout=20) == ["4 * 4 = 16"]
+
+
+def test_a_wrong_key_ends_run_instead_of_retrying(hub):
+    w = taskhub.Worker(hub.url, "not-the-key-0123456789", queues=["tasks"])
+    w.add_handler("square", handlers.square)
+    started = time.monotonic()
+    with pytest.raises(taskhub.AuthError) as refused:
+        w.run()
+    assert refused.value.reason == "credentials"
+    assert time.monotonic() - started < 10
+
+
+def test_a_refused_consume_ends_run_with_the_hubs_reason(hub):
+    made = subprocess.run(
+        [binary("taskhub"), "--hub", hub.url, "--key", KEY, "token", "create", "--queue",
+         "tasks", "--put", "--ttl", "1h"], capture_output=True, text=True, check=True)
+    w = taskhub.Worker(hub.url, token=made.stdout.strip(), queues=["tasks"])
+    w.add_handler("square", handlers.square)
+    with pytest.raises(taskhub.HubError) as refused:
+        w.run()
+    assert refused.value.code == "forbidden"
+    assert "refused to let this worker consume tasks" in str(refused.value)
+
+
+def test_the_worker_reconnects_when_the_hub_comes_back(hub):
+    w = make_worker(hub, backoff=(0.1, 0.5))
+    with running(w):
+        with taskhub.connect(hub.url, key=KEY) as h:
+            assert h.submit("tasks", [2], kind="square", timeout=20) == ["2 * 2 = 4"]
+        port = hub.port
+        hub.stop()
+        time.sleep(1)  # a few failed attempts while nothing listens
+        again = Serve(listen=f"127.0.0.1:{port}")
+        try:
+            with taskhub.connect(again.url, key=KEY) as h:
+                assert h.submit("tasks", [5], kind="square", timeout=20) == ["5 * 5 = 25"]
+        finally:
+            again.stop()
+
+
+def test_sigterm_lets_running_tasks_finish_and_hands_back_the_rest(hub):
+    with taskhub.connect(hub.url, key=KEY) as h:
+        h.put_many("tasks", [1.5] * 4, kind="slow", reply_to="done")
+        proc = hub.python_worker("--queue", "tasks", "--concurrency", "2", "--name", "term",
+                                 "slow=handlers:slow")
+        for _ in range(2):
+            assert proc.stdout.readline().strip() == "started"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, proc.stderr.read()
+        log = proc.stderr.read()
+        assert "stopping: finishing 2 task(s) in flight" in log
+        finished = [h.queue("done").get(timeout=5) for _ in range(2)]
+        assert all(r["ok"] and r["result"]["slept"] == 1.5 for r in finished)
+        queue = [q for q in h.stats()["queues"] if q["name"] == "tasks"][0]
+        assert (queue["depth"], queue["in_flight"]) == (2, 0), "the rest went back unstarted"
+
+
+def test_the_command_line_names_a_handler_it_cannot_load(hub):
+    proc = hub.python_worker("--queue", "tasks", "nosuchmodule:fn")
+    assert proc.wait(20) == 2
+    assert "cannot import nosuchmodule" in proc.stderr.read()
