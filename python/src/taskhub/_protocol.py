@@ -11,7 +11,7 @@ import json
 import os
 import struct
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 PROTOCOL_VERSION = 1
 TOKEN_PREFIX = "th1."
@@ -243,3 +243,73 @@ def join(frames: List[Frame], limit: int = JOINED_FRAME_BYTES) -> List[Frame]:
     if run:
         out.append("\n".join(run))
     return out
+
+
+# -- requests and answers shared by the blocking and the asyncio client ------------------------
+
+#: The longest one `get` request asks the hub to wait; a longer wait asks again.
+GET_WAIT_MS = 30_000
+
+
+class TaskFailed(TaskhubError):
+    """A submitted task ended in failure (its worker failed it, or it ran out of attempts)."""
+
+    def __init__(self, task: int, error: str):
+        super().__init__(f"task {task} failed: {error}")
+        self.task = task
+        self.error = error
+
+
+class Message(NamedTuple):
+    """A pub/sub message."""
+
+    topic: str
+    payload: Any
+
+
+def put_request(queue: str, payload: Any, kind: Optional[str] = None,
+                reply_to: Optional[str] = None, max_attempts: Optional[int] = None,
+                dedup_id: Optional[str] = None) -> Tuple[Dict[str, Any], Optional[str]]:
+    """A `put` and the place of its bytes, if the payload is bytes."""
+    value, place = payload_place(payload, "payload")
+    msg: Dict[str, Any] = {"type": "put", "queue": queue, "payload": value}
+    for field, v in (("kind", kind), ("reply_to", reply_to), ("max_attempts", max_attempts),
+                     ("dedup_id", dedup_id)):
+        if v is not None:
+            msg[field] = v
+    return msg, place
+
+
+def get_request(queue: str, timeout: Optional[float]) -> Dict[str, Any]:
+    """A `get` waiting `timeout` seconds (`None`: the longest one request may wait)."""
+    ms = GET_WAIT_MS if timeout is None else max(0, int(timeout * 1000))
+    return {"type": "get", "queue": queue, "timeout_ms": ms}
+
+
+def checked(answer: Dict[str, Any]) -> Dict[str, Any]:
+    """The answer, or `HubError` if it is an `error`."""
+    if answer.get("type") == "error":
+        raise HubError(answer.get("code", "?"), answer.get("message", ""))
+    return answer
+
+
+def results(outcomes: List[Dict[str, Any]]) -> List[Any]:
+    """The results of `submit`'s outcomes, in order; `TaskFailed` for the first that failed."""
+    out = []
+    for o in outcomes:
+        if not o.get("ok"):
+            raise TaskFailed(o["id"], o.get("error", ""))
+        out.append(o.get("result"))
+    return out
+
+
+def stats_of(answer: Dict[str, Any]) -> Dict[str, Any]:
+    """A `stats` answer without its envelope."""
+    return {k: v for k, v in answer.items() if k not in ("type", "req")}
+
+
+def closed_message(code: Optional[int], reason: str) -> "ConnectionClosed":
+    """The error for a connection the hub closed (`code` None: lost without a close frame)."""
+    if code is None:
+        return ConnectionClosed("the connection to the hub was lost")
+    return ConnectionClosed(f"the hub closed the connection ({code} {reason})", code)

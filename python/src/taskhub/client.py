@@ -13,15 +13,18 @@ import os
 import queue as _queue
 import ssl
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
-from typing import (Any, Deque, Dict, Iterable, Iterator, List, NamedTuple, Optional,
-                    Protocol)
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Protocol, Set
 
 from websockets.exceptions import ConnectionClosed as _WsClosed
 from websockets.sync.client import connect as _ws_connect
 
 from . import _protocol as p
+from ._protocol import Message, TaskFailed
+
+__all__ = ["Hub", "Message", "Queue", "Subscription", "TaskFailed", "connect"]
 
 #: Largest frame accepted from the hub (answers may be a little over its max_message_bytes).
 MAX_INBOUND = 64 << 20
@@ -86,6 +89,7 @@ class Hub:
         self._lock = threading.Lock()
         self._pending: Dict[int, Answer] = {}
         self._replies: Dict[int, Dict[str, Any]] = {}
+        self._abandoned: Set[int] = set()  # submitted tasks whose submit gave up waiting
         self._reply_arrived = threading.Condition(self._lock)
         self._closed: Optional[p.ConnectionClosed] = None
         self._subscriptions: List["Subscription"] = []
@@ -138,6 +142,9 @@ class Hub:
         kind = msg.get("type")
         if kind == "reply":
             with self._lock:
+                if msg["id"] in self._abandoned:
+                    self._abandoned.discard(msg["id"])
+                    return
                 self._replies[msg["id"]] = msg
                 self._reply_arrived.notify_all()
             return
@@ -145,7 +152,7 @@ class Hub:
             with self._lock:
                 subs = [s for s in self._subscriptions if p.matches(s.pattern, msg["topic"])]
             for sub in subs:
-                sub._offer(Message(msg["topic"], msg.get("payload")))
+                sub._offer(p.Message(msg["topic"], msg.get("payload")))
             return
         if kind == "deliver":
             if self._listener is not None:
@@ -176,7 +183,7 @@ class Hub:
                 timeout: Optional[float] = None) -> Dict[str, Any]:
         """Send a request (a protocol message without `req`) and return the hub's answer;
         an `error` answer raises `HubError`."""
-        return _answer(self.send_request(msg, place), timeout)
+        return p.checked(self.send_request(msg, place).result(timeout))
 
     def send_request(self, msg: Dict[str, Any], place: Optional[str] = None) -> Answer:
         """Send a request without waiting: a `Future` of the hub's answer (the message itself,
@@ -207,7 +214,7 @@ class Hub:
             dedup_id: Optional[str] = None) -> int:
         """Add a task to the back of `queue` once the hub has stored it; returns its id."""
         f = self._send_put(queue, payload, kind, reply_to, max_attempts, dedup_id)
-        return int(_answer(f)["task"])
+        return int(p.checked(f.result())["task"])
 
     def put_many(self, queue: str, payloads: Iterable[Any], *, kind: Optional[str] = None,
                  reply_to: Optional[str] = None, max_attempts: Optional[int] = None) -> List[int]:
@@ -219,30 +226,22 @@ class Hub:
         window: Deque[Answer] = deque()
         for v in payloads:
             if len(window) >= PIPELINE:
-                ids.append(int(_answer(window.popleft())["task"]))
+                ids.append(int(p.checked(window.popleft().result())["task"]))
             window.append(self._send_put(queue, v, kind, reply_to, max_attempts, None))
         while window:
-            ids.append(int(_answer(window.popleft())["task"]))
+            ids.append(int(p.checked(window.popleft().result())["task"]))
         return ids
 
     def _send_put(self, queue: str, payload: Any, kind: Optional[str], reply_to: Optional[str],
                   max_attempts: Optional[int], dedup_id: Optional[str]) -> Answer:
-        value, place = p.payload_place(payload, "payload")
-        msg: Dict[str, Any] = {"type": "put", "queue": queue, "payload": value}
-        for field, v in (("kind", kind), ("reply_to", reply_to),
-                         ("max_attempts", max_attempts), ("dedup_id", dedup_id)):
-            if v is not None:
-                msg[field] = v
-        return self.send_request(msg, place)
+        return self.send_request(*p.put_request(queue, payload, kind, reply_to, max_attempts,
+                                                dedup_id))
 
     def get(self, queue: str, timeout: Optional[float] = None) -> Any:
         """Take the payload at the front of `queue`, waiting up to `timeout` seconds (`None`:
         as long as it takes); `queue.Empty` if none came."""
-        ms = 0 if timeout is None else max(0, int(timeout * 1000))
         while True:
-            # The hub waits at most its max get wait per request; a longer wait asks again.
-            answer = self.request({"type": "get", "queue": queue,
-                                   "timeout_ms": ms if timeout is not None else 30_000})
+            answer = self.request(p.get_request(queue, timeout))
             if answer["type"] == "task":
                 return answer["task"]["payload"]
             if timeout is not None:
@@ -254,24 +253,23 @@ class Hub:
         and return the results in the order given. A task that failed raises `TaskFailed`."""
         ids = self.put_many(queue, payloads, kind=kind, reply_to=self.inbox)
         outcomes: List[Dict[str, Any]] = []
-        deadline = None if timeout is None else _now() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             for task in ids:
                 while task not in self._replies:
                     if self._closed:
                         raise self._closed
-                    left = None if deadline is None else deadline - _now()
+                    left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
+                        # Their replies may still come: drop them then.
+                        self._abandoned.update(t for t in ids if t not in self._replies)
+                        for t in ids:
+                            self._replies.pop(t, None)
                         raise TimeoutError(f"{len(ids) - len(outcomes)} of {len(ids)} results "
                                            f"did not come within {timeout} s")
                     self._reply_arrived.wait(left)
                 outcomes.append(self._replies.pop(task))
-        results = []
-        for o in outcomes:
-            if not o.get("ok"):
-                raise TaskFailed(o["id"], o.get("error", ""))
-            results.append(o.get("result"))
-        return results
+        return p.results(outcomes)
 
     def publish(self, topic: str, payload: Any) -> int:
         """Send `payload` to every session subscribed to a pattern matching `topic` (at most
@@ -305,10 +303,7 @@ class Hub:
 
     def stats(self) -> Dict[str, Any]:
         """Queues, sessions and workers, as the hub's `stats` answer has them."""
-        answer = self.request({"type": "stats"})
-        answer.pop("type", None)
-        answer.pop("req", None)
-        return answer
+        return p.stats_of(self.request({"type": "stats"}))
 
     def close(self) -> None:
         """Close the session; leased tasks go back to their queues."""
@@ -344,13 +339,6 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r})"
-
-
-class Message(NamedTuple):
-    """A pub/sub message."""
-
-    topic: str
-    payload: Any
 
 
 class Subscription:
@@ -417,15 +405,6 @@ class Subscription:
         self.unsubscribe()
 
 
-class TaskFailed(p.TaskhubError):
-    """A submitted task ended in failure (its worker failed it, or it ran out of attempts)."""
-
-    def __init__(self, task: int, error: str):
-        super().__init__(f"task {task} failed: {error}")
-        self.task = task
-        self.error = error
-
-
 def connect(url: Optional[str] = None, key: Optional[str] = None, **options: Any) -> Hub:
     """Connect and authenticate; see `Hub` for the options (`token=`, `key_file=`, `key_id=`,
     `cafile=`, `timeout=`, `name=`). Without a URL or credentials it reads the environment the
@@ -434,21 +413,6 @@ def connect(url: Optional[str] = None, key: Optional[str] = None, **options: Any
     return Hub(url, key, **options)
 
 
-def _answer(f: Answer, timeout: Optional[float] = None) -> Dict[str, Any]:
-    answer: Dict[str, Any] = f.result(timeout)
-    if answer.get("type") == "error":
-        raise p.HubError(answer.get("code", "?"), answer.get("message", ""))
-    return answer
-
-
 def _closed(e: _WsClosed) -> p.ConnectionClosed:
     rcvd = e.rcvd
-    if rcvd is None:
-        return p.ConnectionClosed("the connection to the hub was lost")
-    return p.ConnectionClosed(f"the hub closed the connection ({rcvd.code} {rcvd.reason})",
-                              rcvd.code)
-
-
-def _now() -> float:
-    import time
-    return time.monotonic()
+    return p.closed_message(None if rcvd is None else rcvd.code, "" if rcvd is None else rcvd.reason)

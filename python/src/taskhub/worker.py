@@ -122,10 +122,167 @@ class _Window:
         return max(min(grown, cap), floor)
 
 
+class _Leases:
+    """What a worker holds and owes the hub, without I/O or locks (the threaded worker calls it
+    under its lock, the asyncio worker from its event loop): tasks waiting here and running,
+    frames to send, the credit window, and the rules of taskhub-worker for each event."""
+
+    def __init__(self, base: "_Base"):
+        self.base = base
+        self.conn = 0
+        self.ready: Deque[Dict[str, Any]] = deque()
+        self.running: Dict[int, _Running] = {}
+        self.out: List[p.Frame] = []
+        self.window = _Window(base.concurrency)
+        self.max_message_bytes = 1 << 20
+        self.max_prefetch = 1
+        self.touch_every = 15.0
+        self.stopping = False
+        self.last_busy = time.monotonic()
+        self.done = 0
+        self.failed = 0
+        self._tokens = itertools.count(1)
+
+    def connected(self, number: int, limits: Dict[str, Any]) -> Dict[str, Any]:
+        """A new session: the `consume` to send."""
+        self.conn = number
+        self.out = []
+        self.max_message_bytes = int(limits.get("max_message_bytes", 1 << 20))
+        self.max_prefetch = max(1, int(limits.get("max_prefetch", 1000)))
+        self.touch_every = max(int(limits.get("ack_wait_ms", 30_000)) / 2000, 0.05)
+        prefetch = self.base.prefetch
+        if prefetch is not None and prefetch > self.max_prefetch:
+            log.warning("prefetch %d is above the hub's limit; using %d", prefetch,
+                        self.max_prefetch)
+        wanted = prefetch if prefetch is not None else self.window.size
+        self.window.size = max(1, min(wanted, self.max_prefetch))
+        self.last_busy = time.monotonic()
+        return {"type": "consume", "queues": self.base.queues, "prefetch": self.window.size}
+
+    def lost(self, number: int) -> bool:
+        """Connection `number` is gone; whether it was the current one. Tasks not started went
+        back to the hub with the session, and nothing owed to it can be sent any more."""
+        if number != self.conn:
+            return False
+        self.ready.clear()
+        self.out = []
+        return True
+
+    def deliver(self, number: int, task: Dict[str, Any]) -> bool:
+        """A delivery on connection `number`; True when it waits here to run (otherwise it was
+        refused, and what to send is in `out`)."""
+        if number != self.conn:
+            return False
+        self.last_busy = time.monotonic()
+        kind = task.get("kind")
+        if self.base._handler_for(kind) is None:
+            self.failed += 1
+            why = self.base._unknown_kind(kind)
+            log.warning("task %s: %s", task.get("id"), why)
+            self.out.append(p.encode({"type": "fail", "task": task["id"], "retry": False,
+                                      "error": why}))
+            return False
+        if self.stopping or self.held() >= self.window.size:
+            # Sent before the hub heard the window shrink.
+            self.out.append(p.encode({"type": "release", "task": task["id"]}))
+            return False
+        self.ready.append(task)
+        return True
+
+    def start(self) -> Optional[Tuple[int, Dict[str, Any], _Running]]:
+        """The next task to run, if one waits: (token, task, its lease)."""
+        if not self.ready:
+            return None
+        task = self.ready.popleft()
+        token = next(self._tokens)
+        run = _Running(task["id"], self.conn, time.monotonic())
+        self.running[token] = run
+        return token, task, run
+
+    def finish(self, token: int, run: _Running, ok: bool, frame: p.Frame) -> None:
+        """A task's handler returned (`frame` is its `ack` or `fail`)."""
+        del self.running[token]
+        now = time.monotonic()
+        self.last_busy = now
+        if ok:
+            self.done += 1
+        else:
+            self.failed += 1
+        if run.conn == self.conn:
+            self.window.record((now - run.started) * 1000)
+            self.out.append(frame)
+            self.adapt()
+
+    def adapt(self) -> None:
+        """Resize the adaptive window after a task finished; tell the hub, and hand back what
+        waits here beyond a smaller one."""
+        if self.base.prefetch is not None or self.stopping:
+            return
+        concurrency = self.base.concurrency
+        starved = not self.ready and len(self.running) < concurrency
+        size = self.window.next(concurrency, self.max_prefetch, starved)
+        if size == self.window.size:
+            return
+        self.window.size = size
+        self.out.append(p.encode({"type": "consume", "queues": self.base.queues,
+                                  "prefetch": size}))
+        while self.held() > size and self.ready:
+            task = self.ready.pop()
+            self.out.append(p.encode({"type": "release", "task": task["id"]}))
+
+    def held(self) -> int:
+        """Tasks of this connection here, as the hub counts them against the window."""
+        return len(self.ready) + self.running_here()
+
+    def running_here(self) -> int:
+        return sum(1 for r in self.running.values() if r.conn == self.conn)
+
+    def begin_stop(self) -> None:
+        """No more tasks: stop the deliveries and hand back those not started."""
+        self.stopping = True
+        log.info("stopping: finishing %d task(s) in flight", len(self.running))
+        self.out.append(p.encode({"type": "consume", "queues": [], "prefetch": 0}))
+        while self.ready:
+            task = self.ready.popleft()
+            self.out.append(p.encode({"type": "release", "task": task["id"]}))
+
+    def touch_due(self, now: float) -> bool:
+        """Extend the leases of tasks running for half an ack-wait; whether any was."""
+        touched = False
+        for r in self.running.values():
+            if r.conn == self.conn and now - r.last_touch >= self.touch_every:
+                r.last_touch = now
+                self.out.append(p.encode({"type": "touch", "task": r.id}))
+                touched = True
+        return touched
+
+    def idle(self, now: float) -> bool:
+        """Whether `exit_when_idle` has come."""
+        after = self.base.exit_when_idle
+        return (after is not None and not self.stopping and not self.ready
+                and not self.running and now - self.last_busy >= after)
+
+    def stop_result(self, leave_now: bool, deadline: Optional[float], now: float
+                    ) -> Optional[bool]:
+        """While stopping: None to keep waiting for running tasks, else True (done) after
+        logging what was left behind."""
+        running = self.running_here()
+        if running == 0:
+            return True
+        if leave_now:
+            log.warning("leaving now; %d running task(s) go back to the hub", running)
+            return True
+        if deadline is not None and now >= deadline:
+            log.warning("the grace period ran out with %d task(s) still running; they were "
+                        "abandoned (the hub gives them to other workers)", running)
+            return True
+        return None
+
+
 class _Connection:
     """Routes one connection's events to the worker, tagged with which connection it was."""
 
-    def __init__(self, worker: "Worker", number: int):
+    def __init__(self, worker: Any, number: int):
         self.worker = worker
         self.number = number
 
@@ -140,7 +297,7 @@ class _Connection:
         self.worker._on_closed(self.number, why)
 
 
-def _encode_outcome(task_id: int, ok: bool, value: Any, retry: bool, limit: int) -> p.Frame:
+def encode_outcome(task_id: int, ok: bool, value: Any, retry: bool, limit: int) -> p.Frame:
     """The `ack` or `fail` frame for a finished task. A result the hub would refuse (too large,
     not JSON) fails the task for good instead: every attempt would make the same result."""
     if ok:
@@ -159,23 +316,24 @@ def _encode_outcome(task_id: int, ok: bool, value: Any, retry: bool, limit: int)
                      "retry": retry})
 
 
-class Worker:
-    """A worker: connects to `url`, consumes `queues`, and runs each task with the handler
-    registered for its kind. See the module documentation for what it does around them.
+def backoff_delay(backoff: Tuple[float, float], failures: int) -> float:
+    """Seconds before reconnect attempt `failures + 1`: doubling from the low bound to the
+    high, with jitter over its upper half."""
+    low, high = backoff
+    base: float = min(low * (2 ** min(failures, 20)), high)
+    return base / 2 + random.random() * base / 2
 
-    Credentials and `url` default to the environment the other taskhub tools read
-    (`TASKHUB_URL`, `TASKHUB_KEY`, `TASKHUB_KEY_FILE`, `TASKHUB_TOKEN`, `TASKHUB_CA`)."""
+
+class _Base:
+    """What both workers are configured with, and their handlers."""
 
     def __init__(self, url: Optional[str] = None, key: Optional[str] = None, *,
                  queues: Sequence[str] = ("tasks",), token: Optional[str] = None,
                  key_id: Optional[str] = None, key_file: Optional[str] = None,
                  cafile: Optional[str] = None, concurrency: Optional[int] = None,
-                 executor: str = "threads", prefetch: Optional[int] = None,
-                 name: Optional[str] = None, stop_grace: float = 30.0,
-                 exit_when_idle: Optional[float] = None,
+                 prefetch: Optional[int] = None, name: Optional[str] = None,
+                 stop_grace: float = 30.0, exit_when_idle: Optional[float] = None,
                  backoff: Tuple[float, float] = (0.25, 30.0), connect_timeout: float = 10.0):
-        if executor not in ("threads", "processes"):
-            raise ValueError(f"executor must be 'threads' or 'processes', not {executor!r}")
         if not queues:
             raise ValueError("no queues to consume")
         self.url = url
@@ -184,41 +342,24 @@ class Worker:
         self._cafile = cafile
         self.queues = list(queues)
         self.concurrency = max(1, concurrency or os.cpu_count() or 1)
-        self.executor = executor
         self.prefetch = None if prefetch is None else max(prefetch, self.concurrency)
         self.name = name
         self.stop_grace = stop_grace
         self.exit_when_idle = exit_when_idle
         self.backoff = backoff
         self.connect_timeout = connect_timeout
-        #: Tasks whose handler returned, and tasks that failed (raised, or had no handler).
-        self.done = 0
-        self.failed = 0
         self._handlers: Dict[Optional[str], _Handler] = {}
-        self._lock = threading.Lock()
-        self._has_work = threading.Condition(self._lock)  # runners wait on it
-        self._changed = threading.Condition(self._lock)   # the control loop waits on it
-        self._conn = 0
-        self._hub: Optional[Hub] = None
-        self._gone: Optional[p.ConnectionClosed] = None
-        self._max_message_bytes = 1 << 20
-        self._max_prefetch = 1
-        self._touch_every = 15.0
-        self._ready: Deque[Dict[str, Any]] = deque()
-        self._running: Dict[int, _Running] = {}
-        self._tokens = itertools.count(1)
-        self._out: List[p.Frame] = []
-        self._flushing = False
-        self._flush_due: Optional[float] = None
-        self._window = _Window(self.concurrency)
-        self._last_busy = time.monotonic()
-        self._stop_asked = False  # set by signal handlers: a plain store, no lock
-        self._leave_now = False
-        self._stopping = False
-        self._finished = False
-        self._pool: Optional[ProcessPoolExecutor] = None
+        self._leases = _Leases(self)
 
-    # -- handlers ------------------------------------------------------------------------------
+    @property
+    def done(self) -> int:
+        """Tasks whose handler returned."""
+        return self._leases.done
+
+    @property
+    def failed(self) -> int:
+        """Tasks that failed: their handler raised, or their kind had none."""
+        return self._leases.failed
 
     def handler(self, kind: Optional[str] = None, *, task: bool = False
                 ) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
@@ -238,11 +379,64 @@ class Worker:
         """Register `fn` for `kind`, as `@worker.handler(kind)` does."""
         self._handlers[kind] = _Handler(fn, task)
 
+    def _handler_for(self, kind: Optional[str]) -> Optional[_Handler]:
+        return self._handlers.get(kind) or self._handlers.get(None)
+
     def _unknown_kind(self, kind: Optional[str]) -> str:
         known = ", ".join(sorted(k for k in self._handlers if k is not None)) or "no kinds at all"
         if kind is None:
             return f"task has no kind; this worker knows {known}"
         return f"unknown task kind {kind!r}; this worker knows {known}"
+
+    def _call(self, task: Dict[str, Any]) -> Tuple[_Handler, Any]:
+        """The handler for `task` and what to pass it."""
+        kind = task.get("kind")
+        h = self._handler_for(kind)
+        if h is None:  # handlers were removed after delivery
+            raise TaskError(self._unknown_kind(kind), retry=False)
+        arg = task.get("payload")
+        if h.wants_task:
+            arg = Task(task["id"], task.get("queue", ""), kind, arg, task.get("attempt", 1),
+                       task.get("max_attempts", 1), task.get("reply_to"))
+        return h, arg
+
+    def _check_handlers(self) -> None:
+        if not self._handlers:
+            raise ValueError("no handlers: register one with @worker.handler(kind)")
+
+
+def failure(e: BaseException) -> Tuple[bool, Any, bool]:
+    """A handler's exception as an outcome: (False, error, retry)."""
+    if isinstance(e, TaskError):
+        return False, e.message, e.retry
+    return False, f"{type(e).__name__}: {e}", True
+
+
+class Worker(_Base):
+    """A worker: connects to `url`, consumes `queues`, and runs each task with the handler
+    registered for its kind, on `concurrency` threads or (`executor="processes"`) processes.
+    See the module documentation for what it does around them.
+
+    Credentials and `url` default to the environment the other taskhub tools read
+    (`TASKHUB_URL`, `TASKHUB_KEY`, `TASKHUB_KEY_FILE`, `TASKHUB_TOKEN`, `TASKHUB_CA`)."""
+
+    def __init__(self, url: Optional[str] = None, key: Optional[str] = None, *,
+                 executor: str = "threads", **options: Any):
+        if executor not in ("threads", "processes"):
+            raise ValueError(f"executor must be 'threads' or 'processes', not {executor!r}")
+        super().__init__(url, key, **options)
+        self.executor = executor
+        self._lock = threading.Lock()
+        self._has_work = threading.Condition(self._lock)  # runners wait on it
+        self._changed = threading.Condition(self._lock)   # the control loop waits on it
+        self._hub: Optional[Hub] = None
+        self._gone: Optional[p.ConnectionClosed] = None
+        self._flushing = False
+        self._flush_due: Optional[float] = None
+        self._stop_asked = False  # set by signal handlers: a plain store, no lock
+        self._leave_now = False
+        self._finished = False
+        self._pool: Optional[ProcessPoolExecutor] = None
 
     # -- running -------------------------------------------------------------------------------
 
@@ -251,8 +445,7 @@ class Worker:
         main thread), or `exit_when_idle`. Raises `AuthError` when the hub refuses the
         credentials and `HubError` when it refuses to let this worker consume its queues; a hub
         that is down or goes away is retried, with backoff, for as long as it takes."""
-        if not self._handlers:
-            raise ValueError("no handlers: register one with @worker.handler(kind)")
+        self._check_handlers()
         if self.executor == "processes":
             self._pool = ProcessPoolExecutor(self.concurrency)
         restore = self._catch_signals()
@@ -322,9 +515,7 @@ class Worker:
                 self._back_off(0, str(self._gone))
 
     def _back_off(self, failures: int, reason: str) -> None:
-        low, high = self.backoff
-        base = min(low * (2 ** min(failures, 20)), high)
-        delay = base / 2 + random.random() * base / 2
+        delay = backoff_delay(self.backoff, failures)
         log.warning("hub unreachable (%s); retrying in %.1f s", reason, delay)
         deadline = time.monotonic() + delay
         with self._lock:
@@ -334,30 +525,18 @@ class Worker:
     def _serve(self, hub: Hub, number: int) -> bool:
         """Consume on one connection until it is lost (False) or the worker has stopped
         (True)."""
-        limits = hub.limits
+        s = self._leases
         with self._lock:
-            self._conn = number
+            consume = s.connected(number, hub.limits)
             self._hub = hub
             self._gone = None
-            self._out = []
             self._flush_due = None
-            self._max_message_bytes = int(limits.get("max_message_bytes", 1 << 20))
-            self._max_prefetch = max(1, int(limits.get("max_prefetch", 1000)))
-            self._touch_every = max(int(limits.get("ack_wait_ms", 30_000)) / 2000, 0.05)
-            wanted = self.prefetch if self.prefetch is not None else self._window.size
-            self._window.size = max(1, min(wanted, self._max_prefetch))
-            self._last_busy = time.monotonic()
-        if self.prefetch is not None and self.prefetch > self._max_prefetch:
-            log.warning("prefetch %d is above the hub's limit; using %d", self.prefetch,
-                        self._max_prefetch)
         log.info("connected to %s as session %s; consuming %s", hub.url, hub.session,
                  ", ".join(self.queues))
         try:
-            hub.request({"type": "consume", "queues": self.queues,
-                         "prefetch": self._window.size}, timeout=self.connect_timeout)
+            hub.request(consume, timeout=self.connect_timeout)
         except p.HubError as e:
-            raise p.HubError(e.code, f"the hub refused to let this worker consume "
-                                     f"{', '.join(self.queues)}: {e.message}") from None
+            raise _refused(self.queues, e) from None
         except (p.TaskhubError, TimeoutError):
             return False
         stop_deadline: Optional[float] = None
@@ -365,60 +544,29 @@ class Worker:
             with self._lock:
                 if self._gone is not None:
                     # Tasks still running were handed to others with the session.
-                    return self._stopping
+                    return s.stopping
                 now = time.monotonic()
-                if self._stop_asked and not self._stopping:
-                    self._begin_stop()
+                if self._stop_asked and not s.stopping:
+                    s.begin_stop()
+                    self._flush_due = now
                     stop_deadline = now + self.stop_grace
-                if self._stopping:
-                    running = sum(1 for r in self._running.values() if r.conn == number)
-                    if running == 0 or self._leave_now:
-                        if running:
-                            log.warning("leaving now; %d running task(s) go back to the hub",
-                                        running)
+                if s.stopping:
+                    done = s.stop_result(self._leave_now, stop_deadline, now)
+                    if done:
+                        self._leave_now = self._leave_now or s.running_here() > 0
                         return True
-                    if stop_deadline is not None and now >= stop_deadline:
-                        log.warning("the grace period ran out with %d task(s) still running; "
-                                    "they were abandoned (the hub gives them to other "
-                                    "workers)", running)
-                        self._leave_now = True
-                        return True
-                self._touch_due(now)
-                if (self.exit_when_idle is not None and not self._stopping
-                        and not self._ready and not self._running
-                        and now - self._last_busy >= self.exit_when_idle):
-                    log.info("idle for %.1f s; stopping", now - self._last_busy)
+                if s.touch_due(now):
+                    self._flush_due = now
+                if s.idle(now):
+                    log.info("idle for %.1f s; stopping", now - s.last_busy)
                     self._stop_asked = True
                     continue
                 wait = TICK
                 if self._flush_due is not None:
                     wait = max(0.0, min(wait, self._flush_due - now))
-                if not self._out or self._flush_due is None or now < self._flush_due:
+                if not s.out or self._flush_due is None or now < self._flush_due:
                     self._changed.wait(wait)
             self._flush()
-
-    def _begin_stop(self) -> None:
-        """(Lock held.) No more tasks: stop the deliveries and hand back those not started."""
-        self._stopping = True
-        running = len(self._running)
-        log.info("stopping: finishing %d task(s) in flight", running)
-        self._out.append(p.encode({"type": "consume", "queues": [], "prefetch": 0}))
-        while self._ready:
-            task = self._ready.popleft()
-            self._out.append(p.encode({"type": "release", "task": task["id"]}))
-        self._flush_due = time.monotonic()
-
-    def _touch_due(self, now: float) -> None:
-        """(Lock held.) Extend the leases of tasks running for half an ack-wait."""
-        for r in self._running.values():
-            if r.conn == self._conn and now - r.last_touch >= self._touch_every:
-                r.last_touch = now
-                self._out.append(p.encode({"type": "touch", "task": r.id}))
-                self._flush_due = now
-
-    def _held(self) -> int:
-        """(Lock held.) Tasks of this connection here, as the hub counts them in the window."""
-        return len(self._ready) + sum(1 for r in self._running.values() if r.conn == self._conn)
 
     def _send_soon(self) -> None:
         """(Lock held.) Output is waiting: have the control loop send it within `ACK_DELAY`."""
@@ -428,11 +576,12 @@ class Worker:
 
     def _flush(self) -> None:
         """Send what is waiting, joined into few frames; one thread at a time sends."""
+        s = self._leases
         while True:
             with self._lock:
-                if self._flushing or not self._out or self._hub is None:
+                if self._flushing or not s.out or self._hub is None:
                     return
-                frames, self._out = self._out, []
+                frames, s.out = s.out, []
                 self._flush_due = None
                 self._flushing = True
                 hub = self._hub
@@ -448,31 +597,15 @@ class Worker:
 
     def _on_deliver(self, number: int, task: Dict[str, Any]) -> None:
         with self._lock:
-            if number != self._conn:
-                return
-            self._last_busy = time.monotonic()
-            kind = task.get("kind")
-            if kind not in self._handlers and None not in self._handlers:
-                self.failed += 1
-                log.warning("task %s: %s", task.get("id"), self._unknown_kind(kind))
-                self._out.append(p.encode({"type": "fail", "task": task["id"], "retry": False,
-                                           "error": self._unknown_kind(kind)}))
-                self._send_soon()
-            elif self._stopping or self._held() >= self._window.size:
-                # Sent before the hub heard the window shrink.
-                self._out.append(p.encode({"type": "release", "task": task["id"]}))
-                self._send_soon()
-            else:
-                self._ready.append(task)
+            if self._leases.deliver(number, task):
                 self._has_work.notify()
+            elif self._leases.out:
+                self._send_soon()
 
     def _on_closed(self, number: int, why: p.ConnectionClosed) -> None:
         with self._lock:
-            if number != self._conn:
+            if not self._leases.lost(number):
                 return
-            # Tasks not started went back to the hub with the session.
-            self._ready.clear()
-            self._out = []
             self._gone = why
             self._changed.notify()
         if not self._stop_asked:
@@ -481,76 +614,42 @@ class Worker:
     # -- runner threads --------------------------------------------------------------------------
 
     def _runner(self) -> None:
+        s = self._leases
         while True:
             with self._lock:
-                while not self._ready and not self._finished:
+                started = s.start()
+                while started is None and not self._finished:
                     self._has_work.wait()
-                if self._finished:
+                    started = s.start()
+                if started is None:
                     return
-                task = self._ready.popleft()
-                token = next(self._tokens)
-                run = _Running(task["id"], self._conn, time.monotonic())
-                self._running[token] = run
-                limit = self._max_message_bytes
+                token, task, run = started
+                limit = s.max_message_bytes
             ok, value, retry = self._execute(task)
-            frame = _encode_outcome(task["id"], ok, value, retry, limit)
+            frame = encode_outcome(task["id"], ok, value, retry, limit)
             with self._lock:
-                del self._running[token]
-                now = time.monotonic()
-                self._last_busy = now
-                if ok:
-                    self.done += 1
-                else:
-                    self.failed += 1
-                if run.conn == self._conn and self._gone is None:
-                    self._window.record((now - run.started) * 1000)
-                    self._out.append(frame)
-                    self._adapt()
-                if self._stopping:
+                s.finish(token, run, ok, frame)
+                if s.stopping:
                     self._changed.notify()
-                flush_now = not self._ready or len(self._out) >= ACK_BATCH
+                flush_now = not s.ready or len(s.out) >= ACK_BATCH
                 if not flush_now:
                     self._send_soon()
             if flush_now:
                 self._flush()
 
-    def _adapt(self) -> None:
-        """(Lock held.) Resize the adaptive window after a task finished; tell the hub, and hand
-        back what waits here beyond a smaller one."""
-        if self.prefetch is not None or self._stopping:
-            return
-        starved = not self._ready and len(self._running) < self.concurrency
-        size = self._window.next(self.concurrency, self._max_prefetch, starved)
-        if size == self._window.size:
-            return
-        self._window.size = size
-        self._out.append(p.encode({"type": "consume", "queues": self.queues, "prefetch": size}))
-        while self._held() > size and self._ready:
-            task = self._ready.pop()
-            self._out.append(p.encode({"type": "release", "task": task["id"]}))
-
     def _execute(self, task: Dict[str, Any]) -> Tuple[bool, Any, bool]:
         """Run the task's handler: `(True, result, _)` or `(False, error, retry)`."""
-        kind = task.get("kind")
-        h = self._handlers.get(kind) or self._handlers.get(None)
-        if h is None:  # the handlers changed after delivery
-            return False, self._unknown_kind(kind), False
-        arg = task.get("payload")
-        if h.wants_task:
-            arg = Task(task["id"], task.get("queue", ""), kind, arg, task.get("attempt", 1),
-                       task.get("max_attempts", 1), task.get("reply_to"))
         try:
+            h, arg = self._call(task)
             if self._pool is not None:
                 return True, self._pool.submit(h.fn, arg).result(), True
             return True, h.fn(arg), True
-        except TaskError as e:
-            return False, e.message, e.retry
         except BrokenProcessPool as e:
             self._renew_pool()
             return False, f"the worker process running the task died: {e}", True
         except Exception as e:
             log.debug("task %s failed", task["id"], exc_info=True)
-            return False, f"{type(e).__name__}: {e}", True
+            return failure(e)
 
     def _renew_pool(self) -> None:
         with self._lock:
@@ -568,3 +667,7 @@ class Worker:
                 proc.terminate()
         pool.shutdown(wait=wait, cancel_futures=True)
 
+
+def _refused(queues: List[str], e: p.HubError) -> p.HubError:
+    return p.HubError(e.code, f"the hub refused to let this worker consume "
+                              f"{', '.join(queues)}: {e.message}")
