@@ -25,7 +25,8 @@ import signal
 import ssl
 import threading
 import time
-from typing import Any, AsyncIterator, Dict, Iterable, List, Optional, Set
+from collections import deque
+from typing import Any, AsyncIterator, Deque, Dict, Iterable, List, Optional, Set
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as _ws_connect
@@ -33,7 +34,7 @@ from websockets.exceptions import ConnectionClosed as _WsClosed
 
 from . import _protocol as p
 from ._protocol import Message, TaskFailed
-from .client import DEFAULT_URL, MAX_INBOUND, PIPELINE, Listener
+from .client import DEFAULT_URL, MAX_INBOUND, PIPELINE, PUTS_PER_SEND, Listener
 from .worker import (TICK, Task, TaskError, _Base, _Connection, _refused, _Running,
                      backoff_delay, encode_outcome, failure, log)
 
@@ -45,7 +46,7 @@ async def connect(url: Optional[str] = None, key: Optional[str] = None, *,
                   token: Optional[str] = None, key_id: Optional[str] = None,
                   key_file: Optional[str] = None, cafile: Optional[str] = None,
                   timeout: float = 10.0, role: str = "producer",
-                  name: Optional[str] = None, batch: bool = False,
+                  name: Optional[str] = None, batch: bool = True,
                   credentials: Optional[p.Credentials] = None,
                   listener: Optional[Listener] = None) -> "Hub":
     """Connect and authenticate, as `taskhub.connect` does (the same options and environment
@@ -171,18 +172,19 @@ class Hub:
                            ) -> "asyncio.Future[Dict[str, Any]]":
         """Send a request and return a future of the hub's answer (the message itself, an
         `error` too), without waiting for it: requests sent this way are pipelined."""
+        f, frame = self._prepare(msg, place)
+        await self.send_frames([frame])
+        return f
+
+    def _prepare(self, msg: Dict[str, Any], place: Optional[str]
+                 ) -> "tuple[asyncio.Future[Dict[str, Any]], p.Frame]":
+        """A request's frame, with a `req` whose answer will resolve the future."""
         if self._closed:
             raise self._closed
         self._next_req += 1
-        req = self._next_req
         f: asyncio.Future[Dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[req] = f
-        try:
-            await self._ws.send(p.encode(dict(msg, req=req), place))
-        except _WsClosed as e:
-            self._pending.pop(req, None)
-            raise _closed(e) from None
-        return f
+        self._pending[self._next_req] = f
+        return f, p.encode(dict(msg, req=self._next_req), place)
 
     async def send_frames(self, frames: List[p.Frame]) -> None:
         """Send encoded messages, text ones joined into as few frames as the hub allows."""
@@ -217,12 +219,18 @@ class Hub:
         """Put each payload, pipelined (at most `PIPELINE` unanswered at a time); the task ids
         in order. A refused put raises `HubError`; the puts before it stay queued."""
         ids: List[int] = []
-        window: List[asyncio.Future[Dict[str, Any]]] = []
+        window: Deque[asyncio.Future[Dict[str, Any]]] = deque()
+        frames: List[p.Frame] = []
         for v in payloads:
-            if len(window) >= PIPELINE:
-                ids.append(int(p.checked(await window.pop(0))["task"]))
-            window.append(await self.send_request(*p.put_request(queue, v, kind, reply_to,
-                                                                 max_attempts)))
+            f, frame = self._prepare(*p.put_request(queue, v, kind, reply_to, max_attempts))
+            window.append(f)
+            frames.append(frame)
+            if len(frames) >= PUTS_PER_SEND:  # several puts to a frame
+                await self.send_frames(frames)
+                frames = []
+            while len(window) > PIPELINE:
+                ids.append(int(p.checked(await window.popleft())["task"]))
+        await self.send_frames(frames)
         for f in window:
             ids.append(int(p.checked(await f)["task"]))
         return ids

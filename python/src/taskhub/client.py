@@ -29,7 +29,9 @@ __all__ = ["Hub", "Message", "Queue", "Subscription", "TaskFailed", "connect"]
 #: Largest frame accepted from the hub (answers may be a little over its max_message_bytes).
 MAX_INBOUND = 64 << 20
 #: Requests `put_many` and `submit` keep unanswered at a time.
-PIPELINE = 256
+PIPELINE = 1024
+#: Puts `put_many` and `submit` send at once.
+PUTS_PER_SEND = 64
 #: The hub's answer to a request: a protocol message (an `error` too).
 Answer = Future[Dict[str, Any]]
 #: Where `connect()` goes when given no URL and `TASKHUB_URL` is not set.
@@ -57,7 +59,7 @@ class Hub:
                  token: Optional[str] = None, key_id: Optional[str] = None,
                  key_file: Optional[str] = None, cafile: Optional[str] = None,
                  timeout: float = 10.0, role: str = "producer", name: Optional[str] = None,
-                 batch: bool = False, credentials: Optional[p.Credentials] = None,
+                 batch: bool = True, credentials: Optional[p.Credentials] = None,
                  listener: Optional["Listener"] = None):
         url = url or os.environ.get("TASKHUB_URL") or DEFAULT_URL
         cafile = cafile or os.environ.get("TASKHUB_CA")
@@ -90,6 +92,7 @@ class Hub:
         self._pending: Dict[int, Answer] = {}
         self._replies: Dict[int, Dict[str, Any]] = {}
         self._abandoned: Set[int] = set()  # submitted tasks whose submit gave up waiting
+        self._awaited: Set[int] = set()  # the tasks submits are waiting on now
         self._reply_arrived = threading.Condition(self._lock)
         self._closed: Optional[p.ConnectionClosed] = None
         self._subscriptions: List["Subscription"] = []
@@ -146,7 +149,8 @@ class Hub:
                     self._abandoned.discard(msg["id"])
                     return
                 self._replies[msg["id"]] = msg
-                self._reply_arrived.notify_all()
+                if msg["id"] in self._awaited:  # wake a submit only for what it waits on
+                    self._reply_arrived.notify_all()
             return
         if kind == "message":
             with self._lock:
@@ -188,20 +192,19 @@ class Hub:
     def send_request(self, msg: Dict[str, Any], place: Optional[str] = None) -> Answer:
         """Send a request without waiting: a `Future` of the hub's answer (the message itself,
         an `error` too). Requests sent this way are pipelined."""
+        f, frame = self._prepare(msg, place)
+        self.send_frames([frame])
+        return f
+
+    def _prepare(self, msg: Dict[str, Any], place: Optional[str]) -> "tuple[Answer, p.Frame]":
+        """A request's frame, with a `req` whose answer will resolve the future."""
         f: Answer = Future()
         with self._lock:
             if self._closed:
                 raise self._closed
             req = next(self._reqs)
             self._pending[req] = f
-        msg = dict(msg, req=req)
-        try:
-            self._send(msg, place)
-        except BaseException:
-            with self._lock:
-                self._pending.pop(req, None)
-            raise
-        return f
+        return f, p.encode(dict(msg, req=req), place)
 
     # -- the API -------------------------------------------------------------------------------
 
@@ -224,10 +227,18 @@ class Hub:
         tasks stay queued."""
         ids: List[int] = []
         window: Deque[Answer] = deque()
+        frames: List[p.Frame] = []
         for v in payloads:
-            if len(window) >= PIPELINE:
+            f, frame = self._prepare(*p.put_request(queue, v, kind, reply_to, max_attempts))
+            window.append(f)
+            frames.append(frame)
+            # Puts leave several to a frame (the hub reads them one by one).
+            if len(frames) >= PUTS_PER_SEND:
+                self.send_frames(frames)
+                frames = []
+            while len(window) > PIPELINE:
                 ids.append(int(p.checked(window.popleft().result())["task"]))
-            window.append(self._send_put(queue, v, kind, reply_to, max_attempts, None))
+        self.send_frames(frames)
         while window:
             ids.append(int(p.checked(window.popleft().result())["task"]))
         return ids
@@ -267,7 +278,11 @@ class Hub:
                             self._replies.pop(t, None)
                         raise TimeoutError(f"{len(ids) - len(outcomes)} of {len(ids)} results "
                                            f"did not come within {timeout} s")
-                    self._reply_arrived.wait(left)
+                    self._awaited.add(task)
+                    try:
+                        self._reply_arrived.wait(left)
+                    finally:
+                        self._awaited.discard(task)
                 outcomes.append(self._replies.pop(task))
         return p.results(outcomes)
 
