@@ -1,24 +1,25 @@
-//! One authenticated session to the hub, shared by any number of concurrent requests.
+//! One authenticated session to the hub, shared by every clone of [`Client`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use taskhub_core::auth::{AuthError, ClientHandshake, DEFAULT_KEY_ID, NONCE_BYTES, Secret};
 use taskhub_core::codec::{
     binary_header, decode_server, decode_server_binary, encode_client, peek_type, peek_u64,
 };
 use taskhub_core::protocol::{Limits, Reply, Stats};
 use taskhub_core::{
-    ClientMsg, ErrorCode, NameError, Pattern, Payload, QueueName, Role, ServerMsg, SessionId, Task,
-    TaskId, Topic,
+    AuthFailure, ClientMsg, ErrorCode, NameError, Pattern, Payload, QueueName, Role, ServerMsg,
+    SessionId, Task, TaskId, Topic,
 };
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::transport::{self, WsStream};
 
@@ -26,12 +27,28 @@ use crate::transport::{self, WsStream};
 const PIPELINE_WINDOW: usize = 512;
 /// Frames waiting to be written.
 const OUTBOX: usize = 1_024;
-/// Pub/sub messages buffered for [`Client::next_message`]; more are dropped (at-most-once).
-const MESSAGE_BUFFER: usize = 1_024;
+/// Messages a [`Subscriber`] holds unread; more are dropped (at most once) and counted.
+const SUBSCRIBER_BUFFER: usize = 1_024;
 /// Replies that arrived before their `submit` asked for them.
 const EARLY_REPLIES: usize = 1 << 20;
 
-/// Where and how to connect.
+/// Where and how to connect: the hub's URL and credentials, then optional settings by builder
+/// methods, then [`ConnectOptions::connect`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), taskhub_client::ClientError> {
+/// use std::time::Duration;
+/// use taskhub_client::{ConnectOptions, Role};
+///
+/// let client = ConnectOptions::new("wss://hub.example:7878", "KEY")
+///     .ca("ca.pem")
+///     .role(Role::Dashboard)
+///     .name("ops-laptop")
+///     .timeout(Duration::from_secs(3))
+///     .connect()
+///     .await?;
+/// # drop(client); Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
     pub url: String,
@@ -46,26 +63,7 @@ pub struct ConnectOptions {
 }
 
 impl ConnectOptions {
-    /// Connect with `token` (from `taskhub token create`) instead of a key.
-    pub fn with_token(
-        url: impl Into<String>,
-        token: &str,
-    ) -> Result<Self, taskhub_core::token::TokenError> {
-        let (key_id, secret, _) = taskhub_core::token::credentials(token)?;
-        let mut opts = ConnectOptions::new(url, Vec::new());
-        opts.key_id = key_id;
-        opts.key = secret;
-        Ok(opts)
-    }
-
-    /// Connect with `credentials` (a key, or a token's key id and secret).
-    pub fn with_credentials(url: impl Into<String>, credentials: crate::Credentials) -> Self {
-        let mut opts = ConnectOptions::new(url, Vec::new());
-        opts.key_id = credentials.key_id;
-        opts.key = credentials.secret;
-        opts
-    }
-
+    /// Connect to `url` with `key`, registered on the hub under the id `default`.
     pub fn new(url: impl Into<String>, key: impl Into<Vec<u8>>) -> Self {
         ConnectOptions {
             url: url.into(),
@@ -77,26 +75,125 @@ impl ConnectOptions {
             ca: None,
         }
     }
+
+    /// Connect with `token` (from `taskhub token create`) instead of a key.
+    pub fn with_token(
+        url: impl Into<String>,
+        token: &str,
+    ) -> Result<Self, taskhub_core::token::TokenError> {
+        let (key_id, secret, _) = taskhub_core::token::credentials(token)?;
+        Ok(ConnectOptions::new(url, Vec::new()).credentials(key_id, secret))
+    }
+
+    /// Connect with `credentials` (a key, or a token's key id and secret).
+    pub fn with_credentials(url: impl Into<String>, credentials: crate::Credentials) -> Self {
+        ConnectOptions::new(url, Vec::new()).credentials(credentials.key_id, credentials.secret)
+    }
+
+    fn credentials(mut self, key_id: String, secret: Secret) -> Self {
+        self.key_id = key_id;
+        self.key = secret;
+        self
+    }
+
+    /// The id the key is registered under on the hub (`--keys` files name several).
+    pub fn key_id(mut self, key_id: impl Into<String>) -> Self {
+        self.key_id = key_id.into();
+        self
+    }
+
+    /// The role shown in the hub's stats (default [`Role::Producer`]).
+    pub fn role(mut self, role: Role) -> Self {
+        self.role = role;
+        self
+    }
+
+    /// A name shown in the hub's stats and on the dashboard.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// How long the TCP connect and the handshake may each take (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// For `wss://`: trust only the CA certificates in this PEM file, not the system's.
+    pub fn ca(mut self, pem: impl Into<PathBuf>) -> Self {
+        self.ca = Some(pem.into());
+        self
+    }
+
+    /// Connect and authenticate.
+    pub async fn connect(self) -> Result<Client, ClientError> {
+        Client::connect(self).await
+    }
 }
 
-/// Options for a `put`.
+/// Connect to the hub at `url` with `key` (see [`ConnectOptions`] for the rest).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), taskhub_client::ClientError> {
+/// let client = taskhub_client::connect("ws://127.0.0.1:7878", "KEY").await?;
+/// println!("session {}", client.session());
+/// # Ok(()) }
+/// ```
+pub async fn connect(
+    url: impl Into<String>,
+    key: impl Into<Vec<u8>>,
+) -> Result<Client, ClientError> {
+    ConnectOptions::new(url, key).connect().await
+}
+
+/// How tasks are put: by [`Client::put`], [`Client::put_many`] and [`Client::submit`]. The
+/// default is a task with no kind, no `reply_to`, the hub's attempts and no dedup id.
+///
+/// ```
+/// use taskhub_client::PutOptions;
+/// let opts = PutOptions::new().kind("resize").reply_to("results").max_attempts(3);
+/// # let _ = opts;
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct PutOptions {
-    pub kind: Option<String>,
-    pub reply_to: Option<String>,
-    pub max_attempts: Option<u32>,
-    /// Makes the puts idempotent: task `i` of a call carries the dedup id `<prefix><i>`, and the
-    /// hub stores a task only once per dedup id within its dedup window. Retrying a whole
-    /// `put_many` with the same prefix after a lost connection stores nothing twice.
-    pub dedup_prefix: Option<String>,
+    kind: Option<String>,
+    reply_to: Option<String>,
+    max_attempts: Option<u32>,
+    dedup_prefix: Option<String>,
 }
 
 impl PutOptions {
-    pub fn kind(kind: impl Into<String>) -> Self {
-        PutOptions {
-            kind: Some(kind.into()),
-            ..PutOptions::default()
-        }
+    pub fn new() -> Self {
+        PutOptions::default()
+    }
+
+    /// The task's kind: workers choose the handler by it.
+    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+        self.kind = Some(kind.into());
+        self
+    }
+
+    /// A queue that receives each task's outcome (`{"id", "ok", "result" | "error"}`).
+    /// [`Client::submit`] sets its own (this session's inbox) and refuses this.
+    pub fn reply_to(mut self, queue: impl Into<String>) -> Self {
+        self.reply_to = Some(queue.into());
+        self
+    }
+
+    /// Deliveries before the task goes to `<queue>.dead` (1 to 1000; default the hub's).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// Makes the puts idempotent: task `i` of a call carries the dedup id `<prefix><i>` (a single
+    /// `put` is task 0), and the hub stores a task only once per dedup id within its dedup
+    /// window. Retrying a whole call with the same prefix after a lost connection stores nothing
+    /// twice.
+    pub fn dedup_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.dedup_prefix = Some(prefix.into());
+        self
     }
 }
 
@@ -131,29 +228,105 @@ impl Target {
     }
 }
 
-/// What went wrong, worded for the person at the terminal.
+/// Why the hub refused the credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthReason {
+    /// Unknown key id or wrong key (or a token not signed by an admin key). Do not retry.
+    Credentials,
+    /// The key or token has expired.
+    Expired,
+    /// The token was revoked.
+    Revoked,
+    /// The hub could not prove it holds the key: wrong key, or not the hub you meant.
+    ImpostorHub,
+    /// The hub refused without a reason (for example: too many failed attempts from this
+    /// address; wait a few seconds).
+    Other,
+}
+
+/// What went wrong, worded for the person at the terminal; match on the variant to act on it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
-    /// The hub could not be reached. Check the URL and that the hub runs.
-    #[error("{0}")]
-    Connect(String),
-    /// Wrong key, unknown key id, or a hub that does not hold the key. Fix the key.
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    /// The hub refused a request; `code` says why.
+    /// Nothing listens at the hub's address: is `taskhub serve` running?
+    #[error("cannot connect to {url}: connection refused (is taskhub serve running?)")]
+    Refused {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The hub did not answer the connect or the handshake in time.
+    #[error("cannot connect to {url}: no answer within {:.1} s", after.as_secs_f64())]
+    TimedOut { url: String, after: Duration },
+    /// The connection could not be opened for another reason (a bad URL, TLS, an HTTP refusal,
+    /// a name that does not resolve); `message` says what to do.
+    #[error("cannot connect to {url}: {message}")]
+    Connect {
+        url: String,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The hub refused the credentials, or could not prove it holds them.
+    #[error("authentication failed: {message}")]
+    Auth { reason: AuthReason, message: String },
+    /// The hub refused a request; `code` says why. The session goes on.
     #[error("{message} ({code})")]
     Hub { code: ErrorCode, message: String },
     /// A queue name, topic or pattern is invalid; nothing was sent.
     #[error(transparent)]
     Name(#[from] NameError),
-    /// The session ended.
-    #[error("connection to the hub was lost{}", .0.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
-    Closed(Option<String>),
+    /// The session ended: `code` is the WebSocket close code the hub sent (for example 1008 for
+    /// revoked or expired credentials, 1001 for a hub shutting down), `None` when the
+    /// connection was lost without one.
+    #[error("{}", closed_text(*.code, .reason))]
+    Closed { code: Option<u16>, reason: String },
     /// The hub sent something this client does not understand.
     #[error("protocol error: {0}")]
     Protocol(String),
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
+    /// The call cannot work as asked (nothing was sent); the message says why.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn closed_text(code: Option<u16>, reason: &str) -> String {
+    match (code, reason.is_empty()) {
+        (Some(code), false) => format!("the hub closed the connection ({code}: {reason})"),
+        (Some(code), true) => format!("the hub closed the connection ({code})"),
+        (None, false) => format!("connection to the hub was lost: {reason}"),
+        (None, true) => "connection to the hub was lost".to_string(),
+    }
+}
+
+impl From<AuthError> for ClientError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Rejected { message, reason } => ClientError::Auth {
+                reason: match reason {
+                    Some(AuthFailure::Credentials) => AuthReason::Credentials,
+                    Some(AuthFailure::Expired) => AuthReason::Expired,
+                    Some(AuthFailure::Revoked) => AuthReason::Revoked,
+                    None => AuthReason::Other,
+                },
+                message,
+            },
+            AuthError::ImpostorHub => ClientError::Auth {
+                reason: AuthReason::ImpostorHub,
+                message: "the hub could not prove it holds the key (wrong key, or not the \
+                          taskhub hub you meant)"
+                    .into(),
+            },
+            AuthError::Protocol(m) => ClientError::Protocol(m),
+        }
+    }
+}
+
+/// A pub/sub message, from a [`Subscriber`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub topic: Topic,
+    pub payload: Payload,
 }
 
 #[derive(Debug, Default)]
@@ -162,59 +335,117 @@ struct Inbox {
     early: HashMap<TaskId, Reply>,
 }
 
+#[derive(Debug)]
+struct Route {
+    id: u64,
+    pattern: Pattern,
+    tx: mpsc::Sender<Message>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// How the session ended: the close code and reason.
+type Ending = (Option<u16>, String);
+
 #[derive(Debug, Default)]
 struct Shared {
     pending: Mutex<HashMap<u64, oneshot::Sender<ServerMsg>>>,
     inbox: Mutex<Inbox>,
-    closed: Mutex<Option<String>>,
+    routes: Mutex<Vec<Route>>,
+    closed: Mutex<Option<Ending>>,
+    ended: Notify,
 }
 
 impl Shared {
     fn closed_error(&self) -> ClientError {
-        ClientError::Closed(self.closed.lock().ok().and_then(|c| c.clone()))
+        let (code, reason) = self
+            .closed
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+            .unwrap_or_default();
+        ClientError::Closed { code, reason }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.lock().map(|c| c.is_some()).unwrap_or(true)
     }
 }
 
-/// A connected, authenticated session. Requests may be issued concurrently from many tasks; each
-/// carries its own request id.
-#[derive(Debug)]
+/// A connected, authenticated session: a cheap handle to clone and share. Requests from any
+/// number of tasks and clones are pipelined on the one connection, which lives while any clone
+/// or [`Subscriber`] does.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), taskhub_client::ClientError> {
+/// use serde_json::json;
+/// use taskhub_client::PutOptions;
+///
+/// let client = taskhub_client::connect("ws://127.0.0.1:7878", "KEY").await?;
+/// let square = PutOptions::new().kind("square");
+/// let replies = client.submit("tasks", [json!(7), json!(8)], square.clone()).await?;
+/// assert_eq!(replies[0].result, Some(json!("7 * 7 = 49").into()));
+///
+/// // Clones share the session: ten tasks submitting at once.
+/// let mut jobs = Vec::new();
+/// for n in 0..10 {
+///     let (client, square) = (client.clone(), square.clone());
+///     jobs.push(tokio::spawn(async move { client.submit("tasks", [json!(n)], square).await }));
+/// }
+/// for job in jobs {
+///     assert!(job.await.unwrap()?[0].ok);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
 pub struct Client {
-    out: mpsc::Sender<Message>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    out: mpsc::Sender<WsMessage>,
     shared: Arc<Shared>,
     next_req: AtomicU64,
+    next_route: AtomicU64,
     session: SessionId,
     inbox: QueueName,
     limits: Limits,
-    messages: tokio::sync::Mutex<mpsc::Receiver<(Topic, Payload)>>,
-    reader: JoinHandle<()>,
-    writer: JoinHandle<()>,
 }
 
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.reader.abort();
-        self.writer.abort();
-    }
-}
-
-async fn next_msg(ws: &mut WsStream, timeout: Duration) -> Result<ServerMsg, ClientError> {
+async fn next_msg(ws: &mut WsStream, opts: &ConnectOptions) -> Result<ServerMsg, ClientError> {
     loop {
-        let frame = tokio::time::timeout(timeout, ws.next())
+        let frame = tokio::time::timeout(opts.timeout, ws.next())
             .await
-            .map_err(|_| ClientError::Timeout(timeout))?;
+            .map_err(|_| ClientError::TimedOut {
+                url: opts.url.clone(),
+                after: opts.timeout,
+            })?;
         match frame {
-            Some(Ok(Message::Text(t))) => {
+            Some(Ok(WsMessage::Text(t))) => {
                 return decode_server(&t).map_err(|e| ClientError::Protocol(e.message));
             }
-            Some(Ok(Message::Binary(b))) => {
+            Some(Ok(WsMessage::Binary(b))) => {
                 return decode_server_binary(&b).map_err(|e| ClientError::Protocol(e.message));
             }
-            Some(Ok(Message::Close(c))) => {
-                return Err(ClientError::Closed(c.map(|c| c.reason.to_string())));
+            Some(Ok(WsMessage::Close(c))) => {
+                return Err(ClientError::Closed {
+                    code: c.as_ref().map(|c| u16::from(c.code)),
+                    reason: c.map(|c| c.reason.to_string()).unwrap_or_default(),
+                });
             }
             Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(ClientError::Closed(Some(e.to_string()))),
-            None => return Err(ClientError::Closed(None)),
+            Some(Err(e)) => {
+                return Err(ClientError::Closed {
+                    code: None,
+                    reason: e.to_string(),
+                });
+            }
+            None => {
+                return Err(ClientError::Closed {
+                    code: None,
+                    reason: String::new(),
+                });
+            }
         }
     }
 }
@@ -222,23 +453,25 @@ async fn next_msg(ws: &mut WsStream, timeout: Duration) -> Result<ServerMsg, Cli
 impl Client {
     /// Connect and authenticate (both sides prove the key).
     pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
-        let mut ws = transport::connect(&opts.url, opts.timeout, opts.ca.as_deref())
-            .await
-            .map_err(ClientError::Connect)?;
+        let mut ws = transport::connect(&opts.url, opts.timeout, opts.ca.as_deref()).await?;
         let mut entropy = [0u8; NONCE_BYTES];
         getrandom::fill(&mut entropy).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let mut hs = ClientHandshake::new(opts.key_id, opts.key, opts.role, opts.name, entropy);
-        let challenge = next_msg(&mut ws, opts.timeout).await?;
+        let mut hs = ClientHandshake::new(
+            opts.key_id.clone(),
+            opts.key.clone(),
+            opts.role,
+            opts.name.clone(),
+            entropy,
+        );
+        let challenge = next_msg(&mut ws, &opts).await?;
         let auth = hs.answer(&challenge)?;
         futures_util::SinkExt::send(&mut ws, transport::message(encode_client(&auth)))
             .await
-            .map_err(|e| ClientError::Closed(Some(e.to_string())))?;
-        let welcome = match next_msg(&mut ws, opts.timeout).await {
-            Err(ClientError::Closed(_)) => {
-                return Err(AuthError::Rejected("the hub closed the connection".into()).into());
-            }
-            other => other?,
-        };
+            .map_err(|e| ClientError::Closed {
+                code: None,
+                reason: e.to_string(),
+            })?;
+        let welcome = next_msg(&mut ws, &opts).await?;
         hs.finish(&welcome)?;
         let ServerMsg::Welcome {
             session,
@@ -250,91 +483,81 @@ impl Client {
             return Err(ClientError::Protocol("expected welcome".into()));
         };
 
-        let (mut sink, mut stream) = ws.split();
+        let (mut sink, stream) = ws.split();
         let (out, mut out_rx) = mpsc::channel(OUTBOX);
-        let writer = tokio::spawn(async move {
+        // The writer ends when every handle is gone (the last sender drops): the socket then
+        // closes politely, and the reader ends with the hub's answering Close.
+        tokio::spawn(async move {
             let _ = transport::pump(&mut sink, &mut out_rx).await;
             let _ = futures_util::SinkExt::close(&mut sink).await;
         });
         let shared = Arc::new(Shared::default());
-        let (msg_tx, msg_rx) = mpsc::channel(MESSAGE_BUFFER);
-        let reader_shared = shared.clone();
         // The hub pings every `ping_interval_ms`: twice that without a frame means the path is
         // gone (half-open connections never report an error), and every waiter is told so.
         let silence = Duration::from_millis(limits.ping_interval_ms.saturating_mul(2).max(100));
-        let reader = tokio::spawn(async move {
-            let reason = loop {
-                let Ok(frame) = tokio::time::timeout(silence, stream.next()).await else {
-                    break Some(format!(
-                        "the hub has been silent for {:.0} s",
-                        silence.as_secs_f64()
-                    ));
-                };
-                match frame {
-                    Some(Ok(Message::Text(t))) => match decode_server(&t) {
-                        Ok(msg) => route(&reader_shared, &msg_tx, msg),
-                        Err(e) => unreadable(&reader_shared, &t, e),
-                    },
-                    Some(Ok(Message::Binary(b))) => match decode_server_binary(&b) {
-                        Ok(msg) => route(&reader_shared, &msg_tx, msg),
-                        Err(e) => unreadable(&reader_shared, binary_header(&b).unwrap_or(""), e),
-                    },
-                    Some(Ok(Message::Close(c))) => break c.map(|c| c.reason.to_string()),
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => break Some(e.to_string()),
-                    None => break None,
-                }
-            };
-            if let Ok(mut c) = reader_shared.closed.lock()
-                && c.is_none()
-            {
-                *c = reason;
-            }
-            // Dropping the senders wakes every waiter with "connection lost".
-            if let Ok(mut p) = reader_shared.pending.lock() {
-                p.clear();
-            }
-            if let Ok(mut i) = reader_shared.inbox.lock() {
-                i.waiting.clear();
-            }
-        });
+        tokio::spawn(read(stream, shared.clone(), silence));
         Ok(Client {
-            out,
-            shared,
-            next_req: AtomicU64::new(1),
-            session,
-            inbox,
-            limits,
-            messages: tokio::sync::Mutex::new(msg_rx),
-            reader,
-            writer,
+            inner: Arc::new(Inner {
+                out,
+                shared,
+                next_req: AtomicU64::new(1),
+                next_route: AtomicU64::new(1),
+                session,
+                inbox,
+                limits,
+            }),
         })
     }
 
+    /// This session's id on the hub.
     pub fn session(&self) -> SessionId {
-        self.session
+        self.inner.session
+    }
+
+    /// This session's private inbox, where [`Client::submit`]'s results come.
+    pub fn inbox(&self) -> &QueueName {
+        &self.inner.inbox
     }
 
     /// Limits the hub announced.
     pub fn limits(&self) -> &Limits {
-        &self.limits
+        &self.inner.limits
+    }
+
+    /// Whether the session has ended (closed by either side, or lost).
+    pub fn is_closed(&self) -> bool {
+        self.inner.shared.is_closed()
+    }
+
+    /// Why the session ended ([`ClientError::Closed`] with the hub's close code), once it has.
+    pub fn ended(&self) -> Option<ClientError> {
+        self.is_closed().then(|| self.inner.shared.closed_error())
     }
 
     /// Send a request without waiting for its answer.
     async fn start(&self, mut msg: ClientMsg) -> Result<oneshot::Receiver<ServerMsg>, ClientError> {
-        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let req = self.inner.next_req.fetch_add(1, Ordering::Relaxed);
         msg.set_req(req);
         let (tx, rx) = oneshot::channel();
-        if let Ok(mut p) = self.shared.pending.lock() {
+        if let Ok(mut p) = self.inner.shared.pending.lock() {
             p.insert(req, tx);
         }
+        // The reader marks the session closed before it drops every waiter: a waiter added
+        // after that would wait forever.
+        if self.inner.shared.is_closed() {
+            if let Ok(mut p) = self.inner.shared.pending.lock() {
+                p.remove(&req);
+            }
+            return Err(self.inner.shared.closed_error());
+        }
         if self
+            .inner
             .out
             .send(transport::message(encode_client(&msg)))
             .await
             .is_err()
         {
-            return Err(self.shared.closed_error());
+            return Err(self.inner.shared.closed_error());
         }
         Ok(rx)
     }
@@ -343,40 +566,50 @@ impl Client {
         match rx.await {
             Ok(ServerMsg::Error { code, message, .. }) => Err(ClientError::Hub { code, message }),
             Ok(msg) => Ok(msg),
-            Err(_) => Err(self.shared.closed_error()),
+            Err(_) => Err(self.inner.shared.closed_error()),
         }
     }
 
-    /// Send any request and wait for its answer. An `error` answer becomes [`ClientError::Hub`].
+    /// Send any request (its `req` is set here) and wait for its answer. An `error` answer
+    /// becomes [`ClientError::Hub`].
     pub async fn request(&self, msg: ClientMsg) -> Result<ServerMsg, ClientError> {
         let rx = self.start(msg).await?;
         self.finish(rx).await
     }
 
-    /// Put one task; returns its id once the hub has accepted it. The payload is JSON (a
-    /// [`serde_json::Value`]) or bytes (`Vec<u8>`, [`bytes::Bytes`]: sent in a binary frame, no base64).
+    /// Put one task; returns its id once the hub holds it (with a data dir: once it is stored).
+    /// The payload is JSON (a [`serde_json::Value`]) or bytes (`Vec<u8>`, [`bytes::Bytes`]:
+    /// sent in a binary frame, no base64).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: taskhub_client::Client) -> Result<(), taskhub_client::ClientError> {
+    /// use serde_json::json;
+    /// use taskhub_client::PutOptions;
+    /// let id = client
+    ///     .put("tasks", json!(3411), PutOptions::new().kind("square").reply_to("results"))
+    ///     .await?;
+    /// # let _ = id; Ok(()) }
+    /// ```
     pub async fn put(
         &self,
         queue: &str,
         payload: impl Into<Payload>,
-        opts: &PutOptions,
+        opts: PutOptions,
     ) -> Result<TaskId, ClientError> {
-        let target = Target::new(queue, opts)?;
+        let target = Target::new(queue, &opts)?;
         let dedup_id = opts.dedup_prefix.as_ref().map(|p| format!("{p}0"));
-        match self.request(target.put(payload.into(), dedup_id)).await? {
-            ServerMsg::Queued { task, .. } => Ok(task),
-            other => Err(unexpected(&other)),
-        }
+        self.queued(self.start(target.put(payload.into(), dedup_id)).await?)
+            .await
     }
 
     /// Put many tasks, pipelined; returns their ids in input order.
-    pub async fn put_many(
+    pub async fn put_many<P: Into<Payload>>(
         &self,
         queue: &str,
-        payloads: Vec<impl Into<Payload>>,
-        opts: &PutOptions,
+        payloads: impl IntoIterator<Item = P>,
+        opts: PutOptions,
     ) -> Result<Vec<TaskId>, ClientError> {
-        let mut ids = Vec::with_capacity(payloads.len());
+        let mut ids = Vec::new();
         self.put_each(queue, payloads, opts, |id| ids.push(id))
             .await?;
         Ok(ids)
@@ -385,14 +618,14 @@ impl Client {
     /// [`Client::put_many`], calling `queued` with each task's id, in order, as soon as the hub
     /// confirms it holds the task. If the connection drops part way, the ids given so far are
     /// exactly the tasks the hub confirmed (the rest may or may not have arrived).
-    pub async fn put_each(
+    pub async fn put_each<P: Into<Payload>>(
         &self,
         queue: &str,
-        payloads: Vec<impl Into<Payload>>,
-        opts: &PutOptions,
+        payloads: impl IntoIterator<Item = P>,
+        opts: PutOptions,
         mut queued: impl FnMut(TaskId),
     ) -> Result<(), ClientError> {
-        let target = Target::new(queue, opts)?;
+        let target = Target::new(queue, &opts)?;
         let mut window = std::collections::VecDeque::new();
         for (i, payload) in payloads.into_iter().enumerate() {
             if window.len() >= PIPELINE_WINDOW
@@ -416,7 +649,8 @@ impl Client {
         }
     }
 
-    /// Take the task at the front of `queue`, waiting up to `timeout`. `None` if none came.
+    /// Take the task at the front of `queue` for good (no lease), waiting up to `timeout`
+    /// (capped by the hub at one hour). `None` if none came.
     pub async fn get(&self, queue: &str, timeout: Duration) -> Result<Option<Task>, ClientError> {
         let msg = ClientMsg::Get {
             req: None,
@@ -430,67 +664,49 @@ impl Client {
         }
     }
 
-    /// Put tasks whose results come back to this session's private inbox, then wait for all of
-    /// them. Replies are returned in input order. A task that ends in the dead-letter queue comes
-    /// back with `ok: false` and its error.
-    pub async fn submit(
+    /// Put tasks whose results come back to this session's private inbox, and wait for all of
+    /// them: replies in input order. A task that ends in the dead-letter queue comes back with
+    /// `ok: false` and its error. Bound the wait with [`tokio::time::timeout`]; many submits may
+    /// run at once, on one handle or its clones.
+    ///
+    /// `opts` may not set `reply_to` (the inbox is the reply queue): that is
+    /// [`ClientError::Invalid`].
+    pub async fn submit<P: Into<Payload>>(
         &self,
         queue: &str,
-        payloads: Vec<impl Into<Payload>>,
+        payloads: impl IntoIterator<Item = P>,
         opts: PutOptions,
-        timeout: Option<Duration>,
     ) -> Result<Vec<Reply>, ClientError> {
+        if let Some(reply_to) = &opts.reply_to {
+            return Err(ClientError::Invalid(format!(
+                "submit sends results to this session's inbox, so reply_to ({reply_to}) cannot \
+                 be set; use put_many with reply_to instead"
+            )));
+        }
         let opts = PutOptions {
-            reply_to: Some(self.inbox.to_string()),
+            reply_to: Some(self.inner.inbox.to_string()),
             ..opts
         };
-        let collect = async {
-            let ids = self.put_many(queue, payloads, &opts).await?;
-            // Register every id first: replies for later tasks may arrive while we wait on earlier.
-            let waits: Vec<_> = ids.iter().map(|id| self.expect_reply(*id)).collect();
-            let mut replies = Vec::with_capacity(ids.len());
-            for wait in waits {
-                replies.push(self.reply(wait).await?);
-            }
-            Ok(replies)
-        };
-        match timeout {
-            Some(t) => tokio::time::timeout(t, collect)
-                .await
-                .map_err(|_| ClientError::Timeout(t))?,
-            None => collect.await,
+        let ids = self.put_many(queue, payloads, opts).await?;
+        // Register every id first: replies for later tasks may arrive while we wait on earlier.
+        let waits: Vec<_> = ids.iter().map(|id| self.expect_reply(*id)).collect();
+        let mut replies = Vec::with_capacity(ids.len());
+        for wait in waits {
+            replies.push(self.reply(wait).await?);
         }
-    }
-
-    /// Put one task whose result comes back to this session, and wait for that result. Many of
-    /// these may run at once on one client (this is how `taskhub bench` pipelines).
-    pub async fn submit_one(
-        &self,
-        queue: &QueueName,
-        payload: impl Into<Payload>,
-        kind: Option<&str>,
-    ) -> Result<Reply, ClientError> {
-        let target = Target {
-            queue: queue.clone(),
-            kind: kind.map(str::to_string),
-            reply_to: Some(self.inbox.clone()),
-            max_attempts: None,
-        };
-        let id = self
-            .queued(self.start(target.put(payload.into(), None)).await?)
-            .await?;
-        let wait = self.expect_reply(id);
-        self.reply(wait).await
+        Ok(replies)
     }
 
     /// Claim the reply for `id`: it may already be here, or will be delivered to the receiver.
     fn expect_reply(&self, id: TaskId) -> Result<Reply, oneshot::Receiver<Reply>> {
         let (tx, rx) = oneshot::channel();
-        if let Ok(mut inbox) = self.shared.inbox.lock() {
+        if let Ok(mut inbox) = self.inner.shared.inbox.lock() {
             if let Some(r) = inbox.early.remove(&id) {
                 return Ok(r);
             }
-            inbox.waiting.insert(id, tx);
+            if !self.inner.shared.is_closed() {
+                inbox.waiting.insert(id, tx);
+            } // else `tx` drops here, and the wait ends with the close
         }
         Err(rx)
     }
@@ -501,11 +717,12 @@ impl Client {
     ) -> Result<Reply, ClientError> {
         match wait {
             Ok(r) => Ok(r),
-            Err(rx) => rx.await.map_err(|_| self.shared.closed_error()),
+            Err(rx) => rx.await.map_err(|_| self.inner.shared.closed_error()),
         }
     }
 
-    /// Publish to a topic (JSON or bytes); returns how many subscribers it reached.
+    /// Publish to a topic (JSON or bytes); returns how many sessions it reached (at most once:
+    /// nothing is stored).
     pub async fn publish(
         &self,
         topic: &str,
@@ -522,26 +739,52 @@ impl Client {
         }
     }
 
-    /// Subscribe to a pattern (`*` one token, `>` the rest). Read with [`Client::next_message`].
-    pub async fn subscribe(&self, pattern: &str) -> Result<(), ClientError> {
-        let msg = ClientMsg::Subscribe {
-            req: None,
-            pattern: Pattern::new(pattern)?,
+    /// The messages on topics matching `pattern` (`*` one token, `>` the rest) from now on, as
+    /// a [`Stream`]. Each subscriber gets its own copy; one that does not keep up loses
+    /// messages ([`Subscriber::dropped`] counts them), never memory.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: taskhub_client::Client) -> Result<(), taskhub_client::ClientError> {
+    /// use futures_util::StreamExt;
+    /// let mut cpu = client.subscribe("metrics.*.cpu").await?;
+    /// while let Some(msg) = cpu.next().await {
+    ///     println!("{}: {:?}", msg.topic, msg.payload);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe(&self, pattern: &str) -> Result<Subscriber, ClientError> {
+        let pattern = Pattern::new(pattern)?;
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+        let id = self.inner.next_route.fetch_add(1, Ordering::Relaxed);
+        let dropped = Arc::new(AtomicU64::new(0));
+        // Routed before the hub is asked, so nothing sent after its `ok` is missed.
+        if let Ok(mut routes) = self.inner.shared.routes.lock() {
+            routes.push(Route {
+                id,
+                pattern: pattern.clone(),
+                tx,
+                dropped: dropped.clone(),
+            });
+        }
+        let sub = Subscriber {
+            id,
+            pattern: pattern.clone(),
+            rx,
+            dropped,
+            client: Some(self.clone()),
         };
-        self.request(msg).await.map(drop)
+        self.request(ClientMsg::Subscribe { req: None, pattern })
+            .await?;
+        Ok(sub)
     }
 
-    pub async fn unsubscribe(&self, pattern: &str) -> Result<(), ClientError> {
-        let msg = ClientMsg::Unsubscribe {
-            req: None,
-            pattern: Pattern::new(pattern)?,
+    /// Stop routing to subscriber `id`; whether no other subscriber here uses `pattern`.
+    fn unroute(&self, id: u64, pattern: &Pattern) -> bool {
+        let Ok(mut routes) = self.inner.shared.routes.lock() else {
+            return false;
         };
-        self.request(msg).await.map(drop)
-    }
-
-    /// The next pub/sub message, or `None` once the session has ended.
-    pub async fn next_message(&self) -> Option<(Topic, Payload)> {
-        self.messages.lock().await.recv().await
+        routes.retain(|r| r.id != id);
+        !routes.iter().any(|r| &r.pattern == pattern)
     }
 
     pub async fn stats(&self) -> Result<Stats, ClientError> {
@@ -604,12 +847,137 @@ impl Client {
         }
     }
 
-    /// Close the session politely: queued frames go out, then a Close frame.
-    pub async fn close(mut self) {
-        let _ = self.out.send(Message::Close(None)).await;
-        // Dropping the last sender ends the writer's pump, which then closes the sink.
-        self.out = mpsc::channel(1).0;
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.writer).await;
+    /// Close the session, for this handle and every clone: frames already queued go out, then a
+    /// Close frame. Waits (up to 2 s) for the hub to close its side; leased tasks go back to
+    /// their queues.
+    pub async fn close(&self) {
+        let shared = &self.inner.shared;
+        let ended = shared.ended.notified();
+        if !shared.is_closed() && self.inner.out.send(WsMessage::Close(None)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), ended).await;
+        }
+    }
+}
+
+/// The reader: hand every frame to whoever waits for it until the connection ends, then wake
+/// every waiter with the reason.
+async fn read(
+    mut stream: futures_util::stream::SplitStream<WsStream>,
+    shared: Arc<Shared>,
+    silence: Duration,
+) {
+    let ending: Ending = loop {
+        let Ok(frame) = tokio::time::timeout(silence, stream.next()).await else {
+            break (
+                None,
+                format!("the hub has been silent for {:.0} s", silence.as_secs_f64()),
+            );
+        };
+        match frame {
+            Some(Ok(WsMessage::Text(t))) => match decode_server(&t) {
+                Ok(msg) => route(&shared, msg),
+                Err(e) => unreadable(&shared, &t, e),
+            },
+            Some(Ok(WsMessage::Binary(b))) => match decode_server_binary(&b) {
+                Ok(msg) => route(&shared, msg),
+                Err(e) => unreadable(&shared, binary_header(&b).unwrap_or(""), e),
+            },
+            Some(Ok(WsMessage::Close(c))) => {
+                break match c {
+                    Some(c) => (Some(u16::from(c.code)), c.reason.to_string()),
+                    None => (Some(1005), String::new()),
+                };
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => break (None, e.to_string()),
+            None => break (None, String::new()),
+        }
+    };
+    if let Ok(mut c) = shared.closed.lock() {
+        // A farewell error (shutting_down, slow_consumer, ...) may have said more already.
+        let reason = match c.take() {
+            Some((_, said)) if !said.is_empty() => said,
+            _ => ending.1,
+        };
+        *c = Some((ending.0, reason));
+    }
+    // Dropping the senders wakes every waiter with the close, and ends every subscriber.
+    if let Ok(mut p) = shared.pending.lock() {
+        p.clear();
+    }
+    if let Ok(mut i) = shared.inbox.lock() {
+        i.waiting.clear();
+    }
+    if let Ok(mut r) = shared.routes.lock() {
+        r.clear();
+    }
+    shared.ended.notify_waiters();
+}
+
+/// The messages on one pattern, from [`Client::subscribe`]: a [`Stream`] that ends when the
+/// session does. Dropping it unsubscribes (once no other subscriber here uses the pattern).
+#[derive(Debug)]
+pub struct Subscriber {
+    id: u64,
+    pattern: Pattern,
+    rx: mpsc::Receiver<Message>,
+    dropped: Arc<AtomicU64>,
+    /// `None` once unsubscribed.
+    client: Option<Client>,
+}
+
+impl Subscriber {
+    pub fn pattern(&self) -> &Pattern {
+        &self.pattern
+    }
+
+    /// Messages lost because this subscriber's buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Stop receiving, and wait until the hub has taken note (when no other subscriber here
+    /// uses the pattern). Messages already buffered are dropped.
+    pub async fn unsubscribe(mut self) -> Result<(), ClientError> {
+        let Some(client) = self.client.take() else {
+            return Ok(());
+        };
+        if client.unroute(self.id, &self.pattern) && !client.is_closed() {
+            client
+                .request(ClientMsg::Unsubscribe {
+                    req: None,
+                    pattern: self.pattern.clone(),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Stream for Subscriber {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take()
+            && client.unroute(self.id, &self.pattern)
+        {
+            // Without `req`: no answer to wait for. A full outbox just leaves the hub sending
+            // what nobody reads, which the reader drops.
+            let msg: ClientMsg = ClientMsg::Unsubscribe {
+                req: None,
+                pattern: self.pattern.clone(),
+            };
+            let _ = client
+                .inner
+                .out
+                .try_send(transport::message(encode_client(&msg)));
+        }
     }
 }
 
@@ -637,7 +1005,6 @@ fn unexpected(msg: &ServerMsg) -> ClientError {
     ClientError::Protocol(format!("unexpected answer from hub: {msg:?}"))
 }
 
-/// Hand one incoming message to whoever waits for it.
 /// A frame from the hub that cannot be decoded: whoever waits for it gets an error naming the
 /// problem instead of waiting forever (the answer to a request by its `req`, a submitted task's
 /// reply by its `id`).
@@ -688,13 +1055,27 @@ fn deliver_reply(shared: &Shared, reply: Reply) {
     }
 }
 
-fn route(shared: &Shared, messages: &mpsc::Sender<(Topic, Payload)>, msg: ServerMsg) {
+/// Hand a pub/sub message to every subscriber whose pattern matches it. At most once: a
+/// subscriber that does not keep up loses messages, not memory.
+fn publish_locally(shared: &Shared, topic: Topic, payload: Payload) {
+    let Ok(routes) = shared.routes.lock() else {
+        return;
+    };
+    for r in routes.iter().filter(|r| r.pattern.matches(&topic)) {
+        let msg = Message {
+            topic: topic.clone(),
+            payload: payload.clone(),
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = r.tx.try_send(msg) {
+            r.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn route(shared: &Shared, msg: ServerMsg) {
     match msg {
         ServerMsg::Reply(reply) => deliver_reply(shared, reply),
-        ServerMsg::Message { topic, payload } => {
-            // At-most-once: a reader that does not keep up loses messages, not memory.
-            let _ = messages.try_send((topic, payload));
-        }
+        ServerMsg::Message { topic, payload } => publish_locally(shared, topic, payload),
         msg => match msg.req() {
             Some(req) => answer(shared, req, msg),
             None => {
@@ -708,7 +1089,7 @@ fn route(shared: &Shared, messages: &mpsc::Sender<(Topic, Payload)>, msg: Server
                             | ErrorCode::IdleTimeout
                     );
                     if closing && let Ok(mut c) = shared.closed.lock() {
-                        *c = Some(format!("{message} ({code})"));
+                        *c = Some((None, format!("{message} ({code})")));
                     }
                 }
             }

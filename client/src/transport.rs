@@ -12,6 +12,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
+use crate::ClientError;
+
 /// A client-side WebSocket.
 pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -20,36 +22,53 @@ pub const MAX_INBOUND_BYTES: usize = 64 << 20;
 
 /// Connect to `url` (`ws://` or `wss://`) within `timeout`. A `wss://` hub's certificate must
 /// be signed by `ca` (a PEM file) when given, else by a CA the system trusts. Errors read like
-/// `cannot connect to ws://127.0.0.1:7878: connection refused (is taskhub serve running?)`.
-pub async fn connect(url: &str, timeout: Duration, ca: Option<&Path>) -> Result<WsStream, String> {
+/// `cannot connect to ws://127.0.0.1:7878: connection refused (is taskhub serve running?)`, and
+/// their variant says which of refused, timed out or another failure it was.
+pub async fn connect(
+    url: &str,
+    timeout: Duration,
+    ca: Option<&Path>,
+) -> Result<WsStream, ClientError> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_INBOUND_BYTES))
         .max_frame_size(Some(MAX_INBOUND_BYTES));
     let secure = url.starts_with("wss://");
     let connector = if secure {
-        let tls =
-            crate::tls::client_config(ca).map_err(|e| format!("cannot connect to {url}: {e}"))?;
+        let tls = crate::tls::client_config(ca).map_err(|message| ClientError::Connect {
+            url: url.to_string(),
+            message,
+            source: None,
+        })?;
         Connector::Rustls(tls)
     } else {
         Connector::Plain
     };
     let attempt =
         tokio_tungstenite::connect_async_tls_with_config(url, Some(config), true, Some(connector));
-    let why = match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok((ws, _response))) => return Ok(ws),
-        Err(_) => format!("no answer within {} s", timeout.as_secs_f32()),
-        Ok(Err(e)) => explain(e, secure),
-    };
-    Err(format!("cannot connect to {url}: {why}"))
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok((ws, _response))) => Ok(ws),
+        Err(_) => Err(ClientError::TimedOut {
+            url: url.to_string(),
+            after: timeout,
+        }),
+        Ok(Err(WsError::Io(e))) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err(ClientError::Refused {
+                url: url.to_string(),
+                source: e,
+            })
+        }
+        Ok(Err(e)) => Err(ClientError::Connect {
+            url: url.to_string(),
+            message: explain(&e, secure),
+            source: Some(Box::new(e)),
+        }),
+    }
 }
 
 /// What a failed connect means, and what to do about it.
-fn explain(e: WsError, secure: bool) -> String {
+fn explain(e: &WsError, secure: bool) -> String {
     use std::io::ErrorKind;
     match e {
-        WsError::Io(e) if e.kind() == ErrorKind::ConnectionRefused => {
-            "connection refused (is taskhub serve running?)".to_string()
-        }
         // A plain hub closes a TLS handshake at once.
         WsError::Io(e)
             if secure

@@ -51,9 +51,13 @@ impl fmt::Debug for Secret {
 /// Why a handshake failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    /// The hub refused our proof: wrong key or unknown key id. Do not retry with the same key.
-    #[error("authentication failed: {0}")]
-    Rejected(String),
+    /// The hub refused the credentials (`reason` says why, when the hub said: wrong key or
+    /// unknown key id, expired, revoked). Do not retry with the same credentials.
+    #[error("authentication failed: {message}")]
+    Rejected {
+        message: String,
+        reason: Option<crate::protocol::AuthFailure>,
+    },
     /// The hub's proof was wrong: it does not hold our key, so it is not the hub we meant.
     #[error(
         "authentication failed: the hub could not prove it holds the key (wrong key, or not the taskhub hub you meant)"
@@ -245,8 +249,12 @@ fn unexpected(msg: &ServerMsg, wanted: &str) -> AuthError {
         ServerMsg::Error {
             code: ErrorCode::AuthFailed,
             message,
+            reason,
             ..
-        } => AuthError::Rejected(message.clone()),
+        } => AuthError::Rejected {
+            message: message.clone(),
+            reason: *reason,
+        },
         ServerMsg::Error { code, message, .. } => {
             AuthError::Protocol(format!("hub refused the session: {code}: {message}"))
         }

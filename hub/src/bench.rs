@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
 use serde_json::Value;
-use taskhub_client::{Client, ConnectOptions};
+use taskhub_client::{Client, ConnectOptions, PutOptions};
 use taskhub_core::auth::{DEFAULT_KEY_ID, Secret};
 use taskhub_core::worker::WorkerConfig;
 use taskhub_core::{Payload, QueueName};
@@ -197,10 +197,9 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
 }
 
 async fn connect(url: &str, opts: &BenchOptions) -> Result<Client, String> {
-    let mut o = ConnectOptions::new(url, opts.key.as_bytes());
-    o.timeout = Duration::from_secs(30);
+    let mut o = ConnectOptions::new(url, opts.key.as_bytes()).timeout(Duration::from_secs(30));
     o.ca = opts.ca.clone();
-    Client::connect(o).await.map_err(|e| e.to_string())
+    o.connect().await.map_err(|e| e.to_string())
 }
 
 /// Run `tasks` tasks with `pipeline` in flight; returns (elapsed, latencies, errors).
@@ -216,13 +215,20 @@ async fn load(
     let mut errors = 0;
     let mut in_flight = FuturesUnordered::new();
     let mut sent = 0;
-    let one = |p: Payload| async move {
-        let t = Instant::now();
-        let r = client.submit_one(queue, p.clone(), Some("echo")).await;
-        (
-            t.elapsed(),
-            r.map(|r| r.ok && r.result.as_ref() == Some(&p)),
-        )
+    let echo = PutOptions::new().kind("echo");
+    let one = |p: Payload| {
+        let echo = echo.clone();
+        async move {
+            let t = Instant::now();
+            let r = client.submit(queue.as_str(), [p.clone()], echo).await;
+            (
+                t.elapsed(),
+                r.map(|r| {
+                    r.first()
+                        .is_some_and(|r| r.ok && r.result.as_ref() == Some(&p))
+                }),
+            )
+        }
     };
     while sent < tasks || !in_flight.is_empty() {
         while sent < tasks && in_flight.len() < pipeline.max(1) {

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use futures_util::StreamExt;
 use serde_json::Value;
 use taskhub::keys::Key;
 use taskhub::{Config, Running, Secret};
@@ -433,7 +434,7 @@ async fn connect(cli: &Cli) -> anyhow::Result<Client> {
     let url = cli.hub.as_deref().unwrap_or(taskhub_client::DEFAULT_URL);
     let mut opts = ConnectOptions::with_credentials(url, cli.credentials()?);
     opts.ca = cli.ca.clone();
-    Ok(Client::connect(opts).await?)
+    Ok(opts.connect().await?)
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -483,19 +484,26 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             dedup_prefix,
         } => {
             let payloads = tasks.payloads()?;
-            let opts = PutOptions {
-                kind: tasks.kind.clone(),
-                reply_to: reply_to.clone(),
-                max_attempts: *max_attempts,
-                dedup_prefix: dedup_prefix.clone(),
-            };
+            let mut opts = PutOptions::new();
+            if let Some(kind) = &tasks.kind {
+                opts = opts.kind(kind);
+            }
+            if let Some(reply_to) = reply_to {
+                opts = opts.reply_to(reply_to);
+            }
+            if let Some(attempts) = max_attempts {
+                opts = opts.max_attempts(*attempts);
+            }
+            if let Some(prefix) = dedup_prefix {
+                opts = opts.dedup_prefix(prefix);
+            }
             let client = connect(&cli).await?;
             // Each id is printed as soon as the hub confirms its task, so a connection lost part
             // way leaves a true list of what the hub holds.
             let (total, mut confirmed) = (payloads.len(), 0);
             let mut printed = Ok(());
             let sent = client
-                .put_each(&tasks.queue, payloads, &opts, |id| {
+                .put_each(&tasks.queue, payloads, opts, |id| {
                     confirmed += 1;
                     if printed.is_ok() {
                         printed = writeln!(out, "{id}").and_then(|()| out.flush());
@@ -542,11 +550,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let payloads = tasks.payloads()?;
             let timeout = timeout.map(|t| secs(t, "--timeout")).transpose()?;
             let client = connect(&cli).await?;
-            let opts = PutOptions {
-                kind: tasks.kind.clone(),
-                ..PutOptions::default()
+            let mut opts = PutOptions::new();
+            if let Some(kind) = &tasks.kind {
+                opts = opts.kind(kind);
+            }
+            let submitted = client.submit(&tasks.queue, payloads, opts);
+            let replies = match timeout {
+                Some(t) => tokio::time::timeout(t, submitted).await.map_err(|_| {
+                    anyhow::anyhow!("the results did not all come within {} s", t.as_secs_f64())
+                })??,
+                None => submitted.await?,
             };
-            let replies = client.submit(&tasks.queue, payloads, opts, timeout).await?;
             client.close().await;
             let mut failed = 0;
             for r in replies {
@@ -574,18 +588,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Sub { pattern } => {
             let client = connect(&cli).await?;
-            client.subscribe(pattern).await?;
+            let mut messages = client.subscribe(pattern).await?;
             drop(out);
             loop {
                 tokio::select! {
-                    msg = client.next_message() => match msg {
-                        Some((topic, payload)) => {
+                    msg = messages.next() => match msg {
+                        Some(taskhub_client::Message { topic, payload }) => {
                             let line = serde_json::json!({"topic": topic, "payload": json_line(&payload)});
                             let mut out = std::io::stdout().lock();
                             writeln!(out, "{line}")?;
                             out.flush()?;
                         }
-                        None => bail!("connection to the hub was lost"),
+                        None => match client.ended() {
+                            Some(why) => bail!("{why}"),
+                            None => bail!("connection to the hub was lost"),
+                        },
                     },
                     _ = shutdown_signal() => return Ok(()),
                 }
@@ -980,7 +997,7 @@ async fn demo() -> anyhow::Result<()> {
             },
         )));
     }
-    let client = Client::connect(ConnectOptions::new(url, key.as_bytes())).await?;
+    let client = taskhub_client::connect(url, key.as_bytes()).await?;
     let mut numbers = Vec::new();
     for _ in 0..10 {
         let mut b = [0u8; 2];
@@ -989,14 +1006,12 @@ async fn demo() -> anyhow::Result<()> {
         println!("Put task {n}...");
         numbers.push(Value::from(n));
     }
-    let replies = client
-        .submit(
-            "tasks",
-            numbers,
-            PutOptions::kind("square"),
-            Some(Duration::from_secs(60)),
-        )
-        .await?;
+    let replies = tokio::time::timeout(
+        Duration::from_secs(60),
+        client.submit("tasks", numbers, PutOptions::new().kind("square")),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the results did not come within 60 s"))??;
     for r in replies {
         match (r.ok, r.result) {
             (true, Some(Payload::Json(Value::String(s)))) => println!("Result: {s}"),

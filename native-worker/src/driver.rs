@@ -170,7 +170,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                             let now = d.now();
                             d.sm.handle_connected(now, entropy);
                         }
-                        Err(e) => d.lost(&e),
+                        Err(e) => d.lost(&e.to_string()),
                     }
                 }
                 Event::Close => {

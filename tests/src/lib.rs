@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use taskhub::{Config, Running, Secret};
-use taskhub_client::{Client, ConnectOptions};
+use taskhub_client::{Client, ClientError, ConnectOptions, Payload, PutOptions, Reply};
 use taskhub_core::auth::{client_proof, hex};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -60,6 +60,37 @@ pub async fn client(url: &str) -> Client {
     Client::connect(ConnectOptions::new(url, KEY))
         .await
         .expect("client connects")
+}
+
+/// [`Client::submit`] with a bound on the wait: how the tests say how long results may take.
+/// Running out of it fails the test, naming the bound.
+#[allow(async_fn_in_trait)]
+pub trait SubmitWithin {
+    async fn submit_within<P: Into<Payload>>(
+        &self,
+        queue: &str,
+        payloads: impl IntoIterator<Item = P>,
+        opts: PutOptions,
+        wait: Option<Duration>,
+    ) -> Result<Vec<Reply>, ClientError>;
+}
+
+impl SubmitWithin for Client {
+    async fn submit_within<P: Into<Payload>>(
+        &self,
+        queue: &str,
+        payloads: impl IntoIterator<Item = P>,
+        opts: PutOptions,
+        wait: Option<Duration>,
+    ) -> Result<Vec<Reply>, ClientError> {
+        let submitted = self.submit(queue, payloads, opts);
+        match wait {
+            Some(w) => tokio::time::timeout(w, submitted)
+                .await
+                .unwrap_or_else(|_| panic!("the results did not come within {w:?}")),
+            None => submitted.await,
+        }
+    }
 }
 
 /// A WebSocket speaking raw protocol JSON, for tests that need to misbehave.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use taskhub_client::{Client, ClientError, ConnectOptions};
+use taskhub_client::{AuthReason, Client, ClientError, ConnectOptions};
 use taskhub_core::auth::{Secret, client_proof, hex};
 use taskhub_tests::{KEY, Raw, client, hub};
 use tokio_tungstenite::tungstenite::Message;
@@ -24,7 +24,16 @@ async fn a_wrong_key_is_refused_with_a_clear_message() {
     let err = Client::connect(ConnectOptions::new(hub.url(), "wrong"))
         .await
         .unwrap_err();
-    assert!(matches!(err, ClientError::Auth(_)), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ClientError::Auth {
+                reason: AuthReason::Credentials,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("authentication failed"), "{err}");
 
     let mut opts = ConnectOptions::new(hub.url(), KEY);

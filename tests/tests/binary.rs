@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
+use taskhub_tests::SubmitWithin;
 
 use serde_json::json;
 use taskhub_client::PutOptions;
@@ -36,10 +37,10 @@ async fn bytes_go_through_a_real_hub_and_worker_byte_for_byte() {
         Payload::Json(json!("still JSON")),
     ];
     let replies = c
-        .submit(
+        .submit_within(
             "bin",
             payloads,
-            PutOptions::kind("echo"),
+            PutOptions::new().kind("echo"),
             Some(Duration::from_secs(30)),
         )
         .await
@@ -52,10 +53,10 @@ async fn bytes_go_through_a_real_hub_and_worker_byte_for_byte() {
 
     // A handler that reads bytes and answers JSON: the SHA-256 of the bytes themselves.
     let digest = c
-        .submit(
+        .submit_within(
             "bin",
             vec![Payload::from(&b"abc"[..])],
-            PutOptions::kind("sha256"),
+            PutOptions::new().kind("sha256"),
             Some(Duration::from_secs(10)),
         )
         .await
@@ -71,15 +72,15 @@ async fn outcomes_and_dead_letters_keep_their_bytes() {
     let (_hub, url) = serve("127.0.0.1:0");
     let _w = worker(&url, "keep", &[]);
     let c = client(&url).await;
-    let opts = |kind: &str| PutOptions {
-        kind: Some(kind.into()),
-        reply_to: Some("keep-results".into()),
-        max_attempts: Some(1),
-        ..PutOptions::default()
+    let opts = |kind: &str| {
+        PutOptions::new()
+            .kind(kind)
+            .reply_to("keep-results")
+            .max_attempts(1)
     };
-    let echoed = c.put("keep", sample(1000), &opts("echo")).await.unwrap();
+    let echoed = c.put("keep", sample(1000), opts("echo")).await.unwrap();
     // `square` takes JSON: a binary payload fails for good, and its dead letter keeps the bytes.
-    let refused = c.put("keep", sample(300), &opts("square")).await.unwrap();
+    let refused = c.put("keep", sample(300), opts("square")).await.unwrap();
 
     let mut outcomes = Vec::new();
     for _ in 0..2 {
@@ -179,7 +180,7 @@ async fn exec_commands_and_the_cli_take_bytes() {
 
     // Pub/sub carries bytes too.
     let sub = client(&url).await;
-    sub.subscribe("frames.>").await.unwrap();
+    let mut frames = sub.subscribe("frames.>").await.unwrap();
     let publisher = client(&url).await;
     assert_eq!(
         publisher
@@ -188,10 +189,13 @@ async fn exec_commands_and_the_cli_take_bytes() {
             .unwrap(),
         1
     );
-    let (topic, payload) = tokio::time::timeout(Duration::from_secs(5), sub.next_message())
-        .await
-        .unwrap()
-        .unwrap();
+    let taskhub_client::Message { topic, payload } = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut frames),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(
         (topic.as_str(), bytes_of(Some(&payload))),
         ("frames.cam1", sample(5000))
@@ -211,10 +215,10 @@ async fn a_users_handler_takes_and_returns_bytes() {
     let _stop = taskhub_tests::worker_with(&url, "mine", 2, handlers);
     let c = client(&url).await;
     let inverted = c
-        .submit(
+        .submit_within(
             "mine",
             vec![Payload::from(sample(4096)), Payload::Json(json!([1, 2]))],
-            PutOptions::kind("invert"),
+            PutOptions::new().kind("invert"),
             Some(Duration::from_secs(10)),
         )
         .await
@@ -230,10 +234,10 @@ async fn a_users_handler_takes_and_returns_bytes() {
         "{error}"
     );
     let len = c
-        .submit(
+        .submit_within(
             "mine",
             vec![Payload::from(vec![7u8; 12])],
-            PutOptions::kind("len"),
+            PutOptions::new().kind("len"),
             Some(Duration::from_secs(10)),
         )
         .await

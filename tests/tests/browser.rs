@@ -2,6 +2,7 @@
 //! the tab, the dashboard, and a browser closed mid-batch with a native worker finishing the rest.
 
 use std::time::{Duration, Instant};
+use taskhub_tests::SubmitWithin;
 
 use serde_json::json;
 use taskhub_client::PutOptions;
@@ -38,10 +39,10 @@ async fn a_browser_tab_works_the_queue_and_hands_back_its_tasks_when_closed() {
 
     // 2. 200 squares, all done by the tab (no other worker exists yet).
     let first = c
-        .submit(
+        .submit_within(
             "tasks",
             vec![json!(7)],
-            PutOptions::kind("square"),
+            PutOptions::new().kind("square"),
             Some(Duration::from_secs(30)),
         )
         .await
@@ -50,10 +51,10 @@ async fn a_browser_tab_works_the_queue_and_hands_back_its_tasks_when_closed() {
     assert_eq!(first[0].result, Some(json!("7 * 7 = 49").into()));
     let started = Instant::now();
     let replies = c
-        .submit(
+        .submit_within(
             "tasks",
-            (0..200).map(|n| json!(n)).collect(),
-            PutOptions::kind("square"),
+            (0..200).map(|n| json!(n)),
+            PutOptions::new().kind("square"),
             Some(Duration::from_secs(60)),
         )
         .await
@@ -101,14 +102,9 @@ async fn a_browser_tab_works_the_queue_and_hands_back_its_tasks_when_closed() {
     assert!(queues.as_str().unwrap().contains("tasks"), "{queues}");
 
     // 4. A long batch; close the browser mid-run; a native worker finishes everything.
-    let naps = PutOptions {
-        kind: Some("sleep".into()),
-        reply_to: Some("naps".into()),
-        max_attempts: None,
-        dedup_prefix: None,
-    };
+    let naps = PutOptions::new().kind("sleep").reply_to("naps");
     let ids = c
-        .put_many("tasks", vec![json!(300); 30], &naps)
+        .put_many("tasks", vec![json!(300); 30], naps)
         .await
         .unwrap();
     browser
@@ -204,10 +200,10 @@ async fn the_page_names_a_wrong_key_and_reconnects_when_the_hub_restarts() {
         .await;
     let c = client(&second.url()).await;
     let r = c
-        .submit(
+        .submit_within(
             "tasks",
             vec![json!(12)],
-            PutOptions::kind("square"),
+            PutOptions::new().kind("square"),
             Some(Duration::from_secs(20)),
         )
         .await
@@ -227,13 +223,8 @@ async fn stop_finishes_running_tasks_and_hands_back_the_rest() {
     let hub = hub(|_| {}).await;
     let c = client(&hub.url()).await;
     let (mut browser, page) = tab(hub.addr(), "naps", 2).await;
-    let opts = PutOptions {
-        kind: Some("sleep".into()),
-        reply_to: Some("woke".into()),
-        max_attempts: None,
-        dedup_prefix: None,
-    };
-    c.put_many("naps", vec![json!(500); 10], &opts)
+    let opts = PutOptions::new().kind("sleep").reply_to("woke");
+    c.put_many("naps", vec![json!(500); 10], opts)
         .await
         .unwrap();
     browser
@@ -280,14 +271,12 @@ async fn a_frozen_tab_loses_its_tasks_to_a_native_worker_and_catches_up_when_tha
     let hub = hub(|c| c.broker.ack_wait = Duration::from_secs(1)).await;
     let c = client(&hub.url()).await;
     let (mut browser, page) = tab(hub.addr(), "naps", 1).await;
-    let opts = PutOptions {
-        kind: Some("sleep".into()),
-        reply_to: Some("woke".into()),
-        max_attempts: Some(2),
-        dedup_prefix: None,
-    };
+    let opts = PutOptions::new()
+        .kind("sleep")
+        .reply_to("woke")
+        .max_attempts(2);
     let ids = c
-        .put_many("naps", vec![json!(1500); 4], &opts)
+        .put_many("naps", vec![json!(1500); 4], opts)
         .await
         .unwrap();
     browser
@@ -347,10 +336,10 @@ async fn a_frozen_tab_loses_its_tasks_to_a_native_worker_and_catches_up_when_tha
         )
         .await;
     let replies = c
-        .submit(
+        .submit_within(
             "naps",
             vec![json!(5), json!(6)],
-            PutOptions::kind("square"),
+            PutOptions::new().kind("square"),
             Some(Duration::from_secs(30)),
         )
         .await
@@ -367,10 +356,10 @@ async fn a_tab_batching_tiny_tasks_hands_slow_ones_back_instead_of_hoarding_them
     let (mut browser, page) = tab(hub.addr(), "mixed", 1).await;
     // Tiny tasks: the tab sends its Web Worker deep batches and asks the hub for many at once.
     let tiny = c
-        .submit(
+        .submit_within(
             "mixed",
-            (0..3_000).map(|n| json!(n)).collect(),
-            PutOptions::kind("square"),
+            (0..3_000).map(|n| json!(n)),
+            PutOptions::new().kind("square"),
             Some(Duration::from_secs(60)),
         )
         .await
@@ -380,13 +369,9 @@ async fn a_tab_batching_tiny_tasks_hands_slow_ones_back_instead_of_hoarding_them
     assert!(deep["window"].as_u64().unwrap() > 8, "{deep}");
     // Then slow ones, all taken by the tab while its batches are still deep; a native worker
     // joins only afterwards.
-    let opts = PutOptions {
-        kind: Some("primes".into()),
-        reply_to: Some("mixed-done".into()),
-        ..PutOptions::default()
-    };
+    let opts = PutOptions::new().kind("primes").reply_to("mixed-done");
     let ids = c
-        .put_many("mixed", vec![json!(10_000_000); 40], &opts)
+        .put_many("mixed", vec![json!(10_000_000); 40], opts)
         .await
         .unwrap();
     taskhub_tests::eventually(Duration::from_secs(10), || async {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
+use taskhub_tests::SubmitWithin;
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -147,10 +148,10 @@ async fn a_tab_renders_the_examples_tiles_byte_identical_to_a_native_worker() {
         .map(|t| serde_json::to_value(t).unwrap())
         .collect();
     let wait = Some(Duration::from_secs(60));
-    let opts = || PutOptions::kind(mandelbrot::TILE_KIND);
+    let opts = || PutOptions::new().kind(mandelbrot::TILE_KIND);
     let (tab, native) = tokio::join!(
-        c.submit("tiles-tab", payloads.clone(), opts(), wait),
-        c.submit("tiles-native", payloads, opts(), wait),
+        c.submit_within("tiles-tab", payloads.clone(), opts(), wait),
+        c.submit_within("tiles-native", payloads, opts(), wait),
     );
     let (tab, native) = (tab.unwrap(), native.unwrap());
     let stats = c.stats().await.unwrap();
@@ -187,20 +188,20 @@ async fn a_tab_renders_the_examples_tiles_byte_identical_to_a_native_worker() {
     }
     // A light kind of the same bundle, and a kind the bundle does not have.
     let point = c
-        .submit(
+        .submit_within(
             "tiles-tab",
             vec![json!([0.5, 0.5, 100])],
-            PutOptions::kind("mandelbrot_point"),
+            PutOptions::new().kind("mandelbrot_point"),
             wait,
         )
         .await
         .unwrap();
     assert_eq!(point[0].result, Some(json!(5).into()));
     let unknown = c
-        .submit(
+        .submit_within(
             "tiles-tab",
             vec![json!(3)],
-            PutOptions::kind("square"),
+            PutOptions::new().kind("square"),
             wait,
         )
         .await
@@ -304,11 +305,8 @@ async fn a_users_own_crate_runs_in_tabs_with_state_waits_failures_and_panics() {
     let c = client(&url).await;
     let wait = Some(Duration::from_secs(30));
     let run = |queue: &'static str, kind: &'static str, payload: Value| {
-        let opts = PutOptions {
-            max_attempts: Some(1),
-            ..PutOptions::kind(kind)
-        };
-        c.submit(queue, vec![payload], opts, wait)
+        let opts = PutOptions::new().kind(kind).max_attempts(1);
+        c.submit_within(queue, vec![payload], opts, wait)
     };
 
     // State carries over between tasks in the tab's instance.
@@ -340,12 +338,9 @@ async fn a_users_own_crate_runs_in_tabs_with_state_waits_failures_and_panics() {
     );
 
     // A waiting handler does not hold up the other compute thread.
-    let to_done = |kind: &str| PutOptions {
-        reply_to: Some("done".into()),
-        ..PutOptions::kind(kind)
-    };
-    c.put("two", json!(1500), &to_done("nap")).await.unwrap();
-    c.put("two", json!("quick"), &to_done("hello"))
+    let to_done = |kind: &str| PutOptions::new().kind(kind).reply_to("done");
+    c.put("two", json!(1500), to_done("nap")).await.unwrap();
+    c.put("two", json!("quick"), to_done("hello"))
         .await
         .unwrap();
     let first = c
@@ -426,11 +421,8 @@ async fn js_handlers_run_in_a_tab_sync_async_and_throwing() {
     let c = client(&url).await;
     let wait = Some(Duration::from_secs(30));
     let one = |kind: &str, payload: Value, attempts: u32| {
-        let opts = PutOptions {
-            max_attempts: Some(attempts),
-            ..PutOptions::kind(kind)
-        };
-        c.submit("js", vec![payload], opts, wait)
+        let opts = PutOptions::new().kind(kind).max_attempts(attempts);
+        c.submit_within("js", vec![payload], opts, wait)
     };
     let upper = one("upper", json!("abc"), 1).await.unwrap();
     assert_eq!(upper[0].result, Some(json!("ABC").into()));

@@ -1,6 +1,7 @@
 //! Retries and the dead-letter queue, with a real worker whose handler always fails.
 
 use std::time::Duration;
+use taskhub_tests::SubmitWithin;
 
 use serde_json::json;
 use taskhub_client::PutOptions;
@@ -11,9 +12,9 @@ async fn a_task_that_keeps_failing_ends_in_the_dead_letter_queue() {
     let hub = hub(|c| c.broker.max_attempts = 3).await;
     let _worker = in_process_worker(&hub.url(), "jobs", 1);
     let c = client(&hub.url()).await;
-    let opts = PutOptions::kind("fail");
+    let opts = PutOptions::new().kind("fail");
     let replies = c
-        .submit(
+        .submit_within(
             "jobs",
             vec![json!("disk on fire")],
             opts,
@@ -137,13 +138,10 @@ async fn the_longest_queue_names_have_dead_letter_queues() {
         let queue = "q".repeat(len);
         let _worker = in_process_worker(&hub.url(), &queue, 1);
         let replies = c
-            .submit(
+            .submit_within(
                 &queue,
                 vec![json!("long names fail too")],
-                PutOptions {
-                    max_attempts: Some(1),
-                    ..PutOptions::kind("fail")
-                },
+                PutOptions::new().kind("fail").max_attempts(1),
                 Some(Duration::from_secs(10)),
             )
             .await

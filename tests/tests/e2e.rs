@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
+use taskhub_tests::SubmitWithin;
 
 use serde_json::{Value, json};
 use taskhub_tests::{KEY, cli, client, serve, serve_with, worker};
@@ -77,6 +78,60 @@ async fn every_result_arrives_when_a_worker_is_killed_mid_run() {
         stats.sessions["worker"], 1,
         "the killed worker's session is gone"
     );
+}
+
+#[tokio::test]
+async fn the_rust_clients_seed_example_prints_ten_results_for_its_ten_tasks() {
+    let (_hub, url) = serve("127.0.0.1:0");
+    let _w = worker(&url, "tasks", &[]);
+    // `cargo test` builds the workspace's examples next to its binaries.
+    let example = taskhub_tests::bin("examples/seed");
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new(example)
+            .env("TASKHUB_URL", &url)
+            .env("TASKHUB_KEY", KEY)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_the_seeds_lines(&run);
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(out.lines().last(), Some("master exit."));
+}
+
+#[test]
+fn the_demo_runs_the_seed_job_in_one_process() {
+    assert_the_seeds_lines(&cli(&["demo"]));
+}
+
+/// The seed master's output: ten `Put task N...`, then `Result: N * N = M` for each of them
+/// (in any order), then `master exit.` when the program prints it.
+fn assert_the_seeds_lines(run: &std::process::Output) {
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let put: Vec<u64> = out
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("Put task ")?
+                .strip_suffix("...")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let mut results: Vec<&str> = out.lines().filter(|l| l.starts_with("Result: ")).collect();
+    let mut expected: Vec<String> = put
+        .iter()
+        .map(|n| format!("Result: {n} * {n} = {}", n * n))
+        .collect();
+    results.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(put.len(), 10, "{out}");
+    assert_eq!(results, expected, "{out}");
 }
 
 #[tokio::test]
@@ -158,13 +213,10 @@ async fn a_signalled_worker_finishes_its_tasks_and_a_second_signal_exits_at_once
     let (_hub, url) = serve("127.0.0.1:0");
     let c = client(&url).await;
     let mut w = worker(&url, "naps", &["--concurrency", "2", "--prefetch", "4"]);
-    let opts = taskhub_client::PutOptions {
-        kind: Some("sleep".into()),
-        reply_to: Some("done".into()),
-        max_attempts: None,
-        dedup_prefix: None,
-    };
-    c.put_many("naps", vec![json!(800); 6], &opts)
+    let opts = taskhub_client::PutOptions::new()
+        .kind("sleep")
+        .reply_to("done");
+    c.put_many("naps", vec![json!(800); 6], opts.clone())
         .await
         .unwrap();
     // Wait until the worker holds tasks.
@@ -201,7 +253,7 @@ async fn a_signalled_worker_finishes_its_tasks_and_a_second_signal_exits_at_once
 
     // A second signal does not wait for the grace period: the worker holds a minute-long nap
     // (alone on its queue, so the two signals cannot both land after it is done).
-    c.put_many("long-naps", vec![json!(60_000)], &opts)
+    c.put_many("long-naps", vec![json!(60_000)], opts.clone())
         .await
         .unwrap();
     let mut w = worker(
@@ -232,10 +284,10 @@ async fn a_worker_asking_more_prefetch_than_the_hub_allows_still_takes_tasks() {
     let _w = worker(&url, "tasks", &["--prefetch", "5000", "--concurrency", "2"]);
     let c = client(&url).await;
     let replies = c
-        .submit(
+        .submit_within(
             "tasks",
-            (0..300).map(serde_json::Value::from).collect(),
-            taskhub_client::PutOptions::kind("square"),
+            (0..300).map(serde_json::Value::from),
+            taskhub_client::PutOptions::new().kind("square"),
             Some(Duration::from_secs(30)),
         )
         .await

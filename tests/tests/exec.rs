@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
+use taskhub_tests::SubmitWithin;
 
 use serde_json::json;
 use taskhub_client::PutOptions;
@@ -20,10 +21,10 @@ async fn a_shell_command_computes_results_and_its_failures_carry_stderr() {
     );
     let c = client(&hub.url()).await;
     let replies = c
-        .submit(
+        .submit_within(
             "shell",
             vec![json!(21), json!(-1), json!(5)],
-            PutOptions::kind("dbl"),
+            PutOptions::new().kind("dbl"),
             Some(Duration::from_secs(20)),
         )
         .await
@@ -46,7 +47,7 @@ async fn a_shell_command_computes_results_and_its_failures_carry_stderr() {
     // Output that is not JSON comes back as a string.
     let _w2 = worker(&hub.url(), "words", &["--exec", "tr -d '\"' | tr a-z A-Z"]);
     let replies = c
-        .submit(
+        .submit_within(
             "words",
             vec![json!("hello")],
             PutOptions::default(),
@@ -94,11 +95,8 @@ async fn ctrl_c_to_the_workers_group_lets_exec_tasks_finish() {
     let hub = hub(|_| {}).await;
     let c = client(&hub.url()).await;
     let mut w = exec_worker_in_own_group(&hub.url(), "slow", "sleep 1; echo finished", "10");
-    let opts = PutOptions {
-        reply_to: Some("slow-done".into()),
-        ..PutOptions::kind("nap")
-    };
-    c.put("slow", json!(null), &opts).await.unwrap();
+    let opts = PutOptions::new().kind("nap").reply_to("slow-done");
+    c.put("slow", json!(null), opts).await.unwrap();
     // Wait until the task is running, then Ctrl-C the worker's whole process group.
     until_running(&c, "slow").await;
     signal_group(w.pid(), "-INT");
@@ -126,7 +124,7 @@ async fn a_grace_period_that_runs_out_is_a_failed_exit() {
     let c = client(&hub.url()).await;
     // `sleep 37.25` is a child of the command's shell: it must not outlive the abandoned task.
     let mut w = exec_worker_in_own_group(&hub.url(), "stuck", "sleep 37.25; echo late", "1");
-    c.put("stuck", json!(null), &PutOptions::kind("nap"))
+    c.put("stuck", json!(null), PutOptions::new().kind("nap"))
         .await
         .unwrap();
     until_running(&c, "stuck").await;
@@ -177,7 +175,7 @@ async fn a_command_never_sees_the_workers_key() {
     );
     let c = client(&hub.url()).await;
     let replies = c
-        .submit(
+        .submit_within(
             "env",
             vec![json!(null)],
             PutOptions::default(),

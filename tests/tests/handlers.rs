@@ -3,6 +3,7 @@
 
 use std::sync::Mutex;
 use std::time::Duration;
+use taskhub_tests::SubmitWithin;
 
 use serde_json::{Value, json};
 use taskhub_client::PutOptions;
@@ -76,10 +77,10 @@ async fn a_handler_with_state_keeps_it_across_tasks() {
     let _w = worker_with(&hub.url(), "jobs", 1, mine());
     let c = client(&hub.url()).await;
     let replies = c
-        .submit(
+        .submit_within(
             "jobs",
             vec![json!("a"), json!("b"), json!("c")],
-            PutOptions::kind("tally"),
+            PutOptions::new().kind("tally"),
             WAIT,
         )
         .await
@@ -105,25 +106,32 @@ async fn failures_retry_when_they_may_and_dead_letter_at_once_when_not() {
     let c = client(&hub.url()).await;
 
     let lucky = c
-        .submit("jobs", vec![json!(null)], PutOptions::kind("lucky"), WAIT)
+        .submit_within(
+            "jobs",
+            vec![json!(null)],
+            PutOptions::new().kind("lucky"),
+            WAIT,
+        )
         .await
         .unwrap();
     assert!(lucky[0].ok, "{lucky:?}");
     assert_eq!(lucky[0].result, Some(json!({"attempt": 3}).into()));
 
     let bad = c
-        .submit("jobs", vec![json!(5)], PutOptions::kind("double"), WAIT)
+        .submit_within(
+            "jobs",
+            vec![json!(5)],
+            PutOptions::new().kind("double"),
+            WAIT,
+        )
         .await
         .unwrap();
     assert_eq!(bad[0].result, Some(json!(10).into()));
     let retried = c
-        .submit(
+        .submit_within(
             "jobs",
             vec![json!("x")],
-            PutOptions {
-                max_attempts: Some(2),
-                ..PutOptions::kind("double")
-            },
+            PutOptions::new().kind("double").max_attempts(2),
             WAIT,
         )
         .await
@@ -135,7 +143,12 @@ async fn failures_retry_when_they_may_and_dead_letter_at_once_when_not() {
     );
 
     let rejected = c
-        .submit("jobs", vec![json!(7)], PutOptions::kind("reject"), WAIT)
+        .submit_within(
+            "jobs",
+            vec![json!(7)],
+            PutOptions::new().kind("reject"),
+            WAIT,
+        )
         .await
         .unwrap();
     let error = rejected[0].error.as_deref().unwrap();
@@ -156,16 +169,10 @@ async fn a_waiting_handler_does_not_hold_up_other_tasks() {
     let hub = hub(|_| {}).await;
     let _w = worker_with(&hub.url(), "jobs", 2, mine());
     let c = client(&hub.url()).await;
-    let nap = PutOptions {
-        reply_to: Some("done".into()),
-        ..PutOptions::kind("nap")
-    };
-    let quick = PutOptions {
-        reply_to: Some("done".into()),
-        ..PutOptions::kind("double")
-    };
-    c.put("jobs", json!(1500), &nap).await.unwrap();
-    c.put("jobs", json!(21), &quick).await.unwrap();
+    let nap = PutOptions::new().kind("nap").reply_to("done");
+    let quick = PutOptions::new().kind("double").reply_to("done");
+    c.put("jobs", json!(1500), nap).await.unwrap();
+    c.put("jobs", json!(21), quick).await.unwrap();
     let first = c
         .get("done", Duration::from_secs(10))
         .await
@@ -187,7 +194,12 @@ async fn unknown_kinds_dead_letter_at_once_and_a_panic_fails_only_its_task() {
     let _w = worker_with(&hub.url(), "jobs", 1, mine());
     let c = client(&hub.url()).await;
     let unknown = c
-        .submit("jobs", vec![json!(3)], PutOptions::kind("square"), WAIT)
+        .submit_within(
+            "jobs",
+            vec![json!(3)],
+            PutOptions::new().kind("square"),
+            WAIT,
+        )
         .await
         .unwrap();
     let error = unknown[0].error.as_deref().unwrap();
@@ -199,13 +211,10 @@ async fn unknown_kinds_dead_letter_at_once_and_a_panic_fails_only_its_task() {
     assert_eq!(dead.payload["attempts"], 1);
 
     let exploded = c
-        .submit(
+        .submit_within(
             "jobs",
             vec![json!(null)],
-            PutOptions {
-                max_attempts: Some(1),
-                ..PutOptions::kind("explode")
-            },
+            PutOptions::new().kind("explode").max_attempts(1),
             WAIT,
         )
         .await
@@ -214,7 +223,12 @@ async fn unknown_kinds_dead_letter_at_once_and_a_panic_fails_only_its_task() {
     assert!(error.contains("handler panicked: kaboom"), "{error}");
     // The worker is still there and still works.
     let after = c
-        .submit("jobs", vec![json!(4)], PutOptions::kind("double"), WAIT)
+        .submit_within(
+            "jobs",
+            vec![json!(4)],
+            PutOptions::new().kind("double"),
+            WAIT,
+        )
         .await
         .unwrap();
     assert_eq!(after[0].result, Some(json!(8).into()));

@@ -2,6 +2,7 @@
 //! the hub's broker tests; this checks the timer is wired to them.)
 
 use std::time::Duration;
+use taskhub_tests::SubmitWithin;
 
 use serde_json::json;
 use taskhub_tests::{Raw, hub};
@@ -110,10 +111,10 @@ async fn a_frozen_worker_loses_its_tasks_to_the_others_and_rejoins_when_thawed()
     let url2 = url.clone();
     let run = tokio::spawn(async move {
         let p = client(&url2).await;
-        p.submit(
+        p.submit_within(
             "naps",
             vec![json!(30); 600],
-            PutOptions::kind("sleep"),
+            PutOptions::new().kind("sleep"),
             Some(Duration::from_secs(60)),
         )
         .await
@@ -141,10 +142,10 @@ async fn a_frozen_worker_loses_its_tasks_to_the_others_and_rejoins_when_thawed()
     let before = acked_by(&stats, "frozen");
     signal("-CONT");
     let more = c
-        .submit(
+        .submit_within(
             "naps",
             vec![json!(30); 60],
-            PutOptions::kind("sleep"),
+            PutOptions::new().kind("sleep"),
             Some(Duration::from_secs(30)),
         )
         .await

@@ -16,7 +16,7 @@ async fn an_oversized_frame_closes_only_that_client() {
     let hub = hub(|c| c.max_message_bytes = 64 * 1024).await;
     let bystander = client(&hub.url()).await;
     bystander
-        .put("tasks", json!("before"), &PutOptions::default())
+        .put("tasks", json!("before"), PutOptions::default())
         .await
         .unwrap();
 
@@ -37,7 +37,7 @@ async fn an_oversized_frame_closes_only_that_client() {
 
     // The other client carries on, and the oversized put queued nothing.
     bystander
-        .put("tasks", json!("after"), &PutOptions::default())
+        .put("tasks", json!("after"), PutOptions::default())
         .await
         .unwrap();
     let a = bystander
@@ -112,12 +112,12 @@ async fn a_full_queue_refuses_puts_by_name() {
     let hub = hub(|c| c.broker.max_queue_len = 3).await;
     let c = client(&hub.url()).await;
     for n in 0..3 {
-        c.put("small", json!(n), &PutOptions::default())
+        c.put("small", json!(n), PutOptions::default())
             .await
             .unwrap();
     }
     let err = c
-        .put("small", json!(3), &PutOptions::default())
+        .put("small", json!(3), PutOptions::default())
         .await
         .unwrap_err();
     match &err {
@@ -129,7 +129,7 @@ async fn a_full_queue_refuses_puts_by_name() {
     }
     // Draining makes room again.
     c.get("small", Duration::ZERO).await.unwrap();
-    c.put("small", json!(4), &PutOptions::default())
+    c.put("small", json!(4), PutOptions::default())
         .await
         .unwrap();
     hub.stop().await;
@@ -168,9 +168,9 @@ async fn the_hub_refuses_puts_past_its_byte_budget_and_recovers() {
     .await;
     let c = client(&hub.url()).await;
     let big = || json!("y".repeat(698)); // 700 bytes as JSON
-    c.put("a", big(), &PutOptions::default()).await.unwrap();
-    c.put("b", big(), &PutOptions::default()).await.unwrap();
-    let err = c.put("c", big(), &PutOptions::default()).await.unwrap_err();
+    c.put("a", big(), PutOptions::default()).await.unwrap();
+    c.put("b", big(), PutOptions::default()).await.unwrap();
+    let err = c.put("c", big(), PutOptions::default()).await.unwrap_err();
     assert!(
         matches!(&err, ClientError::Hub { code: ErrorCode::QueueFull, message } if message.contains("max_stored_bytes")),
         "{err}"
@@ -181,7 +181,7 @@ async fn the_hub_refuses_puts_past_its_byte_budget_and_recovers() {
     let stored = stored - 2 * journal as u64;
     assert!((1396 + 300..1396 + 600).contains(&stored), "{stored}");
     c.get("a", Duration::ZERO).await.unwrap().unwrap();
-    c.put("c", big(), &PutOptions::default()).await.unwrap();
+    c.put("c", big(), PutOptions::default()).await.unwrap();
     hub.stop().await;
 }
 
@@ -219,7 +219,7 @@ async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer_and_others_car
     assert_eq!(frame, Some((1008, "slow consumer".to_string())));
     // Everyone else carries on.
     observer
-        .put("big", json!("after"), &PutOptions::default())
+        .put("big", json!("after"), PutOptions::default())
         .await
         .unwrap();
     let s = observer.stats().await.unwrap();
@@ -271,7 +271,7 @@ async fn make_stats_big(observer: &taskhub_client::Client) {
     for i in 0..500 {
         let name = format!("queue-number-{i:04}");
         observer
-            .put(&name, json!(i), &PutOptions::default())
+            .put(&name, json!(i), PutOptions::default())
             .await
             .unwrap();
     }
@@ -322,7 +322,7 @@ async fn deep_payloads_are_refused_on_the_way_in_and_every_result_is_readable() 
     let _w = taskhub_tests::in_process_worker(&hub.url(), "deep", 1);
     let c = client(&hub.url()).await;
     let err = c
-        .put("deep", nested(126), &PutOptions::kind("echo"))
+        .put("deep", nested(126), PutOptions::new().kind("echo"))
         .await
         .unwrap_err();
     match err {
@@ -337,11 +337,8 @@ async fn deep_payloads_are_refused_on_the_way_in_and_every_result_is_readable() 
     }
     // The deepest payload accepted comes back through a worker and a reply queue, readable.
     let deepest = nested(98); // 100 levels in the put frame
-    let opts = PutOptions {
-        reply_to: Some("deep-results".into()),
-        ..PutOptions::kind("echo")
-    };
-    c.put("deep", deepest.clone(), &opts).await.unwrap();
+    let opts = PutOptions::new().kind("echo").reply_to("deep-results");
+    c.put("deep", deepest.clone(), opts).await.unwrap();
     let got = tokio::time::timeout(
         Duration::from_secs(10),
         c.get("deep-results", Duration::from_secs(5)),
@@ -454,7 +451,7 @@ impl Budgeted {
 /// many it stored.
 async fn fill(c: &taskhub_client::Client, payload: impl Fn(usize) -> taskhub_core::Payload) -> u64 {
     for n in 0..100_000 {
-        match c.put("fill", payload(n), &PutOptions::default()).await {
+        match c.put("fill", payload(n), PutOptions::default()).await {
             Ok(_) => {}
             Err(ClientError::Hub {
                 code: ErrorCode::QueueFull,
@@ -530,7 +527,7 @@ async fn memory_follows_the_charge_for_many_tiny_tasks() {
             .put_each(
                 "tiny",
                 vec![json!(null); 10_000],
-                &PutOptions::default(),
+                PutOptions::default(),
                 |_| batch += 1,
             )
             .await;

@@ -48,9 +48,13 @@ async fn slow_tasks_are_not_hoarded_by_one_worker() {
     let _a = worker(&hub.url(), "slow", &["--concurrency", "2"]);
     let _b = worker(&hub.url(), "slow", &["--concurrency", "2"]);
     consumers(&c, "slow", 2).await;
-    c.put_many("slow", vec![json!(1_000); 20], &PutOptions::kind("sleep"))
-        .await
-        .unwrap();
+    c.put_many(
+        "slow",
+        vec![json!(1_000); 20],
+        PutOptions::new().kind("sleep"),
+    )
+    .await
+    .unwrap();
     let (most, acked) = watch(&c, 20, Duration::from_secs(60)).await;
     assert!(most <= 3, "a worker held {most} one-second tasks at once");
     // Each worker did its share: neither sat idle while the other held the queue.
@@ -63,9 +67,13 @@ async fn tiny_tasks_get_a_deep_pipeline_at_default_flags() {
     let c = client(&hub.url()).await;
     let _w = worker(&hub.url(), "tiny", &["--concurrency", "1"]);
     consumers(&c, "tiny", 1).await;
-    c.put_many("tiny", vec![json!(7); 50_000], &PutOptions::kind("square"))
-        .await
-        .unwrap();
+    c.put_many(
+        "tiny",
+        vec![json!(7); 50_000],
+        PutOptions::new().kind("square"),
+    )
+    .await
+    .unwrap();
     let (most, _) = watch(&c, 50_000, Duration::from_secs(120)).await;
     // A fixed prefetch of 2 (the old default for one slot) would never show more than 2.
     assert!(most >= 32, "the window never grew past {most}");

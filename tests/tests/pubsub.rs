@@ -1,8 +1,13 @@
 //! Pub/sub: wildcards, unsubscribe, and a subscriber that never reads.
 
+// Helpers here are test code too: a failed step should fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::json;
+use taskhub_client::Subscriber;
 use taskhub_tests::{Raw, client, hub};
 
 #[tokio::test]
@@ -13,39 +18,107 @@ async fn patterns_match_tokens_with_star_and_greater_than() {
     let one = client(&url).await;
     let rest = client(&url).await;
     let all = client(&url).await;
-    exact.subscribe("metrics.cpu").await.unwrap();
-    one.subscribe("metrics.*").await.unwrap();
-    rest.subscribe("metrics.>").await.unwrap();
-    all.subscribe(">").await.unwrap();
+    let mut exact = exact.subscribe("metrics.cpu").await.unwrap();
+    let mut one = one.subscribe("metrics.*").await.unwrap();
+    let mut rest = rest.subscribe("metrics.>").await.unwrap();
+    let mut all = all.subscribe(">").await.unwrap();
 
     let p = client(&url).await;
     assert_eq!(p.publish("metrics.cpu", json!(1)).await.unwrap(), 4);
     assert_eq!(p.publish("metrics.cpu.core0", json!(2)).await.unwrap(), 2);
     assert_eq!(p.publish("logs", json!(3)).await.unwrap(), 1);
 
-    let next = |c| async move {
-        let c: &taskhub_client::Client = c;
-        tokio::time::timeout(Duration::from_secs(5), c.next_message())
-            .await
-            .expect("a message")
-            .map(|(t, v)| (t.to_string(), v.to_json_lossy()))
-    };
-    assert_eq!(next(&exact).await, Some(("metrics.cpu".into(), json!(1))));
-    assert_eq!(next(&one).await, Some(("metrics.cpu".into(), json!(1))));
-    assert_eq!(next(&rest).await, Some(("metrics.cpu".into(), json!(1))));
+    assert_eq!(next(&mut exact).await, ("metrics.cpu".into(), json!(1)));
+    assert_eq!(next(&mut one).await, ("metrics.cpu".into(), json!(1)));
+    assert_eq!(next(&mut rest).await, ("metrics.cpu".into(), json!(1)));
     assert_eq!(
-        next(&rest).await,
-        Some(("metrics.cpu.core0".into(), json!(2)))
+        next(&mut rest).await,
+        ("metrics.cpu.core0".into(), json!(2))
     );
-    assert_eq!(next(&all).await, Some(("metrics.cpu".into(), json!(1))));
-    assert_eq!(
-        next(&all).await,
-        Some(("metrics.cpu.core0".into(), json!(2)))
-    );
-    assert_eq!(next(&all).await, Some(("logs".into(), json!(3))));
+    assert_eq!(next(&mut all).await, ("metrics.cpu".into(), json!(1)));
+    assert_eq!(next(&mut all).await, ("metrics.cpu.core0".into(), json!(2)));
+    assert_eq!(next(&mut all).await, ("logs".into(), json!(3)));
 
-    rest.unsubscribe("metrics.>").await.unwrap();
+    rest.unsubscribe().await.unwrap();
     assert_eq!(p.publish("metrics.mem", json!(4)).await.unwrap(), 2);
+    hub.stop().await;
+}
+
+async fn next(sub: &mut Subscriber) -> (String, serde_json::Value) {
+    let m = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("a message in time")
+        .expect("the subscription is open");
+    (m.topic.to_string(), m.payload.to_json_lossy())
+}
+
+#[tokio::test]
+async fn each_subscriber_is_a_stream_of_its_own_and_dropping_one_unsubscribes() {
+    let hub = hub(|_| {}).await;
+    let url = hub.url();
+    let c = client(&url).await;
+    let mut cpu = c.subscribe("metrics.cpu").await.unwrap();
+    let mut everything = c.subscribe("metrics.>").await.unwrap();
+    let again = c.subscribe("metrics.>").await.unwrap();
+    let p = client(&url).await;
+    // One session, however many of its subscribers match: counted once.
+    assert_eq!(p.publish("metrics.cpu", json!(1)).await.unwrap(), 1);
+    assert_eq!(p.publish("metrics.mem", json!(2)).await.unwrap(), 1);
+    assert_eq!(next(&mut cpu).await, ("metrics.cpu".into(), json!(1)));
+    assert_eq!(
+        next(&mut everything).await,
+        ("metrics.cpu".into(), json!(1))
+    );
+    assert_eq!(
+        next(&mut everything).await,
+        ("metrics.mem".into(), json!(2))
+    );
+    // `again` shares the pattern: dropping it keeps the hub sending to `everything`.
+    drop(again);
+    assert_eq!(p.publish("metrics.mem", json!(3)).await.unwrap(), 1);
+    assert_eq!(
+        next(&mut everything).await,
+        ("metrics.mem".into(), json!(3))
+    );
+    // Dropping the last subscriber of a pattern unsubscribes the session from it.
+    drop(everything);
+    let gone = taskhub_tests::eventually(Duration::from_secs(5), || async {
+        (p.publish("metrics.mem", json!(4)).await.unwrap() == 0).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the hub stopped sending metrics.mem");
+    assert_eq!(p.publish("metrics.cpu", json!(5)).await.unwrap(), 1);
+    assert_eq!(next(&mut cpu).await, ("metrics.cpu".into(), json!(5)));
+    // The stream ends with the session.
+    hub.stop().await;
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        while cpu.next().await.is_some() {}
+    })
+    .await;
+    assert!(
+        end.is_ok(),
+        "the subscriber's stream ended with the session"
+    );
+}
+
+#[tokio::test]
+async fn a_subscriber_that_does_not_read_loses_messages_and_counts_them() {
+    let hub = hub(|_| {}).await;
+    let url = hub.url();
+    let c = client(&url).await;
+    let mut slow = c.subscribe("burst").await.unwrap();
+    let p = client(&url).await;
+    for n in 0..1_500 {
+        p.publish("burst", json!(n)).await.unwrap();
+    }
+    // The same session still answers; the subscriber kept its first 1,024.
+    let stats = taskhub_tests::eventually(Duration::from_secs(10), || async {
+        (slow.dropped() == 1_500 - 1_024).then_some(())
+    })
+    .await;
+    assert!(stats.is_some(), "dropped {}", slow.dropped());
+    c.stats().await.unwrap();
+    assert_eq!(next(&mut slow).await, ("burst".into(), json!(0)));
     hub.stop().await;
 }
 

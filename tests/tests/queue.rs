@@ -15,7 +15,7 @@ async fn tasks_come_out_in_the_order_they_went_in() {
     let c = client(&hub.url()).await;
     let payloads: Vec<Value> = (0..200).map(|n| json!(n)).collect();
     let ids = c
-        .put_many("tasks", payloads.clone(), &PutOptions::default())
+        .put_many("tasks", payloads.clone(), PutOptions::default())
         .await
         .unwrap();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase");
@@ -54,7 +54,7 @@ async fn a_waiting_get_receives_a_task_put_later() {
     let producer = tokio::spawn(async move {
         let p = client(&url).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        p.put("later", json!("hello"), &PutOptions::default())
+        p.put("later", json!("hello"), PutOptions::default())
             .await
             .unwrap();
     });
@@ -78,13 +78,9 @@ async fn deliveries(raw: &mut Raw, quiet: Duration) -> Vec<Value> {
 async fn a_consumer_never_holds_more_than_its_prefetch() {
     let hub = hub(|_| {}).await;
     let c = client(&hub.url()).await;
-    c.put_many(
-        "tasks",
-        (0..10).map(|n| json!(n)).collect(),
-        &PutOptions::default(),
-    )
-    .await
-    .unwrap();
+    c.put_many("tasks", (0..10).map(|n| json!(n)), PutOptions::default())
+        .await
+        .unwrap();
     let mut w = Raw::session(&hub.url(), "worker").await;
     let ok = w
         .request(
@@ -116,13 +112,9 @@ async fn a_consumer_never_holds_more_than_its_prefetch() {
 async fn tasks_held_by_a_closed_session_go_back_to_the_front() {
     let hub = hub(|_| {}).await;
     let c = client(&hub.url()).await;
-    c.put_many(
-        "tasks",
-        (0..5).map(|n| json!(n)).collect(),
-        &PutOptions::default(),
-    )
-    .await
-    .unwrap();
+    c.put_many("tasks", (0..5).map(|n| json!(n)), PutOptions::default())
+        .await
+        .unwrap();
     let mut w1 = Raw::session(&hub.url(), "worker").await;
     w1.request(
         json!({"type": "consume", "queues": ["tasks"], "prefetch": 3}),

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
+use taskhub_tests::SubmitWithin;
 
 use serde_json::json;
 use taskhub_client::PutOptions;
@@ -15,10 +16,10 @@ async fn a_worker_resumes_when_the_hub_comes_back() {
     let _w = worker(&url, "tasks", &[]);
     let c = client(&url).await;
     let r = c
-        .submit(
+        .submit_within(
             "tasks",
             vec![json!(2)],
-            PutOptions::kind("square"),
+            PutOptions::new().kind("square"),
             Some(Duration::from_secs(10)),
         )
         .await
@@ -32,10 +33,10 @@ async fn a_worker_resumes_when_the_hub_comes_back() {
     assert_eq!(url, url2);
     let c = client(&url2).await;
     let r = c
-        .submit(
+        .submit_within(
             "tasks",
             vec![json!(3)],
-            PutOptions::kind("square"),
+            PutOptions::new().kind("square"),
             Some(Duration::from_secs(20)),
         )
         .await
@@ -133,12 +134,9 @@ async fn a_half_open_connection_is_noticed_on_both_sides() {
     }));
 
     let c = client(&hub.url()).await;
-    let to_done = PutOptions {
-        reply_to: Some("napped".into()),
-        ..PutOptions::kind("sleep")
-    };
+    let to_done = PutOptions::new().kind("sleep").reply_to("napped");
     let ids = c
-        .put_many("naps", vec![json!(400); 6], &to_done)
+        .put_many("naps", vec![json!(400); 6], to_done)
         .await
         .unwrap();
     let first = c.get("napped", Duration::from_secs(10)).await.unwrap();

@@ -1,6 +1,7 @@
 //! Results: reply_to queues and submit's private inbox, with real native workers in-process.
 
 use std::time::Duration;
+use taskhub_tests::SubmitWithin;
 
 use serde_json::json;
 use taskhub_client::PutOptions;
@@ -12,14 +13,9 @@ async fn an_ack_puts_the_result_on_reply_to() {
     let hub = hub(|_| {}).await;
     let _w = in_process_worker(&hub.url(), "tasks", 2);
     let c = client(&hub.url()).await;
-    let opts = PutOptions {
-        kind: Some("square".into()),
-        reply_to: Some("results".into()),
-        max_attempts: None,
-        dedup_prefix: None,
-    };
+    let opts = PutOptions::new().kind("square").reply_to("results");
     let ids = c
-        .put_many("tasks", vec![json!(3411), json!(1605)], &opts)
+        .put_many("tasks", vec![json!(3411), json!(1605)], opts)
         .await
         .unwrap();
     let mut results = Vec::new();
@@ -50,16 +46,16 @@ async fn submit_returns_results_in_input_order_to_its_own_session_only() {
     let a = client(&hub.url()).await;
     let b = client(&hub.url()).await;
     let (ra, rb) = tokio::join!(
-        a.submit(
+        a.submit_within(
             "tasks",
-            (0..100).map(|n| json!(n)).collect(),
-            PutOptions::kind("square"),
+            (0..100).map(|n| json!(n)),
+            PutOptions::new().kind("square"),
             Some(Duration::from_secs(30))
         ),
-        b.submit(
+        b.submit_within(
             "tasks",
-            (100..150).map(|n| json!(n)).collect(),
-            PutOptions::kind("square"),
+            (100..150).map(|n| json!(n)),
+            PutOptions::new().kind("square"),
             Some(Duration::from_secs(30))
         ),
     );
@@ -96,12 +92,9 @@ async fn a_failed_task_comes_back_to_submit_as_an_error() {
     let hub = hub(|_| {}).await;
     let _w = in_process_worker(&hub.url(), "tasks", 2);
     let c = client(&hub.url()).await;
-    let opts = PutOptions {
-        kind: Some("no-such-kind".into()),
-        ..PutOptions::default()
-    };
+    let opts = PutOptions::new().kind("no-such-kind");
     let replies = c
-        .submit("tasks", vec![json!(1)], opts, Some(Duration::from_secs(10)))
+        .submit_within("tasks", vec![json!(1)], opts, Some(Duration::from_secs(10)))
         .await
         .unwrap();
     assert!(!replies[0].ok);
@@ -117,18 +110,18 @@ async fn heavy_tasks_run_off_the_workers_event_loop() {
     let c = client(&hub.url()).await;
     // A long primes and a square on one worker with two slots: the square comes back first,
     // which it could not if primes ran on the loop that reads the square's delivery.
-    let slow = c.submit(
+    let slow = c.submit_within(
         "mixed",
         vec![json!(60_000_000)],
-        PutOptions::kind("primes"),
+        PutOptions::new().kind("primes"),
         Some(Duration::from_secs(60)),
     );
     let quick = async {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        c.submit(
+        c.submit_within(
             "mixed",
             vec![json!(9)],
-            PutOptions::kind("square"),
+            PutOptions::new().kind("square"),
             Some(Duration::from_secs(60)),
         )
         .await

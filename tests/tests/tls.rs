@@ -9,6 +9,7 @@
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use taskhub_tests::SubmitWithin;
 
 use serde_json::json;
 use taskhub_client::{Client, ConnectOptions, PutOptions};
@@ -133,7 +134,7 @@ async fn the_rust_client_checks_the_certificate_and_names_the_fix() {
     assert!(url.starts_with("wss://"), "{url}");
 
     let c = connect_with_ca(&url, Some(&ca.ca_file())).await.unwrap();
-    let replies = c.put("q", json!(1), &PutOptions::default()).await;
+    let replies = c.put("q", json!(1), PutOptions::default()).await;
     assert!(replies.is_ok(), "{replies:?}");
     c.close().await;
 
@@ -205,7 +206,7 @@ async fn sighup_reloads_the_certificate_without_dropping_sessions() {
         .await
         .unwrap();
     before
-        .put("q", json!("before"), &PutOptions::default())
+        .put("q", json!("before"), PutOptions::default())
         .await
         .unwrap();
 
@@ -235,7 +236,7 @@ async fn sighup_reloads_the_certificate_without_dropping_sessions() {
 
     // The session opened before the reload still works, both ways.
     before
-        .put("q", json!("still here"), &PutOptions::default())
+        .put("q", json!("still here"), PutOptions::default())
         .await
         .unwrap();
     let a = after
@@ -297,10 +298,10 @@ async fn a_browser_tab_works_from_the_printed_https_link() {
 
     let c = connect_with_ca(&url, Some(&ca.ca_file())).await.unwrap();
     let replies = c
-        .submit(
+        .submit_within(
             "tasks",
-            (0..20).map(|n| json!(n)).collect(),
-            PutOptions::kind("square"),
+            (0..20).map(|n| json!(n)),
+            PutOptions::new().kind("square"),
             Some(Duration::from_secs(60)),
         )
         .await

@@ -73,12 +73,8 @@ async fn a_consume_only_token_works_its_queue_and_is_forbidden_the_rest() {
     let ids = admin
         .put_many(
             "tasks",
-            (0..20).map(|n| json!(n)).collect(),
-            &PutOptions {
-                kind: Some("square".into()),
-                reply_to: Some("results".into()),
-                ..PutOptions::default()
-            },
+            (0..20).map(|n| json!(n)),
+            PutOptions::new().kind("square").reply_to("results"),
         )
         .await
         .unwrap();

@@ -460,7 +460,7 @@ impl Worker {
     fn auth_error(&mut self, e: AuthError) {
         self.last_reason = e.to_string();
         match e {
-            AuthError::Rejected(_) | AuthError::ImpostorHub => {
+            AuthError::Rejected { .. } | AuthError::ImpostorHub => {
                 self.state = State::Failed;
                 self.events.push_back(Event::Failed(e.to_string()));
             }

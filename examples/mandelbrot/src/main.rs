@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use mandelbrot::{TILE_KIND, TileResult, handlers, tiles};
-use taskhub_client::{Client, ConnectOptions};
+use taskhub_client::{ConnectOptions, PutOptions};
 use taskhub_worker::WorkerArgs;
 
 /// A 1920x1080 Mandelbrot image rendered as tiles by taskhub workers: native and browser alike.
@@ -139,7 +139,7 @@ async fn render(args: RenderArgs) -> anyhow::Result<()> {
     .ok_or_else(|| anyhow::anyhow!("no key: pass --key-file FILE, --key KEY or --token TOKEN"))?;
     let mut opts = ConnectOptions::with_credentials(&args.hub, credentials);
     opts.ca = args.ca.clone();
-    let client = Client::connect(opts).await?;
+    let client = opts.connect().await?;
     let queue = taskhub_client::QueueName::new(args.queue.as_str())
         .with_context(|| format!("bad --queue {:?}", args.queue))?;
     let work = tiles(args.width, args.height, args.tile, args.max_iter);
@@ -149,7 +149,14 @@ async fn render(args: RenderArgs) -> anyhow::Result<()> {
         .iter()
         .map(|t| {
             let payload = serde_json::to_value(t).unwrap_or_default();
-            client.submit_one(&queue, payload, Some(TILE_KIND))
+            let tile = PutOptions::new().kind(TILE_KIND);
+            let (client, queue) = (&client, &queue);
+            async move {
+                let mut replies = client.submit(queue.as_str(), [payload], tile).await?;
+                replies
+                    .pop()
+                    .ok_or_else(|| taskhub_client::ClientError::Protocol("no reply".into()))
+            }
         })
         .collect();
     let mut image = vec![0u8; args.width as usize * args.height as usize * 3];

@@ -34,7 +34,7 @@ from websockets.exceptions import ConnectionClosed as _WsClosed
 
 from . import _protocol as p
 from ._protocol import Message, TaskFailed
-from .client import DEFAULT_URL, MAX_INBOUND, PIPELINE, PUTS_PER_SEND, Listener
+from .client import DEFAULT_URL, MAX_INBOUND, PIPELINE, PUTS_PER_SEND, Dispatch, Listener
 from .worker import (TICK, Task, TaskError, _Base, _Connection, _refused, _Running,
                      backoff_delay, encode_outcome, failure, log)
 
@@ -91,7 +91,7 @@ def _closed(e: _WsClosed) -> p.ConnectionClosed:
                             "" if rcvd is None else rcvd.reason)
 
 
-class Hub:
+class Hub(Dispatch):
     """A session with a hub; made by `await taskhub.aio.connect(...)`. Close it with
     `await hub.close()` or `async with`."""
 
@@ -137,33 +137,23 @@ class Hub:
         if self._listener is not None:
             self._listener.closed(gone)
 
-    def _dispatch(self, msg: Dict[str, Any]) -> None:
-        kind = msg.get("type")
-        if kind == "reply":
-            task = msg["id"]
-            waiter = self._waiting.pop(task, None)
-            if waiter is not None:
-                if not waiter.done():
-                    waiter.set_result(msg)
-            elif task in self._abandoned:
-                self._abandoned.discard(task)
-            else:
-                self._replies[task] = msg
-            return
-        if kind == "message":
-            for sub in self._subscriptions:
-                if p.matches(sub.pattern, msg["topic"]):
-                    sub._offer(Message(msg["topic"], msg.get("payload")))
-            return
-        if kind == "deliver":
-            if self._listener is not None:
-                self._listener.deliver(msg["task"])
-            return
-        req = msg.get("req")
-        if req is None:
-            if self._listener is not None:
-                self._listener.notice(msg)
-            return
+    def _reply(self, msg: Dict[str, Any]) -> None:
+        task = msg["id"]
+        waiter = self._waiting.pop(task, None)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(msg)
+        elif task in self._abandoned:
+            self._abandoned.discard(task)
+        else:
+            self._replies[task] = msg
+
+    def _message(self, msg: Message) -> None:
+        for sub in self._subscriptions:
+            if p.matches(sub.pattern, msg.topic):
+                sub._offer(msg)
+
+    def _answer(self, req: int, msg: Dict[str, Any]) -> None:
         f = self._pending.pop(req, None)
         if f is not None and not f.done():
             f.set_result(msg)

@@ -52,7 +52,41 @@ class Listener(Protocol):
         """The connection is gone."""
 
 
-class Hub:
+class Dispatch:
+    """Hands each message from the hub to its place: a reply to `submit`, a pub/sub message to
+    the subscriptions, a delivery or a notice to the listener, an answer to its request. The
+    blocking and the asyncio `Hub` fill in the places, each with its own kind of waiting."""
+
+    _listener: Optional[Listener]
+
+    def _dispatch(self, msg: Dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if kind == "reply":
+            self._reply(msg)
+        elif kind == "message":
+            self._message(Message(msg["topic"], msg.get("payload")))
+        elif kind == "deliver":
+            if self._listener is not None:
+                self._listener.deliver(msg["task"])
+        elif msg.get("req") is None:
+            # An error answering a request sent without `req`, or a farewell error before Close
+            # (the close code says the rest).
+            if self._listener is not None:
+                self._listener.notice(msg)
+        else:
+            self._answer(msg["req"], msg)
+
+    def _reply(self, msg: Dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _message(self, msg: Message) -> None:
+        raise NotImplementedError
+
+    def _answer(self, req: int, msg: Dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class Hub(Dispatch):
     """A session with a hub. Use `taskhub.connect(...)`; close it with `close()` or `with`."""
 
     def __init__(self, url: Optional[str] = None, key: Optional[str] = None, *,
@@ -141,34 +175,22 @@ class Hub:
         if self._listener is not None:
             self._listener.closed(gone)
 
-    def _dispatch(self, msg: Dict[str, Any]) -> None:
-        kind = msg.get("type")
-        if kind == "reply":
-            with self._lock:
-                if msg["id"] in self._abandoned:
-                    self._abandoned.discard(msg["id"])
-                    return
-                self._replies[msg["id"]] = msg
-                if msg["id"] in self._awaited:  # wake a submit only for what it waits on
-                    self._reply_arrived.notify_all()
-            return
-        if kind == "message":
-            with self._lock:
-                subs = [s for s in self._subscriptions if p.matches(s.pattern, msg["topic"])]
-            for sub in subs:
-                sub._offer(p.Message(msg["topic"], msg.get("payload")))
-            return
-        if kind == "deliver":
-            if self._listener is not None:
-                self._listener.deliver(msg["task"])
-            return
-        req = msg.get("req")
-        if req is None:
-            # An answer to a request sent without `req` (only errors come), or a farewell error
-            # before Close (the close code says the rest).
-            if self._listener is not None:
-                self._listener.notice(msg)
-            return
+    def _reply(self, msg: Dict[str, Any]) -> None:
+        with self._lock:
+            if msg["id"] in self._abandoned:
+                self._abandoned.discard(msg["id"])
+                return
+            self._replies[msg["id"]] = msg
+            if msg["id"] in self._awaited:  # wake a submit only for what it waits on
+                self._reply_arrived.notify_all()
+
+    def _message(self, msg: Message) -> None:
+        with self._lock:
+            subs = [s for s in self._subscriptions if p.matches(s.pattern, msg.topic)]
+        for sub in subs:
+            sub._offer(msg)
+
+    def _answer(self, req: int, msg: Dict[str, Any]) -> None:
         with self._lock:
             f = self._pending.pop(req, None)
         if f is not None:
