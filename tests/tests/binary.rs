@@ -6,12 +6,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
-use taskhub_tests::SubmitWithin;
 
 use serde_json::json;
 use taskhub_client::PutOptions;
 use taskhub_core::Payload;
-use taskhub_tests::{cli, client, serve, worker};
+use taskhub_tests::{SubmitWithin, cli, client, serve, worker};
 
 /// Every byte value, then a stretch long enough to span many socket reads.
 fn sample(len: usize) -> Vec<u8> {

@@ -2,12 +2,11 @@
 //! the tab, the dashboard, and a browser closed mid-batch with a native worker finishing the rest.
 
 use std::time::{Duration, Instant};
-use taskhub_tests::SubmitWithin;
 
 use serde_json::json;
 use taskhub_client::PutOptions;
 use taskhub_tests::cdp::{Browser, Page};
-use taskhub_tests::{KEY, client, hub, in_process_worker};
+use taskhub_tests::{KEY, SubmitWithin, client, hub, in_process_worker};
 
 const STATUS: &str = "window.taskhub.status()";
 

@@ -9,13 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
-use taskhub_tests::SubmitWithin;
 
 use base64::Engine;
 use serde_json::{Value, json};
 use taskhub_client::PutOptions;
 use taskhub_tests::cdp::Browser;
-use taskhub_tests::{KEY, Proc, bin, client, serve_with};
+use taskhub_tests::{KEY, Proc, SubmitWithin, bin, client, serve_with};
 
 const STATUS: &str = "window.taskhub.status()";
 

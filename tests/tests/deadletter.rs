@@ -1,11 +1,10 @@
 //! Retries and the dead-letter queue, with a real worker whose handler always fails.
 
 use std::time::Duration;
-use taskhub_tests::SubmitWithin;
 
 use serde_json::json;
 use taskhub_client::PutOptions;
-use taskhub_tests::{client, hub, in_process_worker};
+use taskhub_tests::{SubmitWithin, client, hub, in_process_worker};
 
 #[tokio::test]
 async fn a_task_that_keeps_failing_ends_in_the_dead_letter_queue() {

@@ -3,10 +3,9 @@
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
-use taskhub_tests::SubmitWithin;
 
 use serde_json::{Value, json};
-use taskhub_tests::{KEY, cli, client, serve, serve_with, worker};
+use taskhub_tests::{KEY, SubmitWithin, cli, client, serve, serve_with, worker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_result_arrives_when_a_worker_is_killed_mid_run() {

@@ -4,11 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
-use taskhub_tests::SubmitWithin;
 
 use serde_json::json;
 use taskhub_client::PutOptions;
-use taskhub_tests::{client, hub, worker};
+use taskhub_tests::{SubmitWithin, client, hub, worker};
 
 #[tokio::test]
 async fn a_shell_command_computes_results_and_its_failures_carry_stderr() {

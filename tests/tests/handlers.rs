@@ -3,11 +3,10 @@
 
 use std::sync::Mutex;
 use std::time::Duration;
-use taskhub_tests::SubmitWithin;
 
 use serde_json::{Value, json};
 use taskhub_client::PutOptions;
-use taskhub_tests::{client, hub, worker_with};
+use taskhub_tests::{SubmitWithin, client, hub, worker_with};
 use taskhub_worker::{Failure, Handler, Handlers, Input, Outcome};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(20));

@@ -2,10 +2,9 @@
 //! the hub's broker tests; this checks the timer is wired to them.)
 
 use std::time::Duration;
-use taskhub_tests::SubmitWithin;
 
 use serde_json::json;
-use taskhub_tests::{Raw, hub};
+use taskhub_tests::{Raw, SubmitWithin, hub};
 
 #[tokio::test]
 async fn a_task_not_acked_within_ack_wait_is_redelivered() {

@@ -4,11 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
-use taskhub_tests::SubmitWithin;
 
 use serde_json::json;
 use taskhub_client::PutOptions;
-use taskhub_tests::{client, serve, worker};
+use taskhub_tests::{SubmitWithin, client, serve, worker};
 
 #[tokio::test]
 async fn a_worker_resumes_when_the_hub_comes_back() {

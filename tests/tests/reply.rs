@@ -1,12 +1,11 @@
 //! Results: reply_to queues and submit's private inbox, with real native workers in-process.
 
 use std::time::Duration;
-use taskhub_tests::SubmitWithin;
 
 use serde_json::json;
 use taskhub_client::PutOptions;
 use taskhub_core::Role;
-use taskhub_tests::{client, hub, in_process_worker};
+use taskhub_tests::{SubmitWithin, client, hub, in_process_worker};
 
 #[tokio::test]
 async fn an_ack_puts_the_result_on_reply_to() {

@@ -9,13 +9,12 @@
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use taskhub_tests::SubmitWithin;
 
 use serde_json::json;
 use taskhub_client::{Client, ConnectOptions, PutOptions};
 use taskhub_tests::cdp::Browser;
 use taskhub_tests::pki::TestCa;
-use taskhub_tests::{KEY, Proc, bin, cli, hub, serve_banner, serve_with};
+use taskhub_tests::{KEY, Proc, SubmitWithin, bin, cli, hub, serve_banner, serve_with};
 
 fn path(p: &std::path::Path) -> &str {
     p.to_str().unwrap()
