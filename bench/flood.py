@@ -1,7 +1,7 @@
 # Hold N idle sockets to HOST:PORT [from SOURCE] (half plain TCP, half WebSocket-upgraded and then
 # silent), reopening each as soon as the hub drops it, for SECS seconds. Says when N connections
 # have been made, and at the end how many were reopened.
-import selectors, signal, socket, sys, time, errno
+import selectors, signal, socket, sys, time
 host, port, n, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 # Optional 5th argument: the local address to flood from (127.0.0.2 on loopback: another host).
 source = sys.argv[5] if len(sys.argv) > 5 else None

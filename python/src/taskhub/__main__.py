@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--queue", dest="queues", action="append", required=True,
                    help="queue to consume; repeat for several")
     w.add_argument("--concurrency", type=int,
-                   help="tasks run at once [default: number of CPUs]")
+                   help="tasks run at once [default: 1 thread (the GIL runs one at a time; more "
+                        "help handlers that wait on I/O), or with --processes one per CPU]")
     w.add_argument("--processes", action="store_true",
                    help="run handlers in worker processes (for CPU-bound handlers) instead of "
                         "threads")

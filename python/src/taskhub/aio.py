@@ -403,8 +403,9 @@ class Worker(_Base):
 
         await worker.run()
 
-    Up to `concurrency` handlers run at once: coroutine functions on the loop, plain functions
-    in threads (`asyncio.to_thread`). The options are `taskhub.Worker`'s, without `executor`."""
+    Up to `concurrency` handlers run at once (default 10): coroutine functions on the loop, plain
+    functions in threads (`asyncio.to_thread`). The options are `taskhub.Worker`'s, without
+    `executor`."""
 
     def __init__(self, url: Optional[str] = None, key: Optional[str] = None,
                  **options: Any):
@@ -416,6 +417,10 @@ class Worker(_Base):
         self._changed: Optional[asyncio.Event] = None
         self._output: Optional[asyncio.Event] = None
         self._jobs: Set["asyncio.Task[None]"] = set()
+
+    def default_concurrency(self) -> int:
+        """Ten coroutines: asyncio handlers are ones that wait."""
+        return 10
 
     def stop(self, now: bool = False) -> None:
         """Stop taking tasks and let running ones finish (up to `stop_grace` seconds); with

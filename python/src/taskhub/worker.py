@@ -12,9 +12,10 @@
 - **Leases, not gets.** The worker `consume`s: each task stays leased to it until its handler
   returns (`ack`, with the return value as the result) or raises (`fail`). If the worker dies, the
   hub hands its tasks to other workers at once. Nothing is lost.
-- **Concurrency.** `concurrency` handlers run at once, on threads (the default: for handlers that
-  wait on I/O) or, with `executor="processes"`, in as many processes (for CPU-bound handlers,
-  which the GIL would serialise on threads; handlers must then be importable, module-level
+- **Concurrency.** `concurrency` handlers run at once, on threads (the default; one thread unless
+  told otherwise, since the GIL runs one Python thread at a time: more threads help handlers that
+  wait on I/O, and slow very short handlers down), or, with `executor="processes"`, in as many processes
+  (default: one per CPU; for CPU-bound handlers, which must then be importable, module-level
   functions).
 - **Prefetch.** The hub may have up to a credit window of tasks out to the worker. By default the
   window adapts as `taskhub-worker`'s does: deep for tiny tasks (a round trip costs more than
@@ -341,7 +342,7 @@ class _Base:
         self._creds = p.credentials(key, token, key_id, key_file)
         self._cafile = cafile
         self.queues = list(queues)
-        self.concurrency = max(1, concurrency or os.cpu_count() or 1)
+        self.concurrency = max(1, concurrency or self.default_concurrency())
         self.prefetch = None if prefetch is None else max(prefetch, self.concurrency)
         self.name = name
         self.stop_grace = stop_grace
@@ -350,6 +351,10 @@ class _Base:
         self.connect_timeout = connect_timeout
         self._handlers: Dict[Optional[str], _Handler] = {}
         self._leases = _Leases(self)
+
+    def default_concurrency(self) -> int:
+        """Handlers run at once when `concurrency` is not given."""
+        return os.cpu_count() or 1
 
     @property
     def done(self) -> int:
@@ -424,8 +429,8 @@ class Worker(_Base):
                  executor: str = "threads", **options: Any):
         if executor not in ("threads", "processes"):
             raise ValueError(f"executor must be 'threads' or 'processes', not {executor!r}")
-        super().__init__(url, key, **options)
         self.executor = executor
+        super().__init__(url, key, **options)
         self._lock = threading.Lock()
         self._has_work = threading.Condition(self._lock)  # runners wait on it
         self._changed = threading.Condition(self._lock)   # the control loop waits on it
@@ -488,6 +493,11 @@ class Worker(_Base):
                 signal.signal(s, h)
 
         return restore
+
+    def default_concurrency(self) -> int:
+        """One thread (the GIL runs one at a time: more only help handlers that wait), or one
+        process per CPU."""
+        return (os.cpu_count() or 1) if self.executor == "processes" else 1
 
     def _control(self) -> None:
         failures = 0
