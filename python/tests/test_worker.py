@@ -213,3 +213,18 @@ def test_the_command_line_names_a_handler_it_cannot_load(hub):
     proc = hub.python_worker("--queue", "tasks", "nosuchmodule:fn")
     assert proc.wait(20) == 2
     assert "cannot import nosuchmodule" in proc.stderr.read()
+
+
+def test_over_wss_with_a_private_ca_the_client_and_the_worker_work(pki):
+    hub = Serve("--tls-cert", pki["cert"], "--tls-key", pki["key"])
+    try:
+        assert hub.url.startswith("wss://")
+        w = taskhub.Worker(hub.url, KEY, queues=["tasks"], cafile=pki["ca"], concurrency=1)
+        w.add_handler("square", handlers.square)
+        with running(w), taskhub.connect(hub.url, key=KEY, cafile=pki["ca"]) as h:
+            assert h.submit("tasks", [12], kind="square", timeout=20) == ["12 * 12 = 144"]
+        # Without the CA, the system's roots do not trust the hub: a clear refusal.
+        with pytest.raises(taskhub.ConnectionClosed, match="certificate"):
+            taskhub.connect(hub.url, key=KEY, timeout=5)
+    finally:
+        hub.stop()
