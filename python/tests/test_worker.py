@@ -140,6 +140,17 @@ def test_slow_tasks_are_not_hoarded(hub):
         w.stop()
 
 
+def test_a_fixed_prefetch_holds_that_many(hub):
+    w = make_worker(hub, name="fixed", prefetch=4)
+    w.add_handler("slow", handlers.slow)
+    with running(w), taskhub.connect(hub.url, key=KEY) as h:
+        h.put_many("tasks", [0.4] * 20, kind="slow")
+        time.sleep(1.0)
+        me = [x for x in h.stats()["workers"] if x.get("name") == "fixed"][0]
+        assert me["in_flight"] == 4, me
+        w.stop()
+
+
 def test_processes_run_handlers_outside_this_process(hub):
     w = make_worker(hub, executor="processes", concurrency=2)
     w.add_handler("pid", handlers.pid)
