@@ -34,7 +34,8 @@ from websockets.exceptions import ConnectionClosed as _WsClosed
 
 from . import _protocol as p
 from ._protocol import Message, TaskFailed
-from .client import DEFAULT_URL, MAX_INBOUND, PIPELINE, PUTS_PER_SEND, Dispatch, Listener
+from .client import (DEFAULT_URL, MAX_INBOUND, PIPELINE, PUTS_PER_SEND, Buffered, Dispatch,
+                     Listener)
 from .worker import (TICK, Task, TaskError, _Base, _Connection, _refused, _Running,
                      backoff_delay, encode_outcome, failure, log)
 
@@ -327,31 +328,13 @@ class Queue:
         return f"Queue({self.name!r})"
 
 
-class Subscription:
+class Subscription(Buffered):
     """An async iterator over the messages matching one pattern; ends when unsubscribed or when
     the connection closes."""
 
     def __init__(self, hub: Hub, pattern: str, maxsize: int):
+        super().__init__(pattern, asyncio.Queue(maxsize), asyncio.QueueFull, asyncio.QueueEmpty)
         self.hub = hub
-        self.pattern = pattern
-        self.dropped = 0
-        self._messages: asyncio.Queue[Optional[Message]] = asyncio.Queue(maxsize)
-        self._done = False
-
-    def _offer(self, msg: Message) -> None:
-        try:
-            self._messages.put_nowait(msg)
-        except asyncio.QueueFull:
-            self.dropped += 1
-
-    def _end(self) -> None:
-        self._done = True
-        while True:  # room for the end marker, even in a full queue
-            try:
-                self._messages.put_nowait(None)
-                return
-            except asyncio.QueueFull:
-                self._messages.get_nowait()
 
     async def get(self, timeout: Optional[float] = None) -> Message:
         """The next message; `queue.Empty` if none came within `timeout`, `ConnectionClosed`
@@ -360,10 +343,11 @@ class Subscription:
             item = await asyncio.wait_for(self._messages.get(), timeout)
         except asyncio.TimeoutError:
             raise _queue.Empty(f"no message on {self.pattern} within {timeout} s") from None
-        if item is None:
-            self._messages.put_nowait(None)  # for the next reader
+        if item is self.END:
+            self._messages.put_nowait(self.END)  # for the next reader
             raise self.hub._closed or p.ConnectionClosed("unsubscribed")
-        return item
+        message: Message = item
+        return message
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self._iterate()

@@ -378,23 +378,26 @@ class Queue:
         return f"Queue({self.name!r})"
 
 
-class Subscription:
-    """An iterator over the messages matching one pattern; ends when it is unsubscribed or the
-    connection closes. `get(timeout=...)` takes one, raising `queue.Empty`."""
+class Buffered:
+    """The unread messages of one subscription, bounded: at most `maxsize` wait (more are dropped
+    and counted in `dropped`), then an end marker once it has ended. The blocking and the asyncio
+    subscription each give it their kind of queue."""
 
-    _END = object()
+    #: Stands for "no more messages" in the queue.
+    END: Any = object()
 
-    def __init__(self, hub: Hub, pattern: str, maxsize: int):
-        self.hub = hub
+    def __init__(self, pattern: str, messages: Any, full: "type[Exception]",
+                 empty: "type[Exception]"):
         self.pattern = pattern
         self.dropped = 0
-        self._messages: "_queue.Queue[Any]" = _queue.Queue(maxsize)
+        self._messages = messages
+        self._full, self._empty = full, empty
         self._done = False
 
     def _offer(self, msg: Message) -> None:
         try:
             self._messages.put_nowait(msg)
-        except _queue.Full:
+        except self._full:
             self.dropped += 1
 
     def _end(self) -> None:
@@ -402,20 +405,29 @@ class Subscription:
         # Wake a reader even when the queue is full: make room for the end marker.
         while True:
             try:
-                self._messages.put_nowait(self._END)
+                self._messages.put_nowait(self.END)
                 return
-            except _queue.Full:
+            except self._full:
                 try:
                     self._messages.get_nowait()
-                except _queue.Empty:
+                except self._empty:
                     pass
+
+
+class Subscription(Buffered):
+    """An iterator over the messages matching one pattern; ends when it is unsubscribed or the
+    connection closes. `get(timeout=...)` takes one, raising `queue.Empty`."""
+
+    def __init__(self, hub: Hub, pattern: str, maxsize: int):
+        super().__init__(pattern, _queue.Queue(maxsize), _queue.Full, _queue.Empty)
+        self.hub = hub
 
     def get(self, timeout: Optional[float] = None) -> Message:
         """The next message; `queue.Empty` if none came within `timeout`, `ConnectionClosed` once
         the subscription has ended."""
         item = self._messages.get(timeout=timeout)
-        if item is self._END:
-            self._messages.put_nowait(self._END)  # for the next reader
+        if item is self.END:
+            self._messages.put_nowait(self.END)  # for the next reader
             raise self.hub._closed or p.ConnectionClosed("unsubscribed")
         message: Message = item
         return message
