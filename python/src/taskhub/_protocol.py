@@ -200,6 +200,14 @@ def decode(frame: Frame) -> List[Dict[str, Any]]:
     return [msg]
 
 
+def decode_one(frame: Frame) -> Dict[str, Any]:
+    """The one message a handshake frame holds."""
+    msgs = decode(frame)
+    if len(msgs) != 1:
+        raise ProtocolError("expected one message in the handshake")
+    return msgs[0]
+
+
 def matches(pattern: str, topic: str) -> bool:
     """Whether `topic` matches `pattern`: `*` is one token, a final `>` one or more."""
     pat, top = pattern.split("."), topic.split(".")

@@ -36,6 +36,7 @@ from . import _protocol as p
 from ._protocol import Message, TaskFailed
 from .client import (DEFAULT_URL, MAX_INBOUND, PIPELINE, PUTS_PER_SEND, Buffered, Dispatch,
                      Listener)
+from .client import _closed
 from .worker import (TICK, Task, TaskError, _Base, _Connection, _refused, _Running,
                      backoff_delay, encode_outcome, failure, log)
 
@@ -80,16 +81,7 @@ async def _recv_one(ws: ClientConnection, timeout: float) -> Dict[str, Any]:
         raise p.ConnectionClosed(f"the hub said nothing for {timeout} s") from None
     except _WsClosed as e:
         raise _closed(e) from None
-    msgs = p.decode(frame)
-    if len(msgs) != 1:
-        raise p.ProtocolError("expected one message in the handshake")
-    return msgs[0]
-
-
-def _closed(e: _WsClosed) -> p.ConnectionClosed:
-    rcvd = e.rcvd
-    return p.closed_message(None if rcvd is None else rcvd.code,
-                            "" if rcvd is None else rcvd.reason)
+    return p.decode_one(frame)
 
 
 class Hub(Dispatch):

@@ -142,10 +142,7 @@ class Hub(Dispatch):
             raise p.ConnectionClosed(f"the hub said nothing for {timeout} s") from None
         except _WsClosed as e:
             raise _closed(e) from None
-        msgs = p.decode(frame)
-        if len(msgs) != 1:
-            raise p.ProtocolError("expected one message in the handshake")
-        return msgs[0]
+        return p.decode_one(frame)
 
     def _send(self, msg: Dict[str, Any], place: Optional[str] = None) -> None:
         try:
