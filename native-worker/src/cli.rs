@@ -15,7 +15,8 @@ use crate::driver::{Options, run};
 /// Take tasks from a taskhub hub and run them with this worker's handlers or a command.
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
-    /// Hub URL.
+    /// Hub URL, or several separated by commas: when one goes away (or cannot be reached) the
+    /// worker moves on to the next.
     #[arg(long, env = "TASKHUB_URL", default_value = taskhub_client::DEFAULT_URL)]
     pub hub: String,
     /// Shared key. Prefer --key-file: a key on the command line shows in `ps`.

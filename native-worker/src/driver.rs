@@ -20,6 +20,8 @@ use crate::exec;
 /// How to run a native worker.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// The hub, or several separated by commas (tried in turn: the next after a failed or lost
+    /// connection).
     pub url: String,
     pub worker: WorkerConfig,
     /// What runs each task, by kind.
@@ -58,6 +60,9 @@ struct Driver {
     sm: Worker,
     epoch: Instant,
     conn: Option<(Sink, Source)>,
+    /// The hubs to try, in turn: after a failed or lost connection the next one is tried.
+    hubs: Vec<String>,
+    at: usize,
 }
 
 fn random_u64() -> u64 {
@@ -73,6 +78,8 @@ impl Driver {
 
     fn lost(&mut self, reason: &str) {
         self.conn = None;
+        // Fail over: the next attempt goes to the next hub of the list.
+        self.at = (self.at + 1) % self.hubs.len().max(1);
         let now = self.now();
         self.sm.handle_disconnected(now, reason, random_u64());
     }
@@ -148,6 +155,8 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         sm: Worker::new(opts.worker.clone()),
         epoch: Instant::now(),
         conn: None,
+        hubs: hub_list(&opts.url),
+        at: 0,
     };
     let capacity = opts.worker.concurrency.max(1) as usize * 2;
     let (done_tx, mut done_rx) = mpsc::channel::<(u64, Result<Payload, Failure>)>(capacity);
@@ -160,9 +169,8 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         while let Some(event) = d.sm.poll_event() {
             match event {
                 Event::Connect => {
-                    match transport::connect(&opts.url, opts.connect_timeout, opts.ca.as_deref())
-                        .await
-                    {
+                    let url = d.hubs.get(d.at).unwrap_or(&opts.url).clone();
+                    match transport::connect(&url, opts.connect_timeout, opts.ca.as_deref()).await {
                         Ok(ws) => {
                             d.conn = Some(ws.split());
                             let mut entropy = [0u8; NONCE_BYTES];
@@ -185,7 +193,8 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                             "--prefetch {asked} is above the hub's limit; using {prefetch}"
                         );
                     }
-                    tracing::info!(%session, url = %opts.url, prefetch, "connected; consuming {:?}", opts.worker.queues);
+                    let url = d.hubs.get(d.at).unwrap_or(&opts.url);
+                    tracing::info!(%session, %url, prefetch, "connected; consuming {:?}", opts.worker.queues);
                 }
                 Event::Run(job) if exec.is_none() && !handlers.is_heavy(job.kind.as_deref()) => {
                     // A microsecond of work: a trip through the blocking pool would cost more.
@@ -267,6 +276,15 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
             }
         }
     }
+}
+
+/// `url`, or the comma-separated hubs it lists.
+fn hub_list(url: &str) -> Vec<String> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 async fn sleep_until(at: Option<Instant>) {

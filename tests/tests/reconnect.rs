@@ -43,6 +43,36 @@ async fn a_worker_resumes_when_the_hub_comes_back() {
     assert_eq!(r[0].result, Some(json!("3 * 3 = 9").into()));
 }
 
+#[tokio::test]
+async fn a_worker_given_several_hubs_moves_to_the_next_when_its_hub_dies() {
+    let (a, url_a) = serve("127.0.0.1:0");
+    let (_b, url_b) = serve("127.0.0.1:0");
+    let _w = worker(&format!("{url_a},{url_b}"), "tasks", &[]);
+    let square = PutOptions::new().kind("square");
+    // The first hub of the list is the one it works for.
+    let on_a = client(&url_a).await;
+    let r = on_a
+        .submit_within(
+            "tasks",
+            [json!(4)],
+            square.clone(),
+            Some(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r[0].result, Some(json!("4 * 4 = 16").into()));
+    drop(on_a);
+    drop(a); // SIGKILL: nothing listens at the first URL any more
+    let on_b = client(&url_b).await;
+    let r = on_b
+        .submit_within("tasks", [json!(5)], square, Some(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert_eq!(r[0].result, Some(json!("5 * 5 = 25").into()));
+    let workers = on_b.stats().await.unwrap().sessions["worker"];
+    assert_eq!(workers, 1);
+}
+
 /// A TCP relay that can cut the path without closing anything: after [`Relay::cut`], every
 /// connection through it, old or new, stops forwarding forever (half-open, as when a route dies);
 /// after [`Relay::heal`], new connections forward again.
