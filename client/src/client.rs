@@ -203,19 +203,22 @@ struct Target {
     kind: Option<String>,
     reply_to: Option<QueueName>,
     max_attempts: Option<u32>,
+    dedup_prefix: Option<String>,
 }
 
 impl Target {
-    fn new(queue: &str, opts: &PutOptions) -> Result<Target, ClientError> {
+    fn new(queue: &str, opts: PutOptions) -> Result<Target, ClientError> {
         Ok(Target {
             queue: QueueName::new(queue)?,
-            kind: opts.kind.clone(),
-            reply_to: opts.reply_to.clone().map(QueueName::new).transpose()?,
+            kind: opts.kind,
+            reply_to: opts.reply_to.map(QueueName::new).transpose()?,
             max_attempts: opts.max_attempts,
+            dedup_prefix: opts.dedup_prefix,
         })
     }
 
-    fn put(&self, payload: Payload, dedup_id: Option<String>) -> ClientMsg {
+    /// The `put` of task `i` of a call.
+    fn put(&self, payload: Payload, i: usize) -> ClientMsg {
         ClientMsg::Put {
             req: None,
             queue: self.queue.clone(),
@@ -223,7 +226,7 @@ impl Target {
             kind: self.kind.clone(),
             reply_to: self.reply_to.clone(),
             max_attempts: self.max_attempts,
-            dedup_id,
+            dedup_id: self.dedup_prefix.as_ref().map(|p| format!("{p}{i}")),
         }
     }
 }
@@ -596,9 +599,8 @@ impl Client {
         payload: impl Into<Payload>,
         opts: PutOptions,
     ) -> Result<TaskId, ClientError> {
-        let target = Target::new(queue, &opts)?;
-        let dedup_id = opts.dedup_prefix.as_ref().map(|p| format!("{p}0"));
-        self.queued(self.start(target.put(payload.into(), dedup_id)).await?)
+        let target = Target::new(queue, opts)?;
+        self.queued(self.start(target.put(payload.into(), 0)).await?)
             .await
     }
 
@@ -623,9 +625,19 @@ impl Client {
         queue: &str,
         payloads: impl IntoIterator<Item = P>,
         opts: PutOptions,
+        queued: impl FnMut(TaskId),
+    ) -> Result<(), ClientError> {
+        self.put_to(&Target::new(queue, opts)?, payloads, queued)
+            .await
+    }
+
+    /// The puts of one call, pipelined, `queued` told each id in order.
+    async fn put_to<P: Into<Payload>>(
+        &self,
+        target: &Target,
+        payloads: impl IntoIterator<Item = P>,
         mut queued: impl FnMut(TaskId),
     ) -> Result<(), ClientError> {
-        let target = Target::new(queue, &opts)?;
         let mut window = std::collections::VecDeque::new();
         for (i, payload) in payloads.into_iter().enumerate() {
             if window.len() >= PIPELINE_WINDOW
@@ -633,8 +645,7 @@ impl Client {
             {
                 queued(self.queued(rx).await?);
             }
-            let dedup_id = opts.dedup_prefix.as_ref().map(|p| format!("{p}{i}"));
-            window.push_back(self.start(target.put(payload.into(), dedup_id)).await?);
+            window.push_back(self.start(target.put(payload.into(), i)).await?);
         }
         for rx in window {
             queued(self.queued(rx).await?);
@@ -683,11 +694,12 @@ impl Client {
                  be set; use put_many with reply_to instead"
             )));
         }
-        let opts = PutOptions {
-            reply_to: Some(self.inner.inbox.to_string()),
-            ..opts
+        let target = Target {
+            reply_to: Some(self.inner.inbox.clone()),
+            ..Target::new(queue, opts)?
         };
-        let ids = self.put_many(queue, payloads, opts).await?;
+        let mut ids = Vec::new();
+        self.put_to(&target, payloads, |id| ids.push(id)).await?;
         // Register every id first: replies for later tasks may arrive while we wait on earlier.
         let waits: Vec<_> = ids.iter().map(|id| self.expect_reply(*id)).collect();
         let mut replies = Vec::with_capacity(ids.len());

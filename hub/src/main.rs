@@ -244,6 +244,14 @@ struct TaskArgs {
 }
 
 impl TaskArgs {
+    /// Put options with this `--kind`, if one was given.
+    fn options(&self) -> PutOptions {
+        match &self.kind {
+            Some(kind) => PutOptions::new().kind(kind),
+            None => PutOptions::new(),
+        }
+    }
+
     fn payloads(&self) -> anyhow::Result<Vec<Payload>> {
         self.payloads
             .iter()
@@ -484,10 +492,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             dedup_prefix,
         } => {
             let payloads = tasks.payloads()?;
-            let mut opts = PutOptions::new();
-            if let Some(kind) = &tasks.kind {
-                opts = opts.kind(kind);
-            }
+            let mut opts = tasks.options();
             if let Some(reply_to) = reply_to {
                 opts = opts.reply_to(reply_to);
             }
@@ -550,11 +555,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let payloads = tasks.payloads()?;
             let timeout = timeout.map(|t| secs(t, "--timeout")).transpose()?;
             let client = connect(&cli).await?;
-            let mut opts = PutOptions::new();
-            if let Some(kind) = &tasks.kind {
-                opts = opts.kind(kind);
-            }
-            let submitted = client.submit(&tasks.queue, payloads, opts);
+            let submitted = client.submit(&tasks.queue, payloads, tasks.options());
             let replies = match timeout {
                 Some(t) => tokio::time::timeout(t, submitted).await.map_err(|_| {
                     anyhow::anyhow!("the results did not all come within {} s", t.as_secs_f64())
