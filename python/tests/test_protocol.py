@@ -68,3 +68,25 @@ def test_patterns_match_as_the_hub_matches():
              ("metrics", "metrics.cpu", False), ("a.b", "a", False)]
     for pattern, topic, expected in cases:
         assert p.matches(pattern, topic) is expected, (pattern, topic)
+
+
+def test_credentials_come_from_a_key_file_or_the_environment(tmp_path, monkeypatch):
+    for name in ("TASKHUB_KEY", "TASKHUB_KEY_FILE", "TASKHUB_TOKEN", "TASKHUB_KEY_ID"):
+        monkeypatch.delenv(name, raising=False)
+    key_file = tmp_path / "hub.key"
+    key_file.write_text("from-the-file\n")
+    assert p.credentials(key_file=str(key_file)).secret == b"from-the-file"
+    with pytest.raises(ValueError, match="is empty"):
+        (tmp_path / "empty.key").write_text("\n")
+        p.credentials(key_file=str(tmp_path / "empty.key"))
+    with pytest.raises(ValueError, match="cannot read the key file"):
+        p.credentials(key_file=str(tmp_path / "missing.key"))
+    with pytest.raises(ValueError, match="no key"):
+        p.credentials()
+    monkeypatch.setenv("TASKHUB_KEY_FILE", str(key_file))
+    monkeypatch.setenv("TASKHUB_KEY_ID", "ops")
+    c = p.credentials()
+    assert (c.key_id, c.secret) == ("ops", b"from-the-file")
+    monkeypatch.setenv("TASKHUB_KEY", "from-the-env")
+    assert p.credentials().secret == b"from-the-env", "a key beats a key file"
+    assert p.credentials(key="given").secret == b"given", "arguments beat the environment"

@@ -220,6 +220,30 @@ def test_sigterm_lets_running_tasks_finish_and_hands_back_the_rest(hub):
         assert (queue["depth"], queue["in_flight"]) == (2, 0), "the rest went back unstarted"
 
 
+def test_a_second_sigterm_leaves_at_once_and_the_hub_redelivers_the_task(hub):
+    with taskhub.connect(hub.url, key=KEY) as h:
+        h.queue("tasks").put(30, kind="slow")
+        proc = hub.python_worker("--queue", "tasks", "--concurrency", "1", "slow=handlers:slow")
+        assert proc.stdout.readline().strip() == "started"
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the first one stops deliveries; the task still runs
+        assert proc.poll() is None, "the first SIGTERM waits for the running task"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert "leaving now; 1 running task(s) go back to the hub" in proc.stderr.read()
+        queue = [q for q in h.stats()["queues"] if q["name"] == "tasks"][0]
+        assert (queue["depth"], queue["in_flight"]) == (1, 0)
+
+
+def test_exit_when_idle_stops_a_worker_with_nothing_to_do(hub):
+    w = make_worker(hub, exit_when_idle=0.5)
+    with taskhub.connect(hub.url, key=KEY) as h:
+        h.queue("tasks").put(6, kind="square", reply_to="out")
+        w.run()  # returns by itself once the queue has stayed empty for half a second
+        assert h.queue("out").get(timeout=5)["result"] == "6 * 6 = 36"
+    assert w.done == 1
+
+
 def test_the_command_line_names_a_handler_it_cannot_load(hub):
     proc = hub.python_worker("--queue", "tasks", "nosuchmodule:fn")
     assert proc.wait(20) == 2

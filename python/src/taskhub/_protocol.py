@@ -158,6 +158,15 @@ class HubError(TaskhubError):
         self.message = message
 
 
+class TaskFailed(TaskhubError):
+    """A submitted task ended in failure (its worker failed it, or it ran out of attempts)."""
+
+    def __init__(self, task: int, error: str):
+        super().__init__(f"task {task} failed: {error}")
+        self.task = task
+        self.error = error
+
+
 class ConnectionClosed(TaskhubError):
     """The connection to the hub is gone; `code` is the WebSocket close code, if one came."""
 
@@ -257,15 +266,6 @@ def join(frames: List[Frame], limit: int = JOINED_FRAME_BYTES) -> List[Frame]:
 
 #: The longest one `get` request asks the hub to wait; a longer wait asks again.
 GET_WAIT_MS = 30_000
-
-
-class TaskFailed(TaskhubError):
-    """A submitted task ended in failure (its worker failed it, or it ran out of attempts)."""
-
-    def __init__(self, task: int, error: str):
-        super().__init__(f"task {task} failed: {error}")
-        self.task = task
-        self.error = error
 
 
 class Message(NamedTuple):

@@ -325,8 +325,9 @@ class Subscription(Buffered):
     the connection closes."""
 
     def __init__(self, hub: Hub, pattern: str, maxsize: int):
-        super().__init__(pattern, asyncio.Queue(maxsize), asyncio.QueueFull, asyncio.QueueEmpty)
-        self.hub = hub
+        super().__init__(hub, pattern, asyncio.Queue(maxsize), asyncio.QueueFull,
+                         asyncio.QueueEmpty)
+        self.hub: Hub = hub
 
     async def get(self, timeout: Optional[float] = None) -> Message:
         """The next message; `queue.Empty` if none came within `timeout`, `ConnectionClosed`
@@ -335,11 +336,7 @@ class Subscription(Buffered):
             item = await asyncio.wait_for(self._messages.get(), timeout)
         except asyncio.TimeoutError:
             raise _queue.Empty(f"no message on {self.pattern} within {timeout} s") from None
-        if item is self.END:
-            self._messages.put_nowait(self.END)  # for the next reader
-            raise self.hub._closed or p.ConnectionClosed("unsubscribed")
-        message: Message = item
-        return message
+        return self._taken(item)
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self._iterate()

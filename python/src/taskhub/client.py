@@ -58,6 +58,7 @@ class Dispatch:
     blocking and the asyncio `Hub` fill in the places, each with its own kind of waiting."""
 
     _listener: Optional[Listener]
+    _closed: Optional[p.ConnectionClosed]
 
     def _dispatch(self, msg: Dict[str, Any]) -> None:
         kind = msg.get("type")
@@ -383,8 +384,9 @@ class Buffered:
     #: Stands for "no more messages" in the queue.
     END: Any = object()
 
-    def __init__(self, pattern: str, messages: Any, full: "type[Exception]",
+    def __init__(self, hub: Dispatch, pattern: str, messages: Any, full: "type[Exception]",
                  empty: "type[Exception]"):
+        self.hub = hub
         self.pattern = pattern
         self.dropped = 0
         self._messages = messages
@@ -410,24 +412,28 @@ class Buffered:
                 except self._empty:
                     pass
 
+    def _taken(self, item: Any) -> Message:
+        """A message taken from the queue; `ConnectionClosed` for the end marker, which goes
+        back for the next reader."""
+        if item is self.END:
+            self._messages.put_nowait(self.END)
+            raise self.hub._closed or p.ConnectionClosed("unsubscribed")
+        message: Message = item
+        return message
+
 
 class Subscription(Buffered):
     """An iterator over the messages matching one pattern; ends when it is unsubscribed or the
     connection closes. `get(timeout=...)` takes one, raising `queue.Empty`."""
 
     def __init__(self, hub: Hub, pattern: str, maxsize: int):
-        super().__init__(pattern, _queue.Queue(maxsize), _queue.Full, _queue.Empty)
-        self.hub = hub
+        super().__init__(hub, pattern, _queue.Queue(maxsize), _queue.Full, _queue.Empty)
+        self.hub: Hub = hub
 
     def get(self, timeout: Optional[float] = None) -> Message:
         """The next message; `queue.Empty` if none came within `timeout`, `ConnectionClosed` once
         the subscription has ended."""
-        item = self._messages.get(timeout=timeout)
-        if item is self.END:
-            self._messages.put_nowait(self.END)  # for the next reader
-            raise self.hub._closed or p.ConnectionClosed("unsubscribed")
-        message: Message = item
-        return message
+        return self._taken(self._messages.get(timeout=timeout))
 
     def __iter__(self) -> Iterator[Message]:
         while True:

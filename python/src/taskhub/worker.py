@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import random
 import signal
@@ -118,7 +119,7 @@ class _Window:
             cap = floor
         else:
             reserve = concurrency * HORIZON_MS / max(self.mean_ms, 1e-3)
-            cap = int(min(concurrency + -(-reserve // 1), most))
+            cap = min(concurrency + math.ceil(reserve), most)
         grown = self.size * 2 if starved else self.size
         return max(min(grown, cap), floor)
 
@@ -571,11 +572,9 @@ class Worker(_Base):
                     log.info("idle for %.1f s; stopping", now - s.last_busy)
                     self._stop_asked = True
                     continue
-                wait = TICK
-                if self._flush_due is not None:
-                    wait = max(0.0, min(wait, self._flush_due - now))
-                if not s.out or self._flush_due is None or now < self._flush_due:
-                    self._changed.wait(wait)
+                due = self._flush_due
+                if not (s.out and due is not None and now >= due):
+                    self._changed.wait(TICK if due is None else max(0.0, min(TICK, due - now)))
             self._flush()
 
     def _send_soon(self) -> None:
