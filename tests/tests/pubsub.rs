@@ -112,11 +112,11 @@ async fn a_subscriber_that_does_not_read_loses_messages_and_counts_them() {
         p.publish("burst", json!(n)).await.unwrap();
     }
     // The same session still answers; the subscriber kept its first 1,024.
-    let stats = taskhub_tests::eventually(Duration::from_secs(10), || async {
+    let counted = taskhub_tests::eventually(Duration::from_secs(10), || async {
         (slow.dropped() == 1_500 - 1_024).then_some(())
     })
     .await;
-    assert!(stats.is_some(), "dropped {}", slow.dropped());
+    assert!(counted.is_some(), "dropped {}", slow.dropped());
     c.stats().await.unwrap();
     assert_eq!(next(&mut slow).await, ("burst".into(), json!(0)));
     hub.stop().await;
