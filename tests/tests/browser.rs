@@ -10,6 +10,10 @@ use taskhub_tests::{KEY, SubmitWithin, client, hub, in_process_worker};
 
 const STATUS: &str = "window.taskhub.status()";
 
+/// One Chromium at a time: the tests measure how work is shared between a tab and native
+/// workers, which two Chromiums competing for this machine's cores would skew.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Headless Chromium with one tab on the join link of the hub at `addr`, working `queue` with
 /// `workers` compute threads.
 async fn tab(addr: std::net::SocketAddr, queue: &str, workers: u32) -> (Browser, Page) {
@@ -24,6 +28,7 @@ async fn tab(addr: std::net::SocketAddr, queue: &str, workers: u32) -> (Browser,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_tab_works_the_queue_and_hands_back_its_tasks_when_closed() {
+    let _one = ONE_BROWSER.lock().await;
     let hub = hub(|_| {}).await;
     let base = format!("http://{}", hub.addr());
     let c = client(&hub.url()).await;
@@ -141,6 +146,7 @@ async fn a_browser_tab_works_the_queue_and_hands_back_its_tasks_when_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_names_a_wrong_key_and_reconnects_when_the_hub_restarts() {
+    let _one = ONE_BROWSER.lock().await;
     let first = hub(|_| {}).await;
     let addr = first.addr();
     let mut browser = Browser::start().await;
@@ -219,6 +225,7 @@ async fn the_page_names_a_wrong_key_and_reconnects_when_the_hub_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_finishes_running_tasks_and_hands_back_the_rest() {
+    let _one = ONE_BROWSER.lock().await;
     let hub = hub(|_| {}).await;
     let c = client(&hub.url()).await;
     let (mut browser, page) = tab(hub.addr(), "naps", 2).await;
@@ -267,6 +274,7 @@ async fn stop_finishes_running_tasks_and_hands_back_the_rest() {
 /// coming back to the frozen tab, and unfrozen, the tab takes tasks again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_tab_loses_its_tasks_to_a_native_worker_and_catches_up_when_thawed() {
+    let _one = ONE_BROWSER.lock().await;
     let hub = hub(|c| c.broker.ack_wait = Duration::from_secs(1)).await;
     let c = client(&hub.url()).await;
     let (mut browser, page) = tab(hub.addr(), "naps", 1).await;
@@ -350,6 +358,7 @@ async fn a_frozen_tab_loses_its_tasks_to_a_native_worker_and_catches_up_when_tha
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tab_batching_tiny_tasks_hands_slow_ones_back_instead_of_hoarding_them() {
+    let _one = ONE_BROWSER.lock().await;
     let hub = hub(|_| {}).await;
     let c = client(&hub.url()).await;
     let (mut browser, page) = tab(hub.addr(), "mixed", 1).await;
