@@ -55,6 +55,9 @@ pub struct Config {
     pub max_bundle_file_bytes: usize,
     /// Where tasks are kept across restarts; `None` (the default) keeps them in memory only.
     pub data_dir: Option<DataDir>,
+    /// Keep the queues in NATS JetStream, shared with every hub on the same NATS, instead of in
+    /// this process (`None`, the default).
+    pub backend: Option<crate::nats::NatsBackend>,
     /// Web origins (`https://example.org`) whose pages may open a WebSocket to the hub, besides
     /// the hub's own pages. Empty (the default): any. Clients that send no `Origin` (everything
     /// but browsers) are never refused for it.
@@ -87,6 +90,7 @@ impl Config {
             bundles: Vec::new(),
             max_bundle_file_bytes: 64 << 20,
             data_dir: None,
+            backend: None,
             allowed_origins: Vec::new(),
             tls: None,
         }
@@ -130,6 +134,16 @@ impl Config {
         }
         if self.idle_timeout <= self.ping_interval {
             return err("idle_timeout must be longer than ping_interval");
+        }
+        if let Some(backend) = &self.backend {
+            if self.data_dir.is_some() {
+                return err(
+                    "--data-dir and --backend exclude each other: with a NATS backend the tasks are kept by JetStream",
+                );
+            }
+            if backend.servers.trim().is_empty() {
+                return err("--backend needs at least one NATS server URL");
+            }
         }
         let mut names = std::collections::BTreeSet::from([BUILTIN]);
         for b in &self.bundles {

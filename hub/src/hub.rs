@@ -212,6 +212,9 @@ pub(crate) struct Hub {
     pub revocations: watch::Sender<u64>,
     /// Open sessions per token id, to say how many a revocation closed.
     pub token_sessions: Mutex<HashMap<String, usize>>,
+    /// With `--backend nats://...`: the gateway that holds the queues in NATS JetStream instead
+    /// of the broker.
+    pub gateway: Option<Arc<crate::nats::Gateway>>,
 }
 
 /// Where a hub keeps its tasks, once open.
@@ -292,7 +295,14 @@ impl Hub {
             revoked: Default::default(),
             revocations: watch::channel(0).0,
             token_sessions: Mutex::new(HashMap::new()),
+            gateway: None,
         }
+    }
+
+    /// Hold the queues in NATS through `gateway`; session ids start where its hub's do.
+    pub fn use_gateway(&mut self, gateway: Arc<crate::nats::Gateway>) {
+        self.next_session = AtomicU64::new(gateway.first_session());
+        self.gateway = Some(gateway);
     }
 
     /// What a session's writer watches to know when a confirmation may go.
@@ -327,6 +337,10 @@ impl Hub {
 
     /// Register an authenticated session so it can receive messages.
     pub fn open(&self, id: SessionId, role: taskhub_core::Role, name: Option<String>, link: Link) {
+        if let Some(gw) = &self.gateway {
+            gw.open_session(id, role, name, link);
+            return;
+        }
         let mut st = self.lock();
         st.links.insert(id, link);
         st.broker.open_session(id, role, name);
@@ -334,6 +348,10 @@ impl Hub {
 
     /// Unregister a session; its leases go back to their queues.
     pub async fn close(&self, id: SessionId) {
+        if let Some(gw) = &self.gateway {
+            gw.close_session(id).await;
+            return;
+        }
         self.apply(None, |b, now| b.close_session(id, now)).await;
         self.lock().links.remove(&id);
     }
@@ -416,6 +434,9 @@ impl Hub {
 
     /// Sleep until the broker's next deadline, expire, repeat; until `stop` says so.
     pub async fn run_timer(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        if let Some(gw) = &self.gateway {
+            return gw.clone().run_timer(stop).await;
+        }
         loop {
             let next = self.lock().broker.next_deadline();
             let sleep = match next {

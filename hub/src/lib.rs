@@ -23,6 +23,7 @@ pub mod config;
 mod http;
 mod hub;
 pub mod keys;
+pub mod nats;
 mod server;
 mod session;
 pub mod storage;
@@ -36,6 +37,7 @@ pub fn browser_worker_built() -> bool {
     assets::BROWSER_WORKER_BUILT
 }
 pub use config::{Config, ConfigError};
+pub use nats::NatsBackend;
 pub use server::{Running, ServeError, Server, bind, run};
 pub use taskhub_core::auth::Secret;
 pub use tls::{ServerTls, TlsError, TlsFiles};

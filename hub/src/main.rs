@@ -58,7 +58,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a hub.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Put tasks on a queue; prints each task id on its own line as the hub confirms it.
     Put {
         #[command(flatten)]
@@ -346,6 +346,28 @@ struct ServeArgs {
     /// before the damage and dropping the rest (start-up says how much).
     #[arg(long)]
     repair: bool,
+    /// Keep the queues in NATS JetStream instead of this process, shared by every hub started
+    /// with the same NATS: nats://HOST:PORT, several separated by commas. A user and password or
+    /// a token may go in the URL (nats://user:pass@host:4222). See docs/scale-out.md.
+    #[arg(
+        long,
+        env = "TASKHUB_BACKEND",
+        value_name = "URLS",
+        conflicts_with = "data_dir"
+    )]
+    backend: Option<String>,
+    /// With --backend: a NATS credentials file (JWT and NKey seed).
+    #[arg(
+        long,
+        env = "TASKHUB_NATS_CREDS",
+        value_name = "FILE",
+        requires = "backend"
+    )]
+    nats_creds: Option<std::path::PathBuf>,
+    /// With --backend: replicas of the queues' stream when this hub creates it (3 on a
+    /// three-node NATS cluster).
+    #[arg(long, default_value_t = 1, requires = "backend")]
+    nats_replicas: usize,
     /// Serve wss:// and https:// with this certificate chain (PEM, the hub's own certificate
     /// first). Reloaded, with --tls-key, on SIGHUP; open sessions keep going.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -829,10 +851,17 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     } else if args.repair || args.fsync != taskhub::storage::Fsync::Always {
         bail!("--fsync and --repair apply to a data dir: add --data-dir DIR");
     }
+    if let Some(servers) = &args.backend {
+        config.backend = Some(taskhub::NatsBackend {
+            servers: servers.clone(),
+            creds: args.nats_creds.clone(),
+            replicas: args.nats_replicas,
+        });
+    }
     open_file_room(&config);
     // Storage first, so a damaged or locked data dir stops start-up before anything is printed;
     // the listening line stays the first line (scripts read the URL from it).
-    let server = taskhub::Server::open(config.clone())?;
+    let server = taskhub::Server::open(config.clone()).await?;
     let listener = taskhub::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -24,6 +24,8 @@ pub enum ServeError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Backend(#[from] crate::nats::BackendError),
 }
 
 /// A hub ready to serve: its configuration checked, its data dir (if any) locked and read back.
@@ -35,7 +37,8 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn open(config: Config) -> Result<Server, ServeError> {
+    /// Check the configuration, open the data dir or connect to the NATS backend.
+    pub async fn open(config: Config) -> Result<Server, ServeError> {
         config.validate()?;
         let tls = match &config.tls {
             Some(files) => Some(Arc::new(ServerTls::load(files.clone())?)),
@@ -44,7 +47,14 @@ impl Server {
         let revoked =
             crate::keys::Revoked::open(config.data_dir.as_ref().map(|d| d.path.as_path()))
                 .map_err(|e| ConfigError(e.to_string()))?;
+        let backend = config.backend.clone();
+        let broker = config.broker.clone();
         let mut opened = Hub::from_config(config)?;
+        if let Some(backend) = backend {
+            let gateway = crate::nats::Gateway::open(&backend, broker).await?;
+            opened.summary = gateway.summary(&backend).await;
+            opened.hub.use_gateway(gateway);
+        }
         opened.hub.tls = tls;
         opened.hub.revoked = revoked;
         Ok(Server {
@@ -110,7 +120,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let server = Server::open(config)?;
+    let server = Server::open(config).await?;
     tracing::info!("{}", server.storage_summary());
     server.run(listener, shutdown).await;
     Ok(())
@@ -168,6 +178,7 @@ impl Running {
     /// Bind `addr` (use port 0 for a free port) and serve in the background.
     pub async fn start(addr: &str, config: Config) -> std::io::Result<Running> {
         let server = Server::open(config)
+            .await
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let tls = server.tls();
         let listener = bind(addr).await?;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures_util::stream::FuturesOrdered;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use taskhub_client::transport::{self, pump_joining};
@@ -428,6 +429,14 @@ struct Conn {
     _token: Option<TokenSession>,
 }
 
+/// With a NATS backend: answers waiting for NATS, sent in the order of the requests. (Kept
+/// outside `Conn`: the futures are `Send` but not `Sync`.)
+type Answers = FuturesOrdered<crate::nats::Answer>;
+
+/// Answers a session may have waiting for NATS before it stops reading requests: backpressure
+/// on a producer that outruns JetStream.
+const MAX_WAITING_ANSWERS: usize = 4_096;
+
 /// Counts a session among those using one token, while alive.
 struct TokenSession(Arc<Hub>, String);
 
@@ -651,11 +660,26 @@ impl Conn {
         Ok(())
     }
 
-    async fn apply_batch(&self, id: SessionId, batch: &mut Vec<ClientMsg>) {
+    /// Send an answer now, or behind the answers still waiting for NATS.
+    async fn answer(&self, answers: &mut Answers, msg: ServerMsg) {
+        if answers.is_empty() {
+            self.send(&msg).await;
+        } else {
+            answers.push_back(Box::pin(std::future::ready(Some(msg))));
+        }
+    }
+
+    async fn apply_batch(&self, answers: &mut Answers, id: SessionId, batch: &mut Vec<ClientMsg>) {
         if batch.is_empty() {
             return;
         }
         let msgs = std::mem::take(batch);
+        if let Some(gw) = self.hub.gateway.clone() {
+            for msg in msgs {
+                answers.push_back(gw.handle(id, msg).await);
+            }
+            return;
+        }
         self.hub
             .apply(Some(id), |b, now| {
                 for msg in msgs {
@@ -814,6 +838,7 @@ impl Conn {
         tokio::pin!(expiry);
         let token_id = self.identity.as_ref().and_then(|i| i.token_id.clone());
         let mut revocations = hub.revocations.subscribe();
+        let mut answers = Answers::new();
         loop {
             tokio::select! {
                 biased;
@@ -856,7 +881,12 @@ impl Conn {
                 _ = ping.tick() => {
                     let _ = self.link.tx.try_send(Message::Ping(Default::default()).into());
                 }
-                frame = self.source.next() => {
+                Some(answer) = answers.next(), if !answers.is_empty() => {
+                    if let Some(msg) = answer {
+                        self.send(&msg).await;
+                    }
+                }
+                frame = self.source.next(), if answers.len() < MAX_WAITING_ANSWERS => {
                     last_seen = tokio::time::Instant::now();
                     // Take every frame that has already arrived and apply the requests among them
                     // under one lock: fewer wake-ups and larger writes under load.
@@ -890,25 +920,25 @@ impl Conn {
                                                 .as_ref()
                                                 .and_then(|i| i.grant.refusal(&msg));
                                             if let Some(why) = refusal {
-                                                self.apply_batch(id, &mut batch).await;
-                                                self.send(&ServerMsg::error(msg.req(), ErrorCode::Forbidden, why)).await;
+                                                self.apply_batch(&mut answers, id, &mut batch).await;
+                                                self.answer(&mut answers, ServerMsg::error(msg.req(), ErrorCode::Forbidden, why)).await;
                                             } else if matches!(msg, ClientMsg::CreateToken { .. } | ClientMsg::RevokeToken { .. }) {
-                                                self.apply_batch(id, &mut batch).await;
+                                                self.apply_batch(&mut answers, id, &mut batch).await;
                                                 let answer = self.token_request(msg).await;
-                                                self.send(&answer).await;
+                                                self.answer(&mut answers, answer).await;
                                             } else {
                                                 batch.push(msg);
                                             }
                                         }
                                         Err(e) => {
-                                            self.apply_batch(id, &mut batch).await;
-                                            self.send(&e.to_reply()).await;
+                                            self.apply_batch(&mut answers, id, &mut batch).await;
+                                            self.answer(&mut answers, e.to_reply()).await;
                                         }
                                     }
                                 }
                             }
                             None => {
-                                self.apply_batch(id, &mut batch).await;
+                                self.apply_batch(&mut answers, id, &mut batch).await;
                                 if let Some(end) = self.on_frame(frame).await {
                                     return end;
                                 }
@@ -919,7 +949,7 @@ impl Conn {
                             next = self.source.next().now_or_never();
                         }
                     }
-                    self.apply_batch(id, &mut batch).await;
+                    self.apply_batch(&mut answers, id, &mut batch).await;
                 }
             }
         }

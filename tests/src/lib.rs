@@ -281,7 +281,7 @@ pub fn serve_banner(listen: &str, extra: &[&str], until: &str) -> (Proc, Vec<Str
     let mut cmd = Command::new(bin("taskhub"));
     cmd.args(["serve", "--listen", listen, "--key", KEY])
         .args(extra);
-    if on_disk() && !extra.contains(&"--data-dir") {
+    if on_disk() && !extra.contains(&"--data-dir") && !extra.contains(&"--backend") {
         cmd.arg("--data-dir").arg(fresh_data_dir());
     }
     banner_of(cmd.env("RUST_LOG", "warn"), until)
@@ -425,4 +425,80 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A `nats-server -js` of its own for one test, on a free port, with its store in a fresh
+/// directory; killed when dropped.
+#[derive(Debug)]
+pub struct Nats {
+    proc: Proc,
+    pub url: String,
+    store: PathBuf,
+}
+
+impl Nats {
+    /// Start it, or panic saying how to install it (`.ci/run` and `scripts/test` do).
+    pub fn start() -> Nats {
+        let exe = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .expect("nats-server is missing: apt-get install -y nats-server (scripts/test does)");
+        let store = fresh_data_dir();
+        std::fs::create_dir_all(&store).unwrap();
+        let mut p = Proc::spawn(
+            Command::new(exe)
+                .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
+                .arg(&store)
+                .stderr(Stdio::piped()),
+        );
+        let stderr = p.0.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let mut url = None;
+        let mut seen = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
+                url = Some(format!("nats://{}", addr.trim()));
+            }
+            let ready = line.contains("Server is ready");
+            seen.push(line);
+            if ready {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        let url = url.unwrap_or_else(|| panic!("nats-server did not start: {seen:?}"));
+        Nats {
+            proc: p,
+            url,
+            store,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.proc.0.kill();
+        let _ = self.proc.0.wait();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// An in-process hub on `nats` (`--backend`), after `tweak`.
+pub async fn hub_on(nats: &Nats, tweak: impl FnOnce(&mut Config)) -> Running {
+    let mut config = Config::new(Secret::new(KEY));
+    config.backend = Some(taskhub::NatsBackend {
+        servers: nats.url.clone(),
+        creds: None,
+        replicas: 1,
+    });
+    tweak(&mut config);
+    Running::start("127.0.0.1:0", config)
+        .await
+        .expect("hub starts on NATS")
 }

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use taskhub_core::names::INBOX_PREFIX;
 use taskhub_core::protocol::Reply;
-use taskhub_core::{ErrorCode, Millis, QueueName, RawJson, SessionId, TaskId};
+use taskhub_core::{ErrorCode, Millis, QueueName, RawJson, SessionId, Task, TaskId};
 
 use super::{
     Body, Broker, Change, Charge, End, Failure, Gate, Lease, Output, ServerMsg, StoredTask,
@@ -213,19 +213,10 @@ impl Broker {
     }
 
     pub(super) fn dead_letter(&mut self, task: StoredTask, now: Millis) {
-        let error = match &task.last_error {
-            Some(e) => format!("gave up after {} attempt(s): {e}", task.attempts),
-            None => format!("gave up after {} attempt(s)", task.attempts),
-        };
-        let record = RawJson::of(&DeadLetter {
-            id: task.id,
-            queue: &task.queue,
-            kind: &task.kind,
-            payload: &task.payload,
-            attempts: task.attempts,
-            error: &error,
-        });
-        let entry = Body::around(record, "payload", &task.payload);
+        let (entry, error) = dead_letter_entry(
+            &super::dispatch::envelope(&task),
+            task.last_error.as_deref(),
+        );
         tracing::debug!(task = %task.id, queue = %task.queue, "task dead-lettered");
         self.push_forced(&task.queue.dead_letter(), entry, now);
         self.reply(
@@ -298,11 +289,33 @@ impl Broker {
             }
             return;
         }
-        let record = RawJson::of(&reply);
-        let outcome = match &reply.result {
-            Some(result) => Body::around(record, "result", result),
-            None => Body::Json(record),
-        };
-        self.push_forced(to, outcome, now);
+        self.push_forced(to, reply_entry(&reply), now);
+    }
+}
+
+/// A dead-letter entry for `task` (its `attempt` is the attempts it used), and the error it
+/// records: what the hub stores in `<queue>.dead`, on every backend.
+pub(crate) fn dead_letter_entry(task: &Task<Body>, last_error: Option<&str>) -> (Body, String) {
+    let error = match last_error {
+        Some(e) => format!("gave up after {} attempt(s): {e}", task.attempt),
+        None => format!("gave up after {} attempt(s)", task.attempt),
+    };
+    let record = RawJson::of(&DeadLetter {
+        id: task.id,
+        queue: &task.queue,
+        kind: &task.kind,
+        payload: &task.payload,
+        attempts: task.attempt,
+        error: &error,
+    });
+    (Body::around(record, "payload", &task.payload), error)
+}
+
+/// A task's outcome as it is stored in its `reply_to` queue.
+pub(crate) fn reply_entry(reply: &Reply<Body>) -> Body {
+    let record = RawJson::of(reply);
+    match &reply.result {
+        Some(result) => Body::around(record, "result", result),
+        None => Body::Json(record),
     }
 }

@@ -39,10 +39,11 @@ pub type Body = taskhub_core::Body<RawJson>;
 pub type ClientMsg = taskhub_core::ClientMsg<Body>;
 pub type ServerMsg = taskhub_core::ServerMsg<Body>;
 
-use dispatch::envelope;
+pub(crate) use dispatch::envelope;
 use held::{Lease, Leases, Waiter, Waiters};
 use idhash::IdMap;
 pub use journal::{Change, InMemory, Journal};
+pub(crate) use lease::{dead_letter_entry, reply_entry};
 use pubsub::Subscriptions;
 use store::task_cost;
 pub use store::{Charge, QueueRef, ReadyQueue, StoredTask};

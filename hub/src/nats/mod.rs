@@ -1,0 +1,1782 @@
+//! The NATS JetStream backend: the hub as a gateway (`taskhub serve --backend nats://...`).
+//!
+//! Queues live in one work-queue stream ([`wire::STREAM`]), a subject per queue, and every hub
+//! shares one durable pull consumer per queue. The stream sequence of a task's message is its id,
+//! and the consumer's delivery count is its attempt. A hub pulls no more than its sessions have
+//! credit for, and holds each delivery as a lease:
+//!
+//! - `ack` acks the message (after storing the result in `reply_to`, if any);
+//! - `fail` naks it (retry) or stores a dead letter and acks it;
+//! - `release` and a closed session nak it, so it is redelivered at once;
+//! - `touch` sends in-progress, which restarts JetStream's ack-wait;
+//! - a lease the hub sees expire is nakked; if the hub itself dies, JetStream redelivers after its
+//!   own ack-wait, a little longer than the hub's.
+//!
+//! Topics are core NATS subjects; replies to a session's inbox go by core NATS to the hub that
+//! holds the session. ARCHITECTURE.md ("Scaling out with NATS") has the whole mapping and where
+//! it differs from the embedded broker.
+//!
+//! The state lock is never held across `.await`: an operation decides under the lock and returns
+//! what to tell NATS ([`Effect`]), which runs after.
+
+pub(crate) mod wire;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use taskhub_core::codec::{Frame, encode_server};
+use taskhub_core::protocol::{QueueStats, Reply, Stats, WorkerStats};
+use taskhub_core::{ErrorCode, Pattern, QueueName, Role, SessionId, Task, TaskId};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::broker::{
+    Body, BrokerConfig, ClientMsg, MAX_ATTEMPTS_CEILING, ServerMsg, dead_letter_entry, reply_entry,
+};
+use crate::hub::Link;
+use taskhub_client::transport::message;
+
+/// How a hub reaches NATS: `--backend` and the NATS settings.
+#[derive(Debug, Clone)]
+pub struct NatsBackend {
+    /// `nats://HOST:PORT`, several separated by commas; user and password or a token may be in
+    /// the URL (`nats://user:pass@host:4222`).
+    pub servers: String,
+    /// A NATS credentials file (JWT and NKey seed).
+    pub creds: Option<std::path::PathBuf>,
+    /// Replicas of the stream when this hub creates it (1, or 3 on a three-node cluster).
+    pub replicas: usize,
+}
+
+impl NatsBackend {
+    /// The servers with any password or token replaced, for logs.
+    pub fn redacted(&self) -> String {
+        self.servers
+            .split(',')
+            .map(|s| match s.rsplit_once('@') {
+                Some((scheme_user, host)) => {
+                    let scheme = scheme_user.split_once("://").map_or("", |(s, _)| s);
+                    if scheme.is_empty() {
+                        format!("***@{host}")
+                    } else {
+                        format!("{scheme}://***@{host}")
+                    }
+                }
+                None => s.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// An answer to one request: ready now, or once NATS confirms. A session sends its answers in
+/// the order of its requests.
+pub(crate) type Answer = Pin<Box<dyn Future<Output = Option<ServerMsg>> + Send>>;
+
+fn ready(msg: Option<ServerMsg>) -> Answer {
+    Box::pin(std::future::ready(msg))
+}
+
+/// How long a pull request waits at the server before it expires and is made again.
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
+/// A pull request counts as gone this long after it should have expired, if the server's word
+/// that it did was lost (a NATS server restart).
+const PULL_GRACE: Duration = Duration::from_secs(2);
+/// How long NATS may take to confirm something before the hub gives up on it.
+const NATS_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Failure = (ErrorCode, String);
+
+/// What to tell NATS once the state lock is released.
+#[derive(Debug)]
+enum Effect {
+    Ack(String),
+    Nak(String),
+    Progress(String),
+    /// Store a dead letter (and the failure reply), then ack the task's message.
+    Dead {
+        task: Task<Body>,
+        error: Option<String>,
+        ack: String,
+    },
+}
+
+/// How a session gave a lease back, for its counts.
+#[derive(Debug, Clone, Copy)]
+enum Settled {
+    Acked,
+    Failed,
+    Released,
+}
+
+/// A task delivered to this hub, not yet handed to a session.
+#[derive(Debug)]
+struct Arrived {
+    task: Task<Body>,
+    ack: String,
+    at: Instant,
+}
+
+#[derive(Debug)]
+struct Lease {
+    session: SessionId,
+    ack: String,
+    deadline: Instant,
+    task: Task<Body>,
+}
+
+#[derive(Debug)]
+struct Session {
+    link: Link,
+    role: Role,
+    name: Option<String>,
+    consuming: Vec<QueueName>,
+    prefetch: u32,
+    held: usize,
+    /// A lease of this session expired: it is handed nothing until it shows it is alive.
+    stalled: bool,
+    acked: u64,
+    failed: u64,
+    /// Its subscriptions, in the order it made them.
+    subs: Vec<Pattern>,
+    waiters: usize,
+}
+
+impl Session {
+    fn credit(&self) -> usize {
+        if self.stalled {
+            return 0;
+        }
+        (self.prefetch as usize).saturating_sub(self.held)
+    }
+}
+
+/// A queue this hub's sessions consume.
+#[derive(Debug, Default)]
+struct Queue {
+    consumers: VecDeque<SessionId>,
+    ready: VecDeque<Arrived>,
+    wake: Arc<Notify>,
+    pulling: bool,
+}
+
+/// A pattern some of this hub's sessions subscribed to: one NATS subscription for them all.
+#[derive(Debug, Default)]
+struct TopicSub {
+    sessions: Vec<SessionId>,
+    /// The task forwarding its messages, once subscribed.
+    handle: Option<AbortHandle>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    sessions: HashMap<SessionId, Session>,
+    topics: HashMap<Pattern, TopicSub>,
+    queues: HashMap<QueueName, Queue>,
+    leases: HashMap<TaskId, Lease>,
+    deadlines: BTreeSet<(Instant, TaskId)>,
+    acked: u64,
+    failed: u64,
+    ack_wait: Duration,
+}
+
+/// The hub's side of the NATS backend.
+#[derive(Debug)]
+pub(crate) struct Gateway {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: stream::Stream,
+    config: BrokerConfig,
+    /// This hub's id among the hubs on the same NATS (random): the top bits of its session ids.
+    hub: u32,
+    state: Mutex<State>,
+    timer: Notify,
+    /// Consumers this hub knows exist.
+    consumers: Mutex<std::collections::HashSet<QueueName>>,
+    /// Pub/sub messages dropped for sessions that did not keep up.
+    pub dropped: AtomicU64,
+    inbox_task: Mutex<Option<AbortHandle>>,
+}
+
+/// Why the backend could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("NATS backend {servers}: {why}")]
+pub struct BackendError {
+    servers: String,
+    why: String,
+}
+
+impl Gateway {
+    /// Connect, and find or create the stream.
+    pub async fn open(
+        backend: &NatsBackend,
+        config: BrokerConfig,
+    ) -> Result<Arc<Self>, BackendError> {
+        let fail = |why: String| BackendError {
+            servers: backend.redacted(),
+            why,
+        };
+        let hub = loop {
+            let mut b = [0u8; 4];
+            getrandom::fill(&mut b).map_err(|e| fail(e.to_string()))?;
+            let id = u32::from_le_bytes(b) & 0xF_FFFF;
+            if id != 0 {
+                break id;
+            }
+        };
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("taskhub hub {hub}"))
+            .connection_timeout(Duration::from_secs(5))
+            // Publishes are buffered while NATS is away (bounded), then refused.
+            .client_capacity(65_536)
+            .subscription_capacity(65_536)
+            .retry_on_initial_connect();
+        if let Some(creds) = &backend.creds {
+            options = options
+                .credentials_file(creds)
+                .await
+                .map_err(|e| fail(format!("credentials file {}: {e}", creds.display())))?;
+        }
+        let servers: Vec<&str> = backend.servers.split(',').map(str::trim).collect();
+        let connect = options.connect(servers.as_slice());
+        let client = tokio::time::timeout(Duration::from_secs(15), connect)
+            .await
+            .map_err(|_| fail("no answer within 15 s".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        let js = jetstream::new(client.clone());
+        let want = stream::Config {
+            name: wire::STREAM.into(),
+            subjects: vec![wire::QUEUE_SUBJECTS.into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            num_replicas: backend.replicas.max(1),
+            max_messages_per_subject: i64::try_from(config.max_queue_len).unwrap_or(i64::MAX),
+            max_bytes: i64::try_from(config.max_stored_bytes).unwrap_or(i64::MAX),
+            discard: stream::DiscardPolicy::New,
+            discard_new_per_subject: true,
+            duplicate_window: config.dedup_window,
+            description: Some("taskhub queues: one subject per queue".into()),
+            ..Default::default()
+        };
+        let stream = js
+            .get_or_create_stream(want)
+            .await
+            .map_err(|e| fail(format!("stream {}: {e}", wire::STREAM)))?;
+        let ack_wait = config.ack_wait;
+        let gw = Arc::new(Gateway {
+            client,
+            js,
+            stream,
+            config,
+            hub,
+            state: Mutex::new(State {
+                ack_wait,
+                ..State::default()
+            }),
+            timer: Notify::new(),
+            consumers: Mutex::new(Default::default()),
+            dropped: AtomicU64::new(0),
+            inbox_task: Mutex::new(None),
+        });
+        let inbox = gw
+            .client
+            .subscribe(wire::inbox_subjects(hub))
+            .await
+            .map_err(|e| fail(format!("inbox subscription: {e}")))?;
+        let task = tokio::spawn(gw.clone().route_inbox(inbox));
+        *gw.inbox_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
+        Ok(gw)
+    }
+
+    /// The first session id of this hub.
+    pub fn first_session(&self) -> u64 {
+        wire::session_base(self.hub) + 1
+    }
+
+    /// One line for the operator.
+    pub async fn summary(&self, backend: &NatsBackend) -> String {
+        let mut stream = self.stream.clone();
+        match stream.info().await {
+            Ok(info) => format!(
+                "storage: NATS JetStream at {} (hub id {}): stream {} ({:?}, {} replica(s)) holds {} task(s), {:.1} MB",
+                backend.redacted(),
+                self.hub,
+                wire::STREAM,
+                info.config.storage,
+                info.config.num_replicas,
+                info.state.messages,
+                info.state.bytes as f64 / 1e6
+            ),
+            Err(e) => format!(
+                "storage: NATS JetStream at {} (hub id {}); stream info failed: {e}",
+                backend.redacted(),
+                self.hub
+            ),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn open_session(&self, id: SessionId, role: Role, name: Option<String>, link: Link) {
+        let name = name.map(|n| n.chars().take(64).collect());
+        self.lock().sessions.insert(
+            id,
+            Session {
+                link,
+                role,
+                name,
+                consuming: Vec::new(),
+                prefetch: 0,
+                held: 0,
+                stalled: false,
+                acked: 0,
+                failed: 0,
+                subs: Vec::new(),
+                waiters: 0,
+            },
+        );
+    }
+
+    /// A session ended: its leases go back to JetStream at once (or to dead letters, if that was
+    /// their last attempt), its subscriptions end.
+    pub async fn close_session(self: &Arc<Self>, id: SessionId) {
+        let effects = {
+            let mut st = self.lock();
+            let Some(session) = st.sessions.remove(&id) else {
+                return;
+            };
+            for pattern in &session.subs {
+                st.unsubscribe(id, pattern);
+            }
+            for q in &session.consuming {
+                if let Some(queue) = st.queues.get_mut(q) {
+                    queue.consumers.retain(|s| *s != id);
+                    queue.wake.notify_one();
+                }
+            }
+            let mine: Vec<TaskId> = st
+                .leases
+                .iter()
+                .filter(|(_, l)| l.session == id)
+                .map(|(t, _)| *t)
+                .collect();
+            let mut mine: Vec<Lease> = mine.into_iter().filter_map(|t| st.take_lease(t)).collect();
+            mine.sort_by_key(|l| l.task.id);
+            mine.into_iter()
+                .map(|l| {
+                    self.requeue(
+                        l,
+                        "the worker's session closed while it held the task".into(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        self.run(effects).await;
+    }
+
+    /// Back to JetStream for another delivery, or to dead letters if out of attempts.
+    fn requeue(&self, lease: Lease, why: String) -> Effect {
+        if lease.task.attempt >= lease.task.max_attempts {
+            Effect::Dead {
+                task: lease.task,
+                error: Some(why),
+                ack: lease.ack,
+            }
+        } else {
+            Effect::Nak(lease.ack)
+        }
+    }
+
+    /// Apply one request from `session`; the answer may wait for NATS.
+    pub async fn handle(self: &Arc<Self>, session: SessionId, msg: ClientMsg) -> Answer {
+        let req = msg.req();
+        let worker_traffic = matches!(
+            msg,
+            ClientMsg::Ack { .. }
+                | ClientMsg::Fail { .. }
+                | ClientMsg::Release { .. }
+                | ClientMsg::Touch { .. }
+                | ClientMsg::Consume { .. }
+        );
+        let quiet_ok = req.is_none() && worker_traffic;
+        if worker_traffic || matches!(msg, ClientMsg::Ping { .. }) {
+            self.revive(session).await;
+        }
+        let answer = move |r: Result<ServerMsg, Failure>| -> Option<ServerMsg> {
+            match r {
+                Ok(ServerMsg::Ok { .. }) if quiet_ok => None,
+                Ok(m) => Some(m),
+                Err((code, message)) => Some(ServerMsg::error(req, code, message)),
+            }
+        };
+        match msg {
+            ClientMsg::Auth { .. } => ready(answer(Err((
+                ErrorCode::BadRequest,
+                "this session is already authenticated".into(),
+            )))),
+            ClientMsg::CreateToken { .. } | ClientMsg::RevokeToken { .. } => ready(answer(Err((
+                ErrorCode::BadRequest,
+                "token requests are handled by the session".into(),
+            )))),
+            ClientMsg::Ping { .. } => ready(answer(Ok(ServerMsg::Ok { req }))),
+            ClientMsg::Put {
+                queue,
+                payload,
+                kind,
+                reply_to,
+                max_attempts,
+                dedup_id,
+                ..
+            } => {
+                let put = self
+                    .put(
+                        session,
+                        &queue,
+                        &payload,
+                        kind,
+                        reply_to,
+                        max_attempts,
+                        dedup_id,
+                    )
+                    .await;
+                match put {
+                    Err(e) => ready(answer(Err(e))),
+                    Ok(confirm) => Box::pin(async move {
+                        let r = confirm.await.map(|task| ServerMsg::Queued { req, task });
+                        answer(r)
+                    }),
+                }
+            }
+            ClientMsg::Get {
+                queue, timeout_ms, ..
+            } => {
+                if let Err(e) = not_inbox(&queue) {
+                    return ready(answer(Err(e)));
+                }
+                let get = self.clone().get(session, req, queue, timeout_ms);
+                if timeout_ms == 0 {
+                    return Box::pin(get);
+                }
+                // A get that waits answers when it is done; later requests do not wait for it.
+                let limit = self.config.max_waiters_per_session;
+                let link = {
+                    let mut st = self.lock();
+                    match st.sessions.get_mut(&session) {
+                        Some(s) if s.waiters >= limit => None,
+                        Some(s) => {
+                            s.waiters += 1;
+                            Some(s.link.clone())
+                        }
+                        None => return ready(None),
+                    }
+                };
+                let Some(link) = link else {
+                    return ready(answer(Err((
+                        ErrorCode::LimitReached,
+                        format!("this session already has {limit} pending gets"),
+                    ))));
+                };
+                let gw = self.clone();
+                tokio::spawn(async move {
+                    if let Some(msg) = get.await {
+                        let _ = link.tx.send(message(encode_server(&msg)).into()).await;
+                    }
+                    if let Some(s) = gw.lock().sessions.get_mut(&session) {
+                        s.waiters = s.waiters.saturating_sub(1);
+                    }
+                });
+                ready(None)
+            }
+            ClientMsg::Consume {
+                queues, prefetch, ..
+            } => ready(answer(
+                self.consume(session, queues, prefetch)
+                    .map(|()| ServerMsg::Ok { req }),
+            )),
+            ClientMsg::Ack { task, result, .. } => {
+                let lease = self.settle(session, task, Settled::Acked);
+                let gw = self.clone();
+                Box::pin(async move {
+                    let r = match lease {
+                        Err(e) => Err(e),
+                        Ok(lease) => gw.ack(lease, result).await,
+                    };
+                    answer(r.map(|()| ServerMsg::Ok { req }))
+                })
+            }
+            ClientMsg::Fail {
+                task, error, retry, ..
+            } => {
+                let lease = self.settle(session, task, Settled::Failed);
+                match lease {
+                    Err(e) => ready(answer(Err(e))),
+                    Ok(lease) => {
+                        let retried = retry && lease.task.attempt < lease.task.max_attempts;
+                        let effect = if retried {
+                            Effect::Nak(lease.ack)
+                        } else {
+                            Effect::Dead {
+                                task: lease.task,
+                                error: Some(error),
+                                ack: lease.ack,
+                            }
+                        };
+                        let gw = self.clone();
+                        Box::pin(async move {
+                            gw.run(vec![effect]).await;
+                            let credit = gw.freed(session);
+                            gw.run(credit).await;
+                            answer(Ok(ServerMsg::Ok { req }))
+                        })
+                    }
+                }
+            }
+            ClientMsg::Release { task, .. } => {
+                let lease = self.settle(session, task, Settled::Released);
+                match lease {
+                    Err(e) => ready(answer(Err(e))),
+                    Ok(lease) => {
+                        self.give_back(lease.task, lease.ack).await;
+                        let credit = self.freed(session);
+                        self.run(credit).await;
+                        ready(answer(Ok(ServerMsg::Ok { req })))
+                    }
+                }
+            }
+            ClientMsg::Touch { task, .. } => {
+                let touched = {
+                    let mut st = self.lock();
+                    let deadline = Instant::now() + self.config.ack_wait;
+                    st.touch(session, task, deadline)
+                };
+                match touched {
+                    Err(e) => ready(answer(Err(e))),
+                    Ok(ack) => {
+                        self.timer.notify_one();
+                        self.run(vec![Effect::Progress(ack)]).await;
+                        ready(answer(Ok(ServerMsg::Ok { req })))
+                    }
+                }
+            }
+            ClientMsg::Publish { topic, payload, .. } => {
+                let mut headers = HeaderMap::new();
+                let body = wire::body_to_nats(&payload, &mut headers);
+                let receivers = {
+                    let st = self.lock();
+                    st.sessions
+                        .values()
+                        .filter(|s| s.subs.iter().any(|p| p.matches(&topic)))
+                        .count() as u64
+                };
+                let sent = self
+                    .client
+                    .publish_with_headers(wire::topic_subject(&topic), headers, body)
+                    .await;
+                ready(answer(
+                    sent.map(|()| ServerMsg::Published { req, receivers })
+                        .map_err(|e| unavailable(&e)),
+                ))
+            }
+            ClientMsg::Subscribe { pattern, .. } => ready(answer(
+                self.subscribe(session, pattern)
+                    .await
+                    .map(|()| ServerMsg::Ok { req }),
+            )),
+            ClientMsg::Unsubscribe { pattern, .. } => {
+                self.unsubscribe(session, &pattern);
+                ready(answer(Ok(ServerMsg::Ok { req })))
+            }
+            ClientMsg::DeleteQueue { queue, .. } => {
+                let gw = self.clone();
+                Box::pin(async move { answer(gw.delete_queue(req, queue).await) })
+            }
+            ClientMsg::Stats { .. } => {
+                let gw = self.clone();
+                Box::pin(async move {
+                    answer(
+                        gw.stats()
+                            .await
+                            .map(|stats| ServerMsg::Stats { req, stats }),
+                    )
+                })
+            }
+        }
+    }
+
+    /// Worker traffic from a stalled session shows it is alive: it may be handed work again.
+    async fn revive(self: &Arc<Self>, session: SessionId) {
+        let effects = {
+            let mut st = self.lock();
+            match st.sessions.get_mut(&session) {
+                Some(s) if s.stalled => {
+                    s.stalled = false;
+                    st.dispatch_for(session)
+                }
+                _ => return,
+            }
+        };
+        self.run(effects).await;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn put(
+        &self,
+        session: SessionId,
+        queue: &QueueName,
+        payload: &Body,
+        kind: Option<String>,
+        reply_to: Option<QueueName>,
+        max_attempts: Option<u32>,
+        dedup_id: Option<String>,
+    ) -> Result<impl Future<Output = Result<TaskId, Failure>> + use<>, Failure> {
+        not_inbox(queue)?;
+        if let Some(r) = &reply_to
+            && r.is_inbox()
+            && *r != QueueName::inbox(session)
+        {
+            return Err((
+                ErrorCode::Forbidden,
+                format!("reply_to {r} is another session's inbox; use your own"),
+            ));
+        }
+        let max_attempts = max_attempts.unwrap_or(self.config.max_attempts);
+        if !(1..=MAX_ATTEMPTS_CEILING).contains(&max_attempts) {
+            return Err((
+                ErrorCode::BadRequest,
+                format!("max_attempts must be 1 to {MAX_ATTEMPTS_CEILING}, got {max_attempts}"),
+            ));
+        }
+        if kind.as_ref().is_some_and(|k| k.is_empty() || k.len() > 128) {
+            return Err((ErrorCode::BadRequest, "kind must be 1 to 128 bytes".into()));
+        }
+        if dedup_id
+            .as_ref()
+            .is_some_and(|d| d.is_empty() || d.len() > 128)
+        {
+            return Err((
+                ErrorCode::BadRequest,
+                "dedup_id must be 1 to 128 bytes".into(),
+            ));
+        }
+        let mut headers = self.task_headers(kind.as_deref(), reply_to.as_ref(), max_attempts);
+        let body = wire::body_to_nats(payload, &mut headers);
+        let mut publish = jetstream::message::PublishMessage::build()
+            .payload(body)
+            .headers(headers);
+        if let Some(id) = &dedup_id {
+            publish = publish.message_id(id.as_str());
+        }
+        let sent = self
+            .js
+            .send_publish(wire::queue_subject(queue), publish)
+            .await
+            .map_err(|e| publish_failure(queue, &e))?;
+        let queue = queue.clone();
+        let max_len = self.config.max_queue_len;
+        Ok(async move {
+            let ack = tokio::time::timeout(NATS_TIMEOUT, sent.into_future())
+                .await
+                .map_err(|_| {
+                    (
+                        ErrorCode::StorageUnavailable,
+                        format!("NATS did not confirm the put within {} s; it may or may not be queued (a dedup_id makes a retry safe)", NATS_TIMEOUT.as_secs()),
+                    )
+                })?
+                .map_err(|e| put_refused(&queue, max_len, &e))?;
+            Ok(TaskId(ack.sequence))
+        })
+    }
+
+    /// The headers a task's message carries (a default `max_attempts` is left out).
+    fn task_headers(
+        &self,
+        kind: Option<&str>,
+        reply_to: Option<&QueueName>,
+        max_attempts: u32,
+    ) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(k) = kind {
+            headers.insert(wire::KIND, k);
+        }
+        if let Some(r) = reply_to {
+            headers.insert(wire::REPLY_TO, r.as_str());
+        }
+        if max_attempts != self.config.max_attempts {
+            headers.insert(wire::MAX_ATTEMPTS, max_attempts.to_string().as_str());
+        }
+        headers
+    }
+
+    /// A released task goes back without spending an attempt. JetStream counts every delivery,
+    /// so the hub stores it again (same task id, the attempts it spent) and acks the delivery it
+    /// gives back; if NATS refuses the copy, the delivery is nakked instead (the attempt counts).
+    async fn give_back(&self, task: Task<Body>, ack: String) {
+        let mut headers = self.task_headers(
+            task.kind.as_deref(),
+            task.reply_to.as_ref(),
+            task.max_attempts,
+        );
+        headers.insert(wire::ID, task.id.0.to_string().as_str());
+        headers.insert(
+            wire::SPENT,
+            task.attempt.saturating_sub(1).to_string().as_str(),
+        );
+        let body = wire::body_to_nats(&task.payload, &mut headers);
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(body)
+            .headers(headers);
+        let word = match self.store(&task.queue, publish).await {
+            Ok(()) => "+ACK",
+            Err((_, why)) => {
+                tracing::debug!(task = %task.id, "released task not stored again ({why}); nakked");
+                "-NAK"
+            }
+        };
+        let _ = self.client.publish(ack, word.into()).await;
+    }
+
+    async fn get(
+        self: Arc<Self>,
+        _session: SessionId,
+        req: Option<u64>,
+        queue: QueueName,
+        timeout_ms: u64,
+    ) -> Option<ServerMsg> {
+        let empty = ServerMsg::Empty {
+            req,
+            queue: queue.clone(),
+        };
+        if timeout_ms > 0
+            && let Err((code, why)) = self.ensure_consumer(&queue).await
+        {
+            return Some(ServerMsg::error(req, code, why));
+        }
+        if timeout_ms == 0 && !self.consumer_known(&queue) {
+            // Only a get that waits creates anything; this one looks, if there is a consumer.
+            match self.stream.consumer_info(wire::consumer_name(&queue)).await {
+                Ok(_) => {
+                    self.known(&queue);
+                }
+                Err(_) => {
+                    if self.ensure_consumer(&queue).await.is_err() {
+                        return Some(empty);
+                    }
+                }
+            }
+        }
+        let inbox = self.client.new_inbox();
+        let Ok(mut sub) = self.client.subscribe(inbox.clone()).await else {
+            return Some(ServerMsg::error(
+                req,
+                ErrorCode::StorageUnavailable,
+                "NATS is not reachable",
+            ));
+        };
+        let wait = Duration::from_millis(timeout_ms).min(self.config.max_get_wait);
+        let request = if timeout_ms == 0 {
+            serde_json::json!({"batch": 1, "no_wait": true})
+        } else {
+            serde_json::json!({"batch": 1, "expires": wait.as_nanos() as u64})
+        };
+        let subject = format!(
+            "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+            wire::STREAM,
+            wire::consumer_name(&queue)
+        );
+        if self
+            .client
+            .publish_with_reply(subject, inbox, request.to_string().into())
+            .await
+            .is_err()
+        {
+            return Some(empty);
+        }
+        let deadline = Instant::now() + wait + PULL_GRACE;
+        loop {
+            let next = tokio::time::timeout_at(deadline, sub.next()).await;
+            let Ok(Some(m)) = next else {
+                return Some(empty);
+            };
+            if m.status.is_some() {
+                return Some(empty);
+            }
+            let Some(arrived) = self.arrived(&queue, m) else {
+                continue;
+            };
+            // A get takes the task for good.
+            let _ = tokio::time::timeout(
+                NATS_TIMEOUT,
+                self.client.request(arrived.ack.clone(), "+ACK".into()),
+            )
+            .await;
+            return Some(ServerMsg::Task {
+                req,
+                task: arrived.task,
+            });
+        }
+    }
+
+    fn consume(
+        self: &Arc<Self>,
+        session: SessionId,
+        queues: Vec<QueueName>,
+        prefetch: u32,
+    ) -> Result<(), Failure> {
+        let mut wanted: Vec<QueueName> = Vec::new();
+        for q in queues {
+            not_inbox(&q)?;
+            if !wanted.contains(&q) {
+                wanted.push(q);
+            }
+        }
+        let max = self.config.max_prefetch;
+        if !wanted.is_empty() && !(1..=max).contains(&prefetch) {
+            return Err((
+                ErrorCode::BadRequest,
+                format!("prefetch must be 1 to {max}, got {prefetch}"),
+            ));
+        }
+        let mut st = self.lock();
+        let Some(s) = st.sessions.get_mut(&session) else {
+            return Ok(());
+        };
+        let old = std::mem::replace(&mut s.consuming, wanted.clone());
+        s.prefetch = prefetch;
+        for q in &old {
+            if let Some(queue) = st.queues.get_mut(q) {
+                queue.consumers.retain(|x| *x != session);
+                queue.wake.notify_one();
+            }
+        }
+        for q in &wanted {
+            let queue = st.queues.entry(q.clone()).or_default();
+            queue.consumers.push_back(session);
+            queue.wake.notify_one();
+            if !queue.pulling {
+                queue.pulling = true;
+                let wake = queue.wake.clone();
+                tokio::spawn(self.clone().pull(q.clone(), wake));
+            }
+        }
+        Ok(())
+    }
+
+    /// Take `task`'s lease from `session` (for ack, fail or release).
+    fn settle(&self, session: SessionId, task: TaskId, how: Settled) -> Result<Lease, Failure> {
+        let mut st = self.lock();
+        match st.leases.get(&task) {
+            Some(l) if l.session == session => {}
+            _ => {
+                return Err((
+                    ErrorCode::UnknownTask,
+                    format!(
+                        "task {task} is not leased to this session (already acked, released, or its lease expired)"
+                    ),
+                ));
+            }
+        }
+        let lease = st.take_lease(task).ok_or((
+            ErrorCode::UnknownTask,
+            format!("task {task} is not leased to this session"),
+        ))?;
+        match how {
+            Settled::Acked => st.acked += 1,
+            Settled::Failed => st.failed += 1,
+            Settled::Released => {}
+        }
+        if let Some(s) = st.sessions.get_mut(&session) {
+            match how {
+                Settled::Acked => s.acked += 1,
+                Settled::Failed => s.failed += 1,
+                Settled::Released => {}
+            }
+        }
+        Ok(lease)
+    }
+
+    /// Store the result where `reply_to` says, then ack. A result that cannot be stored sends
+    /// the task back to its queue rather than lose it.
+    async fn ack(self: &Arc<Self>, lease: Lease, result: Option<Body>) -> Result<(), Failure> {
+        let id = lease.task.id;
+        let reply = Reply {
+            id,
+            ok: true,
+            result,
+            error: None,
+        };
+        let stored = self.reply(&lease.task, reply).await;
+        let credit = self.freed(lease.session);
+        match stored {
+            Ok(()) => {
+                self.run(vec![Effect::Ack(lease.ack)]).await;
+                self.run(credit).await;
+                Ok(())
+            }
+            Err((code, why)) => {
+                self.run(vec![Effect::Nak(lease.ack)]).await;
+                self.run(credit).await;
+                Err((
+                    code,
+                    format!("{why}; task {id} goes back to its queue to be done again"),
+                ))
+            }
+        }
+    }
+
+    /// A session has room again: hand it what waits here, and let the pullers ask for more.
+    fn freed(&self, session: SessionId) -> Vec<Effect> {
+        let mut st = self.lock();
+        st.dispatch_for(session)
+    }
+
+    /// Send `reply` where `task.reply_to` says: a queue (stored, deduplicated by task id), or a
+    /// session's inbox on whichever hub holds it.
+    async fn reply(&self, task: &Task<Body>, reply: Reply<Body>) -> Result<(), Failure> {
+        let Some(to) = &task.reply_to else {
+            return Ok(());
+        };
+        if to.is_inbox() {
+            let Some(owner) = to.as_str()[taskhub_core::names::INBOX_PREFIX.len()..]
+                .parse()
+                .ok()
+                .map(SessionId)
+            else {
+                return Ok(());
+            };
+            let frame = encode_server(&ServerMsg::Reply(reply));
+            if wire::hub_of_session(owner) == self.hub {
+                self.to_session(owner, message(frame));
+            } else {
+                let _ = self
+                    .client
+                    .publish(wire::inbox_subject(owner), frame_bytes(frame))
+                    .await;
+            }
+            return Ok(());
+        }
+        let mut headers = HeaderMap::new();
+        let body = wire::body_to_nats(&reply_entry(&reply), &mut headers);
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(body)
+            .headers(headers)
+            .message_id(format!("th-reply-{}", task.id).as_str());
+        self.store(to, publish).await
+    }
+
+    /// Publish to a queue's subject and wait for JetStream to confirm.
+    async fn store(
+        &self,
+        queue: &QueueName,
+        publish: jetstream::message::PublishMessage,
+    ) -> Result<(), Failure> {
+        let sent = self
+            .js
+            .send_publish(wire::queue_subject(queue), publish)
+            .await
+            .map_err(|e| publish_failure(queue, &e))?;
+        tokio::time::timeout(NATS_TIMEOUT, sent.into_future())
+            .await
+            .map_err(|_| {
+                (
+                    ErrorCode::StorageUnavailable,
+                    format!("NATS did not confirm a write to {queue}"),
+                )
+            })?
+            .map_err(|e| put_refused(queue, self.config.max_queue_len, &e))?;
+        Ok(())
+    }
+
+    fn to_session(&self, session: SessionId, msg: Message) {
+        let link = self.lock().sessions.get(&session).map(|s| s.link.clone());
+        if let Some(link) = link {
+            deliver(&link, msg, session);
+        }
+    }
+
+    /// Replies from other hubs for this hub's sessions.
+    async fn route_inbox(self: Arc<Self>, mut sub: async_nats::Subscriber) {
+        while let Some(m) = sub.next().await {
+            let Some(session) = wire::session_of_inbox_subject(&m.subject) else {
+                continue;
+            };
+            let Some((&tag, body)) = m.payload.split_first() else {
+                continue;
+            };
+            let msg = match tag {
+                b't' => match std::str::from_utf8(body) {
+                    Ok(t) => Message::text(t),
+                    Err(_) => continue,
+                },
+                b'b' => Message::binary(m.payload.slice(1..)),
+                _ => continue,
+            };
+            self.to_session(session, msg);
+        }
+    }
+
+    /// Subscribe `session` to `pattern`. The hub holds one NATS subscription per pattern, for all
+    /// its sessions; it answers once NATS has it, so what is published after is heard.
+    async fn subscribe(
+        self: &Arc<Self>,
+        session: SessionId,
+        pattern: Pattern,
+    ) -> Result<(), Failure> {
+        let limit = self.config.max_subscriptions_per_session;
+        let first = {
+            let mut st = self.lock();
+            let Some(s) = st.sessions.get_mut(&session) else {
+                return Ok(());
+            };
+            if s.subs.contains(&pattern) {
+                return Ok(());
+            }
+            if s.subs.len() >= limit {
+                return Err((
+                    ErrorCode::LimitReached,
+                    format!("this session already has {limit} subscriptions"),
+                ));
+            }
+            s.subs.push(pattern.clone());
+            let topic = st.topics.entry(pattern.clone()).or_default();
+            topic.sessions.push(session);
+            topic.sessions.len() == 1 && topic.handle.is_none()
+        };
+        if !first {
+            return Ok(());
+        }
+        let subscribed = match self.client.subscribe(wire::pattern_subject(&pattern)).await {
+            Ok(sub) => self
+                .client
+                .flush()
+                .await
+                .map(|()| sub)
+                .map_err(|e| unavailable(&e)),
+            Err(e) => Err(unavailable(&e)),
+        };
+        let sub = match subscribed {
+            Ok(sub) => sub,
+            Err(e) => {
+                self.unsubscribe(session, &pattern);
+                return Err(e);
+            }
+        };
+        let task = tokio::spawn(self.clone().forward(pattern.clone(), sub));
+        let mut st = self.lock();
+        match st.topics.get_mut(&pattern) {
+            Some(t) => t.handle = Some(task.abort_handle()),
+            None => task.abort(),
+        }
+        Ok(())
+    }
+
+    fn unsubscribe(&self, session: SessionId, pattern: &Pattern) {
+        let mut st = self.lock();
+        st.unsubscribe(session, pattern);
+    }
+
+    /// Hand what NATS delivers for `pattern` to this hub's sessions that subscribed to it. A
+    /// session with several patterns that match a topic gets each message once: through the first
+    /// of them (each pattern's subscription brings its own copy).
+    async fn forward(self: Arc<Self>, pattern: Pattern, mut sub: async_nats::Subscriber) {
+        while let Some(m) = sub.next().await {
+            let (Some(topic), Some(payload)) = (
+                wire::topic_of_subject(&m.subject),
+                wire::body_from_nats(&m.payload, m.headers.as_ref()),
+            ) else {
+                continue;
+            };
+            let msg = message(encode_server(&ServerMsg::Message {
+                topic: topic.clone(),
+                payload,
+            }));
+            let st = self.lock();
+            let Some(t) = st.topics.get(&pattern) else {
+                return;
+            };
+            for id in &t.sessions {
+                let Some(s) = st.sessions.get(id) else {
+                    continue;
+                };
+                if s.subs.iter().find(|p| p.matches(&topic)) != Some(&pattern) {
+                    continue;
+                }
+                if let Err(mpsc::error::TrySendError::Full(_)) =
+                    s.link.tx.try_send(msg.clone().into())
+                {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    async fn delete_queue(&self, req: Option<u64>, queue: QueueName) -> Result<ServerMsg, Failure> {
+        not_inbox(&queue)?;
+        let purged = self
+            .stream
+            .purge()
+            .filter(wire::queue_subject(&queue))
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let dropped: Vec<Arrived> = {
+            let mut st = self.lock();
+            st.queues
+                .get_mut(&queue)
+                .map(|q| q.ready.drain(..).collect())
+                .unwrap_or_default()
+        };
+        drop(dropped);
+        let known = self.consumer_known(&queue)
+            || self
+                .stream
+                .consumer_info(wire::consumer_name(&queue))
+                .await
+                .is_ok();
+        if purged.purged == 0 && !known {
+            let grace = self.config.queue_idle_grace.as_secs();
+            return Err((
+                ErrorCode::UnknownQueue,
+                format!(
+                    "no queue named {queue} (empty queues nothing uses are dropped after {grace} s)"
+                ),
+            ));
+        }
+        tracing::info!(%queue, tasks = purged.purged, "queue deleted by a client");
+        Ok(ServerMsg::Deleted {
+            req,
+            queue,
+            tasks: purged.purged,
+            removed: true,
+        })
+    }
+
+    /// The queues from JetStream (every hub's), sessions and workers of this hub.
+    async fn stats(&self) -> Result<Stats, Failure> {
+        let mut stream = self.stream.clone();
+        let info = stream.info().await.map_err(|e| unavailable(&e))?;
+        let stored_bytes = info.state.bytes;
+        let mut counts: HashMap<QueueName, u64> = HashMap::new();
+        if info.state.messages > 0 {
+            let mut subjects = self
+                .stream
+                .info_with_subjects(wire::QUEUE_SUBJECTS)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            while let Some(s) = subjects.next().await {
+                let (subject, n) = s.map_err(|e| unavailable(&e))?;
+                if let Some(q) = wire::queue_of_subject(&subject) {
+                    counts.insert(q, n as u64);
+                }
+            }
+        }
+        let (mut names, consumers, sessions, workers, acked, failed) = {
+            let st = self.lock();
+            let mut names: BTreeSet<QueueName> = counts
+                .keys()
+                .filter(|q| !q.is_dead_letter())
+                .cloned()
+                .collect();
+            names.extend(st.queues.keys().cloned());
+            let consumers: HashMap<QueueName, u64> = st
+                .queues
+                .iter()
+                .map(|(n, q)| (n.clone(), q.consumers.len() as u64))
+                .collect();
+            let mut sessions = std::collections::BTreeMap::new();
+            for role in [Role::Producer, Role::Worker, Role::Browser, Role::Dashboard] {
+                sessions.insert(role.as_str().to_string(), 0);
+            }
+            for s in st.sessions.values() {
+                *sessions.entry(s.role.as_str().to_string()).or_default() += 1;
+            }
+            let mut workers: Vec<WorkerStats> = st
+                .sessions
+                .iter()
+                .filter(|(_, s)| !s.consuming.is_empty() || s.acked + s.failed > 0 || s.held > 0)
+                .map(|(id, s)| WorkerStats {
+                    session: *id,
+                    role: s.role,
+                    name: s.name.clone(),
+                    acked: s.acked,
+                    failed: s.failed,
+                    in_flight: s.held as u64,
+                })
+                .collect();
+            workers.sort_by_key(|w| w.session);
+            (names, consumers, sessions, workers, st.acked, st.failed)
+        };
+        // Leased tasks are still in the stream: the consumer says how many.
+        let infos = futures_util::future::join_all(names.iter().map(|q| {
+            let stream = self.stream.clone();
+            let name = wire::consumer_name(q);
+            async move { stream.consumer_info(name).await.ok() }
+        }))
+        .await;
+        let queues = std::mem::take(&mut names)
+            .into_iter()
+            .zip(infos)
+            .map(|(name, info)| {
+                let total = counts.get(&name).copied().unwrap_or(0);
+                let in_flight = info.map_or(0, |i| i.num_ack_pending as u64).min(total);
+                QueueStats {
+                    depth: total - in_flight,
+                    in_flight,
+                    dead: counts.get(&name.dead_letter()).copied().unwrap_or(0),
+                    consumers: consumers.get(&name).copied().unwrap_or(0),
+                    name,
+                }
+            })
+            .collect();
+        Ok(Stats {
+            queues,
+            sessions,
+            workers,
+            acked,
+            failed,
+            stored_bytes,
+        })
+    }
+
+    fn consumer_known(&self, queue: &QueueName) -> bool {
+        self.consumers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(queue)
+    }
+
+    fn known(&self, queue: &QueueName) {
+        self.consumers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(queue.clone());
+    }
+
+    /// Find or create the durable consumer every hub shares for `queue`.
+    async fn ensure_consumer(&self, queue: &QueueName) -> Result<(), Failure> {
+        if self.consumer_known(queue) {
+            return Ok(());
+        }
+        let name = wire::consumer_name(queue);
+        // JetStream's own ack-wait is the safety net for a hub that dies holding leases: a little
+        // longer than the hub's, which naks first while it lives.
+        let margin = (self.config.ack_wait / 10).max(Duration::from_secs(1));
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: wire::queue_subject(queue),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: self.config.ack_wait + margin,
+            max_deliver: -1,
+            max_ack_pending: -1,
+            max_waiting: 4_096,
+            ..Default::default()
+        };
+        self.stream
+            .get_or_create_consumer::<consumer::pull::Config>(&name, config)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        self.known(queue);
+        Ok(())
+    }
+
+    /// Read a delivery: the task it carries, or `None` (acked away) if it is not one.
+    fn arrived(&self, queue: &QueueName, m: async_nats::Message) -> Option<Arrived> {
+        let ack = m.reply.as_ref()?.to_string();
+        let Some(d) = wire::delivery(&ack) else {
+            tracing::warn!(%queue, "a delivery without a JetStream ack subject; ignored");
+            return None;
+        };
+        let headers = m.headers.as_ref();
+        let header = |name: &str| {
+            headers
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_string())
+        };
+        let Some(payload) = wire::body_from_nats(&m.payload, headers) else {
+            tracing::warn!(%queue, seq = %d.task, "a message taskhub did not write is in its stream; acked and dropped");
+            let client = self.client.clone();
+            tokio::spawn(async move { client.publish(ack, "+ACK".into()).await });
+            return None;
+        };
+        // A task stored again after a release keeps its id and the attempts it had spent.
+        let number = |name: &str| header(name).and_then(|v| v.parse::<u64>().ok());
+        let id = number(wire::ID).map_or(d.task, TaskId);
+        let spent = number(wire::SPENT)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0);
+        Some(Arrived {
+            task: Task {
+                id,
+                queue: queue.clone(),
+                kind: header(wire::KIND),
+                payload,
+                attempt: spent.saturating_add(d.delivered),
+                max_attempts: header(wire::MAX_ATTEMPTS)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(self.config.max_attempts),
+                reply_to: header(wire::REPLY_TO).and_then(|r| QueueName::new(r).ok()),
+            },
+            ack,
+            at: Instant::now(),
+        })
+    }
+
+    /// Keep pull requests outstanding for `queue` while this hub's sessions have credit for it,
+    /// and hand out what arrives. Ends once no session consumes it and nothing is outstanding.
+    async fn pull(self: Arc<Self>, queue: QueueName, wake: Arc<Notify>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.ensure_consumer(&queue).await {
+                Ok(()) => break,
+                Err((_, why)) => {
+                    tracing::warn!(%queue, "cannot reach the queue's consumer: {why}");
+                    if self.no_consumers(&queue) {
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let inbox = self.client.new_inbox();
+        let Ok(mut sub) = self.client.subscribe(inbox.clone()).await else {
+            if let Some(q) = self.lock().queues.get_mut(&queue) {
+                q.pulling = false;
+            }
+            return;
+        };
+        let subject = format!(
+            "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+            wire::STREAM,
+            wire::consumer_name(&queue)
+        );
+        // Outstanding requests, oldest first: what each still may bring, and when it expires.
+        let mut requests: VecDeque<(usize, Instant)> = VecDeque::new();
+        loop {
+            let now = Instant::now();
+            while requests.front().is_some_and(|r| r.1 + PULL_GRACE <= now) {
+                requests.pop_front();
+            }
+            let outstanding: usize = requests.iter().map(|r| r.0).sum();
+            let Some(free) = self.wanted(&queue, outstanding == 0) else {
+                return;
+            };
+            let want = free.saturating_sub(outstanding);
+            // Ask again once half the credit is free, not for every single ack.
+            if want > 0 && (outstanding == 0 || want * 2 >= free) {
+                let request = serde_json::json!({
+                    "batch": want,
+                    "expires": PULL_EXPIRES.as_nanos() as u64,
+                });
+                let sent = self
+                    .client
+                    .publish_with_reply(subject.clone(), inbox.clone(), request.to_string().into())
+                    .await;
+                if sent.is_ok() {
+                    requests.push_back((want, now + PULL_EXPIRES));
+                }
+            }
+            let next_expiry = requests
+                .front()
+                .map_or(now + PULL_EXPIRES, |r| r.1 + PULL_GRACE);
+            tokio::select! {
+                m = sub.next() => {
+                    let Some(m) = m else { return };
+                    if m.status.is_some() {
+                        // 408 (expired), 409 (too many waiting) and the like: the oldest request
+                        // is done.
+                        requests.pop_front();
+                        if m.status != Some(async_nats::StatusCode::TIMEOUT) {
+                            tracing::debug!(%queue, status = ?m.status, description = ?m.description, "pull request ended");
+                        }
+                        continue;
+                    }
+                    if let Some(front) = requests.front_mut() {
+                        front.0 = front.0.saturating_sub(1);
+                        if front.0 == 0 {
+                            requests.pop_front();
+                        }
+                    }
+                    if let Some(arrived) = self.arrived(&queue, m) {
+                        let effects = self.lock().offer(&self.config, &queue, arrived);
+                        self.run(effects).await;
+                    }
+                }
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep_until(next_expiry) => {}
+            }
+        }
+    }
+
+    /// Credit this hub's sessions have for `queue` beyond what waits here; `None` when the puller
+    /// should stop (no consumers, nothing outstanding).
+    fn wanted(&self, queue: &QueueName, idle: bool) -> Option<usize> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let q = st.queues.get_mut(queue)?;
+        if q.consumers.is_empty() && idle {
+            q.pulling = false;
+            if q.ready.is_empty() {
+                st.queues.remove(queue);
+            }
+            return None;
+        }
+        let credit: usize = q
+            .consumers
+            .iter()
+            .filter_map(|s| st.sessions.get(s))
+            .map(Session::credit)
+            .sum();
+        Some(credit.saturating_sub(q.ready.len()))
+    }
+
+    fn no_consumers(&self, queue: &QueueName) -> bool {
+        let mut st = self.lock();
+        match st.queues.get_mut(queue) {
+            Some(q) if q.consumers.is_empty() => {
+                q.pulling = false;
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+
+    /// Tell NATS what was decided.
+    async fn run(&self, effects: Vec<Effect>) {
+        for effect in effects {
+            let (subject, word): (String, &'static str) = match effect {
+                Effect::Ack(s) => (s, "+ACK"),
+                Effect::Nak(s) => (s, "-NAK"),
+                Effect::Progress(s) => (s, "+WPI"),
+                Effect::Dead { task, error, ack } => {
+                    self.dead_letter(task, error, ack).await;
+                    continue;
+                }
+            };
+            if let Err(e) = self.client.publish(subject, word.into()).await {
+                tracing::warn!("NATS: {word} not sent: {e}");
+            }
+        }
+    }
+
+    /// Store `task` in `<queue>.dead` and its failure in `reply_to`, then ack it. If NATS
+    /// refuses, the task is nakked instead and comes back.
+    async fn dead_letter(&self, task: Task<Body>, error: Option<String>, ack: String) {
+        let (entry, error) = dead_letter_entry(&task, error.as_deref());
+        let mut headers = HeaderMap::new();
+        let body = wire::body_to_nats(&entry, &mut headers);
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(body)
+            .headers(headers)
+            .message_id(format!("th-dead-{}", task.id).as_str());
+        let dead = task.queue.dead_letter();
+        let stored = self.store(&dead, publish).await;
+        let replied = match stored {
+            Ok(()) => {
+                let reply = Reply {
+                    id: task.id,
+                    ok: false,
+                    result: None,
+                    error: Some(error),
+                };
+                self.reply(&task, reply).await
+            }
+            Err(e) => Err(e),
+        };
+        let word = match replied {
+            Ok(()) => {
+                tracing::debug!(task = %task.id, queue = %task.queue, "task dead-lettered");
+                "+ACK"
+            }
+            Err((_, why)) => {
+                tracing::warn!(task = %task.id, queue = %task.queue, "dead letter not stored, the task goes back: {why}");
+                "-NAK"
+            }
+        };
+        let _ = self.client.publish(ack, word.into()).await;
+    }
+
+    /// Sleep until the next lease expiry (or a delivery has waited too long here), expire,
+    /// repeat; until `stop` says so.
+    pub async fn run_timer(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let held_longest = self.config.ack_wait / 2;
+        loop {
+            let next = {
+                let st = self.lock();
+                let lease = st.deadlines.first().map(|(t, _)| *t);
+                let waiting = st
+                    .queues
+                    .values()
+                    .filter_map(|q| q.ready.front().map(|a| a.at + held_longest))
+                    .min();
+                [lease, waiting].into_iter().flatten().min()
+            };
+            let sleep = match next {
+                Some(t) => tokio::time::sleep_until(t),
+                None => tokio::time::sleep(Duration::from_secs(3_600)),
+            };
+            tokio::select! {
+                _ = sleep => {
+                    let effects = self.expire(Instant::now(), held_longest);
+                    self.run(effects).await;
+                }
+                _ = self.timer.notified() => {}
+                _ = stop.changed() => break,
+            }
+        }
+        if let Some(h) = self
+            .inbox_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            h.abort();
+        }
+        let _ = self.client.flush().await;
+    }
+
+    fn expire(&self, now: Instant, held_longest: Duration) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let mut st = self.lock();
+        while let Some(&(deadline, id)) = st.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            let Some(lease) = st.take_lease(id) else {
+                st.deadlines.remove(&(deadline, id));
+                continue;
+            };
+            let session = lease.session;
+            if let Some(s) = st.sessions.get_mut(&session) {
+                s.stalled = true;
+            }
+            let why = format!(
+                "lease expired: not acked within {} ms",
+                self.config.ack_wait.as_millis()
+            );
+            effects.push(self.requeue(lease, why));
+        }
+        // Deliveries no session here had room for: back to JetStream for another hub.
+        for q in st.queues.values_mut() {
+            while q.ready.front().is_some_and(|a| a.at + held_longest <= now) {
+                if let Some(a) = q.ready.pop_front() {
+                    effects.push(Effect::Nak(a.ack));
+                }
+            }
+        }
+        effects
+    }
+}
+
+impl State {
+    /// Drop `session`'s subscription to `pattern`, and the NATS subscription with the last one.
+    fn unsubscribe(&mut self, session: SessionId, pattern: &Pattern) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.subs.retain(|p| p != pattern);
+        }
+        if let Some(t) = self.topics.get_mut(pattern) {
+            t.sessions.retain(|s| *s != session);
+            if t.sessions.is_empty() {
+                if let Some(h) = t.handle.take() {
+                    h.abort();
+                }
+                self.topics.remove(pattern);
+            }
+        }
+    }
+
+    fn take_lease(&mut self, id: TaskId) -> Option<Lease> {
+        let lease = self.leases.remove(&id)?;
+        self.deadlines.remove(&(lease.deadline, id));
+        if let Some(s) = self.sessions.get_mut(&lease.session) {
+            s.held = s.held.saturating_sub(1);
+        }
+        Some(lease)
+    }
+
+    fn touch(
+        &mut self,
+        session: SessionId,
+        id: TaskId,
+        deadline: Instant,
+    ) -> Result<String, Failure> {
+        match self.leases.get_mut(&id) {
+            Some(l) if l.session == session => {
+                self.deadlines.remove(&(l.deadline, id));
+                l.deadline = deadline;
+                self.deadlines.insert((deadline, id));
+                Ok(l.ack.clone())
+            }
+            _ => Err((
+                ErrorCode::UnknownTask,
+                format!(
+                    "task {id} is not leased to this session (already acked, released, or its lease expired)"
+                ),
+            )),
+        }
+    }
+
+    /// A delivery arrived for `queue`: dead-letter it if it is out of attempts, else hand it to
+    /// a session with credit, or keep it until one has.
+    fn offer(&mut self, config: &BrokerConfig, queue: &QueueName, arrived: Arrived) -> Vec<Effect> {
+        if arrived.task.attempt > arrived.task.max_attempts {
+            let mut task = arrived.task;
+            task.attempt -= 1;
+            return vec![Effect::Dead {
+                task,
+                error: Some(format!(
+                    "lease expired: not acked within {} ms (or the hub that held it stopped)",
+                    config.ack_wait.as_millis()
+                )),
+                ack: arrived.ack,
+            }];
+        }
+        let Some(q) = self.queues.get_mut(queue) else {
+            return vec![Effect::Nak(arrived.ack)];
+        };
+        q.ready.push_back(arrived);
+        self.dispatch(queue)
+    }
+
+    fn dispatch_for(&mut self, session: SessionId) -> Vec<Effect> {
+        let queues = match self.sessions.get(&session) {
+            Some(s) => s.consuming.clone(),
+            None => return Vec::new(),
+        };
+        let mut effects = Vec::new();
+        for q in &queues {
+            if let Some(queue) = self.queues.get(q) {
+                queue.wake.notify_one();
+            }
+            effects.extend(self.dispatch(q));
+        }
+        effects
+    }
+
+    /// Hand what waits in `queue` to its consumers with credit, round robin.
+    fn dispatch(&mut self, queue: &QueueName) -> Vec<Effect> {
+        let ack_wait = self.ack_wait;
+        let Some(q) = self.queues.get_mut(queue) else {
+            return Vec::new();
+        };
+        while !q.ready.is_empty() {
+            let mut chosen = None;
+            for _ in 0..q.consumers.len() {
+                let Some(s) = q.consumers.pop_front() else {
+                    break;
+                };
+                q.consumers.push_back(s);
+                if self.sessions.get(&s).is_some_and(|st| st.credit() > 0) {
+                    chosen = Some(s);
+                    break;
+                }
+            }
+            let Some(to) = chosen else {
+                break;
+            };
+            let Some(arrived) = q.ready.pop_front() else {
+                break;
+            };
+            let Some(session) = self.sessions.get_mut(&to) else {
+                break;
+            };
+            session.held += 1;
+            let msg = message(encode_server(&ServerMsg::Deliver {
+                task: arrived.task.clone(),
+            }));
+            deliver(&session.link, msg, to);
+            let deadline = Instant::now() + ack_wait;
+            self.deadlines.insert((deadline, arrived.task.id));
+            self.leases.insert(
+                arrived.task.id,
+                Lease {
+                    session: to,
+                    ack: arrived.ack,
+                    deadline,
+                    task: arrived.task,
+                },
+            );
+        }
+        Vec::new()
+    }
+}
+
+/// Queue `msg` for a session without waiting; a session whose outbox is full is closed as a
+/// slow consumer (its leases go back).
+fn deliver(link: &Link, msg: Message, session: SessionId) {
+    match link.tx.try_send(msg.into()) {
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::warn!(%session, "outbox full: closing slow consumer");
+            link.kill.notify_one();
+        }
+    }
+}
+
+fn frame_bytes(frame: Frame) -> Bytes {
+    let (tag, body): (u8, Vec<u8>) = match frame {
+        Frame::Text(t) => (b't', t.into_bytes()),
+        Frame::Binary(b) => (b'b', b.to_vec()),
+    };
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.push(tag);
+    out.extend_from_slice(&body);
+    Bytes::from(out)
+}
+
+fn not_inbox(name: &QueueName) -> Result<(), Failure> {
+    if name.is_inbox() {
+        return Err((
+            ErrorCode::Forbidden,
+            format!("{name} is a session's private reply inbox; use it only as reply_to"),
+        ));
+    }
+    Ok(())
+}
+
+fn unavailable(e: &dyn std::fmt::Display) -> Failure {
+    (
+        ErrorCode::StorageUnavailable,
+        format!("the hub's NATS backend failed: {e}; retry later"),
+    )
+}
+
+fn publish_failure(queue: &QueueName, e: &jetstream::context::PublishError) -> Failure {
+    use jetstream::context::PublishErrorKind;
+    match e.kind() {
+        PublishErrorKind::MaxPayloadExceeded => (
+            ErrorCode::TooLarge,
+            format!("the task for {queue} is larger than the NATS server's max_payload: {e}"),
+        ),
+        _ => unavailable(e),
+    }
+}
+
+/// JetStream's refusal of a write, in taskhub's terms.
+fn put_refused(queue: &QueueName, max_len: usize, e: &jetstream::context::PublishError) -> Failure {
+    let text = e.to_string();
+    if text.contains("maximum messages per subject") {
+        (
+            ErrorCode::QueueFull,
+            format!("queue {queue} is full ({max_len} tasks); retry later"),
+        )
+    } else if text.contains("maximum bytes") || text.contains("resource limits") {
+        (
+            ErrorCode::QueueFull,
+            format!("the NATS stream holding the queues is full ({text}); retry later"),
+        )
+    } else {
+        unavailable(e)
+    }
+}

@@ -1,0 +1,398 @@
+//! The NATS JetStream backend: several hubs on one `nats-server -js` share queues, topics and
+//! inboxes, with the rules of the embedded broker (ARCHITECTURE.md, "Scaling out with NATS").
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use serde_json::json;
+use taskhub_client::PutOptions;
+use taskhub_tests::{
+    Nats, Raw, SubmitWithin, client, hub_on, in_process_worker, serve_with, worker,
+};
+
+#[tokio::test]
+async fn a_task_put_on_one_hub_is_done_by_a_worker_on_another_and_its_result_comes_back() {
+    let nats = Nats::start();
+    let a = hub_on(&nats, |_| {}).await;
+    let b = hub_on(&nats, |_| {}).await;
+    let _w = in_process_worker(&b.url(), "tasks", 2);
+    let c = client(&a.url()).await;
+    let opts = PutOptions::new().kind("square").reply_to("results");
+    let ids = c
+        .put_many("tasks", vec![json!(3411), json!(1605)], opts)
+        .await
+        .unwrap();
+    assert!(ids[1].0 > ids[0].0, "ids grow in put order: {ids:?}");
+    let mut results = Vec::new();
+    for _ in 0..2 {
+        let t = c
+            .get("results", Duration::from_secs(10))
+            .await
+            .unwrap()
+            .expect("a result within 10 s");
+        results.push(t.payload);
+    }
+    results.sort_by_key(|r| r["id"].as_u64());
+    assert_eq!(
+        results,
+        vec![
+            json!({"id": ids[0], "ok": true, "result": "3411 * 3411 = 11634921"}),
+            json!({"id": ids[1], "ok": true, "result": "1605 * 1605 = 2576025"}),
+        ]
+    );
+    // Stats on either hub show the same queues, read from JetStream.
+    let stats = client(&b.url()).await.stats().await.unwrap();
+    let tasks = stats.queues.iter().find(|q| q.name.as_str() == "tasks");
+    assert_eq!(
+        tasks.map(|q| (q.depth, q.in_flight)),
+        Some((0, 0)),
+        "{stats:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn submit_on_one_hub_gets_its_replies_from_workers_on_another() {
+    let nats = Nats::start();
+    let a = hub_on(&nats, |_| {}).await;
+    let b = hub_on(&nats, |_| {}).await;
+    let _w = in_process_worker(&b.url(), "tasks", 4);
+    let c = client(&a.url()).await;
+    let replies = c
+        .submit_within(
+            "tasks",
+            (0..200).map(|n| json!(n)),
+            PutOptions::new().kind("square"),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(replies.len(), 200);
+    for (n, r) in (0..200).zip(&replies) {
+        assert!(r.ok, "{r:?}");
+        assert_eq!(
+            r.result,
+            Some(json!(format!("{n} * {n} = {}", n * n)).into())
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_subscriber_on_one_hub_hears_what_another_publishes_with_wildcards() {
+    let nats = Nats::start();
+    let a = hub_on(&nats, |_| {}).await;
+    let c_hub = hub_on(&nats, |_| {}).await;
+    let sub_client = client(&c_hub.url()).await;
+    let mut one = sub_client.subscribe("news.*").await.unwrap();
+    let mut all = sub_client.subscribe("news.>").await.unwrap();
+    let publisher = client(&a.url()).await;
+    publisher
+        .publish("news.sport", json!({"score": 3}))
+        .await
+        .unwrap();
+    publisher
+        .publish("news.sport.live", json!("goal"))
+        .await
+        .unwrap();
+    publisher
+        .publish("weather.today", json!("rain"))
+        .await
+        .unwrap();
+    use futures_util::StreamExt;
+    let got = tokio::time::timeout(Duration::from_secs(5), one.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (got.topic.as_str(), got.payload),
+        ("news.sport", json!({"score": 3}).into())
+    );
+    let mut heard = Vec::new();
+    for _ in 0..2 {
+        let m = tokio::time::timeout(Duration::from_secs(5), all.next())
+            .await
+            .unwrap()
+            .unwrap();
+        heard.push(m.topic.to_string());
+    }
+    assert_eq!(heard, ["news.sport", "news.sport.live"]);
+    // `news.*` does not match two tokens, and nothing of `weather` arrives.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), one.next())
+            .await
+            .is_err()
+    );
+    a.stop().await;
+    c_hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_closed_sessions_lease_goes_to_a_worker_on_another_hub_at_once() {
+    let nats = Nats::start();
+    let a = hub_on(&nats, |c| c.broker.ack_wait = Duration::from_secs(60)).await;
+    let b = hub_on(&nats, |c| c.broker.ack_wait = Duration::from_secs(60)).await;
+    let c = client(&a.url()).await;
+    let id = c.put("jobs", json!("x"), PutOptions::new()).await.unwrap();
+    let mut holder = Raw::session(&a.url(), "worker").await;
+    holder
+        .send(json!({"type": "consume", "queues": ["jobs"], "prefetch": 1}))
+        .await;
+    let d = holder.recv().await.unwrap();
+    assert_eq!(
+        (d["type"].as_str(), d["task"]["id"].as_u64()),
+        (Some("deliver"), Some(id.0))
+    );
+    assert_eq!(d["task"]["attempt"], json!(1));
+    let mut other = Raw::session(&b.url(), "worker").await;
+    other
+        .send(json!({"type": "consume", "queues": ["jobs"], "prefetch": 1}))
+        .await;
+    drop(holder);
+    let started = std::time::Instant::now();
+    let d = tokio::time::timeout(Duration::from_secs(10), other.recv())
+        .await
+        .expect("redelivered long before the 60 s ack-wait")
+        .unwrap();
+    assert_eq!(d["task"]["id"].as_u64(), Some(id.0), "{d}");
+    assert_eq!(d["task"]["attempt"], json!(2));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_that_fails_for_good_goes_to_the_dead_letter_queue_with_its_error() {
+    let nats = Nats::start();
+    let a = hub_on(&nats, |_| {}).await;
+    let c = client(&a.url()).await;
+    let id = c
+        .put(
+            "jobs",
+            json!({"n": 1}),
+            PutOptions::new().kind("k").max_attempts(2),
+        )
+        .await
+        .unwrap();
+    let mut w = Raw::session(&a.url(), "worker").await;
+    w.send(json!({"type": "consume", "queues": ["jobs"], "prefetch": 1}))
+        .await;
+    let d = w.recv().await.unwrap();
+    assert_eq!(d["task"]["max_attempts"], json!(2));
+    assert_eq!(d["task"]["kind"], json!("k"));
+    w.send(json!({"type": "fail", "task": id.0, "error": "boom", "retry": true}))
+        .await;
+    let d = w.recv().await.unwrap();
+    assert_eq!(
+        (d["task"]["id"].as_u64(), d["task"]["attempt"].as_u64()),
+        (Some(id.0), Some(2))
+    );
+    w.send(json!({"type": "fail", "task": id.0, "error": "boom again", "retry": true}))
+        .await;
+    let dead = c
+        .get("jobs.dead", Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("a dead letter");
+    assert_eq!(
+        dead.payload,
+        json!({"id": id.0, "queue": "jobs", "kind": "k", "payload": {"n": 1}, "attempts": 2,
+               "error": "gave up after 2 attempt(s): boom again"})
+    );
+    let stats = c.stats().await.unwrap();
+    let jobs = stats
+        .queues
+        .iter()
+        .find(|q| q.name.as_str() == "jobs")
+        .unwrap();
+    assert_eq!(
+        (jobs.depth, jobs.in_flight, jobs.dead),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+    a.stop().await;
+}
+
+/// Take deliveries from `results` on a raw session and ack them; returns each result's task id
+/// as it arrives.
+async fn results_reader(url: &str) -> tokio::sync::mpsc::UnboundedReceiver<u64> {
+    let mut r = Raw::session(url, "producer").await;
+    r.send(json!({"type": "consume", "queues": ["results"], "prefetch": 500}))
+        .await;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(m) = r.recv().await {
+            if m["type"] != "deliver" {
+                continue;
+            }
+            let task = m["task"]["id"].as_u64().unwrap();
+            let payload = &m["task"]["payload"];
+            assert_eq!(payload["ok"], json!(true), "{payload}");
+            r.send(json!({"type": "ack", "task": task})).await;
+            if tx.send(payload["id"].as_u64().unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[tokio::test]
+async fn three_hubs_lose_nothing_when_one_is_killed_mid_run() {
+    let nats = Nats::start();
+    let flags = ["--backend", nats.url.as_str(), "--ack-wait", "2"];
+    let (_a, a) = serve_with("127.0.0.1:0", &flags);
+    let (b_proc, b) = serve_with("127.0.0.1:0", &flags);
+    let (_c, c) = serve_with("127.0.0.1:0", &flags);
+    let b_then_c = format!("{b},{c}");
+    let c_then_b = format!("{c},{b}");
+    let _workers = [
+        worker(&b_then_c, "tasks", &[]),
+        worker(&b_then_c, "tasks", &[]),
+        worker(&c_then_b, "tasks", &[]),
+    ];
+    let producer = client(&a).await;
+    let mut results = results_reader(&a).await;
+    const N: u64 = 10_000;
+    // Tasks that take a little time each, so the kill comes while workers on B hold some.
+    let payloads: Vec<_> = (0..N).map(|_| json!(5)).collect();
+    let ids = producer
+        .put_many(
+            "tasks",
+            payloads,
+            PutOptions::new().kind("sleep").reply_to("results"),
+        )
+        .await
+        .unwrap();
+    let mut seen = std::collections::HashMap::<u64, u32>::new();
+    let mut b_proc = Some(b_proc);
+    let mut killed_at = None;
+    while seen.len() < N as usize {
+        let id = tokio::time::timeout(Duration::from_secs(30), results.recv())
+            .await
+            .unwrap_or_else(|_| panic!("results stalled at {} of {N}", seen.len()))
+            .unwrap();
+        *seen.entry(id).or_default() += 1;
+        if seen.len() == 2_000
+            && let Some(b) = b_proc.take()
+        {
+            drop(b); // SIGKILL, mid-run
+            killed_at = Some(std::time::Instant::now());
+        }
+    }
+    assert!(b_proc.is_none(), "hub B was killed mid-run");
+    let expected: std::collections::HashSet<u64> = ids.iter().map(|i| i.0).collect();
+    let got: std::collections::HashSet<u64> = seen.keys().copied().collect();
+    assert_eq!(got, expected, "every task's result arrived");
+    // A result repeated within a few seconds would follow here.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    while let Ok(id) = results.try_recv() {
+        *seen.entry(id).or_default() += 1;
+    }
+    let duplicates: u32 = seen.values().map(|n| n - 1).sum();
+    eprintln!(
+        "{N} results, {duplicates} duplicate(s), the last {:?} after hub B was killed",
+        killed_at.map(|k| k.elapsed())
+    );
+    assert_eq!(duplicates, 0, "results are stored once per task id");
+    // B's workers moved to C.
+    let on_c = client(&c).await;
+    let workers = taskhub_tests::eventually(Duration::from_secs(10), || async {
+        let s = on_c.stats().await.unwrap();
+        (s.workers
+            .iter()
+            .filter(|w| w.role == taskhub_core::Role::Worker)
+            .count()
+            == 3)
+            .then_some(())
+    })
+    .await;
+    assert!(workers.is_some(), "all three workers are on hub C");
+}
+
+#[tokio::test]
+async fn a_released_task_comes_back_with_its_id_and_without_spending_an_attempt() {
+    let nats = Nats::start();
+    let a = hub_on(&nats, |_| {}).await;
+    let c = client(&a.url()).await;
+    let id = c
+        .put("jobs", json!("r"), PutOptions::new().reply_to("out"))
+        .await
+        .unwrap();
+    let mut w = Raw::session(&a.url(), "worker").await;
+    w.send(json!({"type": "consume", "queues": ["jobs"], "prefetch": 1}))
+        .await;
+    for _ in 0..3 {
+        let d = w.recv().await.unwrap();
+        assert_eq!(d["task"]["id"].as_u64(), Some(id.0), "{d}");
+        assert_eq!(d["task"]["attempt"], json!(1), "{d}");
+        assert_eq!(d["task"]["reply_to"], json!("out"), "{d}");
+        w.send(json!({"type": "release", "task": id.0})).await;
+    }
+    let d = w.recv().await.unwrap();
+    w.send(json!({"type": "ack", "task": id.0, "result": "done"}))
+        .await;
+    assert_eq!(d["task"]["attempt"], json!(1));
+    let r = c.get("out", Duration::from_secs(5)).await.unwrap().unwrap();
+    assert_eq!(r.payload, json!({"id": id.0, "ok": true, "result": "done"}));
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn touch_keeps_a_lease_and_an_expired_one_goes_to_another_worker() {
+    let nats = Nats::start();
+    let ack_wait = |c: &mut taskhub::Config| c.broker.ack_wait = Duration::from_secs(1);
+    let a = hub_on(&nats, ack_wait).await;
+    let b = hub_on(&nats, ack_wait).await;
+    let c = client(&a.url()).await;
+    let id = c.put("jobs", json!("t"), PutOptions::new()).await.unwrap();
+    let mut slow = Raw::session(&a.url(), "worker").await;
+    slow.send(json!({"type": "consume", "queues": ["jobs"], "prefetch": 1}))
+        .await;
+    assert_eq!(
+        slow.recv().await.unwrap()["task"]["id"].as_u64(),
+        Some(id.0)
+    );
+    let mut other = Raw::session(&b.url(), "worker").await;
+    other
+        .send(json!({"type": "consume", "queues": ["jobs"], "prefetch": 1}))
+        .await;
+    // Touched every 0.5 s for 2.5 s: past two ack-waits, still held.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        slow.send(json!({"type": "touch", "task": id.0, "req": 1}))
+            .await;
+        assert_eq!(slow.recv().await.unwrap()["type"], "ok");
+    }
+    assert!(
+        other.recv_within(Duration::from_millis(200)).await.is_err(),
+        "a touched task is not redelivered"
+    );
+    // No more touches: within ack-wait and a little, the other hub's worker has it.
+    let d = tokio::time::timeout(Duration::from_secs(5), other.recv())
+        .await
+        .expect("redelivered after ack-wait")
+        .unwrap();
+    assert_eq!(
+        (d["task"]["id"].as_u64(), d["task"]["attempt"].as_u64()),
+        (Some(id.0), Some(2))
+    );
+    // The late ack of the first worker is refused; the new holder's goes through.
+    slow.send(json!({"type": "ack", "task": id.0, "req": 2}))
+        .await;
+    let late = slow.recv().await.unwrap();
+    assert_eq!(late["code"], "unknown_task", "{late}");
+    other
+        .send(json!({"type": "ack", "task": id.0, "req": 3}))
+        .await;
+    assert_eq!(other.recv().await.unwrap()["type"], "ok");
+    a.stop().await;
+    b.stop().await;
+}
