@@ -163,6 +163,9 @@ async fn serve(hub: Arc<Hub>, listener: TcpListener, shutdown: impl Future<Outpu
         sessions.shutdown().await;
     }
     let _ = timer.await;
+    if let Some(gw) = &hub.gateway {
+        gw.shutdown().await;
+    }
 }
 
 /// A hub running on a background task: for tests, the demo and embedding.

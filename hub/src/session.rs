@@ -437,6 +437,9 @@ type Answers = FuturesOrdered<crate::nats::Answer>;
 /// on a producer that outruns JetStream.
 const MAX_WAITING_ANSWERS: usize = 4_096;
 
+/// How long a session that ended waits for the answers still waiting for NATS.
+const ANSWERS_AT_END: Duration = Duration::from_secs(10);
+
 /// Counts a session among those using one token, while alive.
 struct TokenSession(Arc<Hub>, String);
 
@@ -809,7 +812,41 @@ impl Conn {
         }
     }
 
-    async fn serve(&mut self, mut shutdown: watch::Receiver<bool>) -> End {
+    async fn serve(&mut self, shutdown: watch::Receiver<bool>) -> End {
+        let mut answers = Answers::new();
+        let end = self.serve_with(shutdown, &mut answers).await;
+        // What the session asked before it ended still happens (with a NATS backend, an ack's
+        // result is stored and the task acked only now), before its leases go back. Answers
+        // that find no room are dropped: the session is gone.
+        let drained = tokio::time::timeout(ANSWERS_AT_END, async {
+            while let Some(answer) = answers.next().await {
+                // Encoded only while there is room; and a turn for other tasks each time, since
+                // answers that are all ready never make this wait.
+                if let Some(msg) = answer
+                    && self.link.tx.capacity() > 0
+                {
+                    let _ = self
+                        .link
+                        .tx
+                        .try_send(transport::message(encode_server(&msg)).into());
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        if drained.await.is_err() {
+            tracing::warn!(
+                "answers still waiting for NATS after {} s at the end of the session; dropped",
+                ANSWERS_AT_END.as_secs()
+            );
+        }
+        end
+    }
+
+    async fn serve_with(
+        &mut self,
+        mut shutdown: watch::Receiver<bool>,
+        answers: &mut Answers,
+    ) -> End {
         let Some(id) = self.id else {
             return End::AuthRequired;
         };
@@ -838,7 +875,6 @@ impl Conn {
         tokio::pin!(expiry);
         let token_id = self.identity.as_ref().and_then(|i| i.token_id.clone());
         let mut revocations = hub.revocations.subscribe();
-        let mut answers = Answers::new();
         loop {
             tokio::select! {
                 biased;
@@ -869,7 +905,8 @@ impl Conn {
                     return End::Shutdown;
                 }
                 _ = idle_check.tick() => {
-                    if last_seen.elapsed() >= hub.config.idle_timeout {
+                    // A session waiting for answers the hub owes it is not idle.
+                    if last_seen.elapsed() >= hub.config.idle_timeout && answers.is_empty() {
                         let secs = hub.config.idle_timeout.as_secs_f64();
                         self.farewell(
                             ErrorCode::IdleTimeout,
@@ -920,25 +957,25 @@ impl Conn {
                                                 .as_ref()
                                                 .and_then(|i| i.grant.refusal(&msg));
                                             if let Some(why) = refusal {
-                                                self.apply_batch(&mut answers, id, &mut batch).await;
-                                                self.answer(&mut answers, ServerMsg::error(msg.req(), ErrorCode::Forbidden, why)).await;
+                                                self.apply_batch(answers, id, &mut batch).await;
+                                                self.answer(answers, ServerMsg::error(msg.req(), ErrorCode::Forbidden, why)).await;
                                             } else if matches!(msg, ClientMsg::CreateToken { .. } | ClientMsg::RevokeToken { .. }) {
-                                                self.apply_batch(&mut answers, id, &mut batch).await;
+                                                self.apply_batch(answers, id, &mut batch).await;
                                                 let answer = self.token_request(msg).await;
-                                                self.answer(&mut answers, answer).await;
+                                                self.answer(answers, answer).await;
                                             } else {
                                                 batch.push(msg);
                                             }
                                         }
                                         Err(e) => {
-                                            self.apply_batch(&mut answers, id, &mut batch).await;
-                                            self.answer(&mut answers, e.to_reply()).await;
+                                            self.apply_batch(answers, id, &mut batch).await;
+                                            self.answer(answers, e.to_reply()).await;
                                         }
                                     }
                                 }
                             }
                             None => {
-                                self.apply_batch(&mut answers, id, &mut batch).await;
+                                self.apply_batch(answers, id, &mut batch).await;
                                 if let Some(end) = self.on_frame(frame).await {
                                     return end;
                                 }
@@ -949,7 +986,7 @@ impl Conn {
                             next = self.source.next().now_or_never();
                         }
                     }
-                    self.apply_batch(&mut answers, id, &mut batch).await;
+                    self.apply_batch(answers, id, &mut batch).await;
                 }
             }
         }

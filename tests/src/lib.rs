@@ -49,6 +49,13 @@ pub async fn hub(tweak: impl FnOnce(&mut Config)) -> Running {
     if on_disk() {
         config.data_dir = Some(taskhub::storage::DataDir::new(fresh_data_dir()));
     }
+    if on_nats() {
+        config.backend = Some(taskhub::NatsBackend {
+            servers: nats_for_a_hub(),
+            creds: None,
+            replicas: 1,
+        });
+    }
     tweak(&mut config);
     Running::start("127.0.0.1:0", config)
         .await
@@ -284,6 +291,9 @@ pub fn serve_banner(listen: &str, extra: &[&str], until: &str) -> (Proc, Vec<Str
     if on_disk() && !extra.contains(&"--data-dir") && !extra.contains(&"--backend") {
         cmd.arg("--data-dir").arg(fresh_data_dir());
     }
+    if on_nats() && !extra.contains(&"--data-dir") && !extra.contains(&"--backend") {
+        cmd.arg("--backend").arg(nats_for_a_hub());
+    }
     banner_of(cmd.env("RUST_LOG", "warn"), until)
 }
 
@@ -428,10 +438,12 @@ where
 }
 
 /// A `nats-server -js` of its own for one test, on a free port, with its store in a fresh
-/// directory; killed when dropped.
+/// directory; stopped when dropped, and also when the test process exits without dropping it
+/// (it runs under a shell that stops it once its stdin, held by this process, closes).
 #[derive(Debug)]
 pub struct Nats {
     proc: Proc,
+    stdin: Option<std::process::ChildStdin>,
     pub url: String,
     store: PathBuf,
 }
@@ -446,13 +458,18 @@ impl Nats {
             .expect("nats-server is missing: apt-get install -y nats-server (scripts/test does)");
         let store = fresh_data_dir();
         std::fs::create_dir_all(&store).unwrap();
-        let mut p = Proc::spawn(
-            Command::new(exe)
-                .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
-                .arg(&store)
-                .stderr(Stdio::piped()),
-        );
-        let stderr = p.0.stderr.take().unwrap();
+        let mut child = Command::new("sh")
+            .args(["-c", r#""$0" "$@" & p=$!; read -r _; kill $p; wait $p"#])
+            .arg(exe)
+            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
+            .arg(&store)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sh starts");
+        let stdin = child.stdin.take();
+        let stderr = child.stderr.take().unwrap();
+        let proc = Proc(child);
         let mut lines = BufReader::new(stderr).lines();
         let mut url = None;
         let mut seen = Vec::new();
@@ -470,23 +487,46 @@ impl Nats {
         std::thread::spawn(move || for _ in lines.by_ref() {});
         let url = url.unwrap_or_else(|| panic!("nats-server did not start: {seen:?}"));
         Nats {
-            proc: p,
+            proc,
+            stdin,
             url,
             store,
         }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.proc.pid()
     }
 }
 
 impl Drop for Nats {
     fn drop(&mut self) {
-        let _ = self.proc.0.kill();
+        drop(self.stdin.take());
         let _ = self.proc.0.wait();
         let _ = std::fs::remove_dir_all(&self.store);
     }
+}
+
+/// Whether the feature tests run against hubs that keep their queues in NATS JetStream
+/// (`TASKHUB_TEST_BACKEND=nats`), each hub on a `nats-server` of its own.
+pub fn on_nats() -> bool {
+    std::env::var("TASKHUB_TEST_BACKEND").is_ok_and(|v| v == "nats")
+}
+
+/// False, saying why, on a NATS backend, for a test of what only the embedded broker does
+/// (ARCHITECTURE.md, "Scaling out with NATS", lists the differences): `if !embedded_only(..)`
+/// then return.
+pub fn embedded_only(what: &str) -> bool {
+    if on_nats() {
+        eprintln!("not on a NATS backend: {what}");
+        return false;
+    }
+    true
+}
+
+/// A NATS server for one hub of the feature tests, kept until the test process ends.
+fn nats_for_a_hub() -> String {
+    static SERVERS: std::sync::Mutex<Vec<Nats>> = std::sync::Mutex::new(Vec::new());
+    let nats = Nats::start();
+    let url = nats.url.clone();
+    SERVERS.lock().unwrap_or_else(|e| e.into_inner()).push(nats);
+    url
 }
 
 /// An in-process hub on `nats` (`--backend`), after `tweak`.

@@ -396,3 +396,36 @@ async fn touch_keeps_a_lease_and_an_expired_one_goes_to_another_worker() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_stalled_worker_is_handed_work_again_once_it_shows_it_is_alive() {
+    let nats = Nats::start();
+    let a = hub_on(&nats, |c| c.broker.ack_wait = Duration::from_secs(1)).await;
+    let c = client(&a.url()).await;
+    let first = c.put("jobs", json!(1), PutOptions::new()).await.unwrap();
+    let mut w = Raw::session(&a.url(), "worker").await;
+    w.send(json!({"type": "consume", "queues": ["jobs"], "prefetch": 1}))
+        .await;
+    assert_eq!(
+        w.recv().await.unwrap()["task"]["id"].as_u64(),
+        Some(first.0)
+    );
+    // Frozen past ack-wait: the lease expires, and the task is not handed back to it.
+    let again = w.recv_within(Duration::from_millis(2_500)).await;
+    assert!(
+        again.is_err(),
+        "a stalled session is handed nothing: {again:?}"
+    );
+    // A late ack shows it is alive: refused, and then it is handed work again.
+    w.send(json!({"type": "ack", "task": first.0, "req": 1}))
+        .await;
+    let late = w.recv().await.unwrap();
+    assert_eq!(late["code"], "unknown_task", "{late}");
+    let d = tokio::time::timeout(Duration::from_secs(5), w.recv())
+        .await
+        .expect("handed work again")
+        .unwrap();
+    assert_eq!(d["task"]["id"].as_u64(), Some(first.0), "{d}");
+    assert_eq!(d["task"]["attempt"], json!(2));
+    a.stop().await;
+}

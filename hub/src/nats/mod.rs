@@ -32,6 +32,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::future::{FutureExt, Shared};
 use taskhub_core::codec::{Frame, encode_server};
 use taskhub_core::protocol::{QueueStats, Reply, Stats, WorkerStats};
 use taskhub_core::{ErrorCode, Pattern, QueueName, Role, SessionId, Task, TaskId};
@@ -96,6 +97,40 @@ const PULL_GRACE: Duration = Duration::from_secs(2);
 const NATS_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Failure = (ErrorCode, String);
+
+/// How long `stats` waits for other hubs, at most; and for hubs it has not heard from before,
+/// once every hub it knows has answered.
+const STATS_WAIT: Duration = Duration::from_millis(200);
+const STATS_GRACE: Duration = Duration::from_millis(10);
+
+/// One hub's part of `stats`: its sessions and workers, and per queue the tasks its sessions hold
+/// and the sessions consuming it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Snapshot {
+    hub: u32,
+    sessions: std::collections::BTreeMap<String, u64>,
+    workers: Vec<WorkerStats>,
+    queues: HashMap<String, (u64, u64)>,
+    acked: u64,
+    failed: u64,
+}
+
+type StatsFlight = Shared<futures_util::future::BoxFuture<'static, Result<Stats, Failure>>>;
+
+#[derive(Default)]
+struct Flights {
+    running: Option<StatsFlight>,
+    next: Option<StatsFlight>,
+}
+
+impl std::fmt::Debug for Flights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flights")
+            .field("running", &self.running.is_some())
+            .field("next", &self.next.is_some())
+            .finish()
+    }
+}
 
 /// What to tell NATS once the state lock is released.
 #[derive(Debug)]
@@ -168,26 +203,20 @@ struct Queue {
     ready: VecDeque<Arrived>,
     wake: Arc<Notify>,
     pulling: bool,
-}
-
-/// A pattern some of this hub's sessions subscribed to: one NATS subscription for them all.
-#[derive(Debug, Default)]
-struct TopicSub {
-    sessions: Vec<SessionId>,
-    /// The task forwarding its messages, once subscribed.
-    handle: Option<AbortHandle>,
+    puller: Option<AbortHandle>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     sessions: HashMap<SessionId, Session>,
-    topics: HashMap<Pattern, TopicSub>,
     queues: HashMap<QueueName, Queue>,
     leases: HashMap<TaskId, Lease>,
     deadlines: BTreeSet<(Instant, TaskId)>,
     acked: u64,
     failed: u64,
     ack_wait: Duration,
+    /// Wakes the timer when a deadline comes earlier than those it sleeps for.
+    timer: Arc<Notify>,
 }
 
 /// The hub's side of the NATS backend.
@@ -200,12 +229,19 @@ pub(crate) struct Gateway {
     /// This hub's id among the hubs on the same NATS (random): the top bits of its session ids.
     hub: u32,
     state: Mutex<State>,
-    timer: Notify,
+    timer: Arc<Notify>,
     /// Consumers this hub knows exist.
     consumers: Mutex<std::collections::HashSet<QueueName>>,
     /// Pub/sub messages dropped for sessions that did not keep up.
     pub dropped: AtomicU64,
     inbox_task: Mutex<Option<AbortHandle>>,
+    /// The hub's subscription to every topic, while any session subscribes to something.
+    topics: tokio::sync::Mutex<Option<AbortHandle>>,
+    /// Hubs that answered the last `stats`.
+    peers: Mutex<std::collections::HashSet<u32>>,
+    /// The `stats` being made, and the one to make after it.
+    flights: Mutex<Flights>,
+    stats_task: Mutex<Option<AbortHandle>>,
 }
 
 /// Why the backend could not be opened.
@@ -273,6 +309,7 @@ impl Gateway {
             .await
             .map_err(|e| fail(format!("stream {}: {e}", wire::STREAM)))?;
         let ack_wait = config.ack_wait;
+        let timer = Arc::new(Notify::new());
         let gw = Arc::new(Gateway {
             client,
             js,
@@ -281,13 +318,25 @@ impl Gateway {
             hub,
             state: Mutex::new(State {
                 ack_wait,
+                timer: timer.clone(),
                 ..State::default()
             }),
-            timer: Notify::new(),
+            timer,
             consumers: Mutex::new(Default::default()),
             dropped: AtomicU64::new(0),
             inbox_task: Mutex::new(None),
+            topics: tokio::sync::Mutex::new(None),
+            peers: Mutex::new(Default::default()),
+            flights: Mutex::new(Flights::default()),
+            stats_task: Mutex::new(None),
         });
+        let stats = gw
+            .client
+            .subscribe(wire::STATS)
+            .await
+            .map_err(|e| fail(format!("stats subscription: {e}")))?;
+        let task = tokio::spawn(gw.clone().answer_stats(stats));
+        *gw.stats_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
         let inbox = gw
             .client
             .subscribe(wire::inbox_subjects(hub))
@@ -357,9 +406,6 @@ impl Gateway {
             let Some(session) = st.sessions.remove(&id) else {
                 return;
             };
-            for pattern in &session.subs {
-                st.unsubscribe(id, pattern);
-            }
             for q in &session.consuming {
                 if let Some(queue) = st.queues.get_mut(q) {
                     queue.consumers.retain(|s| *s != id);
@@ -384,6 +430,7 @@ impl Gateway {
                 .collect::<Vec<_>>()
         };
         self.run(effects).await;
+        self.topics_still_wanted().await;
     }
 
     /// Back to JetStream for another delivery, or to dead letters if out of attempts.
@@ -595,7 +642,7 @@ impl Gateway {
                     .map(|()| ServerMsg::Ok { req }),
             )),
             ClientMsg::Unsubscribe { pattern, .. } => {
-                self.unsubscribe(session, &pattern);
+                self.unsubscribe(session, &pattern).await;
                 ready(answer(Ok(ServerMsg::Ok { req })))
             }
             ClientMsg::DeleteQueue { queue, .. } => {
@@ -867,7 +914,8 @@ impl Gateway {
             if !queue.pulling {
                 queue.pulling = true;
                 let wake = queue.wake.clone();
-                tokio::spawn(self.clone().pull(q.clone(), wake));
+                let task = tokio::spawn(self.clone().pull(q.clone(), wake));
+                queue.puller = Some(task.abort_handle());
             }
         }
         Ok(())
@@ -1026,15 +1074,17 @@ impl Gateway {
         }
     }
 
-    /// Subscribe `session` to `pattern`. The hub holds one NATS subscription per pattern, for all
-    /// its sessions; it answers once NATS has it, so what is published after is heard.
+    /// Subscribe `session` to `pattern`, answering once NATS has the hub's subscription, so what
+    /// is published after is heard. The hub holds one NATS subscription to every topic while any
+    /// of its sessions subscribes to something: one stream of messages, so each session hears
+    /// them in the order they were published, as from one hub.
     async fn subscribe(
         self: &Arc<Self>,
         session: SessionId,
         pattern: Pattern,
     ) -> Result<(), Failure> {
         let limit = self.config.max_subscriptions_per_session;
-        let first = {
+        {
             let mut st = self.lock();
             let Some(s) = st.sessions.get_mut(&session) else {
                 return Ok(());
@@ -1049,14 +1099,12 @@ impl Gateway {
                 ));
             }
             s.subs.push(pattern.clone());
-            let topic = st.topics.entry(pattern.clone()).or_default();
-            topic.sessions.push(session);
-            topic.sessions.len() == 1 && topic.handle.is_none()
-        };
-        if !first {
+        }
+        let mut topics = self.topics.lock().await;
+        if topics.is_some() {
             return Ok(());
         }
-        let subscribed = match self.client.subscribe(wire::pattern_subject(&pattern)).await {
+        let subscribed = match self.client.subscribe(wire::ALL_TOPICS).await {
             Ok(sub) => self
                 .client
                 .flush()
@@ -1065,31 +1113,38 @@ impl Gateway {
                 .map_err(|e| unavailable(&e)),
             Err(e) => Err(unavailable(&e)),
         };
-        let sub = match subscribed {
-            Ok(sub) => sub,
-            Err(e) => {
-                self.unsubscribe(session, &pattern);
-                return Err(e);
+        match subscribed {
+            Ok(sub) => {
+                let task = tokio::spawn(self.clone().forward(sub));
+                *topics = Some(task.abort_handle());
+                Ok(())
             }
-        };
-        let task = tokio::spawn(self.clone().forward(pattern.clone(), sub));
-        let mut st = self.lock();
-        match st.topics.get_mut(&pattern) {
-            Some(t) => t.handle = Some(task.abort_handle()),
-            None => task.abort(),
+            Err(e) => {
+                drop(topics);
+                self.unsubscribe(session, &pattern).await;
+                Err(e)
+            }
         }
-        Ok(())
     }
 
-    fn unsubscribe(&self, session: SessionId, pattern: &Pattern) {
-        let mut st = self.lock();
-        st.unsubscribe(session, pattern);
+    async fn unsubscribe(&self, session: SessionId, pattern: &Pattern) {
+        if let Some(s) = self.lock().sessions.get_mut(&session) {
+            s.subs.retain(|p| p != pattern);
+        }
+        self.topics_still_wanted().await;
     }
 
-    /// Hand what NATS delivers for `pattern` to this hub's sessions that subscribed to it. A
-    /// session with several patterns that match a topic gets each message once: through the first
-    /// of them (each pattern's subscription brings its own copy).
-    async fn forward(self: Arc<Self>, pattern: Pattern, mut sub: async_nats::Subscriber) {
+    /// Drop the hub's topic subscription once no session subscribes to anything.
+    async fn topics_still_wanted(&self) {
+        let mut topics = self.topics.lock().await;
+        let wanted = self.lock().sessions.values().any(|s| !s.subs.is_empty());
+        if !wanted && let Some(h) = topics.take() {
+            h.abort();
+        }
+    }
+
+    /// Hand each published message to this hub's sessions whose patterns match it, once each.
+    async fn forward(self: Arc<Self>, mut sub: async_nats::Subscriber) {
         while let Some(m) = sub.next().await {
             let (Some(topic), Some(payload)) = (
                 wire::topic_of_subject(&m.subject),
@@ -1102,14 +1157,8 @@ impl Gateway {
                 payload,
             }));
             let st = self.lock();
-            let Some(t) = st.topics.get(&pattern) else {
-                return;
-            };
-            for id in &t.sessions {
-                let Some(s) = st.sessions.get(id) else {
-                    continue;
-                };
-                if s.subs.iter().find(|p| p.matches(&topic)) != Some(&pattern) {
+            for s in st.sessions.values() {
+                if !s.subs.iter().any(|p| p.matches(&topic)) {
                     continue;
                 }
                 if let Err(mpsc::error::TrySendError::Full(_)) =
@@ -1161,8 +1210,136 @@ impl Gateway {
         })
     }
 
-    /// The queues from JetStream (every hub's), sessions and workers of this hub.
-    async fn stats(&self) -> Result<Stats, Failure> {
+    /// What this hub alone holds, for `stats` on any hub.
+    fn snapshot(&self) -> Snapshot {
+        let st = self.lock();
+        let mut sessions = std::collections::BTreeMap::new();
+        for role in [Role::Producer, Role::Worker, Role::Browser, Role::Dashboard] {
+            sessions.insert(role.as_str().to_string(), 0);
+        }
+        for s in st.sessions.values() {
+            *sessions.entry(s.role.as_str().to_string()).or_default() += 1;
+        }
+        let workers = st
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.consuming.is_empty() || s.acked + s.failed > 0 || s.held > 0)
+            .map(|(id, s)| WorkerStats {
+                session: *id,
+                role: s.role,
+                name: s.name.clone(),
+                acked: s.acked,
+                failed: s.failed,
+                in_flight: s.held as u64,
+            })
+            .collect();
+        let mut queues: HashMap<String, (u64, u64)> = HashMap::new();
+        for l in st.leases.values() {
+            queues.entry(l.task.queue.to_string()).or_default().0 += 1;
+        }
+        for (name, q) in &st.queues {
+            queues.entry(name.to_string()).or_default().1 += q.consumers.len() as u64;
+        }
+        Snapshot {
+            hub: self.hub,
+            sessions,
+            workers,
+            queues,
+            acked: st.acked,
+            failed: st.failed,
+        }
+    }
+
+    /// Answer other hubs' `stats` with this hub's [`Snapshot`].
+    async fn answer_stats(self: Arc<Self>, mut sub: async_nats::Subscriber) {
+        while let Some(m) = sub.next().await {
+            let Some(reply) = m.reply else { continue };
+            let Ok(body) = serde_json::to_vec(&self.snapshot()) else {
+                continue;
+            };
+            let _ = self.client.publish(reply, body.into()).await;
+        }
+    }
+
+    /// Every hub's snapshot: this one's, and those that answer within [`STATS_WAIT`] (no longer
+    /// once every hub heard from before has).
+    async fn snapshots(&self) -> Vec<Snapshot> {
+        let mut all = vec![self.snapshot()];
+        let inbox = self.client.new_inbox();
+        let Ok(mut sub) = self.client.subscribe(inbox.clone()).await else {
+            return all;
+        };
+        if self
+            .client
+            .publish_with_reply(wire::STATS, inbox, Bytes::new())
+            .await
+            .is_err()
+        {
+            return all;
+        }
+        let mut expected: std::collections::HashSet<u32> =
+            self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut heard = std::collections::HashSet::new();
+        let deadline = Instant::now() + STATS_WAIT;
+        loop {
+            let wait = if expected.is_empty() {
+                // Every hub known has answered: a short while for new ones.
+                deadline.min(Instant::now() + STATS_GRACE)
+            } else {
+                deadline
+            };
+            let Ok(Some(m)) = tokio::time::timeout_at(wait, sub.next()).await else {
+                break;
+            };
+            let Ok(snap) = serde_json::from_slice::<Snapshot>(&m.payload) else {
+                continue;
+            };
+            if snap.hub == self.hub || !heard.insert(snap.hub) {
+                continue;
+            }
+            expected.remove(&snap.hub);
+            all.push(snap);
+        }
+        *self.peers.lock().unwrap_or_else(|e| e.into_inner()) = heard;
+        all
+    }
+
+    /// [`Gateway::fresh_stats`], shared: a request takes the one that starts next (after the one
+    /// running, if any), so a flood of `stats` costs NATS one at a time, and each answer was
+    /// started after its request arrived. The computation is shared, not locked: whichever
+    /// requester is polled drives it, so a session that stops reading holds up nobody.
+    async fn stats(self: &Arc<Self>) -> Result<Stats, Failure> {
+        let flight = {
+            let mut f = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            while f.running.as_ref().is_some_and(|r| r.peek().is_some()) {
+                f.running = f.next.take();
+            }
+            match (&f.running, &f.next) {
+                (None, _) => {
+                    let gw = self.clone();
+                    let run = async move { gw.fresh_stats().await }.boxed().shared();
+                    f.running = Some(run.clone());
+                    run
+                }
+                (Some(_), Some(next)) => next.clone(),
+                (Some(running), None) => {
+                    let (gw, before) = (self.clone(), running.clone());
+                    let next = async move {
+                        let _ = before.await;
+                        gw.fresh_stats().await
+                    }
+                    .boxed()
+                    .shared();
+                    f.next = Some(next.clone());
+                    next
+                }
+            }
+        };
+        flight.await
+    }
+
+    /// The queues from JetStream; sessions, workers and leases from every hub that answers.
+    async fn fresh_stats(&self) -> Result<Stats, Failure> {
         let mut stream = self.stream.clone();
         let info = stream.info().await.map_err(|e| unavailable(&e))?;
         let stored_bytes = info.state.bytes;
@@ -1180,60 +1357,42 @@ impl Gateway {
                 }
             }
         }
-        let (mut names, consumers, sessions, workers, acked, failed) = {
-            let st = self.lock();
-            let mut names: BTreeSet<QueueName> = counts
-                .keys()
-                .filter(|q| !q.is_dead_letter())
-                .cloned()
-                .collect();
-            names.extend(st.queues.keys().cloned());
-            let consumers: HashMap<QueueName, u64> = st
-                .queues
-                .iter()
-                .map(|(n, q)| (n.clone(), q.consumers.len() as u64))
-                .collect();
-            let mut sessions = std::collections::BTreeMap::new();
-            for role in [Role::Producer, Role::Worker, Role::Browser, Role::Dashboard] {
-                sessions.insert(role.as_str().to_string(), 0);
+        let snaps = self.snapshots().await;
+        let mut sessions = std::collections::BTreeMap::new();
+        let mut workers = Vec::new();
+        let mut held: HashMap<String, (u64, u64)> = HashMap::new();
+        let (mut acked, mut failed) = (0, 0);
+        for snap in snaps {
+            for (role, n) in snap.sessions {
+                *sessions.entry(role).or_default() += n;
             }
-            for s in st.sessions.values() {
-                *sessions.entry(s.role.as_str().to_string()).or_default() += 1;
+            workers.extend(snap.workers);
+            for (q, (leased, consumers)) in snap.queues {
+                let e = held.entry(q).or_default();
+                e.0 += leased;
+                e.1 += consumers;
             }
-            let mut workers: Vec<WorkerStats> = st
-                .sessions
-                .iter()
-                .filter(|(_, s)| !s.consuming.is_empty() || s.acked + s.failed > 0 || s.held > 0)
-                .map(|(id, s)| WorkerStats {
-                    session: *id,
-                    role: s.role,
-                    name: s.name.clone(),
-                    acked: s.acked,
-                    failed: s.failed,
-                    in_flight: s.held as u64,
-                })
-                .collect();
-            workers.sort_by_key(|w| w.session);
-            (names, consumers, sessions, workers, st.acked, st.failed)
-        };
-        // Leased tasks are still in the stream: the consumer says how many.
-        let infos = futures_util::future::join_all(names.iter().map(|q| {
-            let stream = self.stream.clone();
-            let name = wire::consumer_name(q);
-            async move { stream.consumer_info(name).await.ok() }
-        }))
-        .await;
-        let queues = std::mem::take(&mut names)
+            acked += snap.acked;
+            failed += snap.failed;
+        }
+        workers.sort_by_key(|w| w.session);
+        let mut names: BTreeSet<QueueName> = counts
+            .keys()
+            .filter(|q| !q.is_dead_letter())
+            .cloned()
+            .collect();
+        names.extend(held.keys().filter_map(|q| QueueName::new(q.as_str()).ok()));
+        let queues = names
             .into_iter()
-            .zip(infos)
-            .map(|(name, info)| {
+            .map(|name| {
                 let total = counts.get(&name).copied().unwrap_or(0);
-                let in_flight = info.map_or(0, |i| i.num_ack_pending as u64).min(total);
+                let (leased, consumers) = held.get(name.as_str()).copied().unwrap_or_default();
+                let in_flight = leased.min(total);
                 QueueStats {
                     depth: total - in_flight,
                     in_flight,
                     dead: counts.get(&name.dead_letter()).copied().unwrap_or(0),
-                    consumers: consumers.get(&name).copied().unwrap_or(0),
+                    consumers,
                     name,
                 }
             })
@@ -1535,12 +1694,26 @@ impl Gateway {
                 _ = stop.changed() => break,
             }
         }
-        if let Some(h) = self
-            .inbox_task
+    }
+
+    /// After the last session: stop the background tasks (so the gateway and its NATS
+    /// connection go) and send what is buffered.
+    pub async fn shutdown(&self) {
+        for task in [&self.inbox_task, &self.stats_task] {
+            if let Some(h) = task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                h.abort();
+            }
+        }
+        if let Some(h) = self.topics.lock().await.take() {
+            h.abort();
+        }
+        let pullers: Vec<AbortHandle> = self
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+            .queues
+            .values_mut()
+            .filter_map(|q| q.puller.take())
+            .collect();
+        for h in pullers {
             h.abort();
         }
         let _ = self.client.flush().await;
@@ -1580,22 +1753,6 @@ impl Gateway {
 }
 
 impl State {
-    /// Drop `session`'s subscription to `pattern`, and the NATS subscription with the last one.
-    fn unsubscribe(&mut self, session: SessionId, pattern: &Pattern) {
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.subs.retain(|p| p != pattern);
-        }
-        if let Some(t) = self.topics.get_mut(pattern) {
-            t.sessions.retain(|s| *s != session);
-            if t.sessions.is_empty() {
-                if let Some(h) = t.handle.take() {
-                    h.abort();
-                }
-                self.topics.remove(pattern);
-            }
-        }
-    }
-
     fn take_lease(&mut self, id: TaskId) -> Option<Lease> {
         let lease = self.leases.remove(&id)?;
         self.deadlines.remove(&(lease.deadline, id));
@@ -1646,7 +1803,12 @@ impl State {
             return vec![Effect::Nak(arrived.ack)];
         };
         q.ready.push_back(arrived);
-        self.dispatch(queue)
+        let effects = self.dispatch(queue);
+        if self.queues.get(queue).is_some_and(|q| !q.ready.is_empty()) {
+            // Something waits for credit: the timer gives it back if it waits too long.
+            self.timer.notify_one();
+        }
+        effects
     }
 
     fn dispatch_for(&mut self, session: SessionId) -> Vec<Effect> {
@@ -1697,6 +1859,13 @@ impl State {
             }));
             deliver(&session.link, msg, to);
             let deadline = Instant::now() + ack_wait;
+            if self
+                .deadlines
+                .first()
+                .is_none_or(|(first, _)| deadline < *first)
+            {
+                self.timer.notify_one();
+            }
             self.deadlines.insert((deadline, arrived.task.id));
             self.leases.insert(
                 arrived.task.id,
@@ -1774,7 +1943,9 @@ fn put_refused(queue: &QueueName, max_len: usize, e: &jetstream::context::Publis
     } else if text.contains("maximum bytes") || text.contains("resource limits") {
         (
             ErrorCode::QueueFull,
-            format!("the NATS stream holding the queues is full ({text}); retry later"),
+            format!(
+                "the NATS stream holding the queues is at its byte limit (max_stored_bytes, or the NATS server's own): {text}; retry later"
+            ),
         )
     } else {
         unavailable(e)

@@ -4,7 +4,7 @@
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use taskhub_core::body::Held;
-use taskhub_core::{Pattern, QueueName, RawJson, SessionId, TaskId, Topic};
+use taskhub_core::{QueueName, RawJson, SessionId, TaskId, Topic};
 
 use crate::broker::Body;
 
@@ -15,6 +15,10 @@ pub const QUEUE_SUBJECTS: &str = "th.q.>";
 const QUEUE_PREFIX: &str = "th.q.";
 /// Pub/sub topics: `th.t.<topic>`, the topic's tokens as they are.
 const TOPIC_PREFIX: &str = "th.t.";
+/// Where hubs ask each other for their part of `stats`.
+pub const STATS: &str = "th.hubs.stats";
+/// Every topic.
+pub const ALL_TOPICS: &str = "th.t.>";
 /// Replies to a session's inbox, routed by core NATS to the hub that holds the session:
 /// `th.i.<hub>.<session>`.
 const INBOX_PREFIX: &str = "th.i.";
@@ -42,10 +46,6 @@ pub fn consumer_name(queue: &QueueName) -> String {
 
 pub fn topic_subject(topic: &Topic) -> String {
     format!("{TOPIC_PREFIX}{topic}")
-}
-
-pub fn pattern_subject(pattern: &Pattern) -> String {
-    format!("{TOPIC_PREFIX}{}", pattern.as_str())
 }
 
 pub fn topic_of_subject(subject: &str) -> Option<Topic> {
