@@ -51,6 +51,8 @@ const EARLY_REPLIES: usize = 1 << 20;
 /// ```
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
+    /// The hub's URL, or several separated by commas: [`Client::connect`] takes the first that
+    /// accepts a session.
     pub url: String,
     pub key_id: String,
     pub key: Secret,
@@ -130,6 +132,16 @@ impl ConnectOptions {
     pub async fn connect(self) -> Result<Client, ClientError> {
         Client::connect(self).await
     }
+}
+
+/// The hub URLs in `urls`: one, or several separated by commas, tried in order by
+/// [`Client::connect`] and by workers.
+pub fn hub_urls(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Connect to the hub at `url` with `key` (see [`ConnectOptions`] for the rest).
@@ -415,12 +427,16 @@ struct Inner {
     limits: Limits,
 }
 
-async fn next_msg(ws: &mut WsStream, opts: &ConnectOptions) -> Result<ServerMsg, ClientError> {
+async fn next_msg(
+    ws: &mut WsStream,
+    url: &str,
+    opts: &ConnectOptions,
+) -> Result<ServerMsg, ClientError> {
     loop {
         let frame = tokio::time::timeout(opts.timeout, ws.next())
             .await
             .map_err(|_| ClientError::TimedOut {
-                url: opts.url.clone(),
+                url: url.to_string(),
                 after: opts.timeout,
             })?;
         match frame {
@@ -455,8 +471,29 @@ async fn next_msg(ws: &mut WsStream, opts: &ConnectOptions) -> Result<ServerMsg,
 
 impl Client {
     /// Connect and authenticate (both sides prove the key).
+    /// Open a session on the first hub of `opts.url` (one URL, or several separated by commas)
+    /// that accepts one. A hub that cannot be reached, times out or closes is passed over for
+    /// the next; a refusal of the credentials is not (every hub would say the same).
     pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
-        let mut ws = transport::connect(&opts.url, opts.timeout, opts.ca.as_deref()).await?;
+        let urls = hub_urls(&opts.url);
+        let mut last = ClientError::Invalid("no hub URL given".into());
+        for url in &urls {
+            match Client::connect_to(url, &opts).await {
+                Ok(client) => return Ok(client),
+                Err(e @ (ClientError::Auth { .. } | ClientError::Invalid(_))) => return Err(e),
+                Err(e) => {
+                    if urls.len() > 1 {
+                        tracing::debug!("hub {url} not available ({e}); trying the next");
+                    }
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn connect_to(url: &str, opts: &ConnectOptions) -> Result<Client, ClientError> {
+        let mut ws = transport::connect(url, opts.timeout, opts.ca.as_deref()).await?;
         let mut entropy = [0u8; NONCE_BYTES];
         getrandom::fill(&mut entropy).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut hs = ClientHandshake::new(
@@ -466,7 +503,7 @@ impl Client {
             opts.name.clone(),
             entropy,
         );
-        let challenge = next_msg(&mut ws, &opts).await?;
+        let challenge = next_msg(&mut ws, url, opts).await?;
         let auth = hs.answer(&challenge)?;
         futures_util::SinkExt::send(&mut ws, transport::message(encode_client(&auth)))
             .await
@@ -474,7 +511,7 @@ impl Client {
                 code: None,
                 reason: e.to_string(),
             })?;
-        let welcome = next_msg(&mut ws, &opts).await?;
+        let welcome = next_msg(&mut ws, url, opts).await?;
         hs.finish(&welcome)?;
         let ServerMsg::Welcome {
             session,

@@ -69,7 +69,7 @@ pub mod transport;
 
 pub use client::{
     AuthReason, Client, ClientError, ConnectOptions, Deleted, Message, NewToken, PutOptions,
-    Subscriber, connect,
+    Subscriber, connect, hub_urls,
 };
 pub use keyfile::{Credentials, credentials, read_key_file, write_key_file};
 pub use taskhub_core::auth::{DEFAULT_KEY_ID, Secret};

@@ -18,7 +18,8 @@ use taskhub_core::{Payload, QueueName};
 #[derive(Debug, Parser)]
 #[command(name = "taskhub", version)]
 struct Cli {
-    /// Hub URL (client commands) [default: ws://127.0.0.1:7878; `bench` starts its own hub].
+    /// Hub URL (client commands), or several separated by commas: the first that answers is
+    /// used [default: ws://127.0.0.1:7878; `bench` starts its own hub].
     #[arg(long, global = true, env = "TASKHUB_URL")]
     hub: Option<String>,
     /// Shared key. Prefer --key-file: a key on the command line shows in `ps`. `serve`

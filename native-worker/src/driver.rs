@@ -155,7 +155,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         sm: Worker::new(opts.worker.clone()),
         epoch: Instant::now(),
         conn: None,
-        hubs: hub_list(&opts.url),
+        hubs: taskhub_client::hub_urls(&opts.url),
         at: 0,
     };
     let capacity = opts.worker.concurrency.max(1) as usize * 2;
@@ -279,14 +279,6 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
 }
 
 /// `url`, or the comma-separated hubs it lists.
-fn hub_list(url: &str) -> Vec<String> {
-    url.split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,

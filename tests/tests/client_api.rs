@@ -182,3 +182,62 @@ async fn submit_refuses_a_reply_to_instead_of_overriding_it() {
     assert_eq!(c.stats().await.unwrap().queues.len(), 0, "nothing was sent");
     hub.stop().await;
 }
+
+// Multi-threaded: the hub runs in this process while the CLI call blocks this thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_urls_connect_to_the_first_hub_that_answers_and_the_cli_does_too() {
+    let hub = hub(|_| {}).await;
+    // Port 1: nothing listens there, and no connection ever has it as its own port.
+    let gone = "ws://127.0.0.1:1";
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("ws://{}", silent.local_addr().unwrap());
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let urls = format!("{gone}, {silent_url},{}", hub.url());
+    let c = ConnectOptions::new(urls.as_str(), KEY)
+        .timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap();
+    c.put(
+        "listed",
+        serde_json::json!(1),
+        taskhub_client::PutOptions::new(),
+    )
+    .await
+    .unwrap();
+    let refused_then_hub = format!("{gone},{}", hub.url());
+    let out = taskhub_tests::cli(&[
+        "put",
+        "listed",
+        "2",
+        "--hub",
+        &refused_then_hub,
+        "--key",
+        KEY,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats = c.stats().await.unwrap();
+    assert_eq!(stats.queue("listed").map(|q| q.depth), Some(2));
+    // None there at all: the error is the last hub's.
+    let err = ConnectOptions::new(format!("{silent_url},{gone}"), KEY)
+        .timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Refused { .. }), "{err:?}");
+    // A wrong key is not tried elsewhere: every hub would refuse it.
+    let err = taskhub_client::connect(format!("{},{}", hub.url(), hub.url()), "wrong")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Auth { .. }), "{err:?}");
+    hub.stop().await;
+}
