@@ -11,6 +11,14 @@ use taskhub_tests::{
     Nats, Raw, SubmitWithin, client, hub_on, in_process_worker, serve_with, worker,
 };
 
+/// A worker session on `url` consuming `jobs`, one task at a time.
+async fn consumer(url: &str) -> Raw {
+    let mut w = Raw::session(url, "worker").await;
+    w.send(json!({"type": "consume", "queues": ["jobs"], "prefetch": 1}))
+        .await;
+    w
+}
+
 #[tokio::test]
 async fn a_task_put_on_one_hub_is_done_by_a_worker_on_another_and_its_result_comes_back() {
     let nats = Nats::start();
@@ -137,20 +145,14 @@ async fn a_closed_sessions_lease_goes_to_a_worker_on_another_hub_at_once() {
     let b = hub_on(&nats, |c| c.broker.ack_wait = Duration::from_secs(60)).await;
     let c = client(&a.url()).await;
     let id = c.put("jobs", json!("x"), PutOptions::new()).await.unwrap();
-    let mut holder = Raw::session(&a.url(), "worker").await;
-    holder
-        .send(json!({"type": "consume", "queues": ["jobs"], "prefetch": 1}))
-        .await;
+    let mut holder = consumer(&a.url()).await;
     let d = holder.recv().await.unwrap();
     assert_eq!(
         (d["type"].as_str(), d["task"]["id"].as_u64()),
         (Some("deliver"), Some(id.0))
     );
     assert_eq!(d["task"]["attempt"], json!(1));
-    let mut other = Raw::session(&b.url(), "worker").await;
-    other
-        .send(json!({"type": "consume", "queues": ["jobs"], "prefetch": 1}))
-        .await;
+    let mut other = consumer(&b.url()).await;
     drop(holder);
     let started = std::time::Instant::now();
     let d = tokio::time::timeout(Duration::from_secs(10), other.recv())
@@ -181,9 +183,7 @@ async fn a_task_that_fails_for_good_goes_to_the_dead_letter_queue_with_its_error
         )
         .await
         .unwrap();
-    let mut w = Raw::session(&a.url(), "worker").await;
-    w.send(json!({"type": "consume", "queues": ["jobs"], "prefetch": 1}))
-        .await;
+    let mut w = consumer(&a.url()).await;
     let d = w.recv().await.unwrap();
     assert_eq!(d["task"]["max_attempts"], json!(2));
     assert_eq!(d["task"]["kind"], json!("k"));
@@ -326,9 +326,7 @@ async fn a_released_task_comes_back_with_its_id_and_without_spending_an_attempt(
         .put("jobs", json!("r"), PutOptions::new().reply_to("out"))
         .await
         .unwrap();
-    let mut w = Raw::session(&a.url(), "worker").await;
-    w.send(json!({"type": "consume", "queues": ["jobs"], "prefetch": 1}))
-        .await;
+    let mut w = consumer(&a.url()).await;
     for _ in 0..3 {
         let d = w.recv().await.unwrap();
         assert_eq!(d["task"]["id"].as_u64(), Some(id.0), "{d}");
@@ -353,17 +351,12 @@ async fn touch_keeps_a_lease_and_an_expired_one_goes_to_another_worker() {
     let b = hub_on(&nats, ack_wait).await;
     let c = client(&a.url()).await;
     let id = c.put("jobs", json!("t"), PutOptions::new()).await.unwrap();
-    let mut slow = Raw::session(&a.url(), "worker").await;
-    slow.send(json!({"type": "consume", "queues": ["jobs"], "prefetch": 1}))
-        .await;
+    let mut slow = consumer(&a.url()).await;
     assert_eq!(
         slow.recv().await.unwrap()["task"]["id"].as_u64(),
         Some(id.0)
     );
-    let mut other = Raw::session(&b.url(), "worker").await;
-    other
-        .send(json!({"type": "consume", "queues": ["jobs"], "prefetch": 1}))
-        .await;
+    let mut other = consumer(&b.url()).await;
     // Touched every 0.5 s for 2.5 s: past two ack-waits, still held.
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -403,9 +396,7 @@ async fn a_stalled_worker_is_handed_work_again_once_it_shows_it_is_alive() {
     let a = hub_on(&nats, |c| c.broker.ack_wait = Duration::from_secs(1)).await;
     let c = client(&a.url()).await;
     let first = c.put("jobs", json!(1), PutOptions::new()).await.unwrap();
-    let mut w = Raw::session(&a.url(), "worker").await;
-    w.send(json!({"type": "consume", "queues": ["jobs"], "prefetch": 1}))
-        .await;
+    let mut w = consumer(&a.url()).await;
     assert_eq!(
         w.recv().await.unwrap()["task"]["id"].as_u64(),
         Some(first.0)

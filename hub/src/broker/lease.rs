@@ -4,7 +4,7 @@
 use serde::Serialize;
 use taskhub_core::names::INBOX_PREFIX;
 use taskhub_core::protocol::Reply;
-use taskhub_core::{ErrorCode, Millis, QueueName, RawJson, SessionId, Task, TaskId};
+use taskhub_core::{Millis, QueueName, RawJson, SessionId, Task, TaskId};
 
 use super::{
     Body, Broker, Change, Charge, End, Failure, Gate, Lease, Output, ServerMsg, StoredTask,
@@ -25,12 +25,7 @@ impl Broker {
     pub(super) fn leased_to(&self, session: SessionId, id: TaskId) -> Result<&Lease, Failure> {
         match self.leases.get(&id) {
             Some(l) if l.session == session => Ok(l),
-            _ => Err((
-                ErrorCode::UnknownTask,
-                format!(
-                    "task {id} is not leased to this session (already acked, released, or its lease expired)"
-                ),
-            )),
+            _ => Err(super::rules::not_leased(id)),
         }
     }
 

@@ -22,6 +22,7 @@ pub(crate) mod idhash;
 pub mod journal;
 mod lease;
 mod pubsub;
+pub(crate) mod rules;
 pub mod store;
 #[cfg(test)]
 mod tests;
@@ -126,7 +127,7 @@ pub enum Gate {
     AheadOfStored,
 }
 
-type Failure = (ErrorCode, String);
+pub(crate) type Failure = (ErrorCode, String);
 
 /// A task as storage gives it back at start-up (see [`Broker::restore`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -530,16 +531,7 @@ impl Broker {
         }
         let req = msg.req();
         let first_output = self.out.len();
-        // Workers send these by the thousand without `req`: success needs no answer then, which
-        // halves the hub's traffic to them. Errors are always answered.
-        let worker_traffic = matches!(
-            msg,
-            ClientMsg::Ack { .. }
-                | ClientMsg::Fail { .. }
-                | ClientMsg::Release { .. }
-                | ClientMsg::Touch { .. }
-                | ClientMsg::Consume { .. }
-        );
+        let worker_traffic = rules::is_worker_traffic(&msg);
         let quiet_ok = req.is_none() && worker_traffic;
         if (worker_traffic || matches!(msg, ClientMsg::Ping { .. }))
             && let Some(s) = self.sessions.get_mut(&session)
@@ -550,15 +542,11 @@ impl Broker {
             self.dispatch_for(session, now);
         }
         let result = match msg {
-            ClientMsg::Auth { .. } => Err((
-                ErrorCode::BadRequest,
-                "this session is already authenticated".into(),
-            )),
-            // Tokens are the session's business (it holds the keys); they never reach here.
-            ClientMsg::CreateToken { .. } | ClientMsg::RevokeToken { .. } => Err((
-                ErrorCode::BadRequest,
-                "token requests are handled by the session".into(),
-            )),
+            ClientMsg::Auth { .. }
+            | ClientMsg::CreateToken { .. }
+            | ClientMsg::RevokeToken { .. } => {
+                Err(rules::not_for_backend(&msg).unwrap_or((ErrorCode::BadRequest, String::new())))
+            }
             ClientMsg::Put {
                 queue,
                 payload,
@@ -689,12 +677,7 @@ impl Broker {
         let Some(id) = dedup_id else {
             return Ok(None);
         };
-        if id.is_empty() || id.len() > 128 {
-            return Err((
-                ErrorCode::BadRequest,
-                "dedup_id must be 1 to 128 bytes".into(),
-            ));
-        }
+        rules::check_dedup_id(id)?;
         while let Some((expires, _)) = self.dedup_order.front()
             && *expires <= now
         {
@@ -761,16 +744,6 @@ impl Broker {
         Ok(())
     }
 
-    fn not_inbox(name: &QueueName) -> Result<(), Failure> {
-        if name.is_inbox() {
-            return Err((
-                ErrorCode::Forbidden,
-                format!("{name} is a session's private reply inbox; use it only as reply_to"),
-            ));
-        }
-        Ok(())
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn put(
         &mut self,
@@ -782,26 +755,14 @@ impl Broker {
         max_attempts: Option<u32>,
         now: Millis,
     ) -> Result<TaskId, Failure> {
-        Self::not_inbox(&queue)?;
-        if let Some(r) = &reply_to
-            && r.is_inbox()
-            && *r != QueueName::inbox(session)
-        {
-            return Err((
-                ErrorCode::Forbidden,
-                format!("reply_to {r} is another session's inbox; use your own"),
-            ));
-        }
-        let max_attempts = max_attempts.unwrap_or(self.config.max_attempts);
-        if !(1..=MAX_ATTEMPTS_CEILING).contains(&max_attempts) {
-            return Err((
-                ErrorCode::BadRequest,
-                format!("max_attempts must be 1 to {MAX_ATTEMPTS_CEILING}, got {max_attempts}"),
-            ));
-        }
-        if kind.as_ref().is_some_and(|k| k.is_empty() || k.len() > 128) {
-            return Err((ErrorCode::BadRequest, "kind must be 1 to 128 bytes".into()));
-        }
+        let max_attempts = rules::check_put(
+            session,
+            &queue,
+            reply_to.as_ref(),
+            max_attempts,
+            self.config.max_attempts,
+            kind.as_deref(),
+        )?;
         self.check_room(&queue)?;
         self.journal.writable().map_err(|why| {
             (
@@ -859,7 +820,7 @@ impl Broker {
         timeout_ms: u64,
         now: Millis,
     ) -> Result<Option<ServerMsg>, Failure> {
-        Self::not_inbox(&queue)?;
+        rules::not_inbox(&queue)?;
         // A get that does not wait never creates a queue (only a waiting get needs one to wait on).
         let found = self
             .queues
@@ -900,7 +861,7 @@ impl Broker {
     /// Drop `name`'s ready tasks, and the queue itself unless something still uses it (then
     /// the sweep drops it once nothing does). Returns the tasks dropped and whether it is gone.
     fn delete_queue(&mut self, name: &QueueName) -> Result<(u64, bool), Failure> {
-        Self::not_inbox(name)?;
+        rules::not_inbox(name)?;
         let grace = self.config.queue_idle_grace.as_secs();
         let Some(q) = self.queues.get_mut(name) else {
             return Err((
@@ -930,20 +891,7 @@ impl Broker {
         prefetch: u32,
         now: Millis,
     ) -> Result<(), Failure> {
-        let mut wanted: Vec<QueueName> = Vec::new();
-        for q in queues {
-            Self::not_inbox(&q)?;
-            if !wanted.contains(&q) {
-                wanted.push(q);
-            }
-        }
-        let max = self.config.max_prefetch;
-        if !wanted.is_empty() && !(1..=max).contains(&prefetch) {
-            return Err((
-                ErrorCode::BadRequest,
-                format!("prefetch must be 1 to {max}, got {prefetch}"),
-            ));
-        }
+        let wanted = rules::check_consume(queues, prefetch, self.config.max_prefetch)?;
         for q in &wanted {
             self.queue_mut(q)?;
         }

@@ -42,7 +42,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::broker::{
-    Body, BrokerConfig, ClientMsg, MAX_ATTEMPTS_CEILING, ServerMsg, dead_letter_entry, reply_entry,
+    Body, BrokerConfig, ClientMsg, Failure, ServerMsg, dead_letter_entry, reply_entry, rules,
 };
 use crate::hub::Link;
 use taskhub_client::transport::message;
@@ -95,8 +95,6 @@ const PULL_EXPIRES: Duration = Duration::from_secs(10);
 const PULL_GRACE: Duration = Duration::from_secs(2);
 /// How long NATS may take to confirm something before the hub gives up on it.
 const NATS_TIMEOUT: Duration = Duration::from_secs(10);
-
-type Failure = (ErrorCode, String);
 
 /// How long `stats` waits for other hubs, at most; and for hubs it has not heard from before,
 /// once every hub it knows has answered.
@@ -449,14 +447,7 @@ impl Gateway {
     /// Apply one request from `session`; the answer may wait for NATS.
     pub async fn handle(self: &Arc<Self>, session: SessionId, msg: ClientMsg) -> Answer {
         let req = msg.req();
-        let worker_traffic = matches!(
-            msg,
-            ClientMsg::Ack { .. }
-                | ClientMsg::Fail { .. }
-                | ClientMsg::Release { .. }
-                | ClientMsg::Touch { .. }
-                | ClientMsg::Consume { .. }
-        );
+        let worker_traffic = rules::is_worker_traffic(&msg);
         let quiet_ok = req.is_none() && worker_traffic;
         if worker_traffic || matches!(msg, ClientMsg::Ping { .. }) {
             self.revive(session).await;
@@ -469,14 +460,11 @@ impl Gateway {
             }
         };
         match msg {
-            ClientMsg::Auth { .. } => ready(answer(Err((
-                ErrorCode::BadRequest,
-                "this session is already authenticated".into(),
-            )))),
-            ClientMsg::CreateToken { .. } | ClientMsg::RevokeToken { .. } => ready(answer(Err((
-                ErrorCode::BadRequest,
-                "token requests are handled by the session".into(),
-            )))),
+            ClientMsg::Auth { .. }
+            | ClientMsg::CreateToken { .. }
+            | ClientMsg::RevokeToken { .. } => {
+                ready(rules::not_for_backend(&msg).and_then(|e| answer(Err(e))))
+            }
             ClientMsg::Ping { .. } => ready(answer(Ok(ServerMsg::Ok { req }))),
             ClientMsg::Put {
                 queue,
@@ -509,7 +497,7 @@ impl Gateway {
             ClientMsg::Get {
                 queue, timeout_ms, ..
             } => {
-                if let Err(e) = not_inbox(&queue) {
+                if let Err(e) = rules::not_inbox(&queue) {
                     return ready(answer(Err(e)));
                 }
                 let get = self.clone().get(session, req, queue, timeout_ms);
@@ -688,34 +676,16 @@ impl Gateway {
         max_attempts: Option<u32>,
         dedup_id: Option<String>,
     ) -> Result<impl Future<Output = Result<TaskId, Failure>> + use<>, Failure> {
-        not_inbox(queue)?;
-        if let Some(r) = &reply_to
-            && r.is_inbox()
-            && *r != QueueName::inbox(session)
-        {
-            return Err((
-                ErrorCode::Forbidden,
-                format!("reply_to {r} is another session's inbox; use your own"),
-            ));
-        }
-        let max_attempts = max_attempts.unwrap_or(self.config.max_attempts);
-        if !(1..=MAX_ATTEMPTS_CEILING).contains(&max_attempts) {
-            return Err((
-                ErrorCode::BadRequest,
-                format!("max_attempts must be 1 to {MAX_ATTEMPTS_CEILING}, got {max_attempts}"),
-            ));
-        }
-        if kind.as_ref().is_some_and(|k| k.is_empty() || k.len() > 128) {
-            return Err((ErrorCode::BadRequest, "kind must be 1 to 128 bytes".into()));
-        }
-        if dedup_id
-            .as_ref()
-            .is_some_and(|d| d.is_empty() || d.len() > 128)
-        {
-            return Err((
-                ErrorCode::BadRequest,
-                "dedup_id must be 1 to 128 bytes".into(),
-            ));
+        let max_attempts = rules::check_put(
+            session,
+            queue,
+            reply_to.as_ref(),
+            max_attempts,
+            self.config.max_attempts,
+            kind.as_deref(),
+        )?;
+        if let Some(id) = &dedup_id {
+            rules::check_dedup_id(id)?;
         }
         let mut headers = self.task_headers(kind.as_deref(), reply_to.as_ref(), max_attempts);
         let body = wire::body_to_nats(payload, &mut headers);
@@ -881,20 +851,7 @@ impl Gateway {
         queues: Vec<QueueName>,
         prefetch: u32,
     ) -> Result<(), Failure> {
-        let mut wanted: Vec<QueueName> = Vec::new();
-        for q in queues {
-            not_inbox(&q)?;
-            if !wanted.contains(&q) {
-                wanted.push(q);
-            }
-        }
-        let max = self.config.max_prefetch;
-        if !wanted.is_empty() && !(1..=max).contains(&prefetch) {
-            return Err((
-                ErrorCode::BadRequest,
-                format!("prefetch must be 1 to {max}, got {prefetch}"),
-            ));
-        }
+        let wanted = rules::check_consume(queues, prefetch, self.config.max_prefetch)?;
         let mut st = self.lock();
         let Some(s) = st.sessions.get_mut(&session) else {
             return Ok(());
@@ -927,18 +884,10 @@ impl Gateway {
         match st.leases.get(&task) {
             Some(l) if l.session == session => {}
             _ => {
-                return Err((
-                    ErrorCode::UnknownTask,
-                    format!(
-                        "task {task} is not leased to this session (already acked, released, or its lease expired)"
-                    ),
-                ));
+                return Err(rules::not_leased(task));
             }
         }
-        let lease = st.take_lease(task).ok_or((
-            ErrorCode::UnknownTask,
-            format!("task {task} is not leased to this session"),
-        ))?;
+        let lease = st.take_lease(task).ok_or_else(|| rules::not_leased(task))?;
         match how {
             Settled::Acked => st.acked += 1,
             Settled::Failed => st.failed += 1,
@@ -1171,7 +1120,7 @@ impl Gateway {
     }
 
     async fn delete_queue(&self, req: Option<u64>, queue: QueueName) -> Result<ServerMsg, Failure> {
-        not_inbox(&queue)?;
+        rules::not_inbox(&queue)?;
         let purged = self
             .stream
             .purge()
@@ -1775,12 +1724,7 @@ impl State {
                 self.deadlines.insert((deadline, id));
                 Ok(l.ack.clone())
             }
-            _ => Err((
-                ErrorCode::UnknownTask,
-                format!(
-                    "task {id} is not leased to this session (already acked, released, or its lease expired)"
-                ),
-            )),
+            _ => Err(rules::not_leased(id)),
         }
     }
 
@@ -1902,16 +1846,6 @@ fn frame_bytes(frame: Frame) -> Bytes {
     out.push(tag);
     out.extend_from_slice(&body);
     Bytes::from(out)
-}
-
-fn not_inbox(name: &QueueName) -> Result<(), Failure> {
-    if name.is_inbox() {
-        return Err((
-            ErrorCode::Forbidden,
-            format!("{name} is a session's private reply inbox; use it only as reply_to"),
-        ));
-    }
-    Ok(())
 }
 
 fn unavailable(e: &dyn std::fmt::Display) -> Failure {
