@@ -451,18 +451,44 @@ pub struct Nats {
 impl Nats {
     /// Start it, or panic saying how to install it (`.ci/run` and `scripts/test` do).
     pub fn start() -> Nats {
+        let store = fresh_data_dir();
+        std::fs::create_dir_all(&store).unwrap();
+        let (proc, stdin, url) = Nats::spawn("-1", &store);
+        Nats {
+            proc,
+            stdin,
+            url,
+            store,
+        }
+    }
+
+    /// Stop it (the hubs on it lose it), wait `down`, and start it again on the same port with
+    /// the same store.
+    pub fn restart_after(&mut self, down: Duration) {
+        drop(self.stdin.take());
+        let _ = self.proc.0.wait();
+        std::thread::sleep(down);
+        let port = self.url.rsplit(':').next().unwrap().to_string();
+        let (proc, stdin, url) = Nats::spawn(&port, &self.store);
+        assert_eq!(url, self.url);
+        self.proc = proc;
+        self.stdin = stdin;
+    }
+
+    fn spawn(
+        port: &str,
+        store: &std::path::Path,
+    ) -> (Proc, Option<std::process::ChildStdin>, String) {
         let exe = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
             .into_iter()
             .map(PathBuf::from)
             .find(|p| p.exists())
             .expect("nats-server is missing: apt-get install -y nats-server (scripts/test does)");
-        let store = fresh_data_dir();
-        std::fs::create_dir_all(&store).unwrap();
         let mut child = Command::new("sh")
             .args(["-c", r#""$0" "$@" & p=$!; read -r _; kill $p; wait $p"#])
             .arg(exe)
-            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
-            .arg(&store)
+            .args(["-a", "127.0.0.1", "-p", port, "-js", "-sd"])
+            .arg(store)
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -486,12 +512,7 @@ impl Nats {
         }
         std::thread::spawn(move || for _ in lines.by_ref() {});
         let url = url.unwrap_or_else(|| panic!("nats-server did not start: {seen:?}"));
-        Nats {
-            proc,
-            stdin,
-            url,
-            store,
-        }
+        (proc, stdin, url)
     }
 }
 

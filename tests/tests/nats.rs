@@ -420,3 +420,71 @@ async fn a_stalled_worker_is_handed_work_again_once_it_shows_it_is_alive() {
     assert_eq!(d["task"]["attempt"], json!(2));
     a.stop().await;
 }
+
+/// NATS goes away and comes back: a put meanwhile waits for NATS and is refused with
+/// `storage_unavailable` once it has waited too long (never confirmed unless stored), and once NATS
+/// is back the hub carries on by itself: what was stored is there, new puts are stored, and a
+/// worker takes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_rides_out_a_nats_restart() {
+    let mut nats = Nats::start();
+    let a = hub_on(&nats, |_| {}).await;
+    let c = client(&a.url()).await;
+    // Room for two: once it holds `before`, the hub has a pull request out for one more, which
+    // the restarted NATS server will have forgotten.
+    let mut w = Raw::session(&a.url(), "worker").await;
+    w.send(json!({"type": "consume", "queues": ["jobs"], "prefetch": 2}))
+        .await;
+    let before = c
+        .put("jobs", json!("before"), PutOptions::new())
+        .await
+        .unwrap();
+    let d = w.recv().await.unwrap();
+    assert_eq!(d["task"]["id"].as_u64(), Some(before.0));
+    let url = nats.url.clone();
+    let restarted = tokio::task::spawn_blocking(move || {
+        nats.restart_after(Duration::from_secs(8));
+        nats
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused = c.put("jobs", json!("during"), PutOptions::new()).await;
+    match &refused {
+        Err(taskhub_client::ClientError::Hub { code, message }) => {
+            assert_eq!(
+                *code,
+                taskhub_core::ErrorCode::StorageUnavailable,
+                "{message}"
+            );
+            assert!(message.contains("may or may not be stored"), "{message}");
+        }
+        other => panic!("a put while NATS is away for long is refused, not {other:?}"),
+    }
+    let nats = restarted.await.unwrap();
+    assert_eq!(nats.url, url);
+    let after = taskhub_tests::eventually(Duration::from_secs(20), || async {
+        c.put("jobs", json!("after"), PutOptions::new()).await.ok()
+    })
+    .await
+    .expect("puts are stored again once NATS is back");
+    // The worker that was there all along is handed work again at once, not once the pull
+    // request the old server forgot would have expired (10 s after it was made).
+    let resumed = std::time::Instant::now();
+    let mut got = Vec::new();
+    while !got.contains(&after.0) {
+        let d = tokio::time::timeout(Duration::from_secs(20), w.recv())
+            .await
+            .expect("deliveries resume")
+            .unwrap();
+        let id = d["task"]["id"].as_u64().unwrap();
+        w.send(json!({"type": "ack", "task": id})).await;
+        got.push(id);
+    }
+    assert!(
+        resumed.elapsed() < Duration::from_millis(1_500),
+        "{:?}",
+        resumed.elapsed()
+    );
+    // The refused put may have reached NATS after all (it said so): then it comes first.
+    assert!(got.len() <= 2, "{got:?}");
+    a.stop().await;
+}

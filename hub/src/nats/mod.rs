@@ -239,6 +239,8 @@ pub(crate) struct Gateway {
     peers: Mutex<std::collections::HashSet<u32>>,
     /// The `stats` being made, and the one to make after it.
     flights: Mutex<Flights>,
+    /// Bumped on every (re)connection to NATS.
+    connections: watch::Sender<u64>,
     stats_task: Mutex<Option<AbortHandle>>,
 }
 
@@ -268,7 +270,27 @@ impl Gateway {
                 break id;
             }
         };
+        // Each (re)connection is counted: pull requests made before it are gone with the old
+        // connection (a NATS server that restarted forgets them), so pullers ask again at once.
+        let (connections, _) = watch::channel(0u64);
+        let counted = connections.clone();
+        let servers_shown = backend.redacted();
         let mut options = async_nats::ConnectOptions::new()
+            .event_callback(move |event| {
+                let (counted, servers) = (counted.clone(), servers_shown.clone());
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            counted.send_modify(|n| *n += 1);
+                            tracing::info!("NATS backend {servers}: connected");
+                        }
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("NATS backend {servers}: connection lost; reconnecting");
+                        }
+                        other => tracing::debug!("NATS backend {servers}: {other}"),
+                    }
+                }
+            })
             .name(format!("taskhub hub {hub}"))
             .connection_timeout(Duration::from_secs(5))
             // Publishes are buffered while NATS is away (bounded), then refused.
@@ -326,6 +348,7 @@ impl Gateway {
             topics: tokio::sync::Mutex::new(None),
             peers: Mutex::new(Default::default()),
             flights: Mutex::new(Flights::default()),
+            connections,
             stats_task: Mutex::new(None),
         });
         let stats = gw
@@ -1470,6 +1493,8 @@ impl Gateway {
         );
         // Outstanding requests, oldest first: what each still may bring, and when it expires.
         let mut requests: VecDeque<(usize, Instant)> = VecDeque::new();
+        let mut reconnected = self.connections.subscribe();
+        reconnected.mark_unchanged();
         loop {
             let now = Instant::now();
             while requests.front().is_some_and(|r| r.1 + PULL_GRACE <= now) {
@@ -1521,6 +1546,7 @@ impl Gateway {
                     }
                 }
                 _ = wake.notified() => {}
+                Ok(()) = reconnected.changed() => requests.clear(),
                 _ = tokio::time::sleep_until(next_expiry) => {}
             }
         }
@@ -1869,7 +1895,14 @@ fn publish_failure(queue: &QueueName, e: &jetstream::context::PublishError) -> F
 /// JetStream's refusal of a write, in taskhub's terms.
 fn put_refused(queue: &QueueName, max_len: usize, e: &jetstream::context::PublishError) -> Failure {
     let text = e.to_string();
-    if text.contains("maximum messages per subject") {
+    if e.kind() == jetstream::context::PublishErrorKind::TimedOut {
+        (
+            ErrorCode::StorageUnavailable,
+            format!(
+                "NATS did not confirm the write to {queue} in time ({text}); it may or may not be stored (a dedup_id makes a retry safe)"
+            ),
+        )
+    } else if text.contains("maximum messages per subject") {
         (
             ErrorCode::QueueFull,
             format!("queue {queue} is full ({max_len} tasks); retry later"),
