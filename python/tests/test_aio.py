@@ -157,3 +157,13 @@ def test_the_asyncio_worker_refuses_a_wrong_key(hub):
             await worker.run()
 
     run(main())
+
+
+def test_several_urls_open_the_session_on_the_first_hub_that_answers(hub):
+    async def main():
+        async with await taskhub.aio.connect(f"ws://127.0.0.1:1,{hub.url}", key=KEY) as h:
+            assert h.url == hub.url
+            await h.queue("listed").put(2)
+            assert await h.queue("listed").get(timeout=1) == 2
+
+    run(main())

@@ -96,3 +96,16 @@ def test_pubsub_gives_each_subscription_its_own_iterator(hub):
         assert talker.publish("metrics.mem", 1) == 0
         assert talker.publish("metrics.cpu", 2) == 1
         assert cpu.get(timeout=5).payload == 2
+
+
+def test_several_urls_open_the_session_on_the_first_hub_that_answers(hub):
+    # Port 1: nothing listens there.
+    urls = f"ws://127.0.0.1:1, {hub.url}"
+    with taskhub.connect(urls, key=KEY) as h:
+        assert h.url == hub.url
+        h.queue("listed").put(1)
+        assert h.queue("listed").get(timeout=1) == 1
+    with pytest.raises(taskhub.ConnectionClosed, match="127.0.0.1:1"):
+        taskhub.connect("ws://127.0.0.1:1,ws://127.0.0.1:1", key=KEY)
+    with pytest.raises(taskhub.AuthError):
+        taskhub.connect(urls, key="wrong")

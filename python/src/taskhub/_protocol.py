@@ -31,6 +31,11 @@ class Credentials:
         return f"Credentials(key_id={self.key_id!r}, secret=<redacted>)"
 
 
+def hub_urls(urls: str) -> List[str]:
+    """The hub URLs in `urls`: one, or several separated by commas, tried in order."""
+    return [u.strip() for u in urls.split(",") if u.strip()]
+
+
 def _unbase64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 

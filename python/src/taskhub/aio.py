@@ -56,14 +56,20 @@ async def connect(url: Optional[str] = None, key: Optional[str] = None, *,
     url = url or os.environ.get("TASKHUB_URL") or DEFAULT_URL
     cafile = cafile or os.environ.get("TASKHUB_CA")
     creds = credentials or p.credentials(key, token, key_id, key_file)
-    context = ssl.create_default_context(cafile=cafile) if url.startswith("wss://") else None
-    try:
-        ws = await _ws_connect(url, ssl=context, max_size=MAX_INBOUND, open_timeout=timeout,
-                               close_timeout=2)
-    except (OSError, asyncio.TimeoutError) as e:
-        raise p.ConnectionClosed(f"cannot connect to {url}: {e or 'timed out'}") from e
-    except Exception as e:  # websockets' handshake errors (an HTTP refusal: 400, 426, 403)
-        raise p.ConnectionClosed(f"cannot connect to {url}: {e}") from e
+    # Several hubs, comma-separated: the first that answers, as `taskhub.connect`.
+    failure: Optional[p.ConnectionClosed] = None
+    for one in p.hub_urls(url):
+        context = ssl.create_default_context(cafile=cafile) if one.startswith("wss://") else None
+        try:
+            ws = await _ws_connect(one, ssl=context, max_size=MAX_INBOUND, open_timeout=timeout,
+                                   close_timeout=2)
+            break
+        except Exception as e:  # OSError, timeouts, websockets' refusals (HTTP 400, 426, 403)
+            failure = p.ConnectionClosed(f"cannot connect to {one}: {e or 'timed out'}")
+            failure.__cause__ = e
+    else:
+        raise failure or p.ConnectionClosed("no hub URL given")
+    url = one
     hs = p.Handshake(creds, role, name, batch)
     try:
         await ws.send(p.encode(hs.answer(await _recv_one(ws, timeout))))

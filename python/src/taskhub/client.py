@@ -99,19 +99,23 @@ class Hub(Dispatch):
         url = url or os.environ.get("TASKHUB_URL") or DEFAULT_URL
         cafile = cafile or os.environ.get("TASKHUB_CA")
         creds = credentials or p.credentials(key, token, key_id, key_file)
-        self.url = url
         self._listener = listener
-        context = None
-        if url.startswith("wss://"):
-            context = ssl.create_default_context(cafile=cafile)
-        try:
-            # Entered as a context manager, as websockets asks; `close()` leaves it.
-            self._ws = _ws_connect(url, ssl=context, max_size=MAX_INBOUND,
-                                   open_timeout=timeout, close_timeout=2).__enter__()
-        except OSError as e:
-            raise p.ConnectionClosed(f"cannot connect to {url}: {e}") from e
-        except Exception as e:  # websockets' handshake errors (an HTTP refusal: 400, 426, 403)
-            raise p.ConnectionClosed(f"cannot connect to {url}: {e}") from e
+        # Several hubs, comma-separated: the first that answers (a refused key is not tried
+        # elsewhere: the handshake is not retried).
+        failure: Optional[p.ConnectionClosed] = None
+        for one in p.hub_urls(url):
+            context = ssl.create_default_context(cafile=cafile) if one.startswith("wss://") else None
+            try:
+                # Entered as a context manager, as websockets asks; `close()` leaves it.
+                self._ws = _ws_connect(one, ssl=context, max_size=MAX_INBOUND,
+                                       open_timeout=timeout, close_timeout=2).__enter__()
+                break
+            except Exception as e:  # OSError, and websockets' refusals (HTTP 400, 426, 403)
+                failure = p.ConnectionClosed(f"cannot connect to {one}: {e or 'timed out'}")
+                failure.__cause__ = e
+        else:
+            raise failure or p.ConnectionClosed("no hub URL given")
+        self.url = one
         hs = p.Handshake(creds, role, name, batch)
         try:
             self._send(hs.answer(self._recv_one(timeout)))
@@ -459,7 +463,8 @@ class Subscription(Buffered):
 
 def connect(url: Optional[str] = None, key: Optional[str] = None, **options: Any) -> Hub:
     """Connect and authenticate; see `Hub` for the options (`token=`, `key_file=`, `key_id=`,
-    `cafile=`, `timeout=`, `name=`). Without a URL or credentials it reads the environment the
+    `cafile=`, `timeout=`, `name=`). `url` may list several hubs separated by commas: the session
+    opens on the first that answers. Without a URL or credentials it reads the environment the
     other taskhub tools read: `TASKHUB_URL`, `TASKHUB_KEY`, `TASKHUB_KEY_FILE`, `TASKHUB_TOKEN`,
     `TASKHUB_CA`."""
     return Hub(url, key, **options)
