@@ -134,16 +134,6 @@ impl ConnectOptions {
     }
 }
 
-/// The hub URLs in `urls`: one, or several separated by commas, tried in order by
-/// [`Client::connect`] and by workers.
-pub fn hub_urls(urls: &str) -> Vec<String> {
-    urls.split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// Connect to the hub at `url` with `key` (see [`ConnectOptions`] for the rest).
 ///
 /// ```no_run
@@ -475,7 +465,7 @@ impl Client {
     /// that accepts one. A hub that cannot be reached, times out or closes is passed over for
     /// the next; a refusal of the credentials is not (every hub would say the same).
     pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
-        let urls = hub_urls(&opts.url);
+        let urls = taskhub_core::hub_urls(&opts.url);
         let mut last = ClientError::Invalid("no hub URL given".into());
         for url in &urls {
             match Client::connect_to(url, &opts).await {

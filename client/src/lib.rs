@@ -69,10 +69,11 @@ pub mod transport;
 
 pub use client::{
     AuthReason, Client, ClientError, ConnectOptions, Deleted, Message, NewToken, PutOptions,
-    Subscriber, connect, hub_urls,
+    Subscriber, connect,
 };
 pub use keyfile::{Credentials, credentials, read_key_file, write_key_file};
 pub use taskhub_core::auth::{DEFAULT_KEY_ID, Secret};
+pub use taskhub_core::hub_urls;
 pub use taskhub_core::protocol::{Limits, QueueStats, Reply, Stats, WorkerStats};
 pub use taskhub_core::token::TokenError;
 pub use taskhub_core::{

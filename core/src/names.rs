@@ -257,6 +257,16 @@ impl fmt::Display for SessionId {
     }
 }
 
+/// The hub URLs in `urls`: one, or several separated by commas. Clients open their session on
+/// the first that answers; workers move to the next when theirs goes away.
+pub fn hub_urls(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -413,3 +413,49 @@ async fn a_tab_batching_tiny_tasks_hands_slow_ones_back_instead_of_hoarding_them
     browser.close().await;
     hub.stop().await;
 }
+
+/// `hub=` in the link lists several hubs: the tab works for the first, and when it goes away the
+/// tab moves to the next and works there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_given_several_hubs_moves_to_the_next_when_its_hub_goes() {
+    let _one = ONE_BROWSER.lock().await;
+    let first = hub(|_| {}).await;
+    let second = hub(|_| {}).await;
+    let mut browser = Browser::start().await;
+    let hubs = format!("{}/,{}/", first.url(), second.url());
+    let (page, _) = browser
+        .open_worker(&format!(
+            "http://{}/#key={KEY}&queue=tasks&workers=1&hub={hubs}",
+            first.addr()
+        ))
+        .await;
+    let on_first = client(&first.url()).await;
+    let r = on_first
+        .submit_within(
+            "tasks",
+            vec![json!(3)],
+            PutOptions::new().kind("square"),
+            Some(Duration::from_secs(20)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r[0].result, Some(json!("3 * 3 = 9").into()));
+    drop(on_first);
+    first.stop().await;
+    let on_second = client(&second.url()).await;
+    let r = on_second
+        .submit_within(
+            "tasks",
+            vec![json!(4)],
+            PutOptions::new().kind("square"),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r[0].result, Some(json!("4 * 4 = 16").into()));
+    let stats = on_second.stats().await.unwrap();
+    assert_eq!(stats.sessions["browser"], 1, "the tab is on the second hub");
+    drop(page);
+    browser.close().await;
+    second.stop().await;
+}

@@ -30,7 +30,9 @@ const DRAIN_POLL_MS: u64 = 20;
 
 struct Inner {
     sm: Worker,
-    url: String,
+    /// The hubs to try, in turn: after a failed or lost connection the next one is tried.
+    hubs: Vec<String>,
+    at: usize,
     me: Weak<RefCell<Inner>>,
     conn: Connection,
     /// A pool already shut down, freed on a later turn (never inside its own callbacks).
@@ -124,8 +126,7 @@ impl Inner {
             Event::Connect => self.connect(out),
             Event::Close => {
                 self.retire_socket();
-                let now = self.now();
-                self.sm.handle_disconnected(now, "", random_u64());
+                self.lost("");
             }
             Event::Authenticated { session, .. } => {
                 out.push(js_event(json!({"type": "connected", "session": session})));
@@ -166,16 +167,23 @@ impl Inner {
 
     fn connect(&mut self, out: &mut Vec<JsValue>) {
         let me = self.me.clone();
-        let opened = self.conn.open(&self.url, move |id, ev| {
+        let url = self.hubs.get(self.at).cloned().unwrap_or_default();
+        let opened = self.conn.open(&url, move |id, ev| {
             if let Some(inner) = me.upgrade() {
                 on_socket(&inner, id, ev);
             }
         });
         if let Err(reason) = opened {
             out.push(js_event(json!({"type": "error", "message": reason})));
-            let now = self.now();
-            self.sm.handle_disconnected(now, &reason, random_u64());
+            self.lost(&reason);
         }
+    }
+
+    /// The connection failed or was lost: the next attempt goes to the next hub of the list.
+    fn lost(&mut self, reason: &str) {
+        self.at = (self.at + 1) % self.hubs.len().max(1);
+        let now = self.now();
+        self.sm.handle_disconnected(now, reason, random_u64());
     }
 
     fn retire_socket(&mut self) {
@@ -383,7 +391,7 @@ fn on_socket(inner: &Rc<RefCell<Inner>>, id: u64, ev: SocketEvent) {
             SocketEvent::Binary(frame) => i.sm.handle_binary(&frame, now),
             SocketEvent::Closed(reason) => {
                 i.retire_socket();
-                i.sm.handle_disconnected(now, &reason, random_u64());
+                i.lost(&reason);
             }
         }
     });
@@ -404,8 +412,9 @@ pub struct BrowserWorker {
 
 #[wasm_bindgen]
 impl BrowserWorker {
-    /// `queues` is comma-separated. `concurrency` Web Workers run tasks; `compute_url` is the
-    /// module script they load (the hub serves it as `/compute.js`).
+    /// `hub_url` may list several hubs, comma-separated: after a failed or lost connection the
+    /// next one is tried. `queues` is comma-separated. `concurrency` Web Workers run tasks;
+    /// `compute_url` is the module script they load (the hub serves it as `/compute.js`).
     #[wasm_bindgen(constructor)]
     pub fn new(
         hub_url: String,
@@ -441,7 +450,8 @@ impl BrowserWorker {
         let inner = Rc::new_cyclic(|me| {
             RefCell::new(Inner {
                 sm: Worker::new(config),
-                url: hub_url,
+                hubs: taskhub_core::hub_urls(&hub_url),
+                at: 0,
                 me: me.clone(),
                 conn: Connection::default(),
                 retired_pool: None,
