@@ -84,7 +84,7 @@ impl Broker {
     }
 }
 
-pub(crate) fn envelope(task: &StoredTask) -> Task<Body> {
+pub(super) fn envelope(task: &StoredTask) -> Task<Body> {
     Task {
         id: task.id,
         queue: task.queue.clone(),

@@ -208,10 +208,7 @@ impl Broker {
     }
 
     pub(super) fn dead_letter(&mut self, task: StoredTask, now: Millis) {
-        let (entry, error) = dead_letter_entry(
-            &super::dispatch::envelope(&task),
-            task.last_error.as_deref(),
-        );
+        let (entry, error) = dead_letter_entry(&super::envelope(&task), task.last_error.as_deref());
         tracing::debug!(task = %task.id, queue = %task.queue, "task dead-lettered");
         self.push_forced(&task.queue.dead_letter(), entry, now);
         self.reply(

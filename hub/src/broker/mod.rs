@@ -40,7 +40,7 @@ pub type Body = taskhub_core::Body<RawJson>;
 pub type ClientMsg = taskhub_core::ClientMsg<Body>;
 pub type ServerMsg = taskhub_core::ServerMsg<Body>;
 
-pub(crate) use dispatch::envelope;
+use dispatch::envelope;
 use held::{Lease, Leases, Waiter, Waiters};
 use idhash::IdMap;
 pub use journal::{Change, InMemory, Journal};
@@ -97,6 +97,18 @@ impl Default for BrokerConfig {
             queue_idle_grace: Duration::from_secs(300),
         }
     }
+}
+
+/// `stats`' sessions: how many of each role, every role named (0 when none).
+pub(crate) fn sessions_by_role(roles: impl Iterator<Item = Role>) -> BTreeMap<String, u64> {
+    let mut sessions = BTreeMap::new();
+    for role in [Role::Producer, Role::Worker, Role::Browser, Role::Dashboard] {
+        sessions.insert(role.as_str().to_string(), 0);
+    }
+    for role in roles {
+        *sessions.entry(role.as_str().to_string()).or_default() += 1;
+    }
+    sessions
 }
 
 /// The hard ceiling on a task's `max_attempts`.
@@ -542,10 +554,9 @@ impl Broker {
             self.dispatch_for(session, now);
         }
         let result = match msg {
-            ClientMsg::Auth { .. }
-            | ClientMsg::CreateToken { .. }
-            | ClientMsg::RevokeToken { .. } => {
-                Err(rules::not_for_backend(&msg).unwrap_or((ErrorCode::BadRequest, String::new())))
+            ClientMsg::Auth { .. } => Err(rules::already_authenticated()),
+            ClientMsg::CreateToken { .. } | ClientMsg::RevokeToken { .. } => {
+                Err(rules::token_request())
             }
             ClientMsg::Put {
                 queue,
@@ -935,13 +946,7 @@ impl Broker {
             })
             .collect();
         queues.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut sessions = BTreeMap::new();
-        for role in [Role::Producer, Role::Worker, Role::Browser, Role::Dashboard] {
-            sessions.insert(role.as_str().to_string(), 0);
-        }
-        for s in self.sessions.values() {
-            *sessions.entry(s.role.as_str().to_string()).or_default() += 1;
-        }
+        let sessions = sessions_by_role(self.sessions.values().map(|s| s.role));
         let mut workers: Vec<WorkerStats> = self
             .sessions
             .iter()

@@ -19,20 +19,20 @@ pub(crate) fn is_worker_traffic(msg: &ClientMsg) -> bool {
     )
 }
 
-/// What a backend answers to requests only the session handles (`auth`, token requests).
-pub(crate) fn not_for_backend(msg: &ClientMsg) -> Option<Failure> {
-    match msg {
-        ClientMsg::Auth { .. } => Some((
-            ErrorCode::BadRequest,
-            "this session is already authenticated".into(),
-        )),
-        // Tokens are the session's business (it holds the keys); they never reach a backend.
-        ClientMsg::CreateToken { .. } | ClientMsg::RevokeToken { .. } => Some((
-            ErrorCode::BadRequest,
-            "token requests are handled by the session".into(),
-        )),
-        _ => None,
-    }
+/// `auth` on a session that has authenticated: the session answers it, never a backend.
+pub(crate) fn already_authenticated() -> Failure {
+    (
+        ErrorCode::BadRequest,
+        "this session is already authenticated".into(),
+    )
+}
+
+/// Tokens are the session's business (it holds the keys); they never reach a backend.
+pub(crate) fn token_request() -> Failure {
+    (
+        ErrorCode::BadRequest,
+        "token requests are handled by the session".into(),
+    )
 }
 
 /// A session's inbox is only ever a `reply_to`.

@@ -43,6 +43,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::broker::{
     Body, BrokerConfig, ClientMsg, Failure, ServerMsg, dead_letter_entry, reply_entry, rules,
+    sessions_by_role,
 };
 use crate::hub::Link;
 use taskhub_client::transport::message;
@@ -200,7 +201,7 @@ struct Queue {
     consumers: VecDeque<SessionId>,
     ready: VecDeque<Arrived>,
     wake: Arc<Notify>,
-    pulling: bool,
+    /// The task that pulls for it, while there is one.
     puller: Option<AbortHandle>,
 }
 
@@ -227,7 +228,6 @@ pub(crate) struct Gateway {
     /// This hub's id among the hubs on the same NATS (random): the top bits of its session ids.
     hub: u32,
     state: Mutex<State>,
-    timer: Arc<Notify>,
     /// Consumers this hub knows exist.
     consumers: Mutex<std::collections::HashSet<QueueName>>,
     /// Pub/sub messages dropped for sessions that did not keep up.
@@ -329,7 +329,6 @@ impl Gateway {
             .await
             .map_err(|e| fail(format!("stream {}: {e}", wire::STREAM)))?;
         let ack_wait = config.ack_wait;
-        let timer = Arc::new(Notify::new());
         let gw = Arc::new(Gateway {
             client,
             js,
@@ -338,10 +337,8 @@ impl Gateway {
             hub,
             state: Mutex::new(State {
                 ack_wait,
-                timer: timer.clone(),
                 ..State::default()
             }),
-            timer,
             consumers: Mutex::new(Default::default()),
             dropped: AtomicU64::new(0),
             inbox_task: Mutex::new(None),
@@ -473,7 +470,7 @@ impl Gateway {
         let worker_traffic = rules::is_worker_traffic(&msg);
         let quiet_ok = req.is_none() && worker_traffic;
         if worker_traffic || matches!(msg, ClientMsg::Ping { .. }) {
-            self.revive(session).await;
+            self.revive(session);
         }
         let answer = move |r: Result<ServerMsg, Failure>| -> Option<ServerMsg> {
             match r {
@@ -483,10 +480,9 @@ impl Gateway {
             }
         };
         match msg {
-            ClientMsg::Auth { .. }
-            | ClientMsg::CreateToken { .. }
-            | ClientMsg::RevokeToken { .. } => {
-                ready(rules::not_for_backend(&msg).and_then(|e| answer(Err(e))))
+            ClientMsg::Auth { .. } => ready(answer(Err(rules::already_authenticated()))),
+            ClientMsg::CreateToken { .. } | ClientMsg::RevokeToken { .. } => {
+                ready(answer(Err(rules::token_request())))
             }
             ClientMsg::Ping { .. } => ready(answer(Ok(ServerMsg::Ok { req }))),
             ClientMsg::Put {
@@ -523,7 +519,7 @@ impl Gateway {
                 if let Err(e) = rules::not_inbox(&queue) {
                     return ready(answer(Err(e)));
                 }
-                let get = self.clone().get(session, req, queue, timeout_ms);
+                let get = self.clone().get(req, queue, timeout_ms);
                 if timeout_ms == 0 {
                     return Box::pin(get);
                 }
@@ -594,8 +590,7 @@ impl Gateway {
                         let gw = self.clone();
                         Box::pin(async move {
                             gw.run(vec![effect]).await;
-                            let credit = gw.freed(session);
-                            gw.run(credit).await;
+                            gw.freed(session);
                             answer(Ok(ServerMsg::Ok { req }))
                         })
                     }
@@ -606,10 +601,12 @@ impl Gateway {
                 match lease {
                     Err(e) => ready(answer(Err(e))),
                     Ok(lease) => {
-                        self.give_back(lease.task, lease.ack).await;
-                        let credit = self.freed(session);
-                        self.run(credit).await;
-                        ready(answer(Ok(ServerMsg::Ok { req })))
+                        let gw = self.clone();
+                        Box::pin(async move {
+                            gw.give_back(lease.task, lease.ack).await;
+                            gw.freed(session);
+                            answer(Ok(ServerMsg::Ok { req }))
+                        })
                     }
                 }
             }
@@ -622,7 +619,7 @@ impl Gateway {
                 match touched {
                     Err(e) => ready(answer(Err(e))),
                     Ok(ack) => {
-                        self.timer.notify_one();
+                        // A later deadline needs no wake-up: the timer finds it when it fires.
                         self.run(vec![Effect::Progress(ack)]).await;
                         ready(answer(Ok(ServerMsg::Ok { req })))
                     }
@@ -674,18 +671,14 @@ impl Gateway {
     }
 
     /// Worker traffic from a stalled session shows it is alive: it may be handed work again.
-    async fn revive(self: &Arc<Self>, session: SessionId) {
-        let effects = {
-            let mut st = self.lock();
-            match st.sessions.get_mut(&session) {
-                Some(s) if s.stalled => {
-                    s.stalled = false;
-                    st.dispatch_for(session)
-                }
-                _ => return,
-            }
-        };
-        self.run(effects).await;
+    fn revive(&self, session: SessionId) {
+        let mut st = self.lock();
+        if let Some(s) = st.sessions.get_mut(&session)
+            && s.stalled
+        {
+            s.stalled = false;
+            st.dispatch_for(session);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -710,33 +703,10 @@ impl Gateway {
         if let Some(id) = &dedup_id {
             rules::check_dedup_id(id)?;
         }
-        let mut headers = self.task_headers(kind.as_deref(), reply_to.as_ref(), max_attempts);
-        let body = wire::body_to_nats(payload, &mut headers);
-        let mut publish = jetstream::message::PublishMessage::build()
-            .payload(body)
-            .headers(headers);
-        if let Some(id) = &dedup_id {
-            publish = publish.message_id(id.as_str());
-        }
-        let sent = self
-            .js
-            .send_publish(wire::queue_subject(queue), publish)
-            .await
-            .map_err(|e| publish_failure(queue, &e))?;
-        let queue = queue.clone();
-        let max_len = self.config.max_queue_len;
-        Ok(async move {
-            let ack = tokio::time::timeout(NATS_TIMEOUT, sent.into_future())
-                .await
-                .map_err(|_| {
-                    (
-                        ErrorCode::StorageUnavailable,
-                        format!("NATS did not confirm the put within {} s; it may or may not be queued (a dedup_id makes a retry safe)", NATS_TIMEOUT.as_secs()),
-                    )
-                })?
-                .map_err(|e| put_refused(&queue, max_len, &e))?;
-            Ok(TaskId(ack.sequence))
-        })
+        let headers = self.task_headers(kind.as_deref(), reply_to.as_ref(), max_attempts);
+        let publish = publication(payload, headers, dedup_id.as_deref());
+        let confirmed = self.send(queue, publish).await?;
+        Ok(async move { confirmed.await.map(TaskId) })
     }
 
     /// The headers a task's message carries (a default `max_attempts` is left out).
@@ -773,10 +743,7 @@ impl Gateway {
             wire::SPENT,
             task.attempt.saturating_sub(1).to_string().as_str(),
         );
-        let body = wire::body_to_nats(&task.payload, &mut headers);
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(body)
-            .headers(headers);
+        let publish = publication(&task.payload, headers, None);
         let word = match self.store(&task.queue, publish).await {
             Ok(()) => "+ACK",
             Err((_, why)) => {
@@ -789,7 +756,6 @@ impl Gateway {
 
     async fn get(
         self: Arc<Self>,
-        _session: SessionId,
         req: Option<u64>,
         queue: QueueName,
         timeout_ms: u64,
@@ -798,23 +764,9 @@ impl Gateway {
             req,
             queue: queue.clone(),
         };
-        if timeout_ms > 0
-            && let Err((code, why)) = self.ensure_consumer(&queue).await
-        {
+        // Tasks put on a queue nobody has consumed yet wait for its consumer: a get makes it.
+        if let Err((code, why)) = self.ensure_consumer(&queue).await {
             return Some(ServerMsg::error(req, code, why));
-        }
-        if timeout_ms == 0 && !self.consumer_known(&queue) {
-            // Only a get that waits creates anything; this one looks, if there is a consumer.
-            match self.stream.consumer_info(wire::consumer_name(&queue)).await {
-                Ok(_) => {
-                    self.known(&queue);
-                }
-                Err(_) => {
-                    if self.ensure_consumer(&queue).await.is_err() {
-                        return Some(empty);
-                    }
-                }
-            }
         }
         let inbox = self.client.new_inbox();
         let Ok(mut sub) = self.client.subscribe(inbox.clone()).await else {
@@ -891,8 +843,7 @@ impl Gateway {
             let queue = st.queues.entry(q.clone()).or_default();
             queue.consumers.push_back(session);
             queue.wake.notify_one();
-            if !queue.pulling {
-                queue.pulling = true;
+            if queue.puller.is_none() {
                 let wake = queue.wake.clone();
                 let task = tokio::spawn(self.clone().pull(q.clone(), wake));
                 queue.puller = Some(task.abort_handle());
@@ -937,16 +888,14 @@ impl Gateway {
             error: None,
         };
         let stored = self.reply(&lease.task, reply).await;
-        let credit = self.freed(lease.session);
+        self.freed(lease.session);
         match stored {
             Ok(()) => {
                 self.run(vec![Effect::Ack(lease.ack)]).await;
-                self.run(credit).await;
                 Ok(())
             }
             Err((code, why)) => {
                 self.run(vec![Effect::Nak(lease.ack)]).await;
-                self.run(credit).await;
                 Err((
                     code,
                     format!("{why}; task {id} goes back to its queue to be done again"),
@@ -955,10 +904,9 @@ impl Gateway {
         }
     }
 
-    /// A session has room again: hand it what waits here, and let the pullers ask for more.
-    fn freed(&self, session: SessionId) -> Vec<Effect> {
-        let mut st = self.lock();
-        st.dispatch_for(session)
+    /// A session has room again (see [`State::dispatch_for`]).
+    fn freed(&self, session: SessionId) {
+        self.lock().dispatch_for(session);
     }
 
     /// Send `reply` where `task.reply_to` says: a queue (stored, deduplicated by task id), or a
@@ -986,36 +934,40 @@ impl Gateway {
             }
             return Ok(());
         }
-        let mut headers = HeaderMap::new();
-        let body = wire::body_to_nats(&reply_entry(&reply), &mut headers);
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(body)
-            .headers(headers)
-            .message_id(format!("th-reply-{}", task.id).as_str());
+        let id = format!("th-reply-{}", task.id);
+        let publish = publication(&reply_entry(&reply), HeaderMap::new(), Some(&id));
         self.store(to, publish).await
     }
 
-    /// Publish to a queue's subject and wait for JetStream to confirm.
-    async fn store(
+    /// Publish to a queue's subject. The future it returns waits for JetStream to confirm, and
+    /// gives the message's stream sequence.
+    async fn send(
         &self,
         queue: &QueueName,
         publish: jetstream::message::PublishMessage,
-    ) -> Result<(), Failure> {
+    ) -> Result<impl Future<Output = Result<u64, Failure>> + use<>, Failure> {
         let sent = self
             .js
             .send_publish(wire::queue_subject(queue), publish)
             .await
             .map_err(|e| publish_failure(queue, &e))?;
-        tokio::time::timeout(NATS_TIMEOUT, sent.into_future())
-            .await
-            .map_err(|_| {
-                (
-                    ErrorCode::StorageUnavailable,
-                    format!("NATS did not confirm a write to {queue}"),
-                )
-            })?
-            .map_err(|e| put_refused(queue, self.config.max_queue_len, &e))?;
-        Ok(())
+        let (queue, max_len) = (queue.clone(), self.config.max_queue_len);
+        Ok(async move {
+            match tokio::time::timeout(NATS_TIMEOUT, sent.into_future()).await {
+                Ok(Ok(ack)) => Ok(ack.sequence),
+                Ok(Err(e)) => Err(put_refused(&queue, max_len, &e)),
+                Err(_) => Err(unconfirmed(&queue, "no answer")),
+            }
+        })
+    }
+
+    /// [`Gateway::send`], waiting for the confirmation.
+    async fn store(
+        &self,
+        queue: &QueueName,
+        publish: jetstream::message::PublishMessage,
+    ) -> Result<(), Failure> {
+        self.send(queue, publish).await?.await.map(drop)
     }
 
     fn to_session(&self, session: SessionId, msg: Message) {
@@ -1185,13 +1137,7 @@ impl Gateway {
     /// What this hub alone holds, for `stats` on any hub.
     fn snapshot(&self) -> Snapshot {
         let st = self.lock();
-        let mut sessions = std::collections::BTreeMap::new();
-        for role in [Role::Producer, Role::Worker, Role::Browser, Role::Dashboard] {
-            sessions.insert(role.as_str().to_string(), 0);
-        }
-        for s in st.sessions.values() {
-            *sessions.entry(s.role.as_str().to_string()).or_default() += 1;
-        }
+        let sessions = sessions_by_role(st.sessions.values().map(|s| s.role));
         let workers = st
             .sessions
             .iter()
@@ -1482,7 +1428,7 @@ impl Gateway {
         let inbox = self.client.new_inbox();
         let Ok(mut sub) = self.client.subscribe(inbox.clone()).await else {
             if let Some(q) = self.lock().queues.get_mut(&queue) {
-                q.pulling = false;
+                q.puller = None;
             }
             return;
         };
@@ -1559,7 +1505,7 @@ impl Gateway {
         let st = &mut *st;
         let q = st.queues.get_mut(queue)?;
         if q.consumers.is_empty() && idle {
-            q.pulling = false;
+            q.puller = None;
             if q.ready.is_empty() {
                 st.queues.remove(queue);
             }
@@ -1578,7 +1524,7 @@ impl Gateway {
         let mut st = self.lock();
         match st.queues.get_mut(queue) {
             Some(q) if q.consumers.is_empty() => {
-                q.pulling = false;
+                q.puller = None;
                 true
             }
             Some(_) => false,
@@ -1608,12 +1554,8 @@ impl Gateway {
     /// refuses, the task is nakked instead and comes back.
     async fn dead_letter(&self, task: Task<Body>, error: Option<String>, ack: String) {
         let (entry, error) = dead_letter_entry(&task, error.as_deref());
-        let mut headers = HeaderMap::new();
-        let body = wire::body_to_nats(&entry, &mut headers);
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(body)
-            .headers(headers)
-            .message_id(format!("th-dead-{}", task.id).as_str());
+        let id = format!("th-dead-{}", task.id);
+        let publish = publication(&entry, HeaderMap::new(), Some(&id));
         let dead = task.queue.dead_letter();
         let stored = self.store(&dead, publish).await;
         let replied = match stored {
@@ -1645,6 +1587,7 @@ impl Gateway {
     /// repeat; until `stop` says so.
     pub async fn run_timer(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let held_longest = self.config.ack_wait / 2;
+        let timer = self.lock().timer.clone();
         loop {
             let next = {
                 let st = self.lock();
@@ -1665,7 +1608,7 @@ impl Gateway {
                     let effects = self.expire(Instant::now(), held_longest);
                     self.run(effects).await;
                 }
-                _ = self.timer.notified() => {}
+                _ = timer.notified() => {}
                 _ = stop.changed() => break,
             }
         }
@@ -1773,34 +1716,33 @@ impl State {
             return vec![Effect::Nak(arrived.ack)];
         };
         q.ready.push_back(arrived);
-        let effects = self.dispatch(queue);
+        self.dispatch(queue);
         if self.queues.get(queue).is_some_and(|q| !q.ready.is_empty()) {
             // Something waits for credit: the timer gives it back if it waits too long.
             self.timer.notify_one();
         }
-        effects
+        Vec::new()
     }
 
-    fn dispatch_for(&mut self, session: SessionId) -> Vec<Effect> {
+    /// A session has room again: hand it what waits here, and let the pullers ask for more.
+    fn dispatch_for(&mut self, session: SessionId) {
         let queues = match self.sessions.get(&session) {
             Some(s) => s.consuming.clone(),
-            None => return Vec::new(),
+            None => return,
         };
-        let mut effects = Vec::new();
         for q in &queues {
             if let Some(queue) = self.queues.get(q) {
                 queue.wake.notify_one();
             }
-            effects.extend(self.dispatch(q));
+            self.dispatch(q);
         }
-        effects
     }
 
     /// Hand what waits in `queue` to its consumers with credit, round robin.
-    fn dispatch(&mut self, queue: &QueueName) -> Vec<Effect> {
+    fn dispatch(&mut self, queue: &QueueName) {
         let ack_wait = self.ack_wait;
         let Some(q) = self.queues.get_mut(queue) else {
-            return Vec::new();
+            return;
         };
         while !q.ready.is_empty() {
             let mut chosen = None;
@@ -1847,7 +1789,6 @@ impl State {
                 },
             );
         }
-        Vec::new()
     }
 }
 
@@ -1874,6 +1815,33 @@ fn frame_bytes(frame: Frame) -> Bytes {
     Bytes::from(out)
 }
 
+/// A message for a queue: `body`, with `headers` and what reading the body back needs, and a
+/// JetStream dedup id if given.
+fn publication(
+    body: &Body,
+    mut headers: HeaderMap,
+    dedup_id: Option<&str>,
+) -> jetstream::message::PublishMessage {
+    let payload = wire::body_to_nats(body, &mut headers);
+    let publish = jetstream::message::PublishMessage::build()
+        .payload(payload)
+        .headers(headers);
+    match dedup_id {
+        Some(id) => publish.message_id(id),
+        None => publish,
+    }
+}
+
+/// A write NATS did not confirm in time: it may still reach the stream.
+fn unconfirmed(queue: &QueueName, why: &str) -> Failure {
+    (
+        ErrorCode::StorageUnavailable,
+        format!(
+            "NATS did not confirm the write to {queue} in time ({why}); it may or may not be stored (a dedup_id makes a retry safe)"
+        ),
+    )
+}
+
 fn unavailable(e: &dyn std::fmt::Display) -> Failure {
     (
         ErrorCode::StorageUnavailable,
@@ -1896,12 +1864,7 @@ fn publish_failure(queue: &QueueName, e: &jetstream::context::PublishError) -> F
 fn put_refused(queue: &QueueName, max_len: usize, e: &jetstream::context::PublishError) -> Failure {
     let text = e.to_string();
     if e.kind() == jetstream::context::PublishErrorKind::TimedOut {
-        (
-            ErrorCode::StorageUnavailable,
-            format!(
-                "NATS did not confirm the write to {queue} in time ({text}); it may or may not be stored (a dedup_id makes a retry safe)"
-            ),
-        )
+        unconfirmed(queue, &text)
     } else if text.contains("maximum messages per subject") {
         (
             ErrorCode::QueueFull,
