@@ -141,7 +141,7 @@ impl Config {
                     "--data-dir and --backend exclude each other: with a NATS backend the tasks are kept by JetStream",
                 );
             }
-            if backend.servers.trim().is_empty() {
+            if backend.urls().is_empty() {
                 return err("--backend needs at least one NATS server URL");
             }
         }

@@ -854,9 +854,9 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(servers) = &args.backend {
         config.backend = Some(taskhub::NatsBackend {
-            servers: servers.clone(),
             creds: args.nats_creds.clone(),
             replicas: args.nats_replicas,
+            ..taskhub::NatsBackend::new(servers.clone())
         });
     }
     open_file_room(&config);

@@ -50,11 +50,7 @@ pub async fn hub(tweak: impl FnOnce(&mut Config)) -> Running {
         config.data_dir = Some(taskhub::storage::DataDir::new(fresh_data_dir()));
     }
     if on_nats() {
-        config.backend = Some(taskhub::NatsBackend {
-            servers: nats_for_a_hub(),
-            creds: None,
-            replicas: 1,
-        });
+        config.backend = Some(taskhub::NatsBackend::new(nats_for_a_hub()));
     }
     tweak(&mut config);
     Running::start("127.0.0.1:0", config)
@@ -288,11 +284,13 @@ pub fn serve_banner(listen: &str, extra: &[&str], until: &str) -> (Proc, Vec<Str
     let mut cmd = Command::new(bin("taskhub"));
     cmd.args(["serve", "--listen", listen, "--key", KEY])
         .args(extra);
-    if on_disk() && !extra.contains(&"--data-dir") && !extra.contains(&"--backend") {
-        cmd.arg("--data-dir").arg(fresh_data_dir());
-    }
-    if on_nats() && !extra.contains(&"--data-dir") && !extra.contains(&"--backend") {
-        cmd.arg("--backend").arg(nats_for_a_hub());
+    // The storage the test run asks for, unless the test chose its own.
+    if !extra.contains(&"--data-dir") && !extra.contains(&"--backend") {
+        if on_disk() {
+            cmd.arg("--data-dir").arg(fresh_data_dir());
+        } else if on_nats() {
+            cmd.arg("--backend").arg(nats_for_a_hub());
+        }
     }
     banner_of(cmd.env("RUST_LOG", "warn"), until)
 }
@@ -446,19 +444,27 @@ pub struct Nats {
     stdin: Option<std::process::ChildStdin>,
     pub url: String,
     store: PathBuf,
+    flags: Vec<String>,
 }
 
 impl Nats {
     /// Start it, or panic saying how to install it (`.ci/run` and `scripts/test` do).
     pub fn start() -> Nats {
+        Nats::start_with(&[])
+    }
+
+    /// [`Nats::start`] with more `nats-server` flags (`--user`, `--pass`, ...).
+    pub fn start_with(flags: &[&str]) -> Nats {
         let store = fresh_data_dir();
         std::fs::create_dir_all(&store).unwrap();
-        let (proc, stdin, url) = Nats::spawn("-1", &store);
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        let (proc, stdin, url) = Nats::spawn("-1", &store, &flags);
         Nats {
             proc,
             stdin,
             url,
             store,
+            flags,
         }
     }
 
@@ -469,7 +475,7 @@ impl Nats {
         let _ = self.proc.0.wait();
         std::thread::sleep(down);
         let port = self.url.rsplit(':').next().unwrap().to_string();
-        let (proc, stdin, url) = Nats::spawn(&port, &self.store);
+        let (proc, stdin, url) = Nats::spawn(&port, &self.store, &self.flags);
         assert_eq!(url, self.url);
         self.proc = proc;
         self.stdin = stdin;
@@ -478,6 +484,7 @@ impl Nats {
     fn spawn(
         port: &str,
         store: &std::path::Path,
+        flags: &[String],
     ) -> (Proc, Option<std::process::ChildStdin>, String) {
         let exe = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
             .into_iter()
@@ -489,6 +496,7 @@ impl Nats {
             .arg(exe)
             .args(["-a", "127.0.0.1", "-p", port, "-js", "-sd"])
             .arg(store)
+            .args(flags)
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -553,11 +561,7 @@ fn nats_for_a_hub() -> String {
 /// An in-process hub on `nats` (`--backend`), after `tweak`.
 pub async fn hub_on(nats: &Nats, tweak: impl FnOnce(&mut Config)) -> Running {
     let mut config = Config::new(Secret::new(KEY));
-    config.backend = Some(taskhub::NatsBackend {
-        servers: nats.url.clone(),
-        creds: None,
-        replicas: 1,
-    });
+    config.backend = Some(taskhub::NatsBackend::new(nats.url.clone()));
     tweak(&mut config);
     Running::start("127.0.0.1:0", config)
         .await

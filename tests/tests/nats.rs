@@ -488,3 +488,74 @@ async fn a_hub_rides_out_a_nats_restart() {
     assert!(got.len() <= 2, "{got:?}");
     a.stop().await;
 }
+
+/// NATS credentials in the URL work, and a wrong password stops the hub at start-up with an
+/// error that says so and never shows the password.
+#[tokio::test]
+async fn nats_credentials_in_the_url_work_and_a_wrong_one_is_named_without_showing_it() {
+    let nats = Nats::start_with(&["--user", "taskhub", "--pass", "right-horse-battery"]);
+    let with = |user_pass: &str| {
+        nats.url
+            .replacen("nats://", &format!("nats://{user_pass}@"), 1)
+    };
+    let a = hub_on(&nats, |c| {
+        c.backend = Some(taskhub::NatsBackend::new(with(
+            "taskhub:right-horse-battery",
+        )));
+    })
+    .await;
+    let c = client(&a.url()).await;
+    c.put("jobs", json!(1), PutOptions::new()).await.unwrap();
+    assert_eq!(
+        c.stats().await.unwrap().queue("jobs").map(|q| q.depth),
+        Some(1)
+    );
+    a.stop().await;
+
+    let mut config = taskhub::Config::new(taskhub::Secret::new(taskhub_tests::KEY));
+    config.backend = Some(taskhub::NatsBackend::new(with("taskhub:wrong-staple")));
+    let err = taskhub::Running::start("127.0.0.1:0", config)
+        .await
+        .expect_err("a wrong NATS password stops the hub")
+        .to_string();
+    assert!(err.contains("NATS backend"), "{err}");
+    assert!(
+        err.contains("authorization"),
+        "the error names the problem: {err}"
+    );
+    assert!(
+        !err.contains("wrong-staple"),
+        "the password stays out of it: {err}"
+    );
+}
+
+#[tokio::test]
+async fn stats_on_any_hub_count_every_hubs_sessions_and_publish_counts_its_own() {
+    let nats = Nats::start();
+    let a = hub_on(&nats, |_| {}).await;
+    let b = hub_on(&nats, |_| {}).await;
+    let mut w = consumer(&b.url()).await;
+    let on_b = client(&b.url()).await;
+    let _sub = on_b.subscribe("news.>").await.unwrap();
+    let on_a = client(&a.url()).await;
+    let id = on_a.put("jobs", json!(1), PutOptions::new()).await.unwrap();
+    assert_eq!(w.recv().await.unwrap()["task"]["id"].as_u64(), Some(id.0));
+    let stats = on_a.stats().await.unwrap();
+    assert_eq!(
+        (stats.sessions["worker"], stats.sessions["producer"]),
+        (1, 2),
+        "{stats:?}"
+    );
+    let jobs = stats.queue("jobs").unwrap();
+    assert_eq!(
+        (jobs.depth, jobs.in_flight, jobs.consumers),
+        (0, 1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(stats.workers.len(), 1, "the worker on hub B: {stats:?}");
+    // `published.receivers` counts the publisher's hub only (docs/protocol.md).
+    assert_eq!(on_a.publish("news.x", json!(1)).await.unwrap(), 0);
+    assert_eq!(on_b.publish("news.x", json!(2)).await.unwrap(), 1);
+    a.stop().await;
+    b.stop().await;
+}

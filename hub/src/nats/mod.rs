@@ -61,23 +61,64 @@ pub struct NatsBackend {
 }
 
 impl NatsBackend {
-    /// The servers with any password or token replaced, for logs.
-    pub fn redacted(&self) -> String {
+    /// `servers`, without a credentials file, creating a stream of one replica.
+    pub fn new(servers: impl Into<String>) -> NatsBackend {
+        NatsBackend {
+            servers: servers.into(),
+            creds: None,
+            replicas: 1,
+        }
+    }
+
+    /// The server URLs, as listed.
+    pub fn urls(&self) -> Vec<&str> {
         self.servers
             .split(',')
-            .map(|s| match s.rsplit_once('@') {
-                Some((scheme_user, host)) => {
-                    let scheme = scheme_user.split_once("://").map_or("", |(s, _)| s);
-                    if scheme.is_empty() {
-                        format!("***@{host}")
-                    } else {
-                        format!("{scheme}://***@{host}")
-                    }
-                }
-                None => s.to_string(),
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// The servers with any password or token replaced, for logs.
+    pub fn redacted(&self) -> String {
+        self.urls()
+            .into_iter()
+            .map(|url| match split_userinfo(url) {
+                (scheme, Some(_), host) => format!("{scheme}***@{host}"),
+                (_, None, _) => url.to_string(),
             })
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The credentials the URLs carry (`user:password@` or `token@`), which the NATS client
+    /// does not take from a URL by itself; the URLs that carry any must carry the same.
+    fn url_credentials(&self) -> Result<Option<&str>, String> {
+        let mut found = None;
+        for url in self.urls() {
+            if let (_, Some(userinfo), _) = split_userinfo(url) {
+                if found.is_some_and(|f| f != userinfo) {
+                    return Err(
+                        "the server URLs carry different credentials; give them all the same"
+                            .into(),
+                    );
+                }
+                found = Some(userinfo);
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// A server URL as (`scheme://` or nothing, the user info before `@` if any, the rest).
+fn split_userinfo(url: &str) -> (&str, Option<&str>, &str) {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => (scheme, Some(userinfo), host),
+        None => (scheme, None, rest),
     }
 }
 
@@ -295,16 +336,21 @@ impl Gateway {
             .connection_timeout(Duration::from_secs(5))
             // Publishes are buffered while NATS is away (bounded), then refused.
             .client_capacity(65_536)
-            .subscription_capacity(65_536)
-            .retry_on_initial_connect();
+            .subscription_capacity(65_536);
+        if let Some(userinfo) = backend.url_credentials().map_err(fail)? {
+            options = match userinfo.split_once(':') {
+                Some((user, pass)) => options.user_and_password(user.into(), pass.into()),
+                None => options.token(userinfo.into()),
+            };
+        }
         if let Some(creds) = &backend.creds {
             options = options
                 .credentials_file(creds)
                 .await
                 .map_err(|e| fail(format!("credentials file {}: {e}", creds.display())))?;
         }
-        let servers: Vec<&str> = backend.servers.split(',').map(str::trim).collect();
-        let connect = options.connect(servers.as_slice());
+        let urls = backend.urls();
+        let connect = options.connect(urls.as_slice());
         let client = tokio::time::timeout(Duration::from_secs(15), connect)
             .await
             .map_err(|_| fail("no answer within 15 s".into()))?
@@ -1879,5 +1925,41 @@ fn put_refused(queue: &QueueName, max_len: usize, e: &jetstream::context::Publis
         )
     } else {
         unavailable(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NatsBackend;
+
+    #[test]
+    fn logs_show_the_servers_but_no_password_or_token() {
+        let b =
+            NatsBackend::new("nats://user:pa55@n1:4222, nats://t0ken@n2:4222,n3:4222,s3cr3t@n4,");
+        let shown = b.redacted();
+        assert_eq!(
+            shown,
+            "nats://***@n1:4222,nats://***@n2:4222,n3:4222,***@n4"
+        );
+        for secret in ["pa55", "t0ken", "s3cr3t", "user"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+
+    #[test]
+    fn the_urls_credentials_are_taken_when_they_agree() {
+        let mixed = NatsBackend::new("nats://user:pa55@n1:4222,nats://t0ken@n2:4222");
+        assert!(
+            mixed
+                .url_credentials()
+                .unwrap_err()
+                .contains("different credentials")
+        );
+        let same = NatsBackend::new("nats://u:p@n1:4222, nats://u:p@n2:4222,nats://n3:4222");
+        assert_eq!(same.url_credentials(), Ok(Some("u:p")));
+        assert_eq!(
+            NatsBackend::new("nats://n1:4222").url_credentials(),
+            Ok(None)
+        );
     }
 }
