@@ -567,3 +567,47 @@ pub async fn hub_on(nats: &Nats, tweak: impl FnOnce(&mut Config)) -> Running {
         .await
         .expect("hub starts on NATS")
 }
+
+/// Submit one `square` of `n` to `tasks` through `c` and check its result comes back within
+/// `wait`: a worker somewhere did it.
+pub async fn square_is_done(c: &Client, n: i64, wait: Duration) {
+    let r = c
+        .submit_within(
+            "tasks",
+            [json!(n)],
+            PutOptions::new().kind("square"),
+            Some(wait),
+        )
+        .await
+        .unwrap();
+    let expected = format!("{n} * {n} = {}", i128::from(n) * i128::from(n));
+    assert_eq!(r[0].result, Some(json!(expected).into()), "{:?}", r[0]);
+}
+
+/// Put two `square` tasks on `tasks` through `c` with `reply_to: results`, and check both
+/// results arrive there (any order) with their task ids: the result path, end to end.
+pub async fn results_come_back_on_reply_to(c: &Client) {
+    let opts = PutOptions::new().kind("square").reply_to("results");
+    let ids = c
+        .put_many("tasks", vec![json!(3411), json!(1605)], opts)
+        .await
+        .unwrap();
+    assert!(ids[1].0 > ids[0].0, "ids grow in put order: {ids:?}");
+    let mut results = Vec::new();
+    for _ in 0..2 {
+        let t = c
+            .get("results", Duration::from_secs(10))
+            .await
+            .unwrap()
+            .expect("a result within 10 s");
+        results.push(t.payload);
+    }
+    results.sort_by_key(|r| r["id"].as_u64());
+    assert_eq!(
+        results,
+        vec![
+            json!({"id": ids[0], "ok": true, "result": "3411 * 3411 = 11634921"}),
+            json!({"id": ids[1], "ok": true, "result": "1605 * 1605 = 2576025"}),
+        ]
+    );
+}

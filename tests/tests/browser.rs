@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use taskhub_client::PutOptions;
 use taskhub_tests::cdp::{Browser, Page};
-use taskhub_tests::{KEY, SubmitWithin, client, hub, in_process_worker};
+use taskhub_tests::{KEY, SubmitWithin, client, hub, in_process_worker, square_is_done};
 
 const STATUS: &str = "window.taskhub.status()";
 
@@ -204,21 +204,7 @@ async fn the_page_names_a_wrong_key_and_reconnects_when_the_hub_restarts() {
         .wait_for(&page, &connected, Duration::from_secs(30))
         .await;
     let c = client(&second.url()).await;
-    let r = c
-        .submit_within(
-            "tasks",
-            vec![json!(12)],
-            PutOptions::new().kind("square"),
-            Some(Duration::from_secs(20)),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        r[0].result,
-        Some(json!("12 * 12 = 144").into()),
-        "{:?}",
-        r[0]
-    );
+    square_is_done(&c, 12, Duration::from_secs(20)).await;
     browser.close().await;
     second.stop().await;
 }
@@ -430,29 +416,11 @@ async fn a_tab_given_several_hubs_moves_to_the_next_when_its_hub_goes() {
         ))
         .await;
     let on_first = client(&first.url()).await;
-    let r = on_first
-        .submit_within(
-            "tasks",
-            vec![json!(3)],
-            PutOptions::new().kind("square"),
-            Some(Duration::from_secs(20)),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r[0].result, Some(json!("3 * 3 = 9").into()));
+    square_is_done(&on_first, 3, Duration::from_secs(20)).await;
     drop(on_first);
     first.stop().await;
     let on_second = client(&second.url()).await;
-    let r = on_second
-        .submit_within(
-            "tasks",
-            vec![json!(4)],
-            PutOptions::new().kind("square"),
-            Some(Duration::from_secs(30)),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r[0].result, Some(json!("4 * 4 = 16").into()));
+    square_is_done(&on_second, 4, Duration::from_secs(30)).await;
     let stats = on_second.stats().await.unwrap();
     assert_eq!(stats.sessions["browser"], 1, "the tab is on the second hub");
     drop(page);

@@ -25,30 +25,7 @@ async fn a_task_put_on_one_hub_is_done_by_a_worker_on_another_and_its_result_com
     let a = hub_on(&nats, |_| {}).await;
     let b = hub_on(&nats, |_| {}).await;
     let _w = in_process_worker(&b.url(), "tasks", 2);
-    let c = client(&a.url()).await;
-    let opts = PutOptions::new().kind("square").reply_to("results");
-    let ids = c
-        .put_many("tasks", vec![json!(3411), json!(1605)], opts)
-        .await
-        .unwrap();
-    assert!(ids[1].0 > ids[0].0, "ids grow in put order: {ids:?}");
-    let mut results = Vec::new();
-    for _ in 0..2 {
-        let t = c
-            .get("results", Duration::from_secs(10))
-            .await
-            .unwrap()
-            .expect("a result within 10 s");
-        results.push(t.payload);
-    }
-    results.sort_by_key(|r| r["id"].as_u64());
-    assert_eq!(
-        results,
-        vec![
-            json!({"id": ids[0], "ok": true, "result": "3411 * 3411 = 11634921"}),
-            json!({"id": ids[1], "ok": true, "result": "1605 * 1605 = 2576025"}),
-        ]
-    );
+    taskhub_tests::results_come_back_on_reply_to(&client(&a.url()).await).await;
     // Stats on either hub show the same queues, read from JetStream.
     let stats = client(&b.url()).await.stats().await.unwrap();
     let tasks = stats.queues.iter().find(|q| q.name.as_str() == "tasks");

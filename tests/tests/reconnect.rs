@@ -7,23 +7,14 @@ use std::time::Duration;
 
 use serde_json::json;
 use taskhub_client::PutOptions;
-use taskhub_tests::{SubmitWithin, client, serve, worker};
+use taskhub_tests::{client, serve, square_is_done, worker};
 
 #[tokio::test]
 async fn a_worker_resumes_when_the_hub_comes_back() {
     let (hub, url) = serve("127.0.0.1:0");
     let _w = worker(&url, "tasks", &[]);
     let c = client(&url).await;
-    let r = c
-        .submit_within(
-            "tasks",
-            vec![json!(2)],
-            PutOptions::new().kind("square"),
-            Some(Duration::from_secs(10)),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r[0].result, Some(json!("2 * 2 = 4").into()));
+    square_is_done(&c, 2, Duration::from_secs(10)).await;
     drop(c);
     drop(hub); // SIGKILL: the hub dies without a goodbye
 
@@ -31,16 +22,7 @@ async fn a_worker_resumes_when_the_hub_comes_back() {
     let (_hub2, url2) = serve(&addr);
     assert_eq!(url, url2);
     let c = client(&url2).await;
-    let r = c
-        .submit_within(
-            "tasks",
-            vec![json!(3)],
-            PutOptions::new().kind("square"),
-            Some(Duration::from_secs(20)),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r[0].result, Some(json!("3 * 3 = 9").into()));
+    square_is_done(&c, 3, Duration::from_secs(20)).await;
 }
 
 #[tokio::test]
@@ -48,27 +30,13 @@ async fn a_worker_given_several_hubs_moves_to_the_next_when_its_hub_dies() {
     let (a, url_a) = serve("127.0.0.1:0");
     let (_b, url_b) = serve("127.0.0.1:0");
     let _w = worker(&format!("{url_a},{url_b}"), "tasks", &[]);
-    let square = PutOptions::new().kind("square");
     // The first hub of the list is the one it works for.
     let on_a = client(&url_a).await;
-    let r = on_a
-        .submit_within(
-            "tasks",
-            [json!(4)],
-            square.clone(),
-            Some(Duration::from_secs(10)),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r[0].result, Some(json!("4 * 4 = 16").into()));
+    square_is_done(&on_a, 4, Duration::from_secs(10)).await;
     drop(on_a);
     drop(a); // SIGKILL: nothing listens at the first URL any more
     let on_b = client(&url_b).await;
-    let r = on_b
-        .submit_within("tasks", [json!(5)], square, Some(Duration::from_secs(20)))
-        .await
-        .unwrap();
-    assert_eq!(r[0].result, Some(json!("5 * 5 = 25").into()));
+    square_is_done(&on_b, 5, Duration::from_secs(20)).await;
     let workers = on_b.stats().await.unwrap().sessions["worker"];
     assert_eq!(workers, 1);
 }

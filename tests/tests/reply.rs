@@ -11,29 +11,7 @@ use taskhub_tests::{SubmitWithin, client, hub, in_process_worker};
 async fn an_ack_puts_the_result_on_reply_to() {
     let hub = hub(|_| {}).await;
     let _w = in_process_worker(&hub.url(), "tasks", 2);
-    let c = client(&hub.url()).await;
-    let opts = PutOptions::new().kind("square").reply_to("results");
-    let ids = c
-        .put_many("tasks", vec![json!(3411), json!(1605)], opts)
-        .await
-        .unwrap();
-    let mut results = Vec::new();
-    for _ in 0..2 {
-        let t = c
-            .get("results", Duration::from_secs(10))
-            .await
-            .unwrap()
-            .expect("a result");
-        results.push(t.payload);
-    }
-    results.sort_by_key(|r| r["id"].as_u64());
-    assert_eq!(
-        results,
-        vec![
-            json!({"id": ids[0], "ok": true, "result": "3411 * 3411 = 11634921"}),
-            json!({"id": ids[1], "ok": true, "result": "1605 * 1605 = 2576025"}),
-        ]
-    );
+    taskhub_tests::results_come_back_on_reply_to(&client(&hub.url()).await).await;
     hub.stop().await;
 }
 
