@@ -22,7 +22,6 @@ import inspect
 import os
 import queue as _queue
 import signal
-import ssl
 import threading
 import time
 from collections import deque
@@ -36,7 +35,7 @@ from . import _protocol as p
 from ._protocol import Message, TaskFailed
 from .client import (DEFAULT_URL, MAX_INBOUND, PIPELINE, PUTS_PER_SEND, Buffered, Dispatch,
                      Listener)
-from .client import _closed
+from .client import _closed, cannot_connect, tls_context
 from .worker import (TICK, Task, TaskError, _Base, _Connection, _refused, _Running,
                      backoff_delay, encode_outcome, failure, log)
 
@@ -57,18 +56,16 @@ async def connect(url: Optional[str] = None, key: Optional[str] = None, *,
     cafile = cafile or os.environ.get("TASKHUB_CA")
     creds = credentials or p.credentials(key, token, key_id, key_file)
     # Several hubs, comma-separated: the first that answers, as `taskhub.connect`.
-    failure: Optional[p.ConnectionClosed] = None
+    failure = p.ConnectionClosed("no hub URL given")
     for one in p.hub_urls(url):
-        context = ssl.create_default_context(cafile=cafile) if one.startswith("wss://") else None
         try:
-            ws = await _ws_connect(one, ssl=context, max_size=MAX_INBOUND, open_timeout=timeout,
-                                   close_timeout=2)
+            ws = await _ws_connect(one, ssl=tls_context(one, cafile), max_size=MAX_INBOUND,
+                                   open_timeout=timeout, close_timeout=2)
             break
         except Exception as e:  # OSError, timeouts, websockets' refusals (HTTP 400, 426, 403)
-            failure = p.ConnectionClosed(f"cannot connect to {one}: {e or 'timed out'}")
-            failure.__cause__ = e
+            failure = cannot_connect(one, e)
     else:
-        raise failure or p.ConnectionClosed("no hub URL given")
+        raise failure
     url = one
     hs = p.Handshake(creds, role, name, batch)
     try:

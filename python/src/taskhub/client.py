@@ -102,19 +102,17 @@ class Hub(Dispatch):
         self._listener = listener
         # Several hubs, comma-separated: the first that answers (a refused key is not tried
         # elsewhere: the handshake is not retried).
-        failure: Optional[p.ConnectionClosed] = None
+        failure = p.ConnectionClosed("no hub URL given")
         for one in p.hub_urls(url):
-            context = ssl.create_default_context(cafile=cafile) if one.startswith("wss://") else None
             try:
                 # Entered as a context manager, as websockets asks; `close()` leaves it.
-                self._ws = _ws_connect(one, ssl=context, max_size=MAX_INBOUND,
+                self._ws = _ws_connect(one, ssl=tls_context(one, cafile), max_size=MAX_INBOUND,
                                        open_timeout=timeout, close_timeout=2).__enter__()
                 break
             except Exception as e:  # OSError, and websockets' refusals (HTTP 400, 426, 403)
-                failure = p.ConnectionClosed(f"cannot connect to {one}: {e or 'timed out'}")
-                failure.__cause__ = e
+                failure = cannot_connect(one, e)
         else:
-            raise failure or p.ConnectionClosed("no hub URL given")
+            raise failure
         self.url = one
         hs = p.Handshake(creds, role, name, batch)
         try:
@@ -459,6 +457,18 @@ class Subscription(Buffered):
 
     def __exit__(self, *exc: Any) -> None:
         self.unsubscribe()
+
+
+def tls_context(url: str, cafile: Optional[str]) -> Optional[ssl.SSLContext]:
+    """What a `wss://` URL is opened with (`cafile`, else the system's CAs); `None` for `ws://`."""
+    return ssl.create_default_context(cafile=cafile) if url.startswith("wss://") else None
+
+
+def cannot_connect(url: str, e: BaseException) -> p.ConnectionClosed:
+    """Why `url` could not be opened, with the error as its cause."""
+    failure = p.ConnectionClosed(f"cannot connect to {url}: {e or 'timed out'}")
+    failure.__cause__ = e
+    return failure
 
 
 def connect(url: Optional[str] = None, key: Optional[str] = None, **options: Any) -> Hub:
