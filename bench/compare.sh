@@ -56,10 +56,8 @@ round() { # worker flags...
 }
 
 # The peers' servers, as installed, on free ports.
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-nats_port=$(free_port); redis_port=$(free_port); nats_dir=$(mktemp -d)
-PATH=$PATH:/usr/sbin nats-server -a 127.0.0.1 -p "$nats_port" -js -sd "$nats_dir" >/dev/null 2>&1 &
-pids+=($!)
+start_nats "$(mktemp -d)"
+redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" >/dev/null 2>&1 &
 pids+=($!)
 sleep 1

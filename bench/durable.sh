@@ -23,10 +23,7 @@ export TASKHUB_KEY=bench-key-$$ RUST_LOG=warn
 work=$(mktemp -d)
 trap 'cleanup; rm -rf "$work"' EXIT
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-nats_port=$(free_port)
-PATH=$PATH:/usr/sbin nats-server -a 127.0.0.1 -p "$nats_port" -js -sd "$work/nats" >/dev/null 2>&1 &
-pids+=($!)
+start_nats "$work/nats"
 
 # One hub per mode, each with its own data dir; URLs by mode.
 declare -A url

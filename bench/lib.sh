@@ -31,6 +31,18 @@ submit_rate() {
 }
 squares() { seq 1 "$1"; }
 
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# start_nats DIR: Debian's `nats-server -js` on a free port with its store in DIR, stopped on
+# exit; sets NATS_URL and nats_port.
+start_nats() {
+  nats_port=$(free_port)
+  PATH=$PATH:/usr/sbin nats-server -a 127.0.0.1 -p "$nats_port" -js -sd "$1" >/dev/null 2>&1 &
+  pids+=($!)
+  NATS_URL=nats://127.0.0.1:$nats_port
+  sleep 1
+}
+
 # open_tab FRAGMENT: a headless Chromium tab on the hub's join link with `#token=…&FRAGMENT` (a
 # token that may consume any queue); waits until the hub counts it. Sets tab_pid and tab_profile
 # for close_tab.

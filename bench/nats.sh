@@ -22,12 +22,8 @@ echo "machine: $(nproc) cores, $(uname -sr), $(date -u +%F); $(PATH=$PATH:/usr/s
 
 export TASKHUB_KEY=bench-key-$$ RUST_LOG=warn
 . bench/lib.sh
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-nats_port=$(free_port); nats_dir=$(mktemp -d)
-PATH=$PATH:/usr/sbin nats-server -a 127.0.0.1 -p "$nats_port" -js -sd "$nats_dir" >/dev/null 2>&1 &
-pids+=($!)
-nats=nats://127.0.0.1:$nats_port
-sleep 1
+start_nats "$(mktemp -d)"
+nats=$NATS_URL
 
 start_hub; embedded=$TASKHUB_URL
 start_hub --backend "$nats"; on_nats=$TASKHUB_URL
