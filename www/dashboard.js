@@ -65,6 +65,7 @@ async function main() {
     }
     $("state").textContent = update.state;
     $("state").className = `pill ${update.state}`;
+    if (update.hub) $("state").title = update.hub;
     const text =
       update.state === "failed" && /authentication failed|credentials expired|token revoked/.test(update.message)
         ? refusal(update.message)

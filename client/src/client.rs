@@ -415,6 +415,8 @@ struct Inner {
     session: SessionId,
     inbox: QueueName,
     limits: Limits,
+    /// The URL this session was opened on.
+    hub: String,
 }
 
 async fn next_msg(
@@ -535,6 +537,7 @@ impl Client {
                 session,
                 inbox,
                 limits,
+                hub: url.to_string(),
             }),
         })
     }
@@ -542,6 +545,12 @@ impl Client {
     /// This session's id on the hub.
     pub fn session(&self) -> SessionId {
         self.inner.session
+    }
+
+    /// The URL of the hub this session is on: of several given to [`connect`], the one that
+    /// answered.
+    pub fn hub(&self) -> &str {
+        &self.inner.hub
     }
 
     /// This session's private inbox, where [`Client::submit`]'s results come.

@@ -95,6 +95,7 @@ enum Command {
     /// Publish a message to a topic.
     Pub { topic: String, payload: String },
     /// Print messages on topics matching PATTERN (`*` one token, `>` the rest) until interrupted.
+    /// When the hub goes away it subscribes again, on the next hub of --hub's list first.
     Sub { pattern: String },
     /// Manage queues.
     #[command(subcommand)]
@@ -462,10 +463,92 @@ const NO_KEY: &str =
     "no key: pass --key-file FILE (or TASKHUB_KEY_FILE), --key KEY, or --token TOKEN";
 
 async fn connect(cli: &Cli) -> anyhow::Result<Client> {
-    let url = cli.hub.as_deref().unwrap_or(taskhub_client::DEFAULT_URL);
-    let mut opts = ConnectOptions::with_credentials(url, cli.credentials()?);
+    Ok(connect_to(
+        cli,
+        cli.hub.as_deref().unwrap_or(taskhub_client::DEFAULT_URL),
+    )
+    .await?)
+}
+
+/// A session on the first of `urls` (comma-separated) that answers.
+async fn connect_to(cli: &Cli, urls: &str) -> Result<Client, taskhub_client::ClientError> {
+    let credentials = cli
+        .credentials()
+        .map_err(|e| taskhub_client::ClientError::Invalid(format!("{e:#}")))?;
+    let mut opts = ConnectOptions::with_credentials(urls, credentials);
     opts.ca = cli.ca.clone();
-    Ok(opts.connect().await?)
+    opts.connect().await
+}
+
+/// How long `sub` waits before trying the hubs again when none answered.
+const SUB_RETRY: Duration = Duration::from_secs(1);
+
+/// `taskhub sub`: print what is published on topics matching `pattern` until interrupted. When
+/// the hub goes away (it stops, or the connection is lost) it subscribes again, trying the next
+/// hub of `--hub`'s list first, and says so on stderr: what was published in between is missed
+/// (pub/sub keeps nothing). A hub that refuses it (credentials, a slow reader) ends it.
+async fn sub(cli: &Cli, pattern: &str) -> anyhow::Result<()> {
+    use taskhub_client::ClientError;
+    let hubs = taskhub_core::hub_urls(cli.hub.as_deref().unwrap_or(taskhub_client::DEFAULT_URL));
+    let mut first = 0;
+    let mut lost = false;
+    loop {
+        let order: Vec<&str> = hubs[first..]
+            .iter()
+            .chain(&hubs[..first])
+            .map(String::as_str)
+            .collect();
+        let client = match connect_to(cli, &order.join(",")).await {
+            Ok(c) => c,
+            Err(e @ (ClientError::Auth { .. } | ClientError::Invalid(_))) => return Err(e.into()),
+            Err(e) if lost => {
+                tracing::debug!("no hub answered ({e}); trying again in {SUB_RETRY:?}");
+                tokio::select! {
+                    () = tokio::time::sleep(SUB_RETRY) => continue,
+                    () = shutdown_signal() => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut messages = client.subscribe(pattern).await?;
+        if lost {
+            eprintln!("subscribed again, on {}", client.hub());
+        }
+        loop {
+            tokio::select! {
+                msg = messages.next() => match msg {
+                    Some(taskhub_client::Message { topic, payload }) => {
+                        let line = serde_json::json!({"topic": topic, "payload": json_line(&payload)});
+                        let mut out = std::io::stdout().lock();
+                        writeln!(out, "{line}")?;
+                        out.flush()?;
+                    }
+                    None => break,
+                },
+                () = shutdown_signal() => return Ok(()),
+            }
+        }
+        let why = client.ended().unwrap_or_else(|| ClientError::Closed {
+            code: None,
+            reason: String::new(),
+        });
+        // 1008 and 1009: the hub refused this session (credentials expired or revoked, too slow
+        // a reader, too large a frame); another hub would too. The rest is the hub going away.
+        if let ClientError::Closed {
+            code: Some(1008 | 1009),
+            ..
+        } = why
+        {
+            bail!("{why}");
+        }
+        eprintln!(
+            "lost hub {} ({why}); subscribing again (messages published meanwhile are missed)",
+            client.hub()
+        );
+        let at = hubs.iter().position(|h| h == client.hub()).unwrap_or(0);
+        first = (at + 1) % hubs.len().max(1);
+        lost = true;
+    }
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -611,26 +694,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             writeln!(out, "delivered to {n} subscriber(s)")?;
         }
         Command::Sub { pattern } => {
-            let client = connect(&cli).await?;
-            let mut messages = client.subscribe(pattern).await?;
             drop(out);
-            loop {
-                tokio::select! {
-                    msg = messages.next() => match msg {
-                        Some(taskhub_client::Message { topic, payload }) => {
-                            let line = serde_json::json!({"topic": topic, "payload": json_line(&payload)});
-                            let mut out = std::io::stdout().lock();
-                            writeln!(out, "{line}")?;
-                            out.flush()?;
-                        }
-                        None => match client.ended() {
-                            Some(why) => bail!("{why}"),
-                            None => bail!("connection to the hub was lost"),
-                        },
-                    },
-                    _ = shutdown_signal() => return Ok(()),
-                }
-            }
+            return sub(&cli, pattern).await;
         }
         Command::Token(TokenCommand::Create {
             queues,

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use serde_json::json;
 use taskhub_client::PutOptions;
+use taskhub_tests::cdp::Browser;
 use taskhub_tests::{
-    Nats, Raw, SubmitWithin, client, hub_on, in_process_worker, serve_with, worker,
+    KEY, Nats, Proc, Raw, SubmitWithin, bin, client, hub_on, in_process_worker, serve_with,
+    square_is_done, worker,
 };
 
 /// A worker session on `url` consuming `jobs`, one task at a time.
@@ -534,5 +536,136 @@ async fn stats_on_any_hub_count_every_hubs_sessions_and_publish_counts_its_own()
     assert_eq!(on_a.publish("news.x", json!(1)).await.unwrap(), 0);
     assert_eq!(on_b.publish("news.x", json!(2)).await.unwrap(), 1);
     a.stop().await;
+    b.stop().await;
+}
+
+/// The join page and the dashboard work on any hub of a NATS backend: a tab that joined through
+/// hub B does what a producer puts through hub A; a dashboard served by A lists that tab (its
+/// session is on B) and, given both hubs in its link, moves to B when A stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_join_page_and_the_dashboard_work_on_any_hub() {
+    let nats = Nats::start();
+    let a = hub_on(&nats, |_| {}).await;
+    let b = hub_on(&nats, |_| {}).await;
+    let mut browser = Browser::start().await;
+    let (tab, _) = browser
+        .open_worker(&format!(
+            "http://{}/#key={KEY}&queue=tasks&workers=1",
+            b.addr()
+        ))
+        .await;
+    let on_a = client(&a.url()).await;
+    square_is_done(&on_a, 12, Duration::from_secs(30)).await;
+
+    let dash = browser
+        .open(&format!(
+            "http://{}/dashboard#key={KEY}&hub={}/,{}/",
+            a.addr(),
+            a.url(),
+            b.url()
+        ))
+        .await;
+    let lists_the_tab = "(() => { const s = window.taskhubStats; \
+        return s && s.workers.some((w) => w.role === 'browser' && w.acked >= 1) \
+        && document.getElementById('state').title || null; })()";
+    let on = browser
+        .wait_for(&dash, lists_the_tab, Duration::from_secs(20))
+        .await;
+    assert!(
+        on.as_str().unwrap().contains(&a.addr().port().to_string()),
+        "the dashboard is on hub A: {on}"
+    );
+    let queues = browser
+        .eval(&dash, "document.querySelector('#queues tbody').textContent")
+        .await;
+    assert!(queues.as_str().unwrap().contains("tasks"), "{queues}");
+
+    drop(on_a);
+    a.stop().await;
+    let moved = format!(
+        "(() => {{ const p = document.getElementById('state'); \
+         return p.className.includes('connected') && p.title.includes(':{}') && p.title; }})()",
+        b.addr().port()
+    );
+    browser
+        .wait_for(&dash, &moved, Duration::from_secs(20))
+        .await;
+    // On B it still sees the tab, which keeps working.
+    browser.eval(&dash, "window.taskhubStats = null").await;
+    browser
+        .wait_for(&dash, lists_the_tab, Duration::from_secs(10))
+        .await;
+    square_is_done(&client(&b.url()).await, 13, Duration::from_secs(30)).await;
+    drop(tab);
+    browser.close().await;
+    b.stop().await;
+}
+
+/// `taskhub sub --hub A,B`: when hub A stops, the subscriber says so, subscribes again on B and
+/// goes on printing what is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_subscriber_moves_to_the_next_hub_when_its_hub_stops() {
+    use std::io::BufRead;
+    let nats = Nats::start();
+    let a = hub_on(&nats, |_| {}).await;
+    let b = hub_on(&nats, |_| {}).await;
+    let hubs = format!("{},{}", a.url(), b.url());
+    let mut sub = Proc::spawn(
+        std::process::Command::new(bin("taskhub"))
+            .args(["sub", "news.>", "--hub", &hubs, "--key", KEY])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let (lines, printed) = std::sync::mpsc::channel::<String>();
+    let stdout = std::io::BufReader::new(sub.0.stdout.take().unwrap());
+    let out_lines = lines.clone();
+    std::thread::spawn(move || {
+        stdout
+            .lines()
+            .map_while(Result::ok)
+            .for_each(|l| drop(out_lines.send(l)))
+    });
+    let stderr = std::io::BufReader::new(sub.0.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        stderr
+            .lines()
+            .map_while(Result::ok)
+            .for_each(|l| drop(lines.send(format!("stderr: {l}"))))
+    });
+    let on_b = client(&b.url()).await;
+    // Publish `topic` on B until the subscriber prints it; every line it printed until then.
+    let heard = async |topic: &str| {
+        let mut seen = Vec::new();
+        for _ in 0..100 {
+            on_b.publish(topic, json!(topic)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            seen.extend(printed.try_iter());
+            if seen
+                .iter()
+                .any(|l| l.contains(&format!("\"topic\":\"{topic}\"")))
+            {
+                return seen;
+            }
+        }
+        panic!("the subscriber never printed {topic}: {seen:?}");
+    };
+    let before = heard("news.one").await;
+    assert!(
+        before.iter().all(|l| !l.starts_with("stderr")),
+        "{before:?}"
+    );
+    a.stop().await;
+    let after = heard("news.two").await;
+    assert!(
+        after.iter().any(|l| l.starts_with("stderr: lost hub")),
+        "it says it lost A: {after:?}"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|l| l == &format!("stderr: subscribed again, on {}", b.url())),
+        "it names the hub it moved to: {after:?}"
+    );
+    drop(sub);
     b.stop().await;
 }

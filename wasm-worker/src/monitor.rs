@@ -1,5 +1,7 @@
 //! [`HubMonitor`]: a dashboard's session. It authenticates with the shared core's handshake and
-//! asks the hub for `stats` on an interval, handing each answer to the page.
+//! asks the hub for `stats` on an interval, handing each answer to the page. Given several hubs
+//! (comma-separated), it moves to the next after a failed or lost connection, as the tab's worker
+//! does: every hub on one NATS backend shows the same system.
 
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
@@ -19,7 +21,9 @@ use crate::socket::{Connection, SocketEvent};
 const RECONNECT_MS: u32 = 2_000;
 
 struct Inner {
-    url: String,
+    /// The hubs to try, in turn.
+    hubs: Vec<String>,
+    at: usize,
     key_id: String,
     key: Secret,
     me: Weak<RefCell<Inner>>,
@@ -35,7 +39,8 @@ struct Inner {
 impl Inner {
     fn connect(&mut self, out: &mut Vec<JsValue>) {
         let me = self.me.clone();
-        let opened = self.conn.open(&self.url, move |id, ev| {
+        let url = self.hubs.get(self.at).cloned().unwrap_or_default();
+        let opened = self.conn.open(&url, move |id, ev| {
             if let Some(inner) = me.upgrade() {
                 on_socket(&inner, id, ev);
             }
@@ -55,7 +60,9 @@ impl Inner {
         }
     }
 
+    /// The connection failed or was lost: the next attempt goes to the next hub of the list.
     fn lost(&mut self, reason: &str, out: &mut Vec<JsValue>) {
+        self.at = (self.at + 1) % self.hubs.len().max(1);
         self.conn.retire();
         self.ticker = None;
         self.handshake = None;
@@ -93,7 +100,10 @@ impl Inner {
                 Ok(Some(auth)) => self.send(&auth),
                 Ok(None) => {
                     self.handshake = None;
-                    out.push(js_event(json!({"type": "state", "state": "connected"})));
+                    let hub = self.hubs.get(self.at).cloned().unwrap_or_default();
+                    out.push(js_event(
+                        json!({"type": "state", "state": "connected", "hub": hub}),
+                    ));
                     self.send(&ClientMsg::Stats { req: None });
                     let me = self.me.clone();
                     self.ticker = Some(Interval::new(self.every_ms, move || {
@@ -150,7 +160,10 @@ fn on_socket(inner: &Rc<RefCell<Inner>>, id: u64, ev: SocketEvent) {
 }
 
 /// A live view of a hub for dashboards: `new HubMonitor(url, key)`, `onUpdate(f)`,
-/// `start(everyMs)`. Updates are `{type: "state", state, message?}` and `{type: "stats", stats}`.
+/// `start(everyMs)`. Updates are `{type: "state", state, message?, hub?}` (`hub`: the URL it
+/// connected to) and `{type: "stats", stats}`.
+/// `url` may list several hubs, comma-separated: after a failed or lost connection the next one
+/// is tried.
 #[wasm_bindgen]
 pub struct HubMonitor {
     inner: Rc<RefCell<Inner>>,
@@ -167,7 +180,8 @@ impl HubMonitor {
             taskhub_core::token::key_or_token(&key).map_err(|e| JsError::new(&e.to_string()))?;
         let inner = Rc::new_cyclic(|me| {
             RefCell::new(Inner {
-                url: hub_url,
+                hubs: taskhub_core::hub_urls(&hub_url),
+                at: 0,
                 key_id,
                 key,
                 me: me.clone(),
