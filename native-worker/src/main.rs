@@ -3,6 +3,9 @@
 
 use taskhub_worker::Handlers;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     taskhub_worker::main(Handlers::builtins())
 }

@@ -137,6 +137,12 @@ const PULL_EXPIRES: Duration = Duration::from_secs(10);
 const PULL_GRACE: Duration = Duration::from_secs(2);
 /// How long NATS may take to confirm something before the hub gives up on it.
 const NATS_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a write waits for JetStream to confirm it before it is answered
+/// `storage_unavailable` ("may or may not be stored"): NATS away for longer than this is an
+/// outage the producer hears of.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deliveries a puller takes off its subscription before handing them out (one lock for all).
+const DRAIN_AT_ONCE: usize = 64;
 
 /// How long `stats` waits for other hubs, at most; and for hubs it has not heard from before,
 /// once every hub it knows has answered.
@@ -355,7 +361,10 @@ impl Gateway {
             .await
             .map_err(|_| fail("no answer within 15 s".into()))?
             .map_err(|e| fail(e.to_string()))?;
-        let js = jetstream::new(client.clone());
+        let mut js = jetstream::new(client.clone());
+        // The wait for a publish's confirmation (and JetStream API calls): one timer, the
+        // client's own, per put.
+        js.set_timeout(CONFIRM_TIMEOUT);
         let want = stream::Config {
             name: wire::STREAM.into(),
             subjects: vec![wire::QUEUE_SUBJECTS.into()],
@@ -998,12 +1007,11 @@ impl Gateway {
             .await
             .map_err(|e| publish_failure(queue, &e))?;
         let (queue, max_len) = (queue.clone(), self.config.max_queue_len);
+        // Bounded by the context's timeout (CONFIRM_TIMEOUT): `put_refused` names that one.
         Ok(async move {
-            match tokio::time::timeout(NATS_TIMEOUT, sent.into_future()).await {
-                Ok(Ok(ack)) => Ok(ack.sequence),
-                Ok(Err(e)) => Err(put_refused(&queue, max_len, &e)),
-                Err(_) => Err(unconfirmed(&queue, "no answer")),
-            }
+            sent.await
+                .map(|ack| ack.sequence)
+                .map_err(|e| put_refused(&queue, max_len, &e))
         })
     }
 
@@ -1118,7 +1126,7 @@ impl Gateway {
         while let Some(m) = sub.next().await {
             let (Some(topic), Some(payload)) = (
                 wire::topic_of_subject(&m.subject),
-                wire::body_from_nats(&m.payload, m.headers.as_ref()),
+                wire::body_from_nats(&m.payload, wire::TaskHeaders::read(m.headers.as_ref()).body),
             ) else {
                 continue;
             };
@@ -1420,34 +1428,23 @@ impl Gateway {
             return None;
         };
         let headers = m.headers.as_ref();
-        let header = |name: &str| {
-            headers
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_string())
-        };
-        let Some(payload) = wire::body_from_nats(&m.payload, headers) else {
+        let meta = wire::TaskHeaders::read(headers);
+        let Some(payload) = wire::body_from_nats(&m.payload, meta.body) else {
             tracing::warn!(%queue, seq = %d.task, "a message taskhub did not write is in its stream; acked and dropped");
             let client = self.client.clone();
             tokio::spawn(async move { client.publish(ack, "+ACK".into()).await });
             return None;
         };
         // A task stored again after a release keeps its id and the attempts it had spent.
-        let number = |name: &str| header(name).and_then(|v| v.parse::<u64>().ok());
-        let id = number(wire::ID).map_or(d.task, TaskId);
-        let spent = number(wire::SPENT)
-            .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(0);
         Some(Arrived {
             task: Task {
-                id,
+                id: meta.id.map_or(d.task, TaskId),
                 queue: queue.clone(),
-                kind: header(wire::KIND),
+                kind: meta.kind.map(str::to_string),
                 payload,
-                attempt: spent.saturating_add(d.delivered),
-                max_attempts: header(wire::MAX_ATTEMPTS)
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(self.config.max_attempts),
-                reply_to: header(wire::REPLY_TO).and_then(|r| QueueName::new(r).ok()),
+                attempt: meta.spent.saturating_add(d.delivered),
+                max_attempts: meta.max_attempts.unwrap_or(self.config.max_attempts),
+                reply_to: meta.reply_to.and_then(|r| QueueName::new(r).ok()),
             },
             ack,
             at: Instant::now(),
@@ -1487,6 +1484,8 @@ impl Gateway {
         let mut requests: VecDeque<(usize, Instant)> = VecDeque::new();
         let mut reconnected = self.connections.subscribe();
         reconnected.mark_unchanged();
+        let expiry = tokio::time::sleep(PULL_EXPIRES);
+        tokio::pin!(expiry);
         loop {
             let now = Instant::now();
             while requests.front().is_some_and(|r| r.1 + PULL_GRACE <= now) {
@@ -1511,35 +1510,57 @@ impl Gateway {
                     requests.push_back((want, now + PULL_EXPIRES));
                 }
             }
-            let next_expiry = requests
-                .front()
-                .map_or(now + PULL_EXPIRES, |r| r.1 + PULL_GRACE);
+            // One timer for the loop, moved only when the oldest request changes (a timer made
+            // and dropped per delivery was a cost of its own).
+            let next_expiry = requests.front().map_or_else(
+                || match expiry.deadline() {
+                    d if d > now => d,
+                    _ => now + PULL_EXPIRES,
+                },
+                |r| r.1 + PULL_GRACE,
+            );
+            if expiry.deadline() != next_expiry {
+                expiry.as_mut().reset(next_expiry);
+            }
             tokio::select! {
                 m = sub.next() => {
                     let Some(m) = m else { return };
-                    if m.status.is_some() {
-                        // 408 (expired), 409 (too many waiting) and the like: the oldest request
-                        // is done.
-                        requests.pop_front();
-                        if m.status != Some(async_nats::StatusCode::TIMEOUT) {
-                            tracing::debug!(%queue, status = ?m.status, description = ?m.description, "pull request ended");
-                        }
-                        continue;
-                    }
-                    if let Some(front) = requests.front_mut() {
-                        front.0 = front.0.saturating_sub(1);
-                        if front.0 == 0 {
+                    // This delivery and whatever else has arrived, under one lock.
+                    let mut arrivals = Vec::new();
+                    let mut next = Some(m);
+                    while let Some(m) = next.take() {
+                        if m.status.is_some() {
+                            // 408 (expired), 409 (too many waiting) and the like: the oldest
+                            // request is done.
                             requests.pop_front();
+                            if m.status != Some(async_nats::StatusCode::TIMEOUT) {
+                                tracing::debug!(%queue, status = ?m.status, description = ?m.description, "pull request ended");
+                            }
+                        } else {
+                            if let Some(front) = requests.front_mut() {
+                                front.0 = front.0.saturating_sub(1);
+                                if front.0 == 0 {
+                                    requests.pop_front();
+                                }
+                            }
+                            arrivals.extend(self.arrived(&queue, m));
+                        }
+                        if arrivals.len() < DRAIN_AT_ONCE {
+                            next = sub.next().now_or_never().flatten();
                         }
                     }
-                    if let Some(arrived) = self.arrived(&queue, m) {
-                        let effects = self.lock().offer(&self.config, &queue, arrived);
-                        self.run(effects).await;
-                    }
+                    let effects: Vec<Effect> = {
+                        let mut st = self.lock();
+                        arrivals
+                            .into_iter()
+                            .flat_map(|a| st.offer(&self.config, &queue, a))
+                            .collect()
+                    };
+                    self.run(effects).await;
                 }
                 _ = wake.notified() => {}
                 Ok(()) = reconnected.changed() => requests.clear(),
-                _ = tokio::time::sleep_until(next_expiry) => {}
+                () = &mut expiry => {}
             }
         }
     }

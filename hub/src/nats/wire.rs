@@ -105,10 +105,43 @@ pub fn body_to_nats(body: &Body, headers: &mut HeaderMap) -> Bytes {
     }
 }
 
-/// The body a NATS message carries; `None` if it is not one a hub wrote.
-pub fn body_from_nats(payload: &Bytes, headers: Option<&HeaderMap>) -> Option<Body> {
-    let how = headers.and_then(|h| h.get(BODY)).map(|v| v.as_str());
-    match how {
+/// What a task message's headers say, read in one pass (a `HeaderMap::get` builds a name each
+/// time). Unknown headers are passed over; a value that does not parse counts as absent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TaskHeaders<'a> {
+    pub kind: Option<&'a str>,
+    pub reply_to: Option<&'a str>,
+    pub max_attempts: Option<u32>,
+    pub id: Option<u64>,
+    pub spent: u32,
+    pub body: Option<&'a str>,
+}
+
+impl<'a> TaskHeaders<'a> {
+    pub fn read(headers: Option<&'a HeaderMap>) -> TaskHeaders<'a> {
+        let mut out = TaskHeaders::default();
+        for (name, values) in headers.into_iter().flat_map(HeaderMap::iter) {
+            let Some(value) = values.first().map(|v| v.as_str()) else {
+                continue;
+            };
+            match name.as_ref() {
+                KIND => out.kind = Some(value),
+                REPLY_TO => out.reply_to = Some(value),
+                MAX_ATTEMPTS => out.max_attempts = value.parse().ok(),
+                ID => out.id = value.parse().ok(),
+                SPENT => out.spent = value.parse().unwrap_or(0),
+                BODY => out.body = Some(value),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// The body a NATS message carries, by its `Th-Body` header (`body`); `None` if it is not one a
+/// hub wrote.
+pub fn body_from_nats(payload: &Bytes, body: Option<&str>) -> Option<Body> {
+    match body {
         None => {
             let text = std::str::from_utf8(payload).ok()?.to_string();
             RawJson::from_text(text).ok().map(Body::Json)
@@ -144,11 +177,19 @@ pub struct Delivery {
 /// or the longer form of newer servers (`$JS.ACK.<domain>.<account>.<stream>...` with a random
 /// token at the end).
 pub fn delivery(ack_subject: &str) -> Option<Delivery> {
-    let tokens: Vec<&str> = ack_subject.split('.').collect();
-    if tokens.first() != Some(&"$JS") || tokens.get(1) != Some(&"ACK") {
+    // Read once per delivery: the first 12 tokens in place, and how many there are.
+    let mut tokens = [""; 12];
+    let mut n = 0;
+    for t in ack_subject.split('.') {
+        if let Some(slot) = tokens.get_mut(n) {
+            *slot = t;
+        }
+        n += 1;
+    }
+    if tokens[0] != "$JS" || tokens[1] != "ACK" {
         return None;
     }
-    let first = match tokens.len() {
+    let first = match n {
         9 => 4,
         n if n >= 12 => 6,
         _ => return None,
@@ -203,7 +244,7 @@ mod tests {
         for body in bodies {
             let mut h = HeaderMap::new();
             let payload = body_to_nats(&body, &mut h);
-            let back = body_from_nats(&payload, Some(&h)).unwrap();
+            let back = body_from_nats(&payload, TaskHeaders::read(Some(&h)).body).unwrap();
             assert!(
                 back.same(&body) || back == body,
                 "{body:?} came back as {back:?}"
@@ -212,7 +253,38 @@ mod tests {
         assert_eq!(body_from_nats(&Bytes::from_static(b"not json"), None), None);
         let mut h = HeaderMap::new();
         h.insert(BODY, "held 999 result");
-        assert_eq!(body_from_nats(&Bytes::from_static(b"{}"), Some(&h)), None);
+        assert_eq!(
+            body_from_nats(&Bytes::from_static(b"{}"), TaskHeaders::read(Some(&h)).body),
+            None
+        );
+    }
+
+    #[test]
+    fn task_headers_are_read_in_one_pass_and_bad_values_count_as_absent() {
+        let mut h = HeaderMap::new();
+        h.insert(KIND, "resize");
+        h.insert(REPLY_TO, "results");
+        h.insert(MAX_ATTEMPTS, "7");
+        h.insert(ID, "41");
+        h.insert(SPENT, "2");
+        h.insert("Other", "x");
+        let t = TaskHeaders::read(Some(&h));
+        assert_eq!(
+            t,
+            TaskHeaders {
+                kind: Some("resize"),
+                reply_to: Some("results"),
+                max_attempts: Some(7),
+                id: Some(41),
+                spent: 2,
+                body: None,
+            }
+        );
+        let mut bad = HeaderMap::new();
+        bad.insert(MAX_ATTEMPTS, "many");
+        bad.insert(SPENT, "-1");
+        assert_eq!(TaskHeaders::read(Some(&bad)), TaskHeaders::default());
+        assert_eq!(TaskHeaders::read(None), TaskHeaders::default());
     }
 
     #[test]
@@ -233,7 +305,14 @@ mod tests {
                 delivered: 1
             })
         );
+        let longer = format!("{new}.more");
+        assert_eq!(delivery(&longer).map(|d| d.task), Some(TaskId(9)));
         assert_eq!(delivery("_INBOX.abc"), None);
         assert_eq!(delivery("$JS.ACK.a.b.x.1.1.1.1"), None);
+        assert_eq!(
+            delivery("$JS.ACK.taskhub.q_jobs.3.1042.17.1700000000000000000.5.6"),
+            None
+        );
+        assert_eq!(delivery(""), None);
     }
 }
