@@ -669,3 +669,22 @@ async fn the_cli_subscriber_moves_to_the_next_hub_when_its_hub_stops() {
     drop(sub);
     b.stop().await;
 }
+
+/// Hub ids are random (20 bits) and make the top of session ids and the inbox subjects: a hub
+/// that draws the id of a running hub draws another, so no two hubs take each other's replies.
+#[tokio::test]
+async fn a_hub_that_draws_a_running_hubs_id_draws_another() {
+    let nats = Nats::start();
+    let seven = |c: &mut taskhub::Config| c.backend.as_mut().unwrap().first_hub_id = Some(7);
+    let a = hub_on(&nats, seven).await;
+    let b = hub_on(&nats, seven).await;
+    let (on_a, on_b) = (client(&a.url()).await, client(&b.url()).await);
+    assert_eq!(on_a.session().0 >> 32, 7, "A drew 7 first and took it");
+    assert_ne!(on_b.session().0 >> 32, 7, "B found 7 held and drew another");
+    // Each producer gets its own replies, from a worker on A.
+    let _w = in_process_worker(&a.url(), "tasks", 2);
+    square_is_done(&on_a, 5, Duration::from_secs(20)).await;
+    square_is_done(&on_b, 6, Duration::from_secs(20)).await;
+    a.stop().await;
+    b.stop().await;
+}

@@ -58,6 +58,9 @@ pub struct NatsBackend {
     pub creds: Option<std::path::PathBuf>,
     /// Replicas of the stream when this hub creates it (1, or 3 on a three-node cluster).
     pub replicas: usize,
+    /// The hub id to try first instead of a random one (tests of id clashes).
+    #[doc(hidden)]
+    pub first_hub_id: Option<u32>,
 }
 
 impl NatsBackend {
@@ -67,6 +70,7 @@ impl NatsBackend {
             servers: servers.into(),
             creds: None,
             replicas: 1,
+            first_hub_id: None,
         }
     }
 
@@ -289,6 +293,8 @@ pub(crate) struct Gateway {
     /// Bumped on every (re)connection to NATS.
     connections: watch::Sender<u64>,
     stats_task: Mutex<Option<AbortHandle>>,
+    /// Answers for this hub's id (see [`claim_hub_id`]).
+    id_task: Mutex<Option<AbortHandle>>,
 }
 
 /// Why the backend could not be opened.
@@ -308,14 +314,6 @@ impl Gateway {
         let fail = |why: String| BackendError {
             servers: backend.redacted(),
             why,
-        };
-        let hub = loop {
-            let mut b = [0u8; 4];
-            getrandom::fill(&mut b).map_err(|e| fail(e.to_string()))?;
-            let id = u32::from_le_bytes(b) & 0xF_FFFF;
-            if id != 0 {
-                break id;
-            }
         };
         // Each (re)connection is counted: pull requests made before it are gone with the old
         // connection (a NATS server that restarted forgets them), so pullers ask again at once.
@@ -338,7 +336,7 @@ impl Gateway {
                     }
                 }
             })
-            .name(format!("taskhub hub {hub}"))
+            .name("taskhub hub")
             .connection_timeout(Duration::from_secs(5))
             // Publishes are buffered while NATS is away (bounded), then refused.
             .client_capacity(65_536)
@@ -383,6 +381,10 @@ impl Gateway {
             .get_or_create_stream(want)
             .await
             .map_err(|e| fail(format!("stream {}: {e}", wire::STREAM)))?;
+        let (hub, id_claim) = claim_hub_id(&client, backend.first_hub_id)
+            .await
+            .map_err(fail)?;
+        tracing::info!("NATS backend: this hub's id is {hub}");
         let ack_wait = config.ack_wait;
         let gw = Arc::new(Gateway {
             client,
@@ -402,6 +404,7 @@ impl Gateway {
             flights: Mutex::new(Flights::default()),
             connections,
             stats_task: Mutex::new(None),
+            id_task: Mutex::new(None),
         });
         let stats = gw
             .client
@@ -417,6 +420,8 @@ impl Gateway {
             .map_err(|e| fail(format!("inbox subscription: {e}")))?;
         let task = tokio::spawn(gw.clone().route_inbox(inbox));
         *gw.inbox_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
+        let task = tokio::spawn(answer_for_id(gw.client.clone(), id_claim));
+        *gw.id_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
         Ok(gw)
     }
 
@@ -1684,7 +1689,7 @@ impl Gateway {
     /// After the last session: stop the background tasks (so the gateway and its NATS
     /// connection go) and send what is buffered.
     pub async fn shutdown(&self) {
-        for task in [&self.inbox_task, &self.stats_task] {
+        for task in [&self.inbox_task, &self.stats_task, &self.id_task] {
             if let Some(h) = task.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 h.abort();
             }
@@ -1855,6 +1860,70 @@ impl State {
                     task: arrived.task,
                 },
             );
+        }
+    }
+}
+
+/// Ids a starting hub draws before it gives up (each taken one is answered for by a running hub).
+const ID_DRAWS: usize = 8;
+
+/// Choose this hub's id (the top bits of its session ids, and its inbox subjects), one that no
+/// running hub on the same NATS holds: draw one (`first`, if given, then random ones), and take
+/// it if nobody answers on its subject; then answer there while the hub runs. Two hubs with one
+/// id would both take the replies meant for either's sessions. Returns the id and the
+/// subscription to answer on.
+async fn claim_hub_id(
+    client: &async_nats::Client,
+    first: Option<u32>,
+) -> Result<(u32, async_nats::Subscriber), String> {
+    let mut candidate = first;
+    for _ in 0..ID_DRAWS {
+        let id = match candidate.take() {
+            Some(id) => id,
+            None => random_hub_id()?,
+        };
+        let subject = wire::hub_id_subject(id);
+        let asked = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.request(subject.clone(), Bytes::new()),
+        )
+        .await;
+        match asked {
+            Err(_) => return Err("NATS did not answer while this hub chose its id".into()),
+            Ok(Ok(_)) => {
+                tracing::info!("hub id {id} is held by another hub; drawing another");
+                continue;
+            }
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+            Ok(Err(e)) => return Err(format!("choosing this hub's id: {e}")),
+        }
+        let sub = client
+            .subscribe(subject)
+            .await
+            .map_err(|e| format!("hub id subscription: {e}"))?;
+        return Ok((id, sub));
+    }
+    Err(format!(
+        "{ID_DRAWS} hub ids drawn were all held by running hubs"
+    ))
+}
+
+fn random_hub_id() -> Result<u32, String> {
+    loop {
+        let mut b = [0u8; 4];
+        getrandom::fill(&mut b).map_err(|e| e.to_string())?;
+        let id = u32::from_le_bytes(b) & 0xF_FFFF;
+        if id != 0 {
+            return Ok(id);
+        }
+    }
+}
+
+/// Say "taken" to every hub that asks for this hub's id.
+async fn answer_for_id(client: async_nats::Client, mut sub: async_nats::Subscriber) {
+    while let Some(m) = sub.next().await {
+        if let Some(reply) = m.reply {
+            let _ = client.publish(reply, Bytes::from_static(b"taken")).await;
         }
     }
 }

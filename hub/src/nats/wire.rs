@@ -17,6 +17,12 @@ const QUEUE_PREFIX: &str = "th.q.";
 const TOPIC_PREFIX: &str = "th.t.";
 /// Where hubs ask each other for their part of `stats`.
 pub const STATS: &str = "th.hubs.stats";
+
+/// Where a hub answers for its id while it runs: a hub starting with the same id hears the answer
+/// and draws another (ids are random, 20 bits).
+pub fn hub_id_subject(hub: u32) -> String {
+    format!("th.hubs.id.{hub}")
+}
 /// Every topic.
 pub const ALL_TOPICS: &str = "th.t.>";
 /// Replies to a session's inbox, routed by core NATS to the hub that holds the session:
