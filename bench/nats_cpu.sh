@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-50000}
 W=${2:-2}
-cargo build --release --quiet --bin taskhub --bin taskhub-worker
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin taskhub --bin taskhub-worker
 export TASKHUB_KEY=bench-key-$$ RUST_LOG=warn
 . bench/lib.sh
 start_nats "$(mktemp -d)"

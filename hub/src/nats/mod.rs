@@ -254,6 +254,9 @@ struct Queue {
     wake: Arc<Notify>,
     /// The task that pulls for it, while there is one.
     puller: Option<AbortHandle>,
+    /// Deliveries its pull requests may still bring, as the puller last counted them: freed
+    /// credit wakes the puller only when it would ask for more ([`pull_size`]).
+    outstanding: usize,
 }
 
 #[derive(Debug, Default)]
@@ -1497,12 +1500,10 @@ impl Gateway {
                 requests.pop_front();
             }
             let outstanding: usize = requests.iter().map(|r| r.0).sum();
-            let Some(free) = self.wanted(&queue, outstanding == 0) else {
+            let Some(free) = self.wanted(&queue, outstanding) else {
                 return;
             };
-            let want = free.saturating_sub(outstanding);
-            // Ask again once half the credit is free, not for every single ack.
-            if want > 0 && (outstanding == 0 || want * 2 >= free) {
+            if let Some(want) = pull_size(free, outstanding) {
                 let request = serde_json::json!({
                     "batch": want,
                     "expires": PULL_EXPIRES.as_nanos() as u64,
@@ -1513,6 +1514,9 @@ impl Gateway {
                     .await;
                 if sent.is_ok() {
                     requests.push_back((want, now + PULL_EXPIRES));
+                    if let Some(q) = self.lock().queues.get_mut(&queue) {
+                        q.outstanding = outstanding + want;
+                    }
                 }
             }
             // One timer for the loop, moved only when the oldest request changes (a timer made
@@ -1572,24 +1576,19 @@ impl Gateway {
 
     /// Credit this hub's sessions have for `queue` beyond what waits here; `None` when the puller
     /// should stop (no consumers, nothing outstanding).
-    fn wanted(&self, queue: &QueueName, idle: bool) -> Option<usize> {
+    fn wanted(&self, queue: &QueueName, outstanding: usize) -> Option<usize> {
         let mut st = self.lock();
         let st = &mut *st;
         let q = st.queues.get_mut(queue)?;
-        if q.consumers.is_empty() && idle {
+        q.outstanding = outstanding;
+        if q.consumers.is_empty() && outstanding == 0 {
             q.puller = None;
             if q.ready.is_empty() {
                 st.queues.remove(queue);
             }
             return None;
         }
-        let credit: usize = q
-            .consumers
-            .iter()
-            .filter_map(|s| st.sessions.get(s))
-            .map(Session::credit)
-            .sum();
-        Some(credit.saturating_sub(q.ready.len()))
+        Some(q.free(&st.sessions))
     }
 
     fn no_consumers(&self, queue: &QueueName) -> bool {
@@ -1796,17 +1795,23 @@ impl State {
         Vec::new()
     }
 
-    /// A session has room again: hand it what waits here, and let the pullers ask for more.
+    /// A session has room again: hand it what waits here, and wake the pullers that would now
+    /// ask for more (not one wake per ack).
     fn dispatch_for(&mut self, session: SessionId) {
-        let queues = match self.sessions.get(&session) {
-            Some(s) => s.consuming.clone(),
+        let queues = match self.sessions.get_mut(&session) {
+            Some(s) => std::mem::take(&mut s.consuming),
             None => return,
         };
         for q in &queues {
-            if let Some(queue) = self.queues.get(q) {
+            self.dispatch(q);
+            if let Some(queue) = self.queues.get(q)
+                && pull_size(queue.free(&self.sessions), queue.outstanding).is_some()
+            {
                 queue.wake.notify_one();
             }
-            self.dispatch(q);
+        }
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.consuming = queues;
         }
     }
 
@@ -1862,6 +1867,27 @@ impl State {
             );
         }
     }
+}
+
+impl Queue {
+    /// Credit its consumers on this hub have beyond what waits here.
+    fn free(&self, sessions: &HashMap<SessionId, Session>) -> usize {
+        let credit: usize = self
+            .consumers
+            .iter()
+            .filter_map(|s| sessions.get(s))
+            .map(Session::credit)
+            .sum();
+        credit.saturating_sub(self.ready.len())
+    }
+}
+
+/// How many deliveries a puller asks for, given its sessions' `free` credit and what its
+/// requests may still bring; `None`: not now. It asks again once half the credit is free, not
+/// for every single ack.
+fn pull_size(free: usize, outstanding: usize) -> Option<usize> {
+    let want = free.saturating_sub(outstanding);
+    (want > 0 && (outstanding == 0 || want * 2 >= free)).then_some(want)
 }
 
 /// Ids a starting hub draws before it gives up (each taken one is answered for by a running hub).
@@ -2020,7 +2046,7 @@ fn put_refused(queue: &QueueName, max_len: usize, e: &jetstream::context::Publis
 
 #[cfg(test)]
 mod tests {
-    use super::NatsBackend;
+    use super::{NatsBackend, pull_size};
 
     #[test]
     fn logs_show_the_servers_but_no_password_or_token() {
@@ -2034,6 +2060,19 @@ mod tests {
         for secret in ["pa55", "t0ken", "s3cr3t", "user"] {
             assert!(!shown.contains(secret), "{shown}");
         }
+    }
+
+    #[test]
+    fn a_puller_asks_when_nothing_is_out_or_half_its_credit_is_free() {
+        assert_eq!(pull_size(10, 0), Some(10));
+        assert_eq!(pull_size(0, 0), None);
+        assert_eq!(pull_size(10, 6), None, "4 more is less than half of 10");
+        assert_eq!(pull_size(10, 5), Some(5));
+        assert_eq!(
+            pull_size(10, 12),
+            None,
+            "more is on its way than there is room for"
+        );
     }
 
     #[test]
