@@ -21,6 +21,7 @@
 
 pub(crate) mod wire;
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -28,7 +29,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -689,8 +689,7 @@ impl Gateway {
                 }
             }
             ClientMsg::Publish { topic, payload, .. } => {
-                let mut headers = HeaderMap::new();
-                let body = wire::body_to_nats(&payload, &mut headers);
+                let body = wire::to_nats(wire::Meta::default(), &payload);
                 let receivers = {
                     let st = self.lock();
                     st.sessions
@@ -698,10 +697,7 @@ impl Gateway {
                         .filter(|s| s.subs.iter().any(|p| p.matches(&topic)))
                         .count() as u64
                 };
-                let sent = self
-                    .client
-                    .publish_with_headers(wire::topic_subject(&topic), headers, body)
-                    .await;
+                let sent = self.client.publish(wire::topic_subject(&topic), body).await;
                 ready(answer(
                     sent.map(|()| ServerMsg::Published { req, receivers })
                         .map_err(|e| unavailable(&e)),
@@ -766,47 +762,41 @@ impl Gateway {
         if let Some(id) = &dedup_id {
             rules::check_dedup_id(id)?;
         }
-        let headers = self.task_headers(kind.as_deref(), reply_to.as_ref(), max_attempts);
-        let publish = publication(payload, headers, dedup_id.as_deref());
+        let meta = self.task_meta(kind.as_deref(), reply_to.as_ref(), max_attempts);
+        let publish = publication(payload, meta, dedup_id.as_deref());
         let confirmed = self.send(queue, publish).await?;
         Ok(async move { confirmed.await.map(TaskId) })
     }
 
-    /// The headers a task's message carries (a default `max_attempts` is left out).
-    fn task_headers(
+    /// What a task's message carries besides its body (a default `max_attempts` is left out).
+    fn task_meta<'a>(
         &self,
-        kind: Option<&str>,
-        reply_to: Option<&QueueName>,
+        kind: Option<&'a str>,
+        reply_to: Option<&'a QueueName>,
         max_attempts: u32,
-    ) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        if let Some(k) = kind {
-            headers.insert(wire::KIND, k);
+    ) -> wire::Meta<'a> {
+        wire::Meta {
+            kind: kind.map(Cow::Borrowed),
+            reply_to: reply_to.map(|r| Cow::Borrowed(r.as_str())),
+            max_attempts: (max_attempts != self.config.max_attempts).then_some(max_attempts),
+            ..wire::Meta::default()
         }
-        if let Some(r) = reply_to {
-            headers.insert(wire::REPLY_TO, r.as_str());
-        }
-        if max_attempts != self.config.max_attempts {
-            headers.insert(wire::MAX_ATTEMPTS, max_attempts.to_string().as_str());
-        }
-        headers
     }
 
     /// A released task goes back without spending an attempt. JetStream counts every delivery,
     /// so the hub stores it again (same task id, the attempts it spent) and acks the delivery it
     /// gives back; if NATS refuses the copy, the delivery is nakked instead (the attempt counts).
     async fn give_back(&self, task: Task<Body>, ack: String) {
-        let mut headers = self.task_headers(
-            task.kind.as_deref(),
-            task.reply_to.as_ref(),
-            task.max_attempts,
-        );
-        headers.insert(wire::ID, task.id.0.to_string().as_str());
-        headers.insert(
-            wire::SPENT,
-            task.attempt.saturating_sub(1).to_string().as_str(),
-        );
-        let publish = publication(&task.payload, headers, None);
+        let meta = wire::Meta {
+            id: Some(task.id.0),
+            spent: task.attempt.saturating_sub(1),
+            ..self.task_meta(
+                task.kind.as_deref(),
+                task.reply_to.as_ref(),
+                task.max_attempts,
+            )
+        };
+        let publish = publication(&task.payload, meta, None);
         let word = match self.store(&task.queue, publish).await {
             Ok(()) => "+ACK",
             Err((_, why)) => {
@@ -998,7 +988,7 @@ impl Gateway {
             return Ok(());
         }
         let id = format!("th-reply-{}", task.id);
-        let publish = publication(&reply_entry(&reply), HeaderMap::new(), Some(&id));
+        let publish = publication(&reply_entry(&reply), wire::Meta::default(), Some(&id));
         self.store(to, publish).await
     }
 
@@ -1134,7 +1124,7 @@ impl Gateway {
         while let Some(m) = sub.next().await {
             let (Some(topic), Some(payload)) = (
                 wire::topic_of_subject(&m.subject),
-                wire::body_from_nats(&m.payload, wire::TaskHeaders::read(m.headers.as_ref()).body),
+                wire::from_nats(&m.payload, m.headers.as_ref()).map(|(_, body)| body),
             ) else {
                 continue;
             };
@@ -1435,9 +1425,7 @@ impl Gateway {
             tracing::warn!(%queue, "a delivery without a JetStream ack subject; ignored");
             return None;
         };
-        let headers = m.headers.as_ref();
-        let meta = wire::TaskHeaders::read(headers);
-        let Some(payload) = wire::body_from_nats(&m.payload, meta.body) else {
+        let Some((meta, payload)) = wire::from_nats(&m.payload, m.headers.as_ref()) else {
             tracing::warn!(%queue, seq = %d.task, "a message taskhub did not write is in its stream; acked and dropped");
             let client = self.client.clone();
             tokio::spawn(async move { client.publish(ack, "+ACK".into()).await });
@@ -1448,7 +1436,7 @@ impl Gateway {
             task: Task {
                 id: meta.id.map_or(d.task, TaskId),
                 queue: queue.clone(),
-                kind: meta.kind.map(str::to_string),
+                kind: meta.kind.map(Cow::into_owned),
                 payload,
                 attempt: meta.spent.saturating_add(d.delivered),
                 max_attempts: meta.max_attempts.unwrap_or(self.config.max_attempts),
@@ -1626,7 +1614,7 @@ impl Gateway {
     async fn dead_letter(&self, task: Task<Body>, error: Option<String>, ack: String) {
         let (entry, error) = dead_letter_entry(&task, error.as_deref());
         let id = format!("th-dead-{}", task.id);
-        let publish = publication(&entry, HeaderMap::new(), Some(&id));
+        let publish = publication(&entry, wire::Meta::default(), Some(&id));
         let dead = task.queue.dead_letter();
         let stored = self.store(&dead, publish).await;
         let replied = match stored {
@@ -1977,17 +1965,14 @@ fn frame_bytes(frame: Frame) -> Bytes {
     Bytes::from(out)
 }
 
-/// A message for a queue: `body`, with `headers` and what reading the body back needs, and a
-/// JetStream dedup id if given.
+/// A message for a queue: `body` after `meta` (no NATS headers), and a JetStream dedup id if
+/// given (the one header then).
 fn publication(
     body: &Body,
-    mut headers: HeaderMap,
+    meta: wire::Meta<'_>,
     dedup_id: Option<&str>,
 ) -> jetstream::message::PublishMessage {
-    let payload = wire::body_to_nats(body, &mut headers);
-    let publish = jetstream::message::PublishMessage::build()
-        .payload(payload)
-        .headers(headers);
+    let publish = jetstream::message::PublishMessage::build().payload(wire::to_nats(meta, body));
     match dedup_id {
         Some(id) => publish.message_id(id),
         None => publish,
