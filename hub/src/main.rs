@@ -99,7 +99,7 @@ enum Command {
     /// Publish a message to a topic.
     Pub { topic: String, payload: String },
     /// Print messages on topics matching PATTERN (`*` one token, `>` the rest) until interrupted.
-    /// When the hub goes away it subscribes again, on the next hub of --hub's list first.
+    /// Given several hubs, when its hub goes away it subscribes again, on the next one first.
     Sub { pattern: String },
     /// Manage queues.
     #[command(subcommand)]
@@ -486,16 +486,19 @@ async fn connect_to(cli: &Cli, urls: &str) -> Result<Client, taskhub_client::Cli
 
 /// How long `sub` waits before trying the hubs again when none answered.
 const SUB_RETRY: Duration = Duration::from_secs(1);
+/// How long `sub` goes on trying the other hubs of its list before it gives up.
+const SUB_GIVE_UP: Duration = Duration::from_secs(30);
 
-/// `taskhub sub`: print what is published on topics matching `pattern` until interrupted. When
-/// the hub goes away (it stops, or the connection is lost) it subscribes again, trying the next
-/// hub of `--hub`'s list first, and says so on stderr: what was published in between is missed
-/// (pub/sub keeps nothing). A hub that refuses it (credentials, a slow reader) ends it.
+/// `taskhub sub`: print what is published on topics matching `pattern` until interrupted. Given
+/// several hubs, when its hub goes away (it stops, or the connection is lost) it subscribes again,
+/// trying the next hub of `--hub`'s list first, for up to [`SUB_GIVE_UP`], and says so on stderr:
+/// what was published in between is missed (pub/sub keeps nothing). Given one hub, or refused by
+/// a hub (credentials, a slow reader), it ends with the hub's reason.
 async fn sub(cli: &Cli, pattern: &str) -> anyhow::Result<()> {
     use taskhub_client::ClientError;
     let hubs = taskhub_core::hub_urls(cli.hub.as_deref().unwrap_or(taskhub_client::DEFAULT_URL));
     let mut first = 0;
-    let mut lost = false;
+    let mut lost: Option<(Instant, taskhub_client::ClientError)> = None;
     loop {
         let order: Vec<&str> = hubs[first..]
             .iter()
@@ -505,17 +508,23 @@ async fn sub(cli: &Cli, pattern: &str) -> anyhow::Result<()> {
         let client = match connect_to(cli, &order.join(",")).await {
             Ok(c) => c,
             Err(e @ (ClientError::Auth { .. } | ClientError::Invalid(_))) => return Err(e.into()),
-            Err(e) if lost => {
-                tracing::debug!("no hub answered ({e}); trying again in {SUB_RETRY:?}");
-                tokio::select! {
-                    () = tokio::time::sleep(SUB_RETRY) => continue,
-                    () = shutdown_signal() => return Ok(()),
+            Err(e) => match &lost {
+                Some((since, why)) if since.elapsed() < SUB_GIVE_UP => {
+                    tracing::debug!("no hub answered ({e}) since {why}; again in {SUB_RETRY:?}");
+                    tokio::select! {
+                        () = tokio::time::sleep(SUB_RETRY) => continue,
+                        () = shutdown_signal() => return Ok(()),
+                    }
                 }
-            }
-            Err(e) => return Err(e.into()),
+                Some((_, why)) => bail!(
+                    "{why}; no hub of the list answered for {} s (last: {e})",
+                    SUB_GIVE_UP.as_secs()
+                ),
+                None => return Err(e.into()),
+            },
         };
         let mut messages = client.subscribe(pattern).await?;
-        if lost {
+        if lost.take().is_some() {
             eprintln!("subscribed again, on {}", client.hub());
         }
         loop {
@@ -537,11 +546,16 @@ async fn sub(cli: &Cli, pattern: &str) -> anyhow::Result<()> {
             reason: String::new(),
         });
         // 1008 and 1009: the hub refused this session (credentials expired or revoked, too slow
-        // a reader, too large a frame); another hub would too. The rest is the hub going away.
-        if let ClientError::Closed {
-            code: Some(1008 | 1009),
-            ..
-        } = why
+        // a reader, too large a frame); another hub would too. The rest is the hub going away:
+        // the end, unless the list has another.
+        if hubs.len() < 2
+            || matches!(
+                why,
+                ClientError::Closed {
+                    code: Some(1008 | 1009),
+                    ..
+                }
+            )
         {
             bail!("{why}");
         }
@@ -551,7 +565,7 @@ async fn sub(cli: &Cli, pattern: &str) -> anyhow::Result<()> {
         );
         let at = hubs.iter().position(|h| h == client.hub()).unwrap_or(0);
         first = (at + 1) % hubs.len().max(1);
-        lost = true;
+        lost = Some((Instant::now(), why));
     }
 }
 
