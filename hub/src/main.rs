@@ -14,10 +14,6 @@ use taskhub_core::auth::{DEFAULT_KEY_ID, hex};
 use taskhub_core::worker::WorkerConfig;
 use taskhub_core::{Payload, QueueName};
 
-/// glibc malloc was a fifth of the hub's CPU under load (arena locks, consolidation).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// taskhub: named task queues and pub/sub over authenticated WebSockets.
 #[derive(Debug, Parser)]
 #[command(name = "taskhub", version)]
