@@ -21,16 +21,17 @@ const TOPIC_PREFIX: &str = "th.t.";
 /// Where hubs ask each other for their part of `stats`.
 pub const STATS: &str = "th.hubs.stats";
 
-/// Where a hub answers for its id while it runs: a hub starting with the same id hears the answer
-/// and draws another (ids are random, 20 bits).
-pub fn hub_id_subject(hub: u32) -> String {
-    format!("th.hubs.id.{hub}")
-}
 /// Every topic.
 pub const ALL_TOPICS: &str = "th.t.>";
 /// Replies to a session's inbox, routed by core NATS to the hub that holds the session:
 /// `th.i.<hub>.<session>`.
 const INBOX_PREFIX: &str = "th.i.";
+
+/// Where a hub answers for its id while it runs: a hub starting with the same id hears the answer
+/// and draws another (ids are random, 20 bits).
+pub fn hub_id_subject(hub: u32) -> String {
+    format!("th.hubs.id.{hub}")
+}
 
 /// A queue name as one subject token. Queue names allow `.`, which separates NATS tokens, and
 /// never `~`, which NATS allows: so `.` is written `~`, and the mapping is one to one.
@@ -126,9 +127,14 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-/// A queue or topic message's payload: `meta` (its `body` field is set here) and `body`.
+/// A queue or topic message's payload: `meta` (its `body` field is set here) and `body`. A JSON
+/// body with nothing else to say goes as it is (no meta line): a plain JSON task or topic
+/// message, as anything else on NATS would write it.
 pub fn to_nats(mut meta: Meta<'_>, body: &Body) -> Bytes {
     let (form, json, bytes): (_, &[u8], &[u8]) = match body {
+        Body::Json(j) if meta == Meta::default() => {
+            return Bytes::copy_from_slice(j.get().as_bytes());
+        }
         Body::Json(j) => (None, j.get().as_bytes(), &[]),
         Body::Bytes(b) => (Some(Cow::Borrowed("bytes")), &[], b),
         Body::Holding(h) => {
@@ -140,8 +146,10 @@ pub fn to_nats(mut meta: Meta<'_>, body: &Body) -> Bytes {
     meta.body = form;
     let mut out = Vec::with_capacity(MAGIC.len() + 64 + json.len() + bytes.len());
     out.extend_from_slice(MAGIC);
-    // Compact JSON has no raw newline: the line ends at the first one.
+    // Compact JSON has no raw newline: the line ends at the first one. (Writing strings and
+    // numbers to a Vec cannot fail; if it did, the meta would be dropped, not half written.)
     if serde_json::to_writer(&mut out, &meta).is_err() {
+        out.truncate(MAGIC.len());
         out.extend_from_slice(b"{}");
     }
     out.push(b'\n');
@@ -156,61 +164,42 @@ pub fn from_nats<'a>(
     payload: &'a Bytes,
     headers: Option<&'a HeaderMap>,
 ) -> Option<(Meta<'a>, Body)> {
-    let Some(rest) = payload.strip_prefix(MAGIC) else {
-        // A JSON body from elsewhere, or a message an older hub wrote with headers.
-        let h = TaskHeaders::read(headers);
-        let body = body_from_nats(payload, h.body)?;
-        let meta = Meta {
-            kind: h.kind.map(Cow::Borrowed),
-            reply_to: h.reply_to.map(Cow::Borrowed),
-            max_attempts: h.max_attempts,
-            id: h.id,
-            spent: h.spent,
-            body: None,
-        };
-        return Some((meta, body));
+    let (meta, body) = match payload.strip_prefix(MAGIC) {
+        Some(rest) => {
+            let line = rest.iter().position(|b| *b == b'\n')?;
+            let meta: Meta<'a> = serde_json::from_slice(&rest[..line]).ok()?;
+            (meta, payload.slice(MAGIC.len() + line + 1..))
+        }
+        // A plain JSON body, or a message an older hub wrote with headers.
+        None => (meta_from_headers(headers), payload.clone()),
     };
-    let line = rest.iter().position(|b| *b == b'\n')?;
-    let meta: Meta<'a> = serde_json::from_slice(&rest[..line]).ok()?;
-    let start = MAGIC.len() + line + 1;
-    let body = body_from_nats(&payload.slice(start..), meta.body.as_deref())?;
+    let body = body_from_nats(&body, meta.body.as_deref())?;
     Some((meta, body))
 }
 
-/// What a task message's headers say, read in one pass (a `HeaderMap::get` builds a name each
-/// time). Unknown headers are passed over; a value that does not parse counts as absent.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct TaskHeaders<'a> {
-    pub kind: Option<&'a str>,
-    pub reply_to: Option<&'a str>,
-    pub max_attempts: Option<u32>,
-    pub id: Option<u64>,
-    pub spent: u32,
-    pub body: Option<&'a str>,
-}
-
-impl<'a> TaskHeaders<'a> {
-    pub fn read(headers: Option<&'a HeaderMap>) -> TaskHeaders<'a> {
-        let mut out = TaskHeaders::default();
-        for (name, values) in headers.into_iter().flat_map(HeaderMap::iter) {
-            let Some(value) = values.first().map(|v| v.as_str()) else {
-                continue;
-            };
-            match name.as_ref() {
-                KIND => out.kind = Some(value),
-                REPLY_TO => out.reply_to = Some(value),
-                MAX_ATTEMPTS => out.max_attempts = value.parse().ok(),
-                ID => out.id = value.parse().ok(),
-                SPENT => out.spent = value.parse().unwrap_or(0),
-                BODY => out.body = Some(value),
-                _ => {}
-            }
+/// The meta of a message as hubs before [`MAGIC`] wrote it, in `Th-*` headers, read in one pass
+/// (a `HeaderMap::get` builds a name each time). Unknown headers are passed over; a value that
+/// does not parse counts as absent.
+fn meta_from_headers(headers: Option<&HeaderMap>) -> Meta<'_> {
+    let mut meta = Meta::default();
+    for (name, values) in headers.into_iter().flat_map(HeaderMap::iter) {
+        let Some(value) = values.first().map(|v| v.as_str()) else {
+            continue;
+        };
+        match name.as_ref() {
+            KIND => meta.kind = Some(Cow::Borrowed(value)),
+            REPLY_TO => meta.reply_to = Some(Cow::Borrowed(value)),
+            MAX_ATTEMPTS => meta.max_attempts = value.parse().ok(),
+            ID => meta.id = value.parse().ok(),
+            SPENT => meta.spent = value.parse().unwrap_or(0),
+            BODY => meta.body = Some(Cow::Borrowed(value)),
+            _ => {}
         }
-        out
     }
+    meta
 }
 
-/// The body a NATS message carries, by its `Th-Body` header (`body`); `None` if it is not one a
+/// The body a NATS message carries, read as its meta's `body` says; `None` if it is not one a
 /// hub wrote.
 pub fn body_from_nats(payload: &Bytes, body: Option<&str>) -> Option<Body> {
     match body {
@@ -335,8 +324,13 @@ mod tests {
                 "the meta comes back whatever the body"
             );
         }
-        // A plain JSON body written by something else is a task with no meta.
-        let plain = Bytes::from_static(b"[1, 2]");
+        // A JSON body with no meta goes as plain JSON, as anything else on NATS writes it; and
+        // a plain JSON body written by something else is a task with no meta.
+        let plain = to_nats(
+            Meta::default(),
+            &Body::Json(RawJson::from_text("[1, 2]".into()).unwrap()),
+        );
+        assert_eq!(&plain[..], b"[1, 2]");
         let (m, back) = from_nats(&plain, None).unwrap();
         assert_eq!(m, Meta::default());
         assert!(
@@ -359,10 +353,7 @@ mod tests {
         assert_eq!(body_from_nats(&Bytes::from_static(b"not json"), None), None);
         let mut h = HeaderMap::new();
         h.insert(BODY, "held 999 result");
-        assert_eq!(
-            body_from_nats(&Bytes::from_static(b"{}"), TaskHeaders::read(Some(&h)).body),
-            None
-        );
+        assert_eq!(from_nats(&Bytes::from_static(b"{}"), Some(&h)), None);
     }
 
     #[test]
@@ -389,12 +380,11 @@ mod tests {
         h.insert(ID, "41");
         h.insert(SPENT, "2");
         h.insert("Other", "x");
-        let t = TaskHeaders::read(Some(&h));
         assert_eq!(
-            t,
-            TaskHeaders {
-                kind: Some("resize"),
-                reply_to: Some("results"),
+            meta_from_headers(Some(&h)),
+            Meta {
+                kind: Some("resize".into()),
+                reply_to: Some("results".into()),
                 max_attempts: Some(7),
                 id: Some(41),
                 spent: 2,
@@ -404,8 +394,8 @@ mod tests {
         let mut bad = HeaderMap::new();
         bad.insert(MAX_ATTEMPTS, "many");
         bad.insert(SPENT, "-1");
-        assert_eq!(TaskHeaders::read(Some(&bad)), TaskHeaders::default());
-        assert_eq!(TaskHeaders::read(None), TaskHeaders::default());
+        assert_eq!(meta_from_headers(Some(&bad)), Meta::default());
+        assert_eq!(meta_from_headers(None), Meta::default());
     }
 
     #[test]
