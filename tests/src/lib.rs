@@ -584,6 +584,21 @@ pub async fn square_is_done(c: &Client, n: i64, wait: Duration) {
     assert_eq!(r[0].result, Some(json!(expected).into()), "{:?}", r[0]);
 }
 
+/// Take `n` results (or dead-letter outcomes) off `queue`, each within 10 s, ordered by task id.
+pub async fn take_results(c: &Client, queue: &str, n: usize) -> Vec<Payload> {
+    let mut results = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = c
+            .get(queue, Duration::from_secs(10))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("a result on {queue} within 10 s"));
+        results.push(t.payload);
+    }
+    results.sort_by_key(|r| r["id"].as_u64());
+    results
+}
+
 /// Put two `square` tasks on `tasks` through `c` with `reply_to: results`, and check both
 /// results arrive there (any order) with their task ids: the result path, end to end.
 pub async fn results_come_back_on_reply_to(c: &Client) {
@@ -593,16 +608,7 @@ pub async fn results_come_back_on_reply_to(c: &Client) {
         .await
         .unwrap();
     assert!(ids[1].0 > ids[0].0, "ids grow in put order: {ids:?}");
-    let mut results = Vec::new();
-    for _ in 0..2 {
-        let t = c
-            .get("results", Duration::from_secs(10))
-            .await
-            .unwrap()
-            .expect("a result within 10 s");
-        results.push(t.payload);
-    }
-    results.sort_by_key(|r| r["id"].as_u64());
+    let results = take_results(c, "results", 2).await;
     assert_eq!(
         results,
         vec![

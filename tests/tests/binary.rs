@@ -81,16 +81,7 @@ async fn outcomes_and_dead_letters_keep_their_bytes() {
     // `square` takes JSON: a binary payload fails for good, and its dead letter keeps the bytes.
     let refused = c.put("keep", sample(300), opts("square")).await.unwrap();
 
-    let mut outcomes = Vec::new();
-    for _ in 0..2 {
-        let t = c
-            .get("keep-results", Duration::from_secs(10))
-            .await
-            .unwrap()
-            .expect("an outcome");
-        outcomes.push(t.payload);
-    }
-    outcomes.sort_by_key(|p| p["id"].as_u64());
+    let outcomes = taskhub_tests::take_results(&c, "keep-results", 2).await;
     let ok = &outcomes[0];
     assert_eq!(
         (ok["id"].as_u64(), &ok["ok"]),
