@@ -463,21 +463,15 @@ const NO_KEY: &str =
     "no key: pass --key-file FILE (or TASKHUB_KEY_FILE), --key KEY, or --token TOKEN";
 
 async fn connect(cli: &Cli) -> anyhow::Result<Client> {
-    Ok(connect_to(
-        cli,
-        cli.hub.as_deref().unwrap_or(taskhub_client::DEFAULT_URL),
-    )
-    .await?)
+    Ok(connect_options(cli)?.connect().await?)
 }
 
-/// A session on the first of `urls` (comma-separated) that answers.
-async fn connect_to(cli: &Cli, urls: &str) -> Result<Client, taskhub_client::ClientError> {
-    let credentials = cli
-        .credentials()
-        .map_err(|e| taskhub_client::ClientError::Invalid(format!("{e:#}")))?;
-    let mut opts = ConnectOptions::with_credentials(urls, credentials);
+/// How the client commands connect: `--hub` (or the default), the credentials, `--ca`.
+fn connect_options(cli: &Cli) -> anyhow::Result<ConnectOptions> {
+    let url = cli.hub.as_deref().unwrap_or(taskhub_client::DEFAULT_URL);
+    let mut opts = ConnectOptions::with_credentials(url, cli.credentials()?);
     opts.ca = cli.ca.clone();
-    opts.connect().await
+    Ok(opts)
 }
 
 /// How long `sub` waits before trying the hubs again when none answered.
@@ -492,16 +486,19 @@ const SUB_GIVE_UP: Duration = Duration::from_secs(30);
 /// a hub (credentials, a slow reader), it ends with the hub's reason.
 async fn sub(cli: &Cli, pattern: &str) -> anyhow::Result<()> {
     use taskhub_client::ClientError;
-    let hubs = taskhub_core::hub_urls(cli.hub.as_deref().unwrap_or(taskhub_client::DEFAULT_URL));
+    // The key is read once; each attempt only starts the list at another hub.
+    let mut opts = connect_options(cli)?;
+    let hubs = taskhub_core::hub_urls(&opts.url);
     let mut first = 0;
-    let mut lost: Option<(Instant, taskhub_client::ClientError)> = None;
+    let mut lost: Option<(Instant, ClientError)> = None;
     loop {
         let order: Vec<&str> = hubs[first..]
             .iter()
             .chain(&hubs[..first])
             .map(String::as_str)
             .collect();
-        let client = match connect_to(cli, &order.join(",")).await {
+        opts.url = order.join(",");
+        let client = match opts.clone().connect().await {
             Ok(c) => c,
             Err(e @ (ClientError::Auth { .. } | ClientError::Invalid(_))) => return Err(e.into()),
             Err(e) => match &lost {
