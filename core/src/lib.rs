@@ -35,7 +35,7 @@ pub mod token;
 pub mod worker;
 
 pub use body::{Body, Payload};
-pub use names::{NameError, Pattern, QueueName, SessionId, TaskId, Topic, hub_urls};
+pub use names::{HubList, NameError, Pattern, QueueName, SessionId, TaskId, Topic, hub_urls};
 pub use protocol::{AuthFailure, ClientMsg, ErrorCode, Role, ServerMsg, Task};
 pub use raw::RawJson;
 pub use rights::Rights;

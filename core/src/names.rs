@@ -267,8 +267,80 @@ pub fn hub_urls(urls: &str) -> Vec<String> {
         .collect()
 }
 
+/// Hubs to try in turn (from [`hub_urls`]): the current one, and after a failed or lost
+/// connection the next, round the list. Workers, tabs, dashboards and `taskhub sub` keep one.
+#[derive(Debug, Clone)]
+pub struct HubList {
+    urls: Vec<String>,
+    at: usize,
+}
+
+impl HubList {
+    pub fn new(urls: &str) -> HubList {
+        HubList {
+            urls: hub_urls(urls),
+            at: 0,
+        }
+    }
+
+    /// The hub to connect to now (empty if none was given).
+    pub fn current(&self) -> &str {
+        self.urls.get(self.at).map_or("", String::as_str)
+    }
+
+    /// Move on to the next hub of the list.
+    pub fn advance(&mut self) {
+        self.at = (self.at + 1) % self.urls.len().max(1);
+    }
+
+    /// Move on to the hub after `url` (the one a session was on), or to the next if `url` is not
+    /// in the list.
+    pub fn advance_past(&mut self, url: &str) {
+        if let Some(i) = self.urls.iter().position(|u| u == url) {
+            self.at = i;
+        }
+        self.advance();
+    }
+
+    /// The whole list, starting at the current hub, comma-separated (for clients that open
+    /// their session on the first that answers).
+    pub fn from_current(&self) -> String {
+        let (before, after) = self.urls.split_at(self.at.min(self.urls.len()));
+        after
+            .iter()
+            .chain(before)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn len(&self) -> usize {
+        self.urls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.urls.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_hub_list_goes_round_from_where_it_is() {
+        let mut l = HubList::new(" ws://a , ws://b,,ws://c");
+        assert_eq!((l.len(), l.current()), (3, "ws://a"));
+        l.advance();
+        assert_eq!(l.current(), "ws://b");
+        assert_eq!(l.from_current(), "ws://b,ws://c,ws://a");
+        l.advance_past("ws://c");
+        assert_eq!(l.current(), "ws://a");
+        l.advance_past("ws://elsewhere");
+        assert_eq!(l.current(), "ws://b");
+        let mut none = HubList::new("");
+        none.advance();
+        assert_eq!((none.current(), none.from_current().as_str()), ("", ""));
+    }
+
     use super::*;
 
     fn m(p: &str, t: &str) -> bool {

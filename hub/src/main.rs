@@ -488,16 +488,10 @@ async fn sub(cli: &Cli, pattern: &str) -> anyhow::Result<()> {
     use taskhub_client::ClientError;
     // The key is read once; each attempt only starts the list at another hub.
     let mut opts = connect_options(cli)?;
-    let hubs = taskhub_core::hub_urls(&opts.url);
-    let mut first = 0;
+    let mut hubs = taskhub_core::HubList::new(&opts.url);
     let mut lost: Option<(Instant, ClientError)> = None;
     loop {
-        let order: Vec<&str> = hubs[first..]
-            .iter()
-            .chain(&hubs[..first])
-            .map(String::as_str)
-            .collect();
-        opts.url = order.join(",");
+        opts.url = hubs.from_current();
         let client = match opts.clone().connect().await {
             Ok(c) => c,
             Err(e @ (ClientError::Auth { .. } | ClientError::Invalid(_))) => return Err(e.into()),
@@ -556,8 +550,7 @@ async fn sub(cli: &Cli, pattern: &str) -> anyhow::Result<()> {
             "lost hub {} ({why}); subscribing again (messages published meanwhile are missed)",
             client.hub()
         );
-        let at = hubs.iter().position(|h| h == client.hub()).unwrap_or(0);
-        first = (at + 1) % hubs.len().max(1);
+        hubs.advance_past(client.hub());
         lost = Some((Instant::now(), why));
     }
 }

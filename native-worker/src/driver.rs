@@ -61,8 +61,7 @@ struct Driver {
     epoch: Instant,
     conn: Option<(Sink, Source)>,
     /// The hubs to try, in turn: after a failed or lost connection the next one is tried.
-    hubs: Vec<String>,
-    at: usize,
+    hubs: taskhub_core::HubList,
 }
 
 fn random_u64() -> u64 {
@@ -79,7 +78,7 @@ impl Driver {
     fn lost(&mut self, reason: &str) {
         self.conn = None;
         // Fail over: the next attempt goes to the next hub of the list.
-        self.at = (self.at + 1) % self.hubs.len().max(1);
+        self.hubs.advance();
         let now = self.now();
         self.sm.handle_disconnected(now, reason, random_u64());
     }
@@ -155,8 +154,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         sm: Worker::new(opts.worker.clone()),
         epoch: Instant::now(),
         conn: None,
-        hubs: taskhub_client::hub_urls(&opts.url),
-        at: 0,
+        hubs: taskhub_core::HubList::new(&opts.url),
     };
     let capacity = opts.worker.concurrency.max(1) as usize * 2;
     let (done_tx, mut done_rx) = mpsc::channel::<(u64, Result<Payload, Failure>)>(capacity);
@@ -169,7 +167,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         while let Some(event) = d.sm.poll_event() {
             match event {
                 Event::Connect => {
-                    let url = d.hubs.get(d.at).unwrap_or(&opts.url).clone();
+                    let url = d.hubs.current().to_string();
                     match transport::connect(&url, opts.connect_timeout, opts.ca.as_deref()).await {
                         Ok(ws) => {
                             d.conn = Some(ws.split());
@@ -193,7 +191,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                             "--prefetch {asked} is above the hub's limit; using {prefetch}"
                         );
                     }
-                    let url = d.hubs.get(d.at).unwrap_or(&opts.url);
+                    let url = d.hubs.current();
                     tracing::info!(%session, %url, prefetch, "connected; consuming {:?}", opts.worker.queues);
                 }
                 Event::Run(job) if exec.is_none() && !handlers.is_heavy(job.kind.as_deref()) => {

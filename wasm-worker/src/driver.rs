@@ -31,8 +31,7 @@ const DRAIN_POLL_MS: u64 = 20;
 struct Inner {
     sm: Worker,
     /// The hubs to try, in turn: after a failed or lost connection the next one is tried.
-    hubs: Vec<String>,
-    at: usize,
+    hubs: taskhub_core::HubList,
     me: Weak<RefCell<Inner>>,
     conn: Connection,
     /// A pool already shut down, freed on a later turn (never inside its own callbacks).
@@ -167,7 +166,7 @@ impl Inner {
 
     fn connect(&mut self, out: &mut Vec<JsValue>) {
         let me = self.me.clone();
-        let url = self.hubs.get(self.at).cloned().unwrap_or_default();
+        let url = self.hubs.current().to_string();
         let opened = self.conn.open(&url, move |id, ev| {
             if let Some(inner) = me.upgrade() {
                 on_socket(&inner, id, ev);
@@ -181,7 +180,7 @@ impl Inner {
 
     /// The connection failed or was lost: the next attempt goes to the next hub of the list.
     fn lost(&mut self, reason: &str) {
-        self.at = (self.at + 1) % self.hubs.len().max(1);
+        self.hubs.advance();
         let now = self.now();
         self.sm.handle_disconnected(now, reason, random_u64());
     }
@@ -450,8 +449,7 @@ impl BrowserWorker {
         let inner = Rc::new_cyclic(|me| {
             RefCell::new(Inner {
                 sm: Worker::new(config),
-                hubs: taskhub_core::hub_urls(&hub_url),
-                at: 0,
+                hubs: taskhub_core::HubList::new(&hub_url),
                 me: me.clone(),
                 conn: Connection::default(),
                 retired_pool: None,

@@ -22,8 +22,7 @@ const RECONNECT_MS: u32 = 2_000;
 
 struct Inner {
     /// The hubs to try, in turn.
-    hubs: Vec<String>,
-    at: usize,
+    hubs: taskhub_core::HubList,
     key_id: String,
     key: Secret,
     me: Weak<RefCell<Inner>>,
@@ -39,7 +38,7 @@ struct Inner {
 impl Inner {
     fn connect(&mut self, out: &mut Vec<JsValue>) {
         let me = self.me.clone();
-        let url = self.hubs.get(self.at).cloned().unwrap_or_default();
+        let url = self.hubs.current().to_string();
         let opened = self.conn.open(&url, move |id, ev| {
             if let Some(inner) = me.upgrade() {
                 on_socket(&inner, id, ev);
@@ -62,7 +61,7 @@ impl Inner {
 
     /// The connection failed or was lost: the next attempt goes to the next hub of the list.
     fn lost(&mut self, reason: &str, out: &mut Vec<JsValue>) {
-        self.at = (self.at + 1) % self.hubs.len().max(1);
+        self.hubs.advance();
         self.conn.retire();
         self.ticker = None;
         self.handshake = None;
@@ -100,7 +99,7 @@ impl Inner {
                 Ok(Some(auth)) => self.send(&auth),
                 Ok(None) => {
                     self.handshake = None;
-                    let hub = self.hubs.get(self.at).cloned().unwrap_or_default();
+                    let hub = self.hubs.current().to_string();
                     out.push(js_event(
                         json!({"type": "state", "state": "connected", "hub": hub}),
                     ));
@@ -180,8 +179,7 @@ impl HubMonitor {
             taskhub_core::token::key_or_token(&key).map_err(|e| JsError::new(&e.to_string()))?;
         let inner = Rc::new_cyclic(|me| {
             RefCell::new(Inner {
-                hubs: taskhub_core::hub_urls(&hub_url),
-                at: 0,
+                hubs: taskhub_core::HubList::new(&hub_url),
                 key_id,
                 key,
                 me: me.clone(),
