@@ -26,6 +26,7 @@ pub mod body;
 pub mod bundle;
 pub mod codec;
 pub mod handlers;
+pub mod keyfile;
 pub mod names;
 pub mod protocol;
 pub mod raw;

@@ -19,7 +19,7 @@ use crate::broker::{Body, Broker, Gate, Output, ServerMsg};
 use crate::bundles::Site;
 use crate::config::Config;
 use crate::storage;
-use taskhub_client::transport::{self, message};
+use crate::writer::{self, message};
 
 /// A message for a session's socket, and the journal ticket that must be durable before it goes
 /// (0: none). Only confirmations (`queued`, `deleted`) wait, and whatever the session is sent
@@ -106,7 +106,7 @@ impl Gated {
     }
 }
 
-impl transport::Outbox for Gated {
+impl writer::Outbox for Gated {
     async fn recv(&mut self) -> Option<Message> {
         loop {
             if let Some(m) = self.ready() {

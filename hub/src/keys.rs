@@ -13,8 +13,8 @@ use serde::Deserialize;
 use taskhub_core::auth::Secret;
 use taskhub_core::protocol::AuthFailure;
 use taskhub_core::rights::{QueueRight, Rights};
-use taskhub_core::token;
 use taskhub_core::{ClientMsg, ErrorCode, Pattern, QueueName};
+use taskhub_core::{keyfile, token};
 
 /// One key the hub holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -316,7 +316,13 @@ pub fn load_file(path: &Path) -> Result<KeySet, KeysError> {
         }
         let secret = match (k.secret, k.secret_file) {
             (Some(s), None) => s,
-            (None, Some(file)) => taskhub_client::read_key_file(&dir.join(file)).map_err(named)?,
+            (None, Some(file)) => {
+                let file = dir.join(file);
+                if let Some(mode) = keyfile::loose_mode(&file) {
+                    tracing::warn!("{}", keyfile::loose_mode_warning(&file, mode));
+                }
+                keyfile::read_key_file(&file).map_err(named)?
+            }
             _ => {
                 return Err(named(
                     "give exactly one of `secret` and `secret_file`".into(),

@@ -10,13 +10,13 @@
 //! - `session`: one connection: handshake under a timeout, then a read loop and a writer task.
 //! - `server`: the accept loop and graceful shutdown; [`run`] is what `taskhub serve` calls, and
 //!   [`Running`] runs a hub in the background (tests, the demo).
-//! - [`mod@bench`]: the `taskhub bench` load generator.
-//! - `main.rs` (the binary): the `taskhub` command line: serve, put, get, submit, pub, sub, stats,
-//!   demo, bench.
+//! - `writer`: a session's writer loop (outbox to socket, joining messages for `batch`).
+//!
+//! The `taskhub` command (serve, the client commands, demo, bench) is the `taskhub-cli` crate in
+//! cli/; this library depends on neither the client nor the worker crates.
 
 mod admission;
 mod assets;
-pub mod bench;
 pub mod broker;
 pub mod bundles;
 pub mod config;
@@ -29,6 +29,7 @@ mod session;
 pub mod storage;
 mod throttle;
 pub mod tls;
+mod writer;
 
 pub use bundles::{Bundle, BundleError};
 

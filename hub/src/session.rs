@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::writer::{self, message, pump_joining};
 use futures_util::stream::FuturesOrdered;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use taskhub_client::transport::{self, pump_joining};
 use taskhub_core::auth::{self, NONCE_BYTES};
 use taskhub_core::codec::{
     decode_client, decode_client_binary, decode_client_frames, encode_server,
@@ -389,7 +389,7 @@ async fn write_loop(
     if abandoned {
         rx.discard();
     } else {
-        while let Some(msg) = transport::Outbox::recv(&mut rx).await {
+        while let Some(msg) = writer::Outbox::recv(&mut rx).await {
             if sink.feed(msg).await.is_err() {
                 return;
             }
@@ -471,7 +471,7 @@ impl Conn {
     /// Queue an answer, waiting for room as long as the hub waits for any of a session's own
     /// answers (then the session is closed as a slow consumer).
     async fn send(&self, msg: &ServerMsg) {
-        let msg = transport::message(encode_server(msg));
+        let msg = message(encode_server(msg));
         self.link.send_own(msg, self.hub.config.idle_timeout).await;
     }
 
@@ -482,7 +482,7 @@ impl Conn {
     }
 
     fn last_word_is(&mut self, msg: &ServerMsg) {
-        self.last_word = Some(transport::message(encode_server(msg)));
+        self.last_word = Some(message(encode_server(msg)));
     }
 
     async fn refuse(&self, code: ErrorCode, message: &str) {
@@ -825,10 +825,7 @@ impl Conn {
                 if let Some(msg) = answer
                     && self.link.tx.capacity() > 0
                 {
-                    let _ = self
-                        .link
-                        .tx
-                        .try_send(transport::message(encode_server(&msg)).into());
+                    let _ = self.link.tx.try_send(message(encode_server(&msg)).into());
                 }
                 tokio::task::yield_now().await;
             }

@@ -106,7 +106,7 @@ fn certified_key(
         TlsError(format!(
             "cannot read the private key {}: {}",
             files.key.display(),
-            taskhub_client::tls::pem_error(e)
+            pem_error(e)
         ))
     })?;
     let signing = provider.key_provider.load_private_key(key).map_err(|e| {
@@ -126,6 +126,16 @@ fn certified_key(
     Ok(Arc::new(certified))
 }
 
+/// What was wrong with a PEM file, in words.
+fn pem_error(e: rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::Io(e) => e.to_string(),
+        Error::NoItemsFound => "no PEM item in it".to_string(),
+        other => format!("not valid PEM ({other:?})"),
+    }
+}
+
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let chain = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -133,7 +143,7 @@ fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
             TlsError(format!(
                 "cannot read the certificate {}: {}",
                 path.display(),
-                taskhub_client::tls::pem_error(e)
+                pem_error(e)
             ))
         })?;
     if chain.is_empty() {

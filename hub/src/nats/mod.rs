@@ -46,7 +46,7 @@ use crate::broker::{
     sessions_by_role,
 };
 use crate::hub::Link;
-use taskhub_client::transport::message;
+use crate::writer::message;
 
 /// How a hub reaches NATS: `--backend` and the NATS settings.
 #[derive(Debug, Clone)]

@@ -20,6 +20,84 @@ use taskhub_core::auth::{DEFAULT_KEY_ID, Secret};
 use taskhub_core::worker::WorkerConfig;
 use taskhub_core::{Payload, QueueName};
 
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// Tasks in the throughput run.
+    #[arg(long, default_value_t = 100_000)]
+    tasks: usize,
+    /// Native workers to run (in this process).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Tasks each worker runs at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: u32,
+    /// Tasks the hub may push to each worker ahead of acks.
+    #[arg(long, default_value_t = 256)]
+    prefetch: u32,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 16)]
+    payload_bytes: usize,
+    /// Send payloads (and get results) as bytes in binary frames instead of JSON strings.
+    #[arg(long)]
+    binary: bool,
+    /// Tasks the producer keeps in flight.
+    #[arg(long, default_value_t = 512)]
+    pipeline: usize,
+    /// Sequential round trips for the latency figures.
+    #[arg(long, default_value_t = 2_000)]
+    sequential: usize,
+    /// Connections timed for connect+auth.
+    #[arg(long, default_value_t = 50)]
+    connects: usize,
+    /// Connection-scale mode: also hold this many idle authenticated sessions (10,000 when
+    /// given without a number) and report hub memory per session. Raise `ulimit -n` to match.
+    #[arg(long, default_value_t = 0, num_args = 0..=1, default_missing_value = "10000")]
+    idle_sessions: usize,
+    /// Pid of the hub given with --hub, for its CPU and memory figures.
+    #[arg(long)]
+    hub_pid: Option<u32>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn command(cli: &crate::Cli, args: &BenchArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let key = match cli.key()? {
+        Some(k) => k,
+        None if cli.hub.is_none() => crate::random_key()?,
+        None => anyhow::bail!(crate::NO_KEY),
+    };
+    let opts = BenchOptions {
+        hub: cli.hub.clone(),
+        hub_exe: std::env::current_exe()?,
+        hub_pid: args.hub_pid,
+        key,
+        ca: cli.ca.clone(),
+        tasks: args.tasks,
+        workers: args.workers,
+        concurrency: args.concurrency,
+        prefetch: args.prefetch,
+        payload_bytes: args.payload_bytes,
+        binary: args.binary,
+        pipeline: args.pipeline,
+        sequential: args.sequential,
+        connects: args.connects,
+        idle_sessions: args.idle_sessions,
+    };
+    let report = run(opts).await.map_err(|e| anyhow::anyhow!(e))?;
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        write!(out, "{}", report.table())?;
+    }
+    if report.errors > 0 {
+        anyhow::bail!("{} task(s) came back wrong", report.errors);
+    }
+    Ok(())
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {

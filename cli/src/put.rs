@@ -1,0 +1,114 @@
+//! `taskhub put`: tasks onto a queue, each id printed as the hub confirms it.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Args;
+use taskhub_client::PutOptions;
+use taskhub_core::Payload;
+
+use crate::{Cli, connect, parse_json};
+
+#[derive(Debug, Args)]
+pub(crate) struct PutArgs {
+    #[command(flatten)]
+    tasks: TaskArgs,
+    /// Queue that receives {id, ok, result | error} when each task ends.
+    #[arg(long)]
+    reply_to: Option<String>,
+    /// Deliveries before a task goes to <queue>.dead [default: the hub's].
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// Make the put safe to retry: task i carries the dedup id PREFIX<i>, and the hub stores
+    /// each dedup id once within its dedup window. Rerun a failed put with the same prefix.
+    #[arg(long, value_name = "PREFIX")]
+    dedup_prefix: Option<String>,
+}
+
+/// What `put` and `submit` share: where, what, and which handler.
+#[derive(Debug, Args)]
+pub(crate) struct TaskArgs {
+    /// Queue to put the tasks on.
+    pub(crate) queue: String,
+    /// Payloads, one task each, as JSON (strings need quotes: '"text"'); with --binary, files
+    /// whose bytes are the payloads (- for stdin).
+    #[arg(required = true)]
+    pub(crate) payloads: Vec<String>,
+    /// Which handler runs the tasks (square, sha256, primes, sleep, echo, fail, or your own).
+    #[arg(long)]
+    pub(crate) kind: Option<String>,
+    /// The payloads are files sent as bytes (binary frames, no base64), not JSON.
+    #[arg(long)]
+    pub(crate) binary: bool,
+}
+
+impl TaskArgs {
+    /// Put options with this `--kind`, if one was given.
+    pub(crate) fn options(&self) -> PutOptions {
+        match &self.kind {
+            Some(kind) => PutOptions::new().kind(kind),
+            None => PutOptions::new(),
+        }
+    }
+
+    pub(crate) fn payloads(&self) -> anyhow::Result<Vec<Payload>> {
+        self.payloads
+            .iter()
+            .map(|p| match self.binary {
+                false => parse_json(p).map(Payload::Json),
+                true if p == "-" => {
+                    let mut bytes = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                        .context("cannot read the payload from stdin")?;
+                    Ok(Payload::from(bytes))
+                }
+                true => std::fs::read(p)
+                    .map(Payload::from)
+                    .with_context(|| format!("cannot read payload file {p}")),
+            })
+            .collect()
+    }
+}
+
+pub(crate) async fn run(cli: &Cli, args: &PutArgs) -> anyhow::Result<()> {
+    let PutArgs {
+        tasks,
+        reply_to,
+        max_attempts,
+        dedup_prefix,
+    } = args;
+    let mut out = std::io::stdout().lock();
+    let payloads = tasks.payloads()?;
+    let mut opts = tasks.options();
+    if let Some(reply_to) = reply_to {
+        opts = opts.reply_to(reply_to);
+    }
+    if let Some(attempts) = max_attempts {
+        opts = opts.max_attempts(*attempts);
+    }
+    if let Some(prefix) = dedup_prefix {
+        opts = opts.dedup_prefix(prefix);
+    }
+    let client = connect(cli).await?;
+    // Each id is printed as soon as the hub confirms its task, so a connection lost part
+    // way leaves a true list of what the hub holds.
+    let (total, mut confirmed) = (payloads.len(), 0);
+    let mut printed = Ok(());
+    let sent = client
+        .put_each(&tasks.queue, payloads, opts, |id| {
+            confirmed += 1;
+            if printed.is_ok() {
+                printed = writeln!(out, "{id}").and_then(|()| out.flush());
+            }
+        })
+        .await;
+    printed?;
+    sent.with_context(|| {
+        format!(
+            "the hub confirmed {confirmed} of {total} task(s) (their ids are printed); \
+             the others may or may not have been stored"
+        )
+    })?;
+    client.close().await;
+    Ok(())
+}

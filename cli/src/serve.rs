@@ -1,0 +1,380 @@
+//! `taskhub serve`: the flags, the keys, the hub, and the lines that tell the operator where it is.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use taskhub::keys::Key;
+use taskhub::{Config, Secret};
+
+use crate::{Cli, parse_duration, random_key, secs, shutdown_signal};
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    listen: String,
+    /// Largest accepted message, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_message_bytes: usize,
+    /// Authenticated sessions at most.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Connections that have not authenticated yet; beyond, the oldest of the address (IPv6: /64)
+    /// with the most waiting is closed (a flood of idle sockets cannot lock out clients with a
+    /// key from other addresses).
+    #[arg(long, default_value_t = 16_384)]
+    max_pending_auth: usize,
+    /// Tasks per queue (ready plus in flight) before puts get queue_full.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_queue_len: usize,
+    /// Queues the hub holds at most, dead-letter queues not counted.
+    #[arg(long, default_value_t = 10_000)]
+    max_queues: usize,
+    /// Seconds a queue may sit empty and unused (no consumers, waiting gets, leased tasks, or
+    /// tasks naming it as reply_to) before the hub drops it.
+    #[arg(long, default_value_t = 300.0)]
+    queue_idle_grace: f64,
+    /// Memory all the tasks the hub holds may take (payloads as held, JSON text or bytes, and
+    /// each task's own record) before puts get queue_full.
+    #[arg(long, default_value_t = 1 << 30)]
+    max_stored_bytes: usize,
+    /// Messages buffered per session.
+    #[arg(long, default_value_t = 4_096)]
+    outbox: usize,
+    /// Seconds a new connection has to authenticate.
+    #[arg(long, default_value_t = 5.0)]
+    handshake_timeout: f64,
+    /// Seconds a delivered task may go without ack or touch before it is redelivered.
+    #[arg(long, default_value_t = 30.0)]
+    ack_wait: f64,
+    /// Deliveries before a task goes to <queue>.dead (tasks may set their own).
+    #[arg(long, default_value_t = 5)]
+    max_attempts: u32,
+    #[arg(long, default_value_t = 1_000)]
+    max_prefetch: u32,
+    /// Serve a browser worker bundle (a directory built by your crate's `bundle` command) to
+    /// tabs; repeat for several. Tabs choose one with `bundle=NAME` in the join link; the first
+    /// is the default.
+    #[arg(long = "worker-bundle", value_name = "DIR")]
+    worker_bundles: Vec<std::path::PathBuf>,
+    /// Serve an ES module whose named exports are task handlers (sync or async, payload in,
+    /// JSON result out) as a bundle named after the file; repeat for several.
+    #[arg(long = "handlers-js", value_name = "FILE")]
+    handlers_js: Vec<std::path::PathBuf>,
+    /// Keep tasks, leases, results, dead letters and task ids in DIR across restarts and
+    /// crashes (created if missing). Without it the hub keeps everything in memory only.
+    #[arg(long, env = "TASKHUB_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// With --data-dir: when a put counts as stored and is answered `queued`. `always`: once
+    /// synced to disk (group commit); loses nothing confirmed. `interval=100ms`: once written to
+    /// the OS, synced every interval; a machine crash loses up to the last interval.
+    #[arg(long, default_value = "always", value_name = "POLICY")]
+    fsync: taskhub::storage::Fsync,
+    /// A web origin (like https://example.org) whose pages may open a WebSocket to the hub, as
+    /// well as the hub's own pages; repeat for several. Without any, pages from anywhere may.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
+    /// With --data-dir: start even if the journal is damaged in the middle, keeping everything
+    /// before the damage and dropping the rest (start-up says how much).
+    #[arg(long)]
+    repair: bool,
+    /// Keep the queues in NATS JetStream instead of this process, shared by every hub started
+    /// with the same NATS: nats://HOST:PORT, several separated by commas. A user and password or
+    /// a token may go in the URL (nats://user:pass@host:4222). See docs/scale-out.md.
+    #[arg(
+        long,
+        env = "TASKHUB_BACKEND",
+        value_name = "URLS",
+        conflicts_with = "data_dir"
+    )]
+    backend: Option<String>,
+    /// With --backend: a NATS credentials file (JWT and NKey seed).
+    #[arg(
+        long,
+        env = "TASKHUB_NATS_CREDS",
+        value_name = "FILE",
+        requires = "backend"
+    )]
+    nats_creds: Option<std::path::PathBuf>,
+    /// With --backend: replicas of the queues' stream when this hub creates it (3 on a
+    /// three-node NATS cluster).
+    #[arg(long, default_value_t = 1, requires = "backend")]
+    nats_replicas: usize,
+    /// Serve wss:// and https:// with this certificate chain (PEM, the hub's own certificate
+    /// first). Reloaded, with --tls-key, on SIGHUP; open sessions keep going.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Keys with rights, from a TOML file (see README "Keys, rights and tokens"); with or
+    /// instead of --key/--key-file (which give one key with every right).
+    #[arg(long, env = "TASKHUB_KEYS", value_name = "FILE")]
+    keys: Option<std::path::PathBuf>,
+    /// How long the tokens in the printed join and dashboard links work.
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    link_ttl: Duration,
+}
+
+/// Where `serve`'s key with every right came from.
+enum MasterKey {
+    /// None: the keys come from --keys only.
+    None,
+    /// --key, or --key-file naming an existing file.
+    Given(String),
+    /// Made here and written to the --key-file named (which did not exist).
+    WrittenTo(String, std::path::PathBuf),
+    /// Made here, nowhere stored: printed once.
+    Generated(String),
+}
+
+impl MasterKey {
+    fn key(&self) -> Option<&str> {
+        match self {
+            MasterKey::None => None,
+            MasterKey::Given(k) | MasterKey::WrittenTo(k, _) | MasterKey::Generated(k) => Some(k),
+        }
+    }
+}
+
+/// A token signed by key `id` with `rights`, for a link: the token and its expiry (Unix s).
+fn link_token(
+    id: &str,
+    key: &Key,
+    rights: taskhub_core::Rights,
+    ttl: Duration,
+) -> anyhow::Result<(String, u64)> {
+    let (token, claims) = taskhub::keys::mint(id, &key.secret, key.expires, rights, ttl.as_secs())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok((token, claims.exp))
+}
+
+/// A status line for the operator. A closed stdout (`taskhub serve | head -1`) must not stop the
+/// hub, so write errors are ignored.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+pub(crate) async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
+    // Keys: those of --keys, and the one of --key/--key-file (given, read from its file, or
+    // made here, into the file named if one was); a key is generated only when neither names any.
+    let mut keys = match &args.keys {
+        Some(path) => taskhub::keys::load_file(path)?,
+        None => Default::default(),
+    };
+    let keyed = cli.key.is_some() || cli.key_file.is_some();
+    let master = match (&cli.key, &cli.key_file) {
+        _ if !keyed && args.keys.is_some() => MasterKey::None,
+        (None, Some(path)) if !path.exists() => {
+            let key = random_key()?;
+            taskhub_client::write_key_file(path, &key).map_err(|e| anyhow::anyhow!(e))?;
+            MasterKey::WrittenTo(key, path.clone())
+        }
+        _ => match cli.key()? {
+            Some(key) => MasterKey::Given(key),
+            None => MasterKey::Generated(random_key()?),
+        },
+    };
+    if let Some(key) = master.key() {
+        if keys.contains_key(&cli.key_id) {
+            bail!(
+                "the key file already names the key id {:?}; give --key another --key-id, or drop it",
+                cli.key_id
+            );
+        }
+        keys.insert(cli.key_id.clone(), Key::full(Secret::new(key)));
+    }
+    let mut config = Config::new(Secret::new("unused"));
+    config.keys = keys;
+    config.max_message_bytes = args.max_message_bytes;
+    config.max_connections = args.max_connections;
+    config.max_pending_auth = args.max_pending_auth;
+    config.allowed_origins = args.allowed_origins.clone();
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(taskhub::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
+    config.outbox = args.outbox;
+    config.handshake_timeout = secs(args.handshake_timeout, "--handshake-timeout")?;
+    config.broker.max_queue_len = args.max_queue_len;
+    config.broker.max_queues = args.max_queues;
+    config.broker.queue_idle_grace = secs(args.queue_idle_grace, "--queue-idle-grace")?;
+    config.broker.max_stored_bytes = args.max_stored_bytes;
+    config.broker.ack_wait = secs(args.ack_wait, "--ack-wait")?;
+    config.broker.max_attempts = args.max_attempts;
+    config.broker.max_prefetch = args.max_prefetch;
+    for dir in &args.worker_bundles {
+        let bundle = taskhub::Bundle::load_dir(dir, config.max_bundle_file_bytes)?;
+        config.bundles.push(std::sync::Arc::new(bundle));
+    }
+    for file in &args.handlers_js {
+        let bundle = taskhub::Bundle::load_js(file, config.max_bundle_file_bytes)?;
+        config.bundles.push(std::sync::Arc::new(bundle));
+    }
+    if let Some(dir) = &args.data_dir {
+        let mut data = taskhub::storage::DataDir::new(dir);
+        data.fsync = args.fsync;
+        data.repair = args.repair;
+        config.data_dir = Some(data);
+    } else if args.repair || args.fsync != taskhub::storage::Fsync::Always {
+        bail!("--fsync and --repair apply to a data dir: add --data-dir DIR");
+    }
+    if let Some(servers) = &args.backend {
+        config.backend = Some(taskhub::NatsBackend {
+            creds: args.nats_creds.clone(),
+            replicas: args.nats_replicas,
+            ..taskhub::NatsBackend::new(servers.clone())
+        });
+    }
+    open_file_room(&config);
+    // Storage first, so a damaged or locked data dir stops start-up before anything is printed;
+    // the listening line stays the first line (scripts read the URL from it).
+    let server = taskhub::Server::open(config.clone()).await?;
+    let listener = taskhub::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let (ws, http) = match config.tls {
+        Some(_) => ("wss", "https"),
+        None => ("ws", "http"),
+    };
+    say(&format!("taskhub: hub listening on {ws}://{addr}"));
+    say(&format!("taskhub: {}", server.storage_summary()));
+    if !taskhub::browser_worker_built() {
+        say(
+            "taskhub: browser workers are not built in (the wasm32 target was missing): run `rustup target add wasm32-unknown-unknown` and rebuild",
+        );
+    }
+    // Links carry tokens, never a key: tabs may only consume `tasks`, the dashboard only read
+    // stats, and both stop working after --link-ttl.
+    let signer = config
+        .keys
+        .get_key_value(&cli.key_id)
+        .filter(|(_, k)| k.rights.admin)
+        .or_else(|| config.keys.iter().find(|(_, k)| k.rights.admin));
+    match signer {
+        None => say(
+            "taskhub: no key has admin, so no join or dashboard link (tokens need an admin key to sign them)",
+        ),
+        Some((id, key)) => {
+            let tasks = taskhub_core::Pattern::new("tasks")?;
+            let join = link_token(
+                id,
+                key,
+                taskhub_core::Rights {
+                    consume: vec![tasks],
+                    ..Default::default()
+                },
+                args.link_ttl,
+            )?;
+            let dashboard = link_token(
+                id,
+                key,
+                taskhub_core::Rights {
+                    stats: true,
+                    ..Default::default()
+                },
+                args.link_ttl,
+            )?;
+            let lasts = format!(
+                "works until {}; `taskhub token create` makes more",
+                taskhub::keys::rfc3339(join.1)
+            );
+            if config.bundles.is_empty() {
+                say(&format!(
+                    "taskhub: open {http}://{addr}/#token={}&queue=tasks in a browser to lend it as a worker ({lasts})",
+                    join.0
+                ));
+            }
+            for b in &config.bundles {
+                let kinds = match b.kinds.is_empty() {
+                    true => "its exported functions".to_string(),
+                    false => b.kinds.join(", "),
+                };
+                say(&format!(
+                    "taskhub: open {http}://{addr}/#token={}&queue=tasks&bundle={} in a browser to run {} ({kinds})",
+                    join.0, b.name, b.name
+                ));
+            }
+            say(&format!(
+                "taskhub: dashboard at {http}://{addr}/dashboard#token={}",
+                dashboard.0
+            ));
+        }
+    }
+    // A generated key is printed once (the links above carry tokens, never a key); workers and
+    // clients are pointed at a key file, which keeps it out of `ps`.
+    match &master {
+        MasterKey::WrittenTo(_, path) => {
+            let file = path.display();
+            say(&format!("taskhub: generated a key into {file} (mode 600)"));
+            say(&format!(
+                "taskhub: start a worker with: taskhub-worker --hub {ws}://{addr} --key-file {file} --queue tasks"
+            ));
+        }
+        MasterKey::Generated(key) => {
+            say(&format!(
+                "taskhub: no key given; generated one (save it in a file, mode 600, and pass --key-file FILE): {key}"
+            ));
+            say(&format!(
+                "taskhub: start a worker with: taskhub-worker --hub {ws}://{addr} --key-file FILE --queue tasks"
+            ));
+        }
+        MasterKey::Given(_) | MasterKey::None => {}
+    }
+    if let Some(tls) = server.tls() {
+        say(&format!(
+            "taskhub: TLS with {} (send SIGHUP to reload it)",
+            tls.files().cert.display()
+        ));
+        tokio::spawn(reload_on_hangup(tls));
+    }
+    server.run(listener, shutdown_signal()).await;
+    say("taskhub: hub stopped");
+    Ok(())
+}
+
+/// Raise the open-file limit as far as allowed (every connection is a file), and warn when that
+/// is still below what the connection limits can use: past it, accepting fails for everyone.
+fn open_file_room(config: &Config) {
+    let wanted = (config.max_connections + config.max_pending_auth + 256) as u64;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            "the open-file limit is {limit}, below the {wanted} that --max-connections {} and \
+             --max-pending-auth {} can use: raise the hard limit (ulimit -Hn, LimitNOFILE=) or \
+             lower them",
+            config.max_connections,
+            config.max_pending_auth
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
+}
+
+/// Reload the TLS certificate and key on every SIGHUP; a failed reload keeps the old ones.
+async fn reload_on_hangup(tls: std::sync::Arc<taskhub::ServerTls>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!(
+                    "TLS certificate reloaded from {}",
+                    tls.files().cert.display()
+                ),
+                Err(e) => tracing::error!("{e}; still using the certificate loaded before"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
+}

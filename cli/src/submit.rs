@@ -1,0 +1,51 @@
+//! `taskhub submit`: put tasks and wait for their results, printed in input order.
+
+use std::io::Write;
+
+use anyhow::bail;
+use clap::Args;
+
+use crate::put::TaskArgs;
+use crate::{Cli, connect, json_line, secs};
+
+#[derive(Debug, Args)]
+pub(crate) struct SubmitArgs {
+    #[command(flatten)]
+    tasks: TaskArgs,
+    /// Seconds to wait for all results [default: forever].
+    #[arg(long)]
+    timeout: Option<f64>,
+}
+
+pub(crate) async fn run(cli: &Cli, args: &SubmitArgs) -> anyhow::Result<()> {
+    let SubmitArgs { tasks, timeout } = args;
+    let mut out = std::io::stdout().lock();
+    let payloads = tasks.payloads()?;
+    let timeout = timeout.map(|t| secs(t, "--timeout")).transpose()?;
+    let client = connect(cli).await?;
+    let submitted = client.submit(&tasks.queue, payloads, tasks.options());
+    let replies = match timeout {
+        Some(t) => tokio::time::timeout(t, submitted).await.map_err(|_| {
+            anyhow::anyhow!("the results did not all come within {} s", t.as_secs_f64())
+        })??,
+        None => submitted.await?,
+    };
+    client.close().await;
+    let mut failed = 0;
+    for r in replies {
+        match (r.ok, r.result) {
+            (true, result) => {
+                writeln!(out, "{}", json_line(&result.unwrap_or_default()))?;
+            }
+            (false, _) => {
+                failed += 1;
+                writeln!(out, "null")?;
+                eprintln!("task {} failed: {}", r.id, r.error.unwrap_or_default());
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} task(s) failed");
+    }
+    Ok(())
+}
