@@ -6,13 +6,15 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-# start_hub [serve flags...]: `taskhub serve` on a free port, stopped on exit; exports TASKHUB_URL.
+# start_hub [serve flags...]: `taskhub serve` on a free port, stopped on exit; exports TASKHUB_URL
+# (from the hub's --ready-json line).
 start_hub() {
   local fifo
   fifo=$(mktemp -u); mkfifo "$fifo"
-  $bin/taskhub serve --listen 127.0.0.1:0 "$@" >"$fifo" &
+  $bin/taskhub serve --listen 127.0.0.1:0 --ready-json "$@" >"$fifo" &
   pids+=($!)
-  TASKHUB_URL=$(head -1 "$fifo" | awk '{print $NF}'); rm -f "$fifo"
+  TASKHUB_URL=$(head -1 "$fifo" | python3 -c 'import json, sys; print(json.load(sys.stdin)["url"])')
+  rm -f "$fifo"
   export TASKHUB_URL
 }
 

@@ -22,40 +22,8 @@ use taskhub_core::{Payload, QueueName};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
-    /// Tasks in the throughput run.
-    #[arg(long, default_value_t = 100_000)]
-    tasks: usize,
-    /// Native workers to run (in this process).
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
-    /// Tasks each worker runs at once.
-    #[arg(long, default_value_t = 1)]
-    concurrency: u32,
-    /// Tasks the hub may push to each worker ahead of acks.
-    #[arg(long, default_value_t = 256)]
-    prefetch: u32,
-    /// Payload size in bytes.
-    #[arg(long, default_value_t = 16)]
-    payload_bytes: usize,
-    /// Send payloads (and get results) as bytes in binary frames instead of JSON strings.
-    #[arg(long)]
-    binary: bool,
-    /// Tasks the producer keeps in flight.
-    #[arg(long, default_value_t = 512)]
-    pipeline: usize,
-    /// Sequential round trips for the latency figures.
-    #[arg(long, default_value_t = 2_000)]
-    sequential: usize,
-    /// Connections timed for connect+auth.
-    #[arg(long, default_value_t = 50)]
-    connects: usize,
-    /// Connection-scale mode: also hold this many idle authenticated sessions (10,000 when
-    /// given without a number) and report hub memory per session. Raise `ulimit -n` to match.
-    #[arg(long, default_value_t = 0, num_args = 0..=1, default_missing_value = "10000")]
-    idle_sessions: usize,
-    /// Pid of the hub given with --hub, for its CPU and memory figures.
-    #[arg(long)]
-    hub_pid: Option<u32>,
+    #[command(flatten)]
+    opts: BenchOptions,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -72,19 +40,9 @@ pub(crate) async fn command(cli: &crate::Cli, args: &BenchArgs) -> anyhow::Resul
     let opts = BenchOptions {
         hub: cli.hub.clone(),
         hub_exe: std::env::current_exe()?,
-        hub_pid: args.hub_pid,
         key,
         ca: cli.ca.clone(),
-        tasks: args.tasks,
-        workers: args.workers,
-        concurrency: args.concurrency,
-        prefetch: args.prefetch,
-        payload_bytes: args.payload_bytes,
-        binary: args.binary,
-        pipeline: args.pipeline,
-        sequential: args.sequential,
-        connects: args.connects,
-        idle_sessions: args.idle_sessions,
+        ..args.opts.clone()
     };
     let report = run(opts).await.map_err(|e| anyhow::anyhow!(e))?;
     if args.json {
@@ -98,58 +56,55 @@ pub(crate) async fn command(cli: &crate::Cli, args: &BenchArgs) -> anyhow::Resul
     Ok(())
 }
 
-/// What to run.
-#[derive(Debug, Clone)]
+/// What to run: the load's flags (`taskhub bench --tasks ...`), and where (filled in from the
+/// global flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
     /// A running hub to target; `None` starts one from `hub_exe`.
+    #[arg(skip)]
     pub hub: Option<String>,
     /// The `taskhub` binary to start a hub from (`taskhub bench` passes itself).
+    #[arg(skip)]
     pub hub_exe: PathBuf,
-    /// The hub's pid, for CPU and memory figures of a hub we did not start.
+    /// Pid of the hub given with --hub, for its CPU and memory figures.
+    #[arg(long)]
     pub hub_pid: Option<u32>,
+    #[arg(skip)]
     pub key: String,
     /// For a `wss://` hub: the CA file to trust.
+    #[arg(skip)]
     pub ca: Option<PathBuf>,
     /// Tasks in the throughput run.
+    #[arg(long, default_value_t = 100_000)]
     pub tasks: usize,
-    /// Native workers (in this process).
+    /// Native workers to run (in this process).
+    #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Tasks each worker runs at once.
+    #[arg(long, default_value_t = 1)]
     pub concurrency: u32,
+    /// Tasks the hub may push to each worker ahead of acks.
+    #[arg(long, default_value_t = 256)]
     pub prefetch: u32,
     /// Payload size in bytes (an `echo` task carrying a string this long).
+    #[arg(long, default_value_t = 16)]
     pub payload_bytes: usize,
-    /// Payloads and results as bytes (binary frames) instead of JSON strings.
+    /// Send payloads (and get results) as bytes in binary frames instead of JSON strings.
+    #[arg(long)]
     pub binary: bool,
     /// Tasks the producer keeps in flight.
+    #[arg(long, default_value_t = 512)]
     pub pipeline: usize,
     /// Sequential round trips (one task in flight) for the latency figures.
+    #[arg(long, default_value_t = 2_000)]
     pub sequential: usize,
     /// Connections timed for connect+auth.
+    #[arg(long, default_value_t = 50)]
     pub connects: usize,
-    /// Idle authenticated sessions to hold open (connection-scale mode); 0 for none.
+    /// Connection-scale mode: also hold this many idle authenticated sessions (10,000 when
+    /// given without a number) and report hub memory per session. Raise `ulimit -n` to match.
+    #[arg(long, default_value_t = 0, num_args = 0..=1, default_missing_value = "10000")]
     pub idle_sessions: usize,
-}
-
-impl Default for BenchOptions {
-    fn default() -> Self {
-        BenchOptions {
-            hub: None,
-            hub_exe: PathBuf::from("taskhub"),
-            hub_pid: None,
-            key: String::new(),
-            ca: None,
-            tasks: 100_000,
-            workers: 2,
-            concurrency: 1,
-            prefetch: 256,
-            payload_bytes: 16,
-            binary: false,
-            pipeline: 512,
-            sequential: 2_000,
-            connects: 50,
-            idle_sessions: 0,
-        }
-    }
 }
 
 /// Latency percentiles, in microseconds.
@@ -227,7 +182,14 @@ impl Drop for OwnHub {
 
 fn start_hub(opts: &BenchOptions, max_connections: usize) -> Result<OwnHub, String> {
     let mut child = Command::new(&opts.hub_exe)
-        .args(["serve", "--listen", "127.0.0.1:0", "--key", &opts.key])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ready-json",
+            "--key",
+            &opts.key,
+        ])
         .args(["--max-connections", &max_connections.to_string()])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -240,12 +202,10 @@ fn start_hub(opts: &BenchOptions, max_connections: usize) -> Result<OwnHub, Stri
         .next()
         .and_then(Result::ok)
         .ok_or("the hub exited before printing its address")?;
-    let url = first
-        .split_whitespace()
-        .last()
-        .filter(|u| u.starts_with("ws://"))
-        .ok_or_else(|| format!("unexpected hub output: {first}"))?
-        .to_string();
+    let url = serde_json::from_str::<Value>(&first)
+        .ok()
+        .and_then(|ready| Some(ready["url"].as_str()?.to_string()))
+        .ok_or_else(|| format!("unexpected hub output: {first}"))?;
     // Keep draining stdout so the hub never blocks on it.
     std::thread::spawn(move || lines.for_each(drop));
     Ok(OwnHub { child, url })

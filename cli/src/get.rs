@@ -6,16 +6,18 @@ use std::time::Instant;
 use anyhow::bail;
 use clap::Args;
 
-use crate::{Cli, connect, json_line, secs};
+use taskhub_core::duration::HumanDuration;
+
+use crate::{Cli, connect, json_line};
 
 #[derive(Debug, Args)]
 pub(crate) struct GetArgs {
     queue: String,
     #[arg(long, default_value_t = 1)]
     count: u32,
-    /// Seconds to wait in all before giving up.
-    #[arg(long, default_value_t = 1.0)]
-    timeout: f64,
+    /// How long to wait in all before giving up (`500ms`, `10s`; a number alone is seconds).
+    #[arg(long, default_value = "1s")]
+    timeout: HumanDuration,
 }
 
 pub(crate) async fn run(cli: &Cli, args: &GetArgs) -> anyhow::Result<()> {
@@ -25,7 +27,7 @@ pub(crate) async fn run(cli: &Cli, args: &GetArgs) -> anyhow::Result<()> {
         timeout,
     } = args;
     let mut out = std::io::stdout().lock();
-    let wait = secs(*timeout, "--timeout")?;
+    let wait = timeout.0;
     let client = connect(cli).await?;
     let deadline = Instant::now() + wait;
     for got in 0..*count {
@@ -41,7 +43,7 @@ pub(crate) async fn run(cli: &Cli, args: &GetArgs) -> anyhow::Result<()> {
                 } else {
                     String::new()
                 };
-                bail!("queue {queue} is empty after {timeout} s{partial}");
+                bail!("queue {queue} is empty after {timeout}{partial}");
             }
         }
     }

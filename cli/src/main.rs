@@ -8,12 +8,11 @@ mod publish;
 mod put;
 mod queue;
 mod serve;
+mod settings;
 mod stats;
 mod sub;
 mod submit;
 mod token;
-
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -60,6 +59,10 @@ pub(crate) struct Cli {
     /// For a wss:// hub: trust the CA certificate(s) in this PEM file instead of the system's.
     #[arg(long, global = true, env = "TASKHUB_CA", value_name = "FILE")]
     pub(crate) ca: Option<std::path::PathBuf>,
+    /// How log lines are written: `text` for people, `json` (one object per line) for log
+    /// shippers. `RUST_LOG` filters them.
+    #[arg(long, global = true, env = "TASKHUB_LOG_FORMAT", value_enum, default_value_t = taskhub_worker::LogFormat::Text)]
+    pub(crate) log_format: taskhub_worker::LogFormat,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -93,40 +96,9 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// `90s`, `30m`, `24h`, `7d`, `500ms`.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?} needs a unit: ms, s, m, h or d"))?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
-    let ms = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?}: use ms, s, m, h or d"
-            ));
-        }
-    };
-    n.checked_mul(ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too long"))
-}
-
 /// A payload or result as one line of JSON: bytes show as an array of numbers.
 pub(crate) fn json_line(body: &Payload) -> Value {
     body.to_json_lossy()
-}
-
-pub(crate) fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(s)
-        .with_context(|| format!("{what} must be a non-negative number of seconds"))
 }
 
 pub(crate) fn parse_json(arg: &str) -> anyhow::Result<Value> {
@@ -157,34 +129,38 @@ pub(crate) async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
-    let verbose = matches!(cli.command, Command::Serve(_));
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| if verbose { "info" } else { "warn" }.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    if let Err(e) = dispatch(cli).await {
+    let parsed = match settings::parse(std::env::args_os().collect()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("taskhub: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let verbose = matches!(parsed.cli.command, Command::Serve(_));
+    taskhub_worker::init_logging_as(parsed.cli.log_format, if verbose { "info" } else { "warn" });
+    for w in &parsed.warnings {
+        tracing::warn!("{w}");
+    }
+    if let Err(e) = dispatch(parsed).await {
         eprintln!("taskhub: {e:#}");
         std::process::exit(1);
     }
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+async fn dispatch(parsed: settings::Parsed) -> anyhow::Result<()> {
+    let cli = &parsed.cli;
     match &cli.command {
-        Command::Serve(args) => serve::run(&cli, args).await,
-        Command::Put(args) => put::run(&cli, args).await,
-        Command::Get(args) => get::run(&cli, args).await,
-        Command::Submit(args) => submit::run(&cli, args).await,
-        Command::Pub(args) => publish::run(&cli, args).await,
-        Command::Sub(args) => sub::run(&cli, args).await,
-        Command::Queue(command) => queue::run(&cli, command).await,
-        Command::Stats(args) => stats::run(&cli, args).await,
-        Command::Token(command) => token::run(&cli, command).await,
+        Command::Serve(args) => serve::run(&parsed, args).await,
+        Command::Put(args) => put::run(cli, args).await,
+        Command::Get(args) => get::run(cli, args).await,
+        Command::Submit(args) => submit::run(cli, args).await,
+        Command::Pub(args) => publish::run(cli, args).await,
+        Command::Sub(args) => sub::run(cli, args).await,
+        Command::Queue(command) => queue::run(cli, command).await,
+        Command::Stats(args) => stats::run(cli, args).await,
+        Command::Token(command) => token::run(cli, command).await,
         Command::Demo => demo::run().await,
-        Command::Bench(args) => bench::command(&cli, args).await,
+        Command::Bench(args) => bench::command(cli, args).await,
     }
 }
 

@@ -1,84 +1,85 @@
 //! `taskhub serve`: the flags, the keys, the hub, and the lines that tell the operator where it is.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use taskhub::keys::Key;
 use taskhub::{Config, Secret};
+use taskhub_core::duration::HumanDuration;
 
-use crate::{Cli, parse_duration, random_key, secs, shutdown_signal};
+use crate::settings::{self, Parsed};
+use crate::{random_key, shutdown_signal};
 
+/// `taskhub serve`'s flags. Each may also come from its `TASKHUB_*` variable and from the
+/// `--config` file, under its long name with underscores (`max_queue_len`, `allowed_origin`):
+/// a flag wins over the variable, the variable over the file, the file over the default
+/// (cli/src/settings.rs).
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
+    /// Read settings from this TOML file: keys are the long flags with underscores
+    /// (`listen = "0.0.0.0:7878"`, `ack_wait = "1m"`, `key_file = "hub.key"`); flags and
+    /// TASKHUB_* variables override it.
+    #[arg(long, env = "TASKHUB_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Print the settings in effect (from flags, variables, the --config file and defaults;
+    /// secrets left out) as a config file, and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Once listening, print one JSON line on stdout (url, http, join and dashboard links,
+    /// storage) for scripts and supervisors; the human lines go to stderr instead.
+    #[arg(long, env = "TASKHUB_READY_JSON")]
+    ready_json: bool,
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:7878")]
+    #[arg(long, env = "TASKHUB_LISTEN", default_value = "127.0.0.1:7878")]
     listen: String,
-    /// Largest accepted message, in bytes.
-    #[arg(long, default_value_t = 1 << 20)]
-    max_message_bytes: usize,
-    /// Authenticated sessions at most.
-    #[arg(long, default_value_t = 10_000)]
-    max_connections: usize,
-    /// Connections that have not authenticated yet; beyond, the oldest of the address (IPv6: /64)
-    /// with the most waiting is closed (a flood of idle sockets cannot lock out clients with a
-    /// key from other addresses).
-    #[arg(long, default_value_t = 16_384)]
-    max_pending_auth: usize,
-    /// Tasks per queue (ready plus in flight) before puts get queue_full.
-    #[arg(long, default_value_t = 1_000_000)]
-    max_queue_len: usize,
-    /// Queues the hub holds at most, dead-letter queues not counted.
-    #[arg(long, default_value_t = 10_000)]
-    max_queues: usize,
-    /// Seconds a queue may sit empty and unused (no consumers, waiting gets, leased tasks, or
-    /// tasks naming it as reply_to) before the hub drops it.
-    #[arg(long, default_value_t = 300.0)]
-    queue_idle_grace: f64,
-    /// Memory all the tasks the hub holds may take (payloads as held, JSON text or bytes, and
-    /// each task's own record) before puts get queue_full.
-    #[arg(long, default_value_t = 1 << 30)]
-    max_stored_bytes: usize,
-    /// Messages buffered per session.
-    #[arg(long, default_value_t = 4_096)]
-    outbox: usize,
-    /// Seconds a new connection has to authenticate.
-    #[arg(long, default_value_t = 5.0)]
-    handshake_timeout: f64,
-    /// Seconds a delivered task may go without ack or touch before it is redelivered.
-    #[arg(long, default_value_t = 30.0)]
-    ack_wait: f64,
-    /// Deliveries before a task goes to <queue>.dead (tasks may set their own).
-    #[arg(long, default_value_t = 5)]
-    max_attempts: u32,
-    #[arg(long, default_value_t = 1_000)]
-    max_prefetch: u32,
     /// Serve a browser worker bundle (a directory built by your crate's `bundle` command) to
     /// tabs; repeat for several. Tabs choose one with `bundle=NAME` in the join link; the first
     /// is the default.
-    #[arg(long = "worker-bundle", value_name = "DIR")]
-    worker_bundles: Vec<std::path::PathBuf>,
+    #[arg(
+        long = "worker-bundle",
+        env = "TASKHUB_WORKER_BUNDLE",
+        value_name = "DIR",
+        value_delimiter = ','
+    )]
+    worker_bundles: Vec<PathBuf>,
     /// Serve an ES module whose named exports are task handlers (sync or async, payload in,
     /// JSON result out) as a bundle named after the file; repeat for several.
-    #[arg(long = "handlers-js", value_name = "FILE")]
-    handlers_js: Vec<std::path::PathBuf>,
+    #[arg(
+        long = "handlers-js",
+        env = "TASKHUB_HANDLERS_JS",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    handlers_js: Vec<PathBuf>,
     /// Keep tasks, leases, results, dead letters and task ids in DIR across restarts and
     /// crashes (created if missing). Without it the hub keeps everything in memory only.
     #[arg(long, env = "TASKHUB_DATA_DIR", value_name = "DIR")]
-    data_dir: Option<std::path::PathBuf>,
+    data_dir: Option<PathBuf>,
     /// With --data-dir: when a put counts as stored and is answered `queued`. `always`: once
     /// synced to disk (group commit); loses nothing confirmed. `interval=100ms`: once written to
     /// the OS, synced every interval; a machine crash loses up to the last interval.
-    #[arg(long, default_value = "always", value_name = "POLICY")]
+    #[arg(
+        long,
+        env = "TASKHUB_FSYNC",
+        default_value = "always",
+        value_name = "POLICY"
+    )]
     fsync: taskhub::storage::Fsync,
     /// A web origin (like https://example.org) whose pages may open a WebSocket to the hub, as
     /// well as the hub's own pages; repeat for several. Without any, pages from anywhere may.
-    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    #[arg(
+        long = "allowed-origin",
+        env = "TASKHUB_ALLOWED_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
     allowed_origins: Vec<String>,
     /// With --data-dir: start even if the journal is damaged in the middle, keeping everything
     /// before the damage and dropping the rest (start-up says how much).
-    #[arg(long)]
+    #[arg(long, env = "TASKHUB_REPAIR")]
     repair: bool,
     /// Keep the queues in NATS JetStream instead of this process, shared by every hub started
     /// with the same NATS: nats://HOST:PORT, several separated by commas. A user and password or
@@ -97,25 +98,42 @@ pub(crate) struct ServeArgs {
         value_name = "FILE",
         requires = "backend"
     )]
-    nats_creds: Option<std::path::PathBuf>,
+    nats_creds: Option<PathBuf>,
     /// With --backend: replicas of the queues' stream when this hub creates it (3 on a
     /// three-node NATS cluster).
-    #[arg(long, default_value_t = 1, requires = "backend")]
+    #[arg(
+        long,
+        env = "TASKHUB_NATS_REPLICAS",
+        default_value_t = 1,
+        requires = "backend"
+    )]
     nats_replicas: usize,
     /// Serve wss:// and https:// with this certificate chain (PEM, the hub's own certificate
     /// first). Reloaded, with --tls-key, on SIGHUP; open sessions keep going.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    tls_cert: Option<std::path::PathBuf>,
+    #[arg(
+        long,
+        env = "TASKHUB_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    tls_key: Option<std::path::PathBuf>,
+    #[arg(
+        long,
+        env = "TASKHUB_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
     /// Keys with rights, from a TOML file (see README "Keys, rights and tokens"); with or
     /// instead of --key/--key-file (which give one key with every right).
     #[arg(long, env = "TASKHUB_KEYS", value_name = "FILE")]
-    keys: Option<std::path::PathBuf>,
+    keys: Option<PathBuf>,
     /// How long the tokens in the printed join and dashboard links work.
-    #[arg(long, default_value = "7d", value_parser = parse_duration)]
-    link_ttl: Duration,
+    #[arg(long, env = "TASKHUB_LINK_TTL", default_value = "7d")]
+    link_ttl: HumanDuration,
+    #[command(flatten)]
+    pub(crate) limits: taskhub::Limits,
 }
 
 /// Where `serve`'s key with every right came from.
@@ -153,13 +171,22 @@ fn link_token(
 
 /// A status line for the operator. A closed stdout (`taskhub serve | head -1`) must not stop the
 /// hub, so write errors are ignored.
-fn say(line: &str) {
+fn say_to(stderr: bool, line: &str) {
+    if stderr {
+        eprintln!("{line}");
+        return;
+    }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
 
-pub(crate) async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(parsed: &Parsed, args: &ServeArgs) -> anyhow::Result<()> {
+    if args.print_config {
+        print!("{}", settings::effective(parsed));
+        return Ok(());
+    }
+    let cli = &parsed.cli;
     // Keys: those of --keys, and the one of --key/--key-file (given, read from its file, or
     // made here, into the file named if one was); a key is generated only when neither names any.
     let mut keys = match &args.keys {
@@ -188,11 +215,12 @@ pub(crate) async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         }
         keys.insert(cli.key_id.clone(), Key::full(Secret::new(key)));
     }
-    let mut config = Config::new(Secret::new("unused"));
-    config.keys = keys;
-    config.max_message_bytes = args.max_message_bytes;
-    config.max_connections = args.max_connections;
-    config.max_pending_auth = args.max_pending_auth;
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        bail!(
+            "--tls-cert and --tls-key go together: give both (as flags, variables or in the config file)"
+        );
+    }
+    let mut config = Config::with_limits(keys, &args.limits);
     config.allowed_origins = args.allowed_origins.clone();
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(taskhub::TlsFiles {
@@ -200,15 +228,6 @@ pub(crate) async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
             key: key.clone(),
         });
     }
-    config.outbox = args.outbox;
-    config.handshake_timeout = secs(args.handshake_timeout, "--handshake-timeout")?;
-    config.broker.max_queue_len = args.max_queue_len;
-    config.broker.max_queues = args.max_queues;
-    config.broker.queue_idle_grace = secs(args.queue_idle_grace, "--queue-idle-grace")?;
-    config.broker.max_stored_bytes = args.max_stored_bytes;
-    config.broker.ack_wait = secs(args.ack_wait, "--ack-wait")?;
-    config.broker.max_attempts = args.max_attempts;
-    config.broker.max_prefetch = args.max_prefetch;
     for dir in &args.worker_bundles {
         let bundle = taskhub::Bundle::load_dir(dir, config.max_bundle_file_bytes)?;
         config.bundles.push(std::sync::Arc::new(bundle));
@@ -244,6 +263,17 @@ pub(crate) async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         Some(_) => ("wss", "https"),
         None => ("ws", "http"),
     };
+    // With --ready-json, stdout carries one JSON line (below) and the human lines go to stderr.
+    let say = |line: &str| say_to(args.ready_json, line);
+    let mut ready = serde_json::json!({
+        "url": format!("{ws}://{addr}"),
+        "http": format!("{http}://{addr}"),
+        "storage": server.storage_summary(),
+        "join": null,
+        "bundles": {},
+        "dashboard": null,
+        "pid": std::process::id(),
+    });
     say(&format!("taskhub: hub listening on {ws}://{addr}"));
     say(&format!("taskhub: {}", server.storage_summary()));
     if !taskhub::browser_worker_built() {
@@ -271,7 +301,7 @@ pub(crate) async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
                     consume: vec![tasks],
                     ..Default::default()
                 },
-                args.link_ttl,
+                args.link_ttl.0,
             )?;
             let dashboard = link_token(
                 id,
@@ -280,32 +310,34 @@ pub(crate) async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
                     stats: true,
                     ..Default::default()
                 },
-                args.link_ttl,
+                args.link_ttl.0,
             )?;
             let lasts = format!(
                 "works until {}; `taskhub token create` makes more",
                 taskhub::keys::rfc3339(join.1)
             );
+            let join_link = format!("{http}://{addr}/#token={}&queue=tasks", join.0);
             if config.bundles.is_empty() {
                 say(&format!(
-                    "taskhub: open {http}://{addr}/#token={}&queue=tasks in a browser to lend it as a worker ({lasts})",
-                    join.0
+                    "taskhub: open {join_link} in a browser to lend it as a worker ({lasts})"
                 ));
             }
+            ready["join"] = join_link.as_str().into();
             for b in &config.bundles {
                 let kinds = match b.kinds.is_empty() {
                     true => "its exported functions".to_string(),
                     false => b.kinds.join(", "),
                 };
+                let link = format!("{join_link}&bundle={}", b.name);
                 say(&format!(
-                    "taskhub: open {http}://{addr}/#token={}&queue=tasks&bundle={} in a browser to run {} ({kinds})",
-                    join.0, b.name, b.name
+                    "taskhub: open {link} in a browser to run {} ({kinds})",
+                    b.name
                 ));
+                ready["bundles"][&b.name] = link.into();
             }
-            say(&format!(
-                "taskhub: dashboard at {http}://{addr}/dashboard#token={}",
-                dashboard.0
-            ));
+            let dashboard_link = format!("{http}://{addr}/dashboard#token={}", dashboard.0);
+            say(&format!("taskhub: dashboard at {dashboard_link}"));
+            ready["dashboard"] = dashboard_link.into();
         }
     }
     // A generated key is printed once (the links above carry tokens, never a key); workers and
@@ -334,6 +366,9 @@ pub(crate) async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
             tls.files().cert.display()
         ));
         tokio::spawn(reload_on_hangup(tls));
+    }
+    if args.ready_json {
+        say_to(false, &ready.to_string());
     }
     server.run(listener, shutdown_signal()).await;
     say("taskhub: hub stopped");

@@ -6,28 +6,30 @@ use anyhow::bail;
 use clap::Args;
 
 use crate::put::TaskArgs;
-use crate::{Cli, connect, json_line, secs};
+use taskhub_core::duration::HumanDuration;
+
+use crate::{Cli, connect, json_line};
 
 #[derive(Debug, Args)]
 pub(crate) struct SubmitArgs {
     #[command(flatten)]
     tasks: TaskArgs,
-    /// Seconds to wait for all results [default: forever].
+    /// How long to wait for all results (`90s`, `10m`; a number alone is seconds)
+    /// [default: forever].
     #[arg(long)]
-    timeout: Option<f64>,
+    timeout: Option<HumanDuration>,
 }
 
 pub(crate) async fn run(cli: &Cli, args: &SubmitArgs) -> anyhow::Result<()> {
     let SubmitArgs { tasks, timeout } = args;
     let mut out = std::io::stdout().lock();
     let payloads = tasks.payloads()?;
-    let timeout = timeout.map(|t| secs(t, "--timeout")).transpose()?;
     let client = connect(cli).await?;
     let submitted = client.submit(&tasks.queue, payloads, tasks.options());
     let replies = match timeout {
-        Some(t) => tokio::time::timeout(t, submitted).await.map_err(|_| {
-            anyhow::anyhow!("the results did not all come within {} s", t.as_secs_f64())
-        })??,
+        Some(t) => tokio::time::timeout(t.0, submitted)
+            .await
+            .map_err(|_| anyhow::anyhow!("the results did not all come within {t}"))??,
         None => submitted.await?,
     };
     client.close().await;

@@ -1,12 +1,12 @@
 //! `taskhub token`: creating and revoking tokens.
 
 use std::io::Write;
-use std::time::Duration;
 
 use anyhow::bail;
 use clap::Subcommand;
+use taskhub_core::duration::HumanDuration;
 
-use crate::{Cli, connect, parse_duration};
+use crate::{Cli, connect};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TokenCommand {
@@ -35,8 +35,8 @@ pub(crate) enum TokenCommand {
         #[arg(long)]
         stats: bool,
         /// How long it works: 90s, 30m, 24h, 7d (at most 366d).
-        #[arg(long, default_value = "24h", value_parser = parse_duration)]
-        ttl: Duration,
+        #[arg(long, default_value = "24h")]
+        ttl: HumanDuration,
     },
     /// Stop a token from working, and close the sessions using it; kept across restarts when
     /// the hub has a data dir.
@@ -79,7 +79,7 @@ pub(crate) async fn run(cli: &Cli, command: &TokenCommand) -> anyhow::Result<()>
                 admin: false,
             };
             let client = connect(cli).await?;
-            let made = client.create_token(rights, *ttl).await?;
+            let made = client.create_token(rights, ttl.0).await?;
             client.close().await;
             writeln!(out, "{}", made.token)?;
             eprintln!(

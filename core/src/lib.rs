@@ -25,6 +25,7 @@ pub mod auth;
 pub mod body;
 pub mod bundle;
 pub mod codec;
+pub mod duration;
 pub mod handlers;
 pub mod keyfile;
 pub mod names;

@@ -37,7 +37,7 @@ pub use bundles::{Bundle, BundleError};
 pub fn browser_worker_built() -> bool {
     assets::BROWSER_WORKER_BUILT
 }
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, Limits};
 pub use nats::NatsBackend;
 pub use server::{Running, ServeError, Server, bind, run};
 pub use taskhub_core::auth::Secret;

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use clap::{Args, FromArgMatches};
 use taskhub_core::QueueName;
 use taskhub_core::auth::DEFAULT_KEY_ID;
+use taskhub_core::duration::HumanDuration;
 use taskhub_core::handlers::Handlers;
-use taskhub_core::worker::WorkerConfig;
+use taskhub_core::worker::{self, WorkerConfig};
 
 use crate::driver::{Options, run};
 
@@ -59,12 +60,27 @@ pub struct WorkerArgs {
     /// stdout.
     #[arg(long)]
     pub exec: Option<String>,
-    /// Seconds to let tasks in flight finish after the first SIGINT/SIGTERM.
-    #[arg(long, default_value_t = 30)]
-    pub grace: u64,
+    /// How long tasks in flight may finish after the first SIGINT/SIGTERM (`30s`, `2m`; a number
+    /// alone is seconds).
+    #[arg(long, env = "TASKHUB_WORKER_GRACE", default_value_t = HumanDuration::millis(worker::DEFAULT_STOP_GRACE_MS))]
+    pub grace: HumanDuration,
+    /// First wait before reconnecting to a hub that went away; doubles (with jitter) per failed
+    /// attempt up to --backoff-max.
+    #[arg(long, env = "TASKHUB_WORKER_BACKOFF_MIN", default_value_t = HumanDuration::millis(worker::DEFAULT_BACKOFF_MIN_MS))]
+    pub backoff_min: HumanDuration,
+    /// Longest wait between reconnection attempts.
+    #[arg(long, env = "TASKHUB_WORKER_BACKOFF_MAX", default_value_t = HumanDuration::millis(worker::DEFAULT_BACKOFF_MAX_MS))]
+    pub backoff_max: HumanDuration,
+    /// Give up on a connection whose handshake has not finished in this long (and try again).
+    #[arg(long, env = "TASKHUB_WORKER_HANDSHAKE_TIMEOUT", default_value_t = HumanDuration::millis(worker::DEFAULT_HANDSHAKE_TIMEOUT_MS))]
+    pub handshake_timeout: HumanDuration,
     /// Name shown in the hub's stats and on the dashboard.
     #[arg(long)]
     pub name: Option<String>,
+    /// How log lines are written: `text` for people, `json` (one object per line) for log
+    /// shippers. `RUST_LOG` filters them.
+    #[arg(long, env = "TASKHUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// Flags that cannot work, named.
@@ -103,7 +119,11 @@ impl WorkerArgs {
         let mut config = WorkerConfig::new(&credentials.key_id, credentials.secret, queues);
         config.concurrency = self.concurrency.unwrap_or(cpus).max(1);
         config.prefetch = self.prefetch;
-        config.stop_grace_ms = self.grace.saturating_mul(1000);
+        let ms = |d: HumanDuration| u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX);
+        config.stop_grace_ms = ms(self.grace);
+        config.backoff_min_ms = ms(self.backoff_min).max(1);
+        config.backoff_max_ms = ms(self.backoff_max).max(config.backoff_min_ms);
+        config.handshake_timeout_ms = ms(self.handshake_timeout).max(1);
         config.name = self.name.clone();
         let mut opts = Options::new(&self.hub, config, handlers);
         opts.exec = self.exec.clone();
@@ -133,14 +153,31 @@ impl WorkerArgs {
     }
 }
 
+/// How log lines are written: for people, or one JSON object per line for log shippers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 /// Install a `tracing` subscriber writing to stderr (`RUST_LOG`, default `info`).
 pub fn init_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    init_logging_as(LogFormat::Text, "info");
+}
+
+/// Install a `tracing` subscriber writing to stderr in `format`, filtered by `RUST_LOG` or else
+/// `default` (`info`, `warn`). Every binary of taskhub logs this way.
+pub fn init_logging_as(format: LogFormat, default: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => logs.try_init(),
+        LogFormat::Json => logs.json().with_current_span(false).try_init(),
+    };
 }
 
 /// The whole `main` of a worker binary: parse [`WorkerArgs`] from the command line, log to
@@ -183,7 +220,7 @@ pub fn main_from(args: impl IntoIterator<Item = OsString>, handlers: Handlers) -
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    init_logging();
+    init_logging_as(worker.log_format, "info");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -252,5 +289,57 @@ impl Signals {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Flags {
+        #[command(flatten)]
+        worker: WorkerArgs,
+    }
+
+    fn config(flags: &[&str]) -> WorkerConfig {
+        let base = ["taskhub-worker", "--key", "k", "--queue", "q"];
+        let args = Flags::try_parse_from(base.iter().chain(flags)).unwrap();
+        args.worker.options(Handlers::builtins()).unwrap().worker
+    }
+
+    /// Every duration flag takes a unit (a number alone is seconds), and the defaults are the
+    /// core's.
+    #[test]
+    fn durations_read_with_units_and_default_to_the_cores() {
+        let d = config(&[]);
+        assert_eq!(d.stop_grace_ms, worker::DEFAULT_STOP_GRACE_MS);
+        assert_eq!(d.backoff_min_ms, worker::DEFAULT_BACKOFF_MIN_MS);
+        assert_eq!(d.backoff_max_ms, worker::DEFAULT_BACKOFF_MAX_MS);
+        assert_eq!(d.handshake_timeout_ms, worker::DEFAULT_HANDSHAKE_TIMEOUT_MS);
+        let c = config(&[
+            "--grace",
+            "1500ms",
+            "--backoff-min",
+            "0.1",
+            "--backoff-max",
+            "2m",
+            "--handshake-timeout",
+            "3s",
+        ]);
+        assert_eq!(
+            (
+                c.stop_grace_ms,
+                c.backoff_min_ms,
+                c.backoff_max_ms,
+                c.handshake_timeout_ms
+            ),
+            (1_500, 100, 120_000, 3_000)
+        );
+        let bad = Flags::try_parse_from(["w", "--key", "k", "--queue", "q", "--grace", "soon"]);
+        assert!(bad.unwrap_err().to_string().contains("soon"));
     }
 }

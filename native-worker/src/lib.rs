@@ -57,7 +57,7 @@ mod exec;
 pub mod bundle;
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use cli::{ArgsError, WorkerArgs, init_logging, main, main_from};
+pub use cli::{ArgsError, LogFormat, WorkerArgs, init_logging, init_logging_as, main, main_from};
 #[cfg(not(target_arch = "wasm32"))]
 pub use driver::{Options, run};
 

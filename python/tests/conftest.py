@@ -1,6 +1,7 @@
 """Real hubs for the tests: `taskhub serve` on a free port (the binary from TASKHUB_BIN, or the
 workspace's debug build), and native workers."""
 
+import json
 import os
 import subprocess
 import sys
@@ -25,11 +26,12 @@ HERE = Path(__file__).resolve().parent
 class Serve:
     def __init__(self, *extra, listen="127.0.0.1:0"):
         self.proc = subprocess.Popen(
-            [binary("taskhub"), "serve", "--listen", listen, "--key", KEY, *extra],
+            [binary("taskhub"), "serve", "--listen", listen, "--key", KEY, "--ready-json",
+             *extra],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env=dict(os.environ, RUST_LOG="warn"))
         first = self.proc.stdout.readline()
-        self.url = first.split()[-1]
+        self.url = json.loads(first)["url"]
         assert self.url.startswith("ws"), first
 
     def worker(self, *args, credential=("--key", KEY)):

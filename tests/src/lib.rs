@@ -267,14 +267,15 @@ pub fn serve(listen: &str) -> (Proc, String) {
     serve_with(listen, &[])
 }
 
-/// [`serve`] with more flags.
+/// [`serve`] with more flags. The URL comes from the hub's `--ready-json` line.
 pub fn serve_with(listen: &str, extra: &[&str]) -> (Proc, String) {
-    let (p, banner) = serve_banner(listen, extra, "hub listening on");
-    let line = &banner[0];
-    let url = line.split_whitespace().last().unwrap().to_string();
+    let flags = [&["--ready-json"][..], extra].concat();
+    let (p, banner) = serve_banner(listen, &flags, "\"url\"");
+    let ready: Value = serde_json::from_str(&banner[0]).unwrap();
+    let url = ready["url"].as_str().unwrap().to_string();
     assert!(
         url.starts_with("ws://") || url.starts_with("wss://"),
-        "{line}"
+        "{ready}"
     );
     (p, url)
 }

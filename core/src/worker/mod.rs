@@ -25,7 +25,17 @@ use crate::names::{QueueName, SessionId, TaskId};
 use crate::protocol::{ClientMsg, ErrorCode, Role, ServerMsg, Task};
 use crate::time::Millis;
 
-/// How a worker behaves. Every limit has a default in [`WorkerConfig::new`].
+/// First reconnect delay of a worker ([`WorkerConfig::backoff_min_ms`]).
+pub const DEFAULT_BACKOFF_MIN_MS: u64 = 250;
+/// Longest reconnect delay ([`WorkerConfig::backoff_max_ms`]).
+pub const DEFAULT_BACKOFF_MAX_MS: u64 = 30_000;
+/// How long a handshake may take ([`WorkerConfig::handshake_timeout_ms`]).
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// How long a stopping worker waits for its running tasks ([`WorkerConfig::stop_grace_ms`]).
+pub const DEFAULT_STOP_GRACE_MS: u64 = 30_000;
+
+/// How a worker behaves. Every limit has a default in [`WorkerConfig::new`] (the `DEFAULT_*`
+/// constants, which `taskhub-worker`'s flags show too).
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub key_id: String,
@@ -62,10 +72,10 @@ impl WorkerConfig {
             queues,
             concurrency: 1,
             prefetch: None,
-            backoff_min_ms: 250,
-            backoff_max_ms: 30_000,
-            handshake_timeout_ms: 10_000,
-            stop_grace_ms: 30_000,
+            backoff_min_ms: DEFAULT_BACKOFF_MIN_MS,
+            backoff_max_ms: DEFAULT_BACKOFF_MAX_MS,
+            handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            stop_grace_ms: DEFAULT_STOP_GRACE_MS,
             batch: false,
         }
     }

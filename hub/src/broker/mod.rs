@@ -81,21 +81,9 @@ pub struct BrokerConfig {
 }
 
 impl Default for BrokerConfig {
+    /// The queue limits of [`crate::Limits::default`].
     fn default() -> Self {
-        BrokerConfig {
-            max_queue_len: 1_000_000,
-            max_queues: 10_000,
-            max_stored_bytes: 1 << 30,
-            ack_wait: Duration::from_secs(30),
-            max_attempts: 5,
-            max_prefetch: 1_000,
-            max_get_wait: Duration::from_secs(3_600),
-            max_waiters_per_session: 256,
-            max_subscriptions_per_session: 256,
-            dedup_window: Duration::from_secs(600),
-            max_dedup_ids: 100_000,
-            queue_idle_grace: Duration::from_secs(300),
-        }
+        crate::config::Limits::default().broker()
     }
 }
 
