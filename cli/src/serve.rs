@@ -129,6 +129,11 @@ pub(crate) struct ServeArgs {
     /// instead of --key/--key-file (which give one key with every right).
     #[arg(long, env = "TASKHUB_KEYS", value_name = "FILE")]
     keys: Option<PathBuf>,
+    /// Also serve /metrics, /healthz and /readyz on this address, plain HTTP and without a
+    /// token (bind it to a private interface); on the hub's own port /metrics needs a token with
+    /// the stats right.
+    #[arg(long, env = "TASKHUB_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// How long the tokens in the printed join and dashboard links work.
     #[arg(long, env = "TASKHUB_LINK_TTL", default_value = "7d")]
     link_ttl: HumanDuration,
@@ -259,6 +264,17 @@ pub(crate) async fn run(parsed: &Parsed, args: &ServeArgs) -> anyhow::Result<()>
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let metrics_addr = match &args.metrics_listen {
+        Some(at) => {
+            let metrics = taskhub::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} (--metrics-listen)"))?;
+            let bound = metrics.local_addr()?;
+            server.serve_metrics(metrics);
+            Some(bound)
+        }
+        None => None,
+    };
     let (ws, http) = match config.tls {
         Some(_) => ("wss", "https"),
         None => ("ws", "http"),
@@ -273,9 +289,15 @@ pub(crate) async fn run(parsed: &Parsed, args: &ServeArgs) -> anyhow::Result<()>
         "bundles": {},
         "dashboard": null,
         "pid": std::process::id(),
+        "metrics": metrics_addr.map(|a| format!("http://{a}/metrics")),
     });
     say(&format!("taskhub: hub listening on {ws}://{addr}"));
     say(&format!("taskhub: {}", server.storage_summary()));
+    if let Some(at) = metrics_addr {
+        say(&format!(
+            "taskhub: metrics at http://{at}/metrics (and /healthz, /readyz), no token needed there"
+        ));
+    }
     if !taskhub::browser_worker_built() {
         say(
             "taskhub: browser workers are not built in (the wasm32 target was missing): run `rustup target add wasm32-unknown-unknown` and rebuild",

@@ -197,6 +197,12 @@ pub(crate) struct Hub {
     pub connections: AtomicUsize,
     /// Pub/sub messages dropped for subscribers that did not keep up.
     pub dropped_messages: AtomicU64,
+    /// Handshakes refused for their credentials, for `/metrics`.
+    pub auth_failures: AtomicU64,
+    /// Sessions closed as slow consumers, for `/metrics`.
+    pub slow_consumer_closes: AtomicU64,
+    /// Set once the hub starts shutting down: `/readyz` says so.
+    pub shutting_down: std::sync::atomic::AtomicBool,
     /// Addresses that keep failing the handshake.
     pub throttle: crate::throttle::AuthThrottle,
     /// Connections that have not authenticated yet.
@@ -288,6 +294,9 @@ impl Hub {
             next_session: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
             dropped_messages: AtomicU64::new(0),
+            auth_failures: AtomicU64::new(0),
+            slow_consumer_closes: AtomicU64::new(0),
+            shutting_down: Default::default(),
             throttle: Default::default(),
             admission: Default::default(),
             tls: None,
@@ -312,6 +321,45 @@ impl Hub {
 
     pub fn now(&self) -> Millis {
         Millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// What `/metrics` shows: the queues' counters and gauges (from the broker, or with NATS from
+    /// the gateway), the sessions, and this hub's totals.
+    pub async fn metrics(&self) -> Result<crate::metrics::Snapshot, crate::broker::Failure> {
+        let mut snap = match &self.gateway {
+            Some(gw) => gw.metrics().await?,
+            None => {
+                let st = self.lock();
+                let stats = st.broker.stats();
+                let (queues, latency) = st.broker.metrics();
+                crate::metrics::Snapshot {
+                    queues,
+                    sessions: stats.sessions,
+                    stored_bytes: stats.stored_bytes,
+                    latency,
+                    ..Default::default()
+                }
+            }
+        };
+        snap.dropped_messages += self.dropped_messages.load(Ordering::Relaxed);
+        snap.auth_failures = self.auth_failures.load(Ordering::Relaxed);
+        snap.slow_consumer_closes = self.slow_consumer_closes.load(Ordering::Relaxed);
+        Ok(snap)
+    }
+
+    /// `/readyz`: whether the hub takes work now; if not, why.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err("the hub is shutting down".into());
+        }
+        match &self.gateway {
+            Some(gw) => gw.readiness(),
+            None => self
+                .lock()
+                .broker
+                .writable()
+                .map_err(|why| format!("the data dir cannot be written: {why}")),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

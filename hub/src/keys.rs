@@ -49,6 +49,11 @@ impl Grant {
         check(&self.key) && self.token.as_ref().is_none_or(&check)
     }
 
+    /// Whether it may read stats (and `/metrics`).
+    pub fn may_read_stats(&self) -> bool {
+        self.all(|r| r.stats)
+    }
+
     /// `None` if the request is allowed; otherwise the `forbidden` message, naming the right
     /// it lacks. Acks, fails, releases and touches concern tasks the session already holds, and
     /// a session's own inbox is its own: those need no right.
@@ -220,6 +225,28 @@ pub fn mint(
         rights,
     };
     Ok((token::issue(&claims, secret), claims))
+}
+
+/// A token presented whole, as HTTP's `Authorization: Bearer th1.…` (`/metrics`): who it is, if
+/// an admin key signed it and it has not expired or been revoked at `now` (Unix seconds).
+pub fn bearer(
+    keys: &KeySet,
+    revoked: &Revoked,
+    token: &str,
+    now: u64,
+) -> Result<Identity, Refusal> {
+    let (key_id, signature, _) = token::credentials(token).map_err(|_| Refusal::credentials())?;
+    let identity = resolve(keys, &key_id)?;
+    // The token's signature is the secret its holder proves in a handshake: compare it with
+    // the one the signing key gives, in constant time.
+    let (want, got) = (identity.secret.expose(), signature.expose());
+    let differ =
+        want.len() != got.len() || want.iter().zip(got).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0;
+    if differ {
+        return Err(Refusal::credentials());
+    }
+    check_validity(&identity, revoked, now)?;
+    Ok(identity)
 }
 
 /// After a right proof: whether the credentials still hold at `now` (Unix seconds).

@@ -64,6 +64,13 @@ impl Server {
         })
     }
 
+    /// Serve `/metrics`, `/healthz` and `/readyz` on `listener` too, plain HTTP and without a
+    /// token (`taskhub serve --metrics-listen`: bind it to a private address), while the process
+    /// runs.
+    pub fn serve_metrics(&self, listener: TcpListener) {
+        tokio::spawn(crate::ops::serve_listener(listener, self.hub.clone()));
+    }
+
     /// The port's TLS side, to reload its certificate (on SIGHUP); `None` for a plain hub.
     pub fn tls(&self) -> Option<Arc<ServerTls>> {
         self.hub.tls.clone()
@@ -149,6 +156,8 @@ async fn serve(hub: Arc<Hub>, listener: TcpListener, shutdown: impl Future<Outpu
         }
     }
     drop(listener);
+    hub.shutting_down
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(sessions = sessions.len(), "shutting down");
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(grace, async {

@@ -218,6 +218,12 @@ pub(crate) async fn serve(
         // takes it, so a bad one gets an HTTP answer that says what is wrong.
         let refusal = match http::Request::parse(&head) {
             Err(why) => Some(("400 Bad Request", why.to_string(), "")),
+            Ok(r) if !r.wants_upgrade() && crate::ops::is_ops(&r) => {
+                if let Err(e) = crate::ops::answer(stream, &r, &hub, true).await {
+                    tracing::debug!("http request failed: {e}");
+                }
+                return;
+            }
             Ok(r) if !r.wants_upgrade() => {
                 if let Err(e) = http::serve_static(stream, &r, &hub.site).await {
                     tracing::debug!("http request failed: {e}");
@@ -297,6 +303,7 @@ pub(crate) async fn serve(
             hub.close(id).await;
         }
         if matches!(end, End::SlowConsumer) {
+            hub.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
             // Its backlog is dropped: the error and Close frame must not wait behind thousands
             // of messages it will never take.
             let _ = abandon_tx.send(());
@@ -603,6 +610,7 @@ impl Conn {
             auth::verify_client_proof(&i.secret, &key_id, &nonce, &client_nonce, &proof)
         });
         let Some(identity) = identity.ok().filter(|_| valid) else {
+            hub.auth_failures.fetch_add(1, Ordering::Relaxed);
             if let Some(line) = hub.throttle.failed(self.peer, std::time::Instant::now()) {
                 tracing::info!(
                     "{line} (last key id tried: {:?})",
@@ -619,6 +627,7 @@ impl Conn {
         hub.throttle.succeeded(self.peer);
         // The proof is right: only now say whether the credentials have run out.
         if let Err(refusal) = keys::check_validity(&identity, &hub.revoked, unix_now()) {
+            hub.auth_failures.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("refused: {}", refusal.message);
             self.send(&auth_failed(refusal.reason, &refusal.message))
                 .await;

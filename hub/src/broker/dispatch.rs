@@ -22,6 +22,8 @@ impl Broker {
                 };
                 // A get takes the task for good (no lease).
                 self.journal.record(Change::Done(task.id));
+                q.counters.delivered += 1;
+                q.counters.redelivered += u64::from(task.attempts > 0);
                 task.attempts += 1;
                 self.out.push(Output {
                     to: w.session,
@@ -52,6 +54,8 @@ impl Broker {
             let Some(mut task) = q.ready.pop_front() else {
                 break;
             };
+            q.counters.delivered += 1;
+            q.counters.redelivered += u64::from(task.attempts > 0);
             task.attempts += 1;
             self.journal.record(Change::Leased(&task));
             q.in_flight += 1;

@@ -55,6 +55,10 @@ impl Broker {
             return Ok(());
         };
         self.acked += 1;
+        self.latency.record(now.since(task.put_at));
+        if let Some(q) = self.queues.get_mut(&task.queue) {
+            q.counters.acked += 1;
+        }
         if let Some(s) = self.sessions.get_mut(&session) {
             s.acked += 1;
         }
@@ -97,6 +101,9 @@ impl Broker {
             return Ok(());
         };
         self.failed += 1;
+        if let Some(q) = self.queues.get_mut(&task.queue) {
+            q.counters.failed += 1;
+        }
         if let Some(s) = self.sessions.get_mut(&session) {
             s.failed += 1;
         }
@@ -210,6 +217,9 @@ impl Broker {
     pub(super) fn dead_letter(&mut self, task: StoredTask, now: Millis) {
         let (entry, error) = dead_letter_entry(&super::envelope(&task), task.last_error.as_deref());
         tracing::debug!(task = %task.id, queue = %task.queue, "task dead-lettered");
+        if let Some(q) = self.queues.get_mut(&task.queue) {
+            q.counters.dead_lettered += 1;
+        }
         self.push_forced(&task.queue.dead_letter(), entry, now);
         self.reply(
             &task,
@@ -244,6 +254,7 @@ impl Broker {
             last_error: None,
             charge,
             reply_ref: None,
+            put_at: now,
         };
         let max = self.config.max_queue_len;
         match self.queue_mut(queue) {

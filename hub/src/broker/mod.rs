@@ -155,6 +155,8 @@ struct Queue {
     refs: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Since when the queue has been seen unused by the sweep.
     idle_since: Option<Millis>,
+    /// What happened to its tasks, for `/metrics`.
+    counters: crate::metrics::QueueCounters,
 }
 
 impl Queue {
@@ -237,6 +239,8 @@ pub struct Broker {
     stored_bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     acked: u64,
     failed: u64,
+    /// Put-to-ack times of acked tasks, for `/metrics`.
+    latency: crate::metrics::Latency,
     out: Vec<Output>,
 }
 
@@ -270,6 +274,7 @@ impl Broker {
             stored_bytes: Default::default(),
             acked: 0,
             failed: 0,
+            latency: Default::default(),
             out: Vec::new(),
         }
     }
@@ -417,6 +422,8 @@ impl Broker {
                 last_error: None,
                 charge: Charge::new(cost, &self.stored_bytes),
                 reply_ref,
+                // Put before the restart: its latency counts from here.
+                put_at: Millis(0),
             };
             if let Some(e) = t.last_error {
                 task.set_error(e);
@@ -805,8 +812,12 @@ impl Broker {
             last_error: None,
             charge: Charge::new(size, &self.stored_bytes),
             reply_ref,
+            put_at: now,
         };
         self.enqueue(task, End::Back, true);
+        if let Some(q) = self.queues.get_mut(&queue) {
+            q.counters.put += 1;
+        }
         self.dispatch(&queue, now);
         Ok(id)
     }
@@ -821,10 +832,12 @@ impl Broker {
     ) -> Result<Option<ServerMsg>, Failure> {
         rules::not_inbox(&queue)?;
         // A get that does not wait never creates a queue (only a waiting get needs one to wait on).
-        let found = self
-            .queues
-            .get_mut(&queue)
-            .and_then(|q| q.ready.pop_front());
+        let found = self.queues.get_mut(&queue).and_then(|q| {
+            let task = q.ready.pop_front()?;
+            q.counters.delivered += 1;
+            q.counters.redelivered += u64::from(task.attempts > 0);
+            Some(task)
+        });
         if let Some(mut task) = found {
             self.journal.record(Change::Done(task.id));
             task.attempts += 1;
@@ -962,6 +975,27 @@ impl Broker {
     }
 
     /// Payload bytes of every task the hub holds.
+    /// Whether tasks can be stored now (a data dir whose writes fail cannot).
+    pub fn writable(&self) -> Result<(), String> {
+        self.journal.writable()
+    }
+
+    /// Every queue's counters, depth and tasks in flight, and the put-to-ack latency.
+    pub fn metrics(&self) -> (Vec<crate::metrics::QueueMetrics>, crate::metrics::Latency) {
+        let mut queues: Vec<_> = self
+            .queues
+            .iter()
+            .map(|(name, q)| crate::metrics::QueueMetrics {
+                name: name.to_string(),
+                counters: q.counters,
+                depth: q.ready.len() as u64,
+                in_flight: q.in_flight as u64,
+            })
+            .collect();
+        queues.sort_by(|a, b| a.name.cmp(&b.name));
+        (queues, self.latency.clone())
+    }
+
     pub fn stored_bytes(&self) -> usize {
         self.stored_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }

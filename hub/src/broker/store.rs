@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use taskhub_core::{QueueName, RawJson, TaskId};
+use taskhub_core::{Millis, QueueName, RawJson, TaskId};
 
 use super::Body;
 
@@ -152,6 +152,9 @@ pub struct StoredTask {
     pub charge: Charge,
     /// Keeps its `reply_to` queue from being dropped while the task exists.
     pub reply_ref: Option<QueueRef>,
+    /// When it was put (for the put-to-ack latency); a task restored from a journal counts from
+    /// the restart.
+    pub put_at: Millis,
 }
 
 impl StoredTask {

@@ -962,6 +962,7 @@ fn leases_keep_their_id_deadline_and_session_views_in_step() {
         last_error: None,
         charge: Charge::new(0, &total),
         reply_ref: None,
+        put_at: Default::default(),
     };
     let mut l = Leases::default();
     l.grant(SessionId(1), task(1), Millis(300));
@@ -987,4 +988,61 @@ fn leases_keep_their_id_deadline_and_session_views_in_step() {
     assert!(l.take(TaskId(1)).is_none());
     assert_eq!(l.take(TaskId(2)).map(|x| x.deadline), Some(Millis(500)));
     assert_eq!((l.len(), l.next_deadline()), (0, None));
+}
+
+/// What `/metrics` counts, as the broker sees it: puts, deliveries (a second attempt counted
+/// as a redelivery), acks, fails and dead letters per queue, and the time from put to ack.
+#[test]
+fn the_counters_follow_each_task() {
+    let mut h = Harness::new(BrokerConfig::default());
+    let first = h.put("tasks", json!(1));
+    let doomed = h.put_with("tasks", json!(2), None, Some(1));
+    assert_eq!(h.consume(W1, "tasks", 1), vec![first]);
+    // Its lease runs out: the next delivery is its second attempt.
+    h.advance(BrokerConfig::default().ack_wait.as_millis() as u64 + 1);
+    h.advance(0);
+    let again = h.consume(W2, "tasks", 2);
+    assert!(
+        again.contains(&first) && again.contains(&doomed),
+        "{again:?}"
+    );
+    h.advance(250);
+    h.ack(W2, first, json!("done"));
+    h.send(
+        W2,
+        ClientMsg::Fail {
+            req: None,
+            task: doomed,
+            error: "no".into(),
+            retry: true,
+        },
+    );
+    let (queues, latency) = h.b.metrics();
+    let tasks = queues.iter().find(|m| m.name == "tasks").unwrap();
+    assert_eq!(
+        tasks.counters,
+        crate::metrics::QueueCounters {
+            put: 2,
+            delivered: 3,
+            redelivered: 1,
+            acked: 1,
+            failed: 1,
+            dead_lettered: 1,
+        }
+    );
+    assert_eq!((tasks.depth, tasks.in_flight), (0, 0));
+    let dead = queues.iter().find(|m| m.name == "tasks.dead").unwrap();
+    assert_eq!(dead.depth, 1);
+    // Put at 0, acked 30.25 s later (the ack wait, then 250 ms).
+    assert_eq!(latency.count(), 1);
+    let text = crate::metrics::Snapshot {
+        latency,
+        ..Default::default()
+    }
+    .encode();
+    assert!(
+        text.contains("taskhub_task_latency_seconds_bucket{le=\"10.0\"} 0")
+            && text.contains("taskhub_task_latency_seconds_bucket{le=\"60.0\"} 1"),
+        "{text}"
+    );
 }

@@ -46,6 +46,7 @@ use crate::broker::{
     sessions_by_role,
 };
 use crate::hub::Link;
+use crate::metrics::QueueCounters;
 use crate::writer::message;
 
 /// How a hub reaches NATS: `--backend` and the NATS settings.
@@ -270,6 +271,24 @@ struct State {
     ack_wait: Duration,
     /// Wakes the timer when a deadline comes earlier than those it sleeps for.
     timer: Arc<Notify>,
+    /// What this hub saw happen to each queue's tasks, for `/metrics` (at most `max_queues`
+    /// queues are counted).
+    counters: HashMap<QueueName, QueueCounters>,
+    max_counted: usize,
+    /// Put-to-ack times of the tasks this hub's sessions acked.
+    latency: crate::metrics::Latency,
+}
+
+/// `queue`'s counters, made if there is room for another queue's.
+fn counted<'a>(
+    counters: &'a mut HashMap<QueueName, QueueCounters>,
+    max: usize,
+    queue: &QueueName,
+) -> Option<&'a mut QueueCounters> {
+    if !counters.contains_key(queue) && counters.len() < max {
+        counters.insert(queue.clone(), QueueCounters::default());
+    }
+    counters.get_mut(queue)
 }
 
 /// The hub's side of the NATS backend.
@@ -388,7 +407,7 @@ impl Gateway {
             .await
             .map_err(fail)?;
         tracing::info!("NATS backend: this hub's id is {hub}");
-        let ack_wait = config.ack_wait;
+        let (ack_wait, max_counted) = (config.ack_wait, config.max_queues);
         let gw = Arc::new(Gateway {
             client,
             js,
@@ -397,6 +416,7 @@ impl Gateway {
             hub,
             state: Mutex::new(State {
                 ack_wait,
+                max_counted,
                 ..State::default()
             }),
             consumers: Mutex::new(Default::default()),
@@ -570,10 +590,16 @@ impl Gateway {
                     .await;
                 match put {
                     Err(e) => ready(answer(Err(e))),
-                    Ok(confirm) => Box::pin(async move {
-                        let r = confirm.await.map(|task| ServerMsg::Queued { req, task });
-                        answer(r)
-                    }),
+                    Ok(confirm) => {
+                        let gw = self.clone();
+                        Box::pin(async move {
+                            let r = confirm.await.map(|task| ServerMsg::Queued { req, task });
+                            if r.is_ok() {
+                                gw.count(&queue, |c| c.put += 1);
+                            }
+                            answer(r)
+                        })
+                    }
                 }
             }
             ClientMsg::Get {
@@ -861,6 +887,11 @@ impl Gateway {
                 continue;
             };
             // A get takes the task for good.
+            let again = arrived.task.attempt > 1;
+            self.count(&queue, |c| {
+                c.delivered += 1;
+                c.redelivered += u64::from(again);
+            });
             let _ = tokio::time::timeout(
                 NATS_TIMEOUT,
                 self.client.request(arrived.ack.clone(), "+ACK".into()),
@@ -920,6 +951,18 @@ impl Gateway {
             Settled::Failed => st.failed += 1,
             Settled::Released => {}
         }
+        let max = st.max_counted;
+        if let Some(c) = counted(&mut st.counters, max, &lease.task.queue) {
+            match how {
+                Settled::Acked => c.acked += 1,
+                Settled::Failed => c.failed += 1,
+                Settled::Released => {}
+            }
+        }
+        if let (Settled::Acked, Some(stored)) = (how, wire::delivery(&lease.ack)) {
+            st.latency
+                .record(crate::storage::since_unix_ns(stored.stored_ns));
+        }
         if let Some(s) = st.sessions.get_mut(&session) {
             match how {
                 Settled::Acked => s.acked += 1,
@@ -955,6 +998,59 @@ impl Gateway {
                 ))
             }
         }
+    }
+
+    /// Whether NATS is connected (puts can be stored).
+    pub fn readiness(&self) -> Result<(), String> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            other => Err(format!("NATS is not connected ({other})")),
+        }
+    }
+
+    /// Count something that happened to `queue`'s tasks.
+    fn count(&self, queue: &QueueName, what: impl FnOnce(&mut QueueCounters)) {
+        let mut st = self.lock();
+        let max = st.max_counted;
+        if let Some(c) = counted(&mut st.counters, max, queue) {
+            what(c);
+        }
+    }
+
+    /// `/metrics`: this hub's counters, sessions and latency, and every queue's depth and tasks
+    /// in flight across all hubs (as `stats`, so the same on every hub).
+    pub async fn metrics(self: &Arc<Self>) -> Result<crate::metrics::Snapshot, Failure> {
+        let stats = self.stats().await?;
+        let snap = self.snapshot();
+        let st = self.lock();
+        let mut queues: HashMap<String, crate::metrics::QueueMetrics> = stats
+            .queues
+            .iter()
+            .map(|q| {
+                let m = crate::metrics::QueueMetrics {
+                    name: q.name.to_string(),
+                    depth: q.depth,
+                    in_flight: q.in_flight,
+                    ..Default::default()
+                };
+                (m.name.clone(), m)
+            })
+            .collect();
+        for (name, c) in &st.counters {
+            let m = queues.entry(name.to_string()).or_default();
+            m.name = name.to_string();
+            m.counters = *c;
+        }
+        let mut queues: Vec<_> = queues.into_values().collect();
+        queues.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(crate::metrics::Snapshot {
+            queues,
+            sessions: snap.sessions,
+            stored_bytes: stats.stored_bytes,
+            dropped_messages: self.dropped.load(Ordering::Relaxed),
+            latency: st.latency.clone(),
+            ..Default::default()
+        })
     }
 
     /// A session has room again (see [`State::dispatch_for`]).
@@ -1599,6 +1695,13 @@ impl Gateway {
                 Effect::Nak(s) => (s, "-NAK"),
                 Effect::Progress(s) => (s, "+WPI"),
                 Effect::Dead { task, error, ack } => {
+                    {
+                        let mut st = self.lock();
+                        let max = st.max_counted;
+                        if let Some(c) = counted(&mut st.counters, max, &task.queue) {
+                            c.dead_lettered += 1;
+                        }
+                    }
                     self.dead_letter(task, error, ack).await;
                     continue;
                 }
@@ -1831,6 +1934,10 @@ impl State {
                 break;
             };
             session.held += 1;
+            if let Some(c) = counted(&mut self.counters, self.max_counted, queue) {
+                c.delivered += 1;
+                c.redelivered += u64::from(arrived.task.attempt > 1);
+            }
             let msg = message(encode_server(&ServerMsg::Deliver {
                 task: arrived.task.clone(),
             }));

@@ -232,6 +232,8 @@ pub struct Delivery {
     pub task: TaskId,
     /// Deliveries so far, this one included: the attempt.
     pub delivered: u32,
+    /// When JetStream stored the message (ns since the Unix epoch).
+    pub stored_ns: u64,
 }
 
 /// Read `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>`,
@@ -258,6 +260,7 @@ pub fn delivery(ack_subject: &str) -> Option<Delivery> {
     Some(Delivery {
         delivered: tokens.get(first)?.parse().ok()?,
         task: TaskId(tokens.get(first + 1)?.parse().ok()?),
+        stored_ns: tokens.get(first + 3)?.parse().ok()?,
     })
 }
 
@@ -399,13 +402,14 @@ mod tests {
     }
 
     #[test]
-    fn ack_subjects_name_the_task_and_attempt() {
+    fn ack_subjects_name_the_task_attempt_and_time() {
         let old = "$JS.ACK.taskhub.q_jobs.3.1042.17.1700000000000000000.5";
         assert_eq!(
             delivery(old),
             Some(Delivery {
                 task: TaskId(1042),
-                delivered: 3
+                delivered: 3,
+                stored_ns: 1_700_000_000_000_000_000,
             })
         );
         let new = "$JS.ACK.hub.ACCHASH.taskhub.q_jobs.1.9.9.1700000000000000000.0.xyz";
@@ -413,7 +417,8 @@ mod tests {
             delivery(new),
             Some(Delivery {
                 task: TaskId(9),
-                delivered: 1
+                delivered: 1,
+                stored_ns: 1_700_000_000_000_000_000,
             })
         );
         let longer = format!("{new}.more");

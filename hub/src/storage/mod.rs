@@ -134,6 +134,14 @@ pub(crate) fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Time since `unix_ns` (nanoseconds since the Unix epoch), or zero if that is later (clocks
+/// of two machines).
+pub(crate) fn since_unix_ns(unix_ns: u64) -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(unix_ns))
+        .unwrap_or_default()
+}
+
 pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
     move |source| StorageError::Io {
         path: path.to_path_buf(),

@@ -550,6 +550,7 @@ mod tests {
             last_error: Some("it broke".into()),
             charge: Charge::new(0, &Default::default()),
             reply_ref: None,
+            put_at: Default::default(),
         }
     }
 

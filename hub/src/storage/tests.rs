@@ -382,6 +382,7 @@ fn a_torn_last_record_is_dropped_with_a_note() {
         last_error: None,
         charge: crate::broker::Charge::new(0, &total),
         reply_ref: None,
+        put_at: Default::default(),
     };
     record::encode(Change::Stored(&t), &mut rec);
     let before = std::fs::metadata(&last).unwrap().len();
