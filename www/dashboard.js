@@ -2,12 +2,22 @@
 // stats every second; this page only draws them.
 import init, { HubMonitor } from "./pkg/wasm_worker.js";
 import { readLink, refusal } from "./link.js";
+import { COLORS, bars, lines } from "./chart.js";
 
 const $ = (id) => document.getElementById(id);
 const { params, credential: key } = readLink();
 const hub = params.get("hub") || `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/`;
 
 let previous = null; // {at, acked, perSession: Map}
+
+// What the charts show: a sample per stats update, the last five minutes of them.
+const SPAN_MS = 5 * 60 * 1000;
+const history = []; // {t, rate, depth: Map(queue -> ready tasks)}
+// Each worker's done count over the last ten seconds, for its rate: session -> [[t, acked], ...].
+const RATE_WINDOW_MS = 10 * 1000;
+const recent = new Map();
+// A queue keeps its colour while it is charted.
+const queueColors = new Map();
 
 function cell(text, cls) {
   const td = document.createElement("td");
@@ -31,7 +41,8 @@ function draw(stats) {
   const dt = previous ? (at - previous.at) / 1000 : 0;
   const rate = (now, before) => (dt > 0 && before !== undefined ? Math.max(0, (now - before) / dt) : 0);
   const fmt = (r) => (r >= 10 ? String(Math.round(r)) : r.toFixed(1));
-  $("rate").textContent = fmt(rate(stats.acked, previous?.acked));
+  const overall = rate(stats.acked, previous?.acked);
+  $("rate").textContent = fmt(overall);
   $("acked").textContent = stats.acked;
   $("native").textContent = stats.sessions.worker ?? 0;
   $("browser").textContent = stats.sessions.browser ?? 0;
@@ -47,8 +58,52 @@ function draw(stats) {
     cell(w.in_flight, "num"),
     cell(fmt(rate(w.acked, previous?.perSession.get(w.session))), "num"),
   ]);
+  // The first update has nothing to compare with: it starts the charts at the next.
+  if (previous) chart(at, overall, queues, stats.workers);
   previous = { at, acked: stats.acked, perSession };
   window.taskhubStats = stats;
+}
+
+// Add this update to the charts' history (five minutes of it) and redraw them.
+function chart(at, overall, queues, workers) {
+  history.push({ t: at, rate: overall, depth: new Map(queues.map((q) => [q.name, q.depth])) });
+  while (history.length && at - history[0].t > SPAN_MS) history.shift();
+  lines($("throughput-chart"), [
+    { name: "tasks/s", color: COLORS[0], points: history.map((h) => [h.t, h.rate]) },
+  ], at, SPAN_MS);
+  // The queues seen in the window, deepest first, at most as many as there are colours.
+  const deepest = new Map();
+  for (const h of history) for (const [name, d] of h.depth) deepest.set(name, Math.max(d, deepest.get(name) ?? 0));
+  const shown = [...deepest.entries()].sort((a, b) => b[1] - a[1]).slice(0, COLORS.length).map(([n]) => n);
+  for (const name of queueColors.keys()) if (!shown.includes(name)) queueColors.delete(name);
+  for (const name of shown) {
+    if (!queueColors.has(name)) {
+      const used = new Set(queueColors.values());
+      queueColors.set(name, COLORS.find((c) => !used.has(c)) ?? COLORS[0]);
+    }
+  }
+  lines($("depth-chart"), shown.map((name) => ({
+    name,
+    color: queueColors.get(name),
+    points: history.filter((h) => h.depth.has(name)).map((h) => [h.t, h.depth.get(name)]),
+  })), at, SPAN_MS);
+  // Each worker's rate over the last ten seconds, fastest first.
+  const alive = new Set();
+  const rates = workers.map((w) => {
+    alive.add(w.session);
+    const seen = recent.get(w.session) ?? [];
+    seen.push([at, w.acked]);
+    while (seen.length > 1 && at - seen[0][0] > RATE_WINDOW_MS) seen.shift();
+    recent.set(w.session, seen);
+    const [t0, a0] = seen[0];
+    const r = at > t0 ? ((w.acked - a0) * 1000) / (at - t0) : 0;
+    const name = w.name ? `${w.name} #${w.session}` : `#${w.session}`;
+    return { name, value: Math.max(0, r), color: w.role === "browser" ? COLORS[1] : COLORS[0] };
+  });
+  for (const s of recent.keys()) if (!alive.has(s)) recent.delete(s);
+  rates.sort((a, b) => b.value - a.value);
+  bars($("workers-chart"), rates);
+  window.taskhubCharts = { samples: history.length, queues: shown, workers: rates.length };
 }
 
 async function main() {

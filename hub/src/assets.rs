@@ -40,6 +40,7 @@ pub(crate) fn lookup(path: &str) -> Option<Asset> {
         "/app.js" => (JS, www!("app.js")),
         "/dashboard.js" => (JS, www!("dashboard.js")),
         "/link.js" => (JS, www!("link.js")),
+        "/chart.js" => (JS, www!("chart.js")),
         "/compute.js" => (JS, www!("compute.js")),
         "/style.css" => (CSS, www!("style.css")),
         "/pkg/wasm_worker.js" => (JS, pkg!("wasm_worker.js")),

@@ -1,5 +1,6 @@
 //! The browser worker end to end, in real headless Chromium: the join link, 200 squares done by
-//! the tab, the dashboard, and a browser closed mid-batch with a native worker finishing the rest.
+//! the tab, the dashboard (its charts checked in Chromium's own screenshots), and a browser closed
+//! mid-batch with a native worker finishing the rest.
 
 use std::time::{Duration, Instant};
 
@@ -426,4 +427,70 @@ async fn a_tab_given_several_hubs_moves_to_the_next_when_its_hub_goes() {
     drop(page);
     browser.close().await;
     second.stop().await;
+}
+
+/// The dashboard draws time: throughput and queue depth over the last five minutes, and each
+/// worker's rate. A screenshot of each chart, taken by Chromium itself, holds the line or bars in
+/// the chart's colour (the first chart colour, #2f5bd3), not just an empty canvas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_charts_throughput_depth_and_worker_rates() {
+    let _one = ONE_BROWSER.lock().await;
+    let hub = hub(|_| {}).await;
+    let base = format!("http://{}", hub.addr());
+    let c = client(&hub.url()).await;
+    let _worker = in_process_worker(&hub.url(), "charted", 1);
+    let mut browser = Browser::start().await;
+    let dash = browser.open(&format!("{base}/dashboard#key={KEY}")).await;
+    // Work flowing while the dashboard samples: a queue that fills, then drains.
+    let naps = PutOptions::new().kind("sleep");
+    c.put_many("charted", vec![json!(20); 150], naps)
+        .await
+        .unwrap();
+    let charts = browser
+        .wait_for(
+            &dash,
+            "(() => { const c = window.taskhubCharts; return c && c.samples >= 4 && c.workers >= 1 && c.queues.includes('charted') && c; })()",
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(charts["samples"].as_u64().unwrap() >= 4, "{charts}");
+    for id in ["throughput-chart", "depth-chart", "workers-chart"] {
+        let rect = browser
+            .eval(
+                &dash,
+                &format!(
+                    "(() => {{ const r = document.getElementById('{id}').getBoundingClientRect(); \
+                     return {{x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: r.height}}; }})()"
+                ),
+            )
+            .await;
+        assert!(rect["width"].as_f64().unwrap() > 100.0, "{id}: {rect}");
+        let shot = browser
+            .call(
+                Some(&dash.session),
+                "Page.captureScreenshot",
+                json!({"format": "png", "captureBeyondViewport": true,
+                       "clip": {"x": rect["x"], "y": rect["y"], "width": rect["width"],
+                                "height": rect["height"], "scale": 1}}),
+            )
+            .await;
+        let png = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            shot["data"].as_str().unwrap(),
+        )
+        .unwrap();
+        let decoder = png::Decoder::new(std::io::Cursor::new(png));
+        let mut reader = decoder.read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut pixels).unwrap();
+        let channels = info.line_size / info.width as usize;
+        // Pixels close to the first chart colour (47, 91, 211): the line or the bars.
+        let drawn = pixels
+            .chunks(channels)
+            .filter(|p| p[0].abs_diff(47) < 40 && p[1].abs_diff(91) < 40 && p[2].abs_diff(211) < 40)
+            .count();
+        // (The legend's swatch alone is 30.)
+        assert!(drawn > 100, "{id}: only {drawn} pixels of the chart colour");
+    }
+    browser.close().await;
 }
