@@ -19,6 +19,63 @@ const recent = new Map();
 // A queue keeps its colour while it is charted.
 const queueColors = new Map();
 
+// The dead-letter actions: the monitor's session sends them, the answers come back by request id.
+let monitor = null;
+const waiting = new Map(); // req -> resolve
+function act(action, queue) {
+  return new Promise((resolve, reject) => {
+    try {
+      waiting.set(monitor.deadLetters(action, queue), resolve);
+    } catch (err) {
+      reject(err);
+    }
+  });
+}
+
+function say(text, bad) {
+  $("action").textContent = text;
+  $("action").className = bad ? "bad" : "";
+}
+
+async function deadAction(action, queue) {
+  if (action === "purge" && !confirm(`Drop every dead letter of ${queue} for good?`)) return;
+  let answer;
+  try {
+    answer = await act(action, queue);
+  } catch (err) {
+    say(`${action} ${queue}: ${err.message || err}`, true);
+    return;
+  }
+  if (answer.type === "error") {
+    say(`${action} ${queue}: ${answer.message}`, true);
+  } else if (answer.type === "requeued") {
+    say(`requeued ${answer.count} dead letter(s) on ${queue}${answer.more ? " (more left: requeue again)" : ""}`);
+  } else if (answer.type === "deleted") {
+    say(`dropped ${answer.tasks} dead letter(s) of ${queue}`);
+  } else if (answer.type === "dead_letters") {
+    say("");
+    $("dead-card").hidden = false;
+    $("dead-queue").textContent = queue;
+    $("dead-total").textContent = `${answer.total} in all${answer.total > answer.entries.length ? `, the oldest ${answer.entries.length} shown` : ""}`;
+    rows($("dead").tBodies[0], answer.entries, (e) => [
+      cell(e.id, "num"),
+      cell(e.kind ?? "-"),
+      cell(e.attempts, "num"),
+      cell(e.error ?? ""),
+      cell(e.payload_bytes !== undefined ? `(${e.payload_bytes} bytes)` : JSON.stringify(e.payload).slice(0, 80)),
+    ]);
+  }
+}
+
+function button(label, action, queue) {
+  const b = document.createElement("button");
+  b.textContent = label;
+  b.dataset.action = action;
+  b.dataset.queue = queue;
+  b.addEventListener("click", () => deadAction(action, queue));
+  return b;
+}
+
 function cell(text, cls) {
   const td = document.createElement("td");
   td.textContent = text;
@@ -47,9 +104,13 @@ function draw(stats) {
   $("native").textContent = stats.sessions.worker ?? 0;
   $("browser").textContent = stats.sessions.browser ?? 0;
   const queues = stats.queues.filter((q) => !q.name.endsWith(".dead"));
-  rows($("queues").tBodies[0], queues, (q) => [
-    cell(q.name), cell(q.depth, "num"), cell(q.in_flight, "num"), cell(q.dead, "num"), cell(q.consumers, "num"),
-  ]);
+  rows($("queues").tBodies[0], queues, (q) => {
+    const actions = cell("", "actions");
+    if (q.dead > 0) {
+      actions.append(button("list", "list", q.name), button("requeue", "requeue", q.name), button("purge", "purge", q.name));
+    }
+    return [cell(q.name), cell(q.depth, "num"), cell(q.in_flight, "num"), cell(q.dead, "num"), cell(q.consumers, "num"), actions];
+  });
   const perSession = new Map(stats.workers.map((w) => [w.session, w.acked]));
   rows($("workers").tBodies[0], stats.workers, (w) => [
     cell(w.name ? `${w.name} (#${w.session})` : `#${w.session}`),
@@ -112,11 +173,21 @@ async function main() {
     return;
   }
   await init();
-  const monitor = new HubMonitor(hub, key);
+  monitor = new HubMonitor(hub, key);
   monitor.onUpdate((update) => {
     if (update.type === "stats") {
       draw(update.stats);
       return;
+    }
+    if (update.type === "answer") {
+      waiting.get(update.req)?.(update.answer);
+      waiting.delete(update.req);
+      return;
+    }
+    if (update.state !== "connected") {
+      // Answers to actions sent on a connection that is gone will not come.
+      for (const resolve of waiting.values()) resolve({ type: "error", message: "the connection to the hub was lost" });
+      waiting.clear();
     }
     $("state").textContent = update.state;
     $("state").className = `pill ${update.state}`;

@@ -2,6 +2,7 @@
 //! flags every command shares, how the client commands connect, and the helpers they share.
 
 mod bench;
+mod dead;
 mod demo;
 mod get;
 mod publish;
@@ -85,6 +86,9 @@ enum Command {
     /// Manage queues.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
+    /// A queue's dead letters: list, requeue or purge them.
+    #[command(subcommand)]
+    Dead(dead::DeadCommand),
     /// Show queues and sessions.
     Stats(stats::StatsArgs),
     /// Create or revoke tokens (needs a key with admin).
@@ -157,6 +161,7 @@ async fn dispatch(parsed: settings::Parsed) -> anyhow::Result<()> {
         Command::Pub(args) => publish::run(cli, args).await,
         Command::Sub(args) => sub::run(cli, args).await,
         Command::Queue(command) => queue::run(cli, command).await,
+        Command::Dead(command) => dead::run(cli, command).await,
         Command::Stats(args) => stats::run(cli, args).await,
         Command::Token(command) => token::run(cli, command).await,
         Command::Demo => demo::run().await,

@@ -856,6 +856,46 @@ impl Client {
         }
     }
 
+    /// The oldest `limit` entries of `<queue>.dead` (the hub's default 100 when `None`, at most
+    /// 1,000), left where they are: each `{id, queue, kind, payload, attempts, error, ...}`
+    /// (a task that carried bytes has `payload: null` and `payload_bytes`), and how many
+    /// `<queue>.dead` holds. Needs `get` on `<queue>.dead`.
+    pub async fn dead_letters(
+        &self,
+        queue: &str,
+        limit: Option<u32>,
+    ) -> Result<DeadLetters, ClientError> {
+        let msg = ClientMsg::DeadList {
+            req: None,
+            queue: QueueName::new(queue)?,
+            limit,
+        };
+        match self.request(msg).await? {
+            ServerMsg::DeadLetters { entries, total, .. } => Ok(DeadLetters { entries, total }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Put dead letters of `queue` back on it as new tasks and take them out of `<queue>.dead`:
+    /// those of the task ids in `ids`, or every one (up to 10,000 per call; `more` says whether
+    /// to call again) when `None`. An id with no dead letter refuses the whole call
+    /// (`unknown_task`). Needs `get` on `<queue>.dead` and `put` on `queue`.
+    pub async fn requeue_dead(
+        &self,
+        queue: &str,
+        ids: Option<Vec<TaskId>>,
+    ) -> Result<Requeued, ClientError> {
+        let msg = ClientMsg::DeadRequeue {
+            req: None,
+            queue: QueueName::new(queue)?,
+            ids,
+        };
+        match self.request(msg).await? {
+            ServerMsg::Requeued { count, more, .. } => Ok(Requeued { count, more }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// A new token with `rights` (no more than this session's key has) that works for `ttl`.
     /// Needs a key with `admin`.
     pub async fn create_token(
@@ -1036,6 +1076,24 @@ pub struct Deleted {
     pub tasks: u64,
     /// Whether the queue is gone (`false`: still in use, so kept, empty, until it is not).
     pub removed: bool,
+}
+
+/// What [`Client::dead_letters`] read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetters {
+    /// The entries, oldest first.
+    pub entries: Vec<serde_json::Value>,
+    /// How many `<queue>.dead` holds in all.
+    pub total: u64,
+}
+
+/// What [`Client::requeue_dead`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requeued {
+    /// Dead letters put back on the queue.
+    pub count: u64,
+    /// Whether `<queue>.dead` holds more (after a call without ids).
+    pub more: bool,
 }
 
 /// What [`Client::create_token`] made.

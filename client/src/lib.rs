@@ -68,8 +68,8 @@ pub mod tls;
 pub mod transport;
 
 pub use client::{
-    AuthReason, Client, ClientError, ConnectOptions, Deleted, Message, NewToken, PutOptions,
-    Subscriber, connect,
+    AuthReason, Client, ClientError, ConnectOptions, DeadLetters, Deleted, Message, NewToken,
+    PutOptions, Requeued, Subscriber, connect,
 };
 pub use keyfile::{Credentials, credentials, read_key_file, write_key_file};
 pub use taskhub_core::auth::{DEFAULT_KEY_ID, Secret};

@@ -63,6 +63,8 @@ const KNOWN_CLIENT_TYPES: &[&str] = &[
     "stats",
     "ping",
     "delete_queue",
+    "dead_list",
+    "dead_requeue",
     "create_token",
     "revoke_token",
 ];
@@ -102,6 +104,8 @@ struct Flat<'a, P> {
     rights: Option<Rights>,
     ttl_ms: Option<u64>,
     token_id: Option<String>,
+    limit: Option<u32>,
+    ids: Option<Vec<TaskId>>,
 }
 
 /// A field that is present, even as `null`, is `Some`.
@@ -182,6 +186,16 @@ impl<P> Flat<'_, P> {
                 req,
                 queue: need(self.queue, "queue")?,
             },
+            "dead_list" => ClientMsg::DeadList {
+                req,
+                queue: need(self.queue, "queue")?,
+                limit: self.limit,
+            },
+            "dead_requeue" => ClientMsg::DeadRequeue {
+                req,
+                queue: need(self.queue, "queue")?,
+                ids: self.ids,
+            },
             "create_token" => ClientMsg::CreateToken {
                 req,
                 rights: need(self.rights, "rights")?,
@@ -245,6 +259,10 @@ struct FlatServer<'a> {
     token_id: Option<String>,
     expires: Option<u64>,
     closed: Option<u64>,
+    entries: Option<Vec<serde_json::Value>>,
+    total: Option<u64>,
+    count: Option<u64>,
+    more: Option<bool>,
 }
 
 impl FlatServer<'_> {
@@ -312,6 +330,18 @@ impl FlatServer<'_> {
                 queue: need(self.queue, "queue")?,
                 tasks: need(self.tasks, "tasks")?,
                 removed: need(self.removed, "removed")?,
+            },
+            "dead_letters" => ServerMsg::DeadLetters {
+                req,
+                queue: need(self.queue, "queue")?,
+                entries: need(self.entries, "entries")?,
+                total: need(self.total, "total")?,
+            },
+            "requeued" => ServerMsg::Requeued {
+                req,
+                queue: need(self.queue, "queue")?,
+                count: need(self.count, "count")?,
+                more: need(self.more, "more")?,
             },
             "token" => ServerMsg::Token {
                 req,
@@ -1104,6 +1134,16 @@ mod tests {
                 req: Some(11),
                 queue: q(),
             },
+            ClientMsg::DeadList {
+                req: Some(14),
+                queue: q(),
+                limit: Some(5),
+            },
+            ClientMsg::DeadRequeue {
+                req: Some(15),
+                queue: q(),
+                ids: Some(vec![TaskId(4), TaskId(9)]),
+            },
             ClientMsg::CreateToken {
                 req: Some(12),
                 rights: crate::Rights {
@@ -1229,6 +1269,20 @@ mod tests {
                 queue: q(),
                 tasks: 3,
                 removed: false,
+            },
+            ServerMsg::DeadLetters {
+                req: Some(10),
+                queue: q(),
+                entries: vec![
+                    json!({"id": 4, "queue": "tasks", "payload": 3, "attempts": 5, "error": "x"}),
+                ],
+                total: 7,
+            },
+            ServerMsg::Requeued {
+                req: Some(11),
+                queue: q(),
+                count: 3,
+                more: false,
             },
             ServerMsg::Token {
                 req: Some(8),

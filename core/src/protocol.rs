@@ -168,6 +168,27 @@ pub enum ClientMsg<P = Payload> {
         req: Option<u64>,
         queue: QueueName,
     },
+    /// Read the entries of `<queue>.dead` without taking them: the oldest `limit` (default
+    /// [`DEAD_LIST_DEFAULT`], at most [`DEAD_LIST_MAX`]). Needs `get` on `<queue>.dead`.
+    /// Answered by `dead_letters`.
+    DeadList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        queue: QueueName,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Put dead letters of `queue` back on it as new tasks (their kind, payload, `reply_to` and
+    /// `max_attempts`, attempts from zero) and take them out of `<queue>.dead`: those whose `id`
+    /// is in `ids`, or without `ids` every one (at most [`DEAD_REQUEUE_MAX`] per request).
+    /// Needs `get` on `<queue>.dead` and `put` on `queue`. Answered by `requeued`.
+    DeadRequeue {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        queue: QueueName,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ids: Option<Vec<TaskId>>,
+    },
     /// Make a token with `rights` (no more than the session's key has) that works for `ttl_ms`.
     /// Needs `admin`. Answered by `token`.
     CreateToken {
@@ -203,6 +224,8 @@ impl<P> ClientMsg<P> {
             | ClientMsg::Stats { req }
             | ClientMsg::Ping { req }
             | ClientMsg::DeleteQueue { req, .. }
+            | ClientMsg::DeadList { req, .. }
+            | ClientMsg::DeadRequeue { req, .. }
             | ClientMsg::CreateToken { req, .. }
             | ClientMsg::RevokeToken { req, .. } => *req,
         }
@@ -225,11 +248,20 @@ impl<P> ClientMsg<P> {
             | ClientMsg::Stats { req }
             | ClientMsg::Ping { req }
             | ClientMsg::DeleteQueue { req, .. }
+            | ClientMsg::DeadList { req, .. }
+            | ClientMsg::DeadRequeue { req, .. }
             | ClientMsg::CreateToken { req, .. }
             | ClientMsg::RevokeToken { req, .. } => *req = Some(id),
         }
     }
 }
+
+/// Entries a `dead_list` without `limit` reads.
+pub const DEAD_LIST_DEFAULT: u32 = 100;
+/// Most entries one `dead_list` reads.
+pub const DEAD_LIST_MAX: u32 = 1_000;
+/// Most dead letters one `dead_requeue` moves.
+pub const DEAD_REQUEUE_MAX: usize = 10_000;
 
 /// A task as the hub hands it out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -391,6 +423,25 @@ pub enum ServerMsg<P = Payload> {
         tasks: u64,
         removed: bool,
     },
+    /// Answer to `dead_list`: the oldest entries of `<queue>.dead` (each as `get` would give it,
+    /// except that the payload of a task that carried bytes is `null`, with `payload_bytes`
+    /// saying how many), and how many the queue holds.
+    DeadLetters {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        queue: QueueName,
+        entries: Vec<serde_json::Value>,
+        total: u64,
+    },
+    /// Answer to `dead_requeue`: how many dead letters went back on `queue`, and whether
+    /// `<queue>.dead` holds more (a request without `ids` moves at most [`DEAD_REQUEUE_MAX`]).
+    Requeued {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        queue: QueueName,
+        count: u64,
+        more: bool,
+    },
     /// Answer to `create_token`.
     Token {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -444,6 +495,8 @@ impl<P> ServerMsg<P> {
             | ServerMsg::Published { req, .. }
             | ServerMsg::Stats { req, .. }
             | ServerMsg::Deleted { req, .. }
+            | ServerMsg::DeadLetters { req, .. }
+            | ServerMsg::Requeued { req, .. }
             | ServerMsg::Token { req, .. }
             | ServerMsg::Revoked { req, .. }
             | ServerMsg::Error { req, .. } => *req,

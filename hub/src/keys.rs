@@ -109,6 +109,10 @@ impl Grant {
             ClientMsg::Stats { .. } => {
                 lacks(self.all(|r| r.stats), "read stats (it lacks stats)".into())
             }
+            ClientMsg::DeadList { queue: q, .. } => queue(QueueRight::Get, &q.dead_letter()),
+            ClientMsg::DeadRequeue { queue: q, .. } => {
+                queue(QueueRight::Get, &q.dead_letter()).or_else(|| queue(QueueRight::Put, q))
+            }
             ClientMsg::DeleteQueue { .. } => lacks(
                 self.all(|r| r.admin),
                 "delete queues (it lacks admin)".into(),

@@ -494,3 +494,95 @@ async fn the_dashboard_charts_throughput_depth_and_worker_rates() {
     }
     browser.close().await;
 }
+
+/// Dead letters from the dashboard: list them and requeue them with the page's own session; a
+/// dashboard whose token may only read stats is told why it may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_lists_and_requeues_dead_letters() {
+    let _one = ONE_BROWSER.lock().await;
+    let hub = hub(|_| {}).await;
+    let base = format!("http://{}", hub.addr());
+    let c = client(&hub.url()).await;
+    let doomed = PutOptions::new().kind("fail").max_attempts(1);
+    c.put_many("jobs", vec![json!("x"), json!("y")], doomed)
+        .await
+        .unwrap();
+    let worker = in_process_worker(&hub.url(), "jobs", 1);
+    taskhub_tests::eventually(Duration::from_secs(20), || async {
+        let s = c.stats().await.unwrap();
+        s.queue("jobs").is_some_and(|q| q.dead == 2).then_some(())
+    })
+    .await
+    .expect("two dead letters");
+    drop(worker);
+    let mut browser = Browser::start().await;
+
+    // A dashboard link's token may read stats only: the hub refuses, and the page says why.
+    let stats_only = c
+        .create_token(
+            taskhub_core::Rights {
+                stats: true,
+                ..Default::default()
+            },
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap()
+        .token;
+    let limited = browser
+        .open(&format!("{base}/dashboard#token={stats_only}"))
+        .await;
+    let click = |action: &str| {
+        format!(
+            "(() => {{ const b = document.querySelector('button[data-action={action}][data-queue=jobs]'); \
+             if (!b) return false; b.click(); return true; }})()"
+        )
+    };
+    browser
+        .wait_for(&limited, &click("requeue"), Duration::from_secs(20))
+        .await;
+    let said = browser
+        .wait_for(
+            &limited,
+            "document.getElementById('action').textContent || false",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(said.as_str().unwrap().contains("may not"), "{said}");
+    assert_eq!(c.stats().await.unwrap().queue("jobs").unwrap().dead, 2);
+
+    // With the key: list, then requeue.
+    let dash = browser.open(&format!("{base}/dashboard#key={KEY}")).await;
+    browser
+        .wait_for(&dash, &click("list"), Duration::from_secs(20))
+        .await;
+    let listed = browser
+        .wait_for(
+            &dash,
+            "(() => { const rows = document.querySelectorAll('#dead tbody tr'); return rows.length === 2 && document.querySelector('#dead tbody').textContent; })()",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(
+        listed
+            .as_str()
+            .unwrap()
+            .contains("gave up after 1 attempt(s)"),
+        "{listed}"
+    );
+    browser
+        .wait_for(&dash, &click("requeue"), Duration::from_secs(10))
+        .await;
+    let said = browser
+        .wait_for(
+            &dash,
+            "(() => { const t = document.getElementById('action').textContent; return t.startsWith('requeued') && t; })()",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(said, json!("requeued 2 dead letter(s) on jobs"));
+    let jobs = c.stats().await.unwrap();
+    let jobs = jobs.queue("jobs").unwrap();
+    assert_eq!((jobs.dead, jobs.depth), (0, 2));
+    browser.close().await;
+}

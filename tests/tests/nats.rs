@@ -183,7 +183,7 @@ async fn a_task_that_fails_for_good_goes_to_the_dead_letter_queue_with_its_error
     assert_eq!(
         dead.payload,
         json!({"id": id.0, "queue": "jobs", "kind": "k", "payload": {"n": 1}, "attempts": 2,
-               "error": "gave up after 2 attempt(s): boom again"})
+               "error": "gave up after 2 attempt(s): boom again", "max_attempts": 2})
     );
     let stats = c.stats().await.unwrap();
     let jobs = stats

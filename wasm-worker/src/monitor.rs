@@ -33,6 +33,8 @@ struct Inner {
     reconnect: Option<Timeout>,
     listener: Option<Function>,
     failed: bool,
+    /// The last request id an action used (stats go without one).
+    last_req: u64,
 }
 
 impl Inner {
@@ -120,6 +122,14 @@ impl Inner {
             }
             return;
         }
+        if let Some(req) = msg.req() {
+            // The answer to an action of the page's (stats go without a request id).
+            let answer = serde_json::to_value(&msg).unwrap_or(Value::Null);
+            out.push(js_event(
+                json!({"type": "answer", "req": req, "answer": answer}),
+            ));
+            return;
+        }
         if let ServerMsg::Stats { stats, .. } = msg {
             let stats = serde_json::to_value(stats).unwrap_or(Value::Null);
             out.push(js_event(json!({"type": "stats", "stats": stats})));
@@ -160,7 +170,8 @@ fn on_socket(inner: &Rc<RefCell<Inner>>, id: u64, ev: SocketEvent) {
 
 /// A live view of a hub for dashboards: `new HubMonitor(url, key)`, `onUpdate(f)`,
 /// `start(everyMs)`. Updates are `{type: "state", state, message?, hub?}` (`hub`: the URL it
-/// connected to) and `{type: "stats", stats}`.
+/// connected to), `{type: "stats", stats}`, and `{type: "answer", req, answer}` for the page's
+/// actions (`deadLetters`), `answer` being the hub's message (an `error` one too).
 /// `url` may list several hubs, comma-separated: after a failed or lost connection the next one
 /// is tried.
 #[wasm_bindgen]
@@ -190,6 +201,7 @@ impl HubMonitor {
                 reconnect: None,
                 listener: None,
                 failed: false,
+                last_req: 0,
             })
         });
         Ok(HubMonitor { inner })
@@ -200,6 +212,48 @@ impl HubMonitor {
         if let Ok(mut i) = self.inner.try_borrow_mut() {
             i.listener = Some(listener);
         }
+    }
+
+    /// Act on `queue`'s dead letters: `"list"` (the oldest 100), `"requeue"` (all of them, back
+    /// on the queue) or `"purge"` (dropped). Returns the request id its `answer` update carries.
+    /// The session's token needs the rights (`get` on `<queue>.dead`, and `put` on the queue
+    /// to requeue, `admin` to purge); without them the answer is a `forbidden` error.
+    #[wasm_bindgen(js_name = deadLetters)]
+    pub fn dead_letters(&self, action: &str, queue: &str) -> Result<f64, JsError> {
+        let queue =
+            taskhub_core::QueueName::new(queue).map_err(|e| JsError::new(&e.to_string()))?;
+        let mut i = self
+            .inner
+            .try_borrow_mut()
+            .map_err(|_| JsError::new("busy"))?;
+        if i.handshake.is_some() || i.conn.socket().is_none() {
+            return Err(JsError::new("not connected to the hub"));
+        }
+        i.last_req += 1;
+        let req = Some(i.last_req);
+        let msg = match action {
+            "list" => ClientMsg::DeadList {
+                req,
+                queue,
+                limit: None,
+            },
+            "requeue" => ClientMsg::DeadRequeue {
+                req,
+                queue,
+                ids: None,
+            },
+            "purge" => ClientMsg::DeleteQueue {
+                req,
+                queue: queue.dead_letter(),
+            },
+            other => {
+                return Err(JsError::new(&format!(
+                    "unknown action {other:?}: list, requeue or purge"
+                )));
+            }
+        };
+        i.send(&msg);
+        Ok(i.last_req as f64)
     }
 
     /// Connect and ask for stats every `every_ms` milliseconds.

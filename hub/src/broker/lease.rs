@@ -19,6 +19,14 @@ struct DeadLetter<'a> {
     payload: &'a Body,
     attempts: u32,
     error: &'a str,
+    /// Kept so a requeued task reports where the original would have.
+    #[serde(skip_serializing_if = "none")]
+    reply_to: &'a Option<QueueName>,
+    max_attempts: u32,
+}
+
+fn none<T>(o: &&Option<T>) -> bool {
+    o.is_none()
 }
 
 impl Broker {
@@ -310,6 +318,8 @@ pub(crate) fn dead_letter_entry(task: &Task<Body>, last_error: Option<&str>) -> 
         payload: &task.payload,
         attempts: task.attempt,
         error: &error,
+        reply_to: &task.reply_to,
+        max_attempts: task.max_attempts,
     });
     (Body::around(record, "payload", &task.payload), error)
 }

@@ -16,6 +16,7 @@
 //! queue's ready tasks; `journal` what storage hears of every change; `pubsub` the subscriptions; `idhash` the
 //! hasher for hub-assigned ids.
 
+mod dead;
 mod dispatch;
 mod held;
 pub(crate) mod idhash;
@@ -40,6 +41,7 @@ pub type Body = taskhub_core::Body<RawJson>;
 pub type ClientMsg = taskhub_core::ClientMsg<Body>;
 pub type ServerMsg = taskhub_core::ServerMsg<Body>;
 
+pub(crate) use dead::{check_queue as check_dead_queue, list_limit, listed, missing, revive};
 use dispatch::envelope;
 use held::{Lease, Leases, Waiter, Waiters};
 use idhash::IdMap;
@@ -643,6 +645,23 @@ impl Broker {
                 req,
                 stats: self.stats(),
             }),
+            ClientMsg::DeadList { queue, limit, .. } => {
+                self.dead_list(&queue, limit)
+                    .map(|(entries, total)| ServerMsg::DeadLetters {
+                        req,
+                        queue,
+                        entries,
+                        total,
+                    })
+            }
+            ClientMsg::DeadRequeue { queue, ids, .. } => self
+                .dead_requeue(session, queue.clone(), ids, now)
+                .map(|(count, more)| ServerMsg::Requeued {
+                    req,
+                    queue,
+                    count,
+                    more,
+                }),
         };
         let reply = match result {
             Ok(ServerMsg::Ok { .. }) if quiet_ok => return,
@@ -656,7 +675,9 @@ impl Broker {
             .position(|o| o.to == session)
             .map_or(self.out.len(), |i| first_output + i);
         let gate = match &reply {
-            ServerMsg::Queued { .. } | ServerMsg::Deleted { .. } => Gate::Stored,
+            ServerMsg::Queued { .. } | ServerMsg::Deleted { .. } | ServerMsg::Requeued { .. } => {
+                Gate::Stored
+            }
             ServerMsg::Error {
                 code: ErrorCode::StorageUnavailable,
                 ..

@@ -199,4 +199,20 @@ impl ReadyQueue {
     pub fn iter(&self) -> impl Iterator<Item = &StoredTask> {
         self.0.iter()
     }
+    /// Take out the tasks at `indices` (ascending), in their order; the rest keep theirs.
+    pub fn take_at(&mut self, indices: &[usize]) -> Vec<StoredTask> {
+        let mut taken = Vec::with_capacity(indices.len());
+        let mut kept = VecDeque::with_capacity(self.0.len().saturating_sub(indices.len()));
+        let mut next = indices.iter().copied().peekable();
+        for (i, task) in std::mem::take(&mut self.0).into_iter().enumerate() {
+            if next.peek() == Some(&i) {
+                next.next();
+                taken.push(task);
+            } else {
+                kept.push_back(task);
+            }
+        }
+        self.0 = kept;
+        taken
+    }
 }

@@ -1046,3 +1046,91 @@ fn the_counters_follow_each_task() {
         "{text}"
     );
 }
+
+/// A requeue the queue has no room for stops there: what went back stays back, the rest stay
+/// dead letters in their order, and the error says so.
+#[test]
+fn a_requeue_into_a_full_queue_leaves_the_rest_dead() {
+    let mut h = Harness::new(BrokerConfig {
+        max_queue_len: 2,
+        ..BrokerConfig::default()
+    });
+    let a = h.put_with("tasks", json!("a"), None, Some(1));
+    let b = h.put_with("tasks", json!("b"), None, Some(1));
+    h.consume(W1, "tasks", 2);
+    for t in [a, b] {
+        h.send(
+            W1,
+            ClientMsg::Fail {
+                req: None,
+                task: t,
+                error: "no".into(),
+                retry: false,
+            },
+        );
+    }
+    h.send(
+        W1,
+        ClientMsg::Consume {
+            req: None,
+            queues: vec![],
+            prefetch: 0,
+        },
+    );
+    h.put("tasks", json!("c"));
+    let requeue = |h: &mut Harness| {
+        h.send(
+            P,
+            ClientMsg::DeadRequeue {
+                req: Some(5),
+                queue: q("tasks"),
+                ids: None,
+            },
+        )
+    };
+    let out = requeue(&mut h);
+    match &out[0].msg {
+        ServerMsg::Error { code, message, .. } => {
+            assert_eq!(*code, ErrorCode::QueueFull);
+            assert!(
+                message.starts_with("requeued 1 dead letter(s), then stopped"),
+                "{message}"
+            );
+            assert!(
+                message.contains("the rest are still in tasks.dead"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let listed = h.send(
+        P,
+        ClientMsg::DeadList {
+            req: None,
+            queue: q("tasks"),
+            limit: None,
+        },
+    );
+    match &listed[0].msg {
+        ServerMsg::DeadLetters { entries, total, .. } => {
+            assert_eq!(*total, 1);
+            assert_eq!(entries[0]["id"], json!(b.0));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Room again: the last one goes back too.
+    h.get("tasks", 0);
+    let out = requeue(&mut h);
+    assert!(
+        matches!(
+            out[0].msg,
+            ServerMsg::Requeued {
+                count: 1,
+                more: false,
+                ..
+            }
+        ),
+        "{:?}",
+        out[0].msg
+    );
+}

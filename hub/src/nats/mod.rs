@@ -738,6 +738,14 @@ impl Gateway {
                 self.unsubscribe(session, &pattern).await;
                 ready(answer(Ok(ServerMsg::Ok { req })))
             }
+            ClientMsg::DeadList { queue, limit, .. } => {
+                let gw = self.clone();
+                Box::pin(async move { answer(gw.dead_list(req, queue, limit).await) })
+            }
+            ClientMsg::DeadRequeue { queue, ids, .. } => {
+                let gw = self.clone();
+                Box::pin(async move { answer(gw.dead_requeue(session, req, queue, ids).await) })
+            }
             ClientMsg::DeleteQueue { queue, .. } => {
                 let gw = self.clone();
                 Box::pin(async move { answer(gw.delete_queue(req, queue).await) })
@@ -1279,6 +1287,142 @@ impl Gateway {
             queue,
             tasks: purged.purged,
             removed: true,
+        })
+    }
+
+    /// The next message stored on `subject` at or after sequence `from`: its sequence and body
+    /// (a message taskhub did not write reads as `null`); `None` past the last.
+    async fn next_stored(&self, subject: &str, from: u64) -> Result<Option<(u64, Body)>, Failure> {
+        use jetstream::stream::RawMessageErrorKind;
+        let found = self
+            .stream
+            .raw_message_builder()
+            .sequence(from.max(1))
+            .next_by_subject(subject)
+            .send()
+            .await;
+        match found {
+            Ok(m) => {
+                let body = wire::from_nats(&m.payload, Some(&m.headers))
+                    .map_or_else(|| Body::Json(taskhub_core::RawJson::null()), |(_, b)| b);
+                Ok(Some((m.sequence, body)))
+            }
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(unavailable(&e)),
+        }
+    }
+
+    /// `dead_list`: the oldest entries on `<queue>.dead`'s subject, read without a consumer (a
+    /// stream message get per entry), and how many there are.
+    async fn dead_list(
+        &self,
+        req: Option<u64>,
+        queue: QueueName,
+        limit: Option<u32>,
+    ) -> Result<ServerMsg, Failure> {
+        crate::broker::check_dead_queue(&queue)?;
+        let subject = wire::queue_subject(&queue.dead_letter());
+        let mut entries = Vec::new();
+        let mut from = 1;
+        while entries.len() < crate::broker::list_limit(limit) {
+            let Some((seq, body)) = self.next_stored(&subject, from).await? else {
+                break;
+            };
+            entries.push(crate::broker::listed(&body));
+            from = seq + 1;
+        }
+        let mut total = entries.len() as u64;
+        if !entries.is_empty() {
+            let mut counts = self
+                .stream
+                .info_with_subjects(subject.clone())
+                .await
+                .map_err(|e| unavailable(&e))?;
+            while let Some(c) = counts.next().await {
+                let (s, n) = c.map_err(|e| unavailable(&e))?;
+                if s == subject {
+                    total = n as u64;
+                }
+            }
+        }
+        Ok(ServerMsg::DeadLetters {
+            req,
+            queue,
+            entries,
+            total,
+        })
+    }
+
+    /// `dead_requeue`: each dead letter picked is stored on the queue as a new task (confirmed
+    /// by JetStream) before its message is deleted from `<queue>.dead`, so a failure leaves it a
+    /// dead letter, never lost (at worst, after a NATS failure between the two, both).
+    async fn dead_requeue(
+        &self,
+        session: SessionId,
+        req: Option<u64>,
+        queue: QueueName,
+        ids: Option<Vec<TaskId>>,
+    ) -> Result<ServerMsg, Failure> {
+        use std::collections::HashSet;
+        crate::broker::check_dead_queue(&queue)?;
+        let dead = queue.dead_letter();
+        let subject = wire::queue_subject(&dead);
+        let wanted: Option<HashSet<TaskId>> = ids.map(|ids| ids.into_iter().collect());
+        let max = taskhub_core::protocol::DEAD_REQUEUE_MAX;
+        let mut picked = Vec::new();
+        let mut found = HashSet::new();
+        let mut from = 1;
+        while wanted.is_some() || picked.len() < max {
+            let Some((seq, body)) = self.next_stored(&subject, from).await? else {
+                break;
+            };
+            from = seq + 1;
+            let Some(r) = crate::broker::revive(&body) else {
+                continue;
+            };
+            let take = wanted.as_ref().is_none_or(|w| w.contains(&r.id));
+            if take && found.insert(r.id) {
+                picked.push((seq, r));
+            }
+        }
+        if let Some(w) = &wanted {
+            crate::broker::missing(&dead, w, &found)?;
+        }
+        let mut count = 0;
+        for (seq, r) in picked {
+            let stored = async {
+                let max_attempts = rules::check_put(
+                    session,
+                    &queue,
+                    r.reply_to.as_ref(),
+                    r.max_attempts,
+                    self.config.max_attempts,
+                    r.kind.as_deref(),
+                )?;
+                let meta = self.task_meta(r.kind.as_deref(), r.reply_to.as_ref(), max_attempts);
+                self.store(&queue, publication(&r.payload, meta, None))
+                    .await
+            }
+            .await;
+            if let Err((code, why)) = stored {
+                return Err((
+                    code,
+                    format!(
+                        "requeued {count} dead letter(s), then stopped: {why}; the rest are still in {dead}"
+                    ),
+                ));
+            }
+            if let Err(e) = self.stream.delete_message(seq).await {
+                tracing::warn!(%queue, seq, "a requeued dead letter stays in {dead} too: {e}");
+            }
+            count += 1;
+        }
+        let more = wanted.is_none() && self.next_stored(&subject, 1).await?.is_some();
+        Ok(ServerMsg::Requeued {
+            req,
+            queue,
+            count,
+            more,
         })
     }
 
