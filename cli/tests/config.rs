@@ -95,6 +95,18 @@ fn serve(args: &[&str], env: &[(&str, &str)]) -> Hub {
     }
 }
 
+/// `taskhub serve --config FILE EXTRA... --print-config` with this environment.
+fn print_config(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let config = config.to_str().unwrap();
+    let args = [
+        &["serve", "--config", config][..],
+        extra,
+        &["--print-config"],
+    ]
+    .concat();
+    taskhub(&args, env)
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
@@ -166,15 +178,9 @@ fn a_config_file_sets_the_hub_and_variables_and_flags_override_it() {
     drop(hub);
 
     // --print-config says the same, and where each came from.
-    let (ok, out, err) = taskhub(
-        &[
-            "serve",
-            "--config",
-            cfg,
-            "--max-queue-len",
-            "4",
-            "--print-config",
-        ],
+    let (ok, out, err) = print_config(
+        &config,
+        &["--max-queue-len", "4"],
         &[("TASKHUB_MAX_MESSAGE_BYTES", "4096")],
     );
     assert!(ok, "{err}");
@@ -209,8 +215,7 @@ fn print_config_is_a_config_file_without_secrets() {
         "key = \"s3cret-key\"\nbackend = \"nats://ops:hunter2@127.0.0.1:4222\"\n\
          allowed_origin = [\"https://a.example\", \"https://b.example\"]\nidle_timeout = 90\n",
     );
-    let cfg = config.to_str().unwrap();
-    let (ok, printed, err) = taskhub(&["serve", "--config", cfg, "--print-config"], &[]);
+    let (ok, printed, err) = print_config(&config, &[], &[]);
     assert!(ok, "{err}");
     assert!(!printed.contains("s3cret-key"), "{printed}");
     assert!(!printed.contains("hunter2"), "{printed}");
@@ -239,15 +244,7 @@ fn print_config_is_a_config_file_without_secrets() {
         .map(|l| format!("{l}\n"))
         .collect();
     write(&again, &kept);
-    let (ok, reprinted, err) = taskhub(
-        &[
-            "serve",
-            "--config",
-            again.to_str().unwrap(),
-            "--print-config",
-        ],
-        &[],
-    );
+    let (ok, reprinted, err) = print_config(&again, &[], &[]);
     assert!(ok, "{err}");
     let values = |text: &str| -> Vec<String> {
         text.lines()
@@ -276,15 +273,7 @@ fn a_bad_config_file_is_named_and_nothing_starts() {
     for (text, expected) in cases {
         let config = dir.join("hub.toml");
         write(&config, text);
-        let (ok, out, err) = taskhub(
-            &[
-                "serve",
-                "--config",
-                config.to_str().unwrap(),
-                "--print-config",
-            ],
-            &[],
-        );
+        let (ok, out, err) = print_config(&config, &[], &[]);
         assert!(!ok, "{text:?} was accepted: {out}");
         assert!(err.contains(expected), "{text:?}: {err}");
     }
@@ -407,15 +396,7 @@ fn the_documented_config_and_unit_are_taken() {
     let dir = scratch("docs");
     let config = dir.join("hub.toml");
     write(&config, example);
-    let (ok, out, err) = taskhub(
-        &[
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--print-config",
-        ],
-        &[],
-    );
+    let (ok, out, err) = print_config(&config, &[], &[]);
     assert!(ok, "{err}");
     assert!(
         out.contains("listen = \"0.0.0.0:7878\"  # config file"),

@@ -88,6 +88,18 @@ impl Harness {
         )
     }
 
+    fn fail(&mut self, who: SessionId, task: TaskId, retry: bool) -> Vec<Output> {
+        self.send(
+            who,
+            ClientMsg::Fail {
+                req: None,
+                task,
+                error: "no".into(),
+                retry,
+            },
+        )
+    }
+
     fn get(&mut self, queue: &str, timeout_ms: u64) -> Vec<Output> {
         self.send(
             P,
@@ -840,15 +852,7 @@ fn unused_queues_are_dropped_after_the_grace_and_used_ones_are_kept() {
     h.consume(W1, "consumed", 1);
     let doomed = h.put_with("tasks", json!(1), None, Some(1));
     h.consume(W2, "tasks", 1);
-    h.send(
-        W2,
-        ClientMsg::Fail {
-            req: None,
-            task: doomed,
-            error: "no".into(),
-            retry: false,
-        },
-    );
+    h.fail(W2, doomed, false);
     h.consume(W2, "elsewhere", 1); // W2 stops consuming tasks: task 2 stays queued
     h.put_with("tasks", json!(2), Some("results"), None);
     let names = |h: &Harness| {
@@ -1008,15 +1012,7 @@ fn the_counters_follow_each_task() {
     );
     h.advance(250);
     h.ack(W2, first, json!("done"));
-    h.send(
-        W2,
-        ClientMsg::Fail {
-            req: None,
-            task: doomed,
-            error: "no".into(),
-            retry: true,
-        },
-    );
+    h.fail(W2, doomed, true);
     let (queues, latency) = h.b.metrics();
     let tasks = queues.iter().find(|m| m.name == "tasks").unwrap();
     assert_eq!(
@@ -1059,15 +1055,7 @@ fn a_requeue_into_a_full_queue_leaves_the_rest_dead() {
     let b = h.put_with("tasks", json!("b"), None, Some(1));
     h.consume(W1, "tasks", 2);
     for t in [a, b] {
-        h.send(
-            W1,
-            ClientMsg::Fail {
-                req: None,
-                task: t,
-                error: "no".into(),
-                retry: false,
-            },
-        );
+        h.fail(W1, t, false);
     }
     h.send(
         W1,
