@@ -3,20 +3,17 @@
 //! and `taskhub::Limits`); the file's values become those flags' defaults before the command
 //! line is parsed, so clap's own order (flag, then variable, then default) gives the rest.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, bail};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
+use taskhub_worker::settings::{NOT_SETTINGS, apply_file, config_path};
 
 use crate::Cli;
 
 /// Global flags a config file may set for `serve` (the rest of the globals are for clients).
 const GLOBAL_KEYS: [&str; 3] = ["key", "key_file", "key_id"];
-/// Flags of `serve` that are about this run, not settings.
-const NOT_SETTINGS: [&str; 3] = ["config", "print_config", "help"];
 
 /// The command line as parsed, and which settings the config file gave.
 #[derive(Debug)]
@@ -35,8 +32,10 @@ pub(crate) fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
     let mut command = Cli::command();
     let mut file = None;
     let mut warnings = Vec::new();
-    if let Some(path) = config_path(&args) {
-        let (with_file, keys) = apply_file(command, &path, &mut warnings)?;
+    if let Some(path) = config_path(&args, "TASKHUB_CONFIG") {
+        let (with_file, keys) =
+            apply_file(command, &path, Some("serve"), &GLOBAL_KEYS, &mut warnings)
+                .map_err(|e| anyhow::anyhow!(e))?;
         command = with_file;
         file = Some((path, keys));
     }
@@ -49,118 +48,6 @@ pub(crate) fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
         matches,
         file,
         warnings,
-    })
-}
-
-/// `--config FILE`, `--config=FILE`, or `TASKHUB_CONFIG`, looked for before the command line is
-/// parsed (the file's values must be in place by then). Only `serve` takes it; clap refuses it
-/// anywhere else.
-fn config_path(args: &[OsString]) -> Option<PathBuf> {
-    let mut it = args.iter().skip(1);
-    while let Some(a) = it.next() {
-        let a = a.to_string_lossy();
-        if a == "--" {
-            break;
-        }
-        if a == "--config" {
-            return it.next().map(PathBuf::from);
-        }
-        if let Some(path) = a.strip_prefix("--config=") {
-            return Some(PathBuf::from(path));
-        }
-    }
-    std::env::var_os("TASKHUB_CONFIG")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-}
-
-/// The settings of the TOML file at `path` as defaults of the flags they name (`max_queue_len`
-/// is `--max-queue-len`), and the ids of those flags.
-fn apply_file(
-    mut command: clap::Command,
-    path: &Path,
-    warnings: &mut Vec<String>,
-) -> anyhow::Result<(clap::Command, Vec<String>)> {
-    let shown = path.display();
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the config file {shown}"))?;
-    let table: toml::Table =
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("the config file {shown}: {e}"))?;
-    let serve = command
-        .find_subcommand("serve")
-        .context("no serve command")?;
-    // File keys are the long flags with underscores; flag ids are the field names.
-    let mut by_key: BTreeMap<String, (String, bool)> = serve
-        .get_arguments()
-        .filter(|a| !NOT_SETTINGS.contains(&a.get_id().as_str()))
-        .filter_map(|a| {
-            let key = a.get_long()?.replace('-', "_");
-            Some((key, (a.get_id().to_string(), false)))
-        })
-        .collect();
-    for g in GLOBAL_KEYS {
-        by_key.insert(g.to_string(), (g.to_string(), true));
-    }
-    let mut ids = Vec::new();
-    for (key, value) in table {
-        if value.is_table() {
-            bail!(
-                "the config file {shown}: [{key}] is a table; settings are plain keys at the top \
-                 (max_queue_len = 1000)"
-            );
-        }
-        let Some((id, global)) = by_key.get(&key).cloned() else {
-            let known: Vec<&str> = by_key.keys().map(String::as_str).collect();
-            bail!(
-                "the config file {shown}: unknown setting {key:?}; settings are serve's long flags \
-                 with underscores: {}",
-                known.join(", ")
-            );
-        };
-        let values = toml_values(&value)
-            .with_context(|| format!("the config file {shown}: setting {key:?}"))?;
-        if key == "key"
-            && let Some(mode) = taskhub_core::keyfile::loose_mode(path)
-        {
-            warnings.push(format!(
-                "the config file {shown} holds a key and can be read by other users (mode \
-                 {mode:o}); chmod 600 it, or give key_file instead"
-            ));
-        }
-        command = if global {
-            command.mut_arg(id.as_str(), |a| a.default_values(values))
-        } else {
-            let id = id.clone();
-            command.mut_subcommand("serve", move |s| {
-                s.mut_arg(id.as_str(), |a| a.default_values(values))
-            })
-        };
-        ids.push(id);
-    }
-    Ok((command, ids))
-}
-
-/// A TOML value as the text(s) its flag would take: strings as they are, numbers and booleans
-/// written out, an array as one value each.
-fn toml_values(value: &toml::Value) -> anyhow::Result<Vec<String>> {
-    use toml::Value::*;
-    Ok(match value {
-        String(s) => vec![s.clone()],
-        Integer(i) => vec![i.to_string()],
-        Float(f) => vec![f.to_string()],
-        Boolean(b) => vec![b.to_string()],
-        Array(items) => {
-            let mut all = Vec::new();
-            for item in items {
-                match item {
-                    Array(_) | Table(_) => bail!("an array may hold strings, numbers or booleans"),
-                    other => all.extend(toml_values(other)?),
-                }
-            }
-            all
-        }
-        Datetime(d) => vec![d.to_string()],
-        Table(_) => bail!("a table is not a setting; settings are plain keys at the top"),
     })
 }
 
@@ -255,39 +142,8 @@ mod tests {
 
     use super::*;
 
-    fn args(list: &[&str]) -> Vec<OsString> {
-        list.iter().map(OsString::from).collect()
-    }
-
     #[test]
-    fn the_config_flag_is_found_before_parsing() {
-        let found = |a: &[&str]| config_path(&args(a));
-        assert_eq!(
-            found(&["taskhub", "serve", "--config", "hub.toml"]),
-            Some("hub.toml".into())
-        );
-        assert_eq!(
-            found(&["taskhub", "serve", "--config=a.toml"]),
-            Some("a.toml".into())
-        );
-        // After `--`, it is not a flag.
-        assert_eq!(found(&["taskhub", "put", "q", "--", "--config", "x"]), None);
-    }
-
-    #[test]
-    fn values_read_as_their_flags_would_take_them() {
-        let v = |t: &str| toml_values(&toml::from_str::<toml::Table>(t).unwrap()["x"]).unwrap();
-        assert_eq!(v("x = 5"), ["5"]);
-        assert_eq!(v("x = \"30s\""), ["30s"]);
-        assert_eq!(v("x = true"), ["true"]);
-        assert_eq!(v("x = [\"a\", \"b\"]"), ["a", "b"]);
-        let table: toml::Table = toml::from_str("[x]\ny = 1").unwrap();
-        assert!(
-            toml_values(&table["x"])
-                .unwrap_err()
-                .to_string()
-                .contains("table")
-        );
+    fn values_print_as_toml() {
         assert_eq!(toml_literal("30s", false), "\"30s\"");
         assert_eq!(toml_literal("1048576", false), "1048576");
         assert_eq!(toml_literal("true", true), "true");

@@ -16,6 +16,11 @@ use crate::driver::{Options, run};
 /// Take tasks from a taskhub hub and run them with this worker's handlers or a command.
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
+    /// Read settings from this TOML file: keys are the long flags with underscores
+    /// (`hub = "ws://hub:7878"`, `queue = ["tasks"]`, `key_file = "hub.key"`, `grace = "1m"`);
+    /// flags and TASKHUB_* variables override it.
+    #[arg(long, env = "TASKHUB_WORKER_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// Hub URL, or several separated by commas: when one goes away (or cannot be reached) the
     /// worker moves on to the next.
     #[arg(long, env = "TASKHUB_URL", default_value = taskhub_client::DEFAULT_URL)]
@@ -46,19 +51,24 @@ pub struct WorkerArgs {
     #[arg(long, env = "TASKHUB_CA", value_name = "FILE")]
     pub ca: Option<std::path::PathBuf>,
     /// Queue to consume; repeat for several.
-    #[arg(long = "queue", required = true)]
+    #[arg(
+        long = "queue",
+        env = "TASKHUB_QUEUE",
+        value_delimiter = ',',
+        required = true
+    )]
     pub queues: Vec<String>,
     /// Tasks run at once [default: number of CPUs].
-    #[arg(long)]
+    #[arg(long, env = "TASKHUB_CONCURRENCY")]
     pub concurrency: Option<u32>,
     /// Tasks the hub may have out to this worker at once, running or waiting [default:
     /// adaptive, from measured run times: deep for tiny tasks, concurrency + 1 for slow ones;
     /// lowered to the hub's limit].
-    #[arg(long)]
+    #[arg(long, env = "TASKHUB_PREFETCH")]
     pub prefetch: Option<u32>,
     /// Run this shell command per task instead of the handlers: payload JSON on stdin, result on
     /// stdout.
-    #[arg(long)]
+    #[arg(long, env = "TASKHUB_EXEC")]
     pub exec: Option<String>,
     /// How long tasks in flight may finish after the first SIGINT/SIGTERM (`30s`, `2m`; a number
     /// alone is seconds).
@@ -75,7 +85,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "TASKHUB_WORKER_HANDSHAKE_TIMEOUT", default_value_t = HumanDuration::millis(worker::DEFAULT_HANDSHAKE_TIMEOUT_MS))]
     pub handshake_timeout: HumanDuration,
     /// Name shown in the hub's stats and on the dashboard.
-    #[arg(long)]
+    #[arg(long, env = "TASKHUB_WORKER_NAME")]
     pub name: Option<String>,
     /// How log lines are written: `text` for people, `json` (one object per line) for log
     /// shippers. `RUST_LOG` filters them.
@@ -204,12 +214,23 @@ pub fn main_from(args: impl IntoIterator<Item = OsString>, handlers: Handlers) -
             |n| n.to_string_lossy().into_owned(),
         );
     let kinds: Vec<&str> = handlers.kinds().map(|(k, _)| k).collect();
-    let command = WorkerArgs::augment_args(
+    let mut command = WorkerArgs::augment_args(
         clap::Command::new(name.clone())
             .version(env!("CARGO_PKG_VERSION"))
             .about("Take tasks from a taskhub hub and run them.")
             .after_help(format!("Task kinds this worker runs: {}", kinds.join(", "))),
     );
+    let args: Vec<OsString> = args.collect();
+    let mut warnings = Vec::new();
+    if let Some(path) = crate::settings::config_path(&args, "TASKHUB_WORKER_CONFIG") {
+        match crate::settings::apply_file(command, &path, None, &[], &mut warnings) {
+            Ok((with_file, _)) => command = with_file,
+            Err(why) => {
+                eprintln!("{name}: {why}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let parsed = command
         .try_get_matches_from(args)
         .and_then(|m| WorkerArgs::from_arg_matches(&m));
@@ -221,6 +242,9 @@ pub fn main_from(args: impl IntoIterator<Item = OsString>, handlers: Handlers) -
         }
     };
     init_logging_as(worker.log_format, "info");
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

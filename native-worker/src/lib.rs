@@ -39,6 +39,7 @@
 //! - `exec`: running one task as a child process, payload on stdin, result on stdout.
 //! - `bundle` (feature `bundle`): building the crate's browser worker bundle.
 
+pub use taskhub_core::duration::HumanDuration;
 pub use taskhub_core::handlers::{
     AnyPayload, Binary, Failure, Handler, Handlers, Input, IntoOutcome, Outcome, Typed,
     any_payload, binary, typed,
@@ -52,6 +53,8 @@ mod cli;
 mod driver;
 #[cfg(not(target_arch = "wasm32"))]
 mod exec;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod settings;
 
 #[cfg(all(feature = "bundle", not(target_arch = "wasm32")))]
 pub mod bundle;

@@ -399,3 +399,61 @@ async fn a_put_retried_with_its_dedup_prefix_stores_nothing_twice() {
     let jobs = stats.queue("jobs").unwrap();
     assert_eq!(jobs.depth, 3, "stored once: {stats:?}");
 }
+
+/// A `taskhub-worker` set up by a config file alone (hub, key file, queue, name), a variable
+/// overriding one of its settings: it works the queue under the name the variable gave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_takes_its_settings_from_a_config_file() {
+    let (_hub, url) = serve("127.0.0.1:0");
+    let dir = taskhub_tests::fresh_data_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("worker.key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let config = dir.join("worker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "hub = {url:?}\nkey_file = {key_file:?}\nqueue = [\"filed\"]\nname = \"from-file\"\n\
+             concurrency = 2\ngrace = \"2s\"\n"
+        ),
+    )
+    .unwrap();
+    let _w = taskhub_tests::Proc::spawn(
+        Command::new(taskhub_tests::bin("taskhub-worker"))
+            .args(["--config", config.to_str().unwrap()])
+            .env_remove("TASKHUB_KEY")
+            .env("TASKHUB_WORKER_NAME", "from-env")
+            .env("RUST_LOG", "warn"),
+    );
+    let c = client(&url).await;
+    let replies = c
+        .submit_within(
+            "filed",
+            (1..=5).map(|n| json!(n)),
+            taskhub_client::PutOptions::new().kind("square"),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert!(replies.iter().all(|r| r.ok), "{replies:?}");
+    let stats = c.stats().await.unwrap();
+    let names: Vec<_> = stats
+        .workers
+        .iter()
+        .filter_map(|w| w.name.clone())
+        .collect();
+    assert_eq!(names, ["from-env"]);
+    // A setting the worker does not have is named, with the file.
+    std::fs::write(&config, "queue = [\"x\"]\nprefech = 3\n").unwrap();
+    let out = Command::new(taskhub_tests::bin("taskhub-worker"))
+        .args(["--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("unknown setting \"prefech\"") && err.contains("worker.toml"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use base64::Engine;
@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use mandelbrot::{TILE_KIND, TileResult, handlers, tiles};
 use taskhub_client::{ConnectOptions, PutOptions};
-use taskhub_worker::WorkerArgs;
+use taskhub_worker::{HumanDuration, WorkerArgs};
 
 /// A 1920x1080 Mandelbrot image rendered as tiles by taskhub workers: native and browser alike.
 #[derive(Debug, Parser)]
@@ -76,13 +76,40 @@ struct RenderArgs {
     /// Iterations before a point counts as in the set.
     #[arg(long, default_value_t = 1000)]
     max_iter: u32,
-    /// Seconds to wait for all tiles.
-    #[arg(long, default_value_t = 600)]
-    timeout: u64,
+    /// How long to wait for all tiles (`90s`, `10m`; a number alone is seconds).
+    #[arg(long, default_value = "10m")]
+    timeout: HumanDuration,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `worker --config FILE` (or TASKHUB_WORKER_CONFIG): the file's settings become the worker
+    // flags' defaults, as for taskhub-worker.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut command = <Cli as clap::CommandFactory>::command();
+    let mut warnings = Vec::new();
+    if let Some(path) = taskhub_worker::settings::config_path(&args, "TASKHUB_WORKER_CONFIG") {
+        match taskhub_worker::settings::apply_file(
+            command,
+            &path,
+            Some("worker"),
+            &[],
+            &mut warnings,
+        ) {
+            Ok((with_file, _)) => command = with_file,
+            Err(why) => {
+                eprintln!("mandelbrot: {why}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&command.get_matches_from(args))
+    {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    for w in warnings {
+        eprintln!("mandelbrot: {w}");
+    }
     let result = match cli.command {
         Command::Worker(args) => {
             taskhub_worker::init_logging();
@@ -162,13 +189,13 @@ async fn render(args: RenderArgs) -> anyhow::Result<()> {
     let mut image = vec![0u8; args.width as usize * args.height as usize * 3];
     let mut by_session: BTreeMap<u64, usize> = BTreeMap::new();
     let progress = Progress::new(total);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    let deadline = tokio::time::Instant::now() + args.timeout.0;
     let mut done = 0;
     while let Some(reply) = tokio::time::timeout_at(deadline, pending.next())
         .await
         .with_context(|| {
             format!(
-                "timed out after {} s with {done} of {total} tiles",
+                "timed out after {} with {done} of {total} tiles",
                 args.timeout
             )
         })?
