@@ -35,6 +35,29 @@ def _handler_spec(text: str) -> Tuple[Optional[str], Callable[[Any], Any]]:
     return (kind or None), fn
 
 
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(text: str) -> float:
+    """`500ms`, `30s`, `5m`, `24h`, `7d` (a number alone is seconds) as seconds, as every taskhub
+    binary reads durations."""
+    t = text.strip()
+    number = t.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = t[len(number):].strip() or "s"
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: write a number and a unit, like 500ms, 30s or 5m"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: it is negative")
+    if unit not in _UNITS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: unknown unit {unit!r} (use ms, s, m, h or d)")
+    return value * _UNITS[unit]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m taskhub")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -66,11 +89,11 @@ def _parser() -> argparse.ArgumentParser:
                         "threads")
     w.add_argument("--prefetch", type=int,
                    help="tasks the hub may have out to this worker at once [default: adaptive]")
-    w.add_argument("--grace", type=float, default=30.0,
-                   help="seconds to let running tasks finish after the first SIGTERM/SIGINT "
-                        "[default: 30]")
-    w.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
-                   help="stop once no task has come or run for this long")
+    w.add_argument("--grace", type=_duration, default=30.0, metavar="DURATION",
+                   help="how long running tasks may finish after the first SIGTERM/SIGINT "
+                        "(30s, 2m; a number alone is seconds) [default: 30s]")
+    w.add_argument("--exit-when-idle", type=_duration, metavar="DURATION",
+                   help="stop once no task has come or run for this long (30s, 5m)")
     w.add_argument("--name", help="name shown in the hub's stats and on the dashboard")
     w.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     return parser
