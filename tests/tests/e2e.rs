@@ -243,12 +243,25 @@ async fn a_signalled_worker_finishes_its_tasks_and_a_second_signal_exits_at_once
     .1;
     assert!(exit.success(), "graceful stop exits 0: {exit:?}");
     // The two running naps were finished and acked; the rest were handed back, none lost.
-    let s = c.stats().await.unwrap();
-    let naps = s.queue("naps").unwrap();
-    let done = s.queue("done").unwrap();
-    assert_eq!(naps.in_flight, 0);
-    assert_eq!(done.depth, 2, "the two running tasks completed");
-    assert_eq!(naps.depth, 4, "the others are back in the queue");
+    // (With NATS, an ack reaches JetStream a moment after the hub sent it: stats may lag.)
+    let counts = || async {
+        let s = c.stats().await.unwrap();
+        let naps = s.queue("naps").unwrap();
+        let done = s.queue("done").unwrap();
+        (naps.in_flight, done.depth, naps.depth)
+    };
+    let settled = taskhub_tests::eventually(Duration::from_secs(5), || async {
+        let now = counts().await;
+        (now == (0, 2, 4)).then_some(now)
+    })
+    .await;
+    let (in_flight, done, back) = match settled {
+        Some(c) => c,
+        None => counts().await,
+    };
+    assert_eq!(in_flight, 0);
+    assert_eq!(done, 2, "the two running tasks completed");
+    assert_eq!(back, 4, "the others are back in the queue");
 
     // A second signal does not wait for the grace period: the worker holds a minute-long nap
     // (alone on its queue, so the two signals cannot both land after it is done).
