@@ -211,6 +211,8 @@ struct Arrived {
     task: Task<Body>,
     ack: String,
     at: Instant,
+    /// When JetStream stored it (ns since the Unix epoch), for the put-to-ack latency.
+    stored_ns: u64,
 }
 
 #[derive(Debug)]
@@ -219,6 +221,7 @@ struct Lease {
     ack: String,
     deadline: Instant,
     task: Task<Body>,
+    stored_ns: u64,
 }
 
 #[derive(Debug)]
@@ -967,9 +970,9 @@ impl Gateway {
                 Settled::Released => {}
             }
         }
-        if let (Settled::Acked, Some(stored)) = (how, wire::delivery(&lease.ack)) {
+        if matches!(how, Settled::Acked) {
             st.latency
-                .record(crate::storage::since_unix_ns(stored.stored_ns));
+                .record(crate::storage::since_unix_ns(lease.stored_ns));
         }
         if let Some(s) = st.sessions.get_mut(&session) {
             match how {
@@ -1029,7 +1032,6 @@ impl Gateway {
     /// in flight across all hubs (as `stats`, so the same on every hub).
     pub async fn metrics(self: &Arc<Self>) -> Result<crate::metrics::Snapshot, Failure> {
         let stats = self.stats().await?;
-        let snap = self.snapshot();
         let st = self.lock();
         let mut queues: HashMap<String, crate::metrics::QueueMetrics> = stats
             .queues
@@ -1053,7 +1055,7 @@ impl Gateway {
         queues.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(crate::metrics::Snapshot {
             queues,
-            sessions: snap.sessions,
+            sessions: sessions_by_role(st.sessions.values().map(|s| s.role)),
             stored_bytes: stats.stored_bytes,
             dropped_messages: self.dropped.load(Ordering::Relaxed),
             latency: st.latency.clone(),
@@ -1684,6 +1686,7 @@ impl Gateway {
             },
             ack,
             at: Instant::now(),
+            stored_ns: d.stored_ns,
         })
     }
 
@@ -2102,6 +2105,7 @@ impl State {
                     ack: arrived.ack,
                     deadline,
                     task: arrived.task,
+                    stored_ns: arrived.stored_ns,
                 },
             );
         }
