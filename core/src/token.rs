@@ -42,12 +42,16 @@ pub struct Claims {
 #[error("not a taskhub token: {0}")]
 pub struct TokenError(String);
 
-fn mac(issuer: &Secret, key_id: &str) -> [u8; 32] {
+fn hmac(issuer: &Secret, key_id: &str) -> Hmac<Sha256> {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(issuer.expose())
         .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
     m.update(b"taskhub-token\n");
     m.update(key_id.as_bytes());
-    m.finalize().into_bytes().into()
+    m
+}
+
+fn mac(issuer: &Secret, key_id: &str) -> [u8; 32] {
+    hmac(issuer, key_id).finalize().into_bytes().into()
 }
 
 /// Sign `claims` with the issuer's key: the token to hand out.
@@ -62,6 +66,14 @@ pub fn issue(claims: &Claims, issuer: &Secret) -> String {
 /// client's proof with.
 pub fn secret(key_id: &str, issuer: &Secret) -> Secret {
     Secret::new(mac(issuer, key_id).to_vec())
+}
+
+/// Whether `signature` is the one `issuer` gives the token with key id `key_id` (checked in
+/// constant time): for a token presented whole, as an HTTP bearer credential.
+pub fn signed_by(key_id: &str, signature: &Secret, issuer: &Secret) -> bool {
+    hmac(issuer, key_id)
+        .verify_slice(signature.expose())
+        .is_ok()
 }
 
 /// Whether `key_id` names a token rather than a key.
@@ -186,6 +198,12 @@ mod tests {
         assert_eq!(super::claims(&key_id).unwrap(), claims());
         assert_eq!(super::secret(&key_id, &issuer), secret);
         assert_ne!(super::secret(&key_id, &Secret::new("another key")), secret);
+        // Presented whole: its signature checks out with its issuer only, for its claims only.
+        assert!(signed_by(&key_id, &secret, &issuer));
+        assert!(!signed_by(&key_id, &secret, &Secret::new("another key")));
+        let other = issue(&Claims { exp: 1, ..claims() }, &issuer);
+        let (other_id, _, _) = credentials(&other).unwrap();
+        assert!(!signed_by(&other_id, &secret, &issuer));
     }
 
     #[test]
