@@ -105,6 +105,11 @@ impl<'a> Request<'a> {
             .map(|(_, v)| *v)
     }
 
+    /// The target without its query or fragment.
+    pub fn path(&self) -> &'a str {
+        self.target.split(['?', '#']).next().unwrap_or_default()
+    }
+
     /// Whether it asks to switch protocols at all (any `Upgrade` header).
     pub fn wants_upgrade(&self) -> bool {
         self.header("upgrade").is_some()
@@ -199,12 +204,12 @@ pub(crate) async fn refuse(
 
 /// Answer a plain HTTP request from the site (embedded assets and worker bundles), then close.
 pub(crate) async fn serve_static(
-    mut stream: Stream,
+    stream: Stream,
     request: &Request<'_>,
     site: &Site,
 ) -> io::Result<()> {
     let method = request.method;
-    let path = request.target.split(['?', '#']).next().unwrap_or_default();
+    let path = request.path();
     let (status, content_type, body): (&str, &str, &[u8]) = match (method, site.lookup(path)) {
         ("GET" | "HEAD", Some((content_type, body))) => ("200 OK", content_type, body),
         ("GET" | "HEAD", None) => ("404 Not Found", "text/plain; charset=utf-8", b"not found\n"),
@@ -214,15 +219,29 @@ pub(crate) async fn serve_static(
             b"only GET and HEAD\n",
         ),
     };
-    tracing::debug!(%method, %path, %status, "http");
+    let headers = "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n\
+                   Access-Control-Allow-Origin: *\r\n";
+    respond(stream, request, status, content_type, headers, body).await
+}
+
+/// Answer `request` with `status`, `body` of `content_type` (left out for `HEAD`) and
+/// `extra_headers` (each ending in CRLF), then close.
+pub(crate) async fn respond(
+    mut stream: Stream,
+    request: &Request<'_>,
+    status: &str,
+    content_type: &str,
+    extra_headers: &str,
+    body: &[u8],
+) -> io::Result<()> {
+    tracing::debug!(method = %request.method, path = %request.path(), %status, "http");
     let header = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n\
-         Access-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n",
+         {extra_headers}Connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(header.as_bytes()).await?;
-    if method != "HEAD" {
+    if request.method != "HEAD" {
         stream.write_all(body).await?;
     }
     stream.shutdown().await

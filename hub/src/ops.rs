@@ -10,8 +10,6 @@
 
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
-
 use crate::http::{Request, Stream};
 use crate::hub::Hub;
 
@@ -21,13 +19,9 @@ const PATHS: [&str; 3] = ["/metrics", "/healthz", "/readyz"];
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
 
-fn path<'a>(request: &Request<'a>) -> &'a str {
-    request.target.split(['?', '#']).next().unwrap_or_default()
-}
-
 /// Whether `request` is for one of these endpoints.
 pub(crate) fn is_ops(request: &Request<'_>) -> bool {
-    PATHS.contains(&path(request))
+    PATHS.contains(&request.path())
 }
 
 /// Requests `--metrics-listen` answers at once; more are closed unanswered.
@@ -77,23 +71,22 @@ pub(crate) async fn serve_listener(listener: tokio::net::TcpListener, hub: Arc<H
 
 /// Answer `request` (one of [`PATHS`]), then close. `guarded`: `/metrics` needs a token.
 pub(crate) async fn answer(
-    mut stream: Stream,
+    stream: Stream,
     request: &Request<'_>,
     hub: &Arc<Hub>,
     guarded: bool,
 ) -> std::io::Result<()> {
     let (status, content_type, body, extra) = respond(request, hub, guarded).await;
-    tracing::debug!(method = %request.method, path = %path(request), %status, "http");
-    let header = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\n{extra}Connection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(header.as_bytes()).await?;
-    if request.method != "HEAD" {
-        stream.write_all(body.as_bytes()).await?;
-    }
-    stream.shutdown().await
+    let headers = format!("Cache-Control: no-store\r\n{extra}");
+    crate::http::respond(
+        stream,
+        request,
+        status,
+        content_type,
+        &headers,
+        body.as_bytes(),
+    )
+    .await
 }
 
 type Answer = (&'static str, &'static str, String, &'static str);
@@ -107,7 +100,7 @@ async fn respond(request: &Request<'_>, hub: &Arc<Hub>, guarded: bool) -> Answer
             "",
         );
     }
-    match path(request) {
+    match request.path() {
         "/healthz" => ("200 OK", TEXT, "ok\n".into(), ""),
         "/readyz" => match hub.readiness() {
             Ok(()) => ("200 OK", TEXT, "ready\n".into(), ""),
