@@ -173,18 +173,16 @@ impl Broker {
                 None => picked.len() < DEAD_REQUEUE_MAX,
             };
             if take && found.insert(r.id) {
-                picked.push(i);
+                picked.push((i, r));
             }
         }
         if let Some(w) = &wanted {
             missing(&dead, w, &found)?;
         }
-        let mut entries = dq.ready.take_at(&picked).into_iter();
+        let (at, revived): (Vec<usize>, Vec<Revived>) = picked.into_iter().unzip();
+        let mut entries = dq.ready.take_at(&at).into_iter().zip(revived);
         let mut count = 0;
-        while let Some(entry) = entries.next() {
-            let Some(r) = revive(&entry.payload) else {
-                continue;
-            };
+        while let Some((entry, r)) = entries.next() {
             let put = self.put(
                 session,
                 queue.clone(),
@@ -197,7 +195,8 @@ impl Broker {
             if let Err((code, why)) = put {
                 // This one and the rest stay dead letters, where they were (at the front).
                 if let Some(dq) = self.queues.get_mut(&dead) {
-                    for e in std::iter::once(entry).chain(entries).rev() {
+                    let rest = std::iter::once(entry).chain(entries.map(|(e, _)| e));
+                    for e in rest.collect::<Vec<_>>().into_iter().rev() {
                         dq.ready.push_front(e);
                     }
                 }
