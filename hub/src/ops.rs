@@ -76,7 +76,7 @@ pub(crate) async fn answer(
     hub: &Arc<Hub>,
     guarded: bool,
 ) -> std::io::Result<()> {
-    let (status, content_type, body, extra) = respond(request, hub, guarded).await;
+    let (status, content_type, body, extra) = decide(request, hub, guarded).await;
     let headers = format!("Cache-Control: no-store\r\n{extra}");
     crate::http::respond(
         stream,
@@ -91,7 +91,8 @@ pub(crate) async fn answer(
 
 type Answer = (&'static str, &'static str, String, &'static str);
 
-async fn respond(request: &Request<'_>, hub: &Arc<Hub>, guarded: bool) -> Answer {
+/// What to answer `request` with: status, content type, body, extra headers.
+async fn decide(request: &Request<'_>, hub: &Arc<Hub>, guarded: bool) -> Answer {
     if !matches!(request.method, "GET" | "HEAD") {
         return (
             "405 Method Not Allowed",

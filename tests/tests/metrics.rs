@@ -35,11 +35,15 @@ async fn scrape(addr: SocketAddr, token: Option<&str>) -> (String, String) {
     (status, String::from_utf8(body).unwrap())
 }
 
-/// The value of the sample named exactly `sample` (with its labels), 0 if absent.
-fn value(text: &str, sample: &str) -> f64 {
+/// The value of the sample named exactly `sample` (with its labels), if the scrape has it.
+fn sample(text: &str, sample: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+}
+
+/// The value of `name` in a scrape that must have it.
+fn value(text: &str, name: &str) -> f64 {
+    sample(text, name).unwrap_or_else(|| panic!("no {name} in:\n{text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,7 +119,8 @@ async fn metrics_count_what_happens_to_tasks_and_need_a_stats_token() {
     assert!(!failed[0].ok);
 
     let (_, after) = scrape(addr, Some(&stats)).await;
-    let moved = |sample: &str| value(&after, sample) - value(&before, sample);
+    // Before the run a queue's samples may not exist yet: they count from zero.
+    let moved = |name: &str| value(&after, name) - sample(&before, name).unwrap_or(0.0);
     let q = "{queue=\"jobs\"}";
     assert_eq!(
         moved(&format!("taskhub_tasks_put_total{q}")),
@@ -164,4 +169,33 @@ async fn metrics_count_what_happens_to_tasks_and_need_a_stats_token() {
     // Anything but GET and HEAD is refused, and says so.
     let (status, _, _) = http(addr, "POST", "/metrics").await;
     assert!(status.contains("405"), "{status}");
+}
+
+/// `--metrics-listen`: the same endpoints on an address of their own, without a token (it is
+/// meant to be private), and nothing else there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_listen_serves_the_operator_endpoints_without_a_token() {
+    let flags = ["--ready-json", "--metrics-listen", "127.0.0.1:0"];
+    let (_hub, banner) = taskhub_tests::serve_banner("127.0.0.1:0", &flags, "\"url\"");
+    let ready: serde_json::Value = serde_json::from_str(&banner[0]).unwrap();
+    let metrics = ready["metrics"].as_str().expect("the metrics address");
+    let addr: SocketAddr = metrics
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .parse()
+        .unwrap();
+    let (status, body) = scrape(addr, None).await;
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        body.contains("taskhub_sessions{role=\"worker\"} 0"),
+        "{body}"
+    );
+    let (status, _, body) = http(addr, "GET", "/readyz").await;
+    assert!(status.contains("200") && body == b"ready\n", "{status}");
+    let (status, _, body) = http(addr, "GET", "/dashboard").await;
+    assert!(status.contains("404"), "{status}");
+    assert!(String::from_utf8_lossy(&body).contains("/metrics, /healthz and /readyz only"));
+    // The hub's own port still asks for a token.
+    let (status, _) = scrape(addr_of(ready["url"].as_str().unwrap()), None).await;
+    assert!(status.contains("401"), "{status}");
 }

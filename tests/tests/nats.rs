@@ -438,6 +438,11 @@ async fn a_hub_rides_out_a_nats_restart() {
         }
         other => panic!("a put while NATS is away for long is refused, not {other:?}"),
     }
+    // Meanwhile /readyz says the hub takes no work, and why.
+    let (status, _, body) = taskhub_tests::http(a.addr(), "GET", "/readyz").await;
+    let body = String::from_utf8_lossy(&body).into_owned();
+    assert!(status.contains("503"), "{status}");
+    assert!(body.contains("NATS is not connected"), "{body}");
     let nats = restarted.await.unwrap();
     assert_eq!(nats.url, url);
     let after = taskhub_tests::eventually(Duration::from_secs(20), || async {
@@ -445,6 +450,8 @@ async fn a_hub_rides_out_a_nats_restart() {
     })
     .await
     .expect("puts are stored again once NATS is back");
+    let (status, _, _) = taskhub_tests::http(a.addr(), "GET", "/readyz").await;
+    assert!(status.contains("200"), "ready again: {status}");
     // The worker that was there all along is handed work again at once, not once the pull
     // request the old server forgot would have expired (10 s after it was made).
     let resumed = std::time::Instant::now();
