@@ -88,6 +88,18 @@ impl Harness {
         )
     }
 
+    /// `who` consumes nothing any more (it keeps the tasks it holds).
+    fn stop_consuming(&mut self, who: SessionId) -> Vec<Output> {
+        self.send(
+            who,
+            ClientMsg::Consume {
+                req: None,
+                queues: vec![],
+                prefetch: 0,
+            },
+        )
+    }
+
     fn fail(&mut self, who: SessionId, task: TaskId, retry: bool) -> Vec<Output> {
         self.send(
             who,
@@ -240,14 +252,7 @@ fn an_expired_lease_is_redelivered() {
     let id = h.put("tasks", json!(1));
     assert_eq!(h.consume(W1, "tasks", 1), vec![id]);
     // W1 stops consuming but still holds the lease, so the redelivery must go to W2.
-    h.send(
-        W1,
-        ClientMsg::Consume {
-            req: None,
-            queues: vec![],
-            prefetch: 0,
-        },
-    );
+    h.stop_consuming(W1);
     h.consume(W2, "tasks", 1);
     assert_eq!(h.b.next_deadline(), Some(Millis(500)));
     assert!(h.advance(499).is_empty());
@@ -414,14 +419,7 @@ fn release_returns_a_task_without_spending_an_attempt() {
     let mut h = Harness::new(BrokerConfig::default());
     let id = h.put("tasks", json!(1));
     h.consume(W1, "tasks", 1);
-    h.send(
-        W1,
-        ClientMsg::Consume {
-            req: None,
-            queues: vec![],
-            prefetch: 0,
-        },
-    );
+    h.stop_consuming(W1);
     h.send(
         W1,
         ClientMsg::Release {
@@ -1057,14 +1055,7 @@ fn a_requeue_into_a_full_queue_leaves_the_rest_dead() {
     for t in [a, b] {
         h.fail(W1, t, false);
     }
-    h.send(
-        W1,
-        ClientMsg::Consume {
-            req: None,
-            queues: vec![],
-            prefetch: 0,
-        },
-    );
+    h.stop_consuming(W1);
     h.put("tasks", json!("c"));
     let requeue = |h: &mut Harness| {
         h.send(
