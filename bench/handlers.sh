@@ -17,7 +17,7 @@ ROUNDS=${2:-3}
 KEY=bench-key-$$
 export TASKHUB_KEY=$KEY RUST_LOG=warn
 
-cargo build --release --quiet -p taskhub-cli -p taskhub-worker -p mandelbrot
+cargo build --release --quiet -p taskhub-cli -p taskhub-native-worker -p mandelbrot
 . bench/lib.sh
 bundle=target/bench-mandelbrot-bundle
 $bin/mandelbrot bundle "$bundle" >/dev/null

@@ -1,6 +1,6 @@
 //! Builds the browser worker so the hub binary can serve a working join page with no manual step.
 //!
-//! `taskhub_bundle::compile` runs a nested `cargo build -p wasm-worker --target
+//! `taskhub_bundle::compile` runs a nested `cargo build -p taskhub-wasm-worker --target
 //! wasm32-unknown-unknown --release` into a target directory of its own (shared by debug, release
 //! and clippy builds, so it compiles once and then only when the core or the browser worker
 //! changes); `taskhub_bundle::bindgen` generates the `--target web` JS glue into `OUT_DIR/pkg`.
@@ -43,7 +43,7 @@ fn main() {
     }
     // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out.
     let target = out.ancestors().nth(4).unwrap_or(&out).join("wasm-worker");
-    let wasm = match taskhub_bundle::compile("wasm-worker", &root, &target) {
+    let wasm = match taskhub_bundle::compile("taskhub-wasm-worker", &root, &target) {
         Ok(w) => w,
         Err(e) => panic!("building the browser worker failed: {e}"),
     };

@@ -3,7 +3,7 @@
 //! [`compile`] runs a nested `cargo build --lib --release --target wasm32-unknown-unknown` of one
 //! package into a target directory of its own; [`bindgen`] generates the `--target web` JS glue
 //! with the `wasm-bindgen-cli-support` crate (pinned to the same version as `wasm-bindgen`);
-//! [`build`] does both for a crate that uses `taskhub_worker::browser_bundle!` and writes its
+//! [`build`] does both for a crate that uses `taskhub_native_worker::browser_bundle!` and writes its
 //! [`Manifest`]. The hub's `build.rs` uses the first two for the built-in worker.
 
 use std::ffi::OsString;
@@ -31,7 +31,7 @@ pub enum BundleError {
     Bindgen { path: PathBuf, reason: String },
     /// The crate compiled, but does not export its handlers to the browser.
     #[error(
-        "{package}'s wasm exports no handlers: add `taskhub_worker::browser_bundle!(your_handlers())` to its lib.rs, and `crate-type = [\"cdylib\", \"rlib\"]` to its [lib]"
+        "{package}'s wasm exports no handlers: add `taskhub_native_worker::browser_bundle!(your_handlers())` to its lib.rs, and `crate-type = [\"cdylib\", \"rlib\"]` to its [lib]"
     )]
     NoHandlers { package: String },
     #[error("bad bundle: {0}")]
@@ -130,7 +130,7 @@ pub fn bindgen(wasm: &Path, out_name: &str, out_dir: &Path) -> Result<(), Bundle
 }
 
 /// A crate to bundle: its package name and its directory (`env!("CARGO_PKG_NAME")` and
-/// `env!("CARGO_MANIFEST_DIR")` of that crate; `taskhub_worker::this_crate!()` fills them in).
+/// `env!("CARGO_MANIFEST_DIR")` of that crate; `taskhub_native_worker::this_crate!()` fills them in).
 #[derive(Debug, Clone)]
 pub struct Crate {
     pub package: &'static str,

@@ -312,10 +312,13 @@ pub async fn run(opts: BenchOptions) -> Result<Report, String> {
         config.name = Some(format!("bench-{i}"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         stops.push(stop);
-        let mut worker =
-            taskhub_worker::Options::new(url.clone(), config, taskhub_worker::Handlers::builtins());
+        let mut worker = taskhub_native_worker::Options::new(
+            url.clone(),
+            config,
+            taskhub_native_worker::Handlers::builtins(),
+        );
         worker.ca = opts.ca.clone();
-        tokio::spawn(taskhub_worker::run(worker, async {
+        tokio::spawn(taskhub_native_worker::run(worker, async {
             let _ = stopped.await;
         }));
     }

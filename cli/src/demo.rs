@@ -27,8 +27,12 @@ pub(crate) async fn run() -> anyhow::Result<()> {
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         stops.push(stop);
-        workers.push(tokio::spawn(taskhub_worker::run(
-            taskhub_worker::Options::new(url.clone(), config, taskhub_worker::Handlers::builtins()),
+        workers.push(tokio::spawn(taskhub_native_worker::run(
+            taskhub_native_worker::Options::new(
+                url.clone(),
+                config,
+                taskhub_native_worker::Handlers::builtins(),
+            ),
             async {
                 let _ = stopped.await;
             },

@@ -62,8 +62,8 @@ pub(crate) struct Cli {
     pub(crate) ca: Option<std::path::PathBuf>,
     /// How log lines are written: `text` for people, `json` (one object per line) for log
     /// shippers. `RUST_LOG` filters them.
-    #[arg(long, global = true, env = "TASKHUB_LOG_FORMAT", value_enum, default_value_t = taskhub_worker::LogFormat::Text)]
-    pub(crate) log_format: taskhub_worker::LogFormat,
+    #[arg(long, global = true, env = "TASKHUB_LOG_FORMAT", value_enum, default_value_t = taskhub_native_worker::LogFormat::Text)]
+    pub(crate) log_format: taskhub_native_worker::LogFormat,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -141,7 +141,10 @@ async fn main() {
         }
     };
     let verbose = matches!(parsed.cli.command, Command::Serve(_));
-    taskhub_worker::init_logging_as(parsed.cli.log_format, if verbose { "info" } else { "warn" });
+    taskhub_native_worker::init_logging_as(
+        parsed.cli.log_format,
+        if verbose { "info" } else { "warn" },
+    );
     for w in &parsed.warnings {
         tracing::warn!("{w}");
     }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
-use taskhub_worker::settings::{NOT_SETTINGS, apply_file, config_path};
+use taskhub_native_worker::settings::{NOT_SETTINGS, apply_file, config_path};
 
 use crate::Cli;
 

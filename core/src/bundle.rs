@@ -1,4 +1,4 @@
-//! The worker bundle manifest: what `taskhub_worker::bundle::build` writes next to a bundle's
+//! The worker bundle manifest: what `taskhub_native_worker::bundle::build` writes next to a bundle's
 //! wasm and JS glue, and what `taskhub serve --worker-bundle DIR` reads and checks at start-up.
 //!
 //! A bundle directory holds [`MANIFEST_FILE`], the ES module named by `module` (wasm-bindgen's

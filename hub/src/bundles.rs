@@ -84,7 +84,7 @@ fn read_capped(path: &Path, max_bytes: usize) -> Result<Vec<u8>, BundleError> {
 }
 
 impl Bundle {
-    /// Load a Rust bundle directory (what `taskhub_worker::bundle::build` wrote). Each file may
+    /// Load a Rust bundle directory (what `taskhub_native_worker::bundle::build` wrote). Each file may
     /// be at most `max_bytes`.
     pub fn load_dir(dir: &Path, max_bytes: usize) -> Result<Bundle, BundleError> {
         if !dir.is_dir() {
@@ -111,7 +111,7 @@ impl Bundle {
             return Err(bad(
                 &dir.join(&manifest.module),
                 "exports no handlers (no taskhubInstall); the crate must call \
-                 taskhub_worker::browser_bundle!",
+                 taskhub_native_worker::browser_bundle!",
             ));
         }
         let wasm = read_capped(&dir.join(&manifest.wasm), max_bytes)?;

@@ -1,11 +1,11 @@
 //! Turning the crate that uses this SDK into a browser worker bundle (feature `bundle`).
 //!
 //! ```no_run
-//! # fn handlers() -> taskhub_worker::Handlers { taskhub_worker::Handlers::builtins() }
+//! # fn handlers() -> taskhub_native_worker::Handlers { taskhub_native_worker::Handlers::builtins() }
 //! let out = std::path::Path::new("bundle");
-//! let manifest = taskhub_worker::bundle::build(taskhub_worker::this_crate!(), &handlers(), out)?;
+//! let manifest = taskhub_native_worker::bundle::build(taskhub_native_worker::this_crate!(), &handlers(), out)?;
 //! println!("serve it with: taskhub serve --worker-bundle {}", out.display());
-//! # Ok::<(), taskhub_worker::bundle::BundleError>(())
+//! # Ok::<(), taskhub_native_worker::bundle::BundleError>(())
 //! ```
 
 use std::path::Path;

@@ -194,9 +194,9 @@ pub fn init_logging_as(format: LogFormat, default: &str) {
 /// stderr, run `handlers` until signalled.
 ///
 /// ```no_run
-/// use taskhub_worker::Handlers;
+/// use taskhub_native_worker::Handlers;
 /// fn main() -> std::process::ExitCode {
-///     taskhub_worker::main(Handlers::builtins())
+///     taskhub_native_worker::main(Handlers::builtins())
 /// }
 /// ```
 pub fn main(handlers: Handlers) -> ExitCode {

@@ -9,7 +9,7 @@
 //! ```no_run
 //! // src/lib.rs
 //! use serde_json::{Value, json};
-//! use taskhub_worker::Handlers;
+//! use taskhub_native_worker::Handlers;
 //!
 //! fn shout(payload: &Value) -> Result<Value, String> {
 //!     let text = payload.as_str().ok_or("shout expects a string")?;
@@ -20,11 +20,11 @@
 //!     Handlers::new().light("shout", shout)
 //! }
 //!
-//! taskhub_worker::browser_bundle!(handlers());
+//! taskhub_native_worker::browser_bundle!(handlers());
 //!
 //! // src/main.rs
 //! fn main() -> std::process::ExitCode {
-//!     taskhub_worker::main(handlers())
+//!     taskhub_native_worker::main(handlers())
 //! }
 //! ```
 //!
@@ -87,7 +87,7 @@ macro_rules! browser_bundle {
 
             #[wasm_bindgen(js_name = taskhubInstall, wasm_bindgen = wb)]
             pub fn install() {
-                $crate::__private::wasm_worker::install(super::__taskhub_handlers());
+                $crate::__private::taskhub_wasm_worker::install(super::__taskhub_handlers());
             }
         }
     };
@@ -97,5 +97,5 @@ macro_rules! browser_bundle {
 #[doc(hidden)]
 pub mod __private {
     #[cfg(target_arch = "wasm32")]
-    pub use {wasm_bindgen, wasm_worker};
+    pub use {taskhub_wasm_worker, wasm_bindgen};
 }

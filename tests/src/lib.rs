@@ -330,7 +330,7 @@ pub fn in_process_worker(
         url,
         queue,
         concurrency,
-        taskhub_worker::Handlers::builtins(),
+        taskhub_native_worker::Handlers::builtins(),
     )
 }
 
@@ -339,14 +339,14 @@ pub fn worker_with(
     url: &str,
     queue: &str,
     concurrency: u32,
-    handlers: taskhub_worker::Handlers,
+    handlers: taskhub_native_worker::Handlers,
 ) -> tokio::sync::oneshot::Sender<()> {
     let queues = vec![taskhub_core::QueueName::new(queue).unwrap()];
     let mut config = taskhub_core::worker::WorkerConfig::new("default", Secret::new(KEY), queues);
     config.concurrency = concurrency;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let opts = taskhub_worker::Options::new(url, config, handlers);
-    tokio::spawn(taskhub_worker::run(opts, async {
+    let opts = taskhub_native_worker::Options::new(url, config, handlers);
+    tokio::spawn(taskhub_native_worker::run(opts, async {
         let _ = stopped.await;
     }));
     stop

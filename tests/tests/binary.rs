@@ -194,7 +194,7 @@ async fn exec_commands_and_the_cli_take_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_handler_takes_and_returns_bytes() {
-    use taskhub_worker::{Handlers, binary};
+    use taskhub_native_worker::{Handlers, binary};
     let (_hub, url) = serve("127.0.0.1:0");
     let handlers = Handlers::new()
         .heavy(

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use taskhub_client::PutOptions;
+use taskhub_native_worker::{Failure, Handler, Handlers, Input, Outcome};
 use taskhub_tests::{SubmitWithin, client, hub, worker_with};
-use taskhub_worker::{Failure, Handler, Handlers, Input, Outcome};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(20));
 

@@ -119,14 +119,14 @@ async fn a_half_open_connection_is_noticed_on_both_sides() {
         taskhub_core::worker::WorkerConfig::new("default", taskhub::Secret::new(KEY), queues);
     config.handshake_timeout_ms = 1_000;
     config.backoff_max_ms = 500;
-    let mut opts = taskhub_worker::Options::new(
+    let mut opts = taskhub_native_worker::Options::new(
         format!("ws://{}", relay.addr),
         config,
-        taskhub_worker::Handlers::builtins(),
+        taskhub_native_worker::Handlers::builtins(),
     );
     opts.connect_timeout = Duration::from_secs(1);
     let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(taskhub_worker::run(opts, async {
+    tokio::spawn(taskhub_native_worker::run(opts, async {
         let _ = stopped.await;
     }));
 

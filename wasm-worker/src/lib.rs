@@ -9,7 +9,7 @@
 //! - `driver`: `BrowserWorker`, the JS-facing worker: feeds the state machine, drains it.
 //! - `monitor`: `HubMonitor`, a dashboard's authenticated session polling `stats`.
 //! - [`run_task`]: the handler entry point the pool's Web Workers call; [`install`] replaces the
-//!   built-in handlers with a bundle's (`taskhub_worker::browser_bundle!`).
+//!   built-in handlers with a bundle's (`taskhub_native_worker::browser_bundle!`).
 
 #[cfg(target_arch = "wasm32")]
 mod driver;
@@ -38,7 +38,7 @@ static INSTALLED: OnceLock<Handlers> = OnceLock::new();
 static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
 /// Make `handlers` the ones [`run_task`] runs in this wasm instance. The first call wins; without
-/// one, the built-in kinds run. `taskhub_worker::browser_bundle!` calls this from the export
+/// one, the built-in kinds run. `taskhub_native_worker::browser_bundle!` calls this from the export
 /// `taskhubInstall`, which the compute Web Worker calls once after loading a bundle.
 pub fn install(handlers: Handlers) -> bool {
     keep_panic_messages();

@@ -14,10 +14,10 @@ use serde_json::{Value, json};
 use taskhub_core::auth::{ClientHandshake, Secret};
 use taskhub_core::codec::{Frame, decode_server_frame, encode_client};
 use taskhub_core::{ClientMsg, Payload, QueueName, Role, ServerMsg};
+use taskhub_wasm_worker::{BrowserWorker, Meta, outcome_json, run_task};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_test::*;
-use wasm_worker::{BrowserWorker, Meta, outcome_json, run_task};
 use web_sys::{MessageEvent, WebSocket};
 
 wasm_bindgen_test_configure!(run_in_browser);

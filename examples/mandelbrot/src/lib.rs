@@ -8,7 +8,7 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use taskhub_worker::{Failure, Handler, Handlers, Input, Outcome};
+use taskhub_native_worker::{Failure, Handler, Handlers, Input, Outcome};
 
 /// The kind of a tile task.
 pub const TILE_KIND: &str = "mandelbrot_tile";
@@ -200,11 +200,11 @@ pub fn handlers() -> Handlers {
         .light(POINT_KIND, point)
 }
 
-taskhub_worker::browser_bundle!(handlers());
+taskhub_native_worker::browser_bundle!(handlers());
 
 #[cfg(test)]
 mod tests {
-    use taskhub_worker::TaskId;
+    use taskhub_native_worker::TaskId;
 
     use super::*;
 

@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use mandelbrot::{TILE_KIND, TileResult, handlers, tiles};
 use taskhub_client::{ConnectOptions, PutOptions};
-use taskhub_worker::{HumanDuration, WorkerArgs};
+use taskhub_native_worker::{HumanDuration, WorkerArgs};
 
 /// A 1920x1080 Mandelbrot image rendered as tiles by taskhub workers: native and browser alike.
 #[derive(Debug, Parser)]
@@ -87,8 +87,9 @@ fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let mut command = <Cli as clap::CommandFactory>::command();
     let mut warnings = Vec::new();
-    if let Some(path) = taskhub_worker::settings::config_path(&args, "TASKHUB_WORKER_CONFIG") {
-        match taskhub_worker::settings::apply_file(
+    if let Some(path) = taskhub_native_worker::settings::config_path(&args, "TASKHUB_WORKER_CONFIG")
+    {
+        match taskhub_native_worker::settings::apply_file(
             command,
             &path,
             Some("worker"),
@@ -112,7 +113,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Worker(args) => {
-            taskhub_worker::init_logging();
+            taskhub_native_worker::init_logging();
             runtime().and_then(|rt| {
                 rt.block_on(args.run(handlers()))
                     .map_err(anyhow::Error::msg)
@@ -135,8 +136,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn bundle(out_dir: &std::path::Path) -> anyhow::Result<()> {
-    let manifest =
-        taskhub_worker::bundle::build(taskhub_worker::this_crate!(), &handlers(), out_dir)?;
+    let manifest = taskhub_native_worker::bundle::build(
+        taskhub_native_worker::this_crate!(),
+        &handlers(),
+        out_dir,
+    )?;
     let kinds: Vec<&str> = manifest.kinds.iter().map(|k| k.kind.as_str()).collect();
     println!(
         "bundle {} ({}) written to {}",
