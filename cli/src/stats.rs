@@ -24,16 +24,17 @@ pub(crate) async fn run(cli: &Cli, args: &StatsArgs) -> anyhow::Result<()> {
     } else {
         writeln!(
             out,
-            "{:<32} {:>10} {:>10} {:>8} {:>10}",
-            "QUEUE", "DEPTH", "IN_FLIGHT", "DEAD", "CONSUMERS"
+            "{:<32} {:>10} {:>10} {:>10} {:>8} {:>10}",
+            "QUEUE", "DEPTH", "IN_FLIGHT", "SCHEDULED", "DEAD", "CONSUMERS"
         )?;
         for q in &stats.queues {
             writeln!(
                 out,
-                "{:<32} {:>10} {:>10} {:>8} {:>10}",
+                "{:<32} {:>10} {:>10} {:>10} {:>8} {:>10}",
                 q.name.as_str(),
                 q.depth,
                 q.in_flight,
+                q.scheduled,
                 q.dead,
                 q.consumers
             )?;

@@ -13,7 +13,7 @@ use taskhub_core::auth::{AuthError, ClientHandshake, DEFAULT_KEY_ID, NONCE_BYTES
 use taskhub_core::codec::{
     binary_header, decode_server, decode_server_binary, encode_client, peek_type, peek_u64,
 };
-use taskhub_core::protocol::{Limits, Reply, Stats};
+use taskhub_core::protocol::{Limits, Reply, Schedule, Stats};
 use taskhub_core::{
     AuthFailure, ClientMsg, ErrorCode, NameError, Pattern, Payload, QueueName, Role, ServerMsg,
     SessionId, Task, TaskId, Topic,
@@ -163,6 +163,7 @@ pub struct PutOptions {
     reply_to: Option<String>,
     max_attempts: Option<u32>,
     dedup_prefix: Option<String>,
+    schedule: Schedule,
 }
 
 impl PutOptions {
@@ -197,6 +198,32 @@ impl PutOptions {
         self.dedup_prefix = Some(prefix.into());
         self
     }
+
+    /// 0 (the default) to 9: a ready task of higher priority is delivered before any of lower
+    /// priority in its queue. The hub refuses more than 9.
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.schedule.priority = priority;
+        self
+    }
+
+    /// Ready this long after the hub stores it, not before (at most the hub's `max_delay`).
+    /// Replaces a [`not_before`](Self::not_before).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.schedule.delay_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        self.schedule.not_before = None;
+        self
+    }
+
+    /// Ready at `at`, not before, by the hub's clock (a time past is at once). Replaces a
+    /// [`delay`](Self::delay).
+    pub fn not_before(mut self, at: std::time::SystemTime) -> Self {
+        let unix = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.schedule.not_before = Some(unix);
+        self.schedule.delay_ms = None;
+        self
+    }
 }
 
 /// Where puts go, with names validated once, not once per task.
@@ -206,6 +233,7 @@ struct Target {
     reply_to: Option<QueueName>,
     max_attempts: Option<u32>,
     dedup_prefix: Option<String>,
+    schedule: Schedule,
 }
 
 impl Target {
@@ -216,6 +244,7 @@ impl Target {
             reply_to: opts.reply_to.map(QueueName::new).transpose()?,
             max_attempts: opts.max_attempts,
             dedup_prefix: opts.dedup_prefix,
+            schedule: opts.schedule,
         })
     }
 
@@ -229,6 +258,7 @@ impl Target {
             reply_to: self.reply_to.clone(),
             max_attempts: self.max_attempts,
             dedup_id: self.dedup_prefix.as_ref().map(|p| format!("{p}{i}")),
+            schedule: self.schedule,
         }
     }
 }

@@ -22,6 +22,7 @@ fn codec(c: &mut Criterion) {
             attempt: 1,
             max_attempts: 5,
             reply_to: Some(QueueName::new("_inbox.3").unwrap_or_else(|e| panic!("{e}"))),
+            priority: 0,
         },
     };
     let deliver_text = match encode_server(&deliver) {
@@ -37,6 +38,7 @@ fn codec(c: &mut Criterion) {
         reply_to: None,
         max_attempts: None,
         dedup_id: None,
+        schedule: Default::default(),
     }) {
         Frame::Binary(b) => b,
         Frame::Text(_) => unreachable!("a binary payload is a binary frame"),

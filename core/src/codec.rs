@@ -19,8 +19,8 @@ use serde_json::value::RawValue;
 use crate::body::{Body, JsonNull, Payload};
 use crate::names::{Pattern, QueueName, SessionId, TaskId, Topic};
 use crate::protocol::{
-    AuthFailure, ClientMsg, ErrorCode, Limits, QueueStats, Reply, Role, ServerMsg, Stats, Task,
-    WorkerStats,
+    AuthFailure, ClientMsg, ErrorCode, Limits, MAX_PRIORITY, QueueStats, Reply, Role, Schedule,
+    ServerMsg, Stats, Task, WorkerStats,
 };
 use crate::rights::Rights;
 
@@ -89,6 +89,9 @@ struct Flat<'a, P> {
     reply_to: Option<QueueName>,
     max_attempts: Option<u32>,
     dedup_id: Option<String>,
+    priority: Option<u64>,
+    delay_ms: Option<u64>,
+    not_before: Option<u64>,
     timeout_ms: Option<u64>,
     prefetch: Option<u32>,
     task: Option<TaskId>,
@@ -113,6 +116,19 @@ fn present<'de, D: Deserializer<'de>, P: Deserialize<'de>>(d: D) -> Result<Optio
     P::deserialize(d).map(Some)
 }
 
+/// `put`'s `priority`: 0 (the default) to [`MAX_PRIORITY`].
+fn priority(p: Option<u64>) -> Result<u8, String> {
+    match p {
+        None => Ok(0),
+        Some(p) => u8::try_from(p)
+            .ok()
+            .filter(|p| *p <= MAX_PRIORITY)
+            .ok_or_else(|| {
+                format!("priority must be 0 to {MAX_PRIORITY} (higher goes first), not {p}")
+            }),
+    }
+}
+
 fn need<T>(field: Option<T>, name: &str) -> Result<T, String> {
     field.ok_or_else(|| format!("missing field `{name}`"))
 }
@@ -129,6 +145,9 @@ impl<P> Flat<'_, P> {
                 name: self.name,
                 batch: self.batch.unwrap_or(false),
             },
+            "put" if self.delay_ms.is_some() && self.not_before.is_some() => {
+                return Err("a put takes delay_ms or not_before, not both".into());
+            }
             "put" => ClientMsg::Put {
                 req,
                 queue: need(self.queue, "queue")?,
@@ -137,6 +156,11 @@ impl<P> Flat<'_, P> {
                 reply_to: self.reply_to,
                 max_attempts: self.max_attempts,
                 dedup_id: self.dedup_id,
+                schedule: Schedule {
+                    priority: priority(self.priority)?,
+                    delay_ms: self.delay_ms,
+                    not_before: self.not_before,
+                },
             },
             "get" => ClientMsg::Get {
                 req,
@@ -939,6 +963,7 @@ mod tests {
             reply_to: Some(QueueName::new("results").unwrap()),
             max_attempts: None,
             dedup_id: None,
+            schedule: Default::default(),
         };
         let text = encode_client(&msg).as_text().unwrap().to_string();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -947,6 +972,49 @@ mod tests {
             json!({"type":"put","req":7,"queue":"tasks","payload":3411,"kind":"square","reply_to":"results"})
         );
         assert_eq!(decode_client::<Payload>(&text, 1 << 20).unwrap(), msg);
+    }
+
+    #[test]
+    fn a_put_s_schedule_is_written_flat_and_checked_when_read() {
+        let msg = ClientMsg::Put {
+            req: None,
+            queue: QueueName::new("tasks").unwrap(),
+            payload: json!(1).into(),
+            kind: None,
+            reply_to: None,
+            max_attempts: None,
+            dedup_id: None,
+            schedule: Schedule {
+                priority: 9,
+                delay_ms: Some(1_500),
+                not_before: None,
+            },
+        };
+        let text = encode_client(&msg).as_text().unwrap().to_string();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"put","queue":"tasks","payload":1,"priority":9,"delay_ms":1500})
+        );
+        assert_eq!(decode_client::<Payload>(&text, 1 << 20).unwrap(), msg);
+        for (frame, why) in [
+            (
+                r#"{"type":"put","queue":"q","payload":1,"priority":10}"#,
+                "priority must be 0 to 9",
+            ),
+            (
+                r#"{"type":"put","queue":"q","payload":1,"priority":300}"#,
+                "priority must be 0 to 9",
+            ),
+            (
+                r#"{"type":"put","queue":"q","payload":1,"delay_ms":1,"not_before":2}"#,
+                "delay_ms or not_before",
+            ),
+        ] {
+            let e = decode_client::<Payload>(frame, 1 << 20).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(e.message.contains(why), "{}", e.message);
+        }
     }
 
     #[test]
@@ -1085,6 +1153,7 @@ mod tests {
                 reply_to: None,
                 max_attempts: Some(2),
                 dedup_id: None,
+                schedule: Default::default(),
             },
             ClientMsg::Get {
                 req: Some(1),
@@ -1194,6 +1263,7 @@ mod tests {
             attempt: 2,
             max_attempts: 5,
             reply_to: None,
+            priority: 0,
         };
         let msgs = vec![
             ServerMsg::Challenge {
@@ -1249,6 +1319,7 @@ mod tests {
                         in_flight: 2,
                         dead: 3,
                         consumers: 4,
+                        scheduled: 5,
                     }],
                     sessions: [("worker".to_string(), 1)].into(),
                     workers: vec![WorkerStats {
@@ -1331,6 +1402,7 @@ mod tests {
             reply_to: None,
             max_attempts: None,
             dedup_id: None,
+            schedule: Default::default(),
         };
         let Frame::Binary(frame) = encode_client(&put) else {
             panic!("a put of bytes is a binary frame")
@@ -1361,6 +1433,7 @@ mod tests {
             attempt: 1,
             max_attempts: 5,
             reply_to: None,
+            priority: 0,
         };
         let outcome = Body::around(
             json!({"id": 3, "ok": true, "result": null}),

@@ -86,6 +86,10 @@ pub enum ClientMsg<P = Payload> {
         /// hub's dedup window is answered with the first task's id and not stored again.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         dedup_id: Option<String>,
+        /// When the task may run and how it goes ahead of others: `priority`, `delay_ms`,
+        /// `not_before` (all optional, written as fields of the `put` itself).
+        #[serde(flatten)]
+        schedule: Schedule,
     },
     /// Take the task at the front of `queue`, waiting up to `timeout_ms`. Answered by `task` or,
     /// when the wait runs out, `empty`.
@@ -276,6 +280,40 @@ pub struct Task<P = Payload> {
     pub max_attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<QueueName>,
+    /// The priority it was put with (0 is left out).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: u8,
+}
+
+/// The highest task priority (`put`'s `priority` is 0 to this; higher goes first).
+pub const MAX_PRIORITY: u8 = 9;
+
+/// When a put task may run and where it stands among the ready ones: the optional scheduling
+/// fields of `put`. The default is a task ready at once at priority 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// 0 to [`MAX_PRIORITY`]: a ready task of higher priority is delivered before any of lower
+    /// priority in its queue; within a priority, first in first out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: u8,
+    /// Ready this many milliseconds after the hub stores it, not before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// Ready at this Unix time (milliseconds), not before; a time past is at once. Not with
+    /// `delay_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<u64>,
+}
+
+impl Schedule {
+    /// Ready at once, at priority 0.
+    pub fn is_default(&self) -> bool {
+        *self == Schedule::default()
+    }
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 /// Limits the hub announces in `welcome`.
@@ -307,6 +345,9 @@ pub struct QueueStats {
     pub dead: u64,
     /// Sessions consuming this queue.
     pub consumers: u64,
+    /// Tasks put with a delay (or retried with a backoff) that are not ready yet.
+    #[serde(default)]
+    pub scheduled: u64,
 }
 
 /// One worker session's line in `stats`.
@@ -567,6 +608,9 @@ pub enum ErrorCode {
     /// The hub could not store the task (its disk is full or failing); nothing was queued. It
     /// keeps serving everything else, and takes puts again once storage works.
     StorageUnavailable,
+    /// The hub's backend cannot do what the request asks (for example a delayed put on a hub
+    /// whose queues live in NATS JetStream); nothing was done. The session stays open.
+    Unsupported,
 }
 
 impl ErrorCode {
@@ -590,6 +634,7 @@ impl ErrorCode {
             ErrorCode::IdleTimeout => "idle_timeout",
             ErrorCode::UnknownQueue => "unknown_queue",
             ErrorCode::StorageUnavailable => "storage_unavailable",
+            ErrorCode::Unsupported => "unsupported",
         }
     }
 }

@@ -102,6 +102,7 @@ proptest! {
             reply_to: reply.map(|r| QueueName::new(r).unwrap()),
             max_attempts: None,
             dedup_id: None,
+            schedule: Default::default(),
         };
         let decoded = match encode_client(&msg) {
             taskhub_core::codec::Frame::Text(t) => decode_client::<Payload>(&t, MAX),

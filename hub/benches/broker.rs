@@ -37,6 +37,7 @@ fn put(n: u64) -> ClientMsg {
         reply_to: Some(QueueName::inbox(PRODUCER)),
         max_attempts: None,
         dedup_id: None,
+        schedule: Default::default(),
     }
 }
 

@@ -149,6 +149,10 @@ pub struct Limits {
     /// tasks naming it as reply_to) before the hub drops it.
     #[arg(long, env = "TASKHUB_QUEUE_IDLE_GRACE", default_value_t = Limits::default().queue_idle_grace)]
     pub queue_idle_grace: HumanDuration,
+    /// Longest a put may delay its task (`delay_ms`, or `not_before` this far ahead); a longer
+    /// one is refused.
+    #[arg(long, env = "TASKHUB_MAX_DELAY", default_value_t = Limits::default().max_delay)]
+    pub max_delay: HumanDuration,
 }
 
 impl Default for Limits {
@@ -176,6 +180,7 @@ impl Default for Limits {
             dedup_window: HumanDuration::secs(600),
             max_dedup_ids: 100_000,
             queue_idle_grace: HumanDuration::secs(300),
+            max_delay: HumanDuration::secs(30 * 24 * 3_600),
         }
     }
 }
@@ -196,6 +201,7 @@ impl Limits {
             dedup_window: self.dedup_window.0,
             max_dedup_ids: self.max_dedup_ids,
             queue_idle_grace: self.queue_idle_grace.0,
+            max_delay: self.max_delay.0,
         }
     }
 }

@@ -238,7 +238,9 @@ impl Hub {
     pub fn from_config(config: Config) -> Result<Opened, storage::StorageError> {
         let Some(dir) = config.data_dir.clone() else {
             let (tx, durable) = watch::channel(0);
-            let broker = Broker::new(config.broker.clone());
+            let mut broker = Broker::new(config.broker.clone());
+            // The hub's clock starts now (`Hub::with`); `not_before` is Unix time.
+            broker.set_unix_at_zero(storage::unix_ms());
             return Ok(Opened {
                 hub: Hub::with(config, broker, durable, Some(tx)),
                 writer: None,
@@ -252,7 +254,8 @@ impl Hub {
         for note in &r.notes {
             tracing::warn!("{note}");
         }
-        // The hub's clock starts now (`Hub::with`); a dedup window is kept in Unix time.
+        // The hub's clock starts now (`Hub::with`); a dedup window and `not_before` are kept
+        // in Unix time.
         broker.set_unix_at_zero(storage::unix_ms());
         let tasks = broker.restore(r.tasks, r.next_task, Millis(0));
         let dedup = r.dedup.len();

@@ -80,6 +80,8 @@ pub struct QueueMetrics {
     /// Ready tasks.
     pub depth: u64,
     pub in_flight: u64,
+    /// Put with a delay and not ready yet.
+    pub scheduled: u64,
 }
 
 /// Everything a scrape shows.
@@ -191,6 +193,17 @@ impl Collector for Snapshot {
             MetricType::Gauge,
             in_flight,
         )?;
+        let scheduled = self
+            .queues
+            .iter()
+            .map(|q| (queue_label(&q.name), ConstGauge::new(q.scheduled as i64)));
+        family(
+            &mut e,
+            "queue_scheduled",
+            "Tasks put with a delay that are not ready yet.",
+            MetricType::Gauge,
+            scheduled,
+        )?;
         let sessions = self
             .sessions
             .iter()
@@ -266,6 +279,7 @@ mod tests {
                 },
                 depth: 2,
                 in_flight: 1,
+                scheduled: 4,
             }],
             sessions: BTreeMap::from([("worker".into(), 2)]),
             stored_bytes: 1234,
@@ -280,6 +294,7 @@ mod tests {
             "taskhub_tasks_redelivered_total{queue=\"jobs\"} 1",
             "taskhub_tasks_dead_lettered_total{queue=\"jobs\"} 1",
             "taskhub_queue_depth{queue=\"jobs\"} 2",
+            "taskhub_queue_scheduled{queue=\"jobs\"} 4",
             "taskhub_sessions{role=\"worker\"} 2",
             "taskhub_stored_bytes 1234",
             "taskhub_auth_failures_total 7",

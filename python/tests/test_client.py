@@ -1,8 +1,10 @@
 """The blocking client against real hubs: the seed's put/get, queue.Empty, submit with a native
 worker, bytes, stats, errors by name, tokens and TLS refusals."""
 
+import datetime
 import queue
 import subprocess
+import time
 
 import pytest
 
@@ -51,6 +53,31 @@ def test_submit_returns_results_in_order_and_bytes_stay_bytes(hub):
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_priorities_and_delays_order_and_time_the_tasks(hub):
+    with taskhub.connect(hub.url, key=KEY) as h:
+        jobs = h.queue("jobs")
+        jobs.put("low")
+        h.put_many("jobs", ["mid-1", "mid-2"], priority=4)
+        jobs.put("high", priority=9)
+        assert [jobs.get(timeout=1) for _ in range(4)] == ["high", "mid-1", "mid-2", "low"]
+        started = time.monotonic()
+        jobs.put("later", delay=0.8)
+        jobs.put("far", not_before=datetime.datetime.now(datetime.timezone.utc)
+                 + datetime.timedelta(hours=1))
+        line = next(q for q in h.stats()["queues"] if q["name"] == "jobs")
+        assert (line["scheduled"], line["depth"]) == (2, 0), line
+        with pytest.raises(queue.Empty):
+            jobs.get(timeout=0.3)
+        assert jobs.get(timeout=5) == "later"
+        assert time.monotonic() - started >= 0.8
+        with pytest.raises(taskhub.HubError) as refused:
+            jobs.put(1, priority=10)
+        assert refused.value.code == "bad_request"
+        assert "priority must be 0 to 9" in str(refused.value)
+        with pytest.raises(ValueError):
+            jobs.put(1, delay=1, not_before=time.time())
 
 
 def test_errors_are_named(hub):

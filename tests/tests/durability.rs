@@ -243,6 +243,42 @@ async fn a_restart_keeps_every_queue_in_order_dead_letters_with_their_errors_and
     drop(hub);
 }
 
+#[tokio::test]
+async fn delayed_tasks_and_priorities_survive_a_kill_9_and_keep_their_time() {
+    let tmp = TempDir::new("scheduled");
+    let addr = free_addr();
+    let (hub, url) = serve_on(&addr, &tmp.0, &[]);
+    let put_at = Instant::now();
+    put_by_cli(&url, &["later", r#""due""#, "--delay", "4s"]);
+    put_by_cli(&url, &["mixed", "1", "2"]);
+    put_by_cli(&url, &["mixed", "3", "--priority", "7"]);
+    drop(hub); // SIGKILL: nothing is written on the way out.
+    let (hub, url) = serve_on(&addr, &tmp.0, &[]);
+    let c = client(&url).await;
+    let stats = c.stats().await.unwrap();
+    let later = stats.queue("later").unwrap();
+    assert_eq!(
+        (later.scheduled, later.depth),
+        (1, 0),
+        "still waiting after the restart"
+    );
+    // The priority still orders the queue.
+    let mixed = drain(&url, "mixed", Duration::from_millis(300)).await;
+    assert_eq!(mixed, vec![json!(3), json!(1), json!(2)]);
+    let task = c
+        .get("later", Duration::from_secs(15))
+        .await
+        .unwrap()
+        .unwrap();
+    let waited = put_at.elapsed();
+    assert_eq!(task.payload.json_or_null(), &json!("due"));
+    assert!(
+        waited >= Duration::from_secs(4),
+        "ready early: {waited:?} after the put"
+    );
+    drop(hub);
+}
+
 /// `taskhub put ARGS` against `url`; returns what it printed (the ids, one per line).
 fn put_by_cli(url: &str, args: &[&str]) -> String {
     let mut all = vec!["--hub", url, "--key", KEY, "put"];

@@ -180,6 +180,7 @@ impl Producer {
                 reply_to: Some(self.queue_name.clone()),
                 max_attempts: None,
                 dedup_id: None,
+                schedule: Default::default(),
             });
         }
         let mut ids = Vec::new();
@@ -352,6 +353,7 @@ async fn the_web_worker_pool_runs_tasks_and_the_page_stays_responsive() {
             reply_to: Some(p.queue_name.clone()),
             max_attempts: None,
             dedup_id: None,
+            schedule: Default::default(),
         });
     }
     // `tasks` events count tasks by kind, per turn.

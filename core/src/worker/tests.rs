@@ -108,6 +108,7 @@ impl Pair {
                 attempt: 1,
                 max_attempts: 5,
                 reply_to: None,
+                priority: 0,
             },
         });
     }
@@ -719,6 +720,7 @@ fn with_batch_several_messages_share_a_frame_both_ways() {
                 attempt: 1,
                 max_attempts: 5,
                 reply_to: None,
+                priority: 0,
             },
         };
         encode_server(&msg).as_text().unwrap().to_string()

@@ -7,9 +7,10 @@ use std::collections::HashSet;
 use serde::Deserialize;
 use serde_json::Value;
 use taskhub_core::body::Held;
-use taskhub_core::protocol::{DEAD_LIST_DEFAULT, DEAD_LIST_MAX, DEAD_REQUEUE_MAX};
+use taskhub_core::protocol::{DEAD_LIST_DEFAULT, DEAD_LIST_MAX, DEAD_REQUEUE_MAX, Schedule};
 use taskhub_core::{ErrorCode, Millis, QueueName, RawJson, SessionId, TaskId};
 
+use super::store::Place;
 use super::{Body, Broker, Change, Failure, rules};
 
 /// An entry of `<queue>.dead` as the operator reads it: the stored record, with the payload of a
@@ -39,6 +40,8 @@ struct Record {
     reply_to: Option<QueueName>,
     #[serde(default)]
     max_attempts: Option<u32>,
+    #[serde(default)]
+    priority: u8,
 }
 
 /// A dead letter made a task again: its id (the original task's), and what the new task carries.
@@ -49,6 +52,7 @@ pub(crate) struct Revived {
     pub payload: Body,
     pub reply_to: Option<QueueName>,
     pub max_attempts: Option<u32>,
+    pub priority: u8,
 }
 
 /// Read an entry of a dead-letter queue; `None` if it is not one (something else was put there).
@@ -75,6 +79,7 @@ pub(crate) fn revive(entry: &Body) -> Option<Revived> {
         payload,
         reply_to: r.reply_to,
         max_attempts: r.max_attempts,
+        priority: r.priority.min(taskhub_core::protocol::MAX_PRIORITY),
     })
 }
 
@@ -164,7 +169,7 @@ impl Broker {
         // Pick the entries first, so an id that is not there refuses the whole request.
         let mut picked = Vec::new();
         let mut found = HashSet::new();
-        for (i, entry) in dq.ready.iter().enumerate() {
+        for entry in dq.ready.iter() {
             let Some(r) = revive(&entry.payload) else {
                 continue;
             };
@@ -173,14 +178,17 @@ impl Broker {
                 None => picked.len() < DEAD_REQUEUE_MAX,
             };
             if take && found.insert(r.id) {
-                picked.push((i, r));
+                picked.push((Place::of(entry), r));
             }
         }
         if let Some(w) = &wanted {
             missing(&dead, w, &found)?;
         }
-        let (at, revived): (Vec<usize>, Vec<Revived>) = picked.into_iter().unzip();
-        let mut entries = dq.ready.take_at(&at).into_iter().zip(revived);
+        let mut entries = picked
+            .into_iter()
+            .filter_map(|(at, r)| Some((dq.ready.take(at)?, r)))
+            .collect::<Vec<_>>()
+            .into_iter();
         let mut count = 0;
         while let Some((entry, r)) = entries.next() {
             let put = self.put(
@@ -190,14 +198,17 @@ impl Broker {
                 r.kind,
                 r.reply_to,
                 r.max_attempts,
+                Schedule {
+                    priority: r.priority,
+                    ..Schedule::default()
+                },
                 now,
             );
             if let Err((code, why)) = put {
-                // This one and the rest stay dead letters, where they were (at the front).
+                // This one and the rest stay dead letters, where they were.
                 if let Some(dq) = self.queues.get_mut(&dead) {
-                    let rest = std::iter::once(entry).chain(entries.map(|(e, _)| e));
-                    for e in rest.collect::<Vec<_>>().into_iter().rev() {
-                        dq.ready.push_front(e);
+                    for e in std::iter::once(entry).chain(entries.map(|(e, _)| e)) {
+                        dq.ready.insert(e);
                     }
                 }
                 return Err((

@@ -97,5 +97,6 @@ pub(super) fn envelope(task: &StoredTask) -> Task<Body> {
         attempt: task.attempts,
         max_attempts: task.max_attempts,
         reply_to: task.reply_to.clone(),
+        priority: task.priority,
     }
 }

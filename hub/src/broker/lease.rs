@@ -23,6 +23,12 @@ struct DeadLetter<'a> {
     #[serde(skip_serializing_if = "none")]
     reply_to: &'a Option<QueueName>,
     max_attempts: u32,
+    #[serde(skip_serializing_if = "zero")]
+    priority: u8,
+}
+
+fn zero(n: &u8) -> bool {
+    *n == 0
 }
 
 fn none<T>(o: &&Option<T>) -> bool {
@@ -175,6 +181,7 @@ impl Broker {
         if self.next_sweep().is_some_and(|t| t <= now) {
             self.sweep(now);
         }
+        self.ripen(now);
         while let Some((id, session)) = self
             .leases
             .first_expired(now)
@@ -263,6 +270,8 @@ impl Broker {
             charge,
             reply_ref: None,
             put_at: now,
+            priority: 0,
+            not_before: None,
         };
         let max = self.config.max_queue_len;
         match self.queue_mut(queue) {
@@ -320,6 +329,7 @@ pub(crate) fn dead_letter_entry(task: &Task<Body>, last_error: Option<&str>) -> 
         error: &error,
         reply_to: &task.reply_to,
         max_attempts: task.max_attempts,
+        priority: task.priority,
     });
     (Body::around(record, "payload", &task.payload), error)
 }

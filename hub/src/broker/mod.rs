@@ -24,6 +24,7 @@ pub mod journal;
 mod lease;
 mod pubsub;
 pub(crate) mod rules;
+mod scheduled;
 pub mod store;
 #[cfg(test)]
 mod tests;
@@ -31,7 +32,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-use taskhub_core::protocol::{QueueStats, Stats, WorkerStats};
+use taskhub_core::protocol::{QueueStats, Schedule, Stats, WorkerStats};
 use taskhub_core::{ErrorCode, Millis, QueueName, RawJson, Role, SessionId, TaskId};
 
 /// A payload or result as the hub holds it: JSON text, or bytes.
@@ -48,6 +49,7 @@ use idhash::IdMap;
 pub use journal::{Change, InMemory, Journal};
 pub(crate) use lease::{dead_letter_entry, reply_entry};
 use pubsub::Subscriptions;
+use scheduled::Scheduled;
 use store::task_cost;
 pub use store::{Charge, QueueRef, ReadyQueue, StoredTask};
 
@@ -80,6 +82,8 @@ pub struct BrokerConfig {
     /// naming it as `reply_to`) this long is dropped, so queues made once (a `get` that waited,
     /// a run's results) do not pile up to `max_queues`.
     pub queue_idle_grace: Duration,
+    /// Longest a put may delay its task.
+    pub max_delay: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -145,12 +149,17 @@ pub struct Recovered {
     pub last_error: Option<String>,
     /// Leased when the hub stopped.
     pub leased: bool,
+    pub priority: u8,
+    /// Scheduled until this Unix time (ms).
+    pub not_before: Option<u64>,
 }
 
 #[derive(Debug, Default)]
 struct Queue {
     ready: ReadyQueue,
     in_flight: usize,
+    /// Its tasks the broker holds in [`Scheduled`] (not ready yet).
+    scheduled: usize,
     consumers: VecDeque<SessionId>,
     waiters: VecDeque<u64>,
     /// Tasks naming this queue as `reply_to` (see [`QueueRef`]).
@@ -163,13 +172,14 @@ struct Queue {
 
 impl Queue {
     fn len(&self) -> usize {
-        self.ready.len() + self.in_flight
+        self.ready.len() + self.in_flight + self.scheduled
     }
 
     /// Nothing in it and nothing that needs it: it may be dropped.
     fn unused(&self) -> bool {
         self.ready.is_empty()
             && self.in_flight == 0
+            && self.scheduled == 0
             && self.consumers.is_empty()
             && self.waiters.is_empty()
             && self.refs.load(std::sync::atomic::Ordering::Relaxed) == 0
@@ -201,9 +211,15 @@ impl Session {
 #[cfg(test)]
 #[derive(Debug, PartialEq)]
 pub(crate) struct Dump {
-    pub ready: BTreeMap<String, Vec<(u64, u32, String)>>,
-    pub leased: BTreeMap<u64, (String, (u64, u32, String))>,
+    pub ready: BTreeMap<String, Vec<Shown>>,
+    pub leased: BTreeMap<u64, (String, Shown)>,
+    /// By id: queue, when it is due (Unix ms), and the task.
+    pub scheduled: BTreeMap<u64, (String, u64, Shown)>,
 }
+
+/// A task in a [`Dump`]: id, attempts, payload text.
+#[cfg(test)]
+pub(crate) type Shown = (u64, u32, String);
 
 /// Which end of its queue a ready task goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,6 +236,8 @@ pub struct Broker {
     sessions: IdMap<SessionId, Session>,
     leases: Leases,
     waiters: Waiters,
+    /// Tasks not ready yet, by when they will be.
+    scheduled: Scheduled,
     /// Unix time (ms) at `Millis(0)`: what a journal needs to keep a dedup window across
     /// restarts.
     unix_at_zero: u64,
@@ -263,6 +281,7 @@ impl Broker {
             sessions: IdMap::default(),
             leases: Leases::default(),
             waiters: Waiters::default(),
+            scheduled: Scheduled::default(),
             unix_at_zero: 0,
             dedup: HashMap::new(),
             dedup_order: std::collections::VecDeque::new(),
@@ -331,17 +350,77 @@ impl Broker {
         } else {
             Change::Ready(&task)
         });
-        match end {
-            End::Front => q.ready.push_front(task),
-            End::Back => q.ready.push_back(task),
+        q.ready.insert(task);
+    }
+
+    /// Hold a task the journal has not heard of (`new`) or has (a retry backing off) until
+    /// `due`, and tell the journal when that is.
+    fn schedule(&mut self, mut task: StoredTask, due: Millis, new: bool) {
+        task.not_before = Some(self.unix_at_zero.saturating_add(due.0));
+        let Some(q) = self.queues.get_mut(&task.queue) else {
+            tracing::warn!(queue = %task.queue, task = %task.id, "a task's queue vanished; the task is dropped");
+            self.journal.record(Change::Done(task.id));
+            return;
+        };
+        q.scheduled += 1;
+        self.journal.record(if new {
+            Change::Stored(&task)
+        } else {
+            Change::Ready(&task)
+        });
+        self.scheduled.insert(task, due);
+    }
+
+    /// Move the scheduled tasks due by `now` to the back of their queues (their priority's) and
+    /// hand them out.
+    fn ripen(&mut self, now: Millis) {
+        let mut touched = BTreeSet::new();
+        while let Some(task) = self.scheduled.pop_due(now) {
+            if let Some(q) = self.queues.get_mut(&task.queue) {
+                q.scheduled = q.scheduled.saturating_sub(1);
+            }
+            touched.insert(task.queue.clone());
+            self.enqueue(task, End::Back, false);
         }
+        for q in touched {
+            self.dispatch(&q, now);
+        }
+    }
+
+    /// When a put's `schedule` makes its task ready: `None` for at once.
+    fn due(&self, schedule: &Schedule, now: Millis) -> Result<Option<Millis>, Failure> {
+        let delay = match (schedule.delay_ms, schedule.not_before) {
+            (Some(_), Some(_)) => {
+                return Err(rules::bad_request(
+                    "a put takes delay_ms or not_before, not both",
+                ));
+            }
+            (Some(ms), None) => Duration::from_millis(ms),
+            (None, Some(unix)) => {
+                let now_unix = self.unix_at_zero.saturating_add(now.0);
+                Duration::from_millis(unix.saturating_sub(now_unix))
+            }
+            (None, None) => return Ok(None),
+        };
+        let max = self.config.max_delay;
+        if delay > max {
+            return Err(rules::bad_request(format!(
+                "the task would wait {} s; this hub delays tasks by {} s at most (max_delay)",
+                delay.as_secs(),
+                max.as_secs()
+            )));
+        }
+        // `now` is whole milliseconds, cut down: one more keeps "not before" true to the
+        // millisecond.
+        Ok((!delay.is_zero()).then(|| now.after(delay) + 1))
     }
 
     /// The earliest lease expiry, `get` timeout or sweep for unused queues, if any.
     pub fn next_deadline(&self) -> Option<Millis> {
         let lease = self.leases.next_deadline();
         let waiter = self.waiters.next_deadline();
-        [lease, waiter, self.next_sweep()]
+        let due = self.scheduled.next_due();
+        [lease, waiter, due, self.next_sweep()]
             .into_iter()
             .flatten()
             .min()
@@ -426,17 +505,27 @@ impl Broker {
                 reply_ref,
                 // Put before the restart: its latency counts from here.
                 put_at: Millis(0),
+                priority: t.priority,
+                not_before: None,
             };
             if let Some(e) = t.last_error {
                 task.set_error(e);
             }
+            let due = t
+                .not_before
+                .and_then(|unix| unix.checked_sub(self.unix_at_zero))
+                .filter(|at| *at > now.0);
             let Some(q) = self.restored_queue(&task.queue) else {
                 continue;
             };
             if t.leased {
                 leased.push(task);
+            } else if let Some(at) = due {
+                q.scheduled += 1;
+                task.not_before = t.not_before;
+                self.scheduled.insert(task, Millis(at));
             } else {
-                q.ready.push_back(task);
+                q.ready.insert(task);
             }
         }
         leased.sort_unstable_by_key(|t| std::cmp::Reverse(t.id));
@@ -562,12 +651,22 @@ impl Broker {
                 reply_to,
                 max_attempts,
                 dedup_id,
+                schedule,
                 ..
             } => match self.deduplicated(dedup_id.as_deref(), now) {
                 Err(e) => Err(e),
                 Ok(Some(task)) => Ok(ServerMsg::Queued { req, task }),
                 Ok(None) => self
-                    .put(session, queue, payload, kind, reply_to, max_attempts, now)
+                    .put(
+                        session,
+                        queue,
+                        payload,
+                        kind,
+                        reply_to,
+                        max_attempts,
+                        schedule,
+                        now,
+                    )
                     .inspect(|task| self.remember(dedup_id, *task, now))
                     .map(|task| ServerMsg::Queued { req, task }),
             },
@@ -780,8 +879,10 @@ impl Broker {
         kind: Option<String>,
         reply_to: Option<QueueName>,
         max_attempts: Option<u32>,
+        schedule: Schedule,
         now: Millis,
     ) -> Result<TaskId, Failure> {
+        let due = self.due(&schedule, now)?;
         let max_attempts = rules::check_put(
             session,
             &queue,
@@ -834,12 +935,19 @@ impl Broker {
             charge: Charge::new(size, &self.stored_bytes),
             reply_ref,
             put_at: now,
+            priority: schedule.priority,
+            not_before: None,
         };
-        self.enqueue(task, End::Back, true);
         if let Some(q) = self.queues.get_mut(&queue) {
             q.counters.put += 1;
         }
-        self.dispatch(&queue, now);
+        match due {
+            Some(due) => self.schedule(task, due, true),
+            None => {
+                self.enqueue(task, End::Back, true);
+                self.dispatch(&queue, now);
+            }
+        }
         Ok(id)
     }
 
@@ -909,6 +1017,16 @@ impl Broker {
             self.journal.record(Change::Done(task.id));
             dropped += 1;
         }
+        q.scheduled = 0;
+        for id in self.scheduled.of_queue(name) {
+            if self.scheduled.take(id).is_some() {
+                self.journal.record(Change::Done(id));
+                dropped += 1;
+            }
+        }
+        let Some(q) = self.queues.get(name) else {
+            return Ok((dropped, true));
+        };
         let removed = q.unused();
         if removed {
             self.remove_queue(name);
@@ -965,6 +1083,7 @@ impl Broker {
                     .filter(|_| !name.is_dead_letter())
                     .map_or(0, |d| d.ready.len() as u64),
                 consumers: q.consumers.len() as u64,
+                scheduled: q.scheduled as u64,
             })
             .collect();
         queues.sort_by(|a, b| a.name.cmp(&b.name));
@@ -1011,6 +1130,7 @@ impl Broker {
                 counters: q.counters,
                 depth: q.ready.len() as u64,
                 in_flight: q.in_flight as u64,
+                scheduled: q.scheduled as u64,
             })
             .collect();
         queues.sort_by(|a, b| a.name.cmp(&b.name));
@@ -1026,7 +1146,7 @@ impl Broker {
         self.leases.len()
     }
 
-    /// Every task held: each queue's ready tasks in order, and the leased ones by id; each as
+    /// Every task held: each queue's ready tasks in order, the leased and scheduled ones by id; each as
     /// (id, attempts, payload text). For tests that compare brokers.
     #[cfg(test)]
     pub(crate) fn dump(&self) -> Dump {
@@ -1044,6 +1164,18 @@ impl Broker {
             .values()
             .map(|l| (l.task.id.0, (l.task.queue.to_string(), show(&l.task))))
             .collect();
-        Dump { ready, leased }
+        let scheduled = self
+            .scheduled
+            .iter()
+            .map(|t| {
+                let due = t.not_before.unwrap_or(0);
+                (t.id.0, (t.queue.to_string(), due, show(t)))
+            })
+            .collect();
+        Dump {
+            ready,
+            leased,
+            scheduled,
+        }
     }
 }

@@ -35,6 +35,22 @@ pub(crate) fn token_request() -> Failure {
     )
 }
 
+/// A request that cannot mean anything, with what is wrong with it.
+pub(crate) fn bad_request(why: impl Into<String>) -> Failure {
+    (ErrorCode::BadRequest, why.into())
+}
+
+/// What the NATS backend cannot do: a clear refusal rather than a task run at the wrong time
+/// or in the wrong order.
+pub(crate) fn unsupported(what: &str) -> Failure {
+    (
+        ErrorCode::Unsupported,
+        format!(
+            "{what} is not supported by this hub's NATS JetStream backend; nothing was done (the embedded backend supports it)"
+        ),
+    )
+}
+
 /// A session's inbox is only ever a `reply_to`.
 pub(crate) fn not_inbox(name: &QueueName) -> Result<(), Failure> {
     if name.is_inbox() {

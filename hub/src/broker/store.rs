@@ -1,10 +1,11 @@
 //! A task as the hub holds it, what it costs, and where a queue's ready tasks wait. The hub serves
 //! from memory in every mode; a data dir keeps a journal of the same changes (see `journal`).
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use taskhub_core::protocol::MAX_PRIORITY;
 use taskhub_core::{Millis, QueueName, RawJson, TaskId};
 
 use super::Body;
@@ -155,6 +156,11 @@ pub struct StoredTask {
     /// When it was put (for the put-to-ack latency); a task restored from a journal counts from
     /// the restart.
     pub put_at: Millis,
+    /// 0 to `MAX_PRIORITY`: higher is delivered first.
+    pub priority: u8,
+    /// While scheduled: when it becomes ready (a delayed put, a retry backing off), as Unix
+    /// time in milliseconds, which is what a journal keeps across restarts.
+    pub not_before: Option<u64>,
 }
 
 impl StoredTask {
@@ -176,19 +182,37 @@ impl StoredTask {
     }
 }
 
-/// One queue's ready tasks, in `order`.
+/// Where a ready task stands in its queue: higher priority first, then by `order`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Place {
+    /// `MAX_PRIORITY - priority`, so that the highest priority sorts first.
+    rank: u8,
+    order: u64,
+}
+
+impl Place {
+    pub fn of(task: &StoredTask) -> Place {
+        Place {
+            rank: MAX_PRIORITY.saturating_sub(task.priority),
+            order: task.order,
+        }
+    }
+}
+
+/// One queue's ready tasks: by priority, highest first, and within a priority by `order` (first
+/// in, first out; a task given back goes to the front of its priority). A B-tree, so taking the
+/// next task, adding one at either end of its priority and taking one out of the middle (a
+/// dead letter requeued) are all logarithmic.
 #[derive(Debug, Default)]
-pub struct ReadyQueue(VecDeque<StoredTask>);
+pub struct ReadyQueue(BTreeMap<Place, StoredTask>);
 
 impl ReadyQueue {
-    pub fn push_back(&mut self, task: StoredTask) {
-        self.0.push_back(task);
-    }
-    pub fn push_front(&mut self, task: StoredTask) {
-        self.0.push_front(task);
+    /// Add `task` at its place (its priority and `order`).
+    pub fn insert(&mut self, task: StoredTask) {
+        self.0.insert(Place::of(&task), task);
     }
     pub fn pop_front(&mut self) -> Option<StoredTask> {
-        self.0.pop_front()
+        self.0.pop_first().map(|(_, t)| t)
     }
     pub fn len(&self) -> usize {
         self.0.len()
@@ -196,23 +220,12 @@ impl ReadyQueue {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    /// The tasks in the order they go out.
     pub fn iter(&self) -> impl Iterator<Item = &StoredTask> {
-        self.0.iter()
+        self.0.values()
     }
-    /// Take out the tasks at `indices` (ascending), in their order; the rest keep theirs.
-    pub fn take_at(&mut self, indices: &[usize]) -> Vec<StoredTask> {
-        let mut taken = Vec::with_capacity(indices.len());
-        let mut kept = VecDeque::with_capacity(self.0.len().saturating_sub(indices.len()));
-        let mut next = indices.iter().copied().peekable();
-        for (i, task) in std::mem::take(&mut self.0).into_iter().enumerate() {
-            if next.peek() == Some(&i) {
-                next.next();
-                taken.push(task);
-            } else {
-                kept.push_back(task);
-            }
-        }
-        self.0 = kept;
-        taken
+    /// Take out the task at `place`.
+    pub fn take(&mut self, place: Place) -> Option<StoredTask> {
+        self.0.remove(&place)
     }
 }

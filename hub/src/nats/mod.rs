@@ -34,7 +34,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::{FutureExt, Shared};
 use taskhub_core::codec::{Frame, encode_server};
-use taskhub_core::protocol::{QueueStats, Reply, Stats, WorkerStats};
+use taskhub_core::protocol::{QueueStats, Reply, Schedule, Stats, WorkerStats};
 use taskhub_core::{ErrorCode, Pattern, QueueName, Role, SessionId, Task, TaskId};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::AbortHandle;
@@ -578,8 +578,12 @@ impl Gateway {
                 reply_to,
                 max_attempts,
                 dedup_id,
+                schedule,
                 ..
             } => {
+                if let Err(e) = unscheduled(&schedule) {
+                    return ready(answer(Err(e)));
+                }
                 let put = self
                     .put(
                         session,
@@ -1606,6 +1610,7 @@ impl Gateway {
                     dead: counts.get(&name.dead_letter()).copied().unwrap_or(0),
                     consumers,
                     name,
+                    scheduled: 0,
                 }
             })
             .collect();
@@ -1683,6 +1688,7 @@ impl Gateway {
                 attempt: meta.spent.saturating_add(d.delivered),
                 max_attempts: meta.max_attempts.unwrap_or(self.config.max_attempts),
                 reply_to: meta.reply_to.and_then(|r| QueueName::new(r).ok()),
+                priority: 0,
             },
             ack,
             at: Instant::now(),
@@ -2282,6 +2288,21 @@ fn put_refused(queue: &QueueName, max_len: usize, e: &jetstream::context::Publis
     } else {
         unavailable(e)
     }
+}
+
+/// JetStream's work queues are first in, first out and deliver at once: a put asking for a
+/// priority or a later start is refused, not run at the wrong time.
+fn unscheduled(schedule: &Schedule) -> Result<(), Failure> {
+    if schedule.priority != 0 {
+        return Err(rules::unsupported("priority"));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    if schedule.delay_ms.is_some_and(|d| d > 0) || schedule.not_before.is_some_and(|t| t > now) {
+        return Err(rules::unsupported("a delayed put (delay_ms, not_before)"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

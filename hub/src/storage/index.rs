@@ -25,6 +25,8 @@ pub struct Entry {
     pub order: u64,
     pub attempts: u32,
     pub leased: bool,
+    /// Scheduled until this Unix time (ms), as its latest `stored` or `ready` record says.
+    pub not_before: Option<u64>,
     /// The latest `ready` record that carried its last error, if it is newer than `at`.
     pub error_at: Option<At>,
 }
@@ -74,6 +76,7 @@ impl Index {
                 order,
                 attempts,
                 leased,
+                not_before,
             } => {
                 self.next_task = self.next_task.max(id);
                 self.forget(id);
@@ -85,6 +88,7 @@ impl Index {
                         order,
                         attempts,
                         leased,
+                        not_before,
                         error_at: None,
                     },
                 );
@@ -98,11 +102,13 @@ impl Index {
                 order,
                 attempts,
                 has_error,
+                not_before,
             } => {
                 if let Some(e) = self.live.get_mut(&id) {
                     e.order = order;
                     e.attempts = attempts;
                     e.leased = false;
+                    e.not_before = not_before;
                     if has_error {
                         e.error_at = Some(at);
                     }

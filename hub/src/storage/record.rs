@@ -7,14 +7,16 @@
 //!
 //! | kind | body after the kind byte |
 //! |---|---|
-//! | 1 stored | id u64, order u64, attempts u32, max_attempts u32, flags u8, queue (u16 str), kind (u16 str, flag 2), reply_to (u16 str, flag 4), last error (u32 str, flag 8), payload |
-//! | 2 ready | id u64, order u64, attempts u32, flags u8, last error (u32 str, flag 8) |
+//! | 1 stored | id u64, order u64, attempts u32, max_attempts u32, flags u8, not before (u64 Unix ms, flag 32), priority (u8, flag 16), queue (u16 str), kind (u16 str, flag 2), reply_to (u16 str, flag 4), last error (u32 str, flag 8), payload |
+//! | 2 ready | id u64, order u64, attempts u32, flags u8, not before (u64 Unix ms, flag 32), last error (u32 str, flag 8) |
 //! | 3 leased | id u64, attempts u32 |
 //! | 4 done | id u64 |
 //! | 5 head | next task id u64: the first record of every segment |
 //! | 6 dedup | task u64, expires u64 (Unix ms), dedup id (u16 str) |
 //!
-//! Flag 1 on `stored` says the task was leased (a record the journal rewrote while compacting).
+//! A task with a `not before` is scheduled until then (a delayed put, a retry backing off);
+//! journals written before priorities and delays have neither flag, and read as priority 0,
+//! ready at once. Flag 1 on `stored` says the task was leased (a record the journal rewrote while compacting).
 //! A payload is a tag byte then: 0 JSON text (u32 str); 1 bytes (u32 len, bytes); 2 JSON holding
 //! bytes (u32 str JSON, u16 str path, u32 len, bytes).
 
@@ -38,6 +40,8 @@ const FLAG_LEASED: u8 = 1;
 const FLAG_KIND: u8 = 2;
 const FLAG_REPLY_TO: u8 = 4;
 const FLAG_ERROR: u8 = 8;
+const FLAG_PRIORITY: u8 = 16;
+const FLAG_NOT_BEFORE: u8 = 32;
 
 /// Append `change` to `out` as one framed record.
 pub fn encode(change: Change<'_>, out: &mut Vec<u8>) {
@@ -54,6 +58,8 @@ pub fn encode(change: Change<'_>, out: &mut Vec<u8>) {
                 reply_to: task.reply_to.as_ref(),
                 error: task.last_error.as_deref(),
                 payload: &task.payload,
+                priority: task.priority,
+                not_before: task.not_before,
             },
             out,
         ),
@@ -62,7 +68,21 @@ pub fn encode(change: Change<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(&task.id.0.to_le_bytes());
             out.extend_from_slice(&task.order.to_le_bytes());
             out.extend_from_slice(&task.attempts.to_le_bytes());
-            error_field(task.last_error.as_deref(), out);
+            let error = task.last_error.as_deref();
+            out.push(
+                if error.is_some() { FLAG_ERROR } else { 0 }
+                    | if task.not_before.is_some() {
+                        FLAG_NOT_BEFORE
+                    } else {
+                        0
+                    },
+            );
+            if let Some(t) = task.not_before {
+                out.extend_from_slice(&t.to_le_bytes());
+            }
+            if let Some(e) = error {
+                long(e.as_bytes(), out);
+            }
         }
         Change::Leased(task) => {
             out.push(LEASED);
@@ -106,6 +126,8 @@ pub fn encode_whole(task: &Recovered, out: &mut Vec<u8>) {
                 reply_to: task.reply_to.as_ref(),
                 error: task.last_error.as_deref(),
                 payload: &task.payload,
+                priority: task.priority,
+                not_before: task.not_before,
             },
             out,
         )
@@ -125,6 +147,8 @@ struct Whole<'a> {
     reply_to: Option<&'a QueueName>,
     error: Option<&'a str>,
     payload: &'a Body,
+    priority: u8,
+    not_before: Option<u64>,
 }
 
 fn frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
@@ -156,7 +180,19 @@ fn whole(t: &Whole<'_>, out: &mut Vec<u8>) {
     if t.error.is_some() {
         flags |= FLAG_ERROR;
     }
+    if t.priority != 0 {
+        flags |= FLAG_PRIORITY;
+    }
+    if t.not_before.is_some() {
+        flags |= FLAG_NOT_BEFORE;
+    }
     out.push(flags);
+    if let Some(at) = t.not_before {
+        out.extend_from_slice(&at.to_le_bytes());
+    }
+    if t.priority != 0 {
+        out.push(t.priority);
+    }
     short_str(t.queue.as_str(), out);
     if let Some(k) = t.kind {
         short_str(k, out);
@@ -185,16 +221,6 @@ fn whole(t: &Whole<'_>, out: &mut Vec<u8>) {
     }
 }
 
-fn error_field(error: Option<&str>, out: &mut Vec<u8>) {
-    match error {
-        Some(e) => {
-            out.push(FLAG_ERROR);
-            long(e.as_bytes(), out);
-        }
-        None => out.push(0),
-    }
-}
-
 /// Names, kinds and paths: the protocol caps them far below 64 KiB.
 fn short_str(s: &str, out: &mut Vec<u8>) {
     let len = s.len().min(u16::MAX as usize);
@@ -216,6 +242,7 @@ pub enum Record {
         id: TaskId,
         order: u64,
         attempts: u32,
+        not_before: Option<u64>,
         error: Option<String>,
     },
     Leased {
@@ -242,12 +269,14 @@ pub enum Peek {
         order: u64,
         attempts: u32,
         leased: bool,
+        not_before: Option<u64>,
     },
     Ready {
         id: u64,
         order: u64,
         attempts: u32,
         has_error: bool,
+        not_before: Option<u64>,
     },
     Leased {
         id: u64,
@@ -269,18 +298,32 @@ pub fn peek(body: &[u8]) -> Option<Peek> {
     let u32_at = |i: usize| Some(u32::from_le_bytes(body.get(i..i + 4)?.try_into().ok()?));
     let u64_at = |i: usize| Some(u64::from_le_bytes(body.get(i..i + 8)?.try_into().ok()?));
     Some(match *body.first()? {
-        STORED => Peek::Stored {
-            id: u64_at(1)?,
-            order: u64_at(9)?,
-            attempts: u32_at(17)?,
-            leased: body.get(25)? & FLAG_LEASED != 0,
-        },
-        READY => Peek::Ready {
-            id: u64_at(1)?,
-            order: u64_at(9)?,
-            attempts: u32_at(17)?,
-            has_error: body.get(21)? & FLAG_ERROR != 0,
-        },
+        STORED => {
+            let flags = *body.get(25)?;
+            Peek::Stored {
+                id: u64_at(1)?,
+                order: u64_at(9)?,
+                attempts: u32_at(17)?,
+                leased: flags & FLAG_LEASED != 0,
+                not_before: match flags & FLAG_NOT_BEFORE {
+                    0 => None,
+                    _ => Some(u64_at(26)?),
+                },
+            }
+        }
+        READY => {
+            let flags = *body.get(21)?;
+            Peek::Ready {
+                id: u64_at(1)?,
+                order: u64_at(9)?,
+                attempts: u32_at(17)?,
+                has_error: flags & FLAG_ERROR != 0,
+                not_before: match flags & FLAG_NOT_BEFORE {
+                    0 => None,
+                    _ => Some(u64_at(22)?),
+                },
+            }
+        }
         LEASED => Peek::Leased {
             id: u64_at(1)?,
             attempts: u32_at(9)?,
@@ -362,6 +405,8 @@ fn body_of(body: &[u8]) -> Option<Record> {
             let attempts = r.u32()?;
             let max_attempts = r.u32()?;
             let flags = r.u8()?;
+            let not_before = flagged(flags & FLAG_NOT_BEFORE, || r.u64())?;
+            let priority = flagged(flags & FLAG_PRIORITY, || r.u8())?.unwrap_or(0);
             let queue = QueueName::new(r.short_str()?).ok()?;
             let kind = flagged(flags & FLAG_KIND, || r.short_str())?;
             let reply_to = match flags & FLAG_REPLY_TO != 0 {
@@ -391,6 +436,8 @@ fn body_of(body: &[u8]) -> Option<Record> {
                 order,
                 last_error,
                 leased: flags & FLAG_LEASED != 0,
+                priority,
+                not_before,
             })
         }
         READY => {
@@ -398,11 +445,13 @@ fn body_of(body: &[u8]) -> Option<Record> {
             let order = r.u64()?;
             let attempts = r.u32()?;
             let flags = r.u8()?;
+            let not_before = flagged(flags & FLAG_NOT_BEFORE, || r.u64())?;
             let error = flagged(flags & FLAG_ERROR, || r.long_str())?;
             Record::Ready {
                 id,
                 order,
                 attempts,
+                not_before,
                 error,
             }
         }
@@ -551,6 +600,8 @@ mod tests {
             charge: Charge::new(0, &Default::default()),
             reply_ref: None,
             put_at: Default::default(),
+            priority: 7,
+            not_before: Some(1_800_000_000_123),
         }
     }
 
@@ -579,9 +630,11 @@ mod tests {
                     id: 7,
                     order: 1 << 63,
                     attempts: 2,
-                    leased: false
+                    leased: false,
+                    not_before: Some(1_800_000_000_123),
                 })
             );
+            assert_eq!((r.priority, r.not_before), (7, Some(1_800_000_000_123)));
             assert_eq!(r.payload, payload);
             assert_eq!(
                 (r.id, r.order, r.attempts, r.max_attempts, r.leased),
@@ -633,7 +686,8 @@ mod tests {
                     id: 7,
                     order: 1 << 63,
                     attempts: 2,
-                    has_error: true
+                    has_error: true,
+                    not_before: Some(1_800_000_000_123),
                 },
                 Peek::Leased { id: 7, attempts: 2 },
                 Peek::Done { id: 9 },
@@ -651,6 +705,7 @@ mod tests {
                     id: TaskId(7),
                     order: 1 << 63,
                     attempts: 2,
+                    not_before: Some(1_800_000_000_123),
                     error: Some("it broke".into())
                 },
                 Record::Leased {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
+use taskhub_core::protocol::Schedule;
 use taskhub_core::{Millis, QueueName, Role, SessionId, TaskId};
 
 use super::record;
@@ -53,18 +54,25 @@ fn q(name: &str) -> QueueName {
 /// by id.
 fn from_journal(tasks: Vec<Recovered>) -> crate::broker::Dump {
     let mut tasks = tasks;
-    tasks.sort_by_key(|t| t.order);
+    tasks.sort_by_key(|t| (std::cmp::Reverse(t.priority), t.order));
     let show = |t: &Recovered| (t.id.0, t.attempts, t.payload.to_string());
     let mut ready: BTreeMap<String, Vec<_>> = BTreeMap::new();
     let mut leased = BTreeMap::new();
+    let mut scheduled = BTreeMap::new();
     for t in &tasks {
         if t.leased {
             leased.insert(t.id.0, (t.queue.to_string(), show(t)));
+        } else if let Some(due) = t.not_before {
+            scheduled.insert(t.id.0, (t.queue.to_string(), due, show(t)));
         } else {
             ready.entry(t.queue.to_string()).or_default().push(show(t));
         }
     }
-    crate::broker::Dump { ready, leased }
+    crate::broker::Dump {
+        ready,
+        leased,
+        scheduled,
+    }
 }
 
 #[test]
@@ -95,6 +103,11 @@ fn replaying_the_journal_gives_back_what_the_broker_holds() {
                     reply_to: (rng.below(2) == 0).then(|| q("results")),
                     max_attempts: Some(1 + rng.below(3) as u32),
                     dedup_id: None,
+                    schedule: Schedule {
+                        priority: rng.below(3) as u8 * 4,
+                        delay_ms: (rng.below(4) == 0).then(|| 100 + rng.below(1_500)),
+                        not_before: None,
+                    },
                 },
                 4 => ClientMsg::Consume {
                     req: None,
@@ -178,6 +191,7 @@ fn a_restored_broker_serves_the_same_queues_and_never_reuses_an_id() {
                 reply_to: None,
                 max_attempts: Some(2),
                 dedup_id: None,
+                schedule: Schedule::default(),
             },
             Millis(0),
         );
@@ -229,6 +243,7 @@ fn a_restored_broker_serves_the_same_queues_and_never_reuses_an_id() {
             reply_to: None,
             max_attempts: None,
             dedup_id: None,
+            schedule: Schedule::default(),
         },
         Millis(0),
     );
@@ -298,6 +313,7 @@ fn put_dedup(b: &mut Broker, queue: &str, n: u64, dedup_id: Option<&str>) -> Opt
             reply_to: None,
             max_attempts: None,
             dedup_id: dedup_id.map(String::from),
+            schedule: Schedule::default(),
         },
         Millis(0),
     );
@@ -383,6 +399,8 @@ fn a_torn_last_record_is_dropped_with_a_note() {
         charge: crate::broker::Charge::new(0, &total),
         reply_ref: None,
         put_at: Default::default(),
+        priority: 0,
+        not_before: None,
     };
     record::encode(Change::Stored(&t), &mut rec);
     let before = std::fs::metadata(&last).unwrap().len();
@@ -567,6 +585,7 @@ fn the_broker_says_which_answers_wait_for_the_journal_and_which_go_ahead() {
             reply_to: None,
             max_attempts: None,
             dedup_id: None,
+            schedule: Schedule::default(),
         },
         Millis(0),
     );

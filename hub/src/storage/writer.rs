@@ -332,6 +332,7 @@ impl Writer {
                 order: entry.order,
                 attempts: entry.attempts,
                 leased: entry.leased,
+                not_before: entry.not_before,
                 ..task
             };
             record::encode_whole(&task, &mut out);

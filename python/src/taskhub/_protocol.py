@@ -5,6 +5,7 @@ worker all use it."""
 from __future__ import annotations
 
 import base64
+import datetime as _dt
 import hashlib
 import hmac
 import json
@@ -280,16 +281,41 @@ class Message(NamedTuple):
     payload: Any
 
 
+When = Union[float, _dt.datetime]
+"""A time: a `datetime` (naive ones are local time) or Unix seconds."""
+
+
+def schedule_fields(priority: int = 0, delay: Optional[float] = None,
+                    not_before: Optional[When] = None) -> Dict[str, Any]:
+    """A put's scheduling fields: `priority` 0 to 9 (higher first), ready `delay` seconds after
+    the hub stores it or at `not_before`, not before."""
+    if delay is not None and not_before is not None:
+        raise ValueError("give delay or not_before, not both")
+    fields: Dict[str, Any] = {}
+    if priority:
+        fields["priority"] = priority
+    if delay is not None:
+        fields["delay_ms"] = max(0, round(delay * 1000))
+    if not_before is not None:
+        unix = not_before.timestamp() if isinstance(not_before, _dt.datetime) else not_before
+        fields["not_before"] = max(0, round(unix * 1000))
+    return fields
+
+
 def put_request(queue: str, payload: Any, kind: Optional[str] = None,
                 reply_to: Optional[str] = None, max_attempts: Optional[int] = None,
-                dedup_id: Optional[str] = None) -> Tuple[Dict[str, Any], Optional[str]]:
-    """A `put` and the place of its bytes, if the payload is bytes."""
+                dedup_id: Optional[str] = None,
+                schedule: Optional[Dict[str, Any]] = None) -> Tuple[Dict[str, Any], Optional[str]]:
+    """A `put` and the place of its bytes, if the payload is bytes. `schedule` is what
+    `schedule_fields` made."""
     value, place = payload_place(payload, "payload")
     msg: Dict[str, Any] = {"type": "put", "queue": queue, "payload": value}
     for field, v in (("kind", kind), ("reply_to", reply_to), ("max_attempts", max_attempts),
                      ("dedup_id", dedup_id)):
         if v is not None:
             msg[field] = v
+    if schedule:
+        msg.update(schedule)
     return msg, place
 
 

@@ -236,13 +236,19 @@ class Hub(Dispatch):
 
     def put(self, queue: str, payload: Any, *, kind: Optional[str] = None,
             reply_to: Optional[str] = None, max_attempts: Optional[int] = None,
-            dedup_id: Optional[str] = None) -> int:
-        """Add a task to the back of `queue` once the hub has stored it; returns its id."""
-        f = self._send_put(queue, payload, kind, reply_to, max_attempts, dedup_id)
+            dedup_id: Optional[str] = None, priority: int = 0, delay: Optional[float] = None,
+            not_before: Optional[p.When] = None) -> int:
+        """Add a task to `queue` once the hub has stored it; returns its id. `priority` 0 to 9
+        (higher goes first); ready `delay` seconds after, or at `not_before`, not before."""
+        f = self.send_request(*p.put_request(queue, payload, kind, reply_to, max_attempts,
+                                             dedup_id,
+                                             p.schedule_fields(priority, delay, not_before)))
         return int(p.checked(f.result())["task"])
 
     def put_many(self, queue: str, payloads: Iterable[Any], *, kind: Optional[str] = None,
-                 reply_to: Optional[str] = None, max_attempts: Optional[int] = None) -> List[int]:
+                 reply_to: Optional[str] = None, max_attempts: Optional[int] = None,
+                 priority: int = 0, delay: Optional[float] = None,
+                 not_before: Optional[p.When] = None) -> List[int]:
         """Put each payload, pipelined (at most `PIPELINE` puts unanswered at a time), and
         return the task ids in order once the hub has stored them all. If a put is refused
         (`queue_full`, ...), `HubError` is raised after the puts before it were answered; those
@@ -250,8 +256,10 @@ class Hub(Dispatch):
         ids: List[int] = []
         window: Deque[Answer] = deque()
         frames: List[p.Frame] = []
+        schedule = p.schedule_fields(priority, delay, not_before)
         for v in payloads:
-            f, frame = self._prepare(*p.put_request(queue, v, kind, reply_to, max_attempts))
+            f, frame = self._prepare(*p.put_request(queue, v, kind, reply_to, max_attempts,
+                                                    schedule=schedule))
             window.append(f)
             frames.append(frame)
             # Puts leave several to a frame (the hub reads them one by one).
@@ -265,11 +273,6 @@ class Hub(Dispatch):
             ids.append(int(p.checked(window.popleft().result())["task"]))
         return ids
 
-    def _send_put(self, queue: str, payload: Any, kind: Optional[str], reply_to: Optional[str],
-                  max_attempts: Optional[int], dedup_id: Optional[str]) -> Answer:
-        return self.send_request(*p.put_request(queue, payload, kind, reply_to, max_attempts,
-                                                dedup_id))
-
     def get(self, queue: str, timeout: Optional[float] = None) -> Any:
         """Take the payload at the front of `queue`, waiting up to `timeout` seconds (`None`:
         as long as it takes); `queue.Empty` if none came."""
@@ -281,10 +284,12 @@ class Hub(Dispatch):
                 raise _queue.Empty(f"queue {queue} is empty after {timeout} s")
 
     def submit(self, queue: str, payloads: Iterable[Any], *, kind: Optional[str] = None,
-               timeout: Optional[float] = None) -> List[Any]:
+               timeout: Optional[float] = None, priority: int = 0,
+               delay: Optional[float] = None, not_before: Optional[p.When] = None) -> List[Any]:
         """Put every payload with this session's inbox as `reply_to`, wait for their outcomes,
         and return the results in the order given. A task that failed raises `TaskFailed`."""
-        ids = self.put_many(queue, payloads, kind=kind, reply_to=self.inbox)
+        ids = self.put_many(queue, payloads, kind=kind, reply_to=self.inbox, priority=priority,
+                            delay=delay, not_before=not_before)
         outcomes: List[Dict[str, Any]] = []
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
@@ -362,10 +367,13 @@ class Queue:
         self.name = name
 
     def put(self, payload: Any, *, kind: Optional[str] = None, reply_to: Optional[str] = None,
-            max_attempts: Optional[int] = None, dedup_id: Optional[str] = None) -> int:
+            max_attempts: Optional[int] = None, dedup_id: Optional[str] = None,
+            priority: int = 0, delay: Optional[float] = None,
+            not_before: Optional[p.When] = None) -> int:
         """Add a task; returns its id once the hub has stored it."""
         return self.hub.put(self.name, payload, kind=kind, reply_to=reply_to,
-                            max_attempts=max_attempts, dedup_id=dedup_id)
+                            max_attempts=max_attempts, dedup_id=dedup_id, priority=priority,
+                            delay=delay, not_before=not_before)
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """Take the next payload, as `queue.Queue.get` does: `queue.Empty` when none came."""

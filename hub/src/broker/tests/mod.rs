@@ -56,6 +56,7 @@ impl Harness {
                 reply_to: reply_to.map(q),
                 max_attempts,
                 dedup_id: None,
+                schedule: Default::default(),
             },
         );
         match &out[0].msg {
@@ -140,6 +141,7 @@ fn put_msg(req: Option<u64>, queue: &str, payload: impl Into<Body>) -> ClientMsg
         reply_to: None,
         max_attempts: None,
         dedup_id: None,
+        schedule: Default::default(),
     }
 }
 
@@ -365,6 +367,7 @@ fn replies_to_an_inbox_go_straight_to_its_session_and_inboxes_are_private() {
             reply_to: Some(inbox.clone()),
             max_attempts: None,
             dedup_id: None,
+            schedule: Default::default(),
         },
     );
     assert!(matches!(
@@ -508,6 +511,7 @@ fn at_max_queues_results_and_dead_letters_still_have_a_place() {
             reply_to: Some(q("fresh")),
             max_attempts: None,
             dedup_id: None,
+            schedule: Default::default(),
         },
     );
     let ServerMsg::Error { code, message, .. } = &out[0].msg else {
@@ -788,6 +792,7 @@ fn a_put_repeated_with_its_dedup_id_is_stored_once_within_the_window() {
                 reply_to: None,
                 max_attempts: None,
                 dedup_id: Some(dedup.into()),
+                schedule: Default::default(),
             },
         );
         match &out[0].msg {
@@ -826,6 +831,7 @@ fn a_put_repeated_with_its_dedup_id_is_stored_once_within_the_window() {
             reply_to: None,
             max_attempts: None,
             dedup_id: Some(String::new()),
+            schedule: Default::default(),
         },
     );
     assert!(matches!(
@@ -965,6 +971,8 @@ fn leases_keep_their_id_deadline_and_session_views_in_step() {
         charge: Charge::new(0, &total),
         reply_ref: None,
         put_at: Default::default(),
+        priority: 0,
+        not_before: None,
     };
     let mut l = Leases::default();
     l.grant(SessionId(1), task(1), Millis(300));
@@ -1113,3 +1121,5 @@ fn a_requeue_into_a_full_queue_leaves_the_rest_dead() {
         out[0].msg
     );
 }
+
+mod schedule;
