@@ -29,7 +29,7 @@ async function load() {
   if (typeof mod.taskhubInstall === "function") mod.taskhubInstall();
   return (job) => {
     try {
-      return mod.runTask(job.kind, job.payload, job.id, job.attempt, job.session);
+      return mod.runTask(job.kind, job.payload, job.id, job.attempt, job.session, job.last_error ?? undefined);
     } catch (e) {
       const panic = typeof mod.taskhubTakePanic === "function" ? mod.taskhubTakePanic() : null;
       runner = load();
@@ -62,7 +62,8 @@ function jsRunner(mod) {
       }
     }
     try {
-      const result = await mod[job.kind](payload, { id: job.id, kind: job.kind, attempt: job.attempt, session: job.session });
+      const info = { id: job.id, kind: job.kind, attempt: job.attempt, session: job.session, last_error: job.last_error ?? null };
+      const result = await mod[job.kind](payload, info);
       // Bytes back (a typed array or an ArrayBuffer) are a binary result. They are copied, so
       // the handler may go on using its own buffer after the copy is handed to the page.
       if (result instanceof ArrayBuffer) return { out: '{"ok":true,"binary":true}', bytes: new Uint8Array(result.slice(0)) };

@@ -52,6 +52,13 @@ pub(crate) struct TaskArgs {
     /// as +01:00).
     #[arg(long, value_name = "TIME", value_parser = unix_ms_of)]
     pub(crate) at: Option<u64>,
+    /// A failed attempt is retried after this long, doubling each time (with jitter) up to
+    /// --backoff-max; 0 retries at once [default: the hub's --retry-backoff].
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) backoff: Option<HumanDuration>,
+    /// The longest a retry waits [default: the hub's --retry-backoff-max].
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) backoff_max: Option<HumanDuration>,
 }
 
 impl TaskArgs {
@@ -66,6 +73,12 @@ impl TaskArgs {
         }
         if let Some(at) = self.at {
             opts = opts.not_before(UNIX_EPOCH + Duration::from_millis(at));
+        }
+        if let Some(first) = self.backoff {
+            opts = opts.backoff(first.0);
+        }
+        if let Some(max) = self.backoff_max {
+            opts = opts.backoff_max(max.0);
         }
         opts
     }

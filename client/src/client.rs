@@ -214,6 +214,20 @@ impl PutOptions {
         self
     }
 
+    /// A failed attempt that is retried comes back after `first`, doubling with each attempt
+    /// (with jitter) up to [`backoff_max`](Self::backoff_max); `Duration::ZERO` retries at
+    /// once. Default: the hub's `--retry-backoff` (1 s).
+    pub fn backoff(mut self, first: Duration) -> Self {
+        self.schedule.backoff_ms = Some(u64::try_from(first.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+
+    /// The longest a retry waits. Default: the hub's `--retry-backoff-max` (5 min).
+    pub fn backoff_max(mut self, max: Duration) -> Self {
+        self.schedule.backoff_max_ms = Some(u64::try_from(max.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+
     /// Ready at `at`, not before, by the hub's clock (a time past is at once). Replaces a
     /// [`delay`](Self::delay).
     pub fn not_before(mut self, at: std::time::SystemTime) -> Self {

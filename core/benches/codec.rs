@@ -23,6 +23,7 @@ fn codec(c: &mut Criterion) {
             max_attempts: 5,
             reply_to: Some(QueueName::new("_inbox.3").unwrap_or_else(|e| panic!("{e}"))),
             priority: 0,
+            last_error: None,
         },
     };
     let deliver_text = match encode_server(&deliver) {

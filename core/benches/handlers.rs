@@ -35,7 +35,7 @@ fn handlers(c: &mut Criterion) {
     });
     for kind in ["square", "my_square", "my_square_struct"] {
         c.bench_function(&format!("run_task {kind} through Handlers"), |b| {
-            b.iter(|| registry.run_task(TaskId(1), Some(black_box(kind)), &payload, 1, None))
+            b.iter(|| registry.run_task(TaskId(1), Some(black_box(kind)), &payload, 1, None, None))
         });
     }
 }

@@ -92,6 +92,8 @@ struct Flat<'a, P> {
     priority: Option<u64>,
     delay_ms: Option<u64>,
     not_before: Option<u64>,
+    backoff_ms: Option<u64>,
+    backoff_max_ms: Option<u64>,
     timeout_ms: Option<u64>,
     prefetch: Option<u32>,
     task: Option<TaskId>,
@@ -160,6 +162,8 @@ impl<P> Flat<'_, P> {
                     priority: priority(self.priority)?,
                     delay_ms: self.delay_ms,
                     not_before: self.not_before,
+                    backoff_ms: self.backoff_ms,
+                    backoff_max_ms: self.backoff_max_ms,
                 },
             },
             "get" => ClientMsg::Get {
@@ -182,6 +186,7 @@ impl<P> Flat<'_, P> {
                 task: need(self.task, "task")?,
                 error: need(self.error, "error")?,
                 retry: self.retry.unwrap_or(true),
+                backoff_ms: self.backoff_ms,
             },
             "release" => ClientMsg::Release {
                 req,
@@ -988,6 +993,7 @@ mod tests {
                 priority: 9,
                 delay_ms: Some(1_500),
                 not_before: None,
+                ..Schedule::default()
             },
         };
         let text = encode_client(&msg).as_text().unwrap().to_string();
@@ -1175,6 +1181,7 @@ mod tests {
                 task: TaskId(4),
                 error: "e".into(),
                 retry: false,
+                backoff_ms: None,
             },
             ClientMsg::Release {
                 req: None,
@@ -1264,6 +1271,7 @@ mod tests {
             max_attempts: 5,
             reply_to: None,
             priority: 0,
+            last_error: None,
         };
         let msgs = vec![
             ServerMsg::Challenge {
@@ -1434,6 +1442,7 @@ mod tests {
             max_attempts: 5,
             reply_to: None,
             priority: 0,
+            last_error: None,
         };
         let outcome = Body::around(
             json!({"id": 3, "ok": true, "result": null}),

@@ -124,6 +124,9 @@ pub enum ClientMsg<P = Payload> {
         task: TaskId,
         error: String,
         retry: bool,
+        /// With `retry`: come back after this long, instead of after the task's backoff.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backoff_ms: Option<u64>,
     },
     /// Hand a leased task back unstarted: it goes to the front of its queue and the delivery does
     /// not count as an attempt.
@@ -283,13 +286,18 @@ pub struct Task<P = Payload> {
     /// The priority it was put with (0 is left out).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub priority: u8,
+    /// Why the previous attempt ended, on a redelivery (a `fail`'s error, an expired lease, a
+    /// worker that left).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// The highest task priority (`put`'s `priority` is 0 to this; higher goes first).
 pub const MAX_PRIORITY: u8 = 9;
 
-/// When a put task may run and where it stands among the ready ones: the optional scheduling
-/// fields of `put`. The default is a task ready at once at priority 0.
+/// When a put task may run, where it stands among the ready ones, and how its retries back off:
+/// the optional scheduling fields of `put`. The default is a task ready at once at priority 0,
+/// retried after the hub's backoff.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schedule {
     /// 0 to [`MAX_PRIORITY`]: a ready task of higher priority is delivered before any of lower
@@ -303,6 +311,13 @@ pub struct Schedule {
     /// `delay_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<u64>,
+    /// A failed attempt that is retried comes back after this long, doubling with each attempt
+    /// (with jitter) up to `backoff_max_ms`; 0 for at once. Default: the hub's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<u64>,
+    /// The longest a retry waits. Default: the hub's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_max_ms: Option<u64>,
 }
 
 impl Schedule {

@@ -153,6 +153,13 @@ pub struct Limits {
     /// one is refused.
     #[arg(long, env = "TASKHUB_MAX_DELAY", default_value_t = Limits::default().max_delay)]
     pub max_delay: HumanDuration,
+    /// A failed task that is retried comes back after this long, doubling with each attempt
+    /// (with jitter) up to --retry-backoff-max; 0 retries at once. A put's backoff_ms overrides it.
+    #[arg(long, env = "TASKHUB_RETRY_BACKOFF", default_value_t = Limits::default().retry_backoff)]
+    pub retry_backoff: HumanDuration,
+    /// The longest a retry waits (a put's backoff_max_ms overrides it).
+    #[arg(long, env = "TASKHUB_RETRY_BACKOFF_MAX", default_value_t = Limits::default().retry_backoff_max)]
+    pub retry_backoff_max: HumanDuration,
 }
 
 impl Default for Limits {
@@ -181,6 +188,8 @@ impl Default for Limits {
             max_dedup_ids: 100_000,
             queue_idle_grace: HumanDuration::secs(300),
             max_delay: HumanDuration::secs(30 * 24 * 3_600),
+            retry_backoff: HumanDuration::secs(1),
+            retry_backoff_max: HumanDuration::secs(300),
         }
     }
 }
@@ -202,6 +211,8 @@ impl Limits {
             max_dedup_ids: self.max_dedup_ids,
             queue_idle_grace: self.queue_idle_grace.0,
             max_delay: self.max_delay.0,
+            retry_backoff: self.retry_backoff.0,
+            retry_backoff_max: self.retry_backoff_max.0,
         }
     }
 }

@@ -310,6 +310,7 @@ fn run_handler(handlers: &Handlers, job: &Job) -> Result<Outcome, Failure> {
             job.kind.as_deref(),
             &job.payload,
             job.attempt,
+            job.last_error.as_deref(),
             job.session,
         )
     };

@@ -69,6 +69,10 @@ pub(crate) async fn run(cmd: &str, job: &Job, max_result: usize) -> Result<Paylo
         .env("TASKHUB_TASK_ID", job.id.to_string())
         .env("TASKHUB_KIND", job.kind.as_deref().unwrap_or(""))
         .env("TASKHUB_ATTEMPT", job.attempt.to_string())
+        .env(
+            "TASKHUB_LAST_ERROR",
+            job.last_error.as_deref().unwrap_or(""),
+        )
         .env("TASKHUB_PAYLOAD", sort)
         // A task's command never sees the worker's credentials: it may run anyone's input.
         .env_remove("TASKHUB_KEY")

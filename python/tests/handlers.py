@@ -27,6 +27,13 @@ def attempt(task):
     return {"attempt": task.attempt, "kind": task.kind, "queue": task.queue}
 
 
+def second_time_lucky(task):
+    """Registered with task=True: fails its first attempt, then says why that one ended."""
+    if task.attempt == 1:
+        raise taskhub.TaskError("first attempts always fail")
+    return {"attempt": task.attempt, "last_error": task.last_error}
+
+
 def flaky(n):
     raise RuntimeError(f"cannot do {n}")
 

@@ -72,6 +72,17 @@ def test_handlers_run_by_kind_and_the_hub_sees_a_worker(hub):
     assert w.done == 501 and w.failed == 0
 
 
+def test_a_retry_waits_its_backoff_and_the_handler_sees_the_last_error(hub):
+    w = make_worker(hub)
+    w.add_handler("lucky", handlers.second_time_lucky, task=True)
+    with running(w), taskhub.connect(hub.url, key=KEY) as h:
+        started = time.monotonic()
+        [got] = h.submit("tasks", [1], kind="lucky", backoff=0.6, timeout=20)
+        assert got == {"attempt": 2, "last_error": "first attempts always fail"}
+        # The retry waited out its backoff: 0.6 s, jittered into its upper half.
+        assert time.monotonic() - started >= 0.3
+
+
 def test_an_unknown_kind_goes_to_the_dead_letter_queue_at_once(hub):
     with running(make_worker(hub)), taskhub.connect(hub.url, key=KEY) as h:
         h.queue("tasks").put(7, kind="resize", max_attempts=5)

@@ -2,6 +2,9 @@
 //! frames, against an in-process hub (and, with `TASKHUB_TEST_BACKEND=nats`, the refusal a NATS
 //! backend gives).
 
+// Helpers here are test code too: a failed step should fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
@@ -202,4 +205,73 @@ async fn impossible_schedules_get_errors_that_say_what_is_wrong() {
         "--hub", &url, "--key", KEY, "put", "jobs", "1", "--at", "tomorrow",
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"));
+}
+
+/// The next `deliver` on `raw`, and how long it took to come.
+async fn next_delivery(raw: &mut Raw, within: Duration) -> (Value, Duration) {
+    let started = Instant::now();
+    loop {
+        let msg = tokio::time::timeout(within, raw.recv())
+            .await
+            .expect("a delivery in time")
+            .expect("the session is open");
+        if msg["type"] == "deliver" {
+            return (msg["task"].clone(), started.elapsed());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_task_comes_back_after_its_backoff_with_its_attempt_and_error() {
+    let h = hub(|_| {}).await;
+    let url = h.url();
+    let mut producer = Raw::session(&url, "producer").await;
+    let mut worker = Raw::session(&url, "worker").await;
+    let put = json!({"type": "put", "queue": "jobs", "payload": 7, "backoff_ms": 400});
+    let answer = producer.request(put, 1).await;
+    if on_nats() {
+        // A task's own backoff is refused there; the hub's, and a fail's own wait, apply.
+        assert_eq!(answer["code"], "unsupported", "{answer}");
+        let answer = producer
+            .request(json!({"type": "put", "queue": "jobs", "payload": 7}), 2)
+            .await;
+        assert_eq!(answer["type"], "queued", "{answer}");
+    } else {
+        assert_eq!(answer["type"], "queued", "{answer}");
+    }
+    let consume = json!({"type": "consume", "queues": ["jobs"], "prefetch": 1});
+    assert_eq!(worker.request(consume, 1).await["type"], "ok");
+    let (task, _) = next_delivery(&mut worker, Duration::from_secs(5)).await;
+    assert_eq!(
+        (task["attempt"].as_u64(), task.get("last_error")),
+        (Some(1), None)
+    );
+    let id = task["id"].clone();
+    let wait = if on_nats() { Some(400) } else { None };
+    let fail = json!({"type": "fail", "task": id, "error": "the disk is full", "retry": true,
+                      "backoff_ms": wait});
+    worker.send(fail).await;
+    let (again, waited) = next_delivery(&mut worker, Duration::from_secs(5)).await;
+    assert_eq!(again["id"], id);
+    assert_eq!(again["attempt"], 2);
+    if !on_nats() {
+        // 400 ms for the first retry, jittered into its upper half.
+        assert!(
+            waited >= Duration::from_millis(200),
+            "back after {waited:?}"
+        );
+        assert_eq!(again["last_error"], "the disk is full");
+    } else {
+        assert!(
+            waited >= Duration::from_millis(400),
+            "back after {waited:?}"
+        );
+    }
+    // A fail may ask to come back at once.
+    let fail = json!({"type": "fail", "task": id, "error": "again", "retry": true,
+                      "backoff_ms": 0});
+    worker.send(fail).await;
+    let (third, waited) = next_delivery(&mut worker, Duration::from_secs(5)).await;
+    assert_eq!(third["attempt"], 3);
+    assert!(waited < Duration::from_secs(1), "back after {waited:?}");
 }

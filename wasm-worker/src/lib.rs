@@ -81,8 +81,8 @@ pub fn take_panic() -> Option<String> {
 /// `{"ok": true, "result": .., "wait_ms": n}` for handlers that wait (the caller waits `n` ms
 /// with its own timer, then reports), `{"ok": true, "binary": true}` for a binary result (then in
 /// `bytes`, a `Uint8Array`), or `{"ok": false, "error": "..", "retry": bool}`; `wait_ms` repeats
-/// the wait, if any, so the caller need not parse `out`. `id`, `attempt`
-/// and `session` describe the task to handlers that want them (0 when unknown).
+/// the wait, if any, so the caller need not parse `out`. `id`, `attempt`, `session` and
+/// `last_error` describe the task to handlers that want them (0 or absent when unknown).
 #[wasm_bindgen(js_name = runTask)]
 pub fn run_task(
     kind: Option<String>,
@@ -90,11 +90,13 @@ pub fn run_task(
     id: Option<f64>,
     attempt: Option<u32>,
     session: Option<f64>,
+    last_error: Option<String>,
 ) -> js_sys::Object {
     let meta = Meta {
         id: TaskId(id.unwrap_or(0.0) as u64),
         attempt: attempt.unwrap_or(1),
         session: session.filter(|s| *s > 0.0).map(|s| SessionId(s as u64)),
+        last_error,
     };
     let (out, bytes) = match payload.as_string() {
         Some(text) => outcome_json(registry(), kind.as_deref(), &text, meta),
@@ -133,11 +135,12 @@ pub fn kinds() -> String {
 }
 
 /// Which task a [`run_task`] call is for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Meta {
     pub id: TaskId,
     pub attempt: u32,
     pub session: Option<SessionId>,
+    pub last_error: Option<String>,
 }
 
 /// The pure part of [`run_task`] for a JSON payload, testable natively.
@@ -163,7 +166,14 @@ pub fn outcome(
     payload: &Payload,
     meta: Meta,
 ) -> (Value, Option<Bytes>) {
-    match handlers.run_task(meta.id, kind, payload, meta.attempt, meta.session) {
+    match handlers.run_task(
+        meta.id,
+        kind,
+        payload,
+        meta.attempt,
+        meta.last_error.as_deref(),
+        meta.session,
+    ) {
         Ok(Outcome::Done(v)) => (json!({"ok": true, "result": v}), None),
         Ok(Outcome::Bytes(b)) => (json!({"ok": true, "binary": true}), Some(b)),
         Ok(Outcome::Wait { ms, then }) => {
@@ -184,10 +194,11 @@ mod tests {
         id: TaskId(1),
         attempt: 1,
         session: None,
+        last_error: None,
     };
 
     fn outcome(kind: Option<&str>, payload: &str) -> Value {
-        outcome_json(&Handlers::builtins(), kind, payload, META).0
+        outcome_json(&Handlers::builtins(), kind, payload, META.clone()).0
     }
 
     #[test]
@@ -211,7 +222,7 @@ mod tests {
     #[test]
     fn a_binary_payload_gets_a_binary_result_beside_its_outcome() {
         let bytes = Payload::from(vec![0u8, 1, 255]);
-        let (out, b) = super::outcome(&Handlers::builtins(), Some("echo"), &bytes, META);
+        let (out, b) = super::outcome(&Handlers::builtins(), Some("echo"), &bytes, META.clone());
         assert_eq!(
             (out, b.as_deref()),
             (
@@ -219,7 +230,7 @@ mod tests {
                 Some(&[0u8, 1, 255][..])
             )
         );
-        let (out, b) = super::outcome(&Handlers::builtins(), Some("square"), &bytes, META);
+        let (out, b) = super::outcome(&Handlers::builtins(), Some("square"), &bytes, META.clone());
         assert_eq!((out["ok"].clone(), b), (json!(false), None));
         assert!(
             out["error"]

@@ -239,6 +239,11 @@ fn job_object(job: &Job, transfer: &Array) -> Object {
     let _ = Reflect::set(&msg, &"attempt".into(), &job.attempt.into());
     let session = job.session.map_or(0.0, |s| s.0 as f64);
     let _ = Reflect::set(&msg, &"session".into(), &session.into());
+    let last_error = job
+        .last_error
+        .as_deref()
+        .map_or(JsValue::NULL, JsValue::from);
+    let _ = Reflect::set(&msg, &"last_error".into(), &last_error);
     msg
 }
 

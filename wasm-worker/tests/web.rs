@@ -219,6 +219,7 @@ fn handlers_run_in_wasm() {
         None,
         None,
         None,
+        None,
     ));
     assert_eq!(out, json!({"ok": true, "result": "3411 * 3411 = 11634921"}));
     let (out, _) = ran(run_task(
@@ -227,21 +228,43 @@ fn handlers_run_in_wasm() {
         None,
         None,
         None,
+        None,
     ));
     assert_eq!(out["result"], json!(78_498));
-    let (out, _) = ran(run_task(Some("nope".into()), text("1"), None, None, None));
+    let (out, _) = ran(run_task(
+        Some("nope".into()),
+        text("1"),
+        None,
+        None,
+        None,
+        None,
+    ));
     assert_eq!(
         (out["ok"].as_bool(), out["retry"].as_bool()),
         (Some(false), Some(false))
     );
     // A binary payload arrives as a Uint8Array; a binary result leaves as one.
     let bytes = || js_sys::Uint8Array::from(&[0u8, 159, 255][..]).into();
-    let (out, result) = ran(run_task(Some("echo".into()), bytes(), None, None, None));
+    let (out, result) = ran(run_task(
+        Some("echo".into()),
+        bytes(),
+        None,
+        None,
+        None,
+        None,
+    ));
     assert_eq!(
         (out, result),
         (json!({"ok": true, "binary": true}), Some(vec![0, 159, 255]))
     );
-    let (out, _) = ran(run_task(Some("square".into()), bytes(), None, None, None));
+    let (out, _) = ran(run_task(
+        Some("square".into()),
+        bytes(),
+        None,
+        None,
+        None,
+        None,
+    ));
     assert!(
         out["error"]
             .as_str()
@@ -274,8 +297,9 @@ fn users_handlers_run_in_wasm_with_state_failures_and_waits() {
         id: taskhub_core::TaskId(1),
         attempt: 1,
         session: None,
+        last_error: None,
     };
-    let run = |kind: &str, payload: &str| outcome_json(&h, Some(kind), payload, meta).0;
+    let run = |kind: &str, payload: &str| outcome_json(&h, Some(kind), payload, meta.clone()).0;
     assert_eq!(run("count", "null"), json!({"ok": true, "result": 1}));
     assert_eq!(run("count", "null"), json!({"ok": true, "result": 2}));
     assert_eq!(

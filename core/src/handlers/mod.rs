@@ -174,6 +174,9 @@ pub struct Input<'a> {
     pub payload: &'a Payload,
     /// 1 on the first delivery.
     pub attempt: u32,
+    /// On a redelivery, why the previous attempt ended (its failure's message, an expired
+    /// lease, a worker that left).
+    pub last_error: Option<&'a str>,
     /// The worker's session on the hub (as in `stats`), when known.
     pub session: Option<SessionId>,
 }
@@ -409,6 +412,7 @@ impl Handlers {
         kind: Option<&str>,
         payload: &Payload,
         attempt: u32,
+        last_error: Option<&str>,
         session: Option<SessionId>,
     ) -> Result<Outcome, Failure> {
         let Some(kind) = kind else {
@@ -421,6 +425,7 @@ impl Handlers {
             kind,
             payload,
             attempt,
+            last_error,
             session,
         })
     }

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::*;
 
 fn run(kind: Option<&str>, payload: &Value) -> Result<Outcome, Failure> {
-    Handlers::builtins().run_task(TaskId(1), kind, &payload.clone().into(), 1, None)
+    Handlers::builtins().run_task(TaskId(1), kind, &payload.clone().into(), 1, None, None)
 }
 
 #[test]
@@ -80,7 +80,7 @@ fn unknown_and_missing_kinds_are_named() {
             then: json!({"slept_ms": 5})
         })
     );
-    let none = Handlers::new().run_task(TaskId(1), Some("square"), &json!(2).into(), 1, None);
+    let none = Handlers::new().run_task(TaskId(1), Some("square"), &json!(2).into(), 1, None, None);
     assert!(none.unwrap_err().message.contains("no kinds at all"));
 }
 
@@ -95,7 +95,7 @@ impl Handler for Counter {
         let n = task.json()?.as_u64().ok_or("counter expects a number")?;
         let total = self.total.fetch_add(n * self.step, Ordering::Relaxed) + n * self.step;
         Ok(Outcome::Done(
-            json!({"total": total, "attempt": task.attempt, "id": task.id}),
+            json!({"total": total, "attempt": task.attempt, "id": task.id, "after": task.last_error}),
         ))
     }
 }
@@ -139,16 +139,21 @@ fn user_handlers_hold_state_fail_and_wait() {
             kind,
             payload: &payload.into(),
             attempt,
+            last_error: (attempt > 1).then_some("it broke"),
             session: None,
         })
     };
     assert_eq!(
         t("count", json!(2), 1),
-        Ok(Outcome::Done(json!({"total": 20, "attempt": 1, "id": 7})))
+        Ok(Outcome::Done(
+            json!({"total": 20, "attempt": 1, "id": 7, "after": null})
+        ))
     );
     assert_eq!(
         t("count", json!(3), 2),
-        Ok(Outcome::Done(json!({"total": 50, "attempt": 2, "id": 7}))),
+        Ok(Outcome::Done(
+            json!({"total": 50, "attempt": 2, "id": 7, "after": "it broke"})
+        )),
         "state carries over between tasks"
     );
     assert_eq!(
@@ -196,7 +201,7 @@ fn builtins_are_one_set_to_include_or_leave_out() {
         ["echo", "fail", "primes", "sha256", "sleep", "square"]
     );
     // Included later, the built-in echo replaces mine; registered later, mine replaces it.
-    let echo = |h: &Handlers| h.run_task(TaskId(1), Some("echo"), &json!(1).into(), 1, None);
+    let echo = |h: &Handlers| h.run_task(TaskId(1), Some("echo"), &json!(1).into(), 1, None, None);
     assert_eq!(echo(&with), Ok(Outcome::Done(json!(1))));
     let over = Handlers::builtins().include(mine.clone());
     assert_eq!(echo(&over), Ok(Outcome::Done(json!("mine"))));

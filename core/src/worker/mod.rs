@@ -90,6 +90,8 @@ pub struct Job {
     pub kind: Option<String>,
     pub payload: Payload,
     pub attempt: u32,
+    /// Why the previous attempt ended, on a redelivery.
+    pub last_error: Option<String>,
     /// This worker's session on the hub.
     pub session: Option<SessionId>,
 }
@@ -501,6 +503,7 @@ impl Worker {
                     task: run.id,
                     error,
                     retry,
+                    backoff_ms: None,
                 }
             };
             let frame = match result {
@@ -770,6 +773,7 @@ impl Worker {
                 kind: task.kind,
                 payload: task.payload,
                 attempt: task.attempt,
+                last_error: task.last_error,
                 session,
             }));
         }

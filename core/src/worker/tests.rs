@@ -109,6 +109,7 @@ impl Pair {
                 max_attempts: 5,
                 reply_to: None,
                 priority: 0,
+                last_error: None,
             },
         });
     }
@@ -721,6 +722,7 @@ fn with_batch_several_messages_share_a_frame_both_ways() {
                 max_attempts: 5,
                 reply_to: None,
                 priority: 0,
+                last_error: None,
             },
         };
         encode_server(&msg).as_text().unwrap().to_string()

@@ -231,7 +231,14 @@ mod tests {
     fn a_tile_renders_to_rgb_and_bad_tiles_are_refused_for_good() {
         let tile = &tiles(64, 36, 16, 50)[5];
         let input = |payload: &Value| {
-            handlers().run_task(TaskId(1), Some(TILE_KIND), &payload.clone().into(), 1, None)
+            handlers().run_task(
+                TaskId(1),
+                Some(TILE_KIND),
+                &payload.clone().into(),
+                1,
+                None,
+                None,
+            )
         };
         let Ok(Outcome::Done(v)) = input(&serde_json::to_value(tile).unwrap()) else {
             panic!("tile failed")

@@ -98,5 +98,6 @@ pub(super) fn envelope(task: &StoredTask) -> Task<Body> {
         max_attempts: task.max_attempts,
         reply_to: task.reply_to.clone(),
         priority: task.priority,
+        last_error: task.last_error.clone(),
     }
 }

@@ -30,6 +30,7 @@ pub mod store;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use taskhub_core::protocol::{QueueStats, Schedule, Stats, WorkerStats};
@@ -51,7 +52,7 @@ pub(crate) use lease::{dead_letter_entry, reply_entry};
 use pubsub::Subscriptions;
 use scheduled::Scheduled;
 use store::task_cost;
-pub use store::{Charge, QueueRef, ReadyQueue, StoredTask};
+pub use store::{Backoff, Charge, QueueRef, ReadyQueue, StoredTask};
 
 /// The broker's limits. `crate::Config` fills these in.
 #[derive(Debug, Clone)]
@@ -84,6 +85,9 @@ pub struct BrokerConfig {
     pub queue_idle_grace: Duration,
     /// Longest a put may delay its task.
     pub max_delay: Duration,
+    /// A retried task's first wait, and the longest, for tasks put without their own.
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -152,6 +156,7 @@ pub struct Recovered {
     pub priority: u8,
     /// Scheduled until this Unix time (ms).
     pub not_before: Option<u64>,
+    pub backoff: Backoff,
 }
 
 #[derive(Debug, Default)]
@@ -356,7 +361,7 @@ impl Broker {
     /// Hold a task the journal has not heard of (`new`) or has (a retry backing off) until
     /// `due`, and tell the journal when that is.
     fn schedule(&mut self, mut task: StoredTask, due: Millis, new: bool) {
-        task.not_before = Some(self.unix_at_zero.saturating_add(due.0));
+        task.not_before = NonZeroU64::new(self.unix_at_zero.saturating_add(due.0));
         let Some(q) = self.queues.get_mut(&task.queue) else {
             tracing::warn!(queue = %task.queue, task = %task.id, "a task's queue vanished; the task is dropped");
             self.journal.record(Change::Done(task.id));
@@ -507,6 +512,7 @@ impl Broker {
                 put_at: Millis(0),
                 priority: t.priority,
                 not_before: None,
+                backoff: t.backoff,
             };
             if let Some(e) = t.last_error {
                 task.set_error(e);
@@ -522,7 +528,7 @@ impl Broker {
                 leased.push(task);
             } else if let Some(at) = due {
                 q.scheduled += 1;
-                task.not_before = t.not_before;
+                task.not_before = t.not_before.and_then(NonZeroU64::new);
                 self.scheduled.insert(task, Millis(at));
             } else {
                 q.ready.insert(task);
@@ -686,9 +692,13 @@ impl Broker {
                 .ack(session, task, result, now)
                 .map(|()| ServerMsg::Ok { req }),
             ClientMsg::Fail {
-                task, error, retry, ..
+                task,
+                error,
+                retry,
+                backoff_ms,
+                ..
             } => self
-                .fail(session, task, error, retry, now)
+                .fail(session, task, error, retry, backoff_ms, now)
                 .map(|()| ServerMsg::Ok { req }),
             ClientMsg::Release { task, .. } => self
                 .release(session, task, now)
@@ -937,6 +947,7 @@ impl Broker {
             put_at: now,
             priority: schedule.priority,
             not_before: None,
+            backoff: Backoff::of(&schedule),
         };
         if let Some(q) = self.queues.get_mut(&queue) {
             q.counters.put += 1;
@@ -1168,7 +1179,7 @@ impl Broker {
             .scheduled
             .iter()
             .map(|t| {
-                let due = t.not_before.unwrap_or(0);
+                let due = t.not_before.map_or(0, NonZeroU64::get);
                 (t.id.0, (t.queue.to_string(), due, show(t)))
             })
             .collect();

@@ -1,7 +1,8 @@
 //! A task as the hub holds it, what it costs, and where a queue's ready tasks wait. The hub serves
 //! from memory in every mode; a data dir keeps a journal of the same changes (see `journal`).
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -160,7 +161,73 @@ pub struct StoredTask {
     pub priority: u8,
     /// While scheduled: when it becomes ready (a delayed put, a retry backing off), as Unix
     /// time in milliseconds, which is what a journal keeps across restarts.
-    pub not_before: Option<u64>,
+    pub not_before: Option<NonZeroU64>,
+    /// Its own retry backoff, where it named one.
+    pub backoff: Backoff,
+}
+
+/// How a task's retries back off, as its put said: the first wait, doubling per attempt up to
+/// the longest. What it left out is the hub's. Eight bytes in every task: milliseconds as `u32`
+/// (49 days, beyond `max_delay`), `u32::MAX` for "the hub's".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    base: u32,
+    max: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff::new(None, None)
+    }
+}
+
+impl Backoff {
+    const HUBS: u32 = u32::MAX;
+
+    pub fn new(base_ms: Option<u64>, max_ms: Option<u64>) -> Backoff {
+        let keep = |ms: Option<u64>| {
+            ms.map_or(Backoff::HUBS, |ms| {
+                u32::try_from(ms).unwrap_or(u32::MAX).min(Backoff::HUBS - 1)
+            })
+        };
+        Backoff {
+            base: keep(base_ms),
+            max: keep(max_ms),
+        }
+    }
+
+    pub fn of(schedule: &taskhub_core::protocol::Schedule) -> Backoff {
+        Backoff::new(schedule.backoff_ms, schedule.backoff_max_ms)
+    }
+
+    /// The first wait, if the task named its own.
+    pub fn base_ms(&self) -> Option<u64> {
+        (self.base != Backoff::HUBS).then_some(u64::from(self.base))
+    }
+
+    /// The longest wait, if the task named its own.
+    pub fn max_ms(&self) -> Option<u64> {
+        (self.max != Backoff::HUBS).then_some(u64::from(self.max))
+    }
+
+    /// The wait before attempt `attempts + 1`, after `attempts` failed: `base * 2^(attempts-1)`
+    /// capped at `max`, then a random-looking point in its upper half (jitter, so tasks that
+    /// failed together do not all come back together). `seed` picks the point, so the broker
+    /// stays deterministic.
+    pub fn wait(base_ms: u64, max_ms: u64, attempts: u32, seed: u64) -> u64 {
+        let doubled = base_ms.saturating_mul(1u64 << attempts.saturating_sub(1).min(40));
+        let full = doubled.min(max_ms);
+        let half = full / 2;
+        half + splitmix(seed) % (full - half + 1)
+    }
+}
+
+/// A well-mixed 64-bit function of `x` (SplitMix64's finaliser).
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 impl StoredTask {
@@ -193,39 +260,62 @@ pub struct Place {
 impl Place {
     pub fn of(task: &StoredTask) -> Place {
         Place {
-            rank: MAX_PRIORITY.saturating_sub(task.priority),
+            rank: MAX_PRIORITY.saturating_sub(task.priority.min(MAX_PRIORITY)),
             order: task.order,
         }
     }
 }
 
-/// One queue's ready tasks: by priority, highest first, and within a priority by `order` (first
-/// in, first out; a task given back goes to the front of its priority). A B-tree, so taking the
-/// next task, adding one at either end of its priority and taking one out of the middle (a
-/// dead letter requeued) are all logarithmic.
+/// One queue's ready tasks: a ring buffer per priority, each in `order` (first in, first out; a
+/// task given back goes to the front of its own priority). Taking the next task looks at most at
+/// ten buffers; adding one at either end of its priority is constant time. Ring buffers rather
+/// than a B-tree keep memory to the tasks themselves, which `max_stored_bytes` charges for
+/// (a B-tree's half-full nodes cost nearly as much again). Taking one out of the middle (a dead
+/// letter requeued) finds it by binary search and moves the rest up.
 #[derive(Debug, Default)]
-pub struct ReadyQueue(BTreeMap<Place, StoredTask>);
+pub struct ReadyQueue {
+    /// By rank: index 0 is priority 9.
+    by_rank: [VecDeque<StoredTask>; MAX_PRIORITY as usize + 1],
+    len: usize,
+}
 
 impl ReadyQueue {
     /// Add `task` at its place (its priority and `order`).
     pub fn insert(&mut self, task: StoredTask) {
-        self.0.insert(Place::of(&task), task);
+        let place = Place::of(&task);
+        let q = &mut self.by_rank[usize::from(place.rank)];
+        self.len += 1;
+        match (q.front(), q.back()) {
+            (_, Some(last)) if last.order < place.order => q.push_back(task),
+            (Some(first), _) if first.order > place.order => q.push_front(task),
+            (None, _) => q.push_back(task),
+            _ => {
+                let at = q.partition_point(|t| t.order < place.order);
+                q.insert(at, task);
+            }
+        }
     }
     pub fn pop_front(&mut self) -> Option<StoredTask> {
-        self.0.pop_first().map(|(_, t)| t)
+        let task = self.by_rank.iter_mut().find_map(VecDeque::pop_front)?;
+        self.len -= 1;
+        Some(task)
     }
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.len
     }
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len == 0
     }
     /// The tasks in the order they go out.
     pub fn iter(&self) -> impl Iterator<Item = &StoredTask> {
-        self.0.values()
+        self.by_rank.iter().flatten()
     }
     /// Take out the task at `place`.
     pub fn take(&mut self, place: Place) -> Option<StoredTask> {
-        self.0.remove(&place)
+        let q = &mut self.by_rank[usize::from(place.rank)];
+        let at = q.binary_search_by_key(&place.order, |t| t.order).ok()?;
+        let task = q.remove(at)?;
+        self.len -= 1;
+        Some(task)
     }
 }

@@ -42,8 +42,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::broker::{
-    Body, BrokerConfig, ClientMsg, Failure, ServerMsg, dead_letter_entry, reply_entry, rules,
-    sessions_by_role,
+    Backoff, Body, BrokerConfig, ClientMsg, Failure, ServerMsg, dead_letter_entry, reply_entry,
+    rules, sessions_by_role,
 };
 use crate::hub::Link;
 use crate::metrics::QueueCounters;
@@ -188,6 +188,8 @@ impl std::fmt::Debug for Flights {
 enum Effect {
     Ack(String),
     Nak(String),
+    /// Nak, to be redelivered no sooner than this (a retry backing off).
+    NakAfter(String, Duration),
     Progress(String),
     /// Store a dead letter (and the failure reply), then ack the task's message.
     Dead {
@@ -667,7 +669,11 @@ impl Gateway {
                 })
             }
             ClientMsg::Fail {
-                task, error, retry, ..
+                task,
+                error,
+                retry,
+                backoff_ms,
+                ..
             } => {
                 let lease = self.settle(session, task, Settled::Failed);
                 match lease {
@@ -675,7 +681,22 @@ impl Gateway {
                     Ok(lease) => {
                         let retried = retry && lease.task.attempt < lease.task.max_attempts;
                         let effect = if retried {
-                            Effect::Nak(lease.ack)
+                            let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                            let wait = backoff_ms.map_or_else(
+                                || {
+                                    Backoff::wait(
+                                        ms(self.config.retry_backoff),
+                                        ms(self.config.retry_backoff_max),
+                                        lease.task.attempt,
+                                        lease.task.id.0,
+                                    )
+                                },
+                                |w| w.min(ms(self.config.max_delay)),
+                            );
+                            match wait {
+                                0 => Effect::Nak(lease.ack),
+                                w => Effect::NakAfter(lease.ack, Duration::from_millis(w)),
+                            }
                         } else {
                             Effect::Dead {
                                 task: lease.task,
@@ -1689,6 +1710,7 @@ impl Gateway {
                 max_attempts: meta.max_attempts.unwrap_or(self.config.max_attempts),
                 reply_to: meta.reply_to.and_then(|r| QueueName::new(r).ok()),
                 priority: 0,
+                last_error: None,
             },
             ack,
             at: Instant::now(),
@@ -1843,10 +1865,14 @@ impl Gateway {
     /// Tell NATS what was decided.
     async fn run(&self, effects: Vec<Effect>) {
         for effect in effects {
-            let (subject, word): (String, &'static str) = match effect {
-                Effect::Ack(s) => (s, "+ACK"),
-                Effect::Nak(s) => (s, "-NAK"),
-                Effect::Progress(s) => (s, "+WPI"),
+            let (subject, word): (String, Cow<'static, str>) = match effect {
+                Effect::Ack(s) => (s, "+ACK".into()),
+                Effect::Nak(s) => (s, "-NAK".into()),
+                Effect::NakAfter(s, wait) => {
+                    // JetStream's delayed nak: the delay in nanoseconds.
+                    (s, format!("-NAK {{\"delay\": {}}}", wait.as_nanos()).into())
+                }
+                Effect::Progress(s) => (s, "+WPI".into()),
                 Effect::Dead { task, error, ack } => {
                     {
                         let mut st = self.lock();
@@ -1859,7 +1885,7 @@ impl Gateway {
                     continue;
                 }
             };
-            if let Err(e) = self.client.publish(subject, word.into()).await {
+            if let Err(e) = self.client.publish(subject, word.to_string().into()).await {
                 tracing::warn!("NATS: {word} not sent: {e}");
             }
         }
@@ -2301,6 +2327,11 @@ fn unscheduled(schedule: &Schedule) -> Result<(), Failure> {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     if schedule.delay_ms.is_some_and(|d| d > 0) || schedule.not_before.is_some_and(|t| t > now) {
         return Err(rules::unsupported("a delayed put (delay_ms, not_before)"));
+    }
+    if schedule.backoff_ms.is_some() || schedule.backoff_max_ms.is_some() {
+        return Err(rules::unsupported(
+            "a task's own backoff (backoff_ms, backoff_max_ms; the hub's --retry-backoff applies)",
+        ));
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 //!
 //! | kind | body after the kind byte |
 //! |---|---|
-//! | 1 stored | id u64, order u64, attempts u32, max_attempts u32, flags u8, not before (u64 Unix ms, flag 32), priority (u8, flag 16), queue (u16 str), kind (u16 str, flag 2), reply_to (u16 str, flag 4), last error (u32 str, flag 8), payload |
+//! | 1 stored | id u64, order u64, attempts u32, max_attempts u32, flags u8, not before (u64 Unix ms, flag 32), priority (u8, flag 16), backoff (first and longest wait, u64 ms each, `u64::MAX` for the hub's, flag 64), queue (u16 str), kind (u16 str, flag 2), reply_to (u16 str, flag 4), last error (u32 str, flag 8), payload |
 //! | 2 ready | id u64, order u64, attempts u32, flags u8, not before (u64 Unix ms, flag 32), last error (u32 str, flag 8) |
 //! | 3 leased | id u64, attempts u32 |
 //! | 4 done | id u64 |
@@ -20,11 +20,13 @@
 //! A payload is a tag byte then: 0 JSON text (u32 str); 1 bytes (u32 len, bytes); 2 JSON holding
 //! bytes (u32 str JSON, u16 str path, u32 len, bytes).
 
+use std::num::NonZeroU64;
+
 use bytes::Bytes;
 use taskhub_core::body::Held;
 use taskhub_core::{QueueName, RawJson, TaskId};
 
-use crate::broker::{Body, Change, Recovered};
+use crate::broker::{Backoff, Body, Change, Recovered};
 
 /// Bytes before a record's body: its length and checksum.
 pub const HEADER: usize = 8;
@@ -42,6 +44,7 @@ const FLAG_REPLY_TO: u8 = 4;
 const FLAG_ERROR: u8 = 8;
 const FLAG_PRIORITY: u8 = 16;
 const FLAG_NOT_BEFORE: u8 = 32;
+const FLAG_BACKOFF: u8 = 64;
 
 /// Append `change` to `out` as one framed record.
 pub fn encode(change: Change<'_>, out: &mut Vec<u8>) {
@@ -59,7 +62,8 @@ pub fn encode(change: Change<'_>, out: &mut Vec<u8>) {
                 error: task.last_error.as_deref(),
                 payload: &task.payload,
                 priority: task.priority,
-                not_before: task.not_before,
+                not_before: task.not_before.map(NonZeroU64::get),
+                backoff: task.backoff,
             },
             out,
         ),
@@ -77,7 +81,7 @@ pub fn encode(change: Change<'_>, out: &mut Vec<u8>) {
                         0
                     },
             );
-            if let Some(t) = task.not_before {
+            if let Some(t) = task.not_before.map(NonZeroU64::get) {
                 out.extend_from_slice(&t.to_le_bytes());
             }
             if let Some(e) = error {
@@ -128,6 +132,7 @@ pub fn encode_whole(task: &Recovered, out: &mut Vec<u8>) {
                 payload: &task.payload,
                 priority: task.priority,
                 not_before: task.not_before,
+                backoff: task.backoff,
             },
             out,
         )
@@ -149,6 +154,7 @@ struct Whole<'a> {
     payload: &'a Body,
     priority: u8,
     not_before: Option<u64>,
+    backoff: Backoff,
 }
 
 fn frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
@@ -186,12 +192,20 @@ fn whole(t: &Whole<'_>, out: &mut Vec<u8>) {
     if t.not_before.is_some() {
         flags |= FLAG_NOT_BEFORE;
     }
+    if t.backoff != Backoff::default() {
+        flags |= FLAG_BACKOFF;
+    }
     out.push(flags);
     if let Some(at) = t.not_before {
         out.extend_from_slice(&at.to_le_bytes());
     }
     if t.priority != 0 {
         out.push(t.priority);
+    }
+    if t.backoff != Backoff::default() {
+        for ms in [t.backoff.base_ms(), t.backoff.max_ms()] {
+            out.extend_from_slice(&ms.unwrap_or(u64::MAX).to_le_bytes());
+        }
     }
     short_str(t.queue.as_str(), out);
     if let Some(k) = t.kind {
@@ -407,6 +421,13 @@ fn body_of(body: &[u8]) -> Option<Record> {
             let flags = r.u8()?;
             let not_before = flagged(flags & FLAG_NOT_BEFORE, || r.u64())?;
             let priority = flagged(flags & FLAG_PRIORITY, || r.u8())?.unwrap_or(0);
+            let backoff = flagged(flags & FLAG_BACKOFF, || Some((r.u64()?, r.u64()?)))?.map_or(
+                Backoff::default(),
+                |(base, max)| {
+                    let given = |ms: u64| (ms != u64::MAX).then_some(ms);
+                    Backoff::new(given(base), given(max))
+                },
+            );
             let queue = QueueName::new(r.short_str()?).ok()?;
             let kind = flagged(flags & FLAG_KIND, || r.short_str())?;
             let reply_to = match flags & FLAG_REPLY_TO != 0 {
@@ -438,6 +459,7 @@ fn body_of(body: &[u8]) -> Option<Record> {
                 leased: flags & FLAG_LEASED != 0,
                 priority,
                 not_before,
+                backoff,
             })
         }
         READY => {
@@ -601,7 +623,8 @@ mod tests {
             reply_ref: None,
             put_at: Default::default(),
             priority: 7,
-            not_before: Some(1_800_000_000_123),
+            not_before: NonZeroU64::new(1_800_000_000_123),
+            backoff: Backoff::new(Some(250), None),
         }
     }
 
@@ -635,6 +658,7 @@ mod tests {
                 })
             );
             assert_eq!((r.priority, r.not_before), (7, Some(1_800_000_000_123)));
+            assert_eq!(r.backoff, t.backoff);
             assert_eq!(r.payload, payload);
             assert_eq!(
                 (r.id, r.order, r.attempts, r.max_attempts, r.leased),

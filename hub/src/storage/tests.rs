@@ -107,6 +107,7 @@ fn replaying_the_journal_gives_back_what_the_broker_holds() {
                         priority: rng.below(3) as u8 * 4,
                         delay_ms: (rng.below(4) == 0).then(|| 100 + rng.below(1_500)),
                         not_before: None,
+                        ..Schedule::default()
                     },
                 },
                 4 => ClientMsg::Consume {
@@ -128,6 +129,7 @@ fn replaying_the_journal_gives_back_what_the_broker_holds() {
                             task,
                             error: format!("broke at {step}"),
                             retry: rng.below(2) == 0,
+                            backoff_ms: None,
                         },
                         2 => ClientMsg::Release { req: None, task },
                         _ => ClientMsg::Touch { req: None, task },
@@ -216,6 +218,7 @@ fn a_restored_broker_serves_the_same_queues_and_never_reuses_an_id() {
             task: TaskId(1),
             error: "bad input".into(),
             retry: false,
+            backoff_ms: None,
         },
         Millis(0),
     );
@@ -401,6 +404,7 @@ fn a_torn_last_record_is_dropped_with_a_note() {
         put_at: Default::default(),
         priority: 0,
         not_before: None,
+        backoff: Default::default(),
     };
     record::encode(Change::Stored(&t), &mut rec);
     let before = std::fs::metadata(&last).unwrap().len();

@@ -286,9 +286,11 @@ When = Union[float, _dt.datetime]
 
 
 def schedule_fields(priority: int = 0, delay: Optional[float] = None,
-                    not_before: Optional[When] = None) -> Dict[str, Any]:
+                    not_before: Optional[When] = None, backoff: Optional[float] = None,
+                    backoff_max: Optional[float] = None) -> Dict[str, Any]:
     """A put's scheduling fields: `priority` 0 to 9 (higher first), ready `delay` seconds after
-    the hub stores it or at `not_before`, not before."""
+    the hub stores it or at `not_before`, not before; a retry waits `backoff` seconds, doubling
+    per attempt up to `backoff_max` (default: the hub's)."""
     if delay is not None and not_before is not None:
         raise ValueError("give delay or not_before, not both")
     fields: Dict[str, Any] = {}
@@ -299,6 +301,10 @@ def schedule_fields(priority: int = 0, delay: Optional[float] = None,
     if not_before is not None:
         unix = not_before.timestamp() if isinstance(not_before, _dt.datetime) else not_before
         fields["not_before"] = max(0, round(unix * 1000))
+    if backoff is not None:
+        fields["backoff_ms"] = max(0, round(backoff * 1000))
+    if backoff_max is not None:
+        fields["backoff_max_ms"] = max(0, round(backoff_max * 1000))
     return fields
 
 

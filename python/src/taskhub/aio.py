@@ -194,26 +194,28 @@ class Hub(Dispatch):
     async def put(self, queue: str, payload: Any, *, kind: Optional[str] = None,
                   reply_to: Optional[str] = None, max_attempts: Optional[int] = None,
                   dedup_id: Optional[str] = None, priority: int = 0,
-                  delay: Optional[float] = None, not_before: Optional[p.When] = None) -> int:
+                  delay: Optional[float] = None, not_before: Optional[p.When] = None,
+                  backoff: Optional[float] = None, backoff_max: Optional[float] = None) -> int:
         """Add a task to `queue` once the hub has stored it; returns its id. `priority` 0 to 9
-        (higher goes first); ready `delay` seconds after, or at `not_before`, not before."""
+        (higher goes first); ready `delay` seconds after, or at `not_before`, not before; a
+        failed attempt is retried after `backoff` seconds, doubling up to `backoff_max`."""
+        schedule = p.schedule_fields(priority, delay, not_before, backoff, backoff_max)
         answer = await self.request(*p.put_request(queue, payload, kind, reply_to, max_attempts,
-                                                   dedup_id,
-                                                   p.schedule_fields(priority, delay,
-                                                                     not_before)))
+                                                   dedup_id, schedule))
         return int(answer["task"])
 
     async def put_many(self, queue: str, payloads: Iterable[Any], *,
                        kind: Optional[str] = None, reply_to: Optional[str] = None,
                        max_attempts: Optional[int] = None, priority: int = 0,
                        delay: Optional[float] = None,
-                       not_before: Optional[p.When] = None) -> List[int]:
+                       not_before: Optional[p.When] = None,
+                       backoff: Optional[float] = None, backoff_max: Optional[float] = None) -> List[int]:
         """Put each payload, pipelined (at most `PIPELINE` unanswered at a time); the task ids
         in order. A refused put raises `HubError`; the puts before it stay queued."""
         ids: List[int] = []
         window: Deque[asyncio.Future[Dict[str, Any]]] = deque()
         frames: List[p.Frame] = []
-        schedule = p.schedule_fields(priority, delay, not_before)
+        schedule = p.schedule_fields(priority, delay, not_before, backoff, backoff_max)
         for v in payloads:
             f, frame = self._prepare(*p.put_request(queue, v, kind, reply_to, max_attempts,
                                                     schedule=schedule))
@@ -242,12 +244,14 @@ class Hub(Dispatch):
     async def submit(self, queue: str, payloads: Iterable[Any], *, kind: Optional[str] = None,
                      timeout: Optional[float] = None, priority: int = 0,
                      delay: Optional[float] = None,
-                     not_before: Optional[p.When] = None) -> List[Any]:
+                     not_before: Optional[p.When] = None,
+                     backoff: Optional[float] = None, backoff_max: Optional[float] = None) -> List[Any]:
         """Put every payload with this session's inbox as `reply_to` and return their results
         in order; `TaskFailed` if one failed, `TimeoutError` if they did not all come within
         `timeout` seconds."""
         ids = await self.put_many(queue, payloads, kind=kind, reply_to=self.inbox,
-                                  priority=priority, delay=delay, not_before=not_before)
+                                  priority=priority, delay=delay, not_before=not_before,
+                                  backoff=backoff, backoff_max=backoff_max)
         loop = asyncio.get_running_loop()
         waits: Dict[int, asyncio.Future[Dict[str, Any]]] = {}
         for task in ids:
@@ -319,11 +323,13 @@ class Queue:
     async def put(self, payload: Any, *, kind: Optional[str] = None,
                   reply_to: Optional[str] = None, max_attempts: Optional[int] = None,
                   dedup_id: Optional[str] = None, priority: int = 0,
-                  delay: Optional[float] = None, not_before: Optional[p.When] = None) -> int:
+                  delay: Optional[float] = None, not_before: Optional[p.When] = None,
+                  backoff: Optional[float] = None, backoff_max: Optional[float] = None) -> int:
         """Add a task; returns its id once the hub has stored it."""
         return await self.hub.put(self.name, payload, kind=kind, reply_to=reply_to,
                                   max_attempts=max_attempts, dedup_id=dedup_id,
-                                  priority=priority, delay=delay, not_before=not_before)
+                                  priority=priority, delay=delay, not_before=not_before,
+                                  backoff=backoff, backoff_max=backoff_max)
 
     async def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """Take the next payload; `queue.Empty` when none came."""

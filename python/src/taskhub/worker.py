@@ -73,6 +73,8 @@ class Task(NamedTuple):
     attempt: int
     max_attempts: int
     reply_to: Optional[str]
+    last_error: Optional[str] = None
+    """On a redelivery, why the previous attempt ended."""
 
 
 class TaskError(p.TaskhubError):
@@ -403,7 +405,7 @@ class _Base:
         arg = task.get("payload")
         if h.wants_task:
             arg = Task(task["id"], task.get("queue", ""), kind, arg, task.get("attempt", 1),
-                       task.get("max_attempts", 1), task.get("reply_to"))
+                       task.get("max_attempts", 1), task.get("reply_to"), task.get("last_error"))
         return h, arg
 
     def _check_handlers(self) -> None:

@@ -109,6 +109,7 @@ impl Harness {
                 task,
                 error: "no".into(),
                 retry,
+                backoff_ms: None,
             },
         )
     }
@@ -292,7 +293,7 @@ fn out_of_attempts_the_task_moves_to_the_dead_letter_queue() {
     let mut h = Harness::new(BrokerConfig::default());
     let id = h.put_with("tasks", json!(3), Some("results"), Some(3));
     h.consume(W1, "tasks", 1);
-    for attempt in 1..=3 {
+    for attempt in 1..=3u8 {
         let out = h.send(
             W1,
             ClientMsg::Fail {
@@ -300,10 +301,24 @@ fn out_of_attempts_the_task_moves_to_the_dead_letter_queue() {
                 task: id,
                 error: format!("boom {attempt}"),
                 retry: true,
+                backoff_ms: None,
             },
         );
-        let again = delivered(&out, W1);
-        assert_eq!(again.len(), usize::from(attempt < 3), "attempt {attempt}");
+        // Nothing comes back at once: the retry waits out the hub's backoff (1 s, doubling,
+        // jittered into its upper half), then carries its attempt and the error.
+        assert!(delivered(&out, W1).is_empty(), "attempt {attempt}");
+        if attempt < 3 {
+            let full = 1_000u64 << (attempt - 1);
+            assert!(delivered(&h.advance(full / 2 - 1), W1).is_empty());
+            let out = h.advance(full / 2 + 2);
+            let task = out.iter().find_map(|o| match &o.msg {
+                ServerMsg::Deliver { task } => Some(task.clone()),
+                _ => None,
+            });
+            let task = task.unwrap_or_else(|| panic!("attempt {attempt} came back"));
+            assert_eq!(task.attempt, u32::from(attempt) + 1);
+            assert_eq!(task.last_error, Some(format!("boom {attempt}")));
+        }
     }
     let stats = h.b.stats();
     let tasks = stats.queue("tasks").unwrap();
@@ -531,6 +546,7 @@ fn at_max_queues_results_and_dead_letters_still_have_a_place() {
             task: id,
             error: "no".into(),
             retry: false,
+            backoff_ms: None,
         },
     );
     let dead = got_payload(&h.get("tasks.dead", 0)).unwrap();
@@ -557,6 +573,7 @@ fn a_fail_whose_dead_letter_has_no_room_is_refused_and_keeps_its_lease() {
         task,
         error: "broken".into(),
         retry: false,
+        backoff_ms: None,
     };
     let out = h.send(W1, fail(a));
     let ServerMsg::Error { code, message, .. } = &out[0].msg else {
@@ -596,6 +613,7 @@ fn the_longest_queue_name_has_a_dead_letter_queue() {
             task: id,
             error: "bad".into(),
             retry: true,
+            backoff_ms: None,
         },
     );
     let stats = h.b.stats();
@@ -973,6 +991,7 @@ fn leases_keep_their_id_deadline_and_session_views_in_step() {
         put_at: Default::default(),
         priority: 0,
         not_before: None,
+        backoff: Default::default(),
     };
     let mut l = Leases::default();
     l.grant(SessionId(1), task(1), Millis(300));
@@ -1122,4 +1141,5 @@ fn a_requeue_into_a_full_queue_leaves_the_rest_dead() {
     );
 }
 
+mod backoff;
 mod schedule;

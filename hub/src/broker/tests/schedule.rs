@@ -171,6 +171,7 @@ fn delayed_tasks_keep_their_priority_once_ready() {
             priority: 9,
             delay_ms: Some(100),
             not_before: None,
+            ..Schedule::default()
         },
     );
     h.advance(101);
@@ -303,6 +304,7 @@ fn a_restart_gives_scheduled_tasks_back_scheduled() {
         leased: false,
         priority: 0,
         not_before,
+        backoff: Default::default(),
     };
     b.restore(
         [
