@@ -2,29 +2,22 @@
 
 use super::*;
 
+/// Ten attempts, so the tests see several retries.
+fn config() -> BrokerConfig {
+    BrokerConfig {
+        max_attempts: 10,
+        ..BrokerConfig::default()
+    }
+}
+
 impl Harness {
     fn put_backoff(&mut self, queue: &str, backoff_ms: Option<u64>, max_ms: Option<u64>) -> TaskId {
-        let out = self.send(
-            P,
-            ClientMsg::Put {
-                req: Some(1),
-                queue: q(queue),
-                payload: json!(1).into(),
-                kind: None,
-                reply_to: None,
-                max_attempts: Some(10),
-                dedup_id: None,
-                schedule: Schedule {
-                    backoff_ms,
-                    backoff_max_ms: max_ms,
-                    ..Schedule::default()
-                },
-            },
-        );
-        match out.iter().find(|o| o.to == P).map(|o| &o.msg) {
-            Some(ServerMsg::Queued { task, .. }) => *task,
-            other => panic!("put failed: {other:?}"),
-        }
+        let schedule = Schedule {
+            backoff_ms,
+            backoff_max_ms: max_ms,
+            ..Schedule::default()
+        };
+        self.put_at(queue, json!(1), schedule)
     }
 
     fn fail_after(&mut self, task: TaskId, backoff_ms: Option<u64>) -> Vec<Output> {
@@ -48,7 +41,7 @@ impl Harness {
 
 #[test]
 fn each_retry_waits_twice_as_long_up_to_the_cap_and_is_scheduled_meanwhile() {
-    let mut h = Harness::new(BrokerConfig::default());
+    let mut h = Harness::new(config());
     let id = h.put_backoff("jobs", Some(100), Some(500));
     h.consume(W1, "jobs", 1);
     for (attempt, full) in [(1u32, 100u64), (2, 200), (3, 400), (4, 500), (5, 500)] {
@@ -72,7 +65,7 @@ fn each_retry_waits_twice_as_long_up_to_the_cap_and_is_scheduled_meanwhile() {
 
 #[test]
 fn a_backoff_of_zero_retries_at_once_and_a_worker_may_name_its_own_wait() {
-    let mut h = Harness::new(BrokerConfig::default());
+    let mut h = Harness::new(config());
     let id = h.put_backoff("jobs", Some(0), None);
     h.consume(W1, "jobs", 1);
     assert_eq!(delivered(&h.fail_after(id, None), W1), vec![id]);
@@ -85,7 +78,7 @@ fn a_backoff_of_zero_retries_at_once_and_a_worker_may_name_its_own_wait() {
 fn retries_that_failed_together_come_back_spread_out() {
     let config = BrokerConfig {
         retry_backoff: Duration::from_secs(10),
-        ..BrokerConfig::default()
+        ..config()
     };
     let mut h = Harness::new(config);
     let ids: Vec<TaskId> = (0..100)
@@ -114,7 +107,7 @@ fn retries_that_failed_together_come_back_spread_out() {
 fn an_expired_lease_or_a_closed_session_is_not_a_failure_and_does_not_wait() {
     let config = BrokerConfig {
         ack_wait: Duration::from_millis(1_000),
-        ..BrokerConfig::default()
+        ..config()
     };
     let mut h = Harness::new(config);
     let id = h.put_backoff("jobs", None, None);

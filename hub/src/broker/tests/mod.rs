@@ -134,6 +134,16 @@ impl Harness {
 
 /// A put with nothing but a queue and a payload.
 fn put_msg(req: Option<u64>, queue: &str, payload: impl Into<Body>) -> ClientMsg {
+    scheduled_put(req, queue, payload, Schedule::default())
+}
+
+/// A put with a queue, a payload and a schedule (priority, delay, backoff).
+fn scheduled_put(
+    req: Option<u64>,
+    queue: &str,
+    payload: impl Into<Body>,
+    schedule: Schedule,
+) -> ClientMsg {
     ClientMsg::Put {
         req,
         queue: q(queue),
@@ -142,7 +152,7 @@ fn put_msg(req: Option<u64>, queue: &str, payload: impl Into<Body>) -> ClientMsg
         reply_to: None,
         max_attempts: None,
         dedup_id: None,
-        schedule: Default::default(),
+        schedule,
     }
 }
 

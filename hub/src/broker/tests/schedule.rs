@@ -5,23 +5,11 @@ use super::*;
 impl Harness {
     /// Put `payload` with `schedule`; the hub's answer.
     fn put_scheduled(&mut self, queue: &str, payload: Value, schedule: Schedule) -> ServerMsg {
-        let out = self.send(
-            P,
-            ClientMsg::Put {
-                req: Some(9),
-                queue: q(queue),
-                payload: payload.into(),
-                kind: None,
-                reply_to: None,
-                max_attempts: None,
-                dedup_id: None,
-                schedule,
-            },
-        );
+        let out = self.send(P, scheduled_put(Some(9), queue, payload, schedule));
         out.into_iter().find(|o| o.to == P).map(|o| o.msg).unwrap()
     }
 
-    fn put_at(&mut self, queue: &str, payload: Value, schedule: Schedule) -> TaskId {
+    pub(super) fn put_at(&mut self, queue: &str, payload: Value, schedule: Schedule) -> TaskId {
         match self.put_scheduled(queue, payload, schedule) {
             ServerMsg::Queued { task, .. } => task,
             other => panic!("put failed: {other:?}"),
