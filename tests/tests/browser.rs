@@ -386,7 +386,9 @@ async fn a_tab_batching_tiny_tasks_hands_slow_ones_back_instead_of_hoarding_them
     .await;
     // The tab cut its Web Worker's batch at the first slow task and gave back the rest, and
     // the tasks still waiting for its Web Worker: the native worker, idle otherwise, ran a fair
-    // share (15-16 of the 40 here; 7 when the tab ran whole batches, 0 when it also kept what
+    // share (15-16 of the 40 here, or exactly 10 when the native worker's first window fills
+    // before the tab's second give-back: a race that goes either way on a 2-core machine,
+    // before and after priorities; 7 when the tab ran whole batches, 0 when it also kept what
     // waited for its Web Worker).
     let stats = c.stats().await.unwrap();
     let native = stats
@@ -394,7 +396,7 @@ async fn a_tab_batching_tiny_tasks_hands_slow_ones_back_instead_of_hoarding_them
         .iter()
         .find(|w| w.role == taskhub_core::Role::Worker)
         .unwrap();
-    assert!(native.acked >= 11, "the tab kept the slow tasks: {stats:?}");
+    assert!(native.acked >= 10, "the tab kept the slow tasks: {stats:?}");
     let settled = browser.eval(&page, STATUS).await;
     assert!(settled["window"].as_u64().unwrap() <= 2, "{settled}");
     browser.close().await;
