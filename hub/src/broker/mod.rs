@@ -362,17 +362,24 @@ impl Broker {
     /// `due`, and tell the journal when that is.
     fn schedule(&mut self, mut task: StoredTask, due: Millis, new: bool) {
         task.not_before = NonZeroU64::new(self.unix_at_zero.saturating_add(due.0));
-        let Some(q) = self.queues.get_mut(&task.queue) else {
+        if !self.queues.contains_key(&task.queue) {
             tracing::warn!(queue = %task.queue, task = %task.id, "a task's queue vanished; the task is dropped");
             self.journal.record(Change::Done(task.id));
             return;
-        };
-        q.scheduled += 1;
+        }
         self.journal.record(if new {
             Change::Stored(&task)
         } else {
             Change::Ready(&task)
         });
+        self.hold(task, due);
+    }
+
+    /// Hold `task` among the scheduled until `due`, counted in its queue's `scheduled`.
+    fn hold(&mut self, task: StoredTask, due: Millis) {
+        if let Some(q) = self.queues.get_mut(&task.queue) {
+            q.scheduled += 1;
+        }
         self.scheduled.insert(task, due);
     }
 
@@ -527,9 +534,8 @@ impl Broker {
             if t.leased {
                 leased.push(task);
             } else if let Some(at) = due {
-                q.scheduled += 1;
                 task.not_before = t.not_before.and_then(NonZeroU64::new);
-                self.scheduled.insert(task, Millis(at));
+                self.hold(task, Millis(at));
             } else {
                 q.ready.insert(task);
             }
@@ -1024,20 +1030,14 @@ impl Broker {
             ));
         };
         let mut dropped = 0;
-        while let Some(task) = q.ready.pop_front() {
+        let scheduled = match std::mem::take(&mut q.scheduled) {
+            0 => Vec::new(),
+            _ => self.scheduled.take_queue(name),
+        };
+        for task in std::iter::from_fn(|| q.ready.pop_front()).chain(scheduled) {
             self.journal.record(Change::Done(task.id));
             dropped += 1;
         }
-        q.scheduled = 0;
-        for id in self.scheduled.of_queue(name) {
-            if self.scheduled.take(id).is_some() {
-                self.journal.record(Change::Done(id));
-                dropped += 1;
-            }
-        }
-        let Some(q) = self.queues.get(name) else {
-            return Ok((dropped, true));
-        };
         let removed = q.unused();
         if removed {
             self.remove_queue(name);
