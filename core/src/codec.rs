@@ -19,8 +19,8 @@ use serde_json::value::RawValue;
 use crate::body::{Body, JsonNull, Payload};
 use crate::names::{Pattern, QueueName, SessionId, TaskId, Topic};
 use crate::protocol::{
-    AuthFailure, ClientMsg, ErrorCode, Limits, MAX_PRIORITY, QueueStats, Reply, Role, Schedule,
-    ServerMsg, Stats, Task, WorkerStats,
+    AuthFailure, ClientMsg, ErrorCode, Limits, QueueStats, Reply, Role, Schedule, ServerMsg, Stats,
+    Task, WorkerStats, bad_priority,
 };
 use crate::rights::Rights;
 
@@ -118,17 +118,17 @@ fn present<'de, D: Deserializer<'de>, P: Deserialize<'de>>(d: D) -> Result<Optio
     P::deserialize(d).map(Some)
 }
 
-/// `put`'s `priority`: 0 (the default) to [`MAX_PRIORITY`].
-fn priority(p: Option<u64>) -> Result<u8, String> {
-    match p {
-        None => Ok(0),
-        Some(p) => u8::try_from(p)
-            .ok()
-            .filter(|p| *p <= MAX_PRIORITY)
-            .ok_or_else(|| {
-                format!("priority must be 0 to {MAX_PRIORITY} (higher goes first), not {p}")
-            }),
-    }
+/// `put`'s schedule, checked ([`Schedule::check`]).
+fn schedule<P>(flat: &Flat<'_, P>) -> Result<Schedule, String> {
+    let priority = flat.priority.unwrap_or(0);
+    let schedule = Schedule {
+        priority: u8::try_from(priority).map_err(|_| bad_priority(priority))?,
+        delay_ms: flat.delay_ms,
+        not_before: flat.not_before,
+        backoff_ms: flat.backoff_ms,
+        backoff_max_ms: flat.backoff_max_ms,
+    };
+    schedule.check().map(|()| schedule)
 }
 
 fn need<T>(field: Option<T>, name: &str) -> Result<T, String> {
@@ -147,10 +147,8 @@ impl<P> Flat<'_, P> {
                 name: self.name,
                 batch: self.batch.unwrap_or(false),
             },
-            "put" if self.delay_ms.is_some() && self.not_before.is_some() => {
-                return Err("a put takes delay_ms or not_before, not both".into());
-            }
             "put" => ClientMsg::Put {
+                schedule: schedule(&self)?,
                 req,
                 queue: need(self.queue, "queue")?,
                 payload: need(self.payload, "payload")?,
@@ -158,13 +156,6 @@ impl<P> Flat<'_, P> {
                 reply_to: self.reply_to,
                 max_attempts: self.max_attempts,
                 dedup_id: self.dedup_id,
-                schedule: Schedule {
-                    priority: priority(self.priority)?,
-                    delay_ms: self.delay_ms,
-                    not_before: self.not_before,
-                    backoff_ms: self.backoff_ms,
-                    backoff_max_ms: self.backoff_max_ms,
-                },
             },
             "get" => ClientMsg::Get {
                 req,
@@ -1006,11 +997,11 @@ mod tests {
         for (frame, why) in [
             (
                 r#"{"type":"put","queue":"q","payload":1,"priority":10}"#,
-                "priority must be 0 to 9",
+                "priority must be 0 to 9 (higher goes first), not 10",
             ),
             (
                 r#"{"type":"put","queue":"q","payload":1,"priority":300}"#,
-                "priority must be 0 to 9",
+                "priority must be 0 to 9 (higher goes first), not 300",
             ),
             (
                 r#"{"type":"put","queue":"q","payload":1,"delay_ms":1,"not_before":2}"#,

@@ -86,8 +86,9 @@ pub enum ClientMsg<P = Payload> {
         /// hub's dedup window is answered with the first task's id and not stored again.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         dedup_id: Option<String>,
-        /// When the task may run and how it goes ahead of others: `priority`, `delay_ms`,
-        /// `not_before` (all optional, written as fields of the `put` itself).
+        /// When the task may run, how it goes ahead of others and how its retries wait:
+        /// `priority`, `delay_ms`, `not_before`, `backoff_ms`, `backoff_max_ms` (all optional,
+        /// written as fields of the `put` itself).
         #[serde(flatten)]
         schedule: Schedule,
     },
@@ -321,10 +322,23 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// Ready at once, at priority 0.
-    pub fn is_default(&self) -> bool {
-        *self == Schedule::default()
+    /// What makes a schedule impossible, if anything: a priority past [`MAX_PRIORITY`], or both
+    /// `delay_ms` and `not_before`. The codec checks it when it reads a `put`; the hub again for
+    /// puts that did not come through the codec.
+    pub fn check(&self) -> Result<(), String> {
+        if self.priority > MAX_PRIORITY {
+            return Err(bad_priority(self.priority.into()));
+        }
+        if self.delay_ms.is_some() && self.not_before.is_some() {
+            return Err("a put takes delay_ms or not_before, not both".into());
+        }
+        Ok(())
     }
+}
+
+/// Why `priority` cannot be.
+pub fn bad_priority(priority: u64) -> String {
+    format!("priority must be 0 to {MAX_PRIORITY} (higher goes first), not {priority}")
 }
 
 fn is_zero(n: &u8) -> bool {

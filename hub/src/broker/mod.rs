@@ -401,13 +401,9 @@ impl Broker {
 
     /// When a put's `schedule` makes its task ready: `None` for at once.
     fn due(&self, schedule: &Schedule, now: Millis) -> Result<Option<Millis>, Failure> {
+        schedule.check().map_err(rules::bad_request)?;
         let delay = match (schedule.delay_ms, schedule.not_before) {
-            (Some(_), Some(_)) => {
-                return Err(rules::bad_request(
-                    "a put takes delay_ms or not_before, not both",
-                ));
-            }
-            (Some(ms), None) => Duration::from_millis(ms),
+            (Some(ms), _) => Duration::from_millis(ms),
             (None, Some(unix)) => {
                 let now_unix = self.unix_at_zero.saturating_add(now.0);
                 Duration::from_millis(unix.saturating_sub(now_unix))
