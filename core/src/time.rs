@@ -24,6 +24,17 @@ impl Millis {
     }
 }
 
+/// A wait that doubles: `first_ms` after `doublings` doublings, at most `max_ms`, then a point
+/// in its upper half picked by `random` (jitter, so clients or tasks that failed together do not
+/// all come back together). The worker's reconnects and the hub's retries both wait this way.
+pub fn doubling_wait(first_ms: u64, max_ms: u64, doublings: u32, random: u64) -> u64 {
+    let full = first_ms
+        .saturating_mul(1u64 << doublings.min(40))
+        .min(max_ms);
+    let half = full / 2;
+    half + random % (full - half + 1)
+}
+
 impl Add<u64> for Millis {
     type Output = Millis;
     fn add(self, ms: u64) -> Millis {

@@ -340,14 +340,12 @@ impl Worker {
             }
             _ => {}
         }
-        let exp = self.failed_attempts.min(20);
-        let base = self
-            .config
-            .backoff_min_ms
-            .saturating_mul(1u64 << exp)
-            .min(self.config.backoff_max_ms)
-            .max(1);
-        let delay = base / 2 + random % (base / 2 + 1);
+        let delay = crate::time::doubling_wait(
+            self.config.backoff_min_ms,
+            self.config.backoff_max_ms,
+            self.failed_attempts,
+            random,
+        );
         self.failed_attempts = self.failed_attempts.saturating_add(1);
         self.state = State::Idle {
             retry_at: now + delay,

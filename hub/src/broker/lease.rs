@@ -7,7 +7,7 @@ use taskhub_core::protocol::Reply;
 use taskhub_core::{Millis, QueueName, RawJson, SessionId, Task, TaskId};
 
 use super::{
-    Backoff, Body, Broker, Change, Charge, End, Failure, Gate, Lease, Output, ServerMsg, StoredTask,
+    Body, Broker, Change, Charge, End, Failure, Gate, Lease, Output, ServerMsg, StoredTask,
 };
 
 /// A dead-letter entry's payload, written around the task's payload text as it is.
@@ -125,13 +125,13 @@ impl Broker {
         task.set_error(error);
         let queue = task.queue.clone();
         if retried {
-            let wait = backoff_ms
-                .map(|ms| ms.min(self.config.max_delay.as_millis() as u64))
-                .unwrap_or_else(|| self.backoff(&task));
+            let wait = task
+                .backoff
+                .retry_wait(&self.config, backoff_ms, task.attempts, task.id);
             if wait == 0 {
                 self.enqueue(task, End::Back, false);
             } else {
-                self.schedule(task, now + wait + 1, false);
+                self.schedule(task, now, wait, false);
             }
         } else {
             self.dead_letter(task, now);
@@ -139,22 +139,6 @@ impl Broker {
         self.dispatch(&queue, now);
         self.dispatch_for(session, now);
         Ok(())
-    }
-
-    /// How long a task that just failed its `attempts`th attempt waits before it is ready again:
-    /// its own backoff, or the hub's.
-    fn backoff(&self, task: &StoredTask) -> u64 {
-        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let base = task
-            .backoff
-            .base_ms()
-            .unwrap_or(ms(self.config.retry_backoff));
-        let max = task
-            .backoff
-            .max_ms()
-            .unwrap_or(ms(self.config.retry_backoff_max));
-        let seed = task.id.0 ^ u64::from(task.attempts).rotate_left(32);
-        Backoff::wait(base, max, task.attempts, seed)
     }
 
     /// Whether `queue` can take the outcome of leased task `id`; the error says the lease stays.

@@ -358,9 +358,12 @@ impl Broker {
         q.ready.insert(task);
     }
 
-    /// Hold a task the journal has not heard of (`new`) or has (a retry backing off) until
-    /// `due`, and tell the journal when that is.
-    fn schedule(&mut self, mut task: StoredTask, due: Millis, new: bool) {
+    /// Hold a task the journal has not heard of (`new`) or has (a retry backing off) for
+    /// `wait_ms` from `now`, and tell the journal when it will be ready.
+    fn schedule(&mut self, mut task: StoredTask, now: Millis, wait_ms: u64, new: bool) {
+        // `now` is whole milliseconds, cut down: one more keeps "not before" true to the
+        // millisecond.
+        let due = now + wait_ms + 1;
         task.not_before = NonZeroU64::new(self.unix_at_zero.saturating_add(due.0));
         if !self.queues.contains_key(&task.queue) {
             tracing::warn!(queue = %task.queue, task = %task.id, "a task's queue vanished; the task is dropped");
@@ -399,8 +402,8 @@ impl Broker {
         }
     }
 
-    /// When a put's `schedule` makes its task ready: `None` for at once.
-    fn due(&self, schedule: &Schedule, now: Millis) -> Result<Option<Millis>, Failure> {
+    /// How long a put's `schedule` makes its task wait, in ms: 0 for ready at once.
+    fn wait(&self, schedule: &Schedule, now: Millis) -> Result<u64, Failure> {
         schedule.check().map_err(rules::bad_request)?;
         let delay = match (schedule.delay_ms, schedule.not_before) {
             (Some(ms), _) => Duration::from_millis(ms),
@@ -408,7 +411,7 @@ impl Broker {
                 let now_unix = self.unix_at_zero.saturating_add(now.0);
                 Duration::from_millis(unix.saturating_sub(now_unix))
             }
-            (None, None) => return Ok(None),
+            (None, None) => return Ok(0),
         };
         let max = self.config.max_delay;
         if delay > max {
@@ -418,9 +421,7 @@ impl Broker {
                 max.as_secs()
             )));
         }
-        // `now` is whole milliseconds, cut down: one more keeps "not before" true to the
-        // millisecond.
-        Ok((!delay.is_zero()).then(|| now.after(delay) + 1))
+        Ok(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// The earliest lease expiry, `get` timeout or sweep for unused queues, if any.
@@ -894,7 +895,7 @@ impl Broker {
         schedule: Schedule,
         now: Millis,
     ) -> Result<TaskId, Failure> {
-        let due = self.due(&schedule, now)?;
+        let wait = self.wait(&schedule, now)?;
         let max_attempts = rules::check_put(
             session,
             &queue,
@@ -954,12 +955,12 @@ impl Broker {
         if let Some(q) = self.queues.get_mut(&queue) {
             q.counters.put += 1;
         }
-        match due {
-            Some(due) => self.schedule(task, due, true),
-            None => {
+        match wait {
+            0 => {
                 self.enqueue(task, End::Back, true);
                 self.dispatch(&queue, now);
             }
+            wait => self.schedule(task, now, wait, true),
         }
         Ok(id)
     }

@@ -6,10 +6,13 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::time::Duration;
+
 use taskhub_core::protocol::MAX_PRIORITY;
+use taskhub_core::time::doubling_wait;
 use taskhub_core::{Millis, QueueName, RawJson, TaskId};
 
-use super::Body;
+use super::{Body, BrokerConfig};
 
 /// The bytes a task's payload takes, counted in a shared total for as long as the task exists.
 /// Dropping the task (acked, taken by `get`, dead-lettered, dropped) gives them back, whatever the
@@ -210,15 +213,26 @@ impl Backoff {
         (self.max != Backoff::HUBS).then_some(u64::from(self.max))
     }
 
-    /// The wait before attempt `attempts + 1`, after `attempts` failed: `base * 2^(attempts-1)`
-    /// capped at `max`, then a random-looking point in its upper half (jitter, so tasks that
-    /// failed together do not all come back together). `seed` picks the point, so the broker
-    /// stays deterministic.
-    pub fn wait(base_ms: u64, max_ms: u64, attempts: u32, seed: u64) -> u64 {
-        let doubled = base_ms.saturating_mul(1u64 << attempts.saturating_sub(1).min(40));
-        let full = doubled.min(max_ms);
-        let half = full / 2;
-        half + splitmix(seed) % (full - half + 1)
+    /// How long task `id` waits before it is ready again after failing its `attempts`th
+    /// attempt: what the fail asked for (`asked`, at most `max_delay`), else this backoff (the
+    /// hub's where the task named none) doubled per earlier attempt, capped, jittered into its
+    /// upper half ([`doubling_wait`]). The jitter is a hash of task and attempt, so every
+    /// backend waits the same and the broker stays deterministic.
+    pub fn retry_wait(
+        &self,
+        config: &BrokerConfig,
+        asked: Option<u64>,
+        attempts: u32,
+        id: TaskId,
+    ) -> u64 {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        if let Some(asked) = asked {
+            return asked.min(ms(config.max_delay));
+        }
+        let first = self.base_ms().unwrap_or(ms(config.retry_backoff));
+        let max = self.max_ms().unwrap_or(ms(config.retry_backoff_max));
+        let seed = splitmix(id.0 ^ u64::from(attempts).rotate_left(32));
+        doubling_wait(first, max, attempts.saturating_sub(1), seed)
     }
 }
 

@@ -681,17 +681,12 @@ impl Gateway {
                     Ok(lease) => {
                         let retried = retry && lease.task.attempt < lease.task.max_attempts;
                         let effect = if retried {
-                            let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-                            let wait = backoff_ms.map_or_else(
-                                || {
-                                    Backoff::wait(
-                                        ms(self.config.retry_backoff),
-                                        ms(self.config.retry_backoff_max),
-                                        lease.task.attempt,
-                                        lease.task.id.0,
-                                    )
-                                },
-                                |w| w.min(ms(self.config.max_delay)),
+                            // A put's own backoff is refused here: the hub's applies.
+                            let wait = Backoff::default().retry_wait(
+                                &self.config,
+                                backoff_ms,
+                                lease.task.attempt,
+                                lease.task.id,
                             );
                             match wait {
                                 0 => Effect::Nak(lease.ack),
