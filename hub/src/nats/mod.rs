@@ -1860,14 +1860,15 @@ impl Gateway {
     /// Tell NATS what was decided.
     async fn run(&self, effects: Vec<Effect>) {
         for effect in effects {
-            let (subject, word): (String, Cow<'static, str>) = match effect {
-                Effect::Ack(s) => (s, "+ACK".into()),
-                Effect::Nak(s) => (s, "-NAK".into()),
+            // Static words for the acks every task sends: no allocation on that path.
+            let (subject, word): (String, Bytes) = match effect {
+                Effect::Ack(s) => (s, Bytes::from_static(b"+ACK")),
+                Effect::Nak(s) => (s, Bytes::from_static(b"-NAK")),
                 Effect::NakAfter(s, wait) => {
                     // JetStream's delayed nak: the delay in nanoseconds.
                     (s, format!("-NAK {{\"delay\": {}}}", wait.as_nanos()).into())
                 }
-                Effect::Progress(s) => (s, "+WPI".into()),
+                Effect::Progress(s) => (s, Bytes::from_static(b"+WPI")),
                 Effect::Dead { task, error, ack } => {
                     {
                         let mut st = self.lock();
@@ -1880,8 +1881,8 @@ impl Gateway {
                     continue;
                 }
             };
-            if let Err(e) = self.client.publish(subject, word.to_string().into()).await {
-                tracing::warn!("NATS: {word} not sent: {e}");
+            if let Err(e) = self.client.publish(subject, word.clone()).await {
+                tracing::warn!("NATS: {} not sent: {e}", String::from_utf8_lossy(&word));
             }
         }
     }
@@ -2317,9 +2318,7 @@ fn unscheduled(schedule: &Schedule) -> Result<(), Failure> {
     if schedule.priority != 0 {
         return Err(rules::unsupported("priority"));
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let now = crate::storage::unix_ms();
     if schedule.delay_ms.is_some_and(|d| d > 0) || schedule.not_before.is_some_and(|t| t > now) {
         return Err(rules::unsupported("a delayed put (delay_ms, not_before)"));
     }
