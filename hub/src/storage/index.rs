@@ -3,6 +3,7 @@
 //! when its segment is compacted away, with no payload held in memory twice.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU64;
 
 use crate::broker::idhash::IdMap;
 
@@ -26,7 +27,7 @@ pub struct Entry {
     pub attempts: u32,
     pub leased: bool,
     /// Scheduled until this Unix time (ms), as its latest `stored` or `ready` record says.
-    pub not_before: Option<u64>,
+    pub not_before: Option<NonZeroU64>,
     /// The latest `ready` record that carried its last error, if it is newer than `at`.
     pub error_at: Option<At>,
 }
@@ -88,7 +89,7 @@ impl Index {
                         order,
                         attempts,
                         leased,
-                        not_before,
+                        not_before: not_before.and_then(NonZeroU64::new),
                         error_at: None,
                     },
                 );
@@ -108,7 +109,7 @@ impl Index {
                     e.order = order;
                     e.attempts = attempts;
                     e.leased = false;
-                    e.not_before = not_before;
+                    e.not_before = not_before.and_then(NonZeroU64::new);
                     if has_error {
                         e.error_at = Some(at);
                     }

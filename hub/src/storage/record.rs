@@ -72,19 +72,18 @@ pub fn encode(change: Change<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(&task.id.0.to_le_bytes());
             out.extend_from_slice(&task.order.to_le_bytes());
             out.extend_from_slice(&task.attempts.to_le_bytes());
-            let error = task.last_error.as_deref();
-            out.push(
-                if error.is_some() { FLAG_ERROR } else { 0 }
-                    | if task.not_before.is_some() {
-                        FLAG_NOT_BEFORE
-                    } else {
-                        0
-                    },
-            );
-            if let Some(t) = task.not_before.map(NonZeroU64::get) {
-                out.extend_from_slice(&t.to_le_bytes());
+            let mut flags = 0;
+            if task.last_error.is_some() {
+                flags |= FLAG_ERROR;
             }
-            if let Some(e) = error {
+            if task.not_before.is_some() {
+                flags |= FLAG_NOT_BEFORE;
+            }
+            out.push(flags);
+            if let Some(t) = task.not_before {
+                out.extend_from_slice(&t.get().to_le_bytes());
+            }
+            if let Some(e) = &task.last_error {
                 long(e.as_bytes(), out);
             }
         }
@@ -311,31 +310,34 @@ pub enum Peek {
 pub fn peek(body: &[u8]) -> Option<Peek> {
     let u32_at = |i: usize| Some(u32::from_le_bytes(body.get(i..i + 4)?.try_into().ok()?));
     let u64_at = |i: usize| Some(u64::from_le_bytes(body.get(i..i + 8)?.try_into().ok()?));
+    // The flags byte at `at`, and the `not before` that follows it when flagged.
+    let flags_at = |at: usize| -> Option<(u8, Option<u64>)> {
+        let flags = *body.get(at)?;
+        let not_before = match flags & FLAG_NOT_BEFORE {
+            0 => None,
+            _ => Some(u64_at(at + 1)?),
+        };
+        Some((flags, not_before))
+    };
     Some(match *body.first()? {
         STORED => {
-            let flags = *body.get(25)?;
+            let (flags, not_before) = flags_at(25)?;
             Peek::Stored {
                 id: u64_at(1)?,
                 order: u64_at(9)?,
                 attempts: u32_at(17)?,
                 leased: flags & FLAG_LEASED != 0,
-                not_before: match flags & FLAG_NOT_BEFORE {
-                    0 => None,
-                    _ => Some(u64_at(26)?),
-                },
+                not_before,
             }
         }
         READY => {
-            let flags = *body.get(21)?;
+            let (flags, not_before) = flags_at(21)?;
             Peek::Ready {
                 id: u64_at(1)?,
                 order: u64_at(9)?,
                 attempts: u32_at(17)?,
                 has_error: flags & FLAG_ERROR != 0,
-                not_before: match flags & FLAG_NOT_BEFORE {
-                    0 => None,
-                    _ => Some(u64_at(22)?),
-                },
+                not_before,
             }
         }
         LEASED => Peek::Leased {

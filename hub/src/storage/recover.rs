@@ -94,7 +94,7 @@ impl Iterator for Tasks {
                 order: e.order,
                 attempts: e.attempts,
                 leased: e.leased,
-                not_before: e.not_before,
+                not_before: e.not_before.map(std::num::NonZeroU64::get),
                 last_error: error.unwrap_or(task.last_error),
                 ..task
             });

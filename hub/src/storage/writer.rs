@@ -332,7 +332,7 @@ impl Writer {
                 order: entry.order,
                 attempts: entry.attempts,
                 leased: entry.leased,
-                not_before: entry.not_before,
+                not_before: entry.not_before.map(std::num::NonZeroU64::get),
                 ..task
             };
             record::encode_whole(&task, &mut out);
