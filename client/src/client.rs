@@ -14,6 +14,7 @@ use taskhub_core::codec::{
     binary_header, decode_server, decode_server_binary, encode_client, peek_type, peek_u64,
 };
 use taskhub_core::protocol::{Limits, Reply, Schedule, Stats};
+use taskhub_core::time::millis_of;
 use taskhub_core::{
     AuthFailure, ClientMsg, ErrorCode, NameError, Pattern, Payload, QueueName, Role, ServerMsg,
     SessionId, Task, TaskId, Topic,
@@ -209,7 +210,7 @@ impl PutOptions {
     /// Ready this long after the hub stores it, not before (at most the hub's `max_delay`).
     /// Replaces a [`not_before`](Self::not_before).
     pub fn delay(mut self, delay: Duration) -> Self {
-        self.schedule.delay_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        self.schedule.delay_ms = Some(millis_of(delay));
         self.schedule.not_before = None;
         self
     }
@@ -218,13 +219,13 @@ impl PutOptions {
     /// (with jitter) up to [`backoff_max`](Self::backoff_max); `Duration::ZERO` retries at
     /// once. Default: the hub's `--retry-backoff` (1 s).
     pub fn backoff(mut self, first: Duration) -> Self {
-        self.schedule.backoff_ms = Some(u64::try_from(first.as_millis()).unwrap_or(u64::MAX));
+        self.schedule.backoff_ms = Some(millis_of(first));
         self
     }
 
     /// The longest a retry waits. Default: the hub's `--retry-backoff-max` (5 min).
     pub fn backoff_max(mut self, max: Duration) -> Self {
-        self.schedule.backoff_max_ms = Some(u64::try_from(max.as_millis()).unwrap_or(u64::MAX));
+        self.schedule.backoff_max_ms = Some(millis_of(max));
         self
     }
 
@@ -233,7 +234,7 @@ impl PutOptions {
     pub fn not_before(mut self, at: std::time::SystemTime) -> Self {
         let unix = at
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            .map_or(0, millis_of);
         self.schedule.not_before = Some(unix);
         self.schedule.delay_ms = None;
         self
@@ -746,7 +747,7 @@ impl Client {
         let msg = ClientMsg::Get {
             req: None,
             queue: QueueName::new(queue)?,
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            timeout_ms: millis_of(timeout),
         };
         match self.request(msg).await? {
             ServerMsg::Task { task, .. } => Ok(Some(task)),
@@ -950,7 +951,7 @@ impl Client {
         let msg = ClientMsg::CreateToken {
             req: None,
             rights,
-            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            ttl_ms: millis_of(ttl),
         };
         match self.request(msg).await? {
             ServerMsg::Token {

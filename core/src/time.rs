@@ -14,14 +14,19 @@ pub struct Millis(pub u64);
 impl Millis {
     /// The later of `self + d`, saturating at `u64::MAX`.
     pub fn after(self, d: Duration) -> Millis {
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        Millis(self.0.saturating_add(ms))
+        Millis(self.0.saturating_add(millis_of(d)))
     }
 
     /// Time from `earlier` to `self`, or zero if `earlier` is later.
     pub fn since(self, earlier: Millis) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
+}
+
+/// `d` in whole milliseconds, saturating: how durations go on the wire (`delay_ms`, `ttl_ms`)
+/// and into [`Millis`].
+pub fn millis_of(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A wait that doubles: `first_ms` after `doublings` doublings, at most `max_ms`, then a point

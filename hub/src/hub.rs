@@ -323,7 +323,7 @@ impl Hub {
     }
 
     pub fn now(&self) -> Millis {
-        Millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+        Millis(taskhub_core::time::millis_of(self.epoch.elapsed()))
     }
 
     /// What `/metrics` shows: the queues' counters and gauges (from the broker, or with NATS from
@@ -374,7 +374,7 @@ impl Hub {
     pub fn limits(&self) -> Limits {
         Limits {
             max_message_bytes: self.config.max_message_bytes,
-            ack_wait_ms: u64::try_from(self.config.broker.ack_wait.as_millis()).unwrap_or(u64::MAX),
+            ack_wait_ms: taskhub_core::time::millis_of(self.config.broker.ack_wait),
             max_prefetch: self.config.broker.max_prefetch,
             max_attempts: self.config.broker.max_attempts,
             ping_interval_ms: u64::try_from(self.config.ping_interval.as_millis())

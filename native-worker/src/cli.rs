@@ -129,7 +129,7 @@ impl WorkerArgs {
         let mut config = WorkerConfig::new(&credentials.key_id, credentials.secret, queues);
         config.concurrency = self.concurrency.unwrap_or(cpus).max(1);
         config.prefetch = self.prefetch;
-        let ms = |d: HumanDuration| u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX);
+        let ms = |d: HumanDuration| taskhub_core::time::millis_of(d.0);
         config.stop_grace_ms = ms(self.grace);
         config.backoff_min_ms = ms(self.backoff_min).max(1);
         config.backoff_max_ms = ms(self.backoff_max).max(config.backoff_min_ms);

@@ -72,7 +72,7 @@ fn random_u64() -> u64 {
 
 impl Driver {
     fn now(&self) -> Millis {
-        Millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+        Millis(taskhub_core::time::millis_of(self.epoch.elapsed()))
     }
 
     fn lost(&mut self, reason: &str) {

@@ -421,7 +421,7 @@ impl Broker {
                 max.as_secs()
             )));
         }
-        Ok(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+        Ok(taskhub_core::time::millis_of(delay))
     }
 
     /// The earliest lease expiry, `get` timeout or sweep for unused queues, if any.

@@ -6,10 +6,8 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use std::time::Duration;
-
 use taskhub_core::protocol::MAX_PRIORITY;
-use taskhub_core::time::doubling_wait;
+use taskhub_core::time::{doubling_wait, millis_of};
 use taskhub_core::{Millis, QueueName, RawJson, TaskId};
 
 use super::{Body, BrokerConfig};
@@ -225,12 +223,11 @@ impl Backoff {
         attempts: u32,
         id: TaskId,
     ) -> u64 {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         if let Some(asked) = asked {
-            return asked.min(ms(config.max_delay));
+            return asked.min(millis_of(config.max_delay));
         }
-        let first = self.base_ms().unwrap_or(ms(config.retry_backoff));
-        let max = self.max_ms().unwrap_or(ms(config.retry_backoff_max));
+        let first = self.base_ms().unwrap_or(millis_of(config.retry_backoff));
+        let max = self.max_ms().unwrap_or(millis_of(config.retry_backoff_max));
         let seed = splitmix(id.0 ^ u64::from(attempts).rotate_left(32));
         doubling_wait(first, max, attempts.saturating_sub(1), seed)
     }
