@@ -50,7 +50,7 @@ pub(crate) struct TaskArgs {
     pub(crate) delay: Option<HumanDuration>,
     /// Ready at this time, not before: RFC 3339 (2026-12-01T18:30:00Z, or with an offset such
     /// as +01:00).
-    #[arg(long, value_name = "TIME", value_parser = unix_ms_of)]
+    #[arg(long, value_name = "TIME", value_parser = taskhub::keys::parse_time)]
     pub(crate) at: Option<u64>,
     /// A failed attempt is retried after this long, doubling each time (with jitter) up to
     /// --backoff-max; 0 retries at once [default: the hub's --retry-backoff].
@@ -143,104 +143,4 @@ pub(crate) async fn run(cli: &Cli, args: &PutArgs) -> anyhow::Result<()> {
     })?;
     client.close().await;
     Ok(())
-}
-
-/// An RFC 3339 time (`2026-12-01T18:30:00Z`, `2026-12-01 18:30:00.250+01:00`) as Unix
-/// milliseconds.
-fn unix_ms_of(text: &str) -> Result<u64, String> {
-    let bad = || {
-        format!(
-            "{text:?} is not an RFC 3339 time: write it like 2026-12-01T18:30:00Z or 2026-12-01T19:30:00+01:00"
-        )
-    };
-    let t = text.trim();
-    let num = |range: std::ops::Range<usize>| -> Result<i64, String> {
-        let part = t.get(range).ok_or_else(bad)?;
-        if !part.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        part.parse().map_err(|_| bad())
-    };
-    let sep = |i: usize, ok: &[u8]| t.as_bytes().get(i).is_some_and(|b| ok.contains(b));
-    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
-        return Err(bad());
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return Err(bad());
-    }
-    let mut rest = &t[19..];
-    let mut millis = 0;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(frac.len());
-        if digits == 0 {
-            return Err(bad());
-        }
-        let ms: String = frac[..digits]
-            .chars()
-            .chain("000".chars())
-            .take(3)
-            .collect();
-        millis = ms.parse::<i64>().map_err(|_| bad())?;
-        rest = &frac[digits..];
-    }
-    let offset_min = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6
-            && (rest.starts_with('+') || rest.starts_with('-'))
-            && &rest[3..4] == ":" =>
-        {
-            let h: i64 = rest[1..3].parse().map_err(|_| bad())?;
-            let m: i64 = rest[4..6].parse().map_err(|_| bad())?;
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (h * 60 + m)
-        }
-        _ => return Err(bad()),
-    };
-    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_min * 60;
-    u64::try_from(secs * 1_000 + millis).map_err(|_| format!("{text:?} is before 1970"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unix_ms_of;
-
-    #[test]
-    fn rfc_3339_times_read_as_unix_milliseconds() {
-        assert_eq!(unix_ms_of("1970-01-01T00:00:00Z"), Ok(0));
-        assert_eq!(unix_ms_of("2026-12-01T18:30:00Z"), Ok(1_796_149_800_000));
-        assert_eq!(
-            unix_ms_of("2026-12-01T19:30:00.25+01:00"),
-            Ok(1_796_149_800_250)
-        );
-        assert_eq!(
-            unix_ms_of("2024-02-29 23:59:59.999-00:30"),
-            Ok(1_709_252_999_999)
-        );
-        for bad in [
-            "tomorrow",
-            "2026-13-01T00:00:00Z",
-            "2026-12-01T18:30:00",
-            "2026-12-01T18:30Z",
-        ] {
-            let err = unix_ms_of(bad).unwrap_err();
-            assert!(err.contains("RFC 3339"), "{err}");
-        }
-    }
 }

@@ -391,14 +391,23 @@ pub fn load_file(path: &Path) -> Result<KeySet, KeysError> {
 
 /// A TOML date (midnight UTC) or offset date-time, in Unix seconds.
 fn unix_seconds(d: &toml::value::Datetime) -> Result<u64, String> {
-    let date = d.date.ok_or("`expires` needs a date")?;
-    let (h, m, s) = d.time.map_or((0, 0, 0), |t| (t.hour, t.minute, t.second));
+    unix_ms(d)
+        .map(|ms| ms / 1_000)
+        .map_err(|why| format!("`expires` {why}"))
+}
+
+/// A TOML date (midnight UTC) or offset date-time (RFC 3339), in Unix milliseconds.
+fn unix_ms(d: &toml::value::Datetime) -> Result<u64, String> {
+    let date = d.date.ok_or("needs a date")?;
+    let (h, m, s, ns) = d
+        .time
+        .map_or((0, 0, 0, 0), |t| (t.hour, t.minute, t.second, t.nanosecond));
     let offset_minutes: i64 = match (d.time, d.offset) {
         (None, _) => 0,
         (Some(_), Some(toml::value::Offset::Z)) => 0,
         (Some(_), Some(toml::value::Offset::Custom { minutes })) => i64::from(minutes),
         (Some(_), None) => {
-            return Err("`expires` has a time but no offset: add Z (UTC) or +HH:MM".into());
+            return Err("has a time but no offset: add Z (UTC) or +HH:MM".into());
         }
     };
     let days = days_from_civil(
@@ -408,7 +417,19 @@ fn unix_seconds(d: &toml::value::Datetime) -> Result<u64, String> {
     );
     let secs = days * 86_400 + i64::from(h) * 3600 + i64::from(m) * 60 + i64::from(s)
         - offset_minutes * 60;
-    u64::try_from(secs).map_err(|_| "`expires` is before 1970".to_string())
+    u64::try_from(secs * 1_000 + i64::from(ns / 1_000_000))
+        .map_err(|_| "is before 1970".to_string())
+}
+
+/// An RFC 3339 time as people write it (`2026-12-01T18:30:00Z`, `2026-12-01 19:30:00.250+01:00`,
+/// or a date alone, midnight UTC) in Unix milliseconds: what `taskhub put --at` takes.
+pub fn parse_time(text: &str) -> Result<u64, String> {
+    let d: toml::value::Datetime = text.trim().parse().map_err(|_| {
+        format!(
+            "{text:?} is not an RFC 3339 time: write it like 2026-12-01T18:30:00Z or 2026-12-01T19:30:00+01:00"
+        )
+    })?;
+    unix_ms(&d).map_err(|why| format!("{text:?} {why}"))
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
@@ -630,6 +651,30 @@ mod tests {
             let text = rfc3339(unix);
             let d: toml::value::Datetime = text.parse().unwrap();
             assert_eq!(unix_seconds(&d).unwrap(), unix, "{text}");
+            assert_eq!(parse_time(&text), Ok(unix * 1_000), "{text}");
+        }
+    }
+
+    #[test]
+    fn times_as_people_write_them_read_as_unix_milliseconds() {
+        assert_eq!(parse_time("2026-12-01T18:30:00Z"), Ok(1_796_149_800_000));
+        assert_eq!(
+            parse_time("2026-12-01T19:30:00.25+01:00"),
+            Ok(1_796_149_800_250)
+        );
+        assert_eq!(
+            parse_time("2024-02-29 23:59:59.999-00:30"),
+            Ok(1_709_252_999_999)
+        );
+        assert_eq!(parse_time("2026-12-01"), Ok(1_796_083_200_000));
+        for (bad, says) in [
+            ("tomorrow", "RFC 3339"),
+            ("2026-13-01T00:00:00Z", "RFC 3339"),
+            ("2026-12-01T18:30:00", "no offset"),
+            ("1969-12-31T23:59:59Z", "before 1970"),
+        ] {
+            let err = parse_time(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
         }
     }
 }
