@@ -117,6 +117,12 @@ async fn metrics_count_what_happens_to_tasks_and_need_a_stats_token() {
     .unwrap()
     .unwrap();
     assert!(!failed[0].ok);
+    // A task waiting for its time (the embedded backend; NATS refuses delays).
+    let delayed = !taskhub_tests::on_nats();
+    if delayed {
+        let later = PutOptions::new().delay(Duration::from_secs(3_600));
+        c.put("later", json!(1), later).await.unwrap();
+    }
 
     let (_, after) = scrape(addr, Some(&stats)).await;
     // Before the run a queue's samples may not exist yet: they count from zero.
@@ -148,6 +154,14 @@ async fn metrics_count_what_happens_to_tasks_and_need_a_stats_token() {
         "{after}"
     );
     assert_eq!(value(&after, &format!("taskhub_queue_depth{q}")), 0.0);
+    if delayed {
+        let later = "{queue=\"later\"}";
+        assert_eq!(
+            value(&after, &format!("taskhub_queue_scheduled{later}")),
+            1.0
+        );
+        assert_eq!(value(&after, &format!("taskhub_queue_depth{later}")), 0.0);
+    }
     assert_eq!(moved("taskhub_task_latency_seconds_count"), 20.0, "{after}");
     assert_eq!(
         value(&after, "taskhub_task_latency_seconds_bucket{le=\"+Inf\"}"),

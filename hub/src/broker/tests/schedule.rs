@@ -116,7 +116,7 @@ fn a_delayed_task_is_ready_at_its_time_and_not_before() {
     let mut h = Harness::new(BrokerConfig::default());
     h.consume(W1, "jobs", 10);
     let late = h.put_at("jobs", json!("late"), delay(1_500));
-    let now = h.put_at("jobs", json!("now"), Schedule::default());
+    h.put_at("jobs", json!("now"), Schedule::default());
     let stats = h.queue_stats("jobs");
     assert_eq!((stats.scheduled, stats.in_flight, stats.depth), (1, 1, 0));
     // One timer: the broker wakes at the task's time (and a millisecond, as `now` is cut to
@@ -125,7 +125,6 @@ fn a_delayed_task_is_ready_at_its_time_and_not_before() {
     assert!(delivered(&h.advance(1_500), W1).is_empty());
     assert_eq!(delivered(&h.advance(1), W1), vec![late]);
     assert_eq!(h.queue_stats("jobs").scheduled, 0);
-    assert_ne!(late, now);
 }
 
 #[test]
