@@ -64,7 +64,7 @@ fn user_bundle() -> &'static Path {
             package: "usercrate",
             manifest_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/usercrate"),
         };
-        let kinds = ["explode", "hello", "nap", "reject", "tally"]
+        let kinds = ["explode", "hello", "nap", "reject", "second_try", "tally"]
             .map(|k| taskhub_core::bundle::KindInfo {
                 kind: k.into(),
                 heavy: k == "explode",
@@ -326,6 +326,19 @@ async fn a_users_own_crate_runs_in_tabs_with_state_waits_failures_and_panics() {
     assert_eq!(
         r[0].error.as_deref(),
         Some("gave up after 1 attempt(s): handler panicked: kaboom")
+    );
+    // A retry reaches the tab's handler with its attempt and why the last one ended.
+    let retried = PutOptions::new()
+        .kind("second_try")
+        .max_attempts(2)
+        .backoff(Duration::ZERO);
+    let r = c
+        .submit_within("one", vec![json!(null)], retried, wait)
+        .await
+        .unwrap();
+    assert_eq!(
+        r[0].result,
+        Some(json!({"attempt": 2, "last_error": "first tries fail"}).into())
     );
     let r = run("one", "hello", json!("again")).await.unwrap();
     assert_eq!(r[0].result, Some(json!("hello \"again\"").into()));
