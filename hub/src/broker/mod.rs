@@ -269,6 +269,22 @@ pub struct Broker {
     out: Vec<Output>,
 }
 
+/// Tell `journal` where `task` now is: stored for the first time (`new`), or ready (or scheduled)
+/// again with its place, attempts, error and time.
+fn placed(journal: &mut dyn Journal, task: &StoredTask, new: bool) {
+    journal.record(if new {
+        Change::Stored(task)
+    } else {
+        Change::Ready(task)
+    });
+}
+
+/// `task`'s queue is gone (it cannot be, short of a bug): the task goes too, and says so.
+fn vanished(journal: &mut dyn Journal, task: &StoredTask) {
+    tracing::warn!(queue = %task.queue, task = %task.id, "a task's queue vanished; the task is dropped");
+    journal.record(Change::Done(task.id));
+}
+
 /// Where `order` keys start: the front counts down from here, the back up.
 const ORDER_MIDDLE: u64 = 1 << 63;
 
@@ -346,15 +362,10 @@ impl Broker {
             }
         };
         let Some(q) = self.queues.get_mut(&task.queue) else {
-            tracing::warn!(queue = %task.queue, task = %task.id, "a task's queue vanished; the task is dropped");
-            self.journal.record(Change::Done(task.id));
+            vanished(&mut *self.journal, &task);
             return;
         };
-        self.journal.record(if new {
-            Change::Stored(&task)
-        } else {
-            Change::Ready(&task)
-        });
+        placed(&mut *self.journal, &task, new);
         q.ready.insert(task);
     }
 
@@ -366,15 +377,10 @@ impl Broker {
         let due = now + wait_ms + 1;
         task.not_before = NonZeroU64::new(self.unix_at_zero.saturating_add(due.0));
         if !self.queues.contains_key(&task.queue) {
-            tracing::warn!(queue = %task.queue, task = %task.id, "a task's queue vanished; the task is dropped");
-            self.journal.record(Change::Done(task.id));
+            vanished(&mut *self.journal, &task);
             return;
         }
-        self.journal.record(if new {
-            Change::Stored(&task)
-        } else {
-            Change::Ready(&task)
-        });
+        placed(&mut *self.journal, &task, new);
         self.hold(task, due);
     }
 
