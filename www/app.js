@@ -47,6 +47,7 @@ function render(worker) {
   $("detail").textContent = s.session ? `session ${s.session}` : "";
   $("done").textContent = s.done;
   $("failed").textContent = s.failed;
+  $("cancelled").textContent = s.cancelled ?? 0;
   $("running").textContent = s.running;
   $("kinds").textContent = s.kinds.length ? s.kinds.join(", ") : "none";
   const now = performance.now();

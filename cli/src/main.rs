@@ -2,6 +2,7 @@
 //! flags every command shares, how the client commands connect, and the helpers they share.
 
 mod bench;
+mod cancel;
 mod dead;
 mod demo;
 mod get;
@@ -78,6 +79,8 @@ enum Command {
     Get(get::GetArgs),
     /// Put tasks and wait for their results; prints one per line, in input order.
     Submit(submit::SubmitArgs),
+    /// Cancel tasks by id: removed if waiting, stopped on their worker if running.
+    Cancel(cancel::CancelArgs),
     /// Publish a message to a topic.
     Pub(publish::PubArgs),
     /// Print messages on topics matching PATTERN (`*` one token, `>` the rest) until interrupted.
@@ -161,6 +164,7 @@ async fn dispatch(parsed: settings::Parsed) -> anyhow::Result<()> {
         Command::Put(args) => put::run(cli, args).await,
         Command::Get(args) => get::run(cli, args).await,
         Command::Submit(args) => submit::run(cli, args).await,
+        Command::Cancel(args) => cancel::run(cli, args).await,
         Command::Pub(args) => publish::run(cli, args).await,
         Command::Sub(args) => sub::run(cli, args).await,
         Command::Queue(command) => queue::run(cli, command).await,

@@ -39,6 +39,11 @@ pub(crate) async fn run(cli: &Cli, args: &SubmitArgs) -> anyhow::Result<()> {
             (true, result) => {
                 writeln!(out, "{}", json_line(&result.unwrap_or_default()))?;
             }
+            (false, _) if r.cancelled => {
+                failed += 1;
+                writeln!(out, "null")?;
+                eprintln!("task {} was cancelled", r.id);
+            }
             (false, _) => {
                 failed += 1;
                 writeln!(out, "null")?;
@@ -47,7 +52,7 @@ pub(crate) async fn run(cli: &Cli, args: &SubmitArgs) -> anyhow::Result<()> {
         }
     }
     if failed > 0 {
-        bail!("{failed} task(s) failed");
+        bail!("{failed} task(s) failed or were cancelled");
     }
     Ok(())
 }

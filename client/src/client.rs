@@ -17,7 +17,7 @@ use taskhub_core::protocol::{Limits, Reply, Schedule, Stats};
 use taskhub_core::time::millis_of;
 use taskhub_core::{
     AuthFailure, ClientMsg, ErrorCode, NameError, Pattern, Payload, QueueName, Role, ServerMsg,
-    SessionId, Task, TaskId, Topic,
+    SessionId, Task, TaskId, TaskState, Topic,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -901,6 +901,24 @@ impl Client {
         }
     }
 
+    /// Cancel task `id`: a ready or scheduled task is removed; a running one's worker is told to
+    /// stop and its lease ends at once. Its `reply_to` (or a waiting [`Client::submit`]) gets a
+    /// reply with `cancelled: true`. Returns where the task was. A task that is no longer
+    /// waiting or running (done, dead-lettered, taken by a get) is [`ErrorCode::UnknownTask`].
+    /// Needs `put` on the task's queue.
+    pub async fn cancel(&self, id: TaskId) -> Result<TaskState, ClientError> {
+        match self
+            .request(ClientMsg::Cancel {
+                req: None,
+                task: id,
+            })
+            .await?
+        {
+            ServerMsg::Cancelled { state, .. } => Ok(state),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// The oldest `limit` entries of `<queue>.dead` (the hub's default 100 when `None`, at most
     /// 1,000), left where they are: each `{id, queue, kind, payload, attempts, error, ...}`
     /// (a task that carried bytes has `payload: null` and `payload_bytes`), and how many
@@ -1178,6 +1196,7 @@ fn unreadable(shared: &Shared, text: &str, e: taskhub_core::codec::DecodeError) 
                 ok: false,
                 result: None,
                 error: Some(message),
+                cancelled: false,
             },
         );
     }

@@ -78,7 +78,7 @@ pub use taskhub_core::protocol::{Limits, QueueStats, Reply, Stats, WorkerStats};
 pub use taskhub_core::token::TokenError;
 pub use taskhub_core::{
     ClientMsg, ErrorCode, NameError, Pattern, Payload, QueueName, Rights, Role, ServerMsg,
-    SessionId, Task, TaskId, Topic,
+    SessionId, Task, TaskId, TaskState, Topic,
 };
 
 /// The hub URL used when none is given.

@@ -20,7 +20,7 @@ use crate::body::{Body, JsonNull, Payload};
 use crate::names::{Pattern, QueueName, SessionId, TaskId, Topic};
 use crate::protocol::{
     AuthFailure, ClientMsg, ErrorCode, Limits, QueueStats, Reply, Role, Schedule, ServerMsg, Stats,
-    Task, WorkerStats, bad_priority,
+    Task, TaskState, WorkerStats, bad_priority,
 };
 use crate::rights::Rights;
 
@@ -56,6 +56,7 @@ const KNOWN_CLIENT_TYPES: &[&str] = &[
     "ack",
     "fail",
     "release",
+    "cancel",
     "touch",
     "publish",
     "subscribe",
@@ -183,6 +184,10 @@ impl<P> Flat<'_, P> {
                 req,
                 task: need(self.task, "task")?,
             },
+            "cancel" => ClientMsg::Cancel {
+                req,
+                task: need(self.task, "task")?,
+            },
             "touch" => ClientMsg::Touch {
                 req,
                 task: need(self.task, "task")?,
@@ -283,6 +288,8 @@ struct FlatServer<'a> {
     total: Option<u64>,
     count: Option<u64>,
     more: Option<bool>,
+    cancelled: Option<bool>,
+    state: Option<TaskState>,
 }
 
 impl FlatServer<'_> {
@@ -325,7 +332,14 @@ impl FlatServer<'_> {
                 ok: need(self.ok, "ok")?,
                 result: self.result,
                 error: self.error,
+                cancelled: self.cancelled.unwrap_or(false),
             }),
+            "cancel" => ServerMsg::Cancel { task: self.task()? },
+            "cancelled" => ServerMsg::Cancelled {
+                req,
+                task: self.task()?,
+                state: need(self.state, "state")?,
+            },
             "message" => ServerMsg::Message {
                 topic: need(self.topic, "topic")?,
                 payload: need(self.payload, "payload")?,
@@ -1178,6 +1192,10 @@ mod tests {
                 req: None,
                 task: TaskId(4),
             },
+            ClientMsg::Cancel {
+                req: Some(6),
+                task: TaskId(4),
+            },
             ClientMsg::Touch {
                 req: None,
                 task: TaskId(4),
@@ -1300,7 +1318,21 @@ mod tests {
                 ok: false,
                 result: None,
                 error: Some("no".into()),
+                cancelled: false,
             }),
+            ServerMsg::Reply(Reply {
+                id: TaskId(8),
+                ok: false,
+                result: None,
+                error: Some("cancelled".into()),
+                cancelled: true,
+            }),
+            ServerMsg::Cancel { task: TaskId(8) },
+            ServerMsg::Cancelled {
+                req: Some(9),
+                task: TaskId(8),
+                state: crate::TaskState::Leased,
+            },
             ServerMsg::Message {
                 topic: Topic::new("a.b").unwrap(),
                 payload: json!(null).into(),
@@ -1462,6 +1494,7 @@ mod tests {
                 ok: true,
                 result: Some(Body::Bytes(bytes.clone())),
                 error: None,
+                cancelled: false,
             }),
             ServerMsg::Message {
                 topic: Topic::new("a.b").unwrap(),

@@ -38,7 +38,7 @@ pub mod worker;
 
 pub use body::{Body, Payload};
 pub use names::{HubList, NameError, Pattern, QueueName, SessionId, TaskId, Topic, hub_urls};
-pub use protocol::{AuthFailure, ClientMsg, ErrorCode, Role, ServerMsg, Task};
+pub use protocol::{AuthFailure, ClientMsg, ErrorCode, Role, ServerMsg, Task, TaskState};
 pub use raw::RawJson;
 pub use rights::Rights;
 pub use time::Millis;

@@ -136,6 +136,14 @@ pub enum ClientMsg<P = Payload> {
         req: Option<u64>,
         task: TaskId,
     },
+    /// Stop a task that is no longer wanted: a ready or scheduled one is removed; a leased one's
+    /// lease ends at once and its worker is sent `cancel`. Its `reply_to` hears `cancelled`.
+    /// Needs `put` on the task's queue. Answered by `cancelled`.
+    Cancel {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        task: TaskId,
+    },
     /// Extend a lease by the hub's ack-wait, counted from now.
     Touch {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -225,6 +233,7 @@ impl<P> ClientMsg<P> {
             | ClientMsg::Ack { req, .. }
             | ClientMsg::Fail { req, .. }
             | ClientMsg::Release { req, .. }
+            | ClientMsg::Cancel { req, .. }
             | ClientMsg::Touch { req, .. }
             | ClientMsg::Publish { req, .. }
             | ClientMsg::Subscribe { req, .. }
@@ -249,6 +258,7 @@ impl<P> ClientMsg<P> {
             | ClientMsg::Ack { req, .. }
             | ClientMsg::Fail { req, .. }
             | ClientMsg::Release { req, .. }
+            | ClientMsg::Cancel { req, .. }
             | ClientMsg::Touch { req, .. }
             | ClientMsg::Publish { req, .. }
             | ClientMsg::Subscribe { req, .. }
@@ -468,6 +478,16 @@ pub enum ServerMsg<P = Payload> {
     Deliver { task: Task<P> },
     /// The outcome of a task whose `reply_to` was this session's inbox.
     Reply(Reply<P>),
+    /// To the worker holding `task`: a client cancelled it. Its lease has ended; the worker
+    /// stops the handler and sends nothing more for it.
+    Cancel { task: TaskId },
+    /// Answer to `cancel`: the task was stopped, and where it was.
+    Cancelled {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        task: TaskId,
+        state: TaskState,
+    },
     /// A pub/sub message.
     Message { topic: Topic, payload: P },
     /// Answer to `publish`.
@@ -567,6 +587,7 @@ impl<P> ServerMsg<P> {
             | ServerMsg::Deleted { req, .. }
             | ServerMsg::DeadLetters { req, .. }
             | ServerMsg::Requeued { req, .. }
+            | ServerMsg::Cancelled { req, .. }
             | ServerMsg::Token { req, .. }
             | ServerMsg::Revoked { req, .. }
             | ServerMsg::Error { req, .. } => *req,
@@ -593,6 +614,31 @@ pub struct Reply<P = Payload> {
     pub result: Option<P>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The task was cancelled (`ok` is false); it may have run in part.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
+}
+
+/// Where a cancelled task was when the `cancel` came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting in its queue.
+    Ready,
+    /// Waiting for its time (a delay, or a retry's backoff).
+    Scheduled,
+    /// Leased to a worker, which was told to stop.
+    Leased,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Ready => "ready",
+            TaskState::Scheduled => "scheduled",
+            TaskState::Leased => "leased",
+        }
+    }
 }
 
 /// The fixed list of error codes. Each comes with a human message naming the problem.

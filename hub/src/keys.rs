@@ -54,15 +54,31 @@ impl Grant {
         self.all(|r| r.stats)
     }
 
-    /// `None` if the request is allowed; otherwise the `forbidden` message, naming the right
-    /// it lacks. Acks, fails, releases and touches concern tasks the session already holds, and
-    /// a session's own inbox is its own: those need no right.
-    pub fn refusal<P>(&self, msg: &ClientMsg<P>) -> Option<String> {
-        let who = if self.token.is_some() {
+    fn who(&self) -> &'static str {
+        if self.token.is_some() {
             "this token"
         } else {
             "this key"
-        };
+        }
+    }
+
+    /// Why this session may not cancel tasks of `queue` (which needs `put` on it), if it may not.
+    pub fn cancel_refusal(&self, queue: &QueueName) -> Option<String> {
+        (!self.all(|r| r.allows_queue(QueueRight::Put, queue))).then(|| {
+            format!(
+                "{} may not cancel tasks of queue {:?} (that needs put on it)",
+                self.who(),
+                queue.as_str()
+            )
+        })
+    }
+
+    /// `None` if the request is allowed; otherwise the `forbidden` message, naming the right
+    /// it lacks. Acks, fails, releases and touches concern tasks the session already holds, and
+    /// a session's own inbox is its own: those need no right. A `cancel` names a task, not its
+    /// queue: the broker asks [`Grant::cancel_refusal`] once it has found the task.
+    pub fn refusal<P>(&self, msg: &ClientMsg<P>) -> Option<String> {
+        let who = self.who();
         let queue = |right: QueueRight, q: &QueueName| {
             let verb = match right {
                 QueueRight::Put => "put to",
@@ -132,6 +148,7 @@ impl Grant {
             | ClientMsg::Fail { .. }
             | ClientMsg::Release { .. }
             | ClientMsg::Touch { .. }
+            | ClientMsg::Cancel { .. }
             | ClientMsg::Unsubscribe { .. }
             | ClientMsg::Ping { .. } => None,
         }

@@ -30,6 +30,8 @@ pub struct QueueCounters {
     pub failed: u64,
     /// Tasks moved to `<queue>.dead`.
     pub dead_lettered: u64,
+    /// Tasks a client cancelled (ready, scheduled or leased).
+    pub cancelled: u64,
 }
 
 /// Upper bounds of the put-to-ack latency buckets, in seconds.
@@ -144,7 +146,7 @@ fn single<M: EncodeMetric>(
 impl Collector for Snapshot {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         type Pick = fn(&QueueCounters) -> u64;
-        let counters: [(&str, &str, Pick); 6] = [
+        let counters: [(&str, &str, Pick); 7] = [
             ("tasks_put", "Tasks stored on the queue.", |c| c.put),
             (
                 "tasks_delivered",
@@ -162,6 +164,11 @@ impl Collector for Snapshot {
                 "tasks_dead_lettered",
                 "Tasks moved to the queue's dead-letter queue.",
                 |c| c.dead_lettered,
+            ),
+            (
+                "tasks_cancelled",
+                "Tasks a client cancelled, waiting or running.",
+                |c| c.cancelled,
             ),
         ];
         for (name, help, pick) in counters {
@@ -276,6 +283,7 @@ mod tests {
                     acked: 3,
                     failed: 1,
                     dead_lettered: 1,
+                    cancelled: 2,
                 },
                 depth: 2,
                 in_flight: 1,
@@ -291,6 +299,7 @@ mod tests {
         .encode();
         for line in [
             "taskhub_tasks_put_total{queue=\"jobs\"} 5",
+            "taskhub_tasks_cancelled_total{queue=\"jobs\"} 2",
             "taskhub_tasks_redelivered_total{queue=\"jobs\"} 1",
             "taskhub_tasks_dead_lettered_total{queue=\"jobs\"} 1",
             "taskhub_queue_depth{queue=\"jobs\"} 2",

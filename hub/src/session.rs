@@ -692,10 +692,12 @@ impl Conn {
             }
             return;
         }
+        let grant = self.identity.as_ref().map(|i| &i.grant);
+        let refusal = |q: &QueueName| grant.and_then(|g| g.cancel_refusal(q));
         self.hub
             .apply(Some(id), |b, now| {
                 for msg in msgs {
-                    b.handle(id, msg, now);
+                    b.handle_as(id, msg, now, &refusal);
                 }
             })
             .await;

@@ -8,10 +8,10 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use taskhub_client::transport::{self, WsStream};
 use taskhub_core::auth::NONCE_BYTES;
-use taskhub_core::handlers::{Failure, Handlers, Outcome};
+use taskhub_core::handlers::{Cancellation, Failure, Handlers, Outcome};
 use taskhub_core::worker::{Event, Job, Worker, WorkerConfig};
 use taskhub_core::{Millis, Payload};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -51,6 +51,51 @@ impl Options {
 }
 
 type Sink = SplitSink<WsStream, Message>;
+
+/// How to stop a job that is still running when its task is cancelled: the flag its handler
+/// sees, and the signal that ends its wait or kills its `--exec` command.
+struct Stop {
+    flag: Cancellation,
+    now: oneshot::Sender<()>,
+}
+
+/// A job's side of [`Stop`].
+struct Stopped {
+    flag: Cancellation,
+    signal: oneshot::Receiver<()>,
+}
+
+fn stop_pair() -> (Stop, Stopped) {
+    let (now, signal) = oneshot::channel();
+    let flag = Cancellation::new();
+    (
+        Stop {
+            flag: flag.clone(),
+            now,
+        },
+        Stopped { flag, signal },
+    )
+}
+
+impl Stopped {
+    /// Run `work` until it finishes or the task is cancelled (then `work` is dropped: a wait
+    /// ends, an `--exec` command's process group is killed).
+    async fn unless_cancelled<T>(
+        &mut self,
+        work: impl Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        let cancelled = async {
+            // The sender dropped (the job is over) is not a cancel.
+            if (&mut self.signal).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            r = work => r,
+            () = cancelled => Err(Failure::permanent("cancelled")),
+        }
+    }
+}
 
 /// Frames taken in one go when several are already waiting.
 const BATCH: usize = 256;
@@ -160,6 +205,8 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     let (done_tx, mut done_rx) = mpsc::channel::<(u64, Result<Payload, Failure>)>(capacity);
     let exec = opts.exec.clone().map(Arc::new);
     let handlers = opts.handlers.clone();
+    // Jobs that are still running, by token: what stops each when its task is cancelled.
+    let mut stops: std::collections::HashMap<u64, Stop> = std::collections::HashMap::new();
     tokio::pin!(shutdown);
     let mut stopping = false;
     loop {
@@ -197,12 +244,18 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                 Event::Run(job) if exec.is_none() && !handlers.is_heavy(job.kind.as_deref()) => {
                     // A microsecond of work: a trip through the blocking pool would cost more.
                     let now = d.now();
-                    match run_handler(&handlers, &job) {
+                    let (stop, mut stopped) = stop_pair();
+                    match run_handler(&handlers, &job, &stopped.flag) {
                         Ok(Outcome::Wait { ms, then }) => {
                             let done = done_tx.clone();
+                            stops.insert(job.token, stop);
                             tokio::spawn(async move {
-                                tokio::time::sleep(Duration::from_millis(ms)).await;
-                                let _ = done.send((job.token, Ok(then.into()))).await;
+                                let wait = async {
+                                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                                    Ok(then.into())
+                                };
+                                let result = stopped.unless_cancelled(wait).await;
+                                let _ = done.send((job.token, result)).await;
                             });
                         }
                         Ok(done) => {
@@ -212,13 +265,25 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                         Err(f) => d.sm.handle_task_done(job.token, Err(f), now),
                     }
                 }
-                Event::Run(job) => spawn_job(
-                    job,
-                    exec.clone(),
-                    handlers.clone(),
-                    opts.max_result_bytes,
-                    done_tx.clone(),
-                ),
+                Event::Run(job) => {
+                    let (stop, stopped) = stop_pair();
+                    stops.insert(job.token, stop);
+                    spawn_job(
+                        job,
+                        exec.clone(),
+                        handlers.clone(),
+                        opts.max_result_bytes,
+                        stopped,
+                        done_tx.clone(),
+                    );
+                }
+                Event::Cancel { token, id } => {
+                    if let Some(stop) = stops.remove(&token) {
+                        tracing::info!(task = %id, "task cancelled by a client; stopping it");
+                        stop.flag.cancel();
+                        let _ = stop.now.send(());
+                    }
+                }
                 Event::Retrying { in_ms, reason } => {
                     tracing::warn!(
                         "hub unreachable ({reason}); retrying in {:.1} s",
@@ -258,6 +323,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                 }
             }
             Some((token, result)) = done_rx.recv() => {
+                stops.remove(&token);
                 let now = d.now();
                 d.sm.handle_task_done(token, result, now);
             }
@@ -289,13 +355,18 @@ fn spawn_job(
     exec: Option<Arc<String>>,
     handlers: Arc<Handlers>,
     max_result_bytes: usize,
+    mut stopped: Stopped,
     done: mpsc::Sender<(u64, Result<Payload, Failure>)>,
 ) {
     tokio::spawn(async move {
         let token = job.token;
         let result = match exec {
-            Some(cmd) => exec::run(&cmd, &job, max_result_bytes).await,
-            None => run_heavy(handlers, job).await,
+            Some(cmd) => {
+                stopped
+                    .unless_cancelled(exec::run(&cmd, &job, max_result_bytes))
+                    .await
+            }
+            None => run_heavy(handlers, job, stopped).await,
         };
         let _ = done.send((token, result)).await;
     });
@@ -303,17 +374,12 @@ fn spawn_job(
 
 /// Run a task's handler. A handler that panics fails its task (retryable, with the panic's
 /// message) and the worker carries on.
-fn run_handler(handlers: &Handlers, job: &Job) -> Result<Outcome, Failure> {
-    let run = || {
-        handlers.run_task(
-            job.id,
-            job.kind.as_deref(),
-            &job.payload,
-            job.attempt,
-            job.last_error.as_deref(),
-            job.session,
-        )
-    };
+fn run_handler(
+    handlers: &Handlers,
+    job: &Job,
+    cancellation: &Cancellation,
+) -> Result<Outcome, Failure> {
+    let run = || handlers.run_job(job, cancellation);
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|panic| {
         let message = panic
             .downcast_ref::<&str>()
@@ -324,12 +390,21 @@ fn run_handler(handlers: &Handlers, job: &Job) -> Result<Outcome, Failure> {
     })
 }
 
-/// Heavy handlers are CPU work: they run on the blocking pool, off the reactor.
-async fn run_heavy(handlers: Arc<Handlers>, job: Job) -> Result<Payload, Failure> {
-    let outcome = tokio::task::spawn_blocking(move || run_handler(&handlers, &job))
+/// Heavy handlers are CPU work: they run on the blocking pool, off the reactor. A thread cannot
+/// be stopped from outside: a cancel sets the flag the handler sees ([`Cancellation`]), and the
+/// run slot is free once the handler returns. A wait it asks for ends at the cancel.
+async fn run_heavy(
+    handlers: Arc<Handlers>,
+    job: Job,
+    mut stopped: Stopped,
+) -> Result<Payload, Failure> {
+    let flag = stopped.flag.clone();
+    let outcome = tokio::task::spawn_blocking(move || run_handler(&handlers, &job, &flag))
         .await
         .map_err(|e| Failure::retryable(format!("handler did not finish: {e}")))??;
-    Ok(settle(outcome).await)
+    stopped
+        .unless_cancelled(async { Ok(settle(outcome).await) })
+        .await
 }
 
 /// A handler's result, after the wait it asked for (if any), on tokio's timer.

@@ -41,8 +41,8 @@
 
 pub use taskhub_core::duration::HumanDuration;
 pub use taskhub_core::handlers::{
-    AnyPayload, Binary, Failure, Handler, Handlers, Input, IntoOutcome, Outcome, Typed,
-    any_payload, binary, typed,
+    AnyPayload, Binary, Cancellation, Failure, Handler, Handlers, Input, IntoOutcome, Outcome,
+    Typed, any_payload, binary, typed,
 };
 pub use taskhub_core::worker::WorkerConfig;
 pub use taskhub_core::{Payload, SessionId, TaskId};

@@ -567,3 +567,99 @@ fn serve_refuses_a_missing_or_malformed_bundle_at_start_up() {
         "two worker bundles are named \"builtin\"",
     );
 }
+
+const SPIN_HANDLERS: &str = r#"
+// A handler that never yields: only stopping its Web Worker can end it early.
+export function spin(ms) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {}
+  return "spun";
+}
+export function upper(payload) {
+  return String(payload).toUpperCase();
+}
+"#;
+
+/// The issue's "done when" for tabs: a running task is cancelled, its Web Worker stopped and
+/// replaced, and the tab (one compute thread) takes its next task at once: a JS handler that
+/// never yields, and the built-in `sleep` on a tab running the Rust handlers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_task_in_a_tab_stops_its_web_worker_and_the_tab_goes_on() {
+    let dir = scratch("spin-handlers");
+    let file = dir.join("spin.js");
+    std::fs::write(&file, SPIN_HANDLERS).unwrap();
+    let (_hub, url) = serve_with("127.0.0.1:0", &["--handlers-js", file.to_str().unwrap()]);
+    if taskhub_tests::on_nats() {
+        return; // cancel is refused there: tests/tests/cancel.rs
+    }
+    let base = http_base(&url);
+    let mut browser = Browser::start().await;
+    let (js_tab, _) = browser
+        .open_worker(&format!("{base}/#key={KEY}&queue=js&workers=1"))
+        .await;
+    let (rust_tab, _) = browser
+        .open_worker(&format!(
+            "{base}/#key={KEY}&queue=rs&workers=1&bundle=builtin"
+        ))
+        .await;
+    let c = client(&url).await;
+    for (queue, slow, quick, answer) in [
+        (
+            "js",
+            ("spin", json!(60_000)),
+            ("upper", json!("abc")),
+            json!("ABC"),
+        ),
+        (
+            "rs",
+            ("sleep", json!(60_000)),
+            ("square", json!(6)),
+            json!("6 * 6 = 36"),
+        ),
+    ] {
+        let results = format!("{queue}-results");
+        let opts = |kind: &str| PutOptions::new().kind(kind).reply_to(results.as_str());
+        let slow_id = c.put(queue, slow.1, opts(slow.0)).await.unwrap();
+        let busy = taskhub_tests::eventually(Duration::from_secs(30), || async {
+            let stats = c.stats().await.ok()?;
+            (stats.queue(queue)?.in_flight == 1).then_some(())
+        })
+        .await;
+        assert!(busy.is_some(), "the tab took the {} task", slow.0);
+        // Give the Web Worker the job (the page hands it over on its own turn).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let quick_id = c.put(queue, quick.1, opts(quick.0)).await.unwrap();
+        let state = c.cancel(slow_id).await.unwrap();
+        assert_eq!(state, taskhub_client::TaskState::Leased);
+        let first = c
+            .get(&results, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.payload["id"], json!(slow_id.0));
+        assert_eq!(first.payload["cancelled"], json!(true));
+        // Long before the minute the slow task would take.
+        let second = c
+            .get(&results, Duration::from_secs(20))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("the {queue} tab never ran its next task"));
+        assert_eq!(
+            (
+                second.payload["id"].clone(),
+                second.payload["result"].clone()
+            ),
+            (json!(quick_id.0), answer)
+        );
+    }
+    for page in [&js_tab, &rust_tab] {
+        let status = browser.eval(page, STATUS).await;
+        assert_eq!(
+            (status["cancelled"].as_u64(), status["done"].as_u64()),
+            (Some(1), Some(1)),
+            "{status}"
+        );
+        assert_eq!(status["workers"], 1, "the stopped Web Worker was replaced");
+    }
+    browser.close().await;
+}

@@ -279,6 +279,50 @@ async fn delayed_tasks_and_priorities_survive_a_kill_9_and_keep_their_time() {
     drop(hub);
 }
 
+/// A confirmed cancel is stored like a confirmed put: ready, scheduled and leased tasks that
+/// were cancelled stay gone after a kill -9, and the rest come back.
+#[tokio::test]
+async fn cancelled_tasks_stay_cancelled_after_a_kill_9() {
+    let tmp = TempDir::new("cancelled");
+    let addr = free_addr();
+    let (hub, url) = serve_on(&addr, &tmp.0, &[]);
+    let c = client(&url).await;
+    let ids = put_by_cli(&url, &["jobs", "1", "2", "3"]);
+    let ids: Vec<u64> = ids.lines().map(|l| l.parse().unwrap()).collect();
+    let later: u64 = put_by_cli(&url, &["jobs", "4", "--delay", "1h"])
+        .trim()
+        .parse()
+        .unwrap();
+    let leased = put_by_cli(&url, &["held", "5"]).trim().parse().unwrap();
+    let mut worker = Raw::session(&url, "worker").await;
+    worker
+        .request(
+            json!({"type": "consume", "queues": ["held"], "prefetch": 1}),
+            1,
+        )
+        .await;
+    assert_eq!(worker.recv().await.unwrap()["task"]["id"], json!(leased));
+    for id in [ids[1], later, leased] {
+        c.cancel(taskhub_core::TaskId(id)).await.unwrap();
+    }
+    drop(hub); // SIGKILL: the cancels were confirmed, so they were stored.
+    let (hub, url) = serve_on(&addr, &tmp.0, &[]);
+    let c = client(&url).await;
+    let stats = c.stats().await.unwrap();
+    assert_eq!(stats.queue("jobs").unwrap().scheduled, 0);
+    assert_eq!(
+        drain(&url, "jobs", Duration::from_millis(300)).await,
+        vec![json!(1), json!(3)]
+    );
+    assert!(
+        drain(&url, "held", Duration::from_millis(300))
+            .await
+            .is_empty(),
+        "the cancelled leased task did not come back"
+    );
+    drop(hub);
+}
+
 /// `taskhub put ARGS` against `url`; returns what it printed (the ids, one per line).
 fn put_by_cli(url: &str, args: &[&str]) -> String {
     let mut all = vec!["--hub", url, "--key", KEY, "put"];

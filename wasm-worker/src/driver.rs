@@ -20,7 +20,7 @@ use taskhub_core::{Millis, Payload, QueueName, Role};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
-use crate::pool::{self, Pool, Report};
+use crate::pool::{self, Cancelled, Pool, Report};
 use crate::socket::{Connection, SocketEvent};
 
 /// Past this many bytes waiting in the socket, frames wait in our own bounded queue.
@@ -137,6 +137,34 @@ impl Inner {
                 if let Some(pool) = &mut self.pool {
                     pool.run(job);
                 }
+            }
+            Event::Cancel { token, id } => {
+                let kind = self.kinds.remove(&token).unwrap_or_default();
+                self.tally.add(Tally::CANCELLED, &kind);
+                let stopped = match &mut self.pool {
+                    Some(pool) => pool.cancel(token),
+                    None => Cancelled::NotHere,
+                };
+                let now = self.now();
+                match stopped {
+                    Cancelled::Waiting => {
+                        self.sm
+                            .handle_task_done(token, Err(Failure::permanent("cancelled")), now);
+                    }
+                    Cancelled::Stopped { lost } => {
+                        self.sm
+                            .handle_task_done(token, Err(Failure::permanent("cancelled")), now);
+                        // The jobs that shared its Web Worker went down with it, unfinished:
+                        // back to the hub, without spending an attempt.
+                        for token in lost {
+                            self.kinds.remove(&token);
+                            self.sm.give_back(token, now);
+                        }
+                    }
+                    // Its report is on its way, or it will come: the slot frees then.
+                    Cancelled::NotHere | Cancelled::Unstoppable => {}
+                }
+                out.push(js_event(json!({"type": "cancelled", "task": id})));
             }
             Event::Retrying { in_ms, reason } => {
                 out.push(js_event(
@@ -299,6 +327,7 @@ impl Tally {
     const STARTED: &'static str = "started";
     const DONE: &'static str = "done";
     const FAILED: &'static str = "failed";
+    const CANCELLED: &'static str = "cancelled";
 
     fn add(&mut self, what: &'static str, kind: &str) {
         let counts = self.0.entry(what).or_default();

@@ -39,6 +39,69 @@ pub(crate) struct Pool {
     slots: Vec<Slot>,
     waiting: VecDeque<Job>,
     depth: usize,
+    /// What a Web Worker that replaces a stopped one needs.
+    script_url: String,
+    on_report: Rc<dyn Fn(usize, Report)>,
+}
+
+/// What [`Pool::cancel`] did with a job.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Cancelled {
+    /// It had not gone to a Web Worker yet: it was dropped.
+    Waiting,
+    /// Its Web Worker was stopped and a fresh one took its place. The other jobs it held
+    /// (`lost`) were stopped with it and never report.
+    Stopped { lost: Vec<u64> },
+    /// The pool does not hold it (it finished already).
+    NotHere,
+    /// No Web Worker could be started to replace its own: it runs on, and reports as usual.
+    Unstoppable,
+}
+
+/// Start Web Worker number `index` of a pool, reporting to `on_report`.
+fn start_slot(
+    script_url: &str,
+    index: usize,
+    on_report: &Rc<dyn Fn(usize, Report)>,
+) -> Result<Slot, String> {
+    let opts = WorkerOptions::new();
+    opts.set_type(WorkerType::Module);
+    let worker = Worker::new_with_options(script_url, &opts)
+        .map_err(|_| format!("cannot start a Web Worker from {script_url}"))?;
+    let report = on_report.clone();
+    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+        let results = Reflect::get(&e.data(), &"results".into())
+            .ok()
+            .and_then(|r| r.dyn_into::<Array>().ok());
+        let report_of = match results {
+            Some(list) => Report::Done(list.iter().filter_map(|r| done_of(&r)).collect()),
+            None => Report::Crashed("compute worker sent no results".into()),
+        };
+        report(index, report_of);
+    });
+    let report = on_report.clone();
+    let on_error = Closure::<dyn FnMut(ErrorEvent)>::new(move |e: ErrorEvent| {
+        // A crash inside the Web Worker: the jobs it held fail and may be retried.
+        report(
+            index,
+            Report::Crashed(format!("compute worker crashed: {}", e.message())),
+        );
+    });
+    worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    Ok(Slot {
+        worker,
+        held: Vec::new(),
+        _on_message: on_message,
+        _on_error: on_error,
+    })
+}
+
+/// Stop a Web Worker now: no report of it is heard after this.
+fn stop_slot(slot: &Slot) {
+    slot.worker.set_onmessage(None);
+    slot.worker.set_onerror(None);
+    slot.worker.terminate();
 }
 
 /// One finished job, as a pool worker reported it.
@@ -86,45 +149,47 @@ impl Pool {
         size: usize,
         on_report: Rc<dyn Fn(usize, Report)>,
     ) -> Result<Pool, String> {
-        let opts = WorkerOptions::new();
-        opts.set_type(WorkerType::Module);
         let mut slots = Vec::with_capacity(size);
         for index in 0..size.max(1) {
-            let worker = Worker::new_with_options(script_url, &opts)
-                .map_err(|_| format!("cannot start a Web Worker from {script_url}"))?;
-            let report = on_report.clone();
-            let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
-                let results = Reflect::get(&e.data(), &"results".into())
-                    .ok()
-                    .and_then(|r| r.dyn_into::<Array>().ok());
-                let report_of = match results {
-                    Some(list) => Report::Done(list.iter().filter_map(|r| done_of(&r)).collect()),
-                    None => Report::Crashed("compute worker sent no results".into()),
-                };
-                report(index, report_of);
-            });
-            let report = on_report.clone();
-            let on_error = Closure::<dyn FnMut(ErrorEvent)>::new(move |e: ErrorEvent| {
-                // A crash inside the Web Worker: the jobs it held fail and may be retried.
-                report(
-                    index,
-                    Report::Crashed(format!("compute worker crashed: {}", e.message())),
-                );
-            });
-            worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-            worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-            slots.push(Slot {
-                worker,
-                held: Vec::new(),
-                _on_message: on_message,
-                _on_error: on_error,
-            });
+            slots.push(start_slot(script_url, index, &on_report)?);
         }
         Ok(Pool {
             slots,
             waiting: VecDeque::new(),
             depth: 1,
+            script_url: script_url.to_string(),
+            on_report,
         })
+    }
+
+    /// Stop job `token`: drop it if it waits here; if a Web Worker holds it, terminate that Web
+    /// Worker (a thread running a handler cannot be interrupted any other way) and start a
+    /// fresh one in its place.
+    pub fn cancel(&mut self, token: u64) -> Cancelled {
+        if let Some(at) = self.waiting.iter().position(|j| j.token == token) {
+            self.waiting.remove(at);
+            return Cancelled::Waiting;
+        }
+        let Some(index) = self.slots.iter().position(|s| s.held.contains(&token)) else {
+            return Cancelled::NotHere;
+        };
+        let lost: Vec<u64> = self.slots[index]
+            .held
+            .iter()
+            .copied()
+            .filter(|t| *t != token)
+            .collect();
+        let Ok(fresh) = start_slot(&self.script_url, index, &self.on_report) else {
+            // No fresh Web Worker to be had (it started before, so this is all but
+            // impossible): the job runs on, and its result is dropped when it comes.
+            return Cancelled::Unstoppable;
+        };
+        // Dropping the old slot frees its callbacks: safe, since a cancel comes from the hub's
+        // socket, never from inside one of this pool's own callbacks.
+        let old = std::mem::replace(&mut self.slots[index], fresh);
+        stop_slot(&old);
+        self.dispatch();
+        Cancelled::Stopped { lost }
     }
 
     pub fn size(&self) -> usize {
@@ -253,9 +318,7 @@ impl Pool {
     pub fn shutdown(&mut self) {
         self.waiting.clear();
         for slot in &mut self.slots {
-            slot.worker.set_onmessage(None);
-            slot.worker.set_onerror(None);
-            slot.worker.terminate();
+            stop_slot(slot);
             slot.held.clear();
         }
     }

@@ -46,6 +46,7 @@ mod builtin;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -165,6 +166,26 @@ impl<T: IntoOutcome, E: Into<Failure>> IntoOutcome for Result<T, E> {
     }
 }
 
+/// Set when a client cancels a running task. Cheap to clone; the worker holds one per running
+/// task and hands it to the handler in [`Input::cancellation`].
+#[derive(Debug, Clone, Default)]
+pub struct Cancellation(Arc<AtomicBool>);
+
+impl Cancellation {
+    pub fn new() -> Cancellation {
+        Cancellation::default()
+    }
+
+    /// Signal the handler (the worker does this when the hub says the task was cancelled).
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 /// The task a handler runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Input<'a> {
@@ -179,9 +200,18 @@ pub struct Input<'a> {
     pub last_error: Option<&'a str>,
     /// The worker's session on the hub (as in `stats`), when known.
     pub session: Option<SessionId>,
+    /// Set once a client cancels the task (natively; in a browser the handler's Web Worker is
+    /// stopped instead). A long handler checks [`Input::is_cancelled`] between steps and returns
+    /// early: the worker drops whatever it returns and takes its next task.
+    pub cancellation: Option<&'a Cancellation>,
 }
 
 impl Input<'_> {
+    /// Whether a client cancelled this task: stop soon, the result goes nowhere.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancellation.is_some_and(Cancellation::is_cancelled)
+    }
+
     /// The JSON payload; a binary one fails the task for good, naming the mismatch.
     pub fn json(&self) -> Result<&Value, Failure> {
         match self.payload {
@@ -416,9 +446,7 @@ impl Handlers {
         session: Option<SessionId>,
     ) -> Result<Outcome, Failure> {
         let Some(kind) = kind else {
-            return Err(Failure::permanent(
-                "task has no kind; give one with --kind, or run the worker with --exec",
-            ));
+            return Err(no_kind());
         };
         self.run(&Input {
             id,
@@ -427,6 +455,27 @@ impl Handlers {
             attempt,
             last_error,
             session,
+            cancellation: None,
+        })
+    }
+
+    /// Run a worker's job, with the flag a cancel sets.
+    pub fn run_job(
+        &self,
+        job: &crate::worker::Job,
+        cancellation: &Cancellation,
+    ) -> Result<Outcome, Failure> {
+        let Some(kind) = job.kind.as_deref() else {
+            return Err(no_kind());
+        };
+        self.run(&Input {
+            id: job.id,
+            kind,
+            payload: &job.payload,
+            attempt: job.attempt,
+            last_error: job.last_error.as_deref(),
+            session: job.session,
+            cancellation: Some(cancellation),
         })
     }
 
@@ -441,6 +490,10 @@ impl Handlers {
             "unknown task kind {kind:?}; this worker knows {known}"
         ))
     }
+}
+
+fn no_kind() -> Failure {
+    Failure::permanent("task has no kind; give one with --kind, or run the worker with --exec")
 }
 
 impl fmt::Debug for Handlers {

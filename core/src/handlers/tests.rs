@@ -141,6 +141,7 @@ fn user_handlers_hold_state_fail_and_wait() {
             attempt,
             last_error: (attempt > 1).then_some("it broke"),
             session: None,
+            cancellation: None,
         })
     };
     assert_eq!(
@@ -214,4 +215,47 @@ fn builtins_are_one_set_to_include_or_leave_out() {
 #[should_panic(expected = "a task kind must be 1 to 128 bytes")]
 fn an_empty_kind_is_refused_at_registration() {
     let _ = Handlers::new().light("", |p: &Value| p.clone());
+}
+
+/// A handler that works in steps and stops at the first step after a cancel.
+struct Steps;
+
+impl Handler for Steps {
+    fn run(&self, task: &Input<'_>) -> Result<Outcome, Failure> {
+        let mut done = 0;
+        for _ in 0..1_000 {
+            if task.is_cancelled() {
+                return Err(Failure::permanent(format!("stopped after {done} steps")));
+            }
+            done += 1;
+        }
+        Ok(Outcome::Done(json!(done)))
+    }
+}
+
+#[test]
+fn a_handler_sees_its_jobs_cancellation() {
+    let h = Handlers::new().heavy("steps", Steps);
+    let job = crate::worker::Job {
+        token: 1,
+        id: TaskId(3),
+        kind: Some("steps".into()),
+        payload: json!(null).into(),
+        attempt: 1,
+        last_error: None,
+        session: None,
+    };
+    let flag = Cancellation::new();
+    assert_eq!(h.run_job(&job, &flag), Ok(Outcome::Done(json!(1_000))));
+    flag.cancel();
+    assert_eq!(
+        h.run_job(&job, &flag),
+        Err(Failure::permanent("stopped after 0 steps"))
+    );
+    // Without a flag (run_task: the browser's path) it is never cancelled.
+    let payload = json!(null).into();
+    assert_eq!(
+        h.run_task(TaskId(3), Some("steps"), &payload, 1, None, None),
+        Ok(Outcome::Done(json!(1_000)))
+    );
 }

@@ -109,6 +109,10 @@ pub enum Event {
     Authenticated { session: SessionId, prefetch: u32 },
     /// Run a task.
     Run(Job),
+    /// A client cancelled the task running as job `token`: stop its handler. The hub has ended
+    /// the lease; whatever the job reports later is dropped, and its run slot is free once the
+    /// driver reports it done (with any result).
+    Cancel { token: u64, id: TaskId },
     /// The connection is gone; the next attempt is in `in_ms`.
     Retrying { in_ms: u64, reason: String },
     /// The hub reported an error about one of our requests.
@@ -132,6 +136,8 @@ pub struct Status {
     pub window: u32,
     pub done: u64,
     pub failed: u64,
+    /// Tasks a client cancelled while they were here (running or waiting).
+    pub cancelled: u64,
 }
 
 #[derive(Debug)]
@@ -176,6 +182,15 @@ struct Running {
     conn: u64,
     started: Millis,
     last_touch: Millis,
+    /// A client cancelled it: the hub holds no lease any more, and its result goes nowhere.
+    cancelled: bool,
+}
+
+impl Running {
+    /// Whether the hub counts it as leased to this connection.
+    fn leased_on(&self, conn: u64) -> bool {
+        self.conn == conn && !self.cancelled
+    }
 }
 
 /// The adaptive credit window: how many tasks the hub may have out to this worker.
@@ -266,6 +281,7 @@ pub struct Worker {
     events: VecDeque<Event>,
     done: u64,
     failed: u64,
+    cancelled: u64,
     /// When the hub was last heard from (any frame, or a control frame the driver reports).
     last_heard: Millis,
     /// Whether a heartbeat `ping` is waiting for its answer.
@@ -293,6 +309,7 @@ impl Worker {
             events: VecDeque::from([Event::Connect]),
             done: 0,
             failed: 0,
+            cancelled: 0,
             last_heard: Millis(0),
             probing: false,
             window,
@@ -434,6 +451,7 @@ impl Worker {
                         self.start_more(now);
                     }
                 }
+                ServerMsg::Cancel { task } => self.cancel(task),
                 ServerMsg::Error {
                     req: Some(CONSUME_REQ),
                     code,
@@ -479,11 +497,38 @@ impl Worker {
         self.events.push_back(Event::Close);
     }
 
+    /// The hub says a client cancelled `task`: drop it if it waits here, or ask the driver to
+    /// stop it if it runs.
+    fn cancel(&mut self, task: TaskId) {
+        if let Some(at) = self.prefetched.iter().position(|t| t.id == task) {
+            self.prefetched.remove(at);
+            self.cancelled += 1;
+            return;
+        }
+        let conn = self.conn;
+        let running = self
+            .running
+            .iter_mut()
+            .find(|(_, r)| r.id == task && r.leased_on(conn));
+        if let Some((token, run)) = running {
+            run.cancelled = true;
+            self.cancelled += 1;
+            let token = *token;
+            self.events.push_back(Event::Cancel { token, id: task });
+        }
+    }
+
     /// The driver finished running a job.
     pub fn handle_task_done(&mut self, token: u64, result: Result<Payload, Failure>, now: Millis) {
         let Some(run) = self.running.remove(&token) else {
             return;
         };
+        if run.cancelled {
+            // Nobody wants the result: the slot is free, and that is all.
+            self.start_more(now);
+            self.check_stopped();
+            return;
+        }
         match &result {
             Ok(_) => self.done += 1,
             Err(_) => self.failed += 1,
@@ -538,7 +583,7 @@ impl Worker {
         let Some(run) = self.running.remove(&token) else {
             return;
         };
-        if run.conn == self.conn && matches!(self.state, State::Ready { .. }) {
+        if run.leased_on(self.conn) && matches!(self.state, State::Ready { .. }) {
             self.send(&ClientMsg::Release {
                 req: None,
                 task: run.id,
@@ -555,7 +600,7 @@ impl Worker {
             + self
                 .running
                 .values()
-                .filter(|r| r.conn == self.conn)
+                .filter(|r| r.leased_on(self.conn))
                 .count()
     }
 
@@ -647,7 +692,7 @@ impl Worker {
                 let due: Vec<TaskId> = self
                     .running
                     .values_mut()
-                    .filter(|r| r.conn == self.conn && now - r.last_touch >= touch_every_ms)
+                    .filter(|r| r.leased_on(self.conn) && now - r.last_touch >= touch_every_ms)
                     .map(|r| {
                         r.last_touch = now;
                         r.id
@@ -701,7 +746,7 @@ impl Worker {
             let running: Vec<TaskId> = self
                 .running
                 .values()
-                .filter(|r| r.conn == self.conn)
+                .filter(|r| r.leased_on(self.conn))
                 .map(|r| r.id)
                 .collect();
             let unstarted: Vec<TaskId> = self.prefetched.drain(..).map(|t| t.id).collect();
@@ -763,6 +808,7 @@ impl Worker {
                     conn: self.conn,
                     started: now,
                     last_touch: now,
+                    cancelled: false,
                 },
             );
             self.events.push_back(Event::Run(Job {
@@ -823,7 +869,7 @@ impl Worker {
                 let touch = self
                     .running
                     .values()
-                    .filter(|r| r.conn == self.conn)
+                    .filter(|r| r.leased_on(self.conn))
                     .map(|r| r.last_touch + *touch_every_ms);
                 let heartbeat = match self.probing {
                     false => self.last_heard + *ping_every_ms,
@@ -866,6 +912,7 @@ impl Worker {
             window: self.window.size,
             done: self.done,
             failed: self.failed,
+            cancelled: self.cancelled,
         }
     }
 }

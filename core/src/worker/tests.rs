@@ -770,3 +770,67 @@ fn the_auth_asks_for_batches_only_when_configured() {
         );
     }
 }
+
+#[test]
+fn a_cancelled_running_task_is_stopped_its_result_dropped_and_its_slot_refilled() {
+    let mut p = Pair::new(config()); // concurrency 2, prefetch 4
+    p.handshake();
+    p.sent();
+    for id in 1..=3 {
+        p.deliver(id, "sleep", json!(10_000));
+    }
+    let running = jobs(&p.events());
+    assert_eq!(running.iter().map(|j| j.id.0).collect::<Vec<_>>(), [1, 2]);
+    p.hub_says(ServerMsg::Cancel { task: TaskId(1) });
+    assert_eq!(
+        p.events(),
+        vec![Event::Cancel {
+            token: running[0].token,
+            id: TaskId(1)
+        }]
+    );
+    // No touches for it from now on: the hub holds no lease to extend.
+    p.now = p.now + 600;
+    p.w.handle_timeout(p.now);
+    let touched: Vec<TaskId> = p
+        .sent()
+        .into_iter()
+        .filter_map(|m| match m {
+            ClientMsg::Touch { task, .. } => Some(task),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(touched, vec![TaskId(2)]);
+    // The driver stopped it: nothing goes to the hub, and the waiting task starts.
+    p.w.handle_task_done(running[0].token, Err(Failure::permanent("stopped")), p.now);
+    assert!(
+        p.sent().is_empty(),
+        "a cancelled task is neither acked nor failed"
+    );
+    assert_eq!(
+        jobs(&p.events()).iter().map(|j| j.id.0).collect::<Vec<_>>(),
+        [3]
+    );
+    let status = p.w.status();
+    assert_eq!((status.cancelled, status.done, status.failed), (1, 0, 0));
+}
+
+#[test]
+fn a_cancelled_task_still_waiting_here_is_dropped_and_never_runs() {
+    let mut p = Pair::new(config());
+    p.handshake();
+    p.sent();
+    for id in 1..=3 {
+        p.deliver(id, "sleep", json!(10_000));
+    }
+    let running = jobs(&p.events());
+    p.hub_says(ServerMsg::Cancel { task: TaskId(3) });
+    assert!(p.events().is_empty(), "nothing to stop");
+    assert_eq!(p.w.status().prefetched, 0);
+    p.w.handle_task_done(running[0].token, Ok(json!(1).into()), p.now);
+    assert!(jobs(&p.events()).is_empty(), "task 3 never starts");
+    // A cancel for a task this worker does not hold (already done) changes nothing.
+    p.hub_says(ServerMsg::Cancel { task: TaskId(1) });
+    assert!(p.events().is_empty());
+    assert_eq!(p.w.status().cancelled, 1);
+}

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use taskhub_core::names::INBOX_PREFIX;
 use taskhub_core::protocol::Reply;
-use taskhub_core::{Millis, QueueName, RawJson, SessionId, Task, TaskId};
+use taskhub_core::{ErrorCode, Millis, QueueName, RawJson, SessionId, Task, TaskId, TaskState};
 
 use super::{
     Body, Broker, Change, Charge, End, Failure, Gate, Lease, Output, ServerMsg, StoredTask,
@@ -83,6 +83,7 @@ impl Broker {
                 ok: true,
                 result,
                 error: None,
+                cancelled: false,
             },
             now,
         );
@@ -171,6 +172,92 @@ impl Broker {
         Ok(())
     }
 
+    /// Where task `id` waits or runs, and its queue: leased, scheduled, or ready (each queue's
+    /// index is asked in turn: a hash lookup per queue).
+    pub(super) fn locate(&self, id: TaskId) -> Option<(&QueueName, TaskState)> {
+        if let Some(lease) = self.leases.get(&id) {
+            return Some((&lease.task.queue, TaskState::Leased));
+        }
+        if let Some(task) = self.scheduled.get(id) {
+            return Some((&task.queue, TaskState::Scheduled));
+        }
+        self.queues
+            .iter()
+            .find(|(_, q)| q.ready.contains(id))
+            .map(|(name, _)| (name, TaskState::Ready))
+    }
+
+    /// Stop task `id` for a client whose rights `refusal` judges by the task's queue: out of its
+    /// queue, or off its worker (which is told), with `cancelled` to its `reply_to`.
+    pub(super) fn cancel(
+        &mut self,
+        id: TaskId,
+        refusal: &dyn Fn(&QueueName) -> Option<String>,
+        now: Millis,
+    ) -> Result<TaskState, Failure> {
+        let Some((queue, state)) = self.locate(id) else {
+            return Err((
+                ErrorCode::UnknownTask,
+                format!(
+                    "task {id} is not waiting or running: it finished, was taken by a get, went to its dead-letter queue, was cancelled already, or never existed"
+                ),
+            ));
+        };
+        if queue.is_dead_letter() {
+            return Err(super::rules::bad_request(format!(
+                "task {id} is an entry of {queue}, not a task that will run: take it with get, or put it back with dead_requeue"
+            )));
+        }
+        if let Some(why) = refusal(queue) {
+            return Err((ErrorCode::Forbidden, why));
+        }
+        let queue = queue.clone();
+        let task = match state {
+            TaskState::Leased => {
+                let holder = self.leases.get(&id).map(|l| l.session);
+                let task = self.take_lease(id);
+                if let Some(holder) = holder {
+                    self.out.push(Output {
+                        to: holder,
+                        msg: ServerMsg::Cancel { task: id },
+                        droppable: false,
+                        gate: Gate::InTurn,
+                    });
+                    self.dispatch_for(holder, now);
+                }
+                task
+            }
+            TaskState::Scheduled => {
+                let task = self.scheduled.remove(id);
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    q.scheduled = q.scheduled.saturating_sub(1);
+                }
+                task
+            }
+            TaskState::Ready => self.queues.get_mut(&queue).and_then(|q| q.ready.remove(id)),
+        };
+        let Some(task) = task else {
+            return Err(super::rules::not_leased(id));
+        };
+        if let Some(q) = self.queues.get_mut(&queue) {
+            q.counters.cancelled += 1;
+        }
+        tracing::debug!(task = %id, %queue, state = state.as_str(), "task cancelled");
+        self.reply(
+            &task,
+            Reply {
+                id,
+                ok: false,
+                result: None,
+                error: Some("cancelled".into()),
+                cancelled: true,
+            },
+            now,
+        );
+        self.journal.record(Change::Done(id));
+        Ok(state)
+    }
+
     pub(super) fn touch(
         &mut self,
         session: SessionId,
@@ -251,6 +338,7 @@ impl Broker {
                 ok: false,
                 result: None,
                 error: Some(error),
+                cancelled: false,
             },
             now,
         );

@@ -637,8 +637,21 @@ impl Broker {
         }
     }
 
-    /// Apply one request from `session`.
+    /// Apply one request from `session`, whose key may do anything it asks.
     pub fn handle(&mut self, session: SessionId, msg: ClientMsg, now: Millis) {
+        self.handle_as(session, msg, now, &|_| None);
+    }
+
+    /// Apply one request from `session`. The hub checks a request's rights before it gets here,
+    /// except where only the broker knows the queue (`cancel`, by task id): `refusal` says why
+    /// the session may not put to a queue, if it may not.
+    pub fn handle_as(
+        &mut self,
+        session: SessionId,
+        msg: ClientMsg,
+        now: Millis,
+        refusal: &dyn Fn(&QueueName) -> Option<String>,
+    ) {
         if !self.sessions.contains_key(&session) {
             return;
         }
@@ -715,6 +728,9 @@ impl Broker {
             ClientMsg::Touch { task, .. } => self
                 .touch(session, task, now)
                 .map(|()| ServerMsg::Ok { req }),
+            ClientMsg::Cancel { task, .. } => self
+                .cancel(task, refusal, now)
+                .map(|state| ServerMsg::Cancelled { req, task, state }),
             ClientMsg::Publish { topic, payload, .. } => {
                 let receivers = self.subs.matching(&topic);
                 for to in &receivers {
@@ -793,9 +809,10 @@ impl Broker {
             .position(|o| o.to == session)
             .map_or(self.out.len(), |i| first_output + i);
         let gate = match &reply {
-            ServerMsg::Queued { .. } | ServerMsg::Deleted { .. } | ServerMsg::Requeued { .. } => {
-                Gate::Stored
-            }
+            ServerMsg::Queued { .. }
+            | ServerMsg::Deleted { .. }
+            | ServerMsg::Requeued { .. }
+            | ServerMsg::Cancelled { .. } => Gate::Stored,
             ServerMsg::Error {
                 code: ErrorCode::StorageUnavailable,
                 ..

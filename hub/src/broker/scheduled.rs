@@ -9,15 +9,19 @@ use std::collections::BTreeMap;
 use taskhub_core::{Millis, QueueName, TaskId};
 
 use super::StoredTask;
+use super::idhash::IdMap;
 
 #[derive(Debug, Default)]
 pub(super) struct Scheduled {
     by_due: BTreeMap<(Millis, TaskId), Box<StoredTask>>,
+    /// When each is due, by id (for `cancel`).
+    due_of: IdMap<TaskId, Millis>,
 }
 
 impl Scheduled {
     /// Hold `task` until `due`.
     pub fn insert(&mut self, task: StoredTask, due: Millis) {
+        self.due_of.insert(task.id, due);
         self.by_due.insert((due, task.id), Box::new(task));
     }
 
@@ -25,8 +29,21 @@ impl Scheduled {
     pub fn pop_due(&mut self, now: Millis) -> Option<StoredTask> {
         let entry = self.by_due.first_entry().filter(|e| e.key().0 <= now)?;
         let mut task = *entry.remove();
+        self.due_of.remove(&task.id);
         task.not_before = None;
         Some(task)
+    }
+
+    /// Task `id`, if it is here.
+    pub fn get(&self, id: TaskId) -> Option<&StoredTask> {
+        let due = self.due_of.get(&id)?;
+        self.by_due.get(&(*due, id)).map(|t| &**t)
+    }
+
+    /// Take out task `id`, if it is here.
+    pub fn remove(&mut self, id: TaskId) -> Option<StoredTask> {
+        let due = self.due_of.remove(&id)?;
+        self.by_due.remove(&(due, id)).map(|t| *t)
     }
 
     pub fn next_due(&self) -> Option<Millis> {
@@ -41,6 +58,9 @@ impl Scheduled {
             .filter(|(_, t)| t.queue == *queue)
             .map(|(k, _)| *k)
             .collect();
+        for (_, id) in &keys {
+            self.due_of.remove(id);
+        }
         keys.iter()
             .filter_map(|k| self.by_due.remove(k))
             .map(|t| *t)

@@ -10,6 +10,7 @@ use taskhub_core::protocol::MAX_PRIORITY;
 use taskhub_core::time::{doubling_wait, millis_of};
 use taskhub_core::{Millis, QueueName, RawJson, TaskId};
 
+use super::idhash::IdMap;
 use super::{Body, BrokerConfig};
 
 /// The bytes a task's payload takes, counted in a shared total for as long as the task exists.
@@ -126,11 +127,16 @@ pub fn task_cost(
     const ALLOC: usize = 16;
     let heap = |len: usize| if len == 0 { 0 } else { len + ALLOC };
     std::mem::size_of::<StoredTask>()
+        + INDEX_BYTES
         + memory_cost(payload)
         + heap(queue.as_str().len())
         + kind.map_or(0, |k| heap(k.len()))
         + reply_to.map_or(0, |r| heap(r.as_str().len()))
 }
+
+/// A task's entry in the index that finds it by id while it waits (for `cancel`): a hash
+/// table's slot of id and `order` (16 bytes and a control byte) at a load between 7/16 and 7/8.
+const INDEX_BYTES: usize = 32;
 
 /// The longest error a task keeps from a `fail` (the rest is cut, at a character boundary):
 /// a retried task holds its last error, and it must not hold megabytes of it.
@@ -282,12 +288,14 @@ impl Place {
 /// ten buffers; adding one at either end of its priority is constant time. Ring buffers rather
 /// than a B-tree keep memory to the tasks themselves, which `max_stored_bytes` charges for
 /// (a B-tree's half-full nodes cost nearly as much again). Taking one out of the middle (a dead
-/// letter requeued) finds it by binary search and moves the rest up.
+/// letter requeued, a task cancelled) finds it by binary search and moves the rest up; its id
+/// finds its place.
 #[derive(Debug, Default)]
 pub struct ReadyQueue {
     /// By rank: index 0 is priority 9.
     by_rank: [VecDeque<StoredTask>; MAX_PRIORITY as usize + 1],
-    len: usize,
+    /// Every task's `order`, by id (its priority picks the buffer: at most ten binary searches).
+    orders: IdMap<TaskId, u64>,
 }
 
 impl ReadyQueue {
@@ -295,7 +303,7 @@ impl ReadyQueue {
     pub fn insert(&mut self, task: StoredTask) {
         let place = Place::of(&task);
         let q = &mut self.by_rank[usize::from(place.rank)];
-        self.len += 1;
+        self.orders.insert(task.id, place.order);
         match (q.front(), q.back()) {
             (_, Some(last)) if last.order < place.order => q.push_back(task),
             (Some(first), _) if first.order > place.order => q.push_front(task),
@@ -308,14 +316,30 @@ impl ReadyQueue {
     }
     pub fn pop_front(&mut self) -> Option<StoredTask> {
         let task = self.by_rank.iter_mut().find_map(VecDeque::pop_front)?;
-        self.len -= 1;
+        self.orders.remove(&task.id);
         Some(task)
     }
     pub fn len(&self) -> usize {
-        self.len
+        self.orders.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.orders.is_empty()
+    }
+    /// Whether task `id` is here.
+    pub fn contains(&self, id: TaskId) -> bool {
+        self.orders.contains_key(&id)
+    }
+    /// Take out task `id`, if it is here.
+    pub fn remove(&mut self, id: TaskId) -> Option<StoredTask> {
+        let order = *self.orders.get(&id)?;
+        let rank = self.by_rank.iter().position(|q| {
+            q.binary_search_by_key(&order, |t| t.order)
+                .is_ok_and(|at| q[at].id == id)
+        })?;
+        self.take(Place {
+            rank: rank as u8,
+            order,
+        })
     }
     /// The tasks in the order they go out.
     pub fn iter(&self) -> impl Iterator<Item = &StoredTask> {
@@ -326,7 +350,7 @@ impl ReadyQueue {
         let q = &mut self.by_rank[usize::from(place.rank)];
         let at = q.binary_search_by_key(&place.order, |t| t.order).ok()?;
         let task = q.remove(at)?;
-        self.len -= 1;
+        self.orders.remove(&task.id);
         Some(task)
     }
 }

@@ -573,6 +573,7 @@ impl Gateway {
                 ready(answer(Err(rules::token_request())))
             }
             ClientMsg::Ping { .. } => ready(answer(Ok(ServerMsg::Ok { req }))),
+            ClientMsg::Cancel { .. } => ready(answer(Err(rules::unsupported("cancel")))),
             ClientMsg::Put {
                 queue,
                 payload,
@@ -1013,6 +1014,7 @@ impl Gateway {
             ok: true,
             result,
             error: None,
+            cancelled: false,
         };
         let stored = self.reply(&lease.task, reply).await;
         self.freed(lease.session);
@@ -1902,6 +1904,7 @@ impl Gateway {
                     ok: false,
                     result: None,
                     error: Some(error),
+                    cancelled: false,
                 };
                 self.reply(&task, reply).await
             }

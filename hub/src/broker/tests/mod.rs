@@ -380,7 +380,8 @@ fn replies_to_an_inbox_go_straight_to_its_session_and_inboxes_are_private() {
                 id,
                 ok: true,
                 result: Some(json!("2 * 2 = 4").into()),
-                error: None
+                error: None,
+                cancelled: false,
             })));
     let out = h.send(
         W2,
@@ -1059,6 +1060,7 @@ fn the_counters_follow_each_task() {
             acked: 1,
             failed: 1,
             dead_lettered: 1,
+            cancelled: 0,
         }
     );
     assert_eq!((tasks.depth, tasks.in_flight), (0, 0));
@@ -1152,4 +1154,5 @@ fn a_requeue_into_a_full_queue_leaves_the_rest_dead() {
 }
 
 mod backoff;
+mod cancel;
 mod schedule;
