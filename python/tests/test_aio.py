@@ -167,3 +167,37 @@ def test_several_urls_open_the_session_on_the_first_hub_that_answers(hub):
             assert await h.queue("listed").get(timeout=1) == 2
 
     run(main())
+
+
+def test_a_cancelled_coroutine_handler_is_stopped_at_its_await(hub):
+    async def main():
+        worker = taskhub.aio.Worker(hub.url, KEY, queues=["tasks"], concurrency=1, prefetch=1)
+        seen = []
+
+        @worker.handler("nap")
+        async def nap(seconds):
+            try:
+                await asyncio.sleep(seconds)
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+                raise
+            return seconds
+
+        running = asyncio.ensure_future(worker.run())
+        async with await taskhub.aio.connect(hub.url, key=KEY) as h:
+            slow = await h.put("tasks", 60, kind="nap", reply_to="out")
+            while not any(q["name"] == "tasks" and q["in_flight"] == 1
+                          for q in (await h.stats())["queues"]):
+                await asyncio.sleep(0.02)
+            await h.put("tasks", 0.01, kind="nap", reply_to="out")
+            assert await h.cancel(slow) == "leased"
+            first = await h.get("out", timeout=5)
+            assert first["cancelled"] and first["id"] == slow
+            second = await h.get("out", timeout=20)
+            assert second["ok"] and second["result"] == 0.01
+            assert seen == ["cancelled"]
+            worker.stop()
+            await asyncio.wait_for(running, 20)
+        assert (worker.done, worker.cancelled) == (1, 1)
+
+    run(main())

@@ -274,3 +274,60 @@ def test_over_wss_with_a_private_ca_the_client_and_the_worker_work(pki):
             taskhub.connect(hub.url, key=KEY, timeout=5)
     finally:
         hub.stop()
+
+
+def test_a_cancelled_task_stops_its_handler_and_the_worker_takes_the_next(hub):
+    w = make_worker(hub, concurrency=1, prefetch=1)
+    steps = []
+
+    def patient(task):
+        """Registered with task=True: works in steps of 20 ms for up to a minute, stopping
+        early once cancelled."""
+        for _ in range(3000):
+            if w.is_cancelled(task.id):
+                steps.append("stopped")
+                return "never seen"
+            time.sleep(0.02)
+        return "ran out"
+
+    w.add_handler("patient", patient, task=True)
+    with running(w), taskhub.connect(hub.url, key=KEY) as h:
+        out = h.queue("out")
+        slow = h.queue("tasks").put(1, kind="patient", reply_to="out")
+        wait_for("the task to run", lambda: queue_stats(h, "tasks").get("in_flight") == 1)
+        h.queue("tasks").put(6, kind="square", reply_to="out")
+        assert h.cancel(slow) == "leased"
+        first = out.get(timeout=5)
+        assert first == {"id": slow, "ok": False, "error": "cancelled", "cancelled": True}
+        # Long before the minute the handler would take: it stopped, the slot is free.
+        assert out.get(timeout=20)["result"] == "6 * 6 = 36"
+        assert steps == ["stopped"]
+        with pytest.raises(taskhub.HubError) as refused:
+            h.cancel(slow)
+        assert refused.value.code == "unknown_task"
+    assert (w.done, w.cancelled) == (1, 1)
+
+
+def test_a_submit_waiting_on_a_cancelled_task_raises_task_failed(hub):
+    with taskhub.connect(hub.url, key=KEY) as h, taskhub.connect(hub.url, key=KEY) as other:
+        errors = []
+
+        def submit():
+            try:
+                h.submit("idle", [1], kind="square", timeout=20)
+            except taskhub.TaskFailed as e:
+                errors.append(e)
+
+        waiting = threading.Thread(target=submit)
+        waiting.start()
+        wait_for("the put", lambda: queue_stats(other, "idle").get("depth") == 1)
+        # Nobody consumes "idle": the one task there is the submitted one, id 1 on a fresh hub.
+        assert other.cancel(1) == "ready"
+        waiting.join(20)
+        [e] = errors
+        assert e.cancelled and e.task == 1 and "was cancelled" in str(e)
+
+
+def queue_stats(h, name):
+    """`name`'s line in `stats`, or {} before the queue exists."""
+    return next((q for q in h.stats()["queues"] if q["name"] == name), {})

@@ -165,12 +165,15 @@ class HubError(TaskhubError):
 
 
 class TaskFailed(TaskhubError):
-    """A submitted task ended in failure (its worker failed it, or it ran out of attempts)."""
+    """A submitted task ended in failure (its worker failed it, it ran out of attempts, or it
+    was cancelled: then `cancelled` is true)."""
 
-    def __init__(self, task: int, error: str):
-        super().__init__(f"task {task} failed: {error}")
+    def __init__(self, task: int, error: str, cancelled: bool = False):
+        what = "was cancelled" if cancelled else f"failed: {error}"
+        super().__init__(f"task {task} {what}")
         self.task = task
         self.error = error
+        self.cancelled = cancelled
 
 
 class ConnectionClosed(TaskhubError):
@@ -343,7 +346,7 @@ def results(outcomes: List[Dict[str, Any]]) -> List[Any]:
     out = []
     for o in outcomes:
         if not o.get("ok"):
-            raise TaskFailed(o["id"], o.get("error", ""))
+            raise TaskFailed(o["id"], o.get("error", ""), bool(o.get("cancelled")))
         out.append(o.get("result"))
     return out
 

@@ -301,6 +301,11 @@ class Hub(Dispatch):
         """Queues, sessions and workers, as the hub's `stats` answer has them."""
         return p.stats_of(await self.request({"type": "stats"}))
 
+    async def cancel(self, task: int) -> str:
+        """Cancel task `task` wherever it is; returns where it was (`ready`, `scheduled` or
+        `leased`). As the blocking `Hub.cancel`."""
+        return str((await self.request({"type": "cancel", "task": task}))["state"])
+
     async def close(self) -> None:
         """Close the session; leased tasks go back to their queues."""
         await self._ws.close()
@@ -412,6 +417,8 @@ class Worker(_Base):
         self._changed: Optional[asyncio.Event] = None
         self._output: Optional[asyncio.Event] = None
         self._jobs: Set["asyncio.Task[None]"] = set()
+        # Coroutine handlers running, by task id: a cancel stops them at their next await.
+        self._coroutines: Dict[int, "asyncio.Task[Any]"] = {}
 
     def default_concurrency(self) -> int:
         """Ten coroutines: asyncio handlers are ones that wait."""
@@ -566,6 +573,17 @@ class Worker(_Base):
         elif self._leases.out:
             self._send_soon()
 
+    def _on_cancel(self, number: int, task: int) -> None:
+        self._leases.cancel(number, task)
+        job = self._coroutines.get(task)
+        if job is not None and self._leases.is_cancelled(task):
+            job.cancel()  # a coroutine handler stops at its next await
+
+    def is_cancelled(self, task_id: int) -> bool:
+        """Whether a client cancelled task `task_id` while it runs here: a long handler asks
+        between steps (or awaits) and returns early; what it returns is dropped."""
+        return self._leases.is_cancelled(task_id)
+
     def _on_closed(self, number: int, why: p.ConnectionClosed) -> None:
         if not self._leases.lost(number):
             return
@@ -593,12 +611,21 @@ class Worker(_Base):
         try:
             h, arg = self._call(task)
             if inspect.iscoroutinefunction(h.fn):
-                value = await h.fn(arg)
+                current = asyncio.current_task()
+                if current is not None:
+                    self._coroutines[task["id"]] = current
+                try:
+                    value = await h.fn(arg)
+                finally:
+                    self._coroutines.pop(task["id"], None)
             else:
                 value = await asyncio.to_thread(h.fn, arg)
             ok, retry = True, True
         except asyncio.CancelledError:
-            raise  # leaving now: the hub hands the task to another worker
+            if not run.cancelled:
+                raise  # leaving now: the hub hands the task to another worker
+            # A client cancelled it: the slot is free, and nothing is sent.
+            ok, value, retry = False, "cancelled", False
         except Exception as e:
             log.debug("task %s failed", task["id"], exc_info=True)
             ok, value, retry = failure(e)

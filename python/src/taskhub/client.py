@@ -48,6 +48,9 @@ class Listener(Protocol):
     def notice(self, msg: Dict[str, Any]) -> None:
         """A message without `req`: the error answering a request sent without one."""
 
+    def cancel(self, task: int) -> None:
+        """A `cancel` message: a client cancelled this leased task."""
+
     def closed(self, why: "p.ConnectionClosed") -> None:
         """The connection is gone."""
 
@@ -69,6 +72,9 @@ class Dispatch:
         elif kind == "deliver":
             if self._listener is not None:
                 self._listener.deliver(msg["task"])
+        elif kind == "cancel":
+            if self._listener is not None:
+                self._listener.cancel(msg["task"])
         elif msg.get("req") is None:
             # An error answering a request sent without `req`, or a farewell error before Close
             # (the close code says the rest).
@@ -351,6 +357,13 @@ class Hub(Dispatch):
     def stats(self) -> Dict[str, Any]:
         """Queues, sessions and workers, as the hub's `stats` answer has them."""
         return p.stats_of(self.request({"type": "stats"}))
+
+    def cancel(self, task: int) -> str:
+        """Cancel task `task` wherever it is; returns where it was (`ready`, `scheduled`, or
+        `leased`: its worker was told to stop). Its `reply_to` hears `cancelled`; a `submit`
+        waiting for it raises `TaskFailed` with `cancelled` set. `HubError` with code
+        `unknown_task` when it is no longer waiting or running."""
+        return str(self.request({"type": "cancel", "task": task})["state"])
 
     def close(self) -> None:
         """Close the session; leased tasks go back to their queues."""

@@ -93,13 +93,18 @@ class _Handler(NamedTuple):
 
 
 class _Running:
-    __slots__ = ("id", "conn", "started", "last_touch")
+    __slots__ = ("id", "conn", "started", "last_touch", "cancelled")
 
     def __init__(self, task_id: int, conn: int, now: float):
         self.id = task_id
         self.conn = conn
         self.started = now
         self.last_touch = now
+        # A client cancelled it: the hub holds no lease any more, and its result goes nowhere.
+        self.cancelled = False
+
+    def leased_on(self, conn: int) -> bool:
+        return self.conn == conn and not self.cancelled
 
 
 class _Window:
@@ -145,6 +150,7 @@ class _Leases:
         self.last_busy = time.monotonic()
         self.done = 0
         self.failed = 0
+        self.cancelled = 0
         self._tokens = itertools.count(1)
 
     def connected(self, number: int, limits: Dict[str, Any]) -> Dict[str, Any]:
@@ -193,6 +199,26 @@ class _Leases:
         self.ready.append(task)
         return True
 
+    def cancel(self, number: int, task_id: int) -> None:
+        """The hub says a client cancelled `task_id`: drop it if it waits here; if it runs, its
+        result goes nowhere (a handler may ask `Worker.is_cancelled` and stop early)."""
+        if number != self.conn:
+            return
+        for task in self.ready:
+            if task["id"] == task_id:
+                self.ready.remove(task)
+                self.cancelled += 1
+                return
+        for run in self.running.values():
+            if run.id == task_id and run.leased_on(self.conn):
+                run.cancelled = True
+                self.cancelled += 1
+                log.info("task %s cancelled by a client; its result will be dropped", task_id)
+                return
+
+    def is_cancelled(self, task_id: int) -> bool:
+        return any(r.id == task_id and r.cancelled for r in self.running.values())
+
     def start(self) -> Optional[Tuple[int, Dict[str, Any], _Running]]:
         """The next task to run, if one waits: (token, task, its lease)."""
         if not self.ready:
@@ -208,6 +234,8 @@ class _Leases:
         del self.running[token]
         now = time.monotonic()
         self.last_busy = now
+        if run.cancelled:
+            return
         if ok:
             self.done += 1
         else:
@@ -239,7 +267,8 @@ class _Leases:
         return len(self.ready) + self.running_here()
 
     def running_here(self) -> int:
-        return sum(1 for r in self.running.values() if r.conn == self.conn)
+        """Tasks running that the hub counts as leased to this connection."""
+        return sum(1 for r in self.running.values() if r.leased_on(self.conn))
 
     def begin_stop(self) -> None:
         """No more tasks: stop the deliveries and hand back those not started."""
@@ -254,7 +283,7 @@ class _Leases:
         """Extend the leases of tasks running for half an ack-wait; whether any was."""
         touched = False
         for r in self.running.values():
-            if r.conn == self.conn and now - r.last_touch >= self.touch_every:
+            if r.leased_on(self.conn) and now - r.last_touch >= self.touch_every:
                 r.last_touch = now
                 self.out.append(p.encode({"type": "touch", "task": r.id}))
                 touched = True
@@ -292,6 +321,9 @@ class _Connection:
 
     def deliver(self, task: Dict[str, Any]) -> None:
         self.worker._on_deliver(self.number, task)
+
+    def cancel(self, task: int) -> None:
+        self.worker._on_cancel(self.number, task)
 
     def notice(self, msg: Dict[str, Any]) -> None:
         if msg.get("type") == "error":
@@ -368,6 +400,11 @@ class _Base:
     def failed(self) -> int:
         """Tasks that failed: their handler raised, or their kind had none."""
         return self._leases.failed
+
+    @property
+    def cancelled(self) -> int:
+        """Tasks a client cancelled while they waited or ran here."""
+        return self._leases.cancelled
 
     def handler(self, kind: Optional[str] = None, *, task: bool = False
                 ) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
@@ -612,6 +649,17 @@ class Worker(_Base):
                 self._has_work.notify()
             elif self._leases.out:
                 self._send_soon()
+
+    def _on_cancel(self, number: int, task: int) -> None:
+        with self._lock:
+            self._leases.cancel(number, task)
+
+    def is_cancelled(self, task_id: int) -> bool:
+        """Whether a client cancelled task `task_id` while it runs here: a long handler (one
+        registered with `task=True`, on threads) asks between steps and returns early; what it
+        returns is dropped. A thread cannot be stopped from outside."""
+        with self._lock:
+            return self._leases.is_cancelled(task_id)
 
     def _on_closed(self, number: int, why: p.ConnectionClosed) -> None:
         with self._lock:
