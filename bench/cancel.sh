@@ -10,10 +10,8 @@ cd "$(dirname "$0")/.."
 export TASKHUB_KEY=bench-key-$$ RUST_LOG=warn
 
 cargo build --release --quiet --bin taskhub --bin taskhub-worker
-venv=target/python-venv
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --upgrade ./python
 . bench/lib.sh
+python_client
 echo "machine: $(nproc) cores, $(uname -sr), $(date -u +%F)"
 start_hub
 

@@ -33,6 +33,15 @@ submit_rate() {
 }
 squares() { seq 1 "$1"; }
 
+# python_client: this checkout's Python client in target/python-venv (made when missing); sets
+# venv and py.
+python_client() {
+  venv=target/python-venv
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade ./python
+  py=$PWD/$venv/bin/python
+}
+
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # start_nats DIR: Debian's `nats-server -js` on a free port with its store in DIR, stopped on

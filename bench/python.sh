@@ -18,11 +18,8 @@ KEY=bench-key-$$
 export TASKHUB_KEY=$KEY RUST_LOG=warn
 
 cargo build --release --quiet --bin taskhub --bin taskhub-worker
-venv=target/python-venv
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --upgrade ./python
-py=$PWD/$venv/bin/python
 . bench/lib.sh
+python_client
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), $(date -u +%F), $("$py" --version)"
 start_hub
 echo "hub: $TASKHUB_URL; N=$N, W=$W worker process(es), default flags"

@@ -11,10 +11,8 @@ KEY=bench-key-$$
 export TASKHUB_KEY=$KEY RUST_LOG=warn
 
 cargo build --release --quiet --bin taskhub
-venv=target/python-venv
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --upgrade ./python
 . bench/lib.sh
+python_client
 echo "machine: $(nproc) cores, $(uname -sr), $(date -u +%F)"
 start_hub
 "$venv/bin/python" bench/schedule.py "$TASKHUB_URL" "${pids[-1]}" "${1:-100000}" "${2:-300}" "${3:-10}"
