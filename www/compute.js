@@ -1,8 +1,12 @@
 // A dedicated Web Worker that runs task handlers off the page's thread. It loads one worker
 // bundle, named in its own URL (`compute.js?type=wasm|js&module=PATH`, same origin only):
 // - wasm: wasm-bindgen glue; `taskhubInstall()` (a user's bundle) replaces the built-in handlers,
-//   then `runTask(kind, payload, id, attempt, session)` runs the same Rust code as the native worker.
-// - js: an ES module whose named exports are handlers, `(payload, task) => result` (or a Promise).
+//   then `runTask(kind, payload, id, attempt, session, last_error, progress)` runs the same Rust
+//   code as the native worker.
+// - js: an ES module whose named exports are handlers, `(payload, task) => result` (or a Promise);
+//   `task.progress(fraction, message)` reports how far it has got.
+// A handler's progress reports go to the page as they happen, {progress: {token, fraction,
+// message}}, not with the batch's results.
 // Jobs arrive in batches, {jobs: [{token, kind, payload, id, attempt, session}, ...]}, `payload`
 // being JSON text or, for a binary payload, a Uint8Array. They run one after another and their
 // answers go back together, {results: [{token, out, bytes, ms} | {token, unstarted}, ...]}: `out` is
@@ -29,12 +33,19 @@ async function load() {
   if (typeof mod.taskhubInstall === "function") mod.taskhubInstall();
   return (job) => {
     try {
-      return mod.runTask(job.kind, job.payload, job.id, job.attempt, job.session, job.last_error ?? undefined);
+      return mod.runTask(job.kind, job.payload, job.id, job.attempt, job.session, job.last_error ?? undefined, reporter(job));
     } catch (e) {
       const panic = typeof mod.taskhubTakePanic === "function" ? mod.taskhubTakePanic() : null;
       runner = load();
       return failed(`handler panicked: ${panic || e.message || e}`, true);
     }
+  };
+}
+
+// Where job's progress reports go: straight to the page, while the handler still runs.
+function reporter(job) {
+  return (fraction, message) => {
+    self.postMessage({ progress: { token: job.token, fraction: Number(fraction), message: message ?? null } });
   };
 }
 
@@ -62,7 +73,13 @@ function jsRunner(mod) {
       }
     }
     try {
-      const info = { id: job.id, kind: job.kind, attempt: job.attempt, session: job.session, last_error: job.last_error ?? null };
+      const report = reporter(job);
+      const progress = (fraction, message) => {
+        const f = Number(fraction);
+        if (Number.isNaN(f)) return;
+        report(Math.min(1, Math.max(0, f)), message == null ? null : String(message).slice(0, 1024));
+      };
+      const info = { id: job.id, kind: job.kind, attempt: job.attempt, session: job.session, last_error: job.last_error ?? null, progress };
       const result = await mod[job.kind](payload, info);
       // Bytes back (a typed array or an ArrayBuffer) are a binary result. They are copied, so
       // the handler may go on using its own buffer after the copy is handed to the page.

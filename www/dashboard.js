@@ -83,6 +83,22 @@ function cell(text, cls) {
   return td;
 }
 
+// A worker's running tasks that reported progress: a bar and the message for each.
+function progressCell(list) {
+  const td = cell("", "progress");
+  for (const p of list) {
+    const line = document.createElement("div");
+    const bar = document.createElement("progress");
+    bar.max = 1;
+    bar.value = p.fraction;
+    const percent = Math.round(p.fraction * 100);
+    line.append(bar, ` #${p.task} ${percent}%${p.message ? ` ${p.message}` : ""}`);
+    line.title = `task ${p.task} on ${p.queue}`;
+    td.append(line);
+  }
+  return td;
+}
+
 function rows(tbody, items, toCells) {
   tbody.replaceChildren(
     ...items.map((item) => {
@@ -118,6 +134,7 @@ function draw(stats) {
     cell(w.acked, "num"),
     cell(w.in_flight, "num"),
     cell(fmt(rate(w.acked, previous?.perSession.get(w.session))), "num"),
+    progressCell(w.progress || []),
   ]);
   // The first update has nothing to compare with: it starts the charts at the next.
   if (previous) chart(at, overall, queues, stats.workers);

@@ -18,13 +18,33 @@ pub(crate) struct SubmitArgs {
     /// [default: forever].
     #[arg(long)]
     timeout: Option<HumanDuration>,
+    /// Print the tasks' progress reports to stderr as their workers send them
+    /// (`task 5: 25% tile 3 of 12`).
+    #[arg(long)]
+    progress: bool,
 }
 
 pub(crate) async fn run(cli: &Cli, args: &SubmitArgs) -> anyhow::Result<()> {
-    let SubmitArgs { tasks, timeout } = args;
+    let SubmitArgs {
+        tasks,
+        timeout,
+        progress,
+    } = args;
     let mut out = std::io::stdout().lock();
     let payloads = tasks.payloads()?;
     let client = connect(cli).await?;
+    if *progress {
+        let mut reports = client.progress();
+        tokio::spawn(async move {
+            while let Some(p) = reports.recv().await {
+                let percent = (p.fraction * 100.0).round();
+                match p.message {
+                    Some(m) => eprintln!("task {}: {percent}% {m}", p.task),
+                    None => eprintln!("task {}: {percent}%", p.task),
+                }
+            }
+        });
+    }
     let submitted = client.submit(&tasks.queue, payloads, tasks.options());
     let replies = match timeout {
         Some(t) => tokio::time::timeout(t.0, submitted)

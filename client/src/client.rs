@@ -379,6 +379,19 @@ pub struct Message {
     pub payload: Payload,
 }
 
+/// How far a task this session submitted has got, as its worker reported (see
+/// [`Client::progress`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub task: TaskId,
+    /// 0 to 1.
+    pub fraction: f64,
+    pub message: Option<String>,
+}
+
+/// Progress reports kept for a reader that is behind; more are dropped (the next one says more).
+const PROGRESS_BACKLOG: usize = 1024;
+
 #[derive(Debug, Default)]
 struct Inbox {
     waiting: HashMap<TaskId, oneshot::Sender<Reply>>,
@@ -401,6 +414,8 @@ struct Shared {
     pending: Mutex<HashMap<u64, oneshot::Sender<ServerMsg>>>,
     inbox: Mutex<Inbox>,
     routes: Mutex<Vec<Route>>,
+    /// Where progress reports of this session's submitted tasks go, once asked for.
+    progress: Mutex<Option<mpsc::Sender<Progress>>>,
     closed: Mutex<Option<Ending>>,
     ended: Notify,
 }
@@ -901,6 +916,18 @@ impl Client {
         }
     }
 
+    /// Progress reports of tasks whose `reply_to` is this session's inbox (those of
+    /// [`Client::submit`], or put with `reply_to` [`Client::inbox`]), from now on, as their
+    /// workers report them. At most once, and lossy for a reader that falls behind by more
+    /// than a thousand. A second call takes the reports from the first.
+    pub fn progress(&self) -> mpsc::Receiver<Progress> {
+        let (tx, rx) = mpsc::channel(PROGRESS_BACKLOG);
+        if let Ok(mut p) = self.inner.shared.progress.lock() {
+            *p = Some(tx);
+        }
+        rx
+    }
+
     /// Cancel task `id`: a ready or scheduled task is removed; a running one's worker is told to
     /// stop and its lease ends at once. Its `reply_to` (or a waiting [`Client::submit`]) gets a
     /// reply with `cancelled: true`. Returns where the task was. A task that is no longer
@@ -1246,6 +1273,21 @@ fn route(shared: &Shared, msg: ServerMsg) {
     match msg {
         ServerMsg::Reply(reply) => deliver_reply(shared, reply),
         ServerMsg::Message { topic, payload } => publish_locally(shared, topic, payload),
+        ServerMsg::Progress {
+            task,
+            fraction,
+            message,
+        } => {
+            if let Ok(tx) = shared.progress.lock()
+                && let Some(tx) = tx.as_ref()
+            {
+                let _ = tx.try_send(Progress {
+                    task,
+                    fraction,
+                    message,
+                });
+            }
+        }
         msg => match msg.req() {
             Some(req) => answer(shared, req, msg),
             None => {

@@ -69,7 +69,7 @@ pub mod transport;
 
 pub use client::{
     AuthReason, Client, ClientError, ConnectOptions, DeadLetters, Deleted, Message, NewToken,
-    PutOptions, Requeued, Subscriber, connect,
+    Progress, PutOptions, Requeued, Subscriber, connect,
 };
 pub use keyfile::{Credentials, credentials, read_key_file, write_key_file};
 pub use taskhub_core::auth::{DEFAULT_KEY_ID, Secret};

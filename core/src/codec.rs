@@ -20,7 +20,7 @@ use crate::body::{Body, JsonNull, Payload};
 use crate::names::{Pattern, QueueName, SessionId, TaskId, Topic};
 use crate::protocol::{
     AuthFailure, ClientMsg, ErrorCode, Limits, QueueStats, Reply, Role, Schedule, ServerMsg, Stats,
-    Task, TaskState, WorkerStats, bad_priority,
+    Task, TaskState, WorkerStats, bad_priority, check_progress,
 };
 use crate::rights::Rights;
 
@@ -57,6 +57,7 @@ const KNOWN_CLIENT_TYPES: &[&str] = &[
     "fail",
     "release",
     "cancel",
+    "progress",
     "touch",
     "publish",
     "subscribe",
@@ -112,6 +113,8 @@ struct Flat<'a, P> {
     token_id: Option<String>,
     limit: Option<u32>,
     ids: Option<Vec<TaskId>>,
+    fraction: Option<f64>,
+    message: Option<String>,
 }
 
 /// A field that is present, even as `null`, is `Some`.
@@ -188,6 +191,16 @@ impl<P> Flat<'_, P> {
                 req,
                 task: need(self.task, "task")?,
             },
+            "progress" => {
+                let fraction = need(self.fraction, "fraction")?;
+                check_progress(fraction, self.message.as_deref())?;
+                ClientMsg::Progress {
+                    req,
+                    task: need(self.task, "task")?,
+                    fraction,
+                    message: self.message,
+                }
+            }
             "touch" => ClientMsg::Touch {
                 req,
                 task: need(self.task, "task")?,
@@ -290,6 +303,7 @@ struct FlatServer<'a> {
     more: Option<bool>,
     cancelled: Option<bool>,
     state: Option<TaskState>,
+    fraction: Option<f64>,
 }
 
 impl FlatServer<'_> {
@@ -335,6 +349,11 @@ impl FlatServer<'_> {
                 cancelled: self.cancelled.unwrap_or(false),
             }),
             "cancel" => ServerMsg::Cancel { task: self.task()? },
+            "progress" => ServerMsg::Progress {
+                task: self.task()?,
+                fraction: need(self.fraction, "fraction")?,
+                message: self.message,
+            },
             "cancelled" => ServerMsg::Cancelled {
                 req,
                 task: self.task()?,
@@ -1196,6 +1215,12 @@ mod tests {
                 req: Some(6),
                 task: TaskId(4),
             },
+            ClientMsg::Progress {
+                req: None,
+                task: TaskId(4),
+                fraction: 1.0,
+                message: None,
+            },
             ClientMsg::Touch {
                 req: None,
                 task: TaskId(4),
@@ -1328,6 +1353,11 @@ mod tests {
                 cancelled: true,
             }),
             ServerMsg::Cancel { task: TaskId(8) },
+            ServerMsg::Progress {
+                task: TaskId(8),
+                fraction: 0.25,
+                message: Some("tile 3 of 12".into()),
+            },
             ServerMsg::Cancelled {
                 req: Some(9),
                 task: TaskId(8),
@@ -1359,7 +1389,13 @@ mod tests {
                         name: None,
                         acked: 9,
                         failed: 1,
-                        in_flight: 0,
+                        in_flight: 1,
+                        progress: vec![crate::protocol::TaskProgress {
+                            task: TaskId(8),
+                            queue: q(),
+                            fraction: 0.5,
+                            message: None,
+                        }],
                     }],
                     acked: 9,
                     failed: 1,
@@ -1650,5 +1686,35 @@ mod tests {
         let text = encode_server(&msg).as_text().unwrap().to_string();
         assert!(text.contains(r#""code":"queue_full""#), "{text}");
         assert_eq!(decode_server(&text).unwrap(), msg);
+    }
+
+    #[test]
+    fn progress_outside_0_to_1_or_with_a_long_message_is_refused_by_name() {
+        for (frame, says) in [
+            (
+                r#"{"type":"progress","task":1,"fraction":1.5}"#,
+                "from 0 to 1, not 1.5",
+            ),
+            (
+                r#"{"type":"progress","task":1,"fraction":-0.1}"#,
+                "not -0.1",
+            ),
+            (
+                r#"{"type":"progress","task":1}"#,
+                "missing field `fraction`",
+            ),
+        ] {
+            let err = decode_client::<Payload>(frame, usize::MAX).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadRequest);
+            assert!(err.message.contains(says), "{}", err.message);
+        }
+        let long = "x".repeat(crate::protocol::MAX_PROGRESS_MESSAGE_BYTES + 1);
+        let frame = json!({"type": "progress", "task": 1, "fraction": 0.5, "message": long});
+        let err = decode_client::<Payload>(&frame.to_string(), usize::MAX).unwrap_err();
+        assert!(
+            err.message.contains("1024 bytes, not 1025"),
+            "{}",
+            err.message
+        );
     }
 }

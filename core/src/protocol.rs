@@ -144,6 +144,17 @@ pub enum ClientMsg<P = Payload> {
         req: Option<u64>,
         task: TaskId,
     },
+    /// How far a leased task has got: `fraction` (0 to 1) and an optional `message`. Extends
+    /// the lease as `touch` does; the task's submitter hears it (`progress`) when its
+    /// `reply_to` is the submitter's inbox, and `stats` shows the latest.
+    Progress {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        task: TaskId,
+        fraction: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
     /// Extend a lease by the hub's ack-wait, counted from now.
     Touch {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -234,6 +245,7 @@ impl<P> ClientMsg<P> {
             | ClientMsg::Fail { req, .. }
             | ClientMsg::Release { req, .. }
             | ClientMsg::Cancel { req, .. }
+            | ClientMsg::Progress { req, .. }
             | ClientMsg::Touch { req, .. }
             | ClientMsg::Publish { req, .. }
             | ClientMsg::Subscribe { req, .. }
@@ -259,6 +271,7 @@ impl<P> ClientMsg<P> {
             | ClientMsg::Fail { req, .. }
             | ClientMsg::Release { req, .. }
             | ClientMsg::Cancel { req, .. }
+            | ClientMsg::Progress { req, .. }
             | ClientMsg::Touch { req, .. }
             | ClientMsg::Publish { req, .. }
             | ClientMsg::Subscribe { req, .. }
@@ -389,8 +402,42 @@ pub struct QueueStats {
     pub scheduled: u64,
 }
 
+/// Longest `message` a `progress` may carry, in bytes.
+pub const MAX_PROGRESS_MESSAGE_BYTES: usize = 1024;
+/// Most running tasks' progress `stats` shows per worker (the latest reported).
+pub const MAX_PROGRESS_SHOWN: usize = 8;
+
+/// What makes a `progress` report impossible, if anything: a fraction outside 0 to 1 (or not a
+/// number), or a message past [`MAX_PROGRESS_MESSAGE_BYTES`].
+pub fn check_progress(fraction: f64, message: Option<&str>) -> Result<(), String> {
+    if !(0.0..=1.0).contains(&fraction) {
+        return Err(format!(
+            "progress fraction must be from 0 to 1, not {fraction}"
+        ));
+    }
+    if let Some(m) = message
+        && m.len() > MAX_PROGRESS_MESSAGE_BYTES
+    {
+        return Err(format!(
+            "a progress message may be {MAX_PROGRESS_MESSAGE_BYTES} bytes, not {}",
+            m.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A running task's latest progress, in a worker's line of `stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskProgress {
+    pub task: TaskId,
+    pub queue: QueueName,
+    pub fraction: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 /// One worker session's line in `stats`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStats {
     pub session: SessionId,
     pub role: Role,
@@ -402,10 +449,14 @@ pub struct WorkerStats {
     pub failed: u64,
     /// Tasks leased to it now.
     pub in_flight: u64,
+    /// Its running tasks that reported progress, the latest report of each (at most
+    /// [`MAX_PROGRESS_SHOWN`], most recent first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub progress: Vec<TaskProgress>,
 }
 
 /// The hub's `stats` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     pub queues: Vec<QueueStats>,
     /// Authenticated sessions by role.
@@ -478,6 +529,14 @@ pub enum ServerMsg<P = Payload> {
     Deliver { task: Task<P> },
     /// The outcome of a task whose `reply_to` was this session's inbox.
     Reply(Reply<P>),
+    /// To the session whose inbox is `task`'s `reply_to`: how far the task has got, as its
+    /// worker reported. At most once: a session that does not keep up may miss some.
+    Progress {
+        task: TaskId,
+        fraction: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
     /// To the worker holding `task`: a client cancelled it. Its lease has ended; the worker
     /// stops the handler and sends nothing more for it.
     Cancel { task: TaskId },

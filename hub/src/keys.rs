@@ -149,6 +149,7 @@ impl Grant {
             | ClientMsg::Release { .. }
             | ClientMsg::Touch { .. }
             | ClientMsg::Cancel { .. }
+            | ClientMsg::Progress { .. }
             | ClientMsg::Unsubscribe { .. }
             | ClientMsg::Ping { .. } => None,
         }

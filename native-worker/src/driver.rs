@@ -8,7 +8,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use taskhub_client::transport::{self, WsStream};
 use taskhub_core::auth::NONCE_BYTES;
-use taskhub_core::handlers::{Cancellation, Failure, Handlers, Outcome};
+use taskhub_core::handlers::{Cancellation, Failure, Handlers, Outcome, Reporter};
 use taskhub_core::worker::{Event, Job, Worker, WorkerConfig};
 use taskhub_core::{Millis, Payload};
 use tokio::sync::{mpsc, oneshot};
@@ -64,6 +64,16 @@ struct Stopped {
     flag: Cancellation,
     signal: oneshot::Receiver<()>,
 }
+
+/// Handlers' progress reports on their way to the event loop: (job token, fraction, message).
+/// Bounded, and lossy when full: the state machine sends only the latest of each interval.
+type Progress = mpsc::Sender<(u64, f64, Option<String>)>;
+
+/// Finished jobs on their way to the event loop: (job token, result).
+type Done = mpsc::Sender<(u64, Result<Payload, Failure>)>;
+
+/// Progress reports waiting for the event loop, at most.
+const PROGRESS_BACKLOG: usize = 256;
 
 fn stop_pair() -> (Stop, Stopped) {
     let (now, signal) = oneshot::channel();
@@ -203,6 +213,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     };
     let capacity = opts.worker.concurrency.max(1) as usize * 2;
     let (done_tx, mut done_rx) = mpsc::channel::<(u64, Result<Payload, Failure>)>(capacity);
+    let (progress_tx, mut progress_rx) = mpsc::channel(PROGRESS_BACKLOG);
     let exec = opts.exec.clone().map(Arc::new);
     let handlers = opts.handlers.clone();
     // Jobs that are still running, by token: what stops each when its task is cancelled.
@@ -245,7 +256,11 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                     // A microsecond of work: a trip through the blocking pool would cost more.
                     let now = d.now();
                     let (stop, mut stopped) = stop_pair();
-                    match run_handler(&handlers, &job, &stopped.flag) {
+                    let ran = run_handler(&handlers, &job, &stopped.flag, &progress_tx);
+                    while let Ok((token, fraction, message)) = progress_rx.try_recv() {
+                        d.sm.report_progress(token, fraction, message, now);
+                    }
+                    match ran {
                         Ok(Outcome::Wait { ms, then }) => {
                             let done = done_tx.clone();
                             stops.insert(job.token, stop);
@@ -274,7 +289,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                         handlers.clone(),
                         opts.max_result_bytes,
                         stopped,
-                        done_tx.clone(),
+                        (done_tx.clone(), progress_tx.clone()),
                     );
                 }
                 Event::Cancel { token, id } => {
@@ -325,7 +340,16 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
             Some((token, result)) = done_rx.recv() => {
                 stops.remove(&token);
                 let now = d.now();
+                // Reports the job made before it finished go first (they came on another
+                // channel, which select! may not have looked at yet).
+                while let Ok((token, fraction, message)) = progress_rx.try_recv() {
+                    d.sm.report_progress(token, fraction, message, now);
+                }
                 d.sm.handle_task_done(token, result, now);
+            }
+            Some((token, fraction, message)) = progress_rx.recv() => {
+                let now = d.now();
+                d.sm.report_progress(token, fraction, message, now);
             }
             _ = sleep_until(timeout) => {
                 let now = d.now();
@@ -356,7 +380,7 @@ fn spawn_job(
     handlers: Arc<Handlers>,
     max_result_bytes: usize,
     mut stopped: Stopped,
-    done: mpsc::Sender<(u64, Result<Payload, Failure>)>,
+    (done, progress): (Done, Progress),
 ) {
     tokio::spawn(async move {
         let token = job.token;
@@ -366,7 +390,7 @@ fn spawn_job(
                     .unless_cancelled(exec::run(&cmd, &job, max_result_bytes))
                     .await
             }
-            None => run_heavy(handlers, job, stopped).await,
+            None => run_heavy(handlers, job, stopped, progress).await,
         };
         let _ = done.send((token, result)).await;
     });
@@ -378,8 +402,13 @@ fn run_handler(
     handlers: &Handlers,
     job: &Job,
     cancellation: &Cancellation,
+    progress: &Progress,
 ) -> Result<Outcome, Failure> {
-    let run = || handlers.run_job(job, cancellation);
+    let token = job.token;
+    let report = |fraction: f64, message: Option<&str>| {
+        let _ = progress.try_send((token, fraction, message.map(str::to_string)));
+    };
+    let run = || handlers.run_job(job, cancellation, Some(Reporter(&report)));
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|panic| {
         let message = panic
             .downcast_ref::<&str>()
@@ -397,11 +426,13 @@ async fn run_heavy(
     handlers: Arc<Handlers>,
     job: Job,
     mut stopped: Stopped,
+    progress: Progress,
 ) -> Result<Payload, Failure> {
     let flag = stopped.flag.clone();
-    let outcome = tokio::task::spawn_blocking(move || run_handler(&handlers, &job, &flag))
-        .await
-        .map_err(|e| Failure::retryable(format!("handler did not finish: {e}")))??;
+    let outcome =
+        tokio::task::spawn_blocking(move || run_handler(&handlers, &job, &flag, &progress))
+            .await
+            .map_err(|e| Failure::retryable(format!("handler did not finish: {e}")))??;
     stopped
         .unless_cancelled(async { Ok(settle(outcome).await) })
         .await

@@ -42,9 +42,9 @@
 pub use taskhub_core::duration::HumanDuration;
 pub use taskhub_core::handlers::{
     AnyPayload, Binary, Cancellation, Failure, Handler, Handlers, Input, IntoOutcome, Outcome,
-    Typed, any_payload, binary, typed,
+    Reporter, Typed, any_payload, binary, typed,
 };
-pub use taskhub_core::worker::WorkerConfig;
+pub use taskhub_core::worker::{Job, WorkerConfig};
 pub use taskhub_core::{Payload, SessionId, TaskId};
 
 #[cfg(not(target_arch = "wasm32"))]

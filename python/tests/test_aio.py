@@ -201,3 +201,26 @@ def test_a_cancelled_coroutine_handler_is_stopped_at_its_await(hub):
         assert (worker.done, worker.cancelled) == (1, 1)
 
     run(main())
+
+
+def test_a_coroutine_handlers_progress_reaches_the_submitter(hub):
+    async def main():
+        worker = taskhub.aio.Worker(hub.url, KEY, queues=["tasks"], concurrency=1)
+
+        @worker.handler("stepped", task=True)
+        async def stepped(task):
+            for i in range(4):
+                worker.report_progress(task.id, (i + 1) / 4, None)
+                await asyncio.sleep(0.15)
+            return "done"
+
+        running = asyncio.ensure_future(worker.run())
+        heard = []
+        async with await taskhub.aio.connect(hub.url, key=KEY) as h:
+            h.on_progress = heard.append
+            assert await h.submit("tasks", [None], kind="stepped", timeout=20) == ["done"]
+            worker.stop()
+            await asyncio.wait_for(running, 20)
+        assert [r["fraction"] for r in heard][:2] == [0.25, 0.5], heard
+
+    run(main())

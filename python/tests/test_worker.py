@@ -331,3 +331,24 @@ def test_a_submit_waiting_on_a_cancelled_task_raises_task_failed(hub):
 def queue_stats(h, name):
     """`name`'s line in `stats`, or {} before the queue exists."""
     return next((q for q in h.stats()["queues"] if q["name"] == name), {})
+
+
+def test_a_handlers_progress_reaches_the_submitter(hub):
+    w = make_worker(hub, concurrency=1)
+
+    def stepped(task):
+        """Registered with task=True: five steps of 150 ms, reporting before each."""
+        for i in range(5):
+            w.report_progress(task.id, i / 5, f"step {i + 1} of 5")
+            time.sleep(0.15)
+        return "done"
+
+    w.add_handler("stepped", stepped, task=True)
+    heard = []
+    with running(w), taskhub.connect(hub.url, key=KEY) as h:
+        h.on_progress = heard.append
+        assert h.submit("tasks", [None], kind="stepped", timeout=20) == ["done"]
+    assert len(heard) >= 4, heard
+    assert heard[0]["fraction"] == 0.0 and heard[0]["message"] == "step 1 of 5"
+    assert [r["fraction"] for r in heard] == sorted(r["fraction"] for r in heard)
+    assert all(set(r) == {"task", "fraction", "message"} for r in heard), heard

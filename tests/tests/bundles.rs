@@ -148,11 +148,27 @@ async fn a_tab_renders_the_examples_tiles_byte_identical_to_a_native_worker() {
         .collect();
     let wait = Some(Duration::from_secs(60));
     let opts = || PutOptions::new().kind(mandelbrot::TILE_KIND);
+    let mut reports = c.progress();
     let (tab, native) = tokio::join!(
         c.submit_within("tiles-tab", payloads.clone(), opts(), wait),
         c.submit_within("tiles-native", payloads, opts(), wait),
     );
     let (tab, native) = (tab.unwrap(), native.unwrap());
+    // Each tile reported how far it had got, from the tab's Web Workers as from the native
+    // worker's threads (the first report of a task goes at once; later ones within 100 ms wait,
+    // and a tile this small is done before then).
+    let mut reported = std::collections::HashSet::new();
+    while let Ok(p) = reports.try_recv() {
+        assert!(p.fraction > 0.0 && p.fraction < 1.0, "{p:?}");
+        reported.insert(p.task);
+    }
+    for r in tab.iter().chain(&native) {
+        assert!(
+            reported.contains(&r.id),
+            "no progress from tile task {}",
+            r.id
+        );
+    }
     let stats = c.stats().await.unwrap();
     let role_of = |r: &taskhub_client::Reply| {
         let session = r.result.as_ref().unwrap()["session"].as_u64().unwrap();
@@ -661,5 +677,68 @@ async fn a_cancelled_task_in_a_tab_stops_its_web_worker_and_the_tab_goes_on() {
         );
         assert_eq!(status["workers"], 1, "the stopped Web Worker was replaced");
     }
+    browser.close().await;
+}
+
+const STEP_HANDLERS: &str = r#"
+// Works in `n` steps of 300 ms (busy: no await), reporting before each.
+export function steps(n, task) {
+  for (let i = 0; i < n; i++) {
+    task.progress(i / n, `step ${i + 1} of ${n}`);
+    const end = Date.now() + 300;
+    while (Date.now() < end) {}
+  }
+  return n;
+}
+"#;
+
+/// A JS handler in a tab reports progress while it runs: the submitter hears it, and the
+/// dashboard shows it on the tab's line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tabs_progress_reaches_the_submitter_and_the_dashboard() {
+    let dir = scratch("step-handlers");
+    let file = dir.join("steps.js");
+    std::fs::write(&file, STEP_HANDLERS).unwrap();
+    let (_hub, url) = serve_with("127.0.0.1:0", &["--handlers-js", file.to_str().unwrap()]);
+    let base = http_base(&url);
+    let mut browser = Browser::start().await;
+    let _tab = browser
+        .open_worker(&format!("{base}/#key={KEY}&queue=js&workers=1"))
+        .await;
+    let dash = browser.open(&format!("{base}/dashboard#key={KEY}")).await;
+    let c = client(&url).await;
+    let mut reports = c.progress();
+    let submitted = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.submit_within(
+                "js",
+                vec![json!(6)],
+                PutOptions::new().kind("steps"),
+                Some(Duration::from_secs(30)),
+            )
+            .await
+        })
+    };
+    let on_dashboard = browser
+        .wait_for(
+            &dash,
+            "(() => { const t = document.querySelector('#workers td.progress'); return t && /step [2-6] of 6/.test(t.textContent) && t.textContent; })()",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(
+        on_dashboard.as_str().unwrap().contains('%'),
+        "{on_dashboard}"
+    );
+    let replies = submitted.await.unwrap().unwrap();
+    assert_eq!(replies[0].result, Some(json!(6).into()));
+    let mut heard = Vec::new();
+    while let Ok(p) = reports.try_recv() {
+        heard.push(p.message.unwrap_or_default());
+    }
+    assert!(heard.len() >= 5, "{heard:?}");
+    assert_eq!(heard[0], "step 1 of 6");
+    assert!(heard.contains(&"step 6 of 6".to_string()), "{heard:?}");
     browser.close().await;
 }

@@ -259,6 +259,18 @@ impl Inner {
         let mut finished = Vec::new();
         let mut unstarted = Vec::new();
         match report {
+            Report::Progress {
+                token,
+                fraction,
+                message,
+            } => {
+                // A report after its job finished, or from a Web Worker replaced since, is
+                // stale; the state machine knows only running jobs.
+                if pool.holds(index, token) {
+                    self.sm.report_progress(token, fraction, message, now);
+                }
+                return;
+            }
             Report::Crashed(why) => {
                 for token in pool.crashed(index) {
                     finished.push((token, Err(Failure::retryable(why.clone()))));

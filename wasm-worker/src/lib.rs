@@ -29,7 +29,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use taskhub_core::handlers::{Handlers, Outcome};
+use taskhub_core::handlers::{Handlers, Input, Outcome, Reporter};
 use taskhub_core::{Payload, SessionId, TaskId};
 use wasm_bindgen::prelude::*;
 
@@ -82,7 +82,8 @@ pub fn take_panic() -> Option<String> {
 /// with its own timer, then reports), `{"ok": true, "binary": true}` for a binary result (then in
 /// `bytes`, a `Uint8Array`), or `{"ok": false, "error": "..", "retry": bool}`; `wait_ms` repeats
 /// the wait, if any, so the caller need not parse `out`. `id`, `attempt`, `session` and
-/// `last_error` describe the task to handlers that want them (0 or absent when unknown).
+/// `last_error` describe the task to handlers that want them (0 or absent when unknown);
+/// `progress(fraction, message)`, when given, is called with the handler's progress reports.
 #[wasm_bindgen(js_name = runTask)]
 pub fn run_task(
     kind: Option<String>,
@@ -91,12 +92,20 @@ pub fn run_task(
     attempt: Option<u32>,
     session: Option<f64>,
     last_error: Option<String>,
+    progress: Option<js_sys::Function>,
 ) -> js_sys::Object {
+    let progress = progress.map(|f| -> ProgressFn {
+        std::rc::Rc::new(move |fraction: f64, message: Option<&str>| {
+            let message = message.map_or(JsValue::NULL, JsValue::from);
+            let _ = f.call2(&JsValue::NULL, &fraction.into(), &message);
+        })
+    });
     let meta = Meta {
         id: TaskId(id.unwrap_or(0.0) as u64),
         attempt: attempt.unwrap_or(1),
         session: session.filter(|s| *s > 0.0).map(|s| SessionId(s as u64)),
         last_error,
+        progress,
     };
     let (out, bytes) = match payload.as_string() {
         Some(text) => outcome_json(registry(), kind.as_deref(), &text, meta),
@@ -134,13 +143,29 @@ pub fn kinds() -> String {
     Value::Array(kinds).to_string()
 }
 
+/// Where a handler's progress reports go, in a [`Meta`].
+pub type ProgressFn = std::rc::Rc<dyn Fn(f64, Option<&str>)>;
+
 /// Which task a [`run_task`] call is for.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Meta {
     pub id: TaskId,
     pub attempt: u32,
     pub session: Option<SessionId>,
     pub last_error: Option<String>,
+    pub progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for Meta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meta")
+            .field("id", &self.id)
+            .field("attempt", &self.attempt)
+            .field("session", &self.session)
+            .field("last_error", &self.last_error)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 /// The pure part of [`run_task`] for a JSON payload, testable natively.
@@ -166,14 +191,20 @@ pub fn outcome(
     payload: &Payload,
     meta: Meta,
 ) -> (Value, Option<Bytes>) {
-    match handlers.run_task(
-        meta.id,
-        kind,
-        payload,
-        meta.attempt,
-        meta.last_error.as_deref(),
-        meta.session,
-    ) {
+    let ran = match kind {
+        Some(kind) => handlers.run(&Input {
+            id: meta.id,
+            kind,
+            payload,
+            attempt: meta.attempt,
+            last_error: meta.last_error.as_deref(),
+            session: meta.session,
+            cancellation: None,
+            reporter: meta.progress.as_deref().map(Reporter),
+        }),
+        None => handlers.run_task(meta.id, None, payload, meta.attempt, None, meta.session),
+    };
+    match ran {
         Ok(Outcome::Done(v)) => (json!({"ok": true, "result": v}), None),
         Ok(Outcome::Bytes(b)) => (json!({"ok": true, "binary": true}), Some(b)),
         Ok(Outcome::Wait { ms, then }) => {
@@ -195,6 +226,7 @@ mod tests {
         attempt: 1,
         session: None,
         last_error: None,
+        progress: None,
     };
 
     fn outcome(kind: Option<&str>, payload: &str) -> Value {

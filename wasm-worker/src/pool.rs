@@ -70,6 +70,15 @@ fn start_slot(
         .map_err(|_| format!("cannot start a Web Worker from {script_url}"))?;
     let report = on_report.clone();
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+        if let Some(p) = Reflect::get(&e.data(), &"progress".into())
+            .ok()
+            .filter(JsValue::is_object)
+        {
+            if let Some(r) = progress_of(&p) {
+                report(index, r);
+            }
+            return;
+        }
         let results = Reflect::get(&e.data(), &"results".into())
             .ok()
             .and_then(|r| r.dyn_into::<Array>().ok());
@@ -117,11 +126,25 @@ pub(crate) struct Done {
     pub unstarted: bool,
 }
 
-/// What a pool worker reported: the jobs it finished, or that it crashed.
+/// What a pool worker reported: the jobs it finished, how far one has got, or that it crashed.
 #[derive(Debug)]
 pub(crate) enum Report {
     Done(Vec<Done>),
+    Progress {
+        token: u64,
+        fraction: f64,
+        message: Option<String>,
+    },
     Crashed(String),
+}
+
+fn progress_of(p: &JsValue) -> Option<Report> {
+    let get = |k: &str| Reflect::get(p, &k.into()).ok();
+    Some(Report::Progress {
+        token: get("token")?.as_f64()? as u64,
+        fraction: get("fraction")?.as_f64()?,
+        message: get("message").and_then(|m| m.as_string()),
+    })
 }
 
 fn done_of(entry: &JsValue) -> Option<Done> {
@@ -230,6 +253,13 @@ impl Pool {
         };
         let at = slot.held.iter().position(|h| *h == token);
         at.map(|at| slot.held.remove(at)).is_some()
+    }
+
+    /// Whether worker `index` holds job `token` now.
+    pub fn holds(&self, index: usize, token: u64) -> bool {
+        self.slots
+            .get(index)
+            .is_some_and(|s| s.held.contains(&token))
     }
 
     /// Worker `index` crashed: the tokens of every job it held.

@@ -220,6 +220,7 @@ fn handlers_run_in_wasm() {
         None,
         None,
         None,
+        None,
     ));
     assert_eq!(out, json!({"ok": true, "result": "3411 * 3411 = 11634921"}));
     let (out, _) = ran(run_task(
@@ -229,11 +230,13 @@ fn handlers_run_in_wasm() {
         None,
         None,
         None,
+        None,
     ));
     assert_eq!(out["result"], json!(78_498));
     let (out, _) = ran(run_task(
         Some("nope".into()),
         text("1"),
+        None,
         None,
         None,
         None,
@@ -252,6 +255,7 @@ fn handlers_run_in_wasm() {
         None,
         None,
         None,
+        None,
     ));
     assert_eq!(
         (out, result),
@@ -260,6 +264,7 @@ fn handlers_run_in_wasm() {
     let (out, _) = ran(run_task(
         Some("square".into()),
         bytes(),
+        None,
         None,
         None,
         None,
@@ -298,6 +303,7 @@ fn users_handlers_run_in_wasm_with_state_failures_and_waits() {
         attempt: 1,
         session: None,
         last_error: None,
+        progress: None,
     };
     let run = |kind: &str, payload: &str| outcome_json(&h, Some(kind), payload, meta.clone()).0;
     assert_eq!(run("count", "null"), json!({"ok": true, "result": 1}));

@@ -57,6 +57,7 @@ pub use builtin::{MAX_PRIMES_N, MAX_SLEEP_MS, count_primes_below};
 
 use crate::body::{Body, Payload};
 use crate::names::{SessionId, TaskId};
+use crate::protocol::MAX_PROGRESS_MESSAGE_BYTES;
 
 /// Longest task kind, in bytes (the protocol's limit).
 pub const MAX_KIND_BYTES: usize = 128;
@@ -186,6 +187,17 @@ impl Cancellation {
     }
 }
 
+/// Where a handler's progress reports go: the worker passes them to the hub, at most every
+/// [`crate::worker::PROGRESS_EVERY_MS`] per task (the latest wins).
+#[derive(Clone, Copy)]
+pub struct Reporter<'a>(pub &'a dyn Fn(f64, Option<&str>));
+
+impl fmt::Debug for Reporter<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Reporter")
+    }
+}
+
 /// The task a handler runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Input<'a> {
@@ -204,9 +216,32 @@ pub struct Input<'a> {
     /// stopped instead). A long handler checks [`Input::is_cancelled`] between steps and returns
     /// early: the worker drops whatever it returns and takes its next task.
     pub cancellation: Option<&'a Cancellation>,
+    /// Where [`Input::progress`] reports go, when the worker takes them.
+    pub reporter: Option<Reporter<'a>>,
 }
 
 impl Input<'_> {
+    /// Say how far the task has got: `fraction` from 0 to 1 (clamped; not a number is ignored)
+    /// and an optional `message` (cut to [`MAX_PROGRESS_MESSAGE_BYTES`]). It reaches the task's
+    /// submitter and the dashboard, and extends the task's lease. Cheap to call often: the
+    /// worker sends at most one report per task every 100 ms, the latest.
+    pub fn progress(&self, fraction: f64, message: Option<&str>) {
+        let Some(Reporter(report)) = self.reporter else {
+            return;
+        };
+        if fraction.is_nan() {
+            return;
+        }
+        let message = message.map(|m| {
+            let mut cut = m.len().min(MAX_PROGRESS_MESSAGE_BYTES);
+            while !m.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            &m[..cut]
+        });
+        report(fraction.clamp(0.0, 1.0), message);
+    }
+
     /// Whether a client cancelled this task: stop soon, the result goes nowhere.
     pub fn is_cancelled(&self) -> bool {
         self.cancellation.is_some_and(Cancellation::is_cancelled)
@@ -456,14 +491,16 @@ impl Handlers {
             last_error,
             session,
             cancellation: None,
+            reporter: None,
         })
     }
 
-    /// Run a worker's job, with the flag a cancel sets.
+    /// Run a worker's job, with the flag a cancel sets and where progress reports go.
     pub fn run_job(
         &self,
         job: &crate::worker::Job,
         cancellation: &Cancellation,
+        reporter: Option<Reporter<'_>>,
     ) -> Result<Outcome, Failure> {
         let Some(kind) = job.kind.as_deref() else {
             return Err(no_kind());
@@ -476,6 +513,7 @@ impl Handlers {
             last_error: job.last_error.as_deref(),
             session: job.session,
             cancellation: Some(cancellation),
+            reporter,
         })
     }
 

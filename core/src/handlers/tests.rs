@@ -142,6 +142,7 @@ fn user_handlers_hold_state_fail_and_wait() {
             last_error: (attempt > 1).then_some("it broke"),
             session: None,
             cancellation: None,
+            reporter: None,
         })
     };
     assert_eq!(
@@ -246,10 +247,13 @@ fn a_handler_sees_its_jobs_cancellation() {
         session: None,
     };
     let flag = Cancellation::new();
-    assert_eq!(h.run_job(&job, &flag), Ok(Outcome::Done(json!(1_000))));
+    assert_eq!(
+        h.run_job(&job, &flag, None),
+        Ok(Outcome::Done(json!(1_000)))
+    );
     flag.cancel();
     assert_eq!(
-        h.run_job(&job, &flag),
+        h.run_job(&job, &flag, None),
         Err(Failure::permanent("stopped after 0 steps"))
     );
     // Without a flag (run_task: the browser's path) it is never cancelled.
@@ -258,4 +262,41 @@ fn a_handler_sees_its_jobs_cancellation() {
         h.run_task(TaskId(3), Some("steps"), &payload, 1, None, None),
         Ok(Outcome::Done(json!(1_000)))
     );
+}
+
+#[test]
+fn progress_reports_reach_the_reporter_clamped_and_cut() {
+    struct Counts;
+    impl Handler for Counts {
+        fn run(&self, task: &Input<'_>) -> Result<Outcome, Failure> {
+            task.progress(0.5, Some("half"));
+            task.progress(7.0, None);
+            task.progress(f64::NAN, Some("ignored"));
+            task.progress(-1.0, Some(&"é".repeat(600)));
+            Ok(Outcome::Done(json!("done")))
+        }
+    }
+    let h = Handlers::new().light("counts", Counts);
+    let job = crate::worker::Job {
+        token: 1,
+        id: TaskId(3),
+        kind: Some("counts".into()),
+        payload: json!(null).into(),
+        attempt: 1,
+        last_error: None,
+        session: None,
+    };
+    let seen = std::sync::Mutex::new(Vec::new());
+    let report = |f: f64, m: Option<&str>| {
+        seen.lock().unwrap().push((f, m.map(str::len)));
+    };
+    let flag = Cancellation::new();
+    h.run_job(&job, &flag, Some(Reporter(&report))).unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(0.5, Some(4)), (1.0, None), (0.0, Some(1024))],
+        "clamped to 0..1, NaN dropped, the message cut at a character boundary"
+    );
+    // Without a reporter (a handler run outside a worker) a report goes nowhere.
+    assert!(h.run_job(&job, &flag, None).is_ok());
 }

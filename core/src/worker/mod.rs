@@ -22,7 +22,7 @@ use crate::codec::{
 };
 use crate::handlers::Failure;
 use crate::names::{QueueName, SessionId, TaskId};
-use crate::protocol::{ClientMsg, ErrorCode, Role, ServerMsg, Task};
+use crate::protocol::{ClientMsg, ErrorCode, MAX_PROGRESS_MESSAGE_BYTES, Role, ServerMsg, Task};
 use crate::time::Millis;
 
 /// First reconnect delay of a worker ([`WorkerConfig::backoff_min_ms`]).
@@ -31,6 +31,9 @@ pub const DEFAULT_BACKOFF_MIN_MS: u64 = 250;
 pub const DEFAULT_BACKOFF_MAX_MS: u64 = 30_000;
 /// How long a handshake may take ([`WorkerConfig::handshake_timeout_ms`]).
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Shortest time between two progress reports of one task sent to the hub: a handler may report
+/// as often as it likes, and the latest report of each interval goes.
+pub const PROGRESS_EVERY_MS: u64 = 100;
 /// How long a stopping worker waits for its running tasks ([`WorkerConfig::stop_grace_ms`]).
 pub const DEFAULT_STOP_GRACE_MS: u64 = 30_000;
 
@@ -184,6 +187,10 @@ struct Running {
     last_touch: Millis,
     /// A client cancelled it: the hub holds no lease any more, and its result goes nowhere.
     cancelled: bool,
+    /// When its last progress report went to the hub.
+    last_report: Option<Millis>,
+    /// A report held back until [`PROGRESS_EVERY_MS`] after the last one.
+    pending_report: Option<(f64, Option<String>)>,
 }
 
 impl Running {
@@ -518,6 +525,77 @@ impl Worker {
         }
     }
 
+    /// Job `token`'s handler says how far it has got. Sent to the hub now, or, within
+    /// [`PROGRESS_EVERY_MS`] of the last report, when that has passed (the latest report wins);
+    /// a report also extends the lease, so it counts as a touch.
+    pub fn report_progress(
+        &mut self,
+        token: u64,
+        fraction: f64,
+        message: Option<String>,
+        now: Millis,
+    ) {
+        if !matches!(self.state, State::Ready { .. }) || !(0.0..=1.0).contains(&fraction) {
+            return;
+        }
+        let mut message = message;
+        if let Some(m) = &mut message
+            && m.len() > MAX_PROGRESS_MESSAGE_BYTES
+        {
+            let mut cut = MAX_PROGRESS_MESSAGE_BYTES;
+            while !m.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            m.truncate(cut);
+        }
+        let conn = self.conn;
+        let Some(run) = self.running.get_mut(&token).filter(|r| r.leased_on(conn)) else {
+            return;
+        };
+        let due = run.last_report.map_or(now, |t| t + PROGRESS_EVERY_MS);
+        if now < due {
+            run.pending_report = Some((fraction, message));
+            return;
+        }
+        run.last_report = Some(now);
+        run.last_touch = now;
+        run.pending_report = None;
+        let task = run.id;
+        self.send(&ClientMsg::Progress {
+            req: None,
+            task,
+            fraction,
+            message,
+        });
+    }
+
+    /// Send the progress reports held back whose interval has passed.
+    fn send_due_reports(&mut self, now: Millis) {
+        let conn = self.conn;
+        let mut due = Vec::new();
+        for run in self.running.values_mut() {
+            let ready = run
+                .last_report
+                .is_some_and(|t| now >= t + PROGRESS_EVERY_MS);
+            if run.leased_on(conn)
+                && ready
+                && let Some((fraction, message)) = run.pending_report.take()
+            {
+                run.last_report = Some(now);
+                run.last_touch = now;
+                due.push(ClientMsg::Progress {
+                    req: None,
+                    task: run.id,
+                    fraction,
+                    message,
+                });
+            }
+        }
+        for msg in due {
+            self.send(&msg);
+        }
+    }
+
     /// The driver finished running a job.
     pub fn handle_task_done(&mut self, token: u64, result: Result<Payload, Failure>, now: Millis) {
         let Some(run) = self.running.remove(&token) else {
@@ -683,6 +761,7 @@ impl Worker {
                 ping_every_ms,
                 ..
             } => {
+                self.send_due_reports(now);
                 if !self.probing && now - self.last_heard >= ping_every_ms {
                     self.probing = true;
                     self.send(&ClientMsg::Ping {
@@ -809,6 +888,8 @@ impl Worker {
                     started: now,
                     last_touch: now,
                     cancelled: false,
+                    last_report: None,
+                    pending_report: None,
                 },
             );
             self.events.push_back(Event::Run(Job {
@@ -871,11 +952,16 @@ impl Worker {
                     .values()
                     .filter(|r| r.leased_on(self.conn))
                     .map(|r| r.last_touch + *touch_every_ms);
+                let reports = self
+                    .running
+                    .values()
+                    .filter(|r| r.leased_on(self.conn) && r.pending_report.is_some())
+                    .filter_map(|r| Some(r.last_report? + PROGRESS_EVERY_MS));
                 let heartbeat = match self.probing {
                     false => self.last_heard + *ping_every_ms,
                     true => self.last_heard + 2 * *ping_every_ms,
                 };
-                touch.chain([heartbeat]).min()
+                touch.chain(reports).chain([heartbeat]).min()
             }
             _ => None,
         };

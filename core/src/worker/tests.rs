@@ -834,3 +834,43 @@ fn a_cancelled_task_still_waiting_here_is_dropped_and_never_runs() {
     assert!(p.events().is_empty());
     assert_eq!(p.w.status().cancelled, 1);
 }
+
+#[test]
+fn progress_goes_to_the_hub_at_most_every_100_ms_the_latest_winning() {
+    let mut p = Pair::new(config());
+    p.handshake();
+    p.sent();
+    p.deliver(1, "primes", json!(1000));
+    let job = jobs(&p.events()).remove(0);
+    let progress = |sent: Vec<ClientMsg>| -> Vec<(f64, Option<String>)> {
+        sent.into_iter()
+            .filter_map(|m| match m {
+                ClientMsg::Progress {
+                    fraction, message, ..
+                } => Some((fraction, message)),
+                _ => None,
+            })
+            .collect()
+    };
+    p.w.report_progress(job.token, 0.1, Some("first".into()), p.now);
+    assert_eq!(progress(p.sent()), vec![(0.1, Some("first".into()))]);
+    p.now = p.now + 30;
+    p.w.report_progress(job.token, 0.2, None, p.now);
+    p.w.report_progress(job.token, 0.3, Some("latest".into()), p.now);
+    assert!(p.sent().is_empty(), "held back within 100 ms");
+    assert_eq!(p.w.poll_timeout(), Some(p.now + 70));
+    p.now = p.now + 70;
+    p.w.handle_timeout(p.now);
+    assert_eq!(progress(p.sent()), vec![(0.3, Some("latest".into()))]);
+    // A report counts as a touch: the next touch is half an ack-wait (500 ms) after it.
+    p.now = p.now + 499;
+    p.w.handle_timeout(p.now);
+    assert!(p.sent().is_empty());
+    // Done: a report held back goes nowhere; the ack says the rest.
+    p.w.report_progress(job.token, 0.8, None, p.now);
+    assert_eq!(progress(p.sent()), vec![(0.8, None)]);
+    p.w.report_progress(job.token, 0.9, None, p.now);
+    p.w.handle_task_done(job.token, Ok(json!(168).into()), p.now);
+    let sent = p.sent();
+    assert!(matches!(sent[..], [ClientMsg::Ack { .. }]), "{sent:?}");
+}

@@ -115,9 +115,19 @@ const PALETTE: [[u8; 3]; 16] = [
 
 /// The tile's pixels, RGB, row by row.
 pub fn render(t: &Tile) -> Vec<u8> {
+    render_reporting(t, |_| {})
+}
+
+/// [`render`], calling `done(fraction)` ten times on the way (after each tenth of the rows).
+pub fn render_reporting(t: &Tile, mut done: impl FnMut(f64)) -> Vec<u8> {
     let (re_min, im_max, step) = t.view();
     let mut rgb = Vec::with_capacity((t.w * t.h * 3) as usize);
+    let every = t.h.div_ceil(10).max(1);
     for py in t.y..t.y + t.h {
+        let row = py - t.y;
+        if row > 0 && row.is_multiple_of(every) {
+            done(f64::from(row) / f64::from(t.h));
+        }
         let im = im_max - f64::from(py) * step;
         for px in t.x..t.x + t.w {
             let re = re_min + f64::from(px) * step;
@@ -165,7 +175,8 @@ impl Handler for TileHandler {
             y: tile.y,
             w: tile.w,
             h: tile.h,
-            rgb: base64::engine::general_purpose::STANDARD.encode(render(&tile)),
+            rgb: base64::engine::general_purpose::STANDARD
+                .encode(render_reporting(&tile, |f| task.progress(f, None))),
             session: task.session.map(|s| s.0),
         };
         serde_json::to_value(result)
@@ -256,6 +267,31 @@ mod tests {
         assert!(
             !e.retry && e.message.contains("1 to 1048576 pixels"),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_tile_reports_its_progress_a_tenth_at_a_time() {
+        let tile = &tiles(64, 40, 20, 50)[0];
+        let seen = std::sync::Mutex::new(Vec::new());
+        let report = |f: f64, _: Option<&str>| seen.lock().unwrap().push(f);
+        let job = taskhub_native_worker::Job {
+            token: 1,
+            id: TaskId(1),
+            kind: Some(TILE_KIND.into()),
+            payload: serde_json::to_value(tile).unwrap().into(),
+            attempt: 1,
+            last_error: None,
+            session: None,
+        };
+        let flag = taskhub_native_worker::Cancellation::new();
+        handlers()
+            .run_job(&job, &flag, Some(taskhub_native_worker::Reporter(&report)))
+            .unwrap();
+        let seen = seen.into_inner().unwrap();
+        assert_eq!(
+            seen,
+            (1..10).map(|i| f64::from(i * 2) / 20.0).collect::<Vec<_>>()
         );
     }
 }

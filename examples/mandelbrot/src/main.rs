@@ -175,6 +175,10 @@ async fn render(args: RenderArgs) -> anyhow::Result<()> {
         .with_context(|| format!("bad --queue {:?}", args.queue))?;
     let work = tiles(args.width, args.height, args.tile, args.max_iter);
     let total = work.len();
+    // Tiles report how far they have got: the bar counts rendering tiles' fractions too.
+    let mut reports = client.progress();
+    let mut partial: std::collections::HashMap<taskhub_client::TaskId, f64> =
+        std::collections::HashMap::new();
     let started = Instant::now();
     let mut pending: FuturesUnordered<_> = work
         .iter()
@@ -195,16 +199,31 @@ async fn render(args: RenderArgs) -> anyhow::Result<()> {
     let progress = Progress::new(total);
     let deadline = tokio::time::Instant::now() + args.timeout.0;
     let mut done = 0;
-    while let Some(reply) = tokio::time::timeout_at(deadline, pending.next())
-        .await
-        .with_context(|| {
-            format!(
-                "timed out after {} with {done} of {total} tiles",
-                args.timeout
-            )
-        })?
-    {
+    loop {
+        let next = async {
+            loop {
+                tokio::select! {
+                    reply = pending.next() => return reply,
+                    Some(p) = reports.recv() => {
+                        partial.insert(p.task, p.fraction);
+                        progress.show(done as f64 + partial.values().sum::<f64>());
+                    }
+                }
+            }
+        };
+        let Some(reply) = tokio::time::timeout_at(deadline, next)
+            .await
+            .with_context(|| {
+                format!(
+                    "timed out after {} with {done} of {total} tiles",
+                    args.timeout
+                )
+            })?
+        else {
+            break;
+        };
         let reply = reply?;
+        partial.remove(&reply.id);
         if !reply.ok {
             bail!(
                 "tile task {} failed: {}",
@@ -222,7 +241,7 @@ async fn render(args: RenderArgs) -> anyhow::Result<()> {
         place(&mut image, args.width, args.height, &tile)?;
         *by_session.entry(tile.session.unwrap_or(0)).or_default() += 1;
         done += 1;
-        progress.show(done);
+        progress.show(done as f64 + partial.values().sum::<f64>());
     }
     progress.finish();
     drop(pending);
@@ -305,16 +324,18 @@ impl Progress {
         }
     }
 
-    fn show(&self, done: usize) {
+    /// `done` tiles: whole ones, and the fractions that rendering tiles reported.
+    fn show(&self, done: f64) {
         if !self.tty {
             return;
         }
         let width = 40;
-        let filled = done * width / self.total.max(1);
+        let share = (done / self.total.max(1) as f64).clamp(0.0, 1.0);
+        let filled = (share * width as f64) as usize;
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,
-            "\r[{}{}] {done}/{} tiles",
+            "\r[{}{}] {done:.1}/{} tiles",
             "#".repeat(filled),
             ".".repeat(width - filled),
             self.total

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use taskhub_core::protocol::{MAX_PROGRESS_SHOWN, TaskProgress};
 use taskhub_core::{Millis, QueueName, SessionId, TaskId};
 
 use super::StoredTask;
@@ -13,6 +14,16 @@ pub(super) struct Lease {
     pub session: SessionId,
     pub deadline: Millis,
     pub task: StoredTask,
+    /// What its worker last reported of it, and when (for `stats`).
+    pub progress: Option<Box<Reported>>,
+}
+
+/// A leased task's latest `progress`.
+#[derive(Debug)]
+pub(super) struct Reported {
+    pub fraction: f64,
+    pub message: Option<String>,
+    pub at: Millis,
 }
 
 /// Every task leased out: by id, by when its lease runs out, and by the session holding it.
@@ -32,6 +43,7 @@ impl Leases {
                 session,
                 deadline,
                 task,
+                progress: None,
             },
         ) {
             self.by_deadline.remove(&(old.deadline, id));
@@ -43,6 +55,10 @@ impl Leases {
 
     pub fn get(&self, id: &TaskId) -> Option<&Lease> {
         self.by_task.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &TaskId) -> Option<&mut Lease> {
+        self.by_task.get_mut(id)
     }
 
     pub fn take(&mut self, id: TaskId) -> Option<Lease> {
@@ -100,6 +116,30 @@ impl Leases {
 
     pub fn len(&self) -> usize {
         self.by_task.len()
+    }
+
+    /// The latest progress of `session`'s tasks that reported any, most recent first, at most
+    /// [`MAX_PROGRESS_SHOWN`].
+    pub fn progress_of(&self, session: SessionId) -> Vec<TaskProgress> {
+        let Some(held) = self.by_session.get(&session) else {
+            return Vec::new();
+        };
+        let mut reported: Vec<(&Lease, &Reported)> = held
+            .iter()
+            .filter_map(|id| self.by_task.get(id))
+            .filter_map(|l| Some((l, l.progress.as_deref()?)))
+            .collect();
+        reported.sort_by_key(|(l, r)| (std::cmp::Reverse(r.at), l.task.id));
+        reported
+            .into_iter()
+            .take(MAX_PROGRESS_SHOWN)
+            .map(|(l, r)| TaskProgress {
+                task: l.task.id,
+                queue: l.task.queue.clone(),
+                fraction: r.fraction,
+                message: r.message.clone(),
+            })
+            .collect()
     }
 }
 

@@ -258,6 +258,51 @@ impl Broker {
         Ok(state)
     }
 
+    /// `session`'s worker says how far leased task `id` has got: kept for `stats`, passed to
+    /// the submitter's inbox (at most once), and the lease extended as by `touch`.
+    pub(super) fn progress(
+        &mut self,
+        session: SessionId,
+        id: TaskId,
+        fraction: f64,
+        message: Option<String>,
+        now: Millis,
+    ) -> Result<(), Failure> {
+        taskhub_core::protocol::check_progress(fraction, message.as_deref())
+            .map_err(super::rules::bad_request)?;
+        self.touch(session, id, now)?;
+        let Some(lease) = self.leases.get_mut(&id) else {
+            return Ok(());
+        };
+        let owner = lease
+            .task
+            .reply_to
+            .as_ref()
+            .and_then(|to| to.as_str().strip_prefix(INBOX_PREFIX))
+            .and_then(|n| n.parse().ok())
+            .map(SessionId);
+        if let Some(owner) = owner
+            && self.sessions.contains_key(&owner)
+        {
+            self.out.push(Output {
+                to: owner,
+                msg: ServerMsg::Progress {
+                    task: id,
+                    fraction,
+                    message: message.clone(),
+                },
+                droppable: true,
+                gate: Gate::InTurn,
+            });
+        }
+        lease.progress = Some(Box::new(super::held::Reported {
+            fraction,
+            message,
+            at: now,
+        }));
+        Ok(())
+    }
+
     pub(super) fn touch(
         &mut self,
         session: SessionId,

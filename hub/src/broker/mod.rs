@@ -728,6 +728,14 @@ impl Broker {
             ClientMsg::Touch { task, .. } => self
                 .touch(session, task, now)
                 .map(|()| ServerMsg::Ok { req }),
+            ClientMsg::Progress {
+                task,
+                fraction,
+                message,
+                ..
+            } => self
+                .progress(session, task, fraction, message, now)
+                .map(|()| ServerMsg::Ok { req }),
             ClientMsg::Cancel { task, .. } => self
                 .cancel(task, refusal, now)
                 .map(|state| ServerMsg::Cancelled { req, task, state }),
@@ -1132,6 +1140,7 @@ impl Broker {
                 acked: s.acked,
                 failed: s.failed,
                 in_flight: self.leases.held_by(*id) as u64,
+                progress: self.leases.progress_of(*id),
             })
             .collect();
         workers.sort_by_key(|w| w.session);

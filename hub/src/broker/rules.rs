@@ -15,6 +15,7 @@ pub(crate) fn is_worker_traffic(msg: &ClientMsg) -> bool {
             | ClientMsg::Fail { .. }
             | ClientMsg::Release { .. }
             | ClientMsg::Touch { .. }
+            | ClientMsg::Progress { .. }
             | ClientMsg::Consume { .. }
     )
 }

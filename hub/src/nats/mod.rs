@@ -723,6 +723,41 @@ impl Gateway {
                     }
                 }
             }
+            ClientMsg::Progress {
+                task,
+                fraction,
+                message,
+                ..
+            } => {
+                if let Err(why) =
+                    taskhub_core::protocol::check_progress(fraction, message.as_deref())
+                {
+                    return ready(answer(Err(rules::bad_request(why))));
+                }
+                let touched = {
+                    let mut st = self.lock();
+                    let deadline = Instant::now() + self.config.ack_wait;
+                    st.touch(session, task, deadline).map(|ack| {
+                        let reply_to = st.leases.get(&task).and_then(|l| l.task.reply_to.clone());
+                        (ack, reply_to)
+                    })
+                };
+                match touched {
+                    Err(e) => ready(answer(Err(e))),
+                    Ok((ack, reply_to)) => {
+                        self.run(vec![Effect::Progress(ack)]).await;
+                        if let Some(to) = reply_to.filter(QueueName::is_inbox) {
+                            let msg = ServerMsg::Progress {
+                                task,
+                                fraction,
+                                message,
+                            };
+                            self.to_inbox(&to, &msg).await;
+                        }
+                        ready(answer(Ok(ServerMsg::Ok { req })))
+                    }
+                }
+            }
             ClientMsg::Touch { task, .. } => {
                 let touched = {
                     let mut st = self.lock();
@@ -1097,27 +1132,32 @@ impl Gateway {
             return Ok(());
         };
         if to.is_inbox() {
-            let Some(owner) = to.as_str()[taskhub_core::names::INBOX_PREFIX.len()..]
-                .parse()
-                .ok()
-                .map(SessionId)
-            else {
-                return Ok(());
-            };
-            let frame = encode_server(&ServerMsg::Reply(reply));
-            if wire::hub_of_session(owner) == self.hub {
-                self.to_session(owner, message(frame));
-            } else {
-                let _ = self
-                    .client
-                    .publish(wire::inbox_subject(owner), frame_bytes(frame))
-                    .await;
-            }
+            self.to_inbox(to, &ServerMsg::Reply(reply)).await;
             return Ok(());
         }
         let id = format!("th-reply-{}", task.id);
         let publish = publication(&reply_entry(&reply), wire::Meta::default(), Some(&id));
         self.store(to, publish).await
+    }
+
+    /// Send `msg` to the session whose inbox `to` is, on whichever hub holds it (at most once).
+    async fn to_inbox(&self, to: &QueueName, msg: &ServerMsg) {
+        let Some(owner) = to.as_str()[taskhub_core::names::INBOX_PREFIX.len()..]
+            .parse()
+            .ok()
+            .map(SessionId)
+        else {
+            return;
+        };
+        let frame = encode_server(msg);
+        if wire::hub_of_session(owner) == self.hub {
+            self.to_session(owner, message(frame));
+        } else {
+            let _ = self
+                .client
+                .publish(wire::inbox_subject(owner), frame_bytes(frame))
+                .await;
+        }
     }
 
     /// Publish to a queue's subject. The future it returns waits for JetStream to confirm, and
@@ -1465,6 +1505,8 @@ impl Gateway {
                 acked: s.acked,
                 failed: s.failed,
                 in_flight: s.held as u64,
+                // Passed on to submitters, not kept: see ARCHITECTURE.md.
+                progress: Vec::new(),
             })
             .collect();
         let mut queues: HashMap<String, (u64, u64)> = HashMap::new();

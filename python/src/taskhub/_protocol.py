@@ -164,6 +164,18 @@ class HubError(TaskhubError):
         self.message = message
 
 
+#: Longest `message` a progress report may carry, in bytes (the hub's limit).
+MAX_PROGRESS_MESSAGE_BYTES = 1024
+
+
+def cut_utf8(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8, at a character boundary."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode(errors="ignore")
+
+
 class TaskFailed(TaskhubError):
     """A submitted task ended in failure (its worker failed it, it ran out of attempts, or it
     was cancelled: then `cancelled` is true)."""

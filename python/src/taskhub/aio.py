@@ -419,6 +419,7 @@ class Worker(_Base):
         self._jobs: Set["asyncio.Task[None]"] = set()
         # Coroutine handlers running, by task id: a cancel stops them at their next await.
         self._coroutines: Dict[int, "asyncio.Task[Any]"] = {}
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
 
     def default_concurrency(self) -> int:
         """Ten coroutines: asyncio handlers are ones that wait."""
@@ -442,6 +443,7 @@ class Worker(_Base):
         `taskhub.Worker.run` does."""
         self._check_handlers()
         loop = asyncio.get_running_loop()
+        self._loop = loop
         self._changed = asyncio.Event()
         self._output = asyncio.Event()
         caught = []
@@ -583,6 +585,27 @@ class Worker(_Base):
         """Whether a client cancelled task `task_id` while it runs here: a long handler asks
         between steps (or awaits) and returns early; what it returns is dropped."""
         return self._leases.is_cancelled(task_id)
+
+    def report_progress(self, task_id: int, fraction: float,
+                        message: Optional[str] = None) -> None:
+        """Say how far running task `task_id` has got, as `taskhub.Worker.report_progress`
+        does; from a coroutine handler, or from a plain function's thread."""
+        loop = self._loop
+        if loop is None:
+            return
+
+        def report() -> None:
+            if self._leases.report(task_id, fraction, message, time.monotonic()):
+                self._send_soon()
+
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is loop:
+            report()
+        else:
+            loop.call_soon_threadsafe(report)
 
     def _on_closed(self, number: int, why: p.ConnectionClosed) -> None:
         if not self._leases.lost(number):

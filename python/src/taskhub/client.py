@@ -9,6 +9,7 @@ the request waiting for it (matched by `req`), and each outcome on the session's
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import queue as _queue
 import ssl
@@ -16,13 +17,16 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Protocol, Set
+from typing import (Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Protocol,
+                    Set)
 
 from websockets.exceptions import ConnectionClosed as _WsClosed
 from websockets.sync.client import connect as _ws_connect
 
 from . import _protocol as p
 from ._protocol import Message, TaskFailed
+
+log = logging.getLogger("taskhub.client")
 
 __all__ = ["Hub", "Message", "Queue", "Subscription", "TaskFailed", "connect"]
 
@@ -62,6 +66,11 @@ class Dispatch:
 
     _listener: Optional[Listener]
     _closed: Optional[p.ConnectionClosed]
+    #: Called with each progress report of a task whose `reply_to` is this session's inbox
+    #: (`submit`'s tasks): `{"task": id, "fraction": 0.25, "message": "..."}` (`message` when
+    #: the worker sent one). On the reader thread (the event loop for `taskhub.aio`): keep it
+    #: short. At most once: a session that does not keep up may miss reports.
+    on_progress: Optional[Callable[[Dict[str, Any]], None]] = None
 
     def _dispatch(self, msg: Dict[str, Any]) -> None:
         kind = msg.get("type")
@@ -75,6 +84,13 @@ class Dispatch:
         elif kind == "cancel":
             if self._listener is not None:
                 self._listener.cancel(msg["task"])
+        elif kind == "progress":
+            report = self.on_progress
+            if report is not None:
+                try:
+                    report({k: v for k, v in msg.items() if k != "type"})
+                except Exception:
+                    log.exception("on_progress raised")
         elif msg.get("req") is None:
             # An error answering a request sent without `req`, or a farewell error before Close
             # (the close code says the rest).

@@ -92,8 +92,13 @@ class _Handler(NamedTuple):
     wants_task: bool
 
 
+#: Shortest time between two progress reports of one task sent to the hub, in seconds (the
+#: latest report of each interval goes), as in taskhub-worker.
+PROGRESS_EVERY = 0.1
+
+
 class _Running:
-    __slots__ = ("id", "conn", "started", "last_touch", "cancelled")
+    __slots__ = ("id", "conn", "started", "last_touch", "cancelled", "last_report", "pending")
 
     def __init__(self, task_id: int, conn: int, now: float):
         self.id = task_id
@@ -102,6 +107,9 @@ class _Running:
         self.last_touch = now
         # A client cancelled it: the hub holds no lease any more, and its result goes nowhere.
         self.cancelled = False
+        self.last_report: Optional[float] = None
+        # A progress report held back until PROGRESS_EVERY after the last one.
+        self.pending: Optional[Dict[str, Any]] = None
 
     def leased_on(self, conn: int) -> bool:
         return self.conn == conn and not self.cancelled
@@ -219,6 +227,27 @@ class _Leases:
     def is_cancelled(self, task_id: int) -> bool:
         return any(r.id == task_id and r.cancelled for r in self.running.values())
 
+    def report(self, task_id: int, fraction: float, message: Optional[str], now: float) -> bool:
+        """A handler's progress report for running task `task_id`; whether one is to be sent
+        now (it is in `out`). Within `PROGRESS_EVERY` of the last it is held, the latest
+        winning, for `touch_due` to send."""
+        if not 0.0 <= fraction <= 1.0:  # also NaN
+            return False
+        msg: Dict[str, Any] = {"type": "progress", "task": task_id, "fraction": fraction}
+        if message is not None:
+            msg["message"] = p.cut_utf8(message, p.MAX_PROGRESS_MESSAGE_BYTES)
+        for r in self.running.values():
+            if r.id != task_id or not r.leased_on(self.conn):
+                continue
+            if r.last_report is not None and now - r.last_report < PROGRESS_EVERY:
+                r.pending = msg
+                return False
+            r.last_report = r.last_touch = now
+            r.pending = None
+            self.out.append(p.encode(msg))
+            return True
+        return False
+
     def start(self) -> Optional[Tuple[int, Dict[str, Any], _Running]]:
         """The next task to run, if one waits: (token, task, its lease)."""
         if not self.ready:
@@ -283,7 +312,15 @@ class _Leases:
         """Extend the leases of tasks running for half an ack-wait; whether any was."""
         touched = False
         for r in self.running.values():
-            if r.leased_on(self.conn) and now - r.last_touch >= self.touch_every:
+            if not r.leased_on(self.conn):
+                continue
+            if (r.pending is not None and r.last_report is not None
+                    and now - r.last_report >= PROGRESS_EVERY):
+                self.out.append(p.encode(r.pending))
+                r.pending = None
+                r.last_report = r.last_touch = now
+                touched = True
+            if now - r.last_touch >= self.touch_every:
                 r.last_touch = now
                 self.out.append(p.encode({"type": "touch", "task": r.id}))
                 touched = True
@@ -660,6 +697,16 @@ class Worker(_Base):
         returns is dropped. A thread cannot be stopped from outside."""
         with self._lock:
             return self._leases.is_cancelled(task_id)
+
+    def report_progress(self, task_id: int, fraction: float,
+                        message: Optional[str] = None) -> None:
+        """Say how far running task `task_id` has got (`fraction` from 0 to 1, a `message` of at
+        most 1,024 bytes): it reaches the submitter and the dashboard, and extends the lease.
+        Cheap to call often: at most one report per task goes every 0.1 s, the latest. From a
+        handler on threads (`task=True` gives it the id); not from worker processes."""
+        with self._lock:
+            if self._leases.report(task_id, fraction, message, time.monotonic()):
+                self._send_soon()
 
     def _on_closed(self, number: int, why: p.ConnectionClosed) -> None:
         with self._lock:

@@ -1155,4 +1155,5 @@ fn a_requeue_into_a_full_queue_leaves_the_rest_dead() {
 
 mod backoff;
 mod cancel;
+mod progress;
 mod schedule;
