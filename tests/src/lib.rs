@@ -147,6 +147,19 @@ impl Raw {
         raw
     }
 
+    /// A worker session consuming `queue` with `prefetch` 1 (its `consume` answered `ok`).
+    pub async fn consumer(url: &str, queue: &str) -> Raw {
+        let mut w = Raw::session(url, "worker").await;
+        let answer = w
+            .request(
+                json!({"type": "consume", "queues": [queue], "prefetch": 1}),
+                1,
+            )
+            .await;
+        assert_eq!(answer["type"], "ok", "{answer}");
+        w
+    }
+
     pub async fn send(&mut self, v: Value) {
         self.ws
             .send(Message::text(v.to_string()))

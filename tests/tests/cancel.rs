@@ -116,14 +116,7 @@ async fn raw_frames_a_worker_is_told_and_its_late_ack_goes_nowhere() {
     }
     let h = hub(|_| {}).await;
     let url = h.url();
-    let mut w = Raw::session(&url, "worker").await;
-    let answer = w
-        .request(
-            json!({"type": "consume", "queues": ["jobs"], "prefetch": 1}),
-            1,
-        )
-        .await;
-    assert_eq!(answer["type"], "ok", "{answer}");
+    let mut w = Raw::consumer(&url, "jobs").await;
     let mut p = Raw::session(&url, "producer").await;
     let queued = p
         .request(json!({"type": "put", "queue": "jobs", "payload": 5}), 2)

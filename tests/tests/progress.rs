@@ -119,14 +119,7 @@ async fn taskhub_submit_progress_prints_the_reports() {
 async fn raw_frames_progress_reaches_the_submitters_inbox() {
     let h = hub(|_| {}).await;
     let url = h.url();
-    let mut w = Raw::session(&url, "worker").await;
-    let answer = w
-        .request(
-            json!({"type": "consume", "queues": ["jobs"], "prefetch": 1}),
-            1,
-        )
-        .await;
-    assert_eq!(answer["type"], "ok", "{answer}");
+    let mut w = Raw::consumer(&url, "jobs").await;
     let (mut p, welcome) = Raw::authenticate(&url, KEY, "producer").await;
     let inbox = welcome["inbox"].as_str().unwrap().to_string();
     let queued = p
