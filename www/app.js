@@ -11,6 +11,9 @@ const cap = 16;
 const workers = Math.max(1, Math.min(cap, parseInt(params.get("workers"), 10) || navigator.hardwareConcurrency || 2));
 const hub = params.get("hub") || `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/`;
 const wanted = params.get("bundle");
+// `when=visible`: work only while this tab is visible and not on battery; `always` (the
+// default): always, one task at a time while hidden or on battery.
+const when = params.get("when") || "always";
 
 const view = { done: 0, failed: 0, history: [], notice: "" };
 // For tests and the curious: window.taskhub.status(), .notice(), .bundle.
@@ -42,8 +45,9 @@ function plain(event) {
 function render(worker) {
   const s = worker.status();
   if (!s) return;
-  $("state").textContent = s.state;
-  $("state").className = `pill ${s.state}`;
+  const state = s.paused && s.state === "connected" ? "paused" : s.state;
+  $("state").textContent = state;
+  $("state").className = `pill ${state}`;
   $("detail").textContent = s.session ? `session ${s.session}` : "";
   $("done").textContent = s.done;
   $("failed").textContent = s.failed;
@@ -62,6 +66,30 @@ function fail(state, text) {
   say(text);
   $("state").textContent = state;
   $("state").className = "pill failed";
+}
+
+// Tell the worker whether this tab is visible and, where the browser says, whether it runs on
+// battery: its policy (`when=`) decides how hard it works, and the dashboard shows it.
+function watchConditions(worker) {
+  const now = { visible: document.visibilityState === "visible", charging: undefined, battery: undefined };
+  const tell = () => worker.setConditions(now.visible, now.charging, now.battery);
+  document.addEventListener("visibilitychange", () => {
+    now.visible = document.visibilityState === "visible";
+    tell();
+  });
+  if (navigator.getBattery) {
+    navigator.getBattery().then((b) => {
+      const update = () => {
+        now.charging = b.charging;
+        now.battery = b.level;
+        tell();
+      };
+      b.addEventListener("chargingchange", update);
+      b.addEventListener("levelchange", update);
+      update();
+    }, () => {});
+  }
+  tell();
 }
 
 // Which worker bundle this tab runs: `bundle=NAME` in the link, else the hub's default.
@@ -109,6 +137,13 @@ async function main() {
   $("bundle").textContent = bundle.name;
   $("bundle-kinds").textContent = bundle.kinds.join(", ");
   const worker = new BrowserWorker(hub, key, queues, workers, bundle.compute);
+  try {
+    worker.setPolicy(when);
+  } catch (err) {
+    fail("bad link", `This link cannot be used: ${err.message || err}`);
+    return;
+  }
+  watchConditions(worker);
   worker.onEvent((event) => {
     if (event.type === "connected") say("");
     const text = plain(event);

@@ -83,6 +83,18 @@ function cell(text, cls) {
   return td;
 }
 
+// What a tab said of itself: visible or hidden, paused by its link's policy, its battery and
+// how long its tasks take.
+function tabState(s) {
+  if (!s) return "";
+  const parts = [s.visible ? "visible" : "hidden"];
+  if (s.paused) parts.push("paused");
+  if (s.charging === false) parts.push(`on battery${s.battery != null ? ` ${Math.round(s.battery * 100)}%` : ""}`);
+  else if (s.battery != null && s.battery < 1) parts.push(`charging ${Math.round(s.battery * 100)}%`);
+  if (s.ms_per_task != null) parts.push(`${s.ms_per_task < 10 ? s.ms_per_task.toFixed(2) : Math.round(s.ms_per_task)} ms/task`);
+  return parts.join(" · ");
+}
+
 // A worker's running tasks that reported progress: a bar and the message for each.
 function progressCell(list) {
   const td = cell("", "progress");
@@ -134,6 +146,7 @@ function draw(stats) {
     cell(w.acked, "num"),
     cell(w.in_flight, "num"),
     cell(fmt(rate(w.acked, previous?.perSession.get(w.session))), "num"),
+    cell(tabState(w.state), "tab-state"),
     progressCell(w.progress || []),
   ]);
   // The first update has nothing to compare with: it starts the charts at the next.

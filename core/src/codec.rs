@@ -20,7 +20,7 @@ use crate::body::{Body, JsonNull, Payload};
 use crate::names::{Pattern, QueueName, SessionId, TaskId, Topic};
 use crate::protocol::{
     AuthFailure, ClientMsg, ErrorCode, Limits, QueueStats, Reply, Role, Schedule, ServerMsg, Stats,
-    Task, TaskState, WorkerStats, bad_priority, check_progress,
+    TabState, Task, TaskState, WorkerStats, bad_priority, check_progress,
 };
 use crate::rights::Rights;
 
@@ -58,6 +58,7 @@ const KNOWN_CLIENT_TYPES: &[&str] = &[
     "release",
     "cancel",
     "progress",
+    "state",
     "touch",
     "publish",
     "subscribe",
@@ -115,6 +116,11 @@ struct Flat<'a, P> {
     ids: Option<Vec<TaskId>>,
     fraction: Option<f64>,
     message: Option<String>,
+    visible: Option<bool>,
+    charging: Option<bool>,
+    battery: Option<f64>,
+    ms_per_task: Option<f64>,
+    paused: Option<bool>,
 }
 
 /// A field that is present, even as `null`, is `Some`.
@@ -191,6 +197,17 @@ impl<P> Flat<'_, P> {
                 req,
                 task: need(self.task, "task")?,
             },
+            "state" => {
+                let state = TabState {
+                    visible: need(self.visible, "visible")?,
+                    charging: self.charging,
+                    battery: self.battery,
+                    ms_per_task: self.ms_per_task,
+                    paused: self.paused.unwrap_or(false),
+                };
+                state.check()?;
+                ClientMsg::State { req, state }
+            }
             "progress" => {
                 let fraction = need(self.fraction, "fraction")?;
                 check_progress(fraction, self.message.as_deref())?;
@@ -1221,6 +1238,16 @@ mod tests {
                 fraction: 1.0,
                 message: None,
             },
+            ClientMsg::State {
+                req: Some(8),
+                state: TabState {
+                    visible: false,
+                    charging: Some(false),
+                    battery: Some(0.5),
+                    ms_per_task: Some(2.5),
+                    paused: true,
+                },
+            },
             ClientMsg::Touch {
                 req: None,
                 task: TaskId(4),
@@ -1396,6 +1423,13 @@ mod tests {
                             fraction: 0.5,
                             message: None,
                         }],
+                        state: Some(TabState {
+                            visible: true,
+                            charging: None,
+                            battery: None,
+                            ms_per_task: None,
+                            paused: false,
+                        }),
                     }],
                     acked: 9,
                     failed: 1,

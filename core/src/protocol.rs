@@ -155,6 +155,15 @@ pub enum ClientMsg<P = Payload> {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
     },
+    /// How the client is doing, for `stats` and the dashboard (browser tabs send it when it
+    /// changes): whether its page is visible, its battery, how long its tasks take, and
+    /// whether it has stopped taking tasks by its own policy.
+    State {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        #[serde(flatten)]
+        state: TabState,
+    },
     /// Extend a lease by the hub's ack-wait, counted from now.
     Touch {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -246,6 +255,7 @@ impl<P> ClientMsg<P> {
             | ClientMsg::Release { req, .. }
             | ClientMsg::Cancel { req, .. }
             | ClientMsg::Progress { req, .. }
+            | ClientMsg::State { req, .. }
             | ClientMsg::Touch { req, .. }
             | ClientMsg::Publish { req, .. }
             | ClientMsg::Subscribe { req, .. }
@@ -272,6 +282,7 @@ impl<P> ClientMsg<P> {
             | ClientMsg::Release { req, .. }
             | ClientMsg::Cancel { req, .. }
             | ClientMsg::Progress { req, .. }
+            | ClientMsg::State { req, .. }
             | ClientMsg::Touch { req, .. }
             | ClientMsg::Publish { req, .. }
             | ClientMsg::Subscribe { req, .. }
@@ -436,6 +447,45 @@ pub struct TaskProgress {
     pub message: Option<String>,
 }
 
+/// What a browser tab (or any client) says of itself in `state`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TabState {
+    /// Its page is visible (`document.visibilityState`).
+    pub visible: bool,
+    /// Plugged in, where the browser tells (the Battery Status API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charging: Option<bool>,
+    /// Battery level, 0 to 1, where the browser tells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery: Option<f64>,
+    /// Its measured mean run time per task, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ms_per_task: Option<f64>,
+    /// Its policy (`when=visible` in the join link) has it take no tasks now.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+impl TabState {
+    /// What makes a `state` impossible, if anything: a battery level outside 0 to 1, or a run
+    /// time that is negative or not a number.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(b) = self.battery
+            && !(0.0..=1.0).contains(&b)
+        {
+            return Err(format!("battery must be from 0 to 1, not {b}"));
+        }
+        if let Some(ms) = self.ms_per_task
+            && !(ms >= 0.0 && ms.is_finite())
+        {
+            return Err(format!(
+                "ms_per_task must be a number of 0 or more, not {ms}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One worker session's line in `stats`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStats {
@@ -453,6 +503,9 @@ pub struct WorkerStats {
     /// [`MAX_PROGRESS_SHOWN`], most recent first).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub progress: Vec<TaskProgress>,
+    /// What it last said of itself in `state` (browser tabs), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<TabState>,
 }
 
 /// The hub's `stats` answer.

@@ -150,6 +150,7 @@ impl Grant {
             | ClientMsg::Touch { .. }
             | ClientMsg::Cancel { .. }
             | ClientMsg::Progress { .. }
+            | ClientMsg::State { .. }
             | ClientMsg::Unsubscribe { .. }
             | ClientMsg::Ping { .. } => None,
         }

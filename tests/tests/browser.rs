@@ -2,6 +2,9 @@
 //! the tab, the dashboard (its charts checked in Chromium's own screenshots), and a browser closed
 //! mid-batch with a native worker finishing the rest.
 
+// Helpers here are test code too: a failed step should fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -587,4 +590,130 @@ async fn the_dashboard_lists_and_requeues_dead_letters() {
     let jobs = jobs.queue("jobs").unwrap();
     assert_eq!((jobs.dead, jobs.depth), (0, 2));
     browser.close().await;
+}
+
+/// Minimize (or restore) the window of `page`: Chromium makes the page hidden (or visible), as
+/// when a user switches away.
+async fn set_minimized(browser: &mut Browser, page: &Page, minimized: bool) {
+    let info = browser
+        .call(Some(&page.session), "Target.getTargetInfo", json!({}))
+        .await;
+    let window = browser
+        .call(
+            None,
+            "Browser.getWindowForTarget",
+            json!({"targetId": info["targetInfo"]["targetId"]}),
+        )
+        .await;
+    let state = if minimized { "minimized" } else { "normal" };
+    browser
+        .call(
+            None,
+            "Browser.setWindowBounds",
+            json!({"windowId": window["windowId"], "bounds": {"windowState": state}}),
+        )
+        .await;
+}
+
+/// The state a browser session reported, from `stats`, once `check` holds for it.
+async fn tab_state_where(
+    c: &taskhub_client::Client,
+    check: impl Fn(&taskhub_client::WorkerStats) -> bool,
+) -> taskhub_client::WorkerStats {
+    taskhub_tests::eventually(Duration::from_secs(20), || async {
+        let stats = c.stats().await.ok()?;
+        stats
+            .workers
+            .into_iter()
+            .find(|w| w.role == taskhub_core::Role::Browser && check(w))
+    })
+    .await
+    .expect("the tab reported that state")
+}
+
+/// Issue 15's browser-aware scheduling: a tab on `when=visible` stops taking tasks while its
+/// window is minimized (hidden) and takes them again when it is back; a tab on the default
+/// `when=always` keeps working hidden, one task at a time. The dashboard shows each tab's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidden_tab_follows_its_links_policy_and_the_dashboard_shows_it() {
+    let _one = ONE_BROWSER.lock().await;
+    let hub = hub(|_| {}).await;
+    let base = format!("http://{}", hub.addr());
+    let c = client(&hub.url()).await;
+    let mut shy = Browser::start().await;
+    let (shy_tab, _) = shy
+        .open_worker(&format!(
+            "{base}/#key={KEY}&queue=shy&workers=1&when=visible"
+        ))
+        .await;
+    set_minimized(&mut shy, &shy_tab, true).await;
+    let state = tab_state_where(&c, |w| w.state.as_ref().is_some_and(|s| s.paused)).await;
+    assert!(!state.state.unwrap().visible);
+    let shy_session = state.session;
+    let consumers = c
+        .stats()
+        .await
+        .unwrap()
+        .queue("shy")
+        .map_or(0, |q| q.consumers);
+    assert_eq!(consumers, 0, "a paused tab does not consume");
+    assert_eq!(
+        shy.eval(&shy_tab, "window.taskhub.status().paused").await,
+        json!(true)
+    );
+    let opts = PutOptions::new().kind("square").reply_to("shy-done");
+    c.put_many("shy", (1..=5).map(|n| json!(n)), opts)
+        .await
+        .unwrap();
+    // Nothing is taken while hidden (a tab that took them would be done in milliseconds).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(c.stats().await.unwrap().queue("shy").unwrap().depth, 5);
+
+    // The dashboard, in another browser, shows the tab hidden and paused.
+    let mut other = Browser::start().await;
+    let dash = other.open(&format!("{base}/dashboard#key={KEY}")).await;
+    let shown = other
+        .wait_for(
+            &dash,
+            "(() => { const t = [...document.querySelectorAll('#workers td.tab-state')].map(c => c.textContent).find(t => t.includes('paused')); return t || null; })()",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(
+        shown.as_str().unwrap().starts_with("hidden · paused"),
+        "{shown}"
+    );
+
+    // Back in view: it takes the five.
+    set_minimized(&mut shy, &shy_tab, false).await;
+    tab_state_where(&c, |w| {
+        w.session == shy_session && w.state.as_ref().is_some_and(|s| s.visible && !s.paused)
+    })
+    .await;
+    for _ in 0..5 {
+        let r = c.get("shy-done", Duration::from_secs(20)).await.unwrap();
+        assert_eq!(r.expect("a result once visible").payload["ok"], json!(true));
+    }
+
+    // `when=always` (the default): hidden, it still works.
+    let (bold_tab, _) = other
+        .open_worker(&format!("{base}/#key={KEY}&queue=bold&workers=2"))
+        .await;
+    set_minimized(&mut other, &bold_tab, true).await;
+    tab_state_where(&c, |w| {
+        w.session != shy_session && w.state.as_ref().is_some_and(|s| !s.visible && !s.paused)
+    })
+    .await;
+    let done = c
+        .submit_within(
+            "bold",
+            (1..=3).map(|n| json!(n)).collect::<Vec<_>>(),
+            PutOptions::new().kind("square"),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert!(done.iter().all(|r| r.ok), "{done:?}");
+    shy.close().await;
+    other.close().await;
 }

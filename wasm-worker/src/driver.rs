@@ -15,11 +15,13 @@ use serde_json::{Value, json};
 use taskhub_core::auth::NONCE_BYTES;
 use taskhub_core::codec::Frame;
 use taskhub_core::handlers::Failure;
+use taskhub_core::protocol::TabState;
 use taskhub_core::worker::{Event, MeanRunTime, Worker, WorkerConfig};
 use taskhub_core::{Millis, Payload, QueueName, Role};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
+use crate::policy::{Mode, When, mode};
 use crate::pool::{self, Cancelled, Pool, Report};
 use crate::socket::{Connection, SocketEvent};
 
@@ -54,6 +56,29 @@ struct Inner {
     run_ms: RunTime,
     epoch: f64,
     last_now: u64,
+    /// The link's `when`, and what the page last said of itself.
+    when: When,
+    conditions: Conditions,
+    /// Mean run time last told to the hub (told again when it moves by a quarter).
+    told_ms: Option<f64>,
+}
+
+/// What the page knows of itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Conditions {
+    visible: bool,
+    charging: Option<bool>,
+    battery: Option<f64>,
+}
+
+impl Default for Conditions {
+    fn default() -> Conditions {
+        Conditions {
+            visible: true,
+            charging: None,
+            battery: None,
+        }
+    }
 }
 
 pub(crate) fn js_event(v: Value) -> JsValue {
@@ -251,8 +276,43 @@ impl Inner {
         });
     }
 
+    fn mode(&self) -> Mode {
+        mode(self.when, self.conditions.visible, self.conditions.charging)
+    }
+
+    /// Work as the policy says for the page's conditions now, and tell the hub how the tab is
+    /// doing (`state`, for `stats` and the dashboard).
+    fn apply_policy(&mut self) {
+        let now = self.now();
+        let mode = self.mode();
+        self.sm.set_paused(mode == Mode::Paused);
+        if let Some(pool) = &mut self.pool {
+            let (depth, slots) = match mode {
+                Mode::Gentle => (1, 1),
+                _ => (self.run_ms.depth(), u32::try_from(pool.size()).unwrap_or(1)),
+            };
+            pool.set_depth(depth);
+            let depth = u32::try_from(depth).unwrap_or(1);
+            self.sm.set_concurrency(slots.saturating_mul(depth), now);
+        }
+        self.tell_state();
+    }
+
+    fn tell_state(&mut self) {
+        let ms = self.run_ms.0.ms();
+        self.told_ms = ms;
+        self.sm.report_state(TabState {
+            visible: self.conditions.visible,
+            charging: self.conditions.charging,
+            battery: self.conditions.battery,
+            ms_per_task: ms.map(|m| (m * 1000.0).round() / 1000.0),
+            paused: false, // the state machine fills it in
+        });
+    }
+
     fn on_report(&mut self, index: usize, report: Report) {
         let now = self.now();
+        let gentle = self.mode() == Mode::Gentle;
         let Some(pool) = self.pool.as_mut() else {
             return;
         };
@@ -289,11 +349,15 @@ impl Inner {
                 }
             }
         }
-        // Deep batches for tiny tasks, one at a time per Web Worker for slow ones. Set before
-        // anything below starts more tasks.
-        let depth = self.run_ms.depth();
+        // Deep batches for tiny tasks, one at a time per Web Worker for slow ones (and one task
+        // at a time in all while hidden or on battery). Set before anything below starts more.
+        let depth = if gentle { 1 } else { self.run_ms.depth() };
         pool.set_depth(depth);
-        let slots = u32::try_from(pool.size()).unwrap_or(1);
+        let slots = if gentle {
+            1
+        } else {
+            u32::try_from(pool.size()).unwrap_or(1)
+        };
         // A batch cut short, and jobs still waiting here for a Web Worker beyond what the
         // smaller batches take at once: back to the hub, for whoever has a free slot.
         unstarted.extend(pool.surplus());
@@ -311,6 +375,15 @@ impl Inner {
         for token in unstarted {
             self.kinds.remove(&token);
             self.sm.give_back(token, now);
+        }
+        // The dashboard shows the tab's speed: told again when it moves by a quarter.
+        let moved = match (self.told_ms, self.run_ms.0.ms()) {
+            (Some(was), Some(is)) => (is - was).abs() > was.max(0.01) / 4.0,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if moved {
+            self.tell_state();
         }
     }
 }
@@ -507,6 +580,9 @@ impl BrowserWorker {
                 run_ms: RunTime::default(),
                 epoch: js_sys::Date::now(),
                 last_now: 0,
+                when: When::default(),
+                conditions: Conditions::default(),
+                told_ms: None,
             })
         });
         Ok(BrowserWorker { inner })
@@ -520,6 +596,33 @@ impl BrowserWorker {
         if let Ok(mut i) = self.inner.try_borrow_mut() {
             i.listener = Some(listener);
         }
+    }
+
+    /// When the tab works: `"always"` (the default: hidden or on battery it runs one task at
+    /// a time) or `"visible"` (it takes no tasks while hidden or on battery), as the join
+    /// link's `when=` says.
+    #[wasm_bindgen(js_name = setPolicy)]
+    pub fn set_policy(&self, when: &str) -> Result<(), JsError> {
+        let when = When::parse(when).map_err(|e| JsError::new(&e))?;
+        with(&self.inner, |i| {
+            i.when = when;
+            i.apply_policy();
+        });
+        Ok(())
+    }
+
+    /// What the page knows of itself, whenever it changes: whether it is `visible`, and, where
+    /// the browser tells, whether it is `charging` and its `battery` level (0 to 1).
+    #[wasm_bindgen(js_name = setConditions)]
+    pub fn set_conditions(&self, visible: bool, charging: Option<bool>, battery: Option<f64>) {
+        with(&self.inner, |i| {
+            i.conditions = Conditions {
+                visible,
+                charging,
+                battery: battery.filter(|b| (0.0..=1.0).contains(b)),
+            };
+            i.apply_policy();
+        });
     }
 
     /// Start the compute pool and connect.

@@ -8,6 +8,7 @@
 //! - `pool`: a pool of dedicated Web Workers that run task handlers off the page's thread.
 //! - `driver`: `BrowserWorker`, the JS-facing worker: feeds the state machine, drains it.
 //! - `monitor`: `HubMonitor`, a dashboard's authenticated session polling `stats`.
+//! - [`policy`]: when a tab works (`when=visible|always`), from its visibility and battery.
 //! - [`run_task`]: the handler entry point the pool's Web Workers call; [`install`] replaces the
 //!   built-in handlers with a bundle's (`taskhub_native_worker::browser_bundle!`).
 
@@ -15,6 +16,7 @@
 mod driver;
 #[cfg(target_arch = "wasm32")]
 mod monitor;
+pub mod policy;
 #[cfg(target_arch = "wasm32")]
 mod pool;
 #[cfg(target_arch = "wasm32")]

@@ -22,7 +22,9 @@ use crate::codec::{
 };
 use crate::handlers::Failure;
 use crate::names::{QueueName, SessionId, TaskId};
-use crate::protocol::{ClientMsg, ErrorCode, MAX_PROGRESS_MESSAGE_BYTES, Role, ServerMsg, Task};
+use crate::protocol::{
+    ClientMsg, ErrorCode, MAX_PROGRESS_MESSAGE_BYTES, Role, ServerMsg, TabState, Task,
+};
 use crate::time::Millis;
 
 /// First reconnect delay of a worker ([`WorkerConfig::backoff_min_ms`]).
@@ -141,6 +143,8 @@ pub struct Status {
     pub failed: u64,
     /// Tasks a client cancelled while they were here (running or waiting).
     pub cancelled: u64,
+    /// Taking no tasks for now, by the driver's policy ([`Worker::set_paused`]).
+    pub paused: bool,
 }
 
 #[derive(Debug)]
@@ -289,6 +293,11 @@ pub struct Worker {
     done: u64,
     failed: u64,
     cancelled: u64,
+    /// Taking no tasks for now, by the driver's policy (a hidden tab): not consuming, and
+    /// deliveries that were on their way go back.
+    paused: bool,
+    /// What the driver last said of its state, sent again after each reconnect.
+    told: Option<TabState>,
     /// When the hub was last heard from (any frame, or a control frame the driver reports).
     last_heard: Millis,
     /// Whether a heartbeat `ping` is waiting for its answer.
@@ -317,6 +326,8 @@ impl Worker {
             done: 0,
             failed: 0,
             cancelled: 0,
+            paused: false,
+            told: None,
             last_heard: Millis(0),
             probing: false,
             window,
@@ -434,7 +445,10 @@ impl Worker {
                         };
                         self.events
                             .push_back(Event::Authenticated { session, prefetch });
-                        if self.stop_deadline.is_none() {
+                        if let Some(state) = self.told.clone() {
+                            self.send(&ClientMsg::State { req: None, state });
+                        }
+                        if self.stop_deadline.is_none() && !self.paused {
                             self.send(&ClientMsg::Consume {
                                 req: Some(CONSUME_REQ),
                                 queues: self.config.queues.clone(),
@@ -448,7 +462,10 @@ impl Worker {
             State::Ready { .. } => match msg {
                 ServerMsg::Deliver { task } => {
                     // More than the window: sent before the hub heard it shrink.
-                    if self.stop_deadline.is_some() || self.held() >= self.window.size as usize {
+                    if self.stop_deadline.is_some()
+                        || self.paused
+                        || self.held() >= self.window.size as usize
+                    {
                         self.send(&ClientMsg::Release {
                             req: None,
                             task: task.id,
@@ -701,7 +718,7 @@ impl Worker {
         let State::Ready { max_prefetch, .. } = self.state else {
             return;
         };
-        if self.config.prefetch.is_some() || self.stop_deadline.is_some() {
+        if self.config.prefetch.is_some() || self.stop_deadline.is_some() || self.paused {
             return;
         }
         let concurrency = self.config.concurrency;
@@ -724,6 +741,55 @@ impl Worker {
                 req: None,
                 task: task.id,
             });
+        }
+    }
+
+    /// Take no tasks for now (`true`: stop consuming, hand back those waiting here; running ones
+    /// finish), or take them again (`false`). For a driver's own policy: a browser tab that is
+    /// hidden under `when=visible`. Said to the hub in the next [`Worker::report_state`].
+    pub fn set_paused(&mut self, paused: bool) {
+        if paused == self.paused || self.stop_deadline.is_some() {
+            return;
+        }
+        self.paused = paused;
+        if !matches!(self.state, State::Ready { .. }) {
+            return;
+        }
+        if paused {
+            self.send(&ClientMsg::Consume {
+                req: None,
+                queues: Vec::new(),
+                prefetch: 0,
+            });
+            while let Some(task) = self.prefetched.pop_front() {
+                self.send(&ClientMsg::Release {
+                    req: None,
+                    task: task.id,
+                });
+            }
+        } else {
+            self.send(&ClientMsg::Consume {
+                req: Some(CONSUME_REQ),
+                queues: self.config.queues.clone(),
+                prefetch: self.window.size,
+            });
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Tell the hub how this worker is doing (`state`, for `stats` and the dashboard); said
+    /// again after every reconnect. `paused` is filled in from [`Worker::set_paused`].
+    pub fn report_state(&mut self, mut state: TabState) {
+        state.paused = self.paused;
+        if self.told.as_ref() == Some(&state) {
+            return;
+        }
+        self.told = Some(state.clone());
+        if matches!(self.state, State::Ready { .. }) {
+            self.send(&ClientMsg::State { req: None, state });
         }
     }
 
@@ -999,6 +1065,7 @@ impl Worker {
             done: self.done,
             failed: self.failed,
             cancelled: self.cancelled,
+            paused: self.paused,
         }
     }
 }

@@ -5,7 +5,7 @@ use serde_json::json;
 use super::*;
 use crate::auth::{hex, hub_proof, verify_client_proof};
 use crate::codec::{Frame, decode_client_frame, encode_server};
-use crate::protocol::{Limits, PROTOCOL_VERSION};
+use crate::protocol::{Limits, PROTOCOL_VERSION, TabState};
 
 const NONCE: [u8; 32] = [1; 32];
 
@@ -873,4 +873,74 @@ fn progress_goes_to_the_hub_at_most_every_100_ms_the_latest_winning() {
     p.w.handle_task_done(job.token, Ok(json!(168).into()), p.now);
     let sent = p.sent();
     assert!(matches!(sent[..], [ClientMsg::Ack { .. }]), "{sent:?}");
+}
+
+#[test]
+fn a_paused_worker_stops_consuming_hands_back_what_waits_and_resumes() {
+    let mut p = Pair::new(config()); // concurrency 2, prefetch 4
+    p.handshake();
+    p.sent();
+    for id in 1..=3 {
+        p.deliver(id, "sleep", json!(10_000));
+    }
+    assert_eq!(jobs(&p.events()).len(), 2);
+    p.w.set_paused(true);
+    let sent = p.sent();
+    assert!(
+        matches!(&sent[..], [
+            ClientMsg::Consume { queues, prefetch: 0, .. },
+            ClientMsg::Release { task: TaskId(3), .. },
+        ] if queues.is_empty()),
+        "{sent:?}"
+    );
+    // A delivery already on its way goes back; the running two go on.
+    p.deliver(4, "sleep", json!(1));
+    assert!(matches!(
+        p.sent()[..],
+        [ClientMsg::Release {
+            task: TaskId(4),
+            ..
+        }]
+    ));
+    assert_eq!(p.w.status().running, 2);
+    let state = TabState {
+        visible: false,
+        charging: None,
+        battery: None,
+        ms_per_task: Some(3.0),
+        paused: false,
+    };
+    p.w.report_state(state.clone());
+    let told = TabState {
+        paused: true,
+        ..state.clone()
+    };
+    assert_eq!(
+        p.sent(),
+        vec![ClientMsg::State {
+            req: None,
+            state: told.clone()
+        }]
+    );
+    p.w.report_state(state.clone());
+    assert!(p.sent().is_empty(), "the same state is not sent twice");
+    // After a reconnect: the state again, and still no consume while paused.
+    p.w.handle_disconnected(p.now, "cut", 0);
+    p.now = p.now + 60_000;
+    p.w.handle_timeout(p.now);
+    let after = p.handshake();
+    assert!(matches!(after[..], [Event::Authenticated { .. }]));
+    assert_eq!(
+        p.sent(),
+        vec![ClientMsg::State {
+            req: None,
+            state: told
+        }]
+    );
+    p.w.set_paused(false);
+    let sent = p.sent();
+    assert!(
+        matches!(&sent[..], [ClientMsg::Consume { queues, prefetch, .. }] if queues.len() == 1 && *prefetch == 4),
+        "{sent:?}"
+    );
 }

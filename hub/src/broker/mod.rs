@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::num::NonZeroU64;
 use std::time::Duration;
 
-use taskhub_core::protocol::{QueueStats, Schedule, Stats, WorkerStats};
+use taskhub_core::protocol::{QueueStats, Schedule, Stats, TabState, WorkerStats};
 use taskhub_core::{ErrorCode, Millis, QueueName, RawJson, Role, SessionId, TaskId};
 
 /// A payload or result as the hub holds it: JSON text, or bytes.
@@ -203,6 +203,8 @@ struct Session {
     /// it is handed nothing, not its own expired tasks nor others, until it shows it is alive
     /// (any ack, fail, release, touch, consume or ping).
     stalled: bool,
+    /// What it last said of itself (`state`), boxed: most sessions never say.
+    state: Option<Box<TabState>>,
 }
 
 impl Session {
@@ -601,6 +603,7 @@ impl Broker {
                 consuming: Vec::new(),
                 prefetch: 0,
                 stalled: false,
+                state: None,
             },
         );
     }
@@ -728,6 +731,15 @@ impl Broker {
             ClientMsg::Touch { task, .. } => self
                 .touch(session, task, now)
                 .map(|()| ServerMsg::Ok { req }),
+            ClientMsg::State { state, .. } => match state.check() {
+                Err(why) => Err(rules::bad_request(why)),
+                Ok(()) => {
+                    if let Some(s) = self.sessions.get_mut(&session) {
+                        s.state = Some(Box::new(state));
+                    }
+                    Ok(ServerMsg::Ok { req })
+                }
+            },
             ClientMsg::Progress {
                 task,
                 fraction,
@@ -1131,7 +1143,10 @@ impl Broker {
             .sessions
             .iter()
             .filter(|(id, s)| {
-                !s.consuming.is_empty() || s.acked + s.failed > 0 || self.leases.held_by(**id) > 0
+                !s.consuming.is_empty()
+                    || s.acked + s.failed > 0
+                    || self.leases.held_by(**id) > 0
+                    || s.state.is_some()
             })
             .map(|(id, s)| WorkerStats {
                 session: *id,
@@ -1141,6 +1156,7 @@ impl Broker {
                 failed: s.failed,
                 in_flight: self.leases.held_by(*id) as u64,
                 progress: self.leases.progress_of(*id),
+                state: s.state.as_deref().cloned(),
             })
             .collect();
         workers.sort_by_key(|w| w.session);

@@ -16,6 +16,7 @@ pub(crate) fn is_worker_traffic(msg: &ClientMsg) -> bool {
             | ClientMsg::Release { .. }
             | ClientMsg::Touch { .. }
             | ClientMsg::Progress { .. }
+            | ClientMsg::State { .. }
             | ClientMsg::Consume { .. }
     )
 }

@@ -241,6 +241,8 @@ struct Session {
     /// Its subscriptions, in the order it made them.
     subs: Vec<Pattern>,
     waiters: usize,
+    /// What it last said of itself (`state`).
+    state: Option<Box<taskhub_core::protocol::TabState>>,
 }
 
 impl Session {
@@ -500,6 +502,7 @@ impl Gateway {
                 failed: 0,
                 subs: Vec::new(),
                 waiters: 0,
+                state: None,
             },
         );
     }
@@ -574,6 +577,15 @@ impl Gateway {
             }
             ClientMsg::Ping { .. } => ready(answer(Ok(ServerMsg::Ok { req }))),
             ClientMsg::Cancel { .. } => ready(answer(Err(rules::unsupported("cancel")))),
+            ClientMsg::State { state, .. } => {
+                if let Err(why) = state.check() {
+                    return ready(answer(Err(rules::bad_request(why))));
+                }
+                if let Some(s) = self.lock().sessions.get_mut(&session) {
+                    s.state = Some(Box::new(state));
+                }
+                ready(answer(Ok(ServerMsg::Ok { req })))
+            }
             ClientMsg::Put {
                 queue,
                 payload,
@@ -1497,7 +1509,9 @@ impl Gateway {
         let workers = st
             .sessions
             .iter()
-            .filter(|(_, s)| !s.consuming.is_empty() || s.acked + s.failed > 0 || s.held > 0)
+            .filter(|(_, s)| {
+                !s.consuming.is_empty() || s.acked + s.failed > 0 || s.held > 0 || s.state.is_some()
+            })
             .map(|(id, s)| WorkerStats {
                 session: *id,
                 role: s.role,
@@ -1507,6 +1521,7 @@ impl Gateway {
                 in_flight: s.held as u64,
                 // Passed on to submitters, not kept: see ARCHITECTURE.md.
                 progress: Vec::new(),
+                state: s.state.as_deref().cloned(),
             })
             .collect();
         let mut queues: HashMap<String, (u64, u64)> = HashMap::new();

@@ -1157,3 +1157,4 @@ mod backoff;
 mod cancel;
 mod progress;
 mod schedule;
+mod state;
