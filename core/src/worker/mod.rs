@@ -756,22 +756,27 @@ impl Worker {
             return;
         }
         if paused {
-            self.send(&ClientMsg::Consume {
-                req: None,
-                queues: Vec::new(),
-                prefetch: 0,
-            });
-            while let Some(task) = self.prefetched.pop_front() {
-                self.send(&ClientMsg::Release {
-                    req: None,
-                    task: task.id,
-                });
-            }
+            self.stop_consuming();
         } else {
             self.send(&ClientMsg::Consume {
                 req: Some(CONSUME_REQ),
                 queues: self.config.queues.clone(),
                 prefetch: self.window.size,
+            });
+        }
+    }
+
+    /// Tell the hub to deliver nothing more, and hand back the tasks waiting here unstarted.
+    fn stop_consuming(&mut self) {
+        self.send(&ClientMsg::Consume {
+            req: None,
+            queues: Vec::new(),
+            prefetch: 0,
+        });
+        while let Some(task) = self.prefetched.pop_front() {
+            self.send(&ClientMsg::Release {
+                req: None,
+                task: task.id,
             });
         }
     }
@@ -859,17 +864,7 @@ impl Worker {
         }
         self.stop_deadline = Some(now + self.config.stop_grace_ms);
         if matches!(self.state, State::Ready { .. }) {
-            self.send(&ClientMsg::Consume {
-                req: None,
-                queues: Vec::new(),
-                prefetch: 0,
-            });
-            while let Some(task) = self.prefetched.pop_front() {
-                self.send(&ClientMsg::Release {
-                    req: None,
-                    task: task.id,
-                });
-            }
+            self.stop_consuming();
             self.check_stopped();
         } else {
             self.finish_stop();
