@@ -49,8 +49,9 @@ function reporter(job) {
   };
 }
 
-function failed(error, retry) {
-  return { out: JSON.stringify({ ok: false, error, retry }) };
+// `retry_after_ms`: the handler's own wait before the retry (a thrown error's `retryAfterMs`).
+function failed(error, retry, retry_after_ms) {
+  return { out: JSON.stringify({ ok: false, error, retry, retry_after_ms }) };
 }
 
 function jsRunner(mod) {
@@ -89,9 +90,11 @@ function jsRunner(mod) {
       }
       return { out: JSON.stringify({ ok: true, result: result === undefined ? null : result }) };
     } catch (e) {
-      // A thrown Error fails the task with its message; `err.retry = false` dead-letters it at once.
+      // A thrown Error fails the task with its message; `err.retry = false` dead-letters it at
+      // once, `err.retryAfterMs = n` retries it after n ms instead of after its backoff.
       const error = e instanceof Error ? e.message : String(e);
-      return failed(error, !(e && e.retry === false));
+      const after = e && Number.isFinite(e.retryAfterMs) && e.retryAfterMs >= 0 ? Math.round(e.retryAfterMs) : undefined;
+      return failed(error, !(e && e.retry === false), after);
     }
   };
 }

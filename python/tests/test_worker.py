@@ -352,3 +352,27 @@ def test_a_handlers_progress_reaches_the_submitter(hub):
     assert heard[0]["fraction"] == 0.0 and heard[0]["message"] == "step 1 of 5"
     assert [r["fraction"] for r in heard] == sorted(r["fraction"] for r in heard)
     assert all(set(r) == {"task", "fraction", "message"} for r in heard), heard
+
+
+def test_a_task_error_may_name_its_own_retry_wait_and_survives_pickling(hub):
+    import pickle
+
+    e = pickle.loads(pickle.dumps(taskhub.TaskError("bad input", retry=False, retry_after=2.0)))
+    assert (e.message, e.retry, e.retry_after) == ("bad input", False, 2.0), \
+        "a worker process's TaskError keeps its fields"
+
+    w = make_worker(hub, concurrency=1)
+    tries = []
+
+    def limited(task):
+        """Registered with task=True: rate-limited on the first attempt, told to wait 0.6 s."""
+        tries.append(time.monotonic())
+        if task.attempt == 1:
+            raise taskhub.TaskError("rate limited", retry_after=0.6)
+        return task.attempt
+
+    w.add_handler("limited", limited, task=True)
+    with running(w), taskhub.connect(hub.url, key=KEY) as h:
+        # The task's own backoff is an hour: only the handler's wait can bring it back soon.
+        assert h.submit("tasks", [None], kind="limited", backoff=3600, timeout=20) == [2]
+    assert tries[1] - tries[0] >= 0.6

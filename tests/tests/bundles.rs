@@ -407,6 +407,14 @@ export function refuse(payload) {
   err.retry = false;
   throw err;
 }
+export function limited(payload, task) {
+  if (task.attempt === 1) {
+    const err = new Error("rate limited");
+    err.retryAfterMs = 300;
+    throw err;
+  }
+  return task.attempt;
+}
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,7 +450,7 @@ async fn js_handlers_run_in_a_tab_sync_async_and_throwing() {
     let kinds = browser.eval(&page, "window.taskhub.bundle.kinds").await;
     assert_eq!(
         kinds,
-        json!(["boom", "later", "refuse", "upper"]),
+        json!(["boom", "later", "limited", "refuse", "upper"]),
         "the default bundle is the JS one"
     );
 
@@ -470,16 +478,29 @@ async fn js_handlers_run_in_a_tab_sync_async_and_throwing() {
         Some("gave up after 1 attempt(s): cannot use {\"a\":1}"),
         "retry = false dead-letters at once"
     );
+    // Its own retry wait (300 ms) rather than the task's backoff of an hour.
+    let limited = c
+        .submit_within(
+            "js",
+            vec![json!(null)],
+            PutOptions::new()
+                .kind("limited")
+                .backoff(Duration::from_secs(3600)),
+            wait,
+        )
+        .await
+        .unwrap();
+    assert_eq!(limited[0].result, Some(json!(2).into()));
     let unknown = one("square", json!(2), 5).await.unwrap();
     let error = unknown[0].error.as_deref().unwrap();
     assert!(
-        error.contains("after 1 attempt(s): unknown task kind \"square\"; this worker knows boom, later, refuse, upper"),
+        error.contains("after 1 attempt(s): unknown task kind \"square\"; this worker knows boom, later, limited, refuse, upper"),
         "{error}"
     );
     let status = browser.eval(&page, STATUS).await;
     assert_eq!(
         (status["done"].as_u64(), status["failed"].as_u64()),
-        (Some(2), Some(4)),
+        (Some(3), Some(5)),
         "{status}"
     );
     browser.close().await;

@@ -399,6 +399,9 @@ fn outcome(report: Result<(String, Option<Vec<u8>>), String>) -> Result<Payload,
         Ok(v) => Err(Failure {
             message: v["error"].as_str().unwrap_or("task failed").to_string(),
             retry: v["retry"].as_bool().unwrap_or(true),
+            retry_after: v["retry_after_ms"]
+                .as_u64()
+                .map(std::time::Duration::from_millis),
         }),
         Err(e) => Err(Failure::retryable(format!("unreadable result: {e}"))),
     }

@@ -212,10 +212,13 @@ pub fn outcome(
         Ok(Outcome::Wait { ms, then }) => {
             (json!({"ok": true, "result": then, "wait_ms": ms}), None)
         }
-        Err(f) => (
-            json!({"ok": false, "error": f.message, "retry": f.retry}),
-            None,
-        ),
+        Err(f) => {
+            let mut out = json!({"ok": false, "error": f.message, "retry": f.retry});
+            if let Some(wait) = f.retry_after {
+                out["retry_after_ms"] = json!(taskhub_core::time::millis_of(wait));
+            }
+            (out, None)
+        }
     }
 }
 
@@ -272,6 +275,20 @@ mod tests {
                 .unwrap()
                 .contains("takes a JSON payload"),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn a_handlers_own_retry_wait_is_in_the_outcome() {
+        use taskhub_core::handlers::Failure;
+        let h = Handlers::new().light("busy", |_: &Value| -> Result<Value, Failure> {
+            Err(Failure::retryable("rate limited")
+                .retry_after(std::time::Duration::from_millis(2500)))
+        });
+        let (out, _) = outcome_json(&h, Some("busy"), "1", META.clone());
+        assert_eq!(
+            out,
+            json!({"ok": false, "error": "rate limited", "retry": true, "retry_after_ms": 2500})
         );
     }
 }

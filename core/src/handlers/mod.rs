@@ -47,6 +47,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -80,6 +81,9 @@ pub struct Failure {
     /// `false` when retrying cannot help (bad payload, no handler for the kind): the task goes
     /// straight to the dead-letter queue.
     pub retry: bool,
+    /// How long the retry should wait, when the handler knows better than the task's backoff
+    /// (a rate limit's `Retry-After`); `None` for the backoff.
+    pub retry_after: Option<Duration>,
 }
 
 impl Failure {
@@ -88,6 +92,7 @@ impl Failure {
         Failure {
             message: message.into(),
             retry: true,
+            retry_after: None,
         }
     }
 
@@ -96,7 +101,16 @@ impl Failure {
         Failure {
             message: message.into(),
             retry: false,
+            retry_after: None,
         }
+    }
+
+    /// Retry after `wait` rather than after the task's backoff (`Duration::ZERO`: at once). The
+    /// hub caps it at its `max_delay`.
+    pub fn retry_after(mut self, wait: Duration) -> Self {
+        self.retry = true;
+        self.retry_after = Some(wait);
+        self
     }
 }
 

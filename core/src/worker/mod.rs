@@ -635,13 +635,13 @@ impl Worker {
             && run.conn == self.conn
         {
             self.window.record_run(now - run.started);
-            let fail = |error, retry| -> ClientMsg {
+            let fail = |error, retry, backoff_ms| -> ClientMsg {
                 ClientMsg::Fail {
                     req: None,
                     task: run.id,
                     error,
                     retry,
-                    backoff_ms: None,
+                    backoff_ms,
                 }
             };
             let frame = match result {
@@ -650,7 +650,10 @@ impl Worker {
                     task: run.id,
                     result: Some(v),
                 }),
-                Err(f) => encode_client(&fail(f.message, f.retry)),
+                Err(f) => {
+                    let wait = f.retry_after.filter(|_| f.retry);
+                    encode_client(&fail(f.message, f.retry, wait.map(crate::time::millis_of)))
+                }
             };
             // The hub would refuse the frame and close the connection, handing every task this
             // worker holds to others: fail this one instead, for good (every attempt would
@@ -660,7 +663,7 @@ impl Worker {
                     "the result is {} bytes; the hub accepts at most {max_message_bytes} per message",
                     frame.len()
                 );
-                encode_client(&fail(why, false))
+                encode_client(&fail(why, false, None))
             } else {
                 frame
             };

@@ -944,3 +944,30 @@ fn a_paused_worker_stops_consuming_hands_back_what_waits_and_resumes() {
         "{sent:?}"
     );
 }
+
+#[test]
+fn a_failure_that_names_its_wait_sends_it_with_the_fail() {
+    let mut p = Pair::new(config());
+    p.handshake();
+    p.sent();
+    p.deliver(1, "square", json!(1));
+    p.deliver(2, "square", json!(2));
+    let ran = jobs(&p.events());
+    let later = Failure::retryable("rate limited").retry_after(std::time::Duration::from_secs(30));
+    p.w.handle_task_done(ran[0].token, Err(later), p.now);
+    // A permanent failure names no wait, whatever it says.
+    let mut odd = Failure::permanent("bad input");
+    odd.retry_after = Some(std::time::Duration::from_secs(5));
+    p.w.handle_task_done(ran[1].token, Err(odd), p.now);
+    let waits: Vec<(bool, Option<u64>)> = p
+        .sent()
+        .into_iter()
+        .filter_map(|m| match m {
+            ClientMsg::Fail {
+                retry, backoff_ms, ..
+            } => Some((retry, backoff_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(waits, vec![(true, Some(30_000)), (false, None)]);
+}

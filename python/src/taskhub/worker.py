@@ -79,12 +79,21 @@ class Task(NamedTuple):
 
 class TaskError(p.TaskhubError):
     """Raise from a handler to fail its task with `message`. With `retry=False` (the input is
-    bad; another attempt would fail the same way) it goes to the dead-letter queue at once."""
+    bad; another attempt would fail the same way) it goes to the dead-letter queue at once.
+    `retry_after=seconds` retries it after that long instead of after the task's backoff (a
+    rate limit's Retry-After; the hub caps it at its max_delay)."""
 
-    def __init__(self, message: str, retry: bool = True):
+    def __init__(self, message: str, retry: bool = True,
+                 retry_after: Optional[float] = None):
         super().__init__(message)
         self.message = message
         self.retry = retry
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        # Raised in a worker process, it crosses back pickled: keep every field, not only the
+        # message (`Exception` pickles its args alone).
+        return (TaskError, (self.message, self.retry, self.retry_after))
 
 
 class _Handler(NamedTuple):
@@ -385,8 +394,12 @@ def encode_outcome(task_id: int, ok: bool, value: Any, retry: bool, limit: int) 
         value = (f"the result is {len(frame)} bytes; the hub accepts at most {limit} per "
                  "message")
         retry = False
-    return p.encode({"type": "fail", "task": task_id, "error": str(value)[:4096],
-                     "retry": retry})
+    fail: Dict[str, Any] = {"type": "fail", "task": task_id, "error": str(value)[:4096],
+                            "retry": retry}
+    wait = getattr(value, "retry_after", None)
+    if retry and wait is not None:
+        fail["backoff_ms"] = max(0, round(wait * 1000))
+    return p.encode(fail)
 
 
 def backoff_delay(backoff: Tuple[float, float], failures: int) -> float:
@@ -490,7 +503,7 @@ class _Base:
 def failure(e: BaseException) -> Tuple[bool, Any, bool]:
     """A handler's exception as an outcome: (False, error, retry)."""
     if isinstance(e, TaskError):
-        return False, e.message, e.retry
+        return False, e, e.retry  # its message, and its retry_after if any
     return False, f"{type(e).__name__}: {e}", True
 
 
