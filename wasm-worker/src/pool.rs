@@ -14,6 +14,7 @@
 //! the driver's to set from `ms`: deep for microsecond tasks, one for slow ones, so slow tasks are
 //! never queued behind each other in one Web Worker while another sits idle.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
@@ -31,6 +32,8 @@ struct Slot {
     worker: Worker,
     /// Tokens of the jobs this worker holds, in the order it runs them.
     held: Vec<u64>,
+    /// Its place in the pool, which its reports name (a spare has none yet: `usize::MAX`).
+    index: Rc<Cell<usize>>,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     _on_error: Closure<dyn FnMut(ErrorEvent)>,
 }
@@ -42,7 +45,13 @@ pub(crate) struct Pool {
     /// What a Web Worker that replaces a stopped one needs.
     script_url: String,
     on_report: Rc<dyn Fn(usize, Report)>,
+    /// A Web Worker started ahead, loaded and idle, to take the place of one stopped by a
+    /// cancel at once. Started after the first cancel: a tab never cancelled pays nothing.
+    spare: Option<Slot>,
 }
+
+/// A spare's index: no place in the pool, so its reports are ignored.
+const NO_PLACE: usize = usize::MAX;
 
 /// What [`Pool::cancel`] did with a job.
 #[derive(Debug, PartialEq, Eq)]
@@ -64,6 +73,8 @@ fn start_slot(
     index: usize,
     on_report: &Rc<dyn Fn(usize, Report)>,
 ) -> Result<Slot, String> {
+    let index = Rc::new(Cell::new(index));
+    let place = index.clone();
     let opts = WorkerOptions::new();
     opts.set_type(WorkerType::Module);
     let worker = Worker::new_with_options(script_url, &opts)
@@ -75,7 +86,7 @@ fn start_slot(
             .filter(JsValue::is_object)
         {
             if let Some(r) = progress_of(&p) {
-                report(index, r);
+                report(place.get(), r);
             }
             return;
         }
@@ -86,13 +97,14 @@ fn start_slot(
             Some(list) => Report::Done(list.iter().filter_map(|r| done_of(&r)).collect()),
             None => Report::Crashed("compute worker sent no results".into()),
         };
-        report(index, report_of);
+        report(place.get(), report_of);
     });
     let report = on_report.clone();
+    let place = index.clone();
     let on_error = Closure::<dyn FnMut(ErrorEvent)>::new(move |e: ErrorEvent| {
         // A crash inside the Web Worker: the jobs it held fail and may be retried.
         report(
-            index,
+            place.get(),
             Report::Crashed(format!("compute worker crashed: {}", e.message())),
         );
     });
@@ -101,6 +113,7 @@ fn start_slot(
     Ok(Slot {
         worker,
         held: Vec::new(),
+        index,
         _on_message: on_message,
         _on_error: on_error,
     })
@@ -182,6 +195,7 @@ impl Pool {
             depth: 1,
             script_url: script_url.to_string(),
             on_report,
+            spare: None,
         })
     }
 
@@ -202,15 +216,24 @@ impl Pool {
             .copied()
             .filter(|t| *t != token)
             .collect();
-        let Ok(fresh) = start_slot(&self.script_url, index, &self.on_report) else {
-            // No fresh Web Worker to be had (it started before, so this is all but
-            // impossible): the job runs on, and its result is dropped when it comes.
-            return Cancelled::Unstoppable;
+        let fresh = match self.spare.take() {
+            Some(spare) => {
+                spare.index.set(index);
+                spare
+            }
+            None => match start_slot(&self.script_url, index, &self.on_report) {
+                Ok(fresh) => fresh,
+                // No fresh Web Worker to be had (it started before, so this is all but
+                // impossible): the job runs on, and its result is dropped when it comes.
+                Err(_) => return Cancelled::Unstoppable,
+            },
         };
         // Dropping the old slot frees its callbacks: safe, since a cancel comes from the hub's
         // socket, never from inside one of this pool's own callbacks.
         let old = std::mem::replace(&mut self.slots[index], fresh);
         stop_slot(&old);
+        // The next cancel takes a Web Worker already loaded.
+        self.spare = start_slot(&self.script_url, NO_PLACE, &self.on_report).ok();
         self.dispatch();
         Cancelled::Stopped { lost }
     }
@@ -350,6 +373,9 @@ impl Pool {
         for slot in &mut self.slots {
             stop_slot(slot);
             slot.held.clear();
+        }
+        if let Some(spare) = &self.spare {
+            stop_slot(spare);
         }
     }
 }
