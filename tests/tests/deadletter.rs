@@ -191,6 +191,14 @@ async fn dead_letters_are_listed_requeued_and_purged() {
     .await
     .expect("four dead letters");
     drop(worker);
+    // Stopped for good before anything is requeued: a worker still consuming would take the
+    // requeued task and, its kind being `fail`, dead-letter it again (seen under load).
+    taskhub_tests::eventually(Duration::from_secs(20), || async {
+        let s = c.stats().await.unwrap();
+        (s.queue("jobs").is_some_and(|q| q.consumers == 0)).then_some(())
+    })
+    .await
+    .expect("the worker stopped consuming");
 
     // Listed, oldest first, and left where they are.
     let listed = c.dead_letters("jobs", None).await.unwrap();
