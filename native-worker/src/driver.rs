@@ -387,7 +387,9 @@ fn spawn_job(
         let result = match exec {
             Some(cmd) => {
                 stopped
-                    .unless_cancelled(exec::run(&cmd, &job, max_result_bytes))
+                    .unless_cancelled(exec::run(&cmd, &job, max_result_bytes, &|f, m| {
+                        let _ = progress.try_send((token, f, m.map(str::to_string)));
+                    }))
                     .await
             }
             None => run_heavy(handlers, job, stopped, progress).await,

@@ -2,7 +2,8 @@
 //! bytes as they are for a binary payload (`TASKHUB_PAYLOAD` says `json` or `binary`). Stdout is
 //! the result: for a binary payload its bytes as they are; otherwise parsed as JSON when it is
 //! JSON, else a string when it is UTF-8, else bytes. A non-zero exit fails the task with its
-//! stderr.
+//! stderr. A stderr line `TASKHUB_PROGRESS 0.25 tile 3 of 12` (a fraction from 0 to 1, then an
+//! optional message) is a progress report, not part of the stderr kept.
 
 use std::process::Stdio;
 
@@ -15,6 +16,66 @@ use tokio::process::Command;
 
 /// Stderr kept for the failure message.
 const MAX_STDERR: usize = 4 << 10;
+/// What starts a progress line on a command's stderr.
+pub(crate) const PROGRESS_PREFIX: &str = "TASKHUB_PROGRESS ";
+/// Longest stderr line looked at as a progress report; longer ones are plain stderr.
+const MAX_PROGRESS_LINE: usize = 2 << 10;
+
+/// Read a command's stderr to the end: progress lines go to `report`, the rest is kept (at most
+/// `cap` bytes) for the failure message.
+async fn read_stderr(
+    mut r: impl AsyncRead + Unpin,
+    cap: usize,
+    report: &(dyn Fn(f64, Option<&str>) + Send + Sync),
+) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut line = Vec::new();
+    let mut buf = [0u8; 8192];
+    let keep = |bytes: &[u8], kept: &mut Vec<u8>| {
+        let room = cap.saturating_sub(kept.len());
+        kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    };
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &b in &buf[..n] {
+            line.push(b);
+            if b == b'\n' || line.len() > MAX_PROGRESS_LINE {
+                if !progress_line(&line, report) {
+                    keep(&line, &mut kept);
+                }
+                line.clear();
+            }
+        }
+    }
+    if !progress_line(&line, report) {
+        keep(&line, &mut kept);
+    }
+    kept
+}
+
+/// Report `line` if it is a progress line; whether it was.
+fn progress_line(line: &[u8], report: &(dyn Fn(f64, Option<&str>) + Send + Sync)) -> bool {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return false;
+    };
+    let Some(rest) = text.trim_end().strip_prefix(PROGRESS_PREFIX) else {
+        return false;
+    };
+    let (number, message) = match rest.split_once(' ') {
+        Some((n, m)) => (n, Some(m.trim()).filter(|m| !m.is_empty())),
+        None => (rest, None),
+    };
+    match number.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => {
+            report(f, message);
+            true
+        }
+        _ => false,
+    }
+}
 
 /// Read `r` to the end, keeping at most `cap` bytes; says whether more came.
 async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize) -> (Vec<u8>, bool) {
@@ -50,7 +111,12 @@ impl Drop for GroupGuard {
     }
 }
 
-pub(crate) async fn run(cmd: &str, job: &Job, max_result: usize) -> Result<Payload, Failure> {
+pub(crate) async fn run(
+    cmd: &str,
+    job: &Job,
+    max_result: usize,
+    report: &(dyn Fn(f64, Option<&str>) + Send + Sync),
+) -> Result<Payload, Failure> {
     let (input, sort) = match &job.payload {
         Payload::Bytes(b) => (b.to_vec(), "binary"),
         other => (
@@ -96,10 +162,10 @@ pub(crate) async fn run(cmd: &str, job: &Job, max_result: usize) -> Result<Paylo
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(Failure::retryable("--exec command has no pipes"));
     };
-    let ((), (out, out_overflow), (err, _), status) = tokio::join!(
+    let ((), (out, out_overflow), err, status) = tokio::join!(
         feed,
         read_capped(stdout, max_result),
-        read_capped(stderr, MAX_STDERR),
+        read_stderr(stderr, MAX_STDERR, report),
         child.wait()
     );
     group.0 = None; // it exited by itself

@@ -188,3 +188,41 @@ async fn a_command_never_sees_the_workers_key() {
     assert!(!seen.contains("TASKHUB_KEY"), "{seen}");
     hub.stop().await;
 }
+
+/// A command reports progress with `TASKHUB_PROGRESS 0.5 message` lines on stderr: they reach
+/// the submitter, and are not part of the stderr a failure carries.
+#[tokio::test]
+async fn a_command_reports_progress_on_stderr() {
+    let hub = hub(|c| c.broker.max_attempts = 1).await;
+    let script = r#"read n; echo "TASKHUB_PROGRESS 0.5 halfway there" >&2; sleep 0.2; echo "TASKHUB_PROGRESS 0.9" >&2; echo "TASKHUB_PROGRESS 7 not a fraction" >&2; if [ "$n" -lt 0 ]; then echo "negative" >&2; exit 3; fi; echo $n"#;
+    let _w = worker(&hub.url(), "shell", &["--exec", script]);
+    let c = client(&hub.url()).await;
+    let mut reports = c.progress();
+    let replies = c
+        .submit_within(
+            "shell",
+            vec![json!(4), json!(-1)],
+            PutOptions::new(),
+            Some(Duration::from_secs(20)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(replies[0].result, Some(json!(4).into()));
+    let mut heard = Vec::new();
+    while let Ok(p) = reports.try_recv() {
+        if p.task == replies[0].id {
+            heard.push((p.fraction, p.message));
+        }
+    }
+    assert_eq!(
+        heard,
+        vec![(0.5, Some("halfway there".to_string())), (0.9, None)]
+    );
+    let err = replies[1].error.as_deref().unwrap();
+    assert!(
+        err.contains("negative") && err.contains("TASKHUB_PROGRESS 7 not a fraction"),
+        "a line that is not a report stays stderr: {err}"
+    );
+    assert!(!err.contains("halfway"), "reports are not stderr: {err}");
+    hub.stop().await;
+}
