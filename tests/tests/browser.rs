@@ -388,19 +388,34 @@ async fn a_tab_batching_tiny_tasks_hands_slow_ones_back_instead_of_hoarding_them
     )
     .await;
     // The tab cut its Web Worker's batch at the first slow task and gave back the rest, and
-    // the tasks still waiting for its Web Worker: the native worker, idle otherwise, ran a fair
-    // share (15-16 of the 40 here, or exactly 10 when the native worker's first window fills
-    // before the tab's second give-back: a race that goes either way on a 2-core machine,
-    // before and after priorities; 7 when the tab ran whole batches, 0 when it also kept what
-    // waited for its Web Worker).
+    // the tasks still waiting for its Web Worker: it says how many it handed back (38 of the
+    // 40 in runs here; none when it kept what waited), and the native worker, idle otherwise,
+    // ran a share. How many is a race between its window growing and the tab's give-backs: 9
+    // to 16 of the 40 on a 2-core machine (its debug build is slower than the tab's release
+    // wasm), against 7 when the tab ran whole batches, so that bound has a margin of one or
+    // two and the tab's own count carries the rest.
     let stats = c.stats().await.unwrap();
     let native = stats
         .workers
         .iter()
         .find(|w| w.role == taskhub_core::Role::Worker)
         .unwrap();
-    assert!(native.acked >= 10, "the tab kept the slow tasks: {stats:?}");
     let settled = browser.eval(&page, STATUS).await;
+    // Counted from the end of the tiny tasks (whose shrinking window hands back some too).
+    let handed_back =
+        settled["handed_back"].as_u64().unwrap() - deep["handed_back"].as_u64().unwrap();
+    eprintln!(
+        "the tab handed back {handed_back} slow tasks; the native worker ran {}",
+        native.acked
+    );
+    assert!(
+        handed_back >= 20,
+        "the tab kept the slow tasks: {settled} {stats:?}"
+    );
+    assert!(
+        native.acked >= 8,
+        "the tab ran whole batches of slow tasks: {stats:?}"
+    );
     assert!(settled["window"].as_u64().unwrap() <= 2, "{settled}");
     browser.close().await;
     hub.stop().await;

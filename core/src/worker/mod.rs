@@ -145,6 +145,9 @@ pub struct Status {
     pub cancelled: u64,
     /// Taking no tasks for now, by the driver's policy ([`Worker::set_paused`]).
     pub paused: bool,
+    /// Tasks handed back to the hub unstarted for others to run: a batch cut short, or what
+    /// waited here beyond a window that shrank.
+    pub handed_back: u64,
 }
 
 #[derive(Debug)]
@@ -293,6 +296,7 @@ pub struct Worker {
     done: u64,
     failed: u64,
     cancelled: u64,
+    handed_back: u64,
     /// Taking no tasks for now, by the driver's policy (a hidden tab): not consuming, and
     /// deliveries that were on their way go back.
     paused: bool,
@@ -326,6 +330,7 @@ impl Worker {
             done: 0,
             failed: 0,
             cancelled: 0,
+            handed_back: 0,
             paused: false,
             told: None,
             last_heard: Millis(0),
@@ -682,6 +687,7 @@ impl Worker {
             return;
         };
         if run.leased_on(self.conn) && matches!(self.state, State::Ready { .. }) {
+            self.handed_back += 1;
             self.send(&ClientMsg::Release {
                 req: None,
                 task: run.id,
@@ -740,6 +746,7 @@ impl Worker {
             let Some(task) = self.prefetched.pop_back() else {
                 break;
             };
+            self.handed_back += 1;
             self.send(&ClientMsg::Release {
                 req: None,
                 task: task.id,
@@ -1064,6 +1071,7 @@ impl Worker {
             failed: self.failed,
             cancelled: self.cancelled,
             paused: self.paused,
+            handed_back: self.handed_back,
         }
     }
 }
