@@ -553,10 +553,7 @@ fn check_nesting(text: &str) -> Result<(), DecodeError> {
 /// serde's messages quote offending values; an error is never a copy of a big input.
 fn clip(mut e: DecodeError) -> DecodeError {
     if e.message.len() > MAX_ERROR_BYTES {
-        let mut end = MAX_ERROR_BYTES;
-        while !e.message.is_char_boundary(end) {
-            end -= 1;
-        }
+        let end = crate::char_floor(&e.message, MAX_ERROR_BYTES);
         e.message.truncate(end);
         e.message.push('…');
     }

@@ -42,3 +42,15 @@ pub use protocol::{AuthFailure, ClientMsg, ErrorCode, Role, ServerMsg, Task, Tas
 pub use raw::RawJson;
 pub use rights::Rights;
 pub use time::Millis;
+
+/// Where to cut `s` to keep at most `max` bytes without splitting a character: the largest char
+/// boundary at or below `max` (`str::floor_char_boundary`, newer than this crate's MSRV).
+pub fn char_floor(s: &str, max: usize) -> usize {
+    if max >= s.len() {
+        return s.len();
+    }
+    (0..=max)
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0)
+}

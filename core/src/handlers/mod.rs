@@ -246,13 +246,7 @@ impl Input<'_> {
         if fraction.is_nan() {
             return;
         }
-        let message = message.map(|m| {
-            let mut cut = m.len().min(MAX_PROGRESS_MESSAGE_BYTES);
-            while !m.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            &m[..cut]
-        });
+        let message = message.map(|m| &m[..crate::char_floor(m, MAX_PROGRESS_MESSAGE_BYTES)]);
         report(fraction.clamp(0.0, 1.0), message);
     }
 

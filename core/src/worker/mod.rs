@@ -205,6 +205,26 @@ impl Running {
     fn leased_on(&self, conn: u64) -> bool {
         self.conn == conn && !self.cancelled
     }
+
+    /// The report held back, as the message to send, once [`PROGRESS_EVERY_MS`] has passed
+    /// since the last one went (a report extends the lease: it counts as a touch).
+    fn due_report(&mut self, now: Millis) -> Option<ClientMsg> {
+        if self
+            .last_report
+            .is_some_and(|t| now < t + PROGRESS_EVERY_MS)
+        {
+            return None;
+        }
+        let (fraction, message) = self.pending_report.take()?;
+        self.last_report = Some(now);
+        self.last_touch = now;
+        Some(ClientMsg::Progress {
+            req: None,
+            task: self.id,
+            fraction,
+            message,
+        })
+    }
 }
 
 /// The adaptive credit window: how many tasks the hub may have out to this worker.
@@ -560,59 +580,29 @@ impl Worker {
         if !matches!(self.state, State::Ready { .. }) || !(0.0..=1.0).contains(&fraction) {
             return;
         }
-        let mut message = message;
-        if let Some(m) = &mut message
-            && m.len() > MAX_PROGRESS_MESSAGE_BYTES
-        {
-            let mut cut = MAX_PROGRESS_MESSAGE_BYTES;
-            while !m.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            m.truncate(cut);
-        }
+        let message = message.map(|mut m| {
+            m.truncate(crate::char_floor(&m, MAX_PROGRESS_MESSAGE_BYTES));
+            m
+        });
         let conn = self.conn;
         let Some(run) = self.running.get_mut(&token).filter(|r| r.leased_on(conn)) else {
             return;
         };
-        let due = run.last_report.map_or(now, |t| t + PROGRESS_EVERY_MS);
-        if now < due {
-            run.pending_report = Some((fraction, message));
-            return;
+        run.pending_report = Some((fraction, message));
+        if let Some(msg) = run.due_report(now) {
+            self.send(&msg);
         }
-        run.last_report = Some(now);
-        run.last_touch = now;
-        run.pending_report = None;
-        let task = run.id;
-        self.send(&ClientMsg::Progress {
-            req: None,
-            task,
-            fraction,
-            message,
-        });
     }
 
     /// Send the progress reports held back whose interval has passed.
     fn send_due_reports(&mut self, now: Millis) {
         let conn = self.conn;
-        let mut due = Vec::new();
-        for run in self.running.values_mut() {
-            let ready = run
-                .last_report
-                .is_some_and(|t| now >= t + PROGRESS_EVERY_MS);
-            if run.leased_on(conn)
-                && ready
-                && let Some((fraction, message)) = run.pending_report.take()
-            {
-                run.last_report = Some(now);
-                run.last_touch = now;
-                due.push(ClientMsg::Progress {
-                    req: None,
-                    task: run.id,
-                    fraction,
-                    message,
-                });
-            }
-        }
+        let due: Vec<ClientMsg> = self
+            .running
+            .values_mut()
+            .filter(|r| r.leased_on(conn))
+            .filter_map(|r| r.due_report(now))
+            .collect();
         for msg in due {
             self.send(&msg);
         }
@@ -789,10 +779,6 @@ impl Worker {
                 task: task.id,
             });
         }
-    }
-
-    pub fn is_paused(&self) -> bool {
-        self.paused
     }
 
     /// Tell the hub how this worker is doing (`state`, for `stats` and the dashboard); said

@@ -251,11 +251,7 @@ impl StoredTask {
     /// Remember why the task last failed, cut to [`MAX_KEPT_ERROR_BYTES`], and charge for it.
     pub fn set_error(&mut self, mut error: String) {
         if error.len() > MAX_KEPT_ERROR_BYTES {
-            let mut cut = MAX_KEPT_ERROR_BYTES;
-            while !error.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            error.truncate(cut);
+            error.truncate(taskhub_core::char_floor(&error, MAX_KEPT_ERROR_BYTES));
             error.push('…');
         }
         let old = self.last_error.as_ref().map_or(0, String::capacity);
