@@ -65,15 +65,38 @@ struct Stopped {
     signal: oneshot::Receiver<()>,
 }
 
-/// Handlers' progress reports on their way to the event loop: (job token, fraction, message).
-/// Bounded, and lossy when full: the state machine sends only the latest of each interval.
-type Progress = mpsc::Sender<(u64, f64, Option<String>)>;
+/// What jobs running off the event loop tell it. One channel for both, so a job's progress
+/// reports arrive before its result, as they were made.
+enum FromJob {
+    /// Lossy: dropped when the loop is behind (the state machine sends only the latest of each
+    /// interval anyway).
+    Progress {
+        token: u64,
+        fraction: f64,
+        message: Option<String>,
+    },
+    /// Never dropped: the sender waits for room.
+    Done {
+        token: u64,
+        result: Result<Payload, Failure>,
+    },
+}
 
-/// Finished jobs on their way to the event loop: (job token, result).
-type Done = mpsc::Sender<(u64, Result<Payload, Failure>)>;
+type ToLoop = mpsc::Sender<FromJob>;
 
-/// Progress reports waiting for the event loop, at most.
+/// Progress reports that may wait for the event loop, beyond room for every job's result.
 const PROGRESS_BACKLOG: usize = 256;
+
+/// A reporter for job `token`'s handler: its reports go to the event loop.
+fn reports_to(to_loop: &ToLoop, token: u64) -> impl Fn(f64, Option<&str>) + Send + Sync + '_ {
+    move |fraction, message| {
+        let _ = to_loop.try_send(FromJob::Progress {
+            token,
+            fraction,
+            message: message.map(str::to_string),
+        });
+    }
+}
 
 fn stop_pair() -> (Stop, Stopped) {
     let (now, signal) = oneshot::channel();
@@ -211,9 +234,10 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         conn: None,
         hubs: taskhub_core::HubList::new(&opts.url),
     };
-    let capacity = opts.worker.concurrency.max(1) as usize * 2;
-    let (done_tx, mut done_rx) = mpsc::channel::<(u64, Result<Payload, Failure>)>(capacity);
-    let (progress_tx, mut progress_rx) = mpsc::channel(PROGRESS_BACKLOG);
+    let capacity = opts.worker.concurrency.max(1) as usize * 2 + PROGRESS_BACKLOG;
+    let (to_loop, mut from_jobs) = mpsc::channel::<FromJob>(capacity);
+    // A light handler runs on the loop itself, so no cancel can reach it while it runs.
+    let never_cancelled = Cancellation::new();
     let exec = opts.exec.clone().map(Arc::new);
     let handlers = opts.handlers.clone();
     // Jobs that are still running, by token: what stops each when its task is cancelled.
@@ -255,22 +279,34 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                 Event::Run(job) if exec.is_none() && !handlers.is_heavy(job.kind.as_deref()) => {
                     // A microsecond of work: a trip through the blocking pool would cost more.
                     let now = d.now();
-                    let (stop, mut stopped) = stop_pair();
-                    let ran = run_handler(&handlers, &job, &stopped.flag, &progress_tx);
-                    while let Ok((token, fraction, message)) = progress_rx.try_recv() {
-                        d.sm.report_progress(token, fraction, message, now);
-                    }
+                    // Its reports, kept here until it returns, then given in order (in a block:
+                    // none of it is held across the awaits below).
+                    let ran = {
+                        let reports = std::cell::RefCell::new(Vec::new());
+                        let report = |fraction: f64, message: Option<&str>| {
+                            reports
+                                .borrow_mut()
+                                .push((fraction, message.map(str::to_string)));
+                        };
+                        let ran = run_handler(&handlers, &job, &never_cancelled, &report);
+                        for (fraction, message) in reports.take() {
+                            d.sm.report_progress(job.token, fraction, message, now);
+                        }
+                        ran
+                    };
                     match ran {
                         Ok(Outcome::Wait { ms, then }) => {
-                            let done = done_tx.clone();
+                            let (stop, mut stopped) = stop_pair();
                             stops.insert(job.token, stop);
+                            let to_loop = to_loop.clone();
                             tokio::spawn(async move {
                                 let wait = async {
                                     tokio::time::sleep(Duration::from_millis(ms)).await;
                                     Ok(then.into())
                                 };
                                 let result = stopped.unless_cancelled(wait).await;
-                                let _ = done.send((job.token, result)).await;
+                                let token = job.token;
+                                let _ = to_loop.send(FromJob::Done { token, result }).await;
                             });
                         }
                         Ok(done) => {
@@ -289,7 +325,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                         handlers.clone(),
                         opts.max_result_bytes,
                         stopped,
-                        (done_tx.clone(), progress_tx.clone()),
+                        to_loop.clone(),
                     );
                 }
                 Event::Cancel { token, id } => {
@@ -337,19 +373,17 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                     }
                 }
             }
-            Some((token, result)) = done_rx.recv() => {
-                stops.remove(&token);
+            Some(from_job) = from_jobs.recv() => {
                 let now = d.now();
-                // Reports the job made before it finished go first (they came on another
-                // channel, which select! may not have looked at yet).
-                while let Ok((token, fraction, message)) = progress_rx.try_recv() {
-                    d.sm.report_progress(token, fraction, message, now);
+                match from_job {
+                    FromJob::Progress { token, fraction, message } => {
+                        d.sm.report_progress(token, fraction, message, now);
+                    }
+                    FromJob::Done { token, result } => {
+                        stops.remove(&token);
+                        d.sm.handle_task_done(token, result, now);
+                    }
                 }
-                d.sm.handle_task_done(token, result, now);
-            }
-            Some((token, fraction, message)) = progress_rx.recv() => {
-                let now = d.now();
-                d.sm.report_progress(token, fraction, message, now);
             }
             _ = sleep_until(timeout) => {
                 let now = d.now();
@@ -380,21 +414,20 @@ fn spawn_job(
     handlers: Arc<Handlers>,
     max_result_bytes: usize,
     mut stopped: Stopped,
-    (done, progress): (Done, Progress),
+    to_loop: ToLoop,
 ) {
     tokio::spawn(async move {
         let token = job.token;
         let result = match exec {
             Some(cmd) => {
+                let report = reports_to(&to_loop, token);
                 stopped
-                    .unless_cancelled(exec::run(&cmd, &job, max_result_bytes, &|f, m| {
-                        let _ = progress.try_send((token, f, m.map(str::to_string)));
-                    }))
+                    .unless_cancelled(exec::run(&cmd, &job, max_result_bytes, &report))
                     .await
             }
-            None => run_heavy(handlers, job, stopped, progress).await,
+            None => run_heavy(handlers, job, stopped, to_loop.clone()).await,
         };
-        let _ = done.send((token, result)).await;
+        let _ = to_loop.send(FromJob::Done { token, result }).await;
     });
 }
 
@@ -404,13 +437,9 @@ fn run_handler(
     handlers: &Handlers,
     job: &Job,
     cancellation: &Cancellation,
-    progress: &Progress,
+    report: &dyn Fn(f64, Option<&str>),
 ) -> Result<Outcome, Failure> {
-    let token = job.token;
-    let report = |fraction: f64, message: Option<&str>| {
-        let _ = progress.try_send((token, fraction, message.map(str::to_string)));
-    };
-    let run = || handlers.run_job(job, cancellation, Some(Reporter(&report)));
+    let run = || handlers.run_job(job, cancellation, Some(Reporter(report)));
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|panic| {
         let message = panic
             .downcast_ref::<&str>()
@@ -428,13 +457,14 @@ async fn run_heavy(
     handlers: Arc<Handlers>,
     job: Job,
     mut stopped: Stopped,
-    progress: Progress,
+    to_loop: ToLoop,
 ) -> Result<Payload, Failure> {
     let flag = stopped.flag.clone();
-    let outcome =
-        tokio::task::spawn_blocking(move || run_handler(&handlers, &job, &flag, &progress))
-            .await
-            .map_err(|e| Failure::retryable(format!("handler did not finish: {e}")))??;
+    let outcome = tokio::task::spawn_blocking(move || {
+        run_handler(&handlers, &job, &flag, &reports_to(&to_loop, job.token))
+    })
+    .await
+    .map_err(|e| Failure::retryable(format!("handler did not finish: {e}")))??;
     stopped
         .unless_cancelled(async { Ok(settle(outcome).await) })
         .await
