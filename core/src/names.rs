@@ -61,6 +61,15 @@ impl QueueName {
         self.0.starts_with(INBOX_PREFIX)
     }
 
+    /// The session whose reply inbox this is, if it is one ([`QueueName::inbox`] backwards).
+    pub fn inbox_owner(&self) -> Option<SessionId> {
+        self.0
+            .strip_prefix(INBOX_PREFIX)?
+            .parse()
+            .ok()
+            .map(SessionId)
+    }
+
     /// This queue's dead-letter queue: `<name>.dead`, for every valid name. A dead-letter queue
     /// is its own (a dead letter that fails again goes back to the end of the same queue).
     pub fn dead_letter(&self) -> QueueName {

@@ -2,7 +2,6 @@
 //! letters, and the replies that go to `reply_to`.
 
 use serde::Serialize;
-use taskhub_core::names::INBOX_PREFIX;
 use taskhub_core::protocol::Reply;
 use taskhub_core::{ErrorCode, Millis, QueueName, RawJson, SessionId, Task, TaskId, TaskState};
 
@@ -274,32 +273,21 @@ impl Broker {
         let Some(lease) = self.leases.get_mut(&id) else {
             return Ok(());
         };
-        let owner = lease
-            .task
-            .reply_to
-            .as_ref()
-            .and_then(|to| to.as_str().strip_prefix(INBOX_PREFIX))
-            .and_then(|n| n.parse().ok())
-            .map(SessionId);
-        if let Some(owner) = owner
-            && self.sessions.contains_key(&owner)
-        {
-            self.out.push(Output {
-                to: owner,
-                msg: ServerMsg::Progress {
-                    task: id,
-                    fraction,
-                    message: message.clone(),
-                },
-                droppable: true,
-                gate: Gate::InTurn,
-            });
-        }
+        let to = lease.task.reply_to.clone();
         lease.progress = Some(Box::new(super::held::Reported {
             fraction,
-            message,
+            message: message.clone(),
             at: now,
         }));
+        if let Some(to) = to {
+            let msg = ServerMsg::Progress {
+                task: id,
+                fraction,
+                message,
+            };
+            // At most once, like pub/sub; a reply_to queue gets no reports.
+            self.send_to_inbox(&to, msg, true);
+        }
         Ok(())
     }
 
@@ -438,20 +426,25 @@ impl Broker {
             return;
         };
         if to.is_inbox() {
-            let owner = to.as_str()[INBOX_PREFIX.len()..].parse().map(SessionId);
-            if let Ok(owner) = owner
-                && self.sessions.contains_key(&owner)
-            {
-                self.out.push(Output {
-                    to: owner,
-                    msg: ServerMsg::Reply(reply),
-                    droppable: false,
-                    gate: Gate::InTurn,
-                });
-            }
+            self.send_to_inbox(to, ServerMsg::Reply(reply), false);
             return;
         }
         self.push_forced(to, reply_entry(&reply), now);
+    }
+
+    /// Send `msg` to the session whose inbox `to` is, if it is one and that session is still
+    /// here (an inbox's session that left hears nothing).
+    fn send_to_inbox(&mut self, to: &QueueName, msg: ServerMsg, droppable: bool) {
+        if let Some(owner) = to.inbox_owner()
+            && self.sessions.contains_key(&owner)
+        {
+            self.out.push(Output {
+                to: owner,
+                msg,
+                droppable,
+                gate: Gate::InTurn,
+            });
+        }
     }
 }
 

@@ -746,18 +746,9 @@ impl Gateway {
                 {
                     return ready(answer(Err(rules::bad_request(why))));
                 }
-                let touched = {
-                    let mut st = self.lock();
-                    let deadline = Instant::now() + self.config.ack_wait;
-                    st.touch(session, task, deadline).map(|ack| {
-                        let reply_to = st.leases.get(&task).and_then(|l| l.task.reply_to.clone());
-                        (ack, reply_to)
-                    })
-                };
-                match touched {
+                match self.extend_lease(session, task).await {
                     Err(e) => ready(answer(Err(e))),
-                    Ok((ack, reply_to)) => {
-                        self.run(vec![Effect::Progress(ack)]).await;
+                    Ok(reply_to) => {
                         if let Some(to) = reply_to.filter(QueueName::is_inbox) {
                             let msg = ServerMsg::Progress {
                                 task,
@@ -770,21 +761,11 @@ impl Gateway {
                     }
                 }
             }
-            ClientMsg::Touch { task, .. } => {
-                let touched = {
-                    let mut st = self.lock();
-                    let deadline = Instant::now() + self.config.ack_wait;
-                    st.touch(session, task, deadline)
-                };
-                match touched {
-                    Err(e) => ready(answer(Err(e))),
-                    Ok(ack) => {
-                        // A later deadline needs no wake-up: the timer finds it when it fires.
-                        self.run(vec![Effect::Progress(ack)]).await;
-                        ready(answer(Ok(ServerMsg::Ok { req })))
-                    }
-                }
-            }
+            ClientMsg::Touch { task, .. } => ready(answer(
+                self.extend_lease(session, task)
+                    .await
+                    .map(|_| ServerMsg::Ok { req }),
+            )),
             ClientMsg::Publish { topic, payload, .. } => {
                 let body = wire::to_nats(wire::Meta::default(), &payload);
                 let receivers = {
@@ -1152,13 +1133,30 @@ impl Gateway {
         self.store(to, publish).await
     }
 
+    /// Extend `session`'s lease of `task` by ack-wait from now (JetStream hears `+WPI`); returns
+    /// the task's `reply_to`.
+    async fn extend_lease(
+        &self,
+        session: SessionId,
+        task: TaskId,
+    ) -> Result<Option<QueueName>, Failure> {
+        let (ack, reply_to) = {
+            let mut st = self.lock();
+            let deadline = Instant::now() + self.config.ack_wait;
+            let ack = st.touch(session, task, deadline)?;
+            (
+                ack,
+                st.leases.get(&task).and_then(|l| l.task.reply_to.clone()),
+            )
+        };
+        // A later deadline needs no wake-up: the timer finds it when it fires.
+        self.run(vec![Effect::Progress(ack)]).await;
+        Ok(reply_to)
+    }
+
     /// Send `msg` to the session whose inbox `to` is, on whichever hub holds it (at most once).
     async fn to_inbox(&self, to: &QueueName, msg: &ServerMsg) {
-        let Some(owner) = to.as_str()[taskhub_core::names::INBOX_PREFIX.len()..]
-            .parse()
-            .ok()
-            .map(SessionId)
-        else {
+        let Some(owner) = to.inbox_owner() else {
             return;
         };
         let frame = encode_server(msg);
