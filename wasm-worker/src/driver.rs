@@ -171,23 +171,21 @@ impl Inner {
                     None => Cancelled::NotHere,
                 };
                 let now = self.now();
-                match stopped {
-                    Cancelled::Waiting => {
-                        self.sm
-                            .handle_task_done(token, Err(Failure::permanent("cancelled")), now);
-                    }
-                    Cancelled::Stopped { lost } => {
-                        self.sm
-                            .handle_task_done(token, Err(Failure::permanent("cancelled")), now);
-                        // The jobs that shared its Web Worker went down with it, unfinished:
-                        // back to the hub, without spending an attempt.
-                        for token in lost {
-                            self.kinds.remove(&token);
-                            self.sm.give_back(token, now);
-                        }
-                    }
+                let lost = match stopped {
+                    Cancelled::Waiting => Some(Vec::new()),
+                    Cancelled::Stopped { lost } => Some(lost),
                     // Its report is on its way, or it will come: the slot frees then.
-                    Cancelled::NotHere | Cancelled::Unstoppable => {}
+                    Cancelled::NotHere | Cancelled::Unstoppable => None,
+                };
+                if let Some(lost) = lost {
+                    self.sm
+                        .handle_task_done(token, Err(Failure::permanent("cancelled")), now);
+                    // The jobs that shared its Web Worker went down with it, unfinished: back
+                    // to the hub, without spending an attempt.
+                    for token in lost {
+                        self.kinds.remove(&token);
+                        self.sm.give_back(token, now);
+                    }
                 }
                 out.push(js_event(json!({"type": "cancelled", "task": id})));
             }
@@ -287,13 +285,9 @@ impl Inner {
         let mode = self.mode();
         self.sm.set_paused(mode == Mode::Paused);
         if let Some(pool) = &mut self.pool {
-            let (depth, slots) = match mode {
-                Mode::Gentle => (1, 1),
-                _ => (self.run_ms.depth(), u32::try_from(pool.size()).unwrap_or(1)),
-            };
+            let (depth, tasks) = batch_shape(mode, &self.run_ms, pool.size());
             pool.set_depth(depth);
-            let depth = u32::try_from(depth).unwrap_or(1);
-            self.sm.set_concurrency(slots.saturating_mul(depth), now);
+            self.sm.set_concurrency(tasks, now);
         }
         self.tell_state();
     }
@@ -312,7 +306,7 @@ impl Inner {
 
     fn on_report(&mut self, index: usize, report: Report) {
         let now = self.now();
-        let gentle = self.mode() == Mode::Gentle;
+        let mode = self.mode();
         let Some(pool) = self.pool.as_mut() else {
             return;
         };
@@ -349,20 +343,13 @@ impl Inner {
                 }
             }
         }
-        // Deep batches for tiny tasks, one at a time per Web Worker for slow ones (and one task
-        // at a time in all while hidden or on battery). Set before anything below starts more.
-        let depth = if gentle { 1 } else { self.run_ms.depth() };
+        // Set before anything below starts more.
+        let (depth, tasks) = batch_shape(mode, &self.run_ms, pool.size());
         pool.set_depth(depth);
-        let slots = if gentle {
-            1
-        } else {
-            u32::try_from(pool.size()).unwrap_or(1)
-        };
         // A batch cut short, and jobs still waiting here for a Web Worker beyond what the
         // smaller batches take at once: back to the hub, for whoever has a free slot.
         unstarted.extend(pool.surplus());
-        let depth = u32::try_from(depth).unwrap_or(1);
-        self.sm.set_concurrency(slots.saturating_mul(depth), now);
+        self.sm.set_concurrency(tasks, now);
         for (token, result) in finished {
             let kind = self.kinds.remove(&token).unwrap_or_default();
             let ok = result.is_ok();
@@ -386,6 +373,21 @@ impl Inner {
             self.tell_state();
         }
     }
+}
+
+/// How the tab runs tasks in `mode`: jobs per Web Worker batch, and tasks at once in all. Deep
+/// batches for tiny tasks, one at a time per Web Worker for slow ones; one task in all while
+/// hidden or on battery.
+fn batch_shape(mode: Mode, run_ms: &RunTime, web_workers: usize) -> (usize, u32) {
+    if mode == Mode::Gentle {
+        return (1, 1);
+    }
+    let depth = run_ms.depth();
+    let slots = u32::try_from(web_workers).unwrap_or(1);
+    (
+        depth,
+        slots.saturating_mul(u32::try_from(depth).unwrap_or(1)),
+    )
 }
 
 /// A compute worker's report of one job as the job's result.
