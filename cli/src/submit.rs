@@ -59,15 +59,13 @@ pub(crate) async fn run(cli: &Cli, args: &SubmitArgs) -> anyhow::Result<()> {
             (true, result) => {
                 writeln!(out, "{}", json_line(&result.unwrap_or_default()))?;
             }
-            (false, _) if r.cancelled => {
-                failed += 1;
-                writeln!(out, "null")?;
-                eprintln!("task {} was cancelled", r.id);
-            }
             (false, _) => {
                 failed += 1;
                 writeln!(out, "null")?;
-                eprintln!("task {} failed: {}", r.id, r.error.unwrap_or_default());
+                match r.cancelled {
+                    true => eprintln!("task {} was cancelled", r.id),
+                    false => eprintln!("task {} failed: {}", r.id, r.error.unwrap_or_default()),
+                }
             }
         }
     }

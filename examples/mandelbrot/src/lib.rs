@@ -118,7 +118,8 @@ pub fn render(t: &Tile) -> Vec<u8> {
     render_reporting(t, |_| {})
 }
 
-/// [`render`], calling `done(fraction)` ten times on the way (after each tenth of the rows).
+/// [`render`], calling `done(fraction)` on the way: after each tenth of the rows but the last
+/// (nine times for a tile of ten rows or more).
 pub fn render_reporting(t: &Tile, mut done: impl FnMut(f64)) -> Vec<u8> {
     let (re_min, im_max, step) = t.view();
     let mut rgb = Vec::with_capacity((t.w * t.h * 3) as usize);

@@ -329,17 +329,8 @@ impl Progress {
         if !self.tty {
             return;
         }
-        let width = 40;
-        let share = (done / self.total.max(1) as f64).clamp(0.0, 1.0);
-        let filled = (share * width as f64) as usize;
         let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r[{}{}] {done:.1}/{} tiles",
-            "#".repeat(filled),
-            ".".repeat(width - filled),
-            self.total
-        );
+        let _ = write!(err, "\r{}", bar(done, self.total));
         let _ = err.flush();
     }
 
@@ -347,5 +338,41 @@ impl Progress {
         if self.tty {
             eprintln!();
         }
+    }
+}
+
+/// The progress bar for `done` of `total` tiles, where `done` counts the fractions rendering
+/// tiles reported: `[####....] 12.5/48 tiles`.
+fn bar(done: f64, total: usize) -> String {
+    const WIDTH: usize = 40;
+    let share = (done / total.max(1) as f64).clamp(0.0, 1.0);
+    let filled = (share * WIDTH as f64) as usize;
+    format!(
+        "[{}{}] {done:.1}/{total} tiles",
+        "#".repeat(filled),
+        ".".repeat(WIDTH - filled)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bar;
+
+    #[test]
+    fn the_bar_counts_partly_rendered_tiles() {
+        // Ten whole tiles and two halves (11.0) of forty: 11 of the 40 marks.
+        let line = bar(11.0, 40);
+        assert_eq!(
+            line,
+            format!("[{}{}] 11.0/40 tiles", "#".repeat(11), ".".repeat(29))
+        );
+        assert_eq!(
+            bar(0.5, 4),
+            format!("[{}{}] 0.5/4 tiles", "#".repeat(5), ".".repeat(35))
+        );
+        assert!(
+            bar(9.0, 4).starts_with(&format!("[{}]", "#".repeat(40))),
+            "never past full"
+        );
     }
 }

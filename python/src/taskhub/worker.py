@@ -123,6 +123,17 @@ class _Running:
     def leased_on(self, conn: int) -> bool:
         return self.conn == conn and not self.cancelled
 
+    def due_report(self, now: float) -> Optional[p.Frame]:
+        """The report held back, encoded, once `PROGRESS_EVERY` has passed since the last one
+        went (a report extends the lease: it counts as a touch)."""
+        if self.pending is None or (self.last_report is not None
+                                    and now - self.last_report < PROGRESS_EVERY):
+            return None
+        frame = p.encode(self.pending)
+        self.pending = None
+        self.last_report = self.last_touch = now
+        return frame
+
 
 class _Window:
     """The adaptive credit window (taskhub-worker's): starts at `concurrency + 1`, doubles while a
@@ -248,12 +259,11 @@ class _Leases:
         for r in self.running.values():
             if r.id != task_id or not r.leased_on(self.conn):
                 continue
-            if r.last_report is not None and now - r.last_report < PROGRESS_EVERY:
-                r.pending = msg
+            r.pending = msg
+            frame = r.due_report(now)
+            if frame is None:
                 return False
-            r.last_report = r.last_touch = now
-            r.pending = None
-            self.out.append(p.encode(msg))
+            self.out.append(frame)
             return True
         return False
 
@@ -323,11 +333,9 @@ class _Leases:
         for r in self.running.values():
             if not r.leased_on(self.conn):
                 continue
-            if (r.pending is not None and r.last_report is not None
-                    and now - r.last_report >= PROGRESS_EVERY):
-                self.out.append(p.encode(r.pending))
-                r.pending = None
-                r.last_report = r.last_touch = now
+            frame = r.due_report(now)
+            if frame is not None:
+                self.out.append(frame)
                 touched = True
             if now - r.last_touch >= self.touch_every:
                 r.last_touch = now
