@@ -25,6 +25,10 @@ pub(crate) enum TokenCommand {
         /// May get from the queues (and name them as reply_to).
         #[arg(long, requires = "queues")]
         get: bool,
+        /// Its results on the queues count alone for a redundant task (put with `--replicas`):
+        /// for your own machines, never for a link you share. Your key must be trusted there.
+        #[arg(long, requires = "queues")]
+        trusted: bool,
         /// Topic pattern it may publish to; repeat for several.
         #[arg(long, value_name = "PATTERN")]
         publish: Vec<String>,
@@ -54,6 +58,7 @@ pub(crate) async fn run(cli: &Cli, command: &TokenCommand) -> anyhow::Result<()>
             put,
             consume,
             get,
+            trusted,
             publish,
             subscribe,
             stats,
@@ -66,8 +71,8 @@ pub(crate) async fn run(cli: &Cli, command: &TokenCommand) -> anyhow::Result<()>
             };
             let queues = patterns(queues)?;
             let pick = |on: bool| if on { queues.clone() } else { Vec::new() };
-            if !(queues.is_empty() || *put || *consume || *get) {
-                bail!("--queue needs a right on it: --put, --consume and/or --get");
+            if !(queues.is_empty() || *put || *consume || *get || *trusted) {
+                bail!("--queue needs a right on it: --put, --consume, --get and/or --trusted");
             }
             let rights = taskhub_core::Rights {
                 put: pick(*put),
@@ -75,6 +80,7 @@ pub(crate) async fn run(cli: &Cli, command: &TokenCommand) -> anyhow::Result<()>
                 get: pick(*get),
                 publish: patterns(publish)?,
                 subscribe: patterns(subscribe)?,
+                trusted: pick(*trusted),
                 stats: *stats,
                 admin: false,
             };

@@ -19,8 +19,8 @@ use serde_json::value::RawValue;
 use crate::body::{Body, JsonNull, Payload};
 use crate::names::{Pattern, QueueName, SessionId, TaskId, Topic};
 use crate::protocol::{
-    AuthFailure, ClientMsg, ErrorCode, Limits, QueueStats, Reply, Role, Schedule, ServerMsg, Stats,
-    TabState, Task, TaskState, WorkerStats, bad_priority, check_progress,
+    AuthFailure, ClientMsg, ErrorCode, Limits, MAX_REPLICAS, QueueStats, Reply, Role, Schedule,
+    ServerMsg, Stats, TabState, Task, TaskState, WorkerStats, bad_priority, check_progress,
 };
 use crate::rights::Rights;
 
@@ -97,6 +97,9 @@ struct Flat<'a, P> {
     not_before: Option<u64>,
     backoff_ms: Option<u64>,
     backoff_max_ms: Option<u64>,
+    replicas: Option<u64>,
+    quorum: Option<u64>,
+    max_replicas: Option<u64>,
     timeout_ms: Option<u64>,
     prefetch: Option<u32>,
     task: Option<TaskId>,
@@ -131,12 +134,21 @@ fn present<'de, D: Deserializer<'de>, P: Deserialize<'de>>(d: D) -> Result<Optio
 /// `put`'s schedule, checked ([`Schedule::check`]).
 fn schedule<P>(flat: &Flat<'_, P>) -> Result<Schedule, String> {
     let priority = flat.priority.unwrap_or(0);
+    let count = |n: Option<u64>, name: &str| {
+        n.map(|n| {
+            u8::try_from(n).map_err(|_| format!("{name} must be at most {MAX_REPLICAS}, not {n}"))
+        })
+        .transpose()
+    };
     let schedule = Schedule {
         priority: u8::try_from(priority).map_err(|_| bad_priority(priority))?,
         delay_ms: flat.delay_ms,
         not_before: flat.not_before,
         backoff_ms: flat.backoff_ms,
         backoff_max_ms: flat.backoff_max_ms,
+        replicas: count(flat.replicas, "replicas")?.unwrap_or(0),
+        quorum: count(flat.quorum, "quorum")?,
+        max_replicas: count(flat.max_replicas, "max_replicas")?,
     };
     schedule.check().map(|()| schedule)
 }
@@ -1041,6 +1053,20 @@ mod tests {
             json!({"type":"put","queue":"tasks","payload":1,"priority":9,"delay_ms":1500})
         );
         assert_eq!(decode_client::<Payload>(&text, 1 << 20).unwrap(), msg);
+        let redundant = r#"{"type":"put","queue":"q","payload":1,"replicas":3}"#;
+        let Ok(ClientMsg::Put { schedule, .. }) = decode_client::<Payload>(redundant, 1 << 20)
+        else {
+            panic!("{redundant}")
+        };
+        assert_eq!(
+            schedule.redundancy(),
+            Ok(Some(crate::protocol::Redundancy {
+                replicas: 3,
+                quorum: 2,
+                max_replicas: 6
+            })),
+            "a majority, and twice the replicas at most"
+        );
         for (frame, why) in [
             (
                 r#"{"type":"put","queue":"q","payload":1,"priority":10}"#,
@@ -1053,6 +1079,22 @@ mod tests {
             (
                 r#"{"type":"put","queue":"q","payload":1,"delay_ms":1,"not_before":2}"#,
                 "delay_ms or not_before",
+            ),
+            (
+                r#"{"type":"put","queue":"q","payload":1,"replicas":3,"quorum":4}"#,
+                "quorum must be 1 to replicas (3), not 4",
+            ),
+            (
+                r#"{"type":"put","queue":"q","payload":1,"replicas":300}"#,
+                "replicas must be at most 16, not 300",
+            ),
+            (
+                r#"{"type":"put","queue":"q","payload":1,"replicas":17}"#,
+                "replicas must be 1 to 16, not 17",
+            ),
+            (
+                r#"{"type":"put","queue":"q","payload":1,"replicas":4,"max_replicas":3}"#,
+                "max_replicas must be replicas (4) to 16, not 3",
             ),
         ] {
             let e = decode_client::<Payload>(frame, 1 << 20).unwrap_err();
@@ -1405,6 +1447,7 @@ mod tests {
                         dead: 3,
                         consumers: 4,
                         scheduled: 5,
+                        voting: 6,
                     }],
                     sessions: [("worker".to_string(), 1)].into(),
                     workers: vec![WorkerStats {

@@ -330,9 +330,9 @@ pub struct Task<P = Payload> {
 /// The highest task priority (`put`'s `priority` is 0 to this; higher goes first).
 pub const MAX_PRIORITY: u8 = 9;
 
-/// When a put task may run, where it stands among the ready ones, and how its retries back off:
-/// the optional scheduling fields of `put`. The default is a task ready at once at priority 0,
-/// retried after the hub's backoff.
+/// When a put task may run, where it stands among the ready ones, how its retries back off, and
+/// how many workers must agree on its result: the optional scheduling fields of `put`. The
+/// default is a task ready at once at priority 0, retried after the hub's backoff, run once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schedule {
     /// 0 to [`MAX_PRIORITY`]: a ready task of higher priority is delivered before any of lower
@@ -353,11 +353,36 @@ pub struct Schedule {
     /// The longest a retry waits. Default: the hub's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_max_ms: Option<u64>,
+    /// Run it on this many different sessions (1 to [`MAX_REPLICAS`]) and accept a result only
+    /// when `quorum` of them return it byte for byte. 0 or 1: run once, as usual.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replicas: u8,
+    /// How many identical results accept it (1 to `replicas`). Default: a majority of
+    /// `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<u8>,
+    /// When the results disagree (or a replica fails for good), more replicas are run, up to
+    /// this many in all (`replicas` to [`MAX_REPLICAS`]); then the task is dead-lettered with
+    /// every result. Default: twice `replicas`, at most [`MAX_REPLICAS`] (1 for a task run
+    /// once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas: Option<u8>,
+}
+
+/// The most replicas a redundant task may run (`put`'s `replicas` and `max_replicas`).
+pub const MAX_REPLICAS: u8 = 16;
+
+/// A redundant task's replicas, quorum and cap, as a put asked and with the defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redundancy {
+    pub replicas: u8,
+    pub quorum: u8,
+    pub max_replicas: u8,
 }
 
 impl Schedule {
-    /// What makes a schedule impossible, if anything: a priority past [`MAX_PRIORITY`], or both
-    /// `delay_ms` and `not_before`. The codec checks it when it reads a `put`; the hub again for
+    /// What makes a schedule impossible, if anything: a priority past [`MAX_PRIORITY`], both
+    /// `delay_ms` and `not_before`, or a redundancy out of range. The codec checks it when it reads a `put`; the hub again for
     /// puts that did not come through the codec.
     pub fn check(&self) -> Result<(), String> {
         if self.priority > MAX_PRIORITY {
@@ -366,7 +391,42 @@ impl Schedule {
         if self.delay_ms.is_some() && self.not_before.is_some() {
             return Err("a put takes delay_ms or not_before, not both".into());
         }
-        Ok(())
+        self.redundancy().map(|_| ())
+    }
+
+    /// The task's redundancy, defaults filled in: `None` for a task run once (no `replicas`, or
+    /// 1, and no `quorum` or `max_replicas` past 1); an error names what cannot be.
+    pub fn redundancy(&self) -> Result<Option<Redundancy>, String> {
+        let replicas = self.replicas.max(1);
+        if replicas > MAX_REPLICAS {
+            return Err(format!(
+                "replicas must be 1 to {MAX_REPLICAS}, not {replicas}"
+            ));
+        }
+        let quorum = self.quorum.unwrap_or(replicas / 2 + 1);
+        if !(1..=replicas).contains(&quorum) {
+            return Err(format!(
+                "quorum must be 1 to replicas ({replicas}), not {quorum}"
+            ));
+        }
+        let max_replicas = self.max_replicas.unwrap_or(if replicas == 1 {
+            1
+        } else {
+            replicas.saturating_mul(2).min(MAX_REPLICAS)
+        });
+        if !(replicas..=MAX_REPLICAS).contains(&max_replicas) {
+            return Err(format!(
+                "max_replicas must be replicas ({replicas}) to {MAX_REPLICAS}, not {max_replicas}"
+            ));
+        }
+        if replicas == 1 && max_replicas == 1 {
+            return Ok(None);
+        }
+        Ok(Some(Redundancy {
+            replicas,
+            quorum,
+            max_replicas,
+        }))
     }
 }
 
@@ -411,6 +471,14 @@ pub struct QueueStats {
     /// Tasks put with a delay (or retried with a backoff) that are not ready yet.
     #[serde(default)]
     pub scheduled: u64,
+    /// Redundant tasks waiting for their replicas to agree (their replicas count in `depth`,
+    /// `in_flight` and `scheduled` like any task).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub voting: u64,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Longest `message` a `progress` may carry, in bytes.

@@ -1,5 +1,6 @@
 //! What a key or token may do: per queue (put, consume, get), per topic (publish, subscribe),
-//! `stats`, and `admin` (delete queues, create and revoke tokens).
+//! `stats`, and `admin` (delete queues, create and revoke tokens); and where its results are
+//! `trusted` without a quorum.
 //!
 //! Queues and topics are named by patterns with the topics' wildcards (`*` one dot-separated
 //! token, `>` the rest), so `jobs.*` grants every `jobs.X` queue and `>` every queue.
@@ -30,6 +31,11 @@ pub struct Rights {
     /// Patterns it may subscribe to (a subscription must lie within one of them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subscribe: Vec<Pattern>,
+    /// Queues on which its results are trusted: a redundant task (`replicas`) that one of its
+    /// sessions completes is accepted on that one result, with no quorum. A marking, not a
+    /// capability: [`Rights::all`] leaves it out, so a key is trusted only where it says so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted: Vec<Pattern>,
     /// It may read `stats`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stats: bool,
@@ -69,6 +75,7 @@ impl Rights {
             get: everything(),
             publish: everything(),
             subscribe: everything(),
+            trusted: Vec::new(),
             stats: true,
             admin: true,
         }
@@ -80,6 +87,11 @@ impl Rights {
             QueueRight::Consume => &self.consume,
             QueueRight::Get => &self.get,
         }
+    }
+
+    /// Whether its results on `queue` count alone for a redundant task.
+    pub fn trusts(&self, queue: &QueueName) -> bool {
+        self.trusted.iter().any(|p| p.matches_name(queue.as_str()))
     }
 
     /// Whether it may `right` the queue `queue`.
@@ -108,6 +120,7 @@ impl Rights {
             ("get on queue", &self.get, &wanted.get),
             ("publish on topic", &self.publish, &wanted.publish),
             ("subscribe to", &self.subscribe, &wanted.subscribe),
+            ("trusted on queue", &self.trusted, &wanted.trusted),
         ];
         for (what, have, want) in lists {
             if let Some(p) = want.iter().find(|w| !have.iter().any(|h| h.covers(w))) {

@@ -387,7 +387,15 @@ impl Hub {
     }
 
     /// Register an authenticated session so it can receive messages.
-    pub fn open(&self, id: SessionId, role: taskhub_core::Role, name: Option<String>, link: Link) {
+    /// `trusted`: where its results count alone for a redundant task.
+    pub fn open(
+        &self,
+        id: SessionId,
+        role: taskhub_core::Role,
+        name: Option<String>,
+        trusted: crate::broker::Trusted,
+        link: Link,
+    ) {
         if let Some(gw) = &self.gateway {
             gw.open_session(id, role, name, link);
             return;
@@ -395,6 +403,7 @@ impl Hub {
         let mut st = self.lock();
         st.links.insert(id, link);
         st.broker.open_session(id, role, name);
+        st.broker.trust(id, trusted);
     }
 
     /// Unregister a session; its leases go back to their queues.

@@ -62,6 +62,17 @@ impl Grant {
         }
     }
 
+    /// Where this session's results count alone for a redundant task: its key's `trusted`, and
+    /// its token's too when it has one.
+    pub fn trusted(&self) -> crate::broker::Trusted {
+        let mut lists = vec![self.key.trusted.clone()];
+        lists.extend(self.token.as_ref().map(|t| t.trusted.clone()));
+        if lists.iter().any(Vec::is_empty) {
+            lists.clear();
+        }
+        crate::broker::Trusted(lists)
+    }
+
     /// Why this session may not cancel tasks of `queue` (which needs `put` on it), if it may not.
     pub fn cancel_refusal(&self, queue: &QueueName) -> Option<String> {
         (!self.all(|r| r.allows_queue(QueueRight::Put, queue))).then(|| {
@@ -325,6 +336,8 @@ struct FileKey {
     #[serde(default)]
     subscribe: Vec<Pattern>,
     #[serde(default)]
+    trusted: Vec<Pattern>,
+    #[serde(default)]
     stats: bool,
     #[serde(default)]
     admin: bool,
@@ -333,8 +346,8 @@ struct FileKey {
 
 /// Read a key file (TOML): a `[keys.ID]` table per key with `secret` or `secret_file` (relative
 /// to the key file), its rights (`all = true`, or `put`, `consume`, `get`, `publish`,
-/// `subscribe` as lists of patterns, `stats`, `admin`) and an optional `expires` (a TOML date or
-/// date-time with offset).
+/// `subscribe` as lists of patterns, `stats`, `admin`), the queues its results are `trusted` on
+/// (patterns, with `all` too) and an optional `expires` (a TOML date or date-time with offset).
 pub fn load_file(path: &Path) -> Result<KeySet, KeysError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| KeysError(format!("cannot read the key file {}: {e}", path.display())))?;
@@ -380,7 +393,10 @@ pub fn load_file(path: &Path) -> Result<KeySet, KeysError> {
             return Err(named("the secret is empty".into()));
         }
         let rights = if k.all {
-            Rights::all()
+            Rights {
+                trusted: k.trusted,
+                ..Rights::all()
+            }
         } else {
             Rights {
                 put: k.put,
@@ -388,6 +404,7 @@ pub fn load_file(path: &Path) -> Result<KeySet, KeysError> {
                 get: k.get,
                 publish: k.publish,
                 subscribe: k.subscribe,
+                trusted: k.trusted,
                 stats: k.stats,
                 admin: k.admin,
             }

@@ -647,7 +647,7 @@ impl Conn {
         self._slot = Some(ConnectionSlot(hub.clone()));
         let id = hub.new_session_id();
         tracing::Span::current().record("id", id.0);
-        hub.open(id, role, name, self.link.clone());
+        hub.open(id, role, name, identity.grant.trusted(), self.link.clone());
         self.id = Some(id);
         self.joined.store(batch, Ordering::Relaxed);
         tracing::debug!(role = role.as_str(), "authenticated");

@@ -42,6 +42,12 @@ struct Record {
     max_attempts: Option<u32>,
     #[serde(default)]
     priority: u8,
+    #[serde(default)]
+    replicas: u8,
+    #[serde(default)]
+    quorum: Option<u8>,
+    #[serde(default)]
+    max_replicas: Option<u8>,
 }
 
 /// A dead letter made a task again: its id (the original task's), and what the new task carries.
@@ -53,6 +59,8 @@ pub(crate) struct Revived {
     pub reply_to: Option<QueueName>,
     pub max_attempts: Option<u32>,
     pub priority: u8,
+    /// A redundant task's replicas, quorum and cap.
+    pub replicas: (u8, Option<u8>, Option<u8>),
 }
 
 /// Read an entry of a dead-letter queue; `None` if it is not one (something else was put there).
@@ -80,6 +88,7 @@ pub(crate) fn revive(entry: &Body) -> Option<Revived> {
         reply_to: r.reply_to,
         max_attempts: r.max_attempts,
         priority: r.priority.min(taskhub_core::protocol::MAX_PRIORITY),
+        replicas: (r.replicas, r.quorum, r.max_replicas),
     })
 }
 
@@ -200,6 +209,9 @@ impl Broker {
                 r.max_attempts,
                 Schedule {
                     priority: r.priority,
+                    replicas: r.replicas.0,
+                    quorum: r.replicas.1,
+                    max_replicas: r.replicas.2,
                     ..Schedule::default()
                 },
                 now,

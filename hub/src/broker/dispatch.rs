@@ -2,23 +2,34 @@
 
 use taskhub_core::{Millis, QueueName, SessionId, Task};
 
+use super::quorum::WINDOW;
 use super::{Body, Broker, Change, Gate, Output, ServerMsg, StoredTask};
 
 impl Broker {
     /// Hand out tasks of `name` to waiting `get`s first, then to consumers with credit, round
-    /// robin.
+    /// robin. While replicas of redundant tasks wait in the queue, a `get` takes the first task
+    /// that is not one, and a consumer the first (of the first [`WINDOW`]) that it may take.
     pub(super) fn dispatch(&mut self, name: &QueueName, now: Millis) {
         let ack_wait = self.config.ack_wait;
-        let Some(q) = self.queues.get_mut(name) else {
-            return;
-        };
-        while !q.ready.is_empty() {
-            if let Some(key) = q.waiters.pop_front() {
+        loop {
+            let Some(q) = self.queues.get(name) else {
+                return;
+            };
+            if q.ready.is_empty() {
+                return;
+            }
+            if let Some(&key) = q.waiters.front()
+                && let Some(id) = q.ready.first_plain(WINDOW)
+            {
+                let Some(q) = self.queues.get_mut(name) else {
+                    return;
+                };
+                q.waiters.pop_front();
                 let Some(w) = self.waiters.take(key) else {
                     continue;
                 };
-                let Some(mut task) = q.ready.pop_front() else {
-                    break;
+                let Some(mut task) = q.ready.take_id(id) else {
+                    return;
                 };
                 // A get takes the task for good (no lease).
                 self.journal.record(Change::Done(task.id));
@@ -36,28 +47,40 @@ impl Broker {
                 });
                 continue;
             }
-            let mut chosen = None;
-            for _ in 0..q.consumers.len() {
-                let Some(s) = q.consumers.pop_front() else {
-                    break;
-                };
-                q.consumers.push_back(s);
-                let held = self.leases.held_by(s);
-                if self.sessions.get(&s).is_some_and(|st| st.has_credit(held)) {
-                    chosen = Some(s);
-                    break;
-                }
-            }
-            let Some(to) = chosen else {
-                break;
+            let mixed = q.ready.replicas() > 0;
+            let choice = q
+                .ready
+                .iter()
+                .take(if mixed { WINDOW } else { 1 })
+                .find_map(|t| Some((t.id, self.taker(&q.consumers, t)?)));
+            let Some((id, at)) = choice else {
+                return;
             };
-            let Some(mut task) = q.ready.pop_front() else {
-                break;
+            let Some(q) = self.queues.get_mut(name) else {
+                return;
+            };
+            let to = if mixed {
+                let Some(to) = q.consumers.remove(at) else {
+                    return;
+                };
+                q.consumers.push_back(to);
+                to
+            } else {
+                q.consumers.rotate_left(at + 1);
+                match q.consumers.back() {
+                    Some(to) => *to,
+                    None => return,
+                }
+            };
+            let Some(mut task) = q.ready.take_id(id) else {
+                return;
             };
             q.counters.delivered += 1;
             q.counters.redelivered += u64::from(task.attempts > 0);
             task.attempts += 1;
-            self.journal.record(Change::Leased(&task));
+            if !task.replica {
+                self.journal.record(Change::Leased(&task));
+            }
             q.in_flight += 1;
             let deadline = now.after(ack_wait);
             self.out.push(Output {
@@ -68,6 +91,9 @@ impl Broker {
                 droppable: false,
                 gate: Gate::InTurn,
             });
+            if task.replica {
+                self.votes.handed_out(task.id, to);
+            }
             self.leases.grant(to, task, deadline);
         }
     }

@@ -2,7 +2,7 @@
 //! letters, and the replies that go to `reply_to`.
 
 use serde::Serialize;
-use taskhub_core::protocol::Reply;
+use taskhub_core::protocol::{Redundancy, Reply};
 use taskhub_core::{ErrorCode, Millis, QueueName, RawJson, SessionId, Task, TaskId, TaskState};
 
 use super::{
@@ -24,6 +24,16 @@ struct DeadLetter<'a> {
     max_attempts: u32,
     #[serde(skip_serializing_if = "zero")]
     priority: u8,
+    /// A redundant task's replicas, quorum and cap, so a requeue runs it the same way.
+    #[serde(skip_serializing_if = "zero")]
+    replicas: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quorum: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_replicas: Option<u8>,
+    /// Every replica's result or error, when the replicas found no quorum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ballots: Option<&'a serde_json::value::RawValue>,
 }
 
 fn zero(n: &u8) -> bool {
@@ -47,6 +57,9 @@ impl Broker {
         if let Some(q) = self.queues.get_mut(&lease.task.queue) {
             q.in_flight = q.in_flight.saturating_sub(1);
         }
+        if lease.task.replica {
+            self.votes.returned(id);
+        }
         Some(lease.task)
     }
 
@@ -67,6 +80,14 @@ impl Broker {
         let Some(task) = self.take_lease(id) else {
             return Ok(());
         };
+        if task.replica {
+            if let Some(s) = self.sessions.get_mut(&session) {
+                s.acked += 1;
+            }
+            self.ballot(Some(session), &task, Ok(result), now);
+            self.dispatch_for(session, now);
+            return Ok(());
+        }
         self.acked += 1;
         self.latency.record(now.since(task.put_at));
         if let Some(q) = self.queues.get_mut(&task.queue) {
@@ -124,7 +145,10 @@ impl Broker {
         }
         task.set_error(error);
         let queue = task.queue.clone();
-        if retried {
+        if task.replica && !retried {
+            let error = task.last_error.clone().unwrap_or_default();
+            self.ballot(Some(session), &task, Err(error), now);
+        } else if retried {
             let wait = task
                 .backoff
                 .retry_wait(&self.config, backoff_ms, task.attempts, task.id);
@@ -194,7 +218,13 @@ impl Broker {
         refusal: &dyn Fn(&QueueName) -> Option<String>,
         now: Millis,
     ) -> Result<TaskState, Failure> {
-        let Some((queue, state)) = self.locate(id) else {
+        if let Some(parent) = self.votes.parent_of(id) {
+            return Err(super::rules::bad_request(format!(
+                "task {id} is one replica of redundant task {parent}; cancel task {parent}"
+            )));
+        }
+        let found = self.vote_state(id).or_else(|| self.locate(id));
+        let Some((queue, state)) = found else {
             return Err((
                 ErrorCode::UnknownTask,
                 format!(
@@ -211,29 +241,14 @@ impl Broker {
             return Err((ErrorCode::Forbidden, why));
         }
         let queue = queue.clone();
-        let task = match state {
-            TaskState::Leased => {
-                let holder = self.leases.get(&id).map(|l| l.session);
-                let task = self.take_lease(id);
+        let task = match self.votes.get(id) {
+            Some(_) => self.cancel_vote(id, now),
+            None => self.withdraw(id).map(|(task, holder)| {
                 if let Some(holder) = holder {
-                    self.out.push(Output {
-                        to: holder,
-                        msg: ServerMsg::Cancel { task: id },
-                        droppable: false,
-                        gate: Gate::InTurn,
-                    });
                     self.dispatch_for(holder, now);
                 }
                 task
-            }
-            TaskState::Scheduled => {
-                let task = self.scheduled.remove(id);
-                if let Some(q) = self.queues.get_mut(&queue) {
-                    q.scheduled = q.scheduled.saturating_sub(1);
-                }
-                task
-            }
-            TaskState::Ready => self.queues.get_mut(&queue).and_then(|q| q.ready.remove(id)),
+            }),
         };
         let Some(task) = task else {
             return Err(super::rules::not_leased(id));
@@ -358,7 +373,33 @@ impl Broker {
     }
 
     pub(super) fn dead_letter(&mut self, task: StoredTask, now: Millis) {
-        let (entry, error) = dead_letter_entry(&super::envelope(&task), task.last_error.as_deref());
+        if task.replica {
+            // Out of attempts: a ballot lost, not a dead letter.
+            let error = format!(
+                "gave up after {} attempt(s): {}",
+                task.attempts,
+                task.last_error.as_deref().unwrap_or("no error given")
+            );
+            self.ballot(None, &task, Err(error), now);
+            return;
+        }
+        self.dead_letter_with(task, None, now);
+    }
+
+    /// Dead-letter `task`, with the `ballots` of its replicas if it is a redundant task that
+    /// found no quorum.
+    pub(super) fn dead_letter_with(
+        &mut self,
+        task: StoredTask,
+        ballots: Option<Box<serde_json::value::RawValue>>,
+        now: Millis,
+    ) {
+        let (entry, error) = dead_letter_entry(
+            &super::envelope(&task),
+            task.last_error.as_deref(),
+            task.redundancy,
+            ballots.as_deref(),
+        );
         tracing::debug!(task = %task.id, queue = %task.queue, "task dead-lettered");
         if let Some(q) = self.queues.get_mut(&task.queue) {
             q.counters.dead_lettered += 1;
@@ -402,6 +443,8 @@ impl Broker {
             priority: 0,
             not_before: None,
             backoff: Default::default(),
+            redundancy: None,
+            replica: false,
         };
         let max = self.config.max_queue_len;
         match self.queue_mut(queue) {
@@ -450,7 +493,12 @@ impl Broker {
 
 /// A dead-letter entry for `task` (its `attempt` is the attempts it used), and the error it
 /// records: what the hub stores in `<queue>.dead`, on every backend.
-pub(crate) fn dead_letter_entry(task: &Task<Body>, last_error: Option<&str>) -> (Body, String) {
+pub(crate) fn dead_letter_entry(
+    task: &Task<Body>,
+    last_error: Option<&str>,
+    redundancy: Option<Redundancy>,
+    ballots: Option<&serde_json::value::RawValue>,
+) -> (Body, String) {
     let error = match last_error {
         Some(e) => format!("gave up after {} attempt(s): {e}", task.attempt),
         None => format!("gave up after {} attempt(s)", task.attempt),
@@ -465,6 +513,10 @@ pub(crate) fn dead_letter_entry(task: &Task<Body>, last_error: Option<&str>) -> 
         reply_to: &task.reply_to,
         max_attempts: task.max_attempts,
         priority: task.priority,
+        replicas: redundancy.map_or(0, |r| r.replicas),
+        quorum: redundancy.map(|r| r.quorum),
+        max_replicas: redundancy.map(|r| r.max_replicas),
+        ballots,
     });
     (Body::around(record, "payload", &task.payload), error)
 }

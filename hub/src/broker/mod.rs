@@ -23,6 +23,7 @@ pub(crate) mod idhash;
 pub mod journal;
 mod lease;
 mod pubsub;
+mod quorum;
 pub(crate) mod rules;
 mod scheduled;
 pub mod store;
@@ -33,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::num::NonZeroU64;
 use std::time::Duration;
 
-use taskhub_core::protocol::{QueueStats, Schedule, Stats, TabState, WorkerStats};
+use taskhub_core::protocol::{QueueStats, Redundancy, Schedule, Stats, TabState, WorkerStats};
 use taskhub_core::{ErrorCode, Millis, QueueName, RawJson, Role, SessionId, TaskId};
 
 /// A payload or result as the hub holds it: JSON text, or bytes.
@@ -50,6 +51,8 @@ use idhash::IdMap;
 pub use journal::{Change, InMemory, Journal};
 pub(crate) use lease::{dead_letter_entry, reply_entry};
 use pubsub::Subscriptions;
+pub use quorum::Trusted;
+use quorum::Votes;
 use scheduled::Scheduled;
 use store::task_cost;
 pub use store::{Backoff, Charge, QueueRef, ReadyQueue, StoredTask};
@@ -157,6 +160,8 @@ pub struct Recovered {
     /// Scheduled until this Unix time (ms).
     pub not_before: Option<u64>,
     pub backoff: Backoff,
+    /// Run by several sessions and accepted on a quorum; its votes start again.
+    pub redundancy: Option<Redundancy>,
 }
 
 #[derive(Debug, Default)]
@@ -165,6 +170,8 @@ struct Queue {
     in_flight: usize,
     /// Its tasks the broker holds in [`Scheduled`] (not ready yet).
     scheduled: usize,
+    /// Its redundant tasks waiting for a quorum (their replicas are counted as tasks).
+    voting: usize,
     consumers: VecDeque<SessionId>,
     waiters: VecDeque<u64>,
     /// Tasks naming this queue as `reply_to` (see [`QueueRef`]).
@@ -185,6 +192,7 @@ impl Queue {
         self.ready.is_empty()
             && self.in_flight == 0
             && self.scheduled == 0
+            && self.voting == 0
             && self.consumers.is_empty()
             && self.waiters.is_empty()
             && self.refs.load(std::sync::atomic::Ordering::Relaxed) == 0
@@ -205,6 +213,8 @@ struct Session {
     stalled: bool,
     /// What it last said of itself (`state`), boxed: most sessions never say.
     state: Option<Box<TabState>>,
+    /// Queues on which its results count alone (its key's `trusted`); most have none.
+    trusted: Option<Box<Trusted>>,
 }
 
 impl Session {
@@ -245,6 +255,8 @@ pub struct Broker {
     waiters: Waiters,
     /// Tasks not ready yet, by when they will be.
     scheduled: Scheduled,
+    /// Redundant tasks, and the replica each of their replicas stands for.
+    votes: Votes,
     /// Unix time (ms) at `Millis(0)`: what a journal needs to keep a dedup window across
     /// restarts.
     unix_at_zero: u64,
@@ -274,6 +286,10 @@ pub struct Broker {
 /// Tell `journal` where `task` now is: stored for the first time (`new`), or ready (or scheduled)
 /// again with its place, attempts, error and time.
 fn placed(journal: &mut dyn Journal, task: &StoredTask, new: bool) {
+    if task.replica {
+        // Storage keeps the task it replicates, never a replica.
+        return;
+    }
     journal.record(if new {
         Change::Stored(task)
     } else {
@@ -305,6 +321,7 @@ impl Broker {
             leases: Leases::default(),
             waiters: Waiters::default(),
             scheduled: Scheduled::default(),
+            votes: Votes::default(),
             unix_at_zero: 0,
             dedup: HashMap::new(),
             dedup_order: std::collections::VecDeque::new(),
@@ -496,6 +513,7 @@ impl Broker {
     ) -> usize {
         self.next_task = self.next_task.max(next_task);
         let mut leased = Vec::new();
+        let mut votes = Vec::new();
         let mut count = 0;
         for t in tasks {
             count += 1;
@@ -525,6 +543,8 @@ impl Broker {
                 priority: t.priority,
                 not_before: None,
                 backoff: t.backoff,
+                redundancy: t.redundancy,
+                replica: false,
             };
             if let Some(e) = t.last_error {
                 task.set_error(e);
@@ -536,7 +556,11 @@ impl Broker {
             let Some(q) = self.restored_queue(&task.queue) else {
                 continue;
             };
-            if t.leased {
+            if task.redundancy.is_some() {
+                // Its ballots were not kept: its replicas run again.
+                task.not_before = t.not_before.and_then(NonZeroU64::new);
+                votes.push((task, due.map_or(0, |at| at - now.0)));
+            } else if t.leased {
                 leased.push(task);
             } else if let Some(at) = due {
                 task.not_before = t.not_before.and_then(NonZeroU64::new);
@@ -549,6 +573,9 @@ impl Broker {
         for mut task in leased {
             task.set_error("the hub stopped while the task was leased".into());
             self.requeue_front(task, now);
+        }
+        for (task, wait) in votes {
+            self.start_vote(task, now, wait);
         }
         count
     }
@@ -604,8 +631,16 @@ impl Broker {
                 prefetch: 0,
                 stalled: false,
                 state: None,
+                trusted: None,
             },
         );
+    }
+
+    /// Count `session`'s results alone on the queues `trusted` covers (see [`Trusted`]).
+    pub fn trust(&mut self, session: SessionId, trusted: Trusted) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.trusted = (!trusted.0.is_empty()).then(|| Box::new(trusted));
+        }
     }
 
     /// A session ended: its leased tasks go back to the front of their queues at once, in their
@@ -939,6 +974,7 @@ impl Broker {
         now: Millis,
     ) -> Result<TaskId, Failure> {
         let wait = self.wait(&schedule, now)?;
+        let redundancy = schedule.redundancy().map_err(rules::bad_request)?;
         let max_attempts = rules::check_put(
             session,
             &queue,
@@ -948,6 +984,18 @@ impl Broker {
             kind.as_deref(),
         )?;
         self.check_room(&queue)?;
+        let replicas = redundancy.map_or(0, |r| usize::from(r.replicas));
+        if let Some(q) = self.queues.get(&queue)
+            && q.len() + replicas > self.config.max_queue_len
+        {
+            return Err((
+                ErrorCode::QueueFull,
+                format!(
+                    "queue {queue} has room for {} more task(s) and this one runs {replicas} replicas; retry later",
+                    self.config.max_queue_len.saturating_sub(q.len())
+                ),
+            ));
+        }
         self.journal.writable().map_err(|why| {
             (
                 ErrorCode::StorageUnavailable,
@@ -967,7 +1015,8 @@ impl Broker {
         }
         let size = self.cost(&payload, &queue, kind.as_deref(), reply_to.as_ref());
         let max = self.config.max_stored_bytes;
-        if self.stored_bytes() + size > max {
+        let replicas_size = replicas * store::replica_cost(&queue, kind.as_deref());
+        if self.stored_bytes() + size + replicas_size > max {
             return Err((
                 ErrorCode::QueueFull,
                 format!(
@@ -994,9 +1043,15 @@ impl Broker {
             priority: schedule.priority,
             not_before: None,
             backoff: Backoff::of(&schedule),
+            redundancy,
+            replica: false,
         };
         if let Some(q) = self.queues.get_mut(&queue) {
             q.counters.put += 1;
+        }
+        if redundancy.is_some() {
+            self.store_vote(task, now, wait);
+            return Ok(id);
         }
         match wait {
             0 => {
@@ -1006,6 +1061,19 @@ impl Broker {
             wait => self.schedule(task, now, wait, true),
         }
         Ok(id)
+    }
+
+    /// Store redundant `task` (its place in the journal's order, when it is due) and start its
+    /// vote.
+    fn store_vote(&mut self, mut task: StoredTask, now: Millis, wait: u64) {
+        if wait > 0 {
+            let due = now + wait + 1;
+            task.not_before = NonZeroU64::new(self.unix_at_zero.saturating_add(due.0));
+        }
+        self.next_back += 1;
+        task.order = self.next_back;
+        self.journal.record(Change::Stored(&task));
+        self.start_vote(task, now, wait);
     }
 
     fn get(
@@ -1019,7 +1087,9 @@ impl Broker {
         rules::not_inbox(&queue)?;
         // A get that does not wait never creates a queue (only a waiting get needs one to wait on).
         let found = self.queues.get_mut(&queue).and_then(|q| {
-            let task = q.ready.pop_front()?;
+            // A replica's result is a vote: only a consumer may run one.
+            let id = q.ready.first_plain(quorum::WINDOW)?;
+            let task = q.ready.take_id(id)?;
             q.counters.delivered += 1;
             q.counters.redelivered += u64::from(task.attempts > 0);
             Some(task)
@@ -1075,10 +1145,13 @@ impl Broker {
             _ => self.scheduled.take_queue(name),
         };
         for task in std::iter::from_fn(|| q.ready.pop_front()).chain(scheduled) {
-            self.journal.record(Change::Done(task.id));
-            dropped += 1;
+            if !task.replica {
+                self.journal.record(Change::Done(task.id));
+                dropped += 1;
+            }
         }
-        let removed = q.unused();
+        dropped += self.drop_votes(name);
+        let removed = self.queues.get(name).is_some_and(Queue::unused);
         if removed {
             self.remove_queue(name);
         }
@@ -1135,6 +1208,7 @@ impl Broker {
                     .map_or(0, |d| d.ready.len() as u64),
                 consumers: q.consumers.len() as u64,
                 scheduled: q.scheduled as u64,
+                voting: q.voting as u64,
             })
             .collect();
         queues.sort_by(|a, b| a.name.cmp(&b.name));

@@ -6,7 +6,7 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use taskhub_core::protocol::MAX_PRIORITY;
+use taskhub_core::protocol::{MAX_PRIORITY, Redundancy};
 use taskhub_core::time::{doubling_wait, millis_of};
 use taskhub_core::{Millis, QueueName, RawJson, TaskId};
 
@@ -134,6 +134,17 @@ pub fn task_cost(
         + reply_to.map_or(0, |r| heap(r.as_str().len()))
 }
 
+/// What a replica of a task of `queue` and `kind` costs: its own record and index entry, and its copy of the kind
+/// (the payload and queue name are shared with the task it replicates).
+pub fn replica_cost(queue: &QueueName, kind: Option<&str>) -> usize {
+    const ALLOC: usize = 16;
+    std::mem::size_of::<StoredTask>()
+        + INDEX_BYTES
+        + kind.map_or(0, |k| k.len() + ALLOC)
+        + queue.as_str().len()
+        + ALLOC
+}
+
 /// A task's entry in the index that finds it by id while it waits (for `cancel`): a hash
 /// table's slot of id and `order` (16 bytes and a control byte) at a load between 7/16 and 7/8.
 const INDEX_BYTES: usize = 32;
@@ -171,6 +182,12 @@ pub struct StoredTask {
     pub not_before: Option<NonZeroU64>,
     /// Its own retry backoff, where it named one.
     pub backoff: Backoff,
+    /// Run on several sessions, accepted when enough agree: held by the broker's vote, not by a
+    /// queue, while its replicas run (see `quorum`).
+    pub redundancy: Option<Redundancy>,
+    /// One run of a redundant task: its result is a vote, and storage never hears of it (the
+    /// task it replicates is what storage keeps).
+    pub replica: bool,
 }
 
 /// How a task's retries back off, as its put said: the first wait, doubling per attempt up to
@@ -292,6 +309,8 @@ pub struct ReadyQueue {
     by_rank: [VecDeque<StoredTask>; MAX_PRIORITY as usize + 1],
     /// Every task's `order`, by id (its priority picks the buffer: at most ten binary searches).
     orders: IdMap<TaskId, u64>,
+    /// How many of them are replicas of a redundant task, which not every session may take.
+    replicas: usize,
 }
 
 impl ReadyQueue {
@@ -300,6 +319,7 @@ impl ReadyQueue {
         let place = Place::of(&task);
         let q = &mut self.by_rank[usize::from(place.rank)];
         self.orders.insert(task.id, place.order);
+        self.replicas += usize::from(task.replica);
         match (q.front(), q.back()) {
             (_, Some(last)) if last.order < place.order => q.push_back(task),
             (Some(first), _) if first.order > place.order => q.push_front(task),
@@ -312,8 +332,30 @@ impl ReadyQueue {
     }
     pub fn pop_front(&mut self) -> Option<StoredTask> {
         let task = self.by_rank.iter_mut().find_map(VecDeque::pop_front)?;
-        self.orders.remove(&task.id);
+        self.forget(&task);
         Some(task)
+    }
+    fn forget(&mut self, task: &StoredTask) {
+        self.orders.remove(&task.id);
+        self.replicas -= usize::from(task.replica);
+    }
+    /// Take out task `id`: the front one without a search.
+    pub fn take_id(&mut self, id: TaskId) -> Option<StoredTask> {
+        if self.iter().next().is_some_and(|t| t.id == id) {
+            return self.pop_front();
+        }
+        self.remove(id)
+    }
+    /// How many of its tasks are replicas.
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+    /// The first task among the first `window` that is not a replica (a `get` may take it).
+    pub fn first_plain(&self, window: usize) -> Option<TaskId> {
+        if self.replicas == 0 {
+            return self.iter().next().map(|t| t.id);
+        }
+        self.iter().take(window).find(|t| !t.replica).map(|t| t.id)
     }
     pub fn len(&self) -> usize {
         self.orders.len()
@@ -346,7 +388,7 @@ impl ReadyQueue {
         let q = &mut self.by_rank[usize::from(place.rank)];
         let at = q.binary_search_by_key(&place.order, |t| t.order).ok()?;
         let task = q.remove(at)?;
-        self.orders.remove(&task.id);
+        self.forget(&task);
         Some(task)
     }
 }

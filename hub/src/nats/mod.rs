@@ -1684,6 +1684,7 @@ impl Gateway {
                     consumers,
                     name,
                     scheduled: 0,
+                    voting: 0,
                 }
             })
             .collect();
@@ -1947,7 +1948,7 @@ impl Gateway {
     /// Store `task` in `<queue>.dead` and its failure in `reply_to`, then ack it. If NATS
     /// refuses, the task is nakked instead and comes back.
     async fn dead_letter(&self, task: Task<Body>, error: Option<String>, ack: String) {
-        let (entry, error) = dead_letter_entry(&task, error.as_deref());
+        let (entry, error) = dead_letter_entry(&task, error.as_deref(), None, None);
         let id = format!("th-dead-{}", task.id);
         let publish = publication(&entry, wire::Meta::default(), Some(&id));
         let dead = task.queue.dead_letter();
@@ -2370,8 +2371,8 @@ fn put_refused(queue: &QueueName, max_len: usize, e: &jetstream::context::Publis
     }
 }
 
-/// JetStream's work queues are first in, first out and deliver at once: a put asking for a
-/// priority or a later start is refused, not run at the wrong time.
+/// JetStream's work queues are first in, first out, deliver at once and to one consumer: a put
+/// asking for a priority, a later start or replicas is refused, not run the wrong way.
 fn unscheduled(schedule: &Schedule) -> Result<(), Failure> {
     if schedule.priority != 0 {
         return Err(rules::unsupported("priority"));
@@ -2383,6 +2384,11 @@ fn unscheduled(schedule: &Schedule) -> Result<(), Failure> {
     if schedule.backoff_ms.is_some() || schedule.backoff_max_ms.is_some() {
         return Err(rules::unsupported(
             "a task's own backoff (backoff_ms, backoff_max_ms; the hub's --retry-backoff applies)",
+        ));
+    }
+    if schedule.redundancy().ok().flatten().is_some() {
+        return Err(rules::unsupported(
+            "a redundant task (replicas, quorum, max_replicas)",
         ));
     }
     Ok(())

@@ -7,7 +7,7 @@
 //!
 //! | kind | body after the kind byte |
 //! |---|---|
-//! | 1 stored | id u64, order u64, attempts u32, max_attempts u32, flags u8, not before (u64 Unix ms, flag 32), priority (u8, flag 16), backoff (first and longest wait, u64 ms each, `u64::MAX` for the hub's, flag 64), queue (u16 str), kind (u16 str, flag 2), reply_to (u16 str, flag 4), last error (u32 str, flag 8), payload |
+//! | 1 stored | id u64, order u64, attempts u32, max_attempts u32, flags u8, not before (u64 Unix ms, flag 32), priority (u8, flag 16), backoff (first and longest wait, u64 ms each, `u64::MAX` for the hub's, flag 64), redundancy (replicas, quorum, max_replicas: u8 each, flag 128), queue (u16 str), kind (u16 str, flag 2), reply_to (u16 str, flag 4), last error (u32 str, flag 8), payload |
 //! | 2 ready | id u64, order u64, attempts u32, flags u8, not before (u64 Unix ms, flag 32), last error (u32 str, flag 8) |
 //! | 3 leased | id u64, attempts u32 |
 //! | 4 done | id u64 |
@@ -27,6 +27,7 @@ use taskhub_core::body::Held;
 use taskhub_core::{QueueName, RawJson, TaskId};
 
 use crate::broker::{Backoff, Body, Change, Recovered};
+use taskhub_core::protocol::Redundancy;
 
 /// Bytes before a record's body: its length and checksum.
 pub const HEADER: usize = 8;
@@ -45,6 +46,7 @@ const FLAG_ERROR: u8 = 8;
 const FLAG_PRIORITY: u8 = 16;
 const FLAG_NOT_BEFORE: u8 = 32;
 const FLAG_BACKOFF: u8 = 64;
+const FLAG_REDUNDANCY: u8 = 128;
 
 /// Append `change` to `out` as one framed record.
 pub fn encode(change: Change<'_>, out: &mut Vec<u8>) {
@@ -64,6 +66,7 @@ pub fn encode(change: Change<'_>, out: &mut Vec<u8>) {
                 priority: task.priority,
                 not_before: task.not_before.map(NonZeroU64::get),
                 backoff: task.backoff,
+                redundancy: task.redundancy,
             },
             out,
         ),
@@ -132,6 +135,7 @@ pub fn encode_whole(task: &Recovered, out: &mut Vec<u8>) {
                 priority: task.priority,
                 not_before: task.not_before,
                 backoff: task.backoff,
+                redundancy: task.redundancy,
             },
             out,
         )
@@ -154,6 +158,7 @@ struct Whole<'a> {
     priority: u8,
     not_before: Option<u64>,
     backoff: Backoff,
+    redundancy: Option<Redundancy>,
 }
 
 fn frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
@@ -194,6 +199,9 @@ fn whole(t: &Whole<'_>, out: &mut Vec<u8>) {
     if t.backoff != Backoff::default() {
         flags |= FLAG_BACKOFF;
     }
+    if t.redundancy.is_some() {
+        flags |= FLAG_REDUNDANCY;
+    }
     out.push(flags);
     if let Some(at) = t.not_before {
         out.extend_from_slice(&at.to_le_bytes());
@@ -205,6 +213,9 @@ fn whole(t: &Whole<'_>, out: &mut Vec<u8>) {
         for ms in [t.backoff.base_ms(), t.backoff.max_ms()] {
             out.extend_from_slice(&ms.unwrap_or(u64::MAX).to_le_bytes());
         }
+    }
+    if let Some(r) = t.redundancy {
+        out.extend_from_slice(&[r.replicas, r.quorum, r.max_replicas]);
     }
     short_str(t.queue.as_str(), out);
     if let Some(k) = t.kind {
@@ -430,6 +441,13 @@ fn body_of(body: &[u8]) -> Option<Record> {
                     Backoff::new(given(base), given(max))
                 },
             );
+            let redundancy = flagged(flags & FLAG_REDUNDANCY, || {
+                Some(Redundancy {
+                    replicas: r.u8()?,
+                    quorum: r.u8()?,
+                    max_replicas: r.u8()?,
+                })
+            })?;
             let queue = QueueName::new(r.short_str()?).ok()?;
             let kind = flagged(flags & FLAG_KIND, || r.short_str())?;
             let reply_to = match flags & FLAG_REPLY_TO != 0 {
@@ -462,6 +480,7 @@ fn body_of(body: &[u8]) -> Option<Record> {
                 priority,
                 not_before,
                 backoff,
+                redundancy,
             })
         }
         READY => {
@@ -627,6 +646,12 @@ mod tests {
             priority: 7,
             not_before: NonZeroU64::new(1_800_000_000_123),
             backoff: Backoff::new(Some(250), None),
+            redundancy: Some(taskhub_core::protocol::Redundancy {
+                replicas: 3,
+                quorum: 2,
+                max_replicas: 5,
+            }),
+            replica: false,
         }
     }
 
@@ -661,6 +686,7 @@ mod tests {
             );
             assert_eq!((r.priority, r.not_before), (7, Some(1_800_000_000_123)));
             assert_eq!(r.backoff, t.backoff);
+            assert_eq!(r.redundancy, t.redundancy);
             assert_eq!(r.payload, payload);
             assert_eq!(
                 (r.id, r.order, r.attempts, r.max_attempts, r.leased),

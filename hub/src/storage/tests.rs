@@ -268,6 +268,92 @@ fn a_restored_broker_serves_the_same_queues_and_never_reuses_an_id() {
     );
 }
 
+#[test]
+fn a_redundant_task_is_kept_as_itself_and_its_replicas_run_again_after_a_restart() {
+    let journal = Recording::default();
+    let mut b = Broker::with_journal(BrokerConfig::default(), Box::new(journal.clone()));
+    let (p, w) = (SessionId(1), SessionId(2));
+    b.open_session(p, Role::Producer, None);
+    b.open_session(w, Role::Worker, None);
+    for n in [1, 2] {
+        b.handle(
+            p,
+            ClientMsg::Put {
+                req: None,
+                queue: q("jobs"),
+                payload: json!(n).into(),
+                kind: None,
+                reply_to: Some(q("results")),
+                max_attempts: None,
+                dedup_id: None,
+                schedule: Schedule {
+                    replicas: 2,
+                    ..Schedule::default()
+                },
+            },
+            Millis(0),
+        );
+    }
+    // One replica of each is answered; the first task's other replica is leased at the "crash".
+    b.handle(
+        w,
+        ClientMsg::Consume {
+            req: None,
+            queues: vec![q("jobs")],
+            prefetch: 3,
+        },
+        Millis(0),
+    );
+    let delivered: Vec<TaskId> = b
+        .drain()
+        .filter_map(|o| match o.msg {
+            ServerMsg::Deliver { task } => Some(task.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        delivered.len(),
+        2,
+        "one replica of each task to this session"
+    );
+    b.handle(
+        w,
+        ClientMsg::Ack {
+            req: None,
+            task: delivered[1],
+            result: Some(json!(4).into()),
+        },
+        Millis(0),
+    );
+    b.drain().for_each(drop);
+    b.commit();
+    let bytes = journal.0.lock().unwrap().clone();
+    let (tasks, next) = replay_all(&bytes);
+    let kept: Vec<(u64, bool)> = tasks
+        .iter()
+        .map(|t| (t.id.0, t.redundancy.is_some()))
+        .collect();
+    assert_eq!(
+        kept,
+        vec![(1, true), (4, true)],
+        "the tasks put, never their replicas"
+    );
+    let mut again = Broker::new(BrokerConfig::default());
+    again.restore(tasks, next, Millis(0));
+    let stats = again.stats();
+    let jobs = stats.queue("jobs").unwrap();
+    assert_eq!(
+        (jobs.voting, jobs.depth),
+        (2, 4),
+        "every replica runs again"
+    );
+    let d = again.dump();
+    assert!(
+        d.ready["jobs"].iter().all(|t| t.0 > next),
+        "replicas take new ids: {d:?}"
+    );
+}
+
 /// A fresh directory under the system's temp dir, removed when dropped.
 struct TempDir(std::path::PathBuf);
 
@@ -405,6 +491,8 @@ fn a_torn_last_record_is_dropped_with_a_note() {
         priority: 0,
         not_before: None,
         backoff: Default::default(),
+        redundancy: None,
+        replica: false,
     };
     record::encode(Change::Stored(&t), &mut rec);
     let before = std::fs::metadata(&last).unwrap().len();

@@ -1003,6 +1003,8 @@ fn leases_keep_their_id_deadline_and_session_views_in_step() {
         priority: 0,
         not_before: None,
         backoff: Default::default(),
+        redundancy: None,
+        replica: false,
     };
     let mut l = Leases::default();
     l.grant(SessionId(1), task(1), Millis(300));
@@ -1156,5 +1158,6 @@ fn a_requeue_into_a_full_queue_leaves_the_rest_dead() {
 mod backoff;
 mod cancel;
 mod progress;
+mod quorum;
 mod schedule;
 mod state;

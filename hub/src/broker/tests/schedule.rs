@@ -292,6 +292,7 @@ fn a_restart_gives_scheduled_tasks_back_scheduled() {
         priority: 0,
         not_before,
         backoff: Default::default(),
+        redundancy: None,
     };
     b.restore(
         [

@@ -1,0 +1,507 @@
+//! Redundant tasks: one task run by several sessions, accepted only when enough of them return
+//! the same result, byte for byte. This is BOINC's replication and quorum, for workers the hub
+//! cannot trust (anyone with a join link can return anything).
+//!
+//! A put with `replicas: k` becomes a *vote*. The broker holds the task itself there, and storage
+//! keeps it like any task. Its queue gets k *replicas*: ordinary tasks with ids of their own,
+//! which storage never hears of.
+//! - Dispatch gives a session at most one replica of a task. It prefers a session whose name and
+//!   role differ from those of the sessions that already have one.
+//! - A replica's ack is a ballot. A replica that fails for good is a ballot too, an error.
+//! - When `quorum` ballots hold the same bytes, or a session trusted on the queue acks, that
+//!   result is the task's. The replicas still out are withdrawn (their workers get `cancel`),
+//!   and the task is acked with it.
+//! - When every replica is in and no result has a quorum, as many more are issued as could still
+//!   make one, up to `max_replicas` in all. Past that the task is dead-lettered with every ballot.
+
+use serde::Serialize;
+use taskhub_core::protocol::{Redundancy, Reply};
+use taskhub_core::{Millis, Pattern, QueueName, Role, SessionId, TaskId, TaskState};
+
+use super::idhash::IdMap;
+use super::store::replica_cost;
+use super::{Body, Broker, Change, Charge, End, Gate, Output, ServerMsg, StoredTask};
+
+/// Where a session's results count alone: every list must have a pattern matching the queue
+/// (a key's `trusted`, and its token's when it came with one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trusted(pub Vec<Vec<Pattern>>);
+
+impl Trusted {
+    pub fn covers(&self, queue: &QueueName) -> bool {
+        !self.0.is_empty()
+            && self
+                .0
+                .iter()
+                .all(|list| list.iter().any(|p| p.matches_name(queue.as_str())))
+    }
+}
+
+/// Every redundant task in the hub, by id, and the task each replica stands for.
+#[derive(Debug, Default)]
+pub(super) struct Votes {
+    by_task: IdMap<TaskId, Vote>,
+    parent_of: IdMap<TaskId, TaskId>,
+}
+
+#[derive(Debug)]
+pub(super) struct Vote {
+    /// The task as it was put; its `redundancy` is set.
+    pub task: StoredTask,
+    need: Redundancy,
+    /// Replicas made so far.
+    issued: u8,
+    /// Replicas not in yet: ready, scheduled or leased.
+    live: Vec<TaskId>,
+    /// Sessions holding one of them now.
+    holders: Vec<(SessionId, TaskId)>,
+    ballots: Vec<Ballot>,
+}
+
+#[derive(Debug)]
+struct Ballot {
+    session: Option<SessionId>,
+    role: Option<Role>,
+    name: Option<String>,
+    trusted: bool,
+    outcome: Result<Option<Body>, String>,
+}
+
+/// What a vote comes to after a ballot.
+enum Verdict {
+    Accept(Option<Body>),
+    Wait,
+    More(u8),
+    GiveUp,
+}
+
+impl Vote {
+    fn verdict(&self) -> Verdict {
+        if let Some(Ballot {
+            trusted: true,
+            outcome: Ok(result),
+            ..
+        }) = self.ballots.last()
+        {
+            return Verdict::Accept(result.clone());
+        }
+        let mut best = 0;
+        for (i, b) in self.ballots.iter().enumerate() {
+            let Ok(result) = &b.outcome else {
+                continue;
+            };
+            let same = self.ballots[i..]
+                .iter()
+                .filter(|o| o.outcome.as_ref().is_ok_and(|r| r == result))
+                .count();
+            if same >= usize::from(self.need.quorum) {
+                return Verdict::Accept(result.clone());
+            }
+            best = best.max(same);
+        }
+        if !self.live.is_empty() {
+            return Verdict::Wait;
+        }
+        let room = self.need.max_replicas.saturating_sub(self.issued);
+        let wanted = usize::from(self.need.quorum).saturating_sub(best);
+        match u8::try_from(wanted).unwrap_or(u8::MAX).min(room) {
+            0 => Verdict::GiveUp,
+            n => Verdict::More(n),
+        }
+    }
+
+    /// Whether a replica may go to `session`: never to one that holds or answered one already.
+    fn open_to(&self, session: SessionId) -> bool {
+        !self.holders.iter().any(|(s, _)| *s == session)
+            && !self.ballots.iter().any(|b| b.session == Some(session))
+    }
+
+    /// How far `role` and `name` differ from those of the sessions it went to: 2 for a new
+    /// name, 1 for a new role (a session without a name counts as new).
+    fn novelty(&self, role: Role, name: Option<&str>, roles_names: &[(Role, Option<&str>)]) -> u8 {
+        let new_name = name.is_none_or(|n| !roles_names.iter().any(|(_, m)| *m == Some(n)));
+        let new_role = !roles_names.iter().any(|(r, _)| *r == role);
+        u8::from(new_name) * 2 + u8::from(new_role)
+    }
+}
+
+/// A ballot as a dead letter shows it.
+#[derive(Serialize)]
+struct Shown<'a> {
+    worker: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a Body>,
+    /// A result of bytes shows as `null` with its length.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+impl Votes {
+    /// The task replica `id` stands for, if it is one still counted.
+    pub fn parent_of(&self, id: TaskId) -> Option<TaskId> {
+        self.parent_of.get(&id).copied()
+    }
+
+    pub fn get(&self, id: TaskId) -> Option<&Vote> {
+        self.by_task.get(&id)
+    }
+
+    /// Replica `id` went to `session`.
+    pub fn handed_out(&mut self, id: TaskId, session: SessionId) {
+        if let Some(vote) = self.parent_of(id).and_then(|p| self.by_task.get_mut(&p)) {
+            vote.holders.push((session, id));
+        }
+    }
+
+    /// Replica `id` is no longer leased (acked, failed, released, expired, withdrawn).
+    pub fn returned(&mut self, id: TaskId) {
+        if let Some(vote) = self.parent_of(id).and_then(|p| self.by_task.get_mut(&p)) {
+            vote.holders.retain(|(_, r)| *r != id);
+        }
+    }
+
+    /// The redundant tasks of `queue`, taken out (the queue is being deleted).
+    fn take_queue(&mut self, queue: &QueueName) -> Vec<Vote> {
+        let ids: Vec<TaskId> = self
+            .by_task
+            .iter()
+            .filter(|(_, v)| v.task.queue == *queue)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut taken = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(vote) = self.by_task.remove(&id) {
+                for r in &vote.live {
+                    self.parent_of.remove(r);
+                }
+                taken.push(vote);
+            }
+        }
+        taken
+    }
+}
+
+/// How many ready tasks dispatch looks past for one that a session may take, when replicas
+/// wait in the queue: a bound on the work per delivery. A session that may take none of them
+/// waits for the next dispatch.
+pub(super) const WINDOW: usize = 32;
+
+impl Broker {
+    /// Hold `task` (stored already) as a vote and put its replicas in its queue, ready in
+    /// `wait_ms` (0: at once).
+    pub(super) fn start_vote(&mut self, task: StoredTask, now: Millis, wait_ms: u64) {
+        let Some(need) = task.redundancy else {
+            return;
+        };
+        let id = task.id;
+        if let Some(q) = self.queues.get_mut(&task.queue) {
+            q.voting += 1;
+        }
+        self.votes.by_task.insert(
+            id,
+            Vote {
+                task,
+                need,
+                issued: 0,
+                live: Vec::new(),
+                holders: Vec::new(),
+                ballots: Vec::new(),
+            },
+        );
+        self.issue(id, need.replicas, now, wait_ms, End::Back);
+    }
+
+    /// Put `n` more replicas of vote `parent` in its queue at `end`, ready in `wait_ms`.
+    fn issue(&mut self, parent: TaskId, n: u8, now: Millis, wait_ms: u64, end: End) {
+        let mut made = Vec::with_capacity(usize::from(n));
+        {
+            let Some(vote) = self.votes.by_task.get_mut(&parent) else {
+                return;
+            };
+            let t = &vote.task;
+            for _ in 0..n {
+                self.next_task += 1;
+                let id = TaskId(self.next_task);
+                made.push(StoredTask {
+                    id,
+                    queue: t.queue.clone(),
+                    kind: t.kind.clone(),
+                    payload: t.payload.clone(),
+                    reply_to: None,
+                    max_attempts: t.max_attempts,
+                    attempts: 0,
+                    order: 0,
+                    last_error: None,
+                    charge: Charge::new(
+                        replica_cost(&t.queue, t.kind.as_deref()),
+                        &self.stored_bytes,
+                    ),
+                    reply_ref: None,
+                    put_at: t.put_at,
+                    priority: t.priority,
+                    not_before: None,
+                    backoff: t.backoff,
+                    redundancy: None,
+                    replica: true,
+                });
+                vote.live.push(id);
+                vote.issued += 1;
+                self.votes.parent_of.insert(id, parent);
+            }
+        }
+        let queue = made.first().map(|t| t.queue.clone());
+        for replica in made {
+            match wait_ms {
+                0 => self.enqueue(replica, end, false),
+                wait => self.schedule(replica, now, wait, false),
+            }
+        }
+        if let Some(q) = queue
+            && wait_ms == 0
+        {
+            self.dispatch(&q, now);
+        }
+    }
+
+    /// Replica `replica` is in: `outcome` is its result, or why it failed for good, from
+    /// `session` where one answered. Decide what the vote comes to.
+    pub(super) fn ballot(
+        &mut self,
+        session: Option<SessionId>,
+        replica: &StoredTask,
+        outcome: Result<Option<Body>, String>,
+        now: Millis,
+    ) {
+        let Some(parent) = self.votes.parent_of.remove(&replica.id) else {
+            return;
+        };
+        let who = session.and_then(|s| self.sessions.get(&s));
+        let trusted = outcome.is_ok()
+            && who.is_some_and(|s| s.trusted.as_ref().is_some_and(|t| t.covers(&replica.queue)));
+        let ballot = Ballot {
+            session,
+            role: who.map(|s| s.role),
+            name: who.and_then(|s| s.name.clone()),
+            trusted,
+            outcome,
+        };
+        let Some(vote) = self.votes.by_task.get_mut(&parent) else {
+            return;
+        };
+        vote.live.retain(|r| *r != replica.id);
+        vote.ballots.push(ballot);
+        match vote.verdict() {
+            Verdict::Wait => {}
+            Verdict::Accept(result) => self.accept(parent, result, now),
+            // Late replicas go to the front: the task has waited its turn already.
+            Verdict::More(n) => self.issue(parent, n, now, 0, End::Front),
+            Verdict::GiveUp => self.give_up(parent, now),
+        }
+    }
+
+    /// Close vote `parent` and withdraw its replicas still out; gives the task back.
+    fn close_vote(&mut self, parent: TaskId, now: Millis) -> Option<(StoredTask, Vec<Ballot>)> {
+        let vote = self.votes.by_task.remove(&parent)?;
+        let mut freed = Vec::new();
+        for r in &vote.live {
+            self.votes.parent_of.remove(r);
+            if let Some((_, Some(holder))) = self.withdraw(*r) {
+                freed.push(holder);
+            }
+        }
+        // Only now: a session freed earlier must not be handed a sibling still being withdrawn.
+        for holder in freed {
+            self.dispatch_for(holder, now);
+        }
+        if let Some(q) = self.queues.get_mut(&vote.task.queue) {
+            q.voting = q.voting.saturating_sub(1);
+        }
+        Some((vote.task, vote.ballots))
+    }
+
+    fn accept(&mut self, parent: TaskId, result: Option<Body>, now: Millis) {
+        let Some((task, ballots)) = self.close_vote(parent, now) else {
+            return;
+        };
+        tracing::debug!(task = %parent, queue = %task.queue, ballots = ballots.len(), "redundant task accepted");
+        self.acked += 1;
+        self.latency.record(now.since(task.put_at));
+        if let Some(q) = self.queues.get_mut(&task.queue) {
+            q.counters.acked += 1;
+        }
+        self.reply(
+            &task,
+            Reply {
+                id: parent,
+                ok: true,
+                result,
+                error: None,
+                cancelled: false,
+            },
+            now,
+        );
+        self.journal.record(Change::Done(parent));
+    }
+
+    /// No quorum within `max_replicas`: dead-letter the task with every ballot.
+    fn give_up(&mut self, parent: TaskId, now: Millis) {
+        let Some((mut task, ballots)) = self.close_vote(parent, now) else {
+            return;
+        };
+        let answers = ballots.iter().filter(|b| b.outcome.is_ok()).count();
+        let quorum = task.redundancy.map_or(1, |r| r.quorum);
+        task.attempts = u32::try_from(ballots.len()).unwrap_or(u32::MAX);
+        task.set_error(format!(
+            "no quorum: {} replica(s) ran, {answers} returned a result, and no {quorum} of them agreed",
+            ballots.len()
+        ));
+        let shown: Vec<Shown<'_>> = ballots
+            .iter()
+            .map(|b| Shown {
+                worker: match (&b.name, b.session) {
+                    (Some(n), Some(s)) => format!("{n} (session {s})"),
+                    (None, Some(s)) => format!("session {s}"),
+                    (_, None) => "no worker answered".into(),
+                },
+                role: b.role.map(|r| r.as_str()),
+                result: b
+                    .outcome
+                    .as_ref()
+                    .ok()
+                    .and_then(Option::as_ref)
+                    .filter(|r| !matches!(r, Body::Bytes(_))),
+                result_bytes: match &b.outcome {
+                    Ok(Some(Body::Bytes(bytes))) => Some(bytes.len()),
+                    _ => None,
+                },
+                error: b.outcome.as_ref().err().map(String::as_str),
+            })
+            .collect();
+        let ballots = serde_json::value::to_raw_value(&shown).ok();
+        self.dead_letter_with(task, ballots, now);
+    }
+
+    /// Take task `id` out wherever it is (a cancel, a replica no longer needed). If it was
+    /// leased, its worker is told to stop, and that session is returned too: the caller offers
+    /// it work once it has withdrawn everything it meant to.
+    pub(super) fn withdraw(&mut self, id: TaskId) -> Option<(StoredTask, Option<SessionId>)> {
+        let (queue, state) = self.locate(id).map(|(q, s)| (q.clone(), s))?;
+        match state {
+            TaskState::Leased => {
+                let holder = self.leases.get(&id).map(|l| l.session);
+                let task = self.take_lease(id)?;
+                if let Some(holder) = holder {
+                    self.out.push(Output {
+                        to: holder,
+                        msg: ServerMsg::Cancel { task: id },
+                        droppable: false,
+                        gate: Gate::InTurn,
+                    });
+                }
+                Some((task, holder))
+            }
+            TaskState::Scheduled => {
+                let task = self.scheduled.remove(id);
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    q.scheduled = q.scheduled.saturating_sub(1);
+                }
+                task.map(|t| (t, None))
+            }
+            TaskState::Ready => self
+                .queues
+                .get_mut(&queue)
+                .and_then(|q| q.ready.remove(id))
+                .map(|t| (t, None)),
+        }
+    }
+
+    /// Cancel redundant task `parent`: every replica out is withdrawn. Returns where the task
+    /// stood: leased if any replica was, else scheduled if any was, else ready.
+    pub(super) fn cancel_vote(&mut self, parent: TaskId, now: Millis) -> Option<StoredTask> {
+        self.close_vote(parent, now).map(|(task, _)| task)
+    }
+
+    /// Where redundant task `id` stands, by its furthest replica.
+    pub(super) fn vote_state(&self, id: TaskId) -> Option<(&QueueName, TaskState)> {
+        let vote = self.votes.get(id)?;
+        let states = vote
+            .live
+            .iter()
+            .filter_map(|r| self.locate(*r).map(|(_, s)| s));
+        let state = states
+            .max_by_key(|s| match s {
+                TaskState::Leased => 2,
+                TaskState::Scheduled => 1,
+                TaskState::Ready => 0,
+            })
+            .unwrap_or(TaskState::Ready);
+        Some((&vote.task.queue, state))
+    }
+
+    /// Drop the redundant tasks of `queue` (being deleted); their replicas still leased run on,
+    /// and count for nothing. Returns how many.
+    pub(super) fn drop_votes(&mut self, queue: &QueueName) -> u64 {
+        let gone = self.votes.take_queue(queue);
+        for vote in &gone {
+            self.journal.record(Change::Done(vote.task.id));
+        }
+        if let Some(q) = self.queues.get_mut(queue) {
+            q.voting = 0;
+        }
+        gone.len() as u64
+    }
+
+    /// The session among `consumers` (an index into it) to hand `task` to: one with credit, and,
+    /// for a replica, one its vote is open to, the one whose name and role are newest to it
+    /// (the first in turn among equals).
+    pub(super) fn taker(
+        &self,
+        consumers: &std::collections::VecDeque<SessionId>,
+        task: &StoredTask,
+    ) -> Option<usize> {
+        let credit = |s: &SessionId| {
+            self.sessions
+                .get(s)
+                .is_some_and(|st| st.has_credit(self.leases.held_by(*s)))
+        };
+        let vote = task
+            .replica
+            .then(|| self.votes.parent_of(task.id))
+            .flatten()
+            .and_then(|p| self.votes.get(p));
+        let Some(vote) = vote else {
+            return consumers.iter().position(credit);
+        };
+        let seen: Vec<(Role, Option<&str>)> = vote
+            .holders
+            .iter()
+            .filter_map(|(s, _)| self.sessions.get(s).map(|st| (st.role, st.name.as_deref())))
+            .chain(
+                vote.ballots
+                    .iter()
+                    .filter_map(|b| Some((b.role?, b.name.as_deref()))),
+            )
+            .collect();
+        let mut best: Option<(u8, usize)> = None;
+        for (i, s) in consumers.iter().enumerate() {
+            if !credit(s) || !vote.open_to(*s) {
+                continue;
+            }
+            let Some(st) = self.sessions.get(s) else {
+                continue;
+            };
+            let score = vote.novelty(st.role, st.name.as_deref(), &seen);
+            if best.is_none_or(|(b, _)| score > b) {
+                best = Some((score, i));
+                if score == 3 {
+                    break;
+                }
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+}
