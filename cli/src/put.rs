@@ -59,10 +59,21 @@ pub(crate) struct TaskArgs {
     /// The longest a retry waits [default: the hub's --retry-backoff-max].
     #[arg(long, value_name = "DURATION")]
     pub(crate) backoff_max: Option<HumanDuration>,
+    /// Run each task on N different workers and accept a result only when --quorum of them
+    /// return the same bytes (for workers you cannot trust, such as browser tabs).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub(crate) replicas: Option<u8>,
+    /// How many identical results accept a task [default: a majority of --replicas].
+    #[arg(long, value_name = "M", requires = "replicas", value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub(crate) quorum: Option<u8>,
+    /// When results disagree, run more replicas up to this many in all, then dead-letter the
+    /// task with every result [default: twice --replicas, at most 16].
+    #[arg(long, value_name = "N", requires = "replicas", value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub(crate) max_replicas: Option<u8>,
 }
 
 impl TaskArgs {
-    /// Put options with this `--kind`, `--priority`, `--delay` or `--at`.
+    /// Put options with this `--kind`, `--priority`, `--delay`, `--at`, backoff and replicas.
     pub(crate) fn options(&self) -> PutOptions {
         let mut opts = PutOptions::new().priority(self.priority);
         if let Some(kind) = &self.kind {
@@ -79,6 +90,12 @@ impl TaskArgs {
         }
         if let Some(max) = self.backoff_max {
             opts = opts.backoff_max(max.0);
+        }
+        if let Some(n) = self.replicas {
+            opts = opts.replicas(n, self.quorum.unwrap_or(n / 2 + 1));
+        }
+        if let Some(max) = self.max_replicas {
+            opts = opts.max_replicas(max);
         }
         opts
     }

@@ -229,6 +229,23 @@ impl PutOptions {
         self
     }
 
+    /// Run each task on `replicas` different sessions (1 to 16) and accept its result only when
+    /// `quorum` of them return it byte for byte (1 to `replicas`): for workers you cannot trust,
+    /// such as browser tabs. Without [`max_replicas`](Self::max_replicas) the hub runs up to
+    /// twice `replicas` when they disagree, then dead-letters the task with every result.
+    pub fn replicas(mut self, replicas: u8, quorum: u8) -> Self {
+        self.schedule.replicas = replicas;
+        self.schedule.quorum = Some(quorum);
+        self
+    }
+
+    /// The most replicas a redundant task runs in all when its results disagree (`replicas`
+    /// to 16).
+    pub fn max_replicas(mut self, max: u8) -> Self {
+        self.schedule.max_replicas = Some(max);
+        self
+    }
+
     /// Ready at `at`, not before, by the hub's clock (a time past is at once). Replaces a
     /// [`delay`](Self::delay).
     pub fn not_before(mut self, at: std::time::SystemTime) -> Self {

@@ -376,3 +376,24 @@ def test_a_task_error_may_name_its_own_retry_wait_and_survives_pickling(hub):
         # The task's own backoff is an hour: only the handler's wait can bring it back soon.
         assert h.submit("tasks", [None], kind="limited", backoff=3600, timeout=20) == [2]
     assert tries[1] - tries[0] >= 0.6
+
+
+def test_a_redundant_task_is_answered_once_by_agreeing_workers_and_a_liar_is_outvoted(hub):
+    honest = [make_worker(hub, name=f"honest-{i}") for i in range(2)]
+    liar = taskhub.Worker(hub.url, KEY, concurrency=1, name="liar")
+    lies = []
+
+    def lying_square(n):
+        lies.append(n)
+        return f"{n} * {n} = {n * n + 1}"
+
+    liar.add_handler("square", lying_square)
+    with running(liar), running(honest[0]), running(honest[1]), \
+            taskhub.connect(hub.url, key=KEY) as h:
+        wait_for("three consumers", lambda: queue_stats(h, "tasks").get("consumers") == 3)
+        results = h.submit("tasks", list(range(1, 13)), kind="square", replicas=2, quorum=2,
+                           timeout=60)
+        assert results == [f"{n} * {n} = {n * n}" for n in range(1, 13)]
+        assert lies, "the liar took part"
+        stats = queue_stats(h, "tasks")
+        assert (stats.get("dead"), stats.get("voting", 0)) == (0, 0)

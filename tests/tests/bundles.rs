@@ -770,3 +770,68 @@ async fn a_tabs_progress_reaches_the_submitter_and_the_dashboard() {
     assert!(heard.contains(&"step 6 of 6".to_string()), "{heard:?}");
     browser.close().await;
 }
+
+const LYING_HANDLERS: &str = r#"
+// The built-in `sleep` says {"slept_ms": ms} after sleeping; this one lies, and at once, so its
+// answer is always the first in.
+export function sleep(ms) {
+  return { slept_ms: ms + 1 };
+}
+"#;
+
+/// The issue's redundancy test: a tab returns wrong results on purpose (a JS handler), and
+/// first (it does not sleep); two honest `taskhub-worker` processes run the built-in `sleep`.
+/// Tasks put with replicas 2, quorum 2 get only right results: the tab is outvoted every time it
+/// takes part. (A hub that took the first answer would return the tab's.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_tab_is_outvoted_and_no_wrong_result_reaches_results() {
+    if !taskhub_tests::embedded_only("redundant tasks") {
+        return;
+    }
+    let dir = scratch("lying-handlers");
+    let file = dir.join("liar.js");
+    std::fs::write(&file, LYING_HANDLERS).unwrap();
+    let (_hub, url) = serve_with("127.0.0.1:0", &["--handlers-js", file.to_str().unwrap()]);
+    let base = http_base(&url);
+    let mut browser = Browser::start().await;
+    let (tab, _) = browser
+        .open_worker(&format!("{base}/#key={KEY}&queue=sq&workers=2"))
+        .await;
+    let _honest: Vec<Proc> = ["honest-a", "honest-b"]
+        .into_iter()
+        .map(|name| taskhub_tests::worker(&url, "sq", &["--name", name]))
+        .collect();
+    let c = client(&url).await;
+    let ready = taskhub_tests::eventually(Duration::from_secs(30), || async {
+        let s = c.stats().await.ok()?;
+        (s.queue("sq")?.consumers == 3).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "the tab and two workers consume sq");
+    let opts = PutOptions::new().kind("sleep").replicas(2, 2);
+    let replies = c
+        .submit_within(
+            "sq",
+            (1..=12).map(|n| json!(100 + n)),
+            opts,
+            Some(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    for (n, reply) in (1..=12).zip(&replies) {
+        assert_eq!(
+            reply.result,
+            Some(json!({"slept_ms": 100 + n}).into()),
+            "task {n}: {reply:?}"
+        );
+    }
+    let status = browser.eval(&tab, STATUS).await;
+    assert!(
+        status["done"].as_u64().unwrap() > 0,
+        "the tab answered replicas (else this proves nothing): {status}"
+    );
+    let stats = c.stats().await.unwrap();
+    let sq = stats.queue("sq").unwrap();
+    assert_eq!((sq.dead, sq.voting), (0, 0));
+    browser.close().await;
+}

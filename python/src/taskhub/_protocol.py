@@ -302,10 +302,14 @@ When = Union[float, _dt.datetime]
 
 def schedule_fields(priority: int = 0, delay: Optional[float] = None,
                     not_before: Optional[When] = None, backoff: Optional[float] = None,
-                    backoff_max: Optional[float] = None) -> Dict[str, Any]:
+                    backoff_max: Optional[float] = None, replicas: int = 0,
+                    quorum: Optional[int] = None,
+                    max_replicas: Optional[int] = None) -> Dict[str, Any]:
     """A put's scheduling fields: `priority` 0 to 9 (higher first), ready `delay` seconds after
     the hub stores it or at `not_before`, not before; a retry waits `backoff` seconds, doubling
-    per attempt up to `backoff_max` (default: the hub's)."""
+    per attempt up to `backoff_max` (default: the hub's); run on `replicas` different workers,
+    accepted when `quorum` return the same bytes, up to `max_replicas` runs when they
+    disagree."""
     if delay is not None and not_before is not None:
         raise ValueError("give delay or not_before, not both")
     fields: Dict[str, Any] = {}
@@ -320,6 +324,12 @@ def schedule_fields(priority: int = 0, delay: Optional[float] = None,
         fields["backoff_ms"] = max(0, round(backoff * 1000))
     if backoff_max is not None:
         fields["backoff_max_ms"] = max(0, round(backoff_max * 1000))
+    if replicas:
+        fields["replicas"] = replicas
+    if quorum is not None:
+        fields["quorum"] = quorum
+    if max_replicas is not None:
+        fields["max_replicas"] = max_replicas
     return fields
 
 

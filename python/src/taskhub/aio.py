@@ -195,11 +195,17 @@ class Hub(Dispatch):
                   reply_to: Optional[str] = None, max_attempts: Optional[int] = None,
                   dedup_id: Optional[str] = None, priority: int = 0,
                   delay: Optional[float] = None, not_before: Optional[p.When] = None,
-                  backoff: Optional[float] = None, backoff_max: Optional[float] = None) -> int:
+                  backoff: Optional[float] = None, backoff_max: Optional[float] = None,
+            replicas: int = 0, quorum: Optional[int] = None,
+            max_replicas: Optional[int] = None) -> int:
         """Add a task to `queue` once the hub has stored it; returns its id. `priority` 0 to 9
         (higher goes first); ready `delay` seconds after, or at `not_before`, not before; a
-        failed attempt is retried after `backoff` seconds, doubling up to `backoff_max`."""
-        schedule = p.schedule_fields(priority, delay, not_before, backoff, backoff_max)
+        failed attempt is retried after `backoff` seconds, doubling up to `backoff_max`. With
+        `replicas`, it runs on that many different workers and its result is accepted only when
+        `quorum` of them (default a majority) return the same bytes; when they disagree, up to
+        `max_replicas` run, then it is dead-lettered."""
+        schedule = p.schedule_fields(priority, delay, not_before, backoff, backoff_max,
+                                     replicas, quorum, max_replicas)
         answer = await self.request(*p.put_request(queue, payload, kind, reply_to, max_attempts,
                                                    dedup_id, schedule))
         return int(answer["task"])
@@ -209,13 +215,16 @@ class Hub(Dispatch):
                        max_attempts: Optional[int] = None, priority: int = 0,
                        delay: Optional[float] = None,
                        not_before: Optional[p.When] = None,
-                       backoff: Optional[float] = None, backoff_max: Optional[float] = None) -> List[int]:
+                       backoff: Optional[float] = None, backoff_max: Optional[float] = None,
+            replicas: int = 0, quorum: Optional[int] = None,
+            max_replicas: Optional[int] = None) -> List[int]:
         """Put each payload, pipelined (at most `PIPELINE` unanswered at a time); the task ids
         in order. A refused put raises `HubError`; the puts before it stay queued."""
         ids: List[int] = []
         window: Deque[asyncio.Future[Dict[str, Any]]] = deque()
         frames: List[p.Frame] = []
-        schedule = p.schedule_fields(priority, delay, not_before, backoff, backoff_max)
+        schedule = p.schedule_fields(priority, delay, not_before, backoff, backoff_max,
+                                     replicas, quorum, max_replicas)
         for v in payloads:
             f, frame = self._prepare(*p.put_request(queue, v, kind, reply_to, max_attempts,
                                                     schedule=schedule))
@@ -245,13 +254,16 @@ class Hub(Dispatch):
                      timeout: Optional[float] = None, priority: int = 0,
                      delay: Optional[float] = None,
                      not_before: Optional[p.When] = None,
-                     backoff: Optional[float] = None, backoff_max: Optional[float] = None) -> List[Any]:
+                     backoff: Optional[float] = None, backoff_max: Optional[float] = None,
+            replicas: int = 0, quorum: Optional[int] = None,
+            max_replicas: Optional[int] = None) -> List[Any]:
         """Put every payload with this session's inbox as `reply_to` and return their results
         in order; `TaskFailed` if one failed, `TimeoutError` if they did not all come within
         `timeout` seconds."""
         ids = await self.put_many(queue, payloads, kind=kind, reply_to=self.inbox,
                                   priority=priority, delay=delay, not_before=not_before,
-                                  backoff=backoff, backoff_max=backoff_max)
+                                  backoff=backoff, backoff_max=backoff_max, replicas=replicas,
+                            quorum=quorum, max_replicas=max_replicas)
         loop = asyncio.get_running_loop()
         waits: Dict[int, asyncio.Future[Dict[str, Any]]] = {}
         for task in ids:
@@ -329,12 +341,15 @@ class Queue:
                   reply_to: Optional[str] = None, max_attempts: Optional[int] = None,
                   dedup_id: Optional[str] = None, priority: int = 0,
                   delay: Optional[float] = None, not_before: Optional[p.When] = None,
-                  backoff: Optional[float] = None, backoff_max: Optional[float] = None) -> int:
+                  backoff: Optional[float] = None, backoff_max: Optional[float] = None,
+            replicas: int = 0, quorum: Optional[int] = None,
+            max_replicas: Optional[int] = None) -> int:
         """Add a task; returns its id once the hub has stored it."""
         return await self.hub.put(self.name, payload, kind=kind, reply_to=reply_to,
                                   max_attempts=max_attempts, dedup_id=dedup_id,
                                   priority=priority, delay=delay, not_before=not_before,
-                                  backoff=backoff, backoff_max=backoff_max)
+                                  backoff=backoff, backoff_max=backoff_max, replicas=replicas,
+                            quorum=quorum, max_replicas=max_replicas)
 
     async def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """Take the next payload; `queue.Empty` when none came."""

@@ -260,11 +260,17 @@ class Hub(Dispatch):
             reply_to: Optional[str] = None, max_attempts: Optional[int] = None,
             dedup_id: Optional[str] = None, priority: int = 0, delay: Optional[float] = None,
             not_before: Optional[p.When] = None,
-            backoff: Optional[float] = None, backoff_max: Optional[float] = None) -> int:
+            backoff: Optional[float] = None, backoff_max: Optional[float] = None,
+            replicas: int = 0, quorum: Optional[int] = None,
+            max_replicas: Optional[int] = None) -> int:
         """Add a task to `queue` once the hub has stored it; returns its id. `priority` 0 to 9
         (higher goes first); ready `delay` seconds after, or at `not_before`, not before; a
-        failed attempt is retried after `backoff` seconds, doubling up to `backoff_max`."""
-        schedule = p.schedule_fields(priority, delay, not_before, backoff, backoff_max)
+        failed attempt is retried after `backoff` seconds, doubling up to `backoff_max`. With
+        `replicas`, it runs on that many different workers and its result is accepted only when
+        `quorum` of them (default a majority) return the same bytes; when they disagree, up to
+        `max_replicas` run, then it is dead-lettered."""
+        schedule = p.schedule_fields(priority, delay, not_before, backoff, backoff_max,
+                                     replicas, quorum, max_replicas)
         f = self.send_request(*p.put_request(queue, payload, kind, reply_to, max_attempts,
                                              dedup_id, schedule))
         return int(p.checked(f.result())["task"])
@@ -273,7 +279,9 @@ class Hub(Dispatch):
                  reply_to: Optional[str] = None, max_attempts: Optional[int] = None,
                  priority: int = 0, delay: Optional[float] = None,
                  not_before: Optional[p.When] = None,
-                 backoff: Optional[float] = None, backoff_max: Optional[float] = None) -> List[int]:
+                 backoff: Optional[float] = None, backoff_max: Optional[float] = None,
+            replicas: int = 0, quorum: Optional[int] = None,
+            max_replicas: Optional[int] = None) -> List[int]:
         """Put each payload, pipelined (at most `PIPELINE` puts unanswered at a time), and
         return the task ids in order once the hub has stored them all. If a put is refused
         (`queue_full`, ...), `HubError` is raised after the puts before it were answered; those
@@ -281,7 +289,8 @@ class Hub(Dispatch):
         ids: List[int] = []
         window: Deque[Answer] = deque()
         frames: List[p.Frame] = []
-        schedule = p.schedule_fields(priority, delay, not_before, backoff, backoff_max)
+        schedule = p.schedule_fields(priority, delay, not_before, backoff, backoff_max,
+                                     replicas, quorum, max_replicas)
         for v in payloads:
             f, frame = self._prepare(*p.put_request(queue, v, kind, reply_to, max_attempts,
                                                     schedule=schedule))
@@ -311,12 +320,15 @@ class Hub(Dispatch):
     def submit(self, queue: str, payloads: Iterable[Any], *, kind: Optional[str] = None,
                timeout: Optional[float] = None, priority: int = 0,
                delay: Optional[float] = None, not_before: Optional[p.When] = None,
-               backoff: Optional[float] = None, backoff_max: Optional[float] = None) -> List[Any]:
+               backoff: Optional[float] = None, backoff_max: Optional[float] = None,
+            replicas: int = 0, quorum: Optional[int] = None,
+            max_replicas: Optional[int] = None) -> List[Any]:
         """Put every payload with this session's inbox as `reply_to`, wait for their outcomes,
         and return the results in the order given. A task that failed raises `TaskFailed`."""
         ids = self.put_many(queue, payloads, kind=kind, reply_to=self.inbox, priority=priority,
                             delay=delay, not_before=not_before, backoff=backoff,
-                            backoff_max=backoff_max)
+                            backoff_max=backoff_max, replicas=replicas,
+                            quorum=quorum, max_replicas=max_replicas)
         outcomes: List[Dict[str, Any]] = []
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
@@ -404,12 +416,15 @@ class Queue:
             max_attempts: Optional[int] = None, dedup_id: Optional[str] = None,
             priority: int = 0, delay: Optional[float] = None,
             not_before: Optional[p.When] = None,
-            backoff: Optional[float] = None, backoff_max: Optional[float] = None) -> int:
+            backoff: Optional[float] = None, backoff_max: Optional[float] = None,
+            replicas: int = 0, quorum: Optional[int] = None,
+            max_replicas: Optional[int] = None) -> int:
         """Add a task; returns its id once the hub has stored it."""
         return self.hub.put(self.name, payload, kind=kind, reply_to=reply_to,
                             max_attempts=max_attempts, dedup_id=dedup_id, priority=priority,
                             delay=delay, not_before=not_before, backoff=backoff,
-                            backoff_max=backoff_max)
+                            backoff_max=backoff_max, replicas=replicas,
+                            quorum=quorum, max_replicas=max_replicas)
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """Take the next payload, as `queue.Queue.get` does: `queue.Empty` when none came."""
