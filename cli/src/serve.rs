@@ -77,6 +77,17 @@ pub(crate) struct ServeArgs {
         value_delimiter = ','
     )]
     allowed_origins: Vec<String>,
+    /// Run every task put to matching queues on N different workers, accepted when M of them
+    /// return the same bytes (default a majority), up to MAX runs when they disagree (default
+    /// 2N): QUEUE=N[/M[/MAX]], the queue a pattern (`mandel.>=3/2`); repeat for several, the
+    /// first match applies. A put may ask for more, never less.
+    #[arg(
+        long = "replicas",
+        env = "TASKHUB_REPLICAS",
+        value_name = "QUEUE=N[/M[/MAX]]",
+        value_delimiter = ','
+    )]
+    replicas: Vec<taskhub::QueueReplicas>,
     /// With --data-dir: start even if the journal is damaged in the middle, keeping everything
     /// before the damage and dropping the rest (start-up says how much).
     #[arg(long, env = "TASKHUB_REPAIR")]
@@ -227,6 +238,7 @@ pub(crate) async fn run(parsed: &Parsed, args: &ServeArgs) -> anyhow::Result<()>
     }
     let mut config = Config::with_limits(keys, &args.limits);
     config.allowed_origins = args.allowed_origins.clone();
+    config.broker.replicas = args.replicas.clone();
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(taskhub::TlsFiles {
             cert: cert.clone(),

@@ -213,6 +213,7 @@ impl Limits {
             max_delay: self.max_delay.0,
             retry_backoff: self.retry_backoff.0,
             retry_backoff_max: self.retry_backoff_max.0,
+            replicas: Vec::new(),
         }
     }
 }
@@ -301,6 +302,11 @@ impl Config {
             }
             if backend.urls().is_empty() {
                 return err("--backend needs at least one NATS server URL");
+            }
+            if !b.replicas.is_empty() {
+                return err(
+                    "--replicas needs the embedded backend: a hub on NATS JetStream cannot run a task on several workers",
+                );
             }
         }
         let mut names = std::collections::BTreeSet::from([BUILTIN]);

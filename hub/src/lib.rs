@@ -39,6 +39,7 @@ pub use bundles::{Bundle, BundleError};
 pub fn browser_worker_built() -> bool {
     assets::BROWSER_WORKER_BUILT
 }
+pub use broker::QueueReplicas;
 pub use config::{Config, ConfigError, Limits};
 pub use nats::NatsBackend;
 pub use server::{Running, ServeError, Server, bind, run};

@@ -359,3 +359,79 @@ async fn a_key_marked_trusted_is_taken_at_its_word_and_a_token_cannot_outgrow_it
     assert_eq!(code, ErrorCode::Forbidden);
     assert!(message.contains("trusted on queue"), "{message}");
 }
+
+/// `taskhub serve --replicas 'jobs=2'`: every task put to `jobs` runs on two workers, though
+/// the put (here the CLI's, without `--replicas`) did not ask; a rule that cannot be stops
+/// `serve` at once, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_replicas_makes_a_queue_redundant_and_a_bad_rule_is_refused_at_start() {
+    if !taskhub_tests::embedded_only("redundant tasks") {
+        return;
+    }
+    let mut bad = std::process::Command::new(taskhub_tests::bin("taskhub"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--key",
+            KEY,
+            "--replicas",
+            "jobs=3/4",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = bad.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = bad.kill();
+            panic!("serve started with an impossible --replicas");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut bad.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("quorum must be 1 to replicas (3), not 4"),
+        "{err}"
+    );
+
+    let (_hub, url) = taskhub_tests::serve_with("127.0.0.1:0", &["--replicas", "jobs=2"]);
+    let mut a = Raw::consumer(&url, "jobs").await;
+    let mut b = Raw::consumer(&url, "jobs").await;
+    let out = cli(&[
+        "--hub",
+        &url,
+        "--key",
+        KEY,
+        "put",
+        "jobs",
+        "7",
+        "--reply-to",
+        "results",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let task: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    for w in [&mut a, &mut b] {
+        let d = w
+            .recv_within(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d["task"]["payload"], 7, "{d}");
+        w.send(json!({"type": "ack", "task": d["task"]["id"], "result": 49}))
+            .await;
+    }
+    let c = client(&url).await;
+    let got = replies(&c, "results", 1, Duration::from_secs(10)).await;
+    assert_eq!(got[0], json!({"id": task, "ok": true, "result": 49}));
+}

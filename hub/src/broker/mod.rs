@@ -51,8 +51,8 @@ use idhash::IdMap;
 pub use journal::{Change, InMemory, Journal};
 pub(crate) use lease::{dead_letter_entry, reply_entry};
 use pubsub::Subscriptions;
-pub use quorum::Trusted;
 use quorum::Votes;
+pub use quorum::{QueueReplicas, Trusted};
 use scheduled::Scheduled;
 use store::task_cost;
 pub use store::{Backoff, Charge, QueueRef, ReadyQueue, StoredTask};
@@ -91,6 +91,9 @@ pub struct BrokerConfig {
     /// A retried task's first wait, and the longest, for tasks put without their own.
     pub retry_backoff: Duration,
     pub retry_backoff_max: Duration,
+    /// Queues whose every task runs redundantly, at least as each rule says (the first that
+    /// matches applies).
+    pub replicas: Vec<QueueReplicas>,
 }
 
 impl Default for BrokerConfig {
@@ -974,7 +977,16 @@ impl Broker {
         now: Millis,
     ) -> Result<TaskId, Failure> {
         let wait = self.wait(&schedule, now)?;
-        let redundancy = schedule.redundancy().map_err(rules::bad_request)?;
+        let asked = schedule.redundancy().map_err(rules::bad_request)?;
+        let redundancy = match self
+            .config
+            .replicas
+            .iter()
+            .find(|r| r.pattern.matches_name(queue.as_str()))
+        {
+            Some(rule) => Some(rule.raise(asked)),
+            None => asked,
+        };
         let max_attempts = rules::check_put(
             session,
             &queue,

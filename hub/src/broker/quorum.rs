@@ -37,6 +37,80 @@ impl Trusted {
     }
 }
 
+/// A hub's rule that every task put to the queues `pattern` matches runs redundantly, with at
+/// least `need` (`taskhub serve --replicas 'mandel.>=3/2'`). Written `PATTERN=N[/M[/MAX]]`: N
+/// replicas, M agreeing (default a majority), at most MAX in all (default 2N, at most 16).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueReplicas {
+    pub pattern: Pattern,
+    pub need: Redundancy,
+}
+
+impl QueueReplicas {
+    /// `asked` (a put's own redundancy, if any) raised to this rule's: a put may ask for more
+    /// replicas, a larger quorum or a higher cap, never less.
+    pub fn raise(&self, asked: Option<Redundancy>) -> Redundancy {
+        let Some(a) = asked else {
+            return self.need;
+        };
+        let replicas = a.replicas.max(self.need.replicas);
+        Redundancy {
+            replicas,
+            quorum: a.quorum.max(self.need.quorum),
+            max_replicas: a.max_replicas.max(self.need.max_replicas).max(replicas),
+        }
+    }
+}
+
+impl std::str::FromStr for QueueReplicas {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (pattern, counts) = text
+            .rsplit_once('=')
+            .ok_or_else(|| format!("{text:?}: expected QUEUE=N[/M[/MAX]], like mandel=3/2"))?;
+        let pattern = Pattern::new(pattern).map_err(|e| format!("{text:?}: {e}"))?;
+        let mut numbers = counts.split('/').map(|n| {
+            n.trim()
+                .parse::<u8>()
+                .map_err(|_| format!("{text:?}: {n:?} is not a count of replicas (1 to 16)"))
+        });
+        let replicas = numbers.next().transpose()?.unwrap_or(0);
+        let quorum = numbers.next().transpose()?;
+        let max_replicas = numbers.next().transpose()?;
+        if numbers.next().is_some() {
+            return Err(format!("{text:?}: expected at most N/M/MAX after ="));
+        }
+        let schedule = taskhub_core::protocol::Schedule {
+            replicas,
+            quorum,
+            max_replicas,
+            ..Default::default()
+        };
+        match schedule.redundancy() {
+            Ok(Some(need)) if need.replicas > 1 => Ok(QueueReplicas { pattern, need }),
+            Ok(_) => Err(format!(
+                "{text:?}: a queue's rule needs at least 2 replicas"
+            )),
+            Err(why) => Err(format!("{text:?}: {why}")),
+        }
+    }
+}
+
+impl std::fmt::Display for QueueReplicas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.need;
+        write!(
+            f,
+            "{}={}/{}/{}",
+            self.pattern.as_str(),
+            n.replicas,
+            n.quorum,
+            n.max_replicas
+        )
+    }
+}
+
 /// Every redundant task in the hub, by id, and the task each replica stands for.
 #[derive(Debug, Default)]
 pub(super) struct Votes {

@@ -496,3 +496,58 @@ fn deleting_the_queue_drops_its_redundant_tasks_and_counts_each_once() {
     assert_eq!(h.voting(), 0);
     assert_eq!(h.b.stored_bytes(), 0);
 }
+
+#[test]
+fn a_queues_rule_makes_every_put_redundant_and_a_put_may_ask_for_more_not_less() {
+    let rule: QueueReplicas = "jobs.>=2/2".parse().unwrap();
+    assert_eq!(rule.to_string(), "jobs.>=2/2/4");
+    let mut h = Harness::new(BrokerConfig {
+        replicas: vec![rule],
+        ..BrokerConfig::default()
+    });
+    h.put("jobs.eu", json!(1));
+    assert_eq!(h.b.stats().queue("jobs.eu").unwrap().voting, 1);
+    assert_eq!(
+        h.b.stats().queue("jobs.eu").unwrap().depth,
+        2,
+        "two replicas, asked or not"
+    );
+    h.send(
+        P,
+        scheduled_put(None, "jobs.eu", json!(2), redundant(3, Some(1), None)),
+    );
+    let jobs = h.b.stats();
+    let jobs = jobs.queue("jobs.eu").unwrap();
+    assert_eq!(
+        (jobs.voting, jobs.depth),
+        (2, 5),
+        "three asked for, more than the rule's two"
+    );
+    h.put("other", json!(3));
+    assert_eq!(
+        h.b.stats().queue("other").unwrap().voting,
+        0,
+        "other queues are not touched"
+    );
+    // The quorum of 1 asked for was raised to the rule's 2: one answer is not enough.
+    let got = h.consume(W1, "jobs.eu", 10);
+    for id in got {
+        h.ack(W1, id, json!("x"));
+    }
+    assert_eq!(h.b.stats().acked, 0);
+}
+
+#[test]
+fn a_queues_rule_that_cannot_be_is_refused_by_name() {
+    for (text, why) in [
+        ("jobs", "expected QUEUE=N[/M[/MAX]]"),
+        ("jobs=1", "at least 2 replicas"),
+        ("jobs=3/4", "quorum must be 1 to replicas (3), not 4"),
+        ("jobs=x", "\"x\" is not a count"),
+        ("jobs=2/2/4/5", "at most N/M/MAX"),
+        ("jo bs=2", "\"jo bs=2\""),
+    ] {
+        let err = text.parse::<QueueReplicas>().unwrap_err();
+        assert!(err.contains(why), "{text}: {err}");
+    }
+}
