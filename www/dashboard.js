@@ -137,7 +137,7 @@ function draw(stats) {
     if (q.dead > 0) {
       actions.append(button("list", "list", q.name), button("requeue", "requeue", q.name), button("purge", "purge", q.name));
     }
-    return [cell(q.name), cell(q.depth, "num"), cell(q.in_flight, "num"), cell(q.scheduled ?? 0, "num"), cell(q.dead, "num"), cell(q.consumers, "num"), actions];
+    return [cell(q.name), cell(q.depth, "num"), cell(q.in_flight, "num"), cell(q.scheduled ?? 0, "num"), cell(q.voting ?? 0, "num"), cell(q.dead, "num"), cell(q.consumers, "num"), actions];
   });
   const perSession = new Map(stats.workers.map((w) => [w.session, w.acked]));
   rows($("workers").tBodies[0], stats.workers, (w) => [

@@ -833,5 +833,26 @@ async fn a_lying_tab_is_outvoted_and_no_wrong_result_reaches_results() {
     let stats = c.stats().await.unwrap();
     let sq = stats.queue("sq").unwrap();
     assert_eq!((sq.dead, sq.voting), (0, 0));
+
+    // A task that needs four agreeing sessions, with three consuming, waits: the dashboard shows
+    // it voting.
+    c.put(
+        "sq",
+        json!(5),
+        PutOptions::new().kind("sleep").replicas(4, 4),
+    )
+    .await
+    .unwrap();
+    let dash = browser.open(&format!("{base}/dashboard#key={KEY}")).await;
+    let row = browser
+        .wait_for(
+            &dash,
+            "(() => { const head = [...document.querySelectorAll('#queues thead th')].map(c => c.textContent); \
+               const row = [...document.querySelectorAll('#queues tbody tr')].map(r => [...r.cells].map(c => c.textContent)).find(r => r[0] === 'sq'); \
+               return row && row[head.indexOf('voting')] === '1' ? row : null; })()",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(row[0], "sq", "{row}");
     browser.close().await;
 }
