@@ -323,6 +323,57 @@ async fn cancelled_tasks_stay_cancelled_after_a_kill_9() {
     drop(hub);
 }
 
+/// A redundant task survives a kill -9 as itself: the vote it had (one answer in, one replica
+/// leased) is not kept, so its replicas run again, and its one result still needs a quorum.
+#[tokio::test]
+async fn a_redundant_task_survives_a_kill_9_and_its_replicas_run_again() {
+    let tmp = TempDir::new("redundant");
+    let addr = free_addr();
+    let (hub, url) = serve_on(&addr, &tmp.0, &[]);
+    let id: u64 = put_by_cli(
+        &url,
+        &["jobs", "6", "--replicas", "2", "--reply-to", "results"],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let mut first = Raw::consumer(&url, "jobs").await;
+    let mut second = Raw::consumer(&url, "jobs").await;
+    let d = first.recv().await.unwrap();
+    first
+        .request(
+            json!({"type": "ack", "task": d["task"]["id"], "result": 36}),
+            2,
+        )
+        .await;
+    assert_eq!(second.recv().await.unwrap()["type"], "deliver");
+    drop(hub); // SIGKILL with one vote in and one replica leased.
+    let (hub, url) = serve_on(&addr, &tmp.0, &[]);
+    let c = client(&url).await;
+    let jobs = c.stats().await.unwrap();
+    let jobs = jobs.queue("jobs").unwrap();
+    assert_eq!(
+        (jobs.voting, jobs.depth),
+        (1, 2),
+        "the task, with fresh replicas"
+    );
+    let mut voters = Vec::new();
+    for _ in 0..2 {
+        let mut w = Raw::consumer(&url, "jobs").await;
+        let d = w.recv().await.unwrap();
+        assert_eq!(d["task"]["payload"], 6, "{d}");
+        assert!(d["task"]["id"].as_u64().unwrap() > id, "new ids: {d}");
+        w.send(json!({"type": "ack", "task": d["task"]["id"], "result": 36}))
+            .await;
+        voters.push(w);
+    }
+    assert_eq!(
+        drain(&url, "results", Duration::from_millis(500)).await,
+        vec![json!({"id": id, "ok": true, "result": 36})]
+    );
+    drop(hub);
+}
+
 /// `taskhub put ARGS` against `url`; returns what it printed (the ids, one per line).
 fn put_by_cli(url: &str, args: &[&str]) -> String {
     let mut all = vec!["--hub", url, "--key", KEY, "put"];
