@@ -47,12 +47,32 @@ impl Broker {
                 });
                 continue;
             }
+            let credit = |s: &SessionId| {
+                self.sessions
+                    .get(s)
+                    .is_some_and(|st| st.has_credit(self.leases.held_by(*s)))
+            };
             let mixed = q.ready.replicas() > 0;
-            let choice = q
-                .ready
-                .iter()
-                .take(if mixed { WINDOW } else { 1 })
-                .find_map(|t| Some((t.id, self.taker(&q.consumers, t)?)));
+            let choice = if mixed {
+                // The consumers with credit, once: the window's tasks choose among them.
+                let free: Vec<(usize, SessionId)> = q
+                    .consumers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| credit(s))
+                    .map(|(i, s)| (i, *s))
+                    .collect();
+                if free.is_empty() {
+                    return;
+                }
+                q.ready
+                    .iter()
+                    .take(WINDOW)
+                    .find_map(|t| Some((t.id, self.taker(&free, t)?)))
+            } else {
+                let front = q.ready.iter().next().map(|t| t.id);
+                front.zip(q.consumers.iter().position(credit))
+            };
             let Some((id, at)) = choice else {
                 return;
             };

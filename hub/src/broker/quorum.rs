@@ -19,7 +19,7 @@ use taskhub_core::protocol::{Redundancy, Reply};
 use taskhub_core::{Millis, Pattern, QueueName, Role, SessionId, TaskId, TaskState};
 
 use super::idhash::IdMap;
-use super::store::replica_cost;
+use super::store::{memory_cost, replica_cost};
 use super::{Body, Broker, Change, Charge, End, Gate, Output, ServerMsg, StoredTask};
 
 /// Where a session's results count alone: every list must have a pattern matching the queue
@@ -139,6 +139,8 @@ struct Ballot {
     name: Option<String>,
     trusted: bool,
     outcome: Result<Option<Body>, String>,
+    /// What the result or error takes, in `max_stored_bytes`, until the vote ends.
+    _charge: Charge,
 }
 
 /// What a vote comes to after a ballot.
@@ -212,6 +214,22 @@ struct Shown<'a> {
     result_bytes: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
+}
+
+/// The longest JSON result a dead letter shows whole; a longer one, or bytes, shows as its
+/// length, so an entry of sixteen ballots stays far below a frame's limit.
+pub const MAX_SHOWN_RESULT_BYTES: usize = 16 * 1024;
+
+fn shown_whole(result: &Body) -> bool {
+    matches!(result, Body::Json(j) if j.len() <= MAX_SHOWN_RESULT_BYTES)
+}
+
+fn body_len(result: &Body) -> usize {
+    match result {
+        Body::Json(j) => j.len(),
+        Body::Bytes(b) => b.len(),
+        Body::Holding(h) => h.json.len() + h.bytes.len(),
+    }
 }
 
 impl Votes {
@@ -356,12 +374,17 @@ impl Broker {
         let who = session.and_then(|s| self.sessions.get(&s));
         let trusted = outcome.is_ok()
             && who.is_some_and(|s| s.trusted.as_ref().is_some_and(|t| t.covers(&replica.queue)));
+        let held = match &outcome {
+            Ok(result) => result.as_ref().map_or(0, memory_cost),
+            Err(error) => error.len(),
+        };
         let ballot = Ballot {
             session,
             role: who.map(|s| s.role),
             name: who.and_then(|s| s.name.clone()),
             trusted,
             outcome,
+            _charge: Charge::new(held, &self.stored_bytes),
         };
         let Some(vote) = self.votes.by_task.get_mut(&parent) else {
             return;
@@ -447,9 +470,9 @@ impl Broker {
                     .as_ref()
                     .ok()
                     .and_then(Option::as_ref)
-                    .filter(|r| !matches!(r, Body::Bytes(_))),
+                    .filter(|r| shown_whole(r)),
                 result_bytes: match &b.outcome {
-                    Ok(Some(Body::Bytes(bytes))) => Some(bytes.len()),
+                    Ok(Some(r)) if !shown_whole(r) => Some(body_len(r)),
                     _ => None,
                 },
                 error: b.outcome.as_ref().err().map(String::as_str),
@@ -529,26 +552,17 @@ impl Broker {
         gone.len() as u64
     }
 
-    /// The session among `consumers` (an index into it) to hand `task` to: one with credit, and,
-    /// for a replica, one its vote is open to, the one whose name and role are newest to it
-    /// (the first in turn among equals).
-    pub(super) fn taker(
-        &self,
-        consumers: &std::collections::VecDeque<SessionId>,
-        task: &StoredTask,
-    ) -> Option<usize> {
-        let credit = |s: &SessionId| {
-            self.sessions
-                .get(s)
-                .is_some_and(|st| st.has_credit(self.leases.held_by(*s)))
-        };
+    /// Which of `free` (a queue's consumers with credit, with their places in its list) to
+    /// hand `task` to: the first, or, for a replica, one its vote is open to, the one whose name
+    /// and role are newest to it (the first in turn among equals). Returns its place.
+    pub(super) fn taker(&self, free: &[(usize, SessionId)], task: &StoredTask) -> Option<usize> {
         let vote = task
             .replica
             .then(|| self.votes.parent_of(task.id))
             .flatten()
             .and_then(|p| self.votes.get(p));
         let Some(vote) = vote else {
-            return consumers.iter().position(credit);
+            return free.first().map(|(i, _)| *i);
         };
         let seen: Vec<(Role, Option<&str>)> = vote
             .holders
@@ -561,8 +575,8 @@ impl Broker {
             )
             .collect();
         let mut best: Option<(u8, usize)> = None;
-        for (i, s) in consumers.iter().enumerate() {
-            if !credit(s) || !vote.open_to(*s) {
+        for (i, s) in free {
+            if !vote.open_to(*s) {
                 continue;
             }
             let Some(st) = self.sessions.get(s) else {
@@ -570,7 +584,7 @@ impl Broker {
             };
             let score = vote.novelty(st.role, st.name.as_deref(), &seen);
             if best.is_none_or(|(b, _)| score > b) {
-                best = Some((score, i));
+                best = Some((score, *i));
                 if score == 3 {
                     break;
                 }

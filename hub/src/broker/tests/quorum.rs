@@ -551,3 +551,45 @@ fn a_queues_rule_that_cannot_be_is_refused_by_name() {
         assert!(err.contains(why), "{text}: {err}");
     }
 }
+
+#[test]
+fn a_votes_results_are_charged_while_it_lasts_and_big_ones_show_as_their_length() {
+    let mut h = Harness::voters([None; 4]);
+    h.put_redundant(json!(1), redundant(2, Some(2), Some(2)));
+    let r1 = h.consume(W1, "jobs", 1)[0];
+    let r2 = h.consume(W2, "jobs", 1)[0];
+    let before = h.b.stored_bytes();
+    let big = "x".repeat(20_000);
+    h.ack(W1, r1, json!(big));
+    assert!(
+        h.b.stored_bytes() >= before + 19_000,
+        "the ballot's result counts against max_stored_bytes"
+    );
+    h.ack(W2, r2, json!("small"));
+    let out = h.send(
+        P,
+        ClientMsg::DeadList {
+            req: Some(3),
+            queue: q("jobs"),
+            limit: None,
+        },
+    );
+    let ServerMsg::DeadLetters { entries, .. } = &out[0].msg else {
+        panic!("{out:?}")
+    };
+    let ballots = entries[0]["ballots"].as_array().unwrap();
+    assert_eq!(ballots[0].get("result"), None);
+    assert_eq!(
+        ballots[0]["result_bytes"],
+        json!(20_002),
+        "the JSON text's length"
+    );
+    assert_eq!(ballots[1]["result"], json!("small"));
+    h.results();
+    h.get("jobs.dead", 0);
+    assert_eq!(
+        h.b.stored_bytes(),
+        0,
+        "nothing is charged once the vote is over"
+    );
+}
