@@ -37,7 +37,7 @@ fi
 rate() {
   local hub_bin=$1 workers=$2; shift 2
   local saved=$bin ws=() t0 t1 payloads
-  bin=$(dirname "$hub_bin") start_hub
+  bin=$(dirname "$hub_bin") start_hub 2>/dev/null
   bin=$saved
   for i in $(seq 1 "$workers"); do
     $bin/taskhub-worker --queue rep --name "w$i" >/dev/null 2>&1 & ws+=($!)

@@ -393,6 +393,34 @@ pub async fn http_raw(addr: std::net::SocketAddr, request: &[u8]) -> (String, St
     )
 }
 
+/// `taskhub serve` with the test key and `args`, which must make it exit at once (within 10 s):
+/// its exit status and what it wrote to stderr.
+pub fn serve_exits(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(bin("taskhub"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--key", KEY])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve {args:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut stderr, &mut err).unwrap();
+    }
+    (status, err)
+}
+
 /// Run the `taskhub` CLI to completion.
 pub fn cli(args: &[&str]) -> std::process::Output {
     Command::new(bin("taskhub")).args(args).output().unwrap()

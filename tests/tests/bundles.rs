@@ -508,26 +508,7 @@ async fn js_handlers_run_in_a_tab_sync_async_and_throwing() {
 
 /// `taskhub serve` with these flags must exit at once with a message containing `said`.
 fn refused(args: &[&str], said: &str) {
-    let mut child = Command::new(bin("taskhub"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--key", KEY])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serve {args:?} started instead of refusing");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let (status, err) = taskhub_tests::serve_exits(args);
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
         err.contains(said),

@@ -368,33 +368,7 @@ async fn serve_replicas_makes_a_queue_redundant_and_a_bad_rule_is_refused_at_sta
     if !taskhub_tests::embedded_only("redundant tasks") {
         return;
     }
-    let mut bad = std::process::Command::new(taskhub_tests::bin("taskhub"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--key",
-            KEY,
-            "--replicas",
-            "jobs=3/4",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = bad.try_wait().unwrap() {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = bad.kill();
-            panic!("serve started with an impossible --replicas");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut bad.stderr.take().unwrap(), &mut err).unwrap();
+    let (status, err) = taskhub_tests::serve_exits(&["--replicas", "jobs=3/4"]);
     assert!(!status.success());
     assert!(
         err.contains("quorum must be 1 to replicas (3), not 4"),

@@ -57,6 +57,22 @@ impl Harness {
         std::iter::from_fn(|| got_payload(&self.get("results", 0))).collect()
     }
 
+    /// `queue`'s dead-letter entries, as `dead_list` shows them.
+    fn dead_letters(&mut self, queue: &str) -> Vec<Value> {
+        let out = self.send(
+            P,
+            ClientMsg::DeadList {
+                req: Some(3),
+                queue: q(queue),
+                limit: None,
+            },
+        );
+        match out.into_iter().next().map(|o| o.msg) {
+            Some(ServerMsg::DeadLetters { entries, .. }) => entries,
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn voting(&self) -> u64 {
         self.b.stats().queue("jobs").map_or(0, |s| s.voting)
     }
@@ -225,17 +241,7 @@ fn disagreement_brings_more_replicas_then_a_dead_letter_with_every_result() {
         results[0]["error"].as_str().unwrap().contains("no quorum"),
         "{results:?}"
     );
-    let out = h.send(
-        P,
-        ClientMsg::DeadList {
-            req: Some(3),
-            queue: q("jobs"),
-            limit: None,
-        },
-    );
-    let ServerMsg::DeadLetters { entries, .. } = &out[0].msg else {
-        panic!("{out:?}")
-    };
+    let entries = h.dead_letters("jobs");
     let entry = &entries[0];
     assert_eq!(entry["id"], json!(id.0));
     assert_eq!(entry["payload"], json!(7));
@@ -566,17 +572,7 @@ fn a_votes_results_are_charged_while_it_lasts_and_big_ones_show_as_their_length(
         "the ballot's result counts against max_stored_bytes"
     );
     h.ack(W2, r2, json!("small"));
-    let out = h.send(
-        P,
-        ClientMsg::DeadList {
-            req: Some(3),
-            queue: q("jobs"),
-            limit: None,
-        },
-    );
-    let ServerMsg::DeadLetters { entries, .. } = &out[0].msg else {
-        panic!("{out:?}")
-    };
+    let entries = h.dead_letters("jobs");
     let ballots = entries[0]["ballots"].as_array().unwrap();
     assert_eq!(ballots[0].get("result"), None);
     assert_eq!(
