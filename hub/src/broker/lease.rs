@@ -123,9 +123,9 @@ impl Broker {
     ) -> Result<(), Failure> {
         let task = &self.leased_to(session, id)?.task;
         let retried = retry && task.attempts < task.max_attempts;
-        if !retried {
+        if !retried && !task.replica {
             // A dead letter (and its failure reply) must have room, or the fail is refused and
-            // the lease kept, as for an ack.
+            // the lease kept, as for an ack. (A replica's failure is a ballot: it needs none.)
             let dead = task.queue.dead_letter();
             let reply_to = task.reply_to.clone().filter(|r| !r.is_inbox());
             self.check_outcome_room(id, &dead)?;

@@ -589,3 +589,20 @@ fn a_votes_results_are_charged_while_it_lasts_and_big_ones_show_as_their_length(
         "nothing is charged once the vote is over"
     );
 }
+
+#[test]
+fn a_replica_fails_for_good_even_when_the_dead_letter_queue_is_full() {
+    let mut h = Harness::new(BrokerConfig {
+        max_queue_len: 2,
+        ..BrokerConfig::default()
+    });
+    h.put("jobs.dead", json!("old"));
+    h.put("jobs.dead", json!("older"));
+    h.put_at("jobs", json!(1), redundant(2, Some(2), Some(2)));
+    let r1 = h.consume(W1, "jobs", 1)[0];
+    let out = h.fail(W1, r1, false);
+    assert!(
+        error_code(&out).is_none(),
+        "a replica's failure needs no room in jobs.dead: {out:?}"
+    );
+}
