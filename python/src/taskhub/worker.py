@@ -648,6 +648,7 @@ class Worker(_Base):
         except (p.TaskhubError, TimeoutError):
             return False
         stop_deadline: Optional[float] = None
+        finished = False
         while True:
             with self._lock:
                 if self._gone is not None:
@@ -658,11 +659,16 @@ class Worker(_Base):
                     s.begin_stop()
                     self._flush_due = now
                     stop_deadline = now + self.stop_grace
-                if s.stopping:
-                    done = s.stop_result(self._leave_now, stop_deadline, now)
-                    if done:
+                if s.stopping and not finished:
+                    finished = bool(s.stop_result(self._leave_now, stop_deadline, now))
+                    if finished:
                         self._leave_now = self._leave_now or s.running_here() > 0
+                if finished:
+                    # The last acks go out before the connection closes (as aio's drain does):
+                    # closing over them would hand finished tasks back to be run again.
+                    if not s.out:
                         return True
+                    self._flush_due = now
                 if s.touch_due(now):
                     self._flush_due = now
                 if s.idle(now):
