@@ -80,26 +80,30 @@ impl Broker {
         let Some(task) = self.take_lease(id) else {
             return Ok(());
         };
-        if task.replica {
-            if let Some(s) = self.sessions.get_mut(&session) {
-                s.acked += 1;
-            }
-            self.ballot(Some(session), &task, Ok(result), now);
-            self.dispatch_for(session, now);
-            return Ok(());
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.acked += 1;
         }
+        if task.replica {
+            self.ballot(Some(session), &task, Ok(result), now);
+        } else {
+            self.completed(&task, result, now);
+        }
+        self.dispatch_for(session, now);
+        Ok(())
+    }
+
+    /// `task` is done with `result` (acked, or agreed on by its replicas): counted, its outcome
+    /// sent to `reply_to`, and storage told it is gone.
+    pub(super) fn completed(&mut self, task: &StoredTask, result: Option<Body>, now: Millis) {
         self.acked += 1;
         self.latency.record(now.since(task.put_at));
         if let Some(q) = self.queues.get_mut(&task.queue) {
             q.counters.acked += 1;
         }
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.acked += 1;
-        }
         self.reply(
-            &task,
+            task,
             Reply {
-                id,
+                id: task.id,
                 ok: true,
                 result,
                 error: None,
@@ -107,9 +111,7 @@ impl Broker {
             },
             now,
         );
-        self.journal.record(Change::Done(id));
-        self.dispatch_for(session, now);
-        Ok(())
+        self.journal.record(Change::Done(task.id));
     }
 
     pub(super) fn fail(
@@ -145,10 +147,7 @@ impl Broker {
         }
         task.set_error(error);
         let queue = task.queue.clone();
-        if task.replica && !retried {
-            let error = task.last_error.clone().unwrap_or_default();
-            self.ballot(Some(session), &task, Err(error), now);
-        } else if retried {
+        if retried {
             let wait = task
                 .backoff
                 .retry_wait(&self.config, backoff_ms, task.attempts, task.id);
@@ -158,7 +157,7 @@ impl Broker {
                 self.schedule(task, now, wait, false);
             }
         } else {
-            self.dead_letter(task, now);
+            self.dead_letter(task, Some(session), now);
         }
         self.dispatch(&queue, now);
         self.dispatch_for(session, now);
@@ -272,6 +271,40 @@ impl Broker {
         Ok(state)
     }
 
+    /// Take task `id` out wherever it is (a cancel, a replica no longer needed). If it was
+    /// leased, its worker is told to stop, and that session is returned too: the caller offers
+    /// it work once it has withdrawn everything it meant to.
+    pub(super) fn withdraw(&mut self, id: TaskId) -> Option<(StoredTask, Option<SessionId>)> {
+        let (queue, state) = self.locate(id).map(|(q, s)| (q.clone(), s))?;
+        match state {
+            TaskState::Leased => {
+                let holder = self.leases.get(&id).map(|l| l.session);
+                let task = self.take_lease(id)?;
+                if let Some(holder) = holder {
+                    self.out.push(Output {
+                        to: holder,
+                        msg: ServerMsg::Cancel { task: id },
+                        droppable: false,
+                        gate: Gate::InTurn,
+                    });
+                }
+                Some((task, holder))
+            }
+            TaskState::Scheduled => {
+                let task = self.scheduled.remove(id);
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    q.scheduled = q.scheduled.saturating_sub(1);
+                }
+                task.map(|t| (t, None))
+            }
+            TaskState::Ready => self
+                .queues
+                .get_mut(&queue)
+                .and_then(|q| q.ready.remove(id))
+                .map(|t| (t, None)),
+        }
+    }
+
     /// `session`'s worker says how far leased task `id` has got: kept for `stats`, passed to
     /// the submitter's inbox (at most once), and the lease extended as by `touch`.
     pub(super) fn progress(
@@ -366,21 +399,22 @@ impl Broker {
     /// Back to the front of its queue, or to the dead-letter queue if out of attempts.
     pub(super) fn requeue_front(&mut self, task: StoredTask, now: Millis) {
         if task.attempts >= task.max_attempts {
-            self.dead_letter(task, now);
+            self.dead_letter(task, None, now);
         } else {
             self.enqueue(task, End::Front, false);
         }
     }
 
-    pub(super) fn dead_letter(&mut self, task: StoredTask, now: Millis) {
+    /// `task` failed for good (its last attempt failed, or `by` failed it without retry): to
+    /// its dead-letter queue, or, for a replica, a ballot lost for its vote.
+    pub(super) fn dead_letter(&mut self, task: StoredTask, by: Option<SessionId>, now: Millis) {
         if task.replica {
-            // Out of attempts: a ballot lost, not a dead letter.
             let error = format!(
                 "gave up after {} attempt(s): {}",
                 task.attempts,
                 task.last_error.as_deref().unwrap_or("no error given")
             );
-            self.ballot(None, &task, Err(error), now);
+            self.ballot(by, &task, Err(error), now);
             return;
         }
         self.dead_letter_with(task, None, now);

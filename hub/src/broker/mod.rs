@@ -373,16 +373,7 @@ impl Broker {
     /// journal (`new`: a task it has not heard of). The queue exists: puts create theirs, and a
     /// queue with tasks in flight is never dropped.
     fn enqueue(&mut self, mut task: StoredTask, end: End, new: bool) {
-        task.order = match end {
-            End::Front => {
-                self.next_front -= 1;
-                self.next_front
-            }
-            End::Back => {
-                self.next_back += 1;
-                self.next_back
-            }
-        };
+        task.order = self.next_order(end);
         let Some(q) = self.queues.get_mut(&task.queue) else {
             vanished(&mut *self.journal, &task);
             return;
@@ -391,13 +382,36 @@ impl Broker {
         q.ready.insert(task);
     }
 
+    /// The `order` key for a task going to `end` of its queue.
+    fn next_order(&mut self, end: End) -> u64 {
+        match end {
+            End::Front => {
+                self.next_front -= 1;
+                self.next_front
+            }
+            End::Back => {
+                self.next_back += 1;
+                self.next_back
+            }
+        }
+    }
+
+    /// When a task waiting `wait_ms` from `now` is due, and that as the Unix time (ms) a journal
+    /// keeps. `now` is whole milliseconds, cut down: one more keeps "not before" true to the
+    /// millisecond.
+    fn due(&self, now: Millis, wait_ms: u64) -> (Millis, Option<NonZeroU64>) {
+        let due = now + wait_ms + 1;
+        (
+            due,
+            NonZeroU64::new(self.unix_at_zero.saturating_add(due.0)),
+        )
+    }
+
     /// Hold a task the journal has not heard of (`new`) or has (a retry backing off) for
     /// `wait_ms` from `now`, and tell the journal when it will be ready.
     fn schedule(&mut self, mut task: StoredTask, now: Millis, wait_ms: u64, new: bool) {
-        // `now` is whole milliseconds, cut down: one more keeps "not before" true to the
-        // millisecond.
-        let due = now + wait_ms + 1;
-        task.not_before = NonZeroU64::new(self.unix_at_zero.saturating_add(due.0));
+        let (due, unix) = self.due(now, wait_ms);
+        task.not_before = unix;
         if !self.queues.contains_key(&task.queue) {
             vanished(&mut *self.journal, &task);
             return;
@@ -1079,11 +1093,9 @@ impl Broker {
     /// vote.
     fn store_vote(&mut self, mut task: StoredTask, now: Millis, wait: u64) {
         if wait > 0 {
-            let due = now + wait + 1;
-            task.not_before = NonZeroU64::new(self.unix_at_zero.saturating_add(due.0));
+            task.not_before = self.due(now, wait).1;
         }
-        self.next_back += 1;
-        task.order = self.next_back;
+        task.order = self.next_order(End::Back);
         self.journal.record(Change::Stored(&task));
         self.start_vote(task, now, wait);
     }

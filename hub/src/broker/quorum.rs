@@ -15,12 +15,12 @@
 //!   make one, up to `max_replicas` in all. Past that the task is dead-lettered with every ballot.
 
 use serde::Serialize;
-use taskhub_core::protocol::{Redundancy, Reply};
+use taskhub_core::protocol::Redundancy;
 use taskhub_core::{Millis, Pattern, QueueName, Role, SessionId, TaskId, TaskState};
 
 use super::idhash::IdMap;
 use super::store::{memory_cost, replica_cost};
-use super::{Body, Broker, Change, Charge, End, Gate, Output, ServerMsg, StoredTask};
+use super::{Body, Broker, Change, Charge, End, StoredTask};
 
 /// Where a session's results count alone: every list must have a pattern matching the queue
 /// (a key's `trusted`, and its token's when it came with one).
@@ -400,8 +400,8 @@ impl Broker {
         }
     }
 
-    /// Close vote `parent` and withdraw its replicas still out; gives the task back.
-    fn close_vote(&mut self, parent: TaskId, now: Millis) -> Option<(StoredTask, Vec<Ballot>)> {
+    /// Close vote `parent` and withdraw its replicas still out; gives the vote back.
+    fn close_vote(&mut self, parent: TaskId, now: Millis) -> Option<Vote> {
         let vote = self.votes.by_task.remove(&parent)?;
         let mut freed = Vec::new();
         for r in &vote.live {
@@ -417,40 +417,30 @@ impl Broker {
         if let Some(q) = self.queues.get_mut(&vote.task.queue) {
             q.voting = q.voting.saturating_sub(1);
         }
-        Some((vote.task, vote.ballots))
+        Some(vote)
     }
 
     fn accept(&mut self, parent: TaskId, result: Option<Body>, now: Millis) {
-        let Some((task, ballots)) = self.close_vote(parent, now) else {
+        let Some(vote) = self.close_vote(parent, now) else {
             return;
         };
-        tracing::debug!(task = %parent, queue = %task.queue, ballots = ballots.len(), "redundant task accepted");
-        self.acked += 1;
-        self.latency.record(now.since(task.put_at));
-        if let Some(q) = self.queues.get_mut(&task.queue) {
-            q.counters.acked += 1;
-        }
-        self.reply(
-            &task,
-            Reply {
-                id: parent,
-                ok: true,
-                result,
-                error: None,
-                cancelled: false,
-            },
-            now,
-        );
-        self.journal.record(Change::Done(parent));
+        tracing::debug!(task = %parent, queue = %vote.task.queue, ballots = vote.ballots.len(), "redundant task accepted");
+        self.completed(&vote.task, result, now);
     }
 
     /// No quorum within `max_replicas`: dead-letter the task with every ballot.
     fn give_up(&mut self, parent: TaskId, now: Millis) {
-        let Some((mut task, ballots)) = self.close_vote(parent, now) else {
+        let Some(Vote {
+            mut task,
+            need,
+            ballots,
+            ..
+        }) = self.close_vote(parent, now)
+        else {
             return;
         };
         let answers = ballots.iter().filter(|b| b.outcome.is_ok()).count();
-        let quorum = task.redundancy.map_or(1, |r| r.quorum);
+        let quorum = need.quorum;
         task.attempts = u32::try_from(ballots.len()).unwrap_or(u32::MAX);
         task.set_error(format!(
             "no quorum: {} replica(s) ran, {answers} returned a result, and no {quorum} of them agreed",
@@ -482,60 +472,22 @@ impl Broker {
         self.dead_letter_with(task, ballots, now);
     }
 
-    /// Take task `id` out wherever it is (a cancel, a replica no longer needed). If it was
-    /// leased, its worker is told to stop, and that session is returned too: the caller offers
-    /// it work once it has withdrawn everything it meant to.
-    pub(super) fn withdraw(&mut self, id: TaskId) -> Option<(StoredTask, Option<SessionId>)> {
-        let (queue, state) = self.locate(id).map(|(q, s)| (q.clone(), s))?;
-        match state {
-            TaskState::Leased => {
-                let holder = self.leases.get(&id).map(|l| l.session);
-                let task = self.take_lease(id)?;
-                if let Some(holder) = holder {
-                    self.out.push(Output {
-                        to: holder,
-                        msg: ServerMsg::Cancel { task: id },
-                        droppable: false,
-                        gate: Gate::InTurn,
-                    });
-                }
-                Some((task, holder))
-            }
-            TaskState::Scheduled => {
-                let task = self.scheduled.remove(id);
-                if let Some(q) = self.queues.get_mut(&queue) {
-                    q.scheduled = q.scheduled.saturating_sub(1);
-                }
-                task.map(|t| (t, None))
-            }
-            TaskState::Ready => self
-                .queues
-                .get_mut(&queue)
-                .and_then(|q| q.ready.remove(id))
-                .map(|t| (t, None)),
-        }
-    }
-
-    /// Cancel redundant task `parent`: every replica out is withdrawn. Returns where the task
-    /// stood: leased if any replica was, else scheduled if any was, else ready.
+    /// Cancel redundant task `parent`: every replica out is withdrawn. Gives the task back.
     pub(super) fn cancel_vote(&mut self, parent: TaskId, now: Millis) -> Option<StoredTask> {
-        self.close_vote(parent, now).map(|(task, _)| task)
+        self.close_vote(parent, now).map(|vote| vote.task)
     }
 
-    /// Where redundant task `id` stands, by its furthest replica.
+    /// Where redundant task `id` stands, by its furthest replica: leased if any is, else
+    /// scheduled if any is, else ready.
     pub(super) fn vote_state(&self, id: TaskId) -> Option<(&QueueName, TaskState)> {
         let vote = self.votes.get(id)?;
-        let states = vote
-            .live
-            .iter()
-            .filter_map(|r| self.locate(*r).map(|(_, s)| s));
-        let state = states
-            .max_by_key(|s| match s {
-                TaskState::Leased => 2,
-                TaskState::Scheduled => 1,
-                TaskState::Ready => 0,
-            })
-            .unwrap_or(TaskState::Ready);
+        let state = if vote.live.iter().any(|r| self.leases.get(r).is_some()) {
+            TaskState::Leased
+        } else if vote.live.iter().any(|r| self.scheduled.get(*r).is_some()) {
+            TaskState::Scheduled
+        } else {
+            TaskState::Ready
+        };
         Some((&vote.task.queue, state))
     }
 
