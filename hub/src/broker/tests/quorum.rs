@@ -369,20 +369,32 @@ fn replicas_prefer_sessions_with_a_name_and_role_not_seen_yet() {
         h.consume(w, "jobs", 4);
     }
     h.put_redundant(json!(1), redundant(3, None, None));
-    let out = h.b.drain().collect::<Vec<_>>();
-    assert!(out.is_empty());
-    let st = h.b.stats();
-    let holding: Vec<SessionId> = st
+    assert_eq!(
+        holding(&h),
+        vec![W1, W3, W4],
+        "not the second session named laptop while others are free"
+    );
+
+    // Without names, a role not seen yet decides: the browser before the second worker, though
+    // the worker comes first in turn.
+    let mut h = Harness::voters([None; 4]);
+    h.b.close_session(W3, h.now);
+    h.b.open_session(W3, Role::Browser, None);
+    for w in [W1, W2, W3] {
+        h.consume(w, "jobs", 4);
+    }
+    h.put_redundant(json!(1), redundant(2, None, None));
+    assert_eq!(holding(&h), vec![W1, W3]);
+}
+
+/// The sessions holding a task, in session order.
+fn holding(h: &Harness) -> Vec<SessionId> {
+    h.b.stats()
         .workers
         .iter()
         .filter(|w| w.in_flight > 0)
         .map(|w| w.session)
-        .collect();
-    assert_eq!(
-        holding,
-        vec![W1, W3, W4],
-        "not the second session named laptop while others are free"
-    );
+        .collect()
 }
 
 #[test]
